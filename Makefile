@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh Debian machine as root: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= /var/lib/workbench/demo
+DEMO_POLICY ?= hub_config/policy.yaml
+APT_PACKAGES := bubblewrap util-linux nodejs npm chromium chromium-driver fonts-dejavu-core
+
+.PHONY: demo test bench lint system-deps clean-demo
+
+# Debian packages: bubblewrap for the kernel sandbox, setpriv (util-linux), node/npm for
+# configurable-http-proxy, chromium for the browser tests. Skipped when all are present.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v configurable-http-proxy >/dev/null || npm install -g --silent configurable-http-proxy@5
+
+# The environment is root-owned and world-readable so study kernels (other uids) can run it.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	chmod -R a+rX $(VENV)
+	touch $(STAMP)
+
+demo: system-deps $(STAMP)
+	$(VENV)/bin/workbench demo --data-dir $(DEMO_DIR) --policy $(DEMO_POLICY)
+
+test: system-deps $(STAMP)
+	$(VENV)/bin/ruff check workbench tests benchmarks hub_config extensions
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: system-deps $(STAMP)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,1 @@
+"""workbench: secure research workbench for a healthcare trusted data space."""

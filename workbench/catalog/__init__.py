@@ -1,0 +1,1 @@
+"""The unified data catalog: datasets, views, quality, versions and ownership certificates."""

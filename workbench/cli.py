@@ -1,0 +1,42 @@
+"""The ``workbench`` command. Each component contributes its commands from its own ``cli`` module,
+listed in COMMAND_MODULES (one line per component)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from workbench.errors import WorkbenchUserError
+
+# Each module exposes ``commands``: a list of click commands or groups added to the top level.
+COMMAND_MODULES: list[str] = [
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Secure research workbench for a healthcare trusted data space."""
+
+
+for _module in COMMAND_MODULES:
+    for _command in importlib.import_module(_module).commands:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    """Entry point: user mistakes are shown as one clear message, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except WorkbenchUserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,110 @@
+"""Where things live in a data space: the one place that decides the on-disk layout.
+
+See docs/architecture.md for the layout and who owns each part.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.errors import WorkbenchUserError
+
+ENV_VAR = "WORKBENCH_DATA_DIR"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The space's directory from ``--data-dir`` or ``$WORKBENCH_DATA_DIR``."""
+    value = data_dir or os.environ.get(ENV_VAR)
+    if not value:
+        raise WorkbenchUserError(
+            f"No data space given: pass --data-dir DIR or set {ENV_VAR}. "
+            "Build one with 'workbench init --data-dir DIR'.",
+            reason="no-data-dir",
+        )
+    return Path(value).resolve()
+
+
+@dataclass(frozen=True)
+class Space:
+    """Paths inside one data space directory."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, data_dir: str | os.PathLike | None) -> Space:
+        return cls(resolve_data_dir(data_dir))
+
+    # -- written by `workbench init` -------------------------------------------------------
+    @property
+    def manifest(self) -> Path:  # public facts about the space (id, seed, holders)
+        return self.root / "space.json"
+
+    @property
+    def keys(self) -> Path:  # root-only: certificate signing key and linkage key
+        return self.root / "keys"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.keys / "signing.key"
+
+    @property
+    def signing_pub(self) -> Path:  # public half, readable by everyone
+        return self.root / "signing.pub"
+
+    @property
+    def linkage_key(self) -> Path:
+        return self.keys / "linkage.key"
+
+    @property
+    def holders(self) -> Path:  # owned by the gateway service: nobody else reads data
+        return self.root / "holders"
+
+    def holder_dir(self, holder: str) -> Path:
+        return self.holders / holder
+
+    @property
+    def catalog(self) -> Path:  # owned by the gateway service
+        return self.root / "catalog"
+
+    # -- services ---------------------------------------------------------------------------
+    @property
+    def provenance(self) -> Path:  # owned by the collector uid only
+        return self.root / "provenance"
+
+    @property
+    def he(self) -> Path:  # public.ctx readable by services; secret.ctx only by the key holder
+        return self.root / "he"
+
+    @property
+    def run(self) -> Path:  # Unix sockets of the services
+        return self.root / "run"
+
+    @property
+    def collector_socket(self) -> Path:
+        return self.run / "collector.sock"
+
+    @property
+    def keyholder_socket(self) -> Path:
+        return self.run / "keyholder.sock"
+
+    def gateway_socket(self, study: str) -> Path:
+        return self.run / "gateway" / f"{study}.sock"
+
+    @property
+    def usage(self) -> Path:  # the usage ledger, written by the gateway
+        return self.root / "usage"
+
+    @property
+    def studies(self) -> Path:
+        return self.root / "studies"
+
+    def study_dir(self, study: str) -> Path:
+        return self.studies / study
+
+    def workspace(self, study: str) -> Path:  # the kernel's only writable directory
+        return self.study_dir(study) / "workspace"
+
+    def outbox(self, study: str) -> Path:  # released files, written by the airlock only
+        return self.study_dir(study) / "outbox"
