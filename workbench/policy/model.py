@@ -1,0 +1,123 @@
+"""The policy file's schema: who may do what in which study. Validated with pydantic; the JSON
+schema published at docs/policy.schema.json is generated from these classes."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Role = Literal["researcher", "reviewer", "admin"]
+HolderKind = Literal["hospital", "insurer", "pharma", "public", "other"]
+
+# JupyterHub named servers allow 1-30 chars of [a-z0-9-]; a study id is a server name.
+STUDY_ID = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+StudyId = Annotated[str, StringConstraints(pattern=STUDY_ID.pattern)]
+UserName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,31}$")]
+HolderId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*$")]
+ViewId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+Memory = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?[KMGT]?$")]
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class User(_Model):
+    roles: tuple[Role, ...] = Field(min_length=1, description="researcher, reviewer and/or admin")
+    full_name: str = ""
+    email: str = ""
+
+
+class Dominance(_Model):
+    """The (n, k) dominance rule: no cell where the n largest contributors make up more than k
+    of the total."""
+
+    n: int = Field(default=2, ge=1)
+    k: float = Field(default=0.9, gt=0, le=1)
+
+
+class Thresholds(_Model):
+    min_cell_count: int = Field(default=10, ge=1,
+                                description="smallest count a released cell may have")
+    dominance: Dominance = Dominance()
+
+
+class Resources(_Model):
+    cpu: float = Field(default=1.0, gt=0, le=64, description="CPU cores per study server")
+    memory: Memory = Field(default="2G", description="memory per study server, e.g. '2G', '512M'")
+    max_kernels: int = Field(default=2, ge=1, le=32)
+
+    @property
+    def memory_bytes(self) -> int:
+        unit = self.memory[-1] if self.memory[-1] in _UNITS else ""
+        number = self.memory[: len(self.memory) - len(unit)]
+        return int(float(number) * _UNITS[unit])
+
+
+class Study(_Model):
+    title: str = Field(min_length=1)
+    purpose: str = Field(min_length=1)
+    sponsor: str = Field(min_length=1)
+    members: tuple[UserName, ...] = Field(default=(), description="researchers of the study")
+    reviewers: tuple[UserName, ...] = Field(default=(), description="output checkers of the study")
+    views: tuple[ViewId, ...] = Field(default=(), description="granted catalog view ids")
+    expires: date
+    thresholds: Thresholds = Thresholds()
+    resources: Resources = Resources()
+
+
+class Holder(_Model):
+    title: str = Field(min_length=1)
+    kind: HolderKind
+    contact: str = ""
+
+
+# keys that do not match the id pattern are errors in the JSON schema too, as in pydantic
+_CLOSED = {"additionalProperties": False}
+
+
+class Policy(_Model):
+    """A whole policy file. Deny by default: anything not written here is not allowed."""
+
+    users: dict[UserName, User] = Field(default_factory=dict, json_schema_extra=_CLOSED)
+    studies: dict[StudyId, Study] = Field(default_factory=dict, json_schema_extra=_CLOSED)
+    holders: dict[HolderId, Holder] = Field(default_factory=dict, json_schema_extra=_CLOSED)
+
+    def admins(self) -> list[str]:
+        return sorted(name for name, user in self.users.items() if "admin" in user.roles)
+
+    def has_role(self, user: str, role: str) -> bool:
+        entry = self.users.get(user)
+        return entry is not None and role in entry.roles
+
+
+def cross_reference_problems(policy: Policy) -> list[tuple[tuple, str]]:
+    """Problems pydantic cannot see: names that must refer to users with the right role.
+
+    Returned as (location, message) so the loader can point at the line."""
+    problems: list[tuple[tuple, str]] = []
+    for study_id, study in policy.studies.items():
+        for field, role in (("members", "researcher"), ("reviewers", "reviewer")):
+            for index, name in enumerate(getattr(study, field)):
+                if name not in policy.users:
+                    problems.append(((("studies", study_id, field, index)),
+                                     f"unknown user '{name}': add it under 'users'"))
+                elif not policy.has_role(name, role):
+                    problems.append(((("studies", study_id, field, index)),
+                                     f"user '{name}' needs the role '{role}'"))
+            if len(set(getattr(study, field))) != len(getattr(study, field)):
+                problems.append((("studies", study_id, field), "names are listed twice"))
+        if len(set(study.views)) != len(study.views):
+            problems.append((("studies", study_id, "views"), "view ids are listed twice"))
+        both = set(study.members) & set(study.reviewers)
+        if both:
+            # Two-person rule: a researcher must not check their own study's outputs.
+            problems.append((("studies", study_id, "reviewers"),
+                             f"{', '.join(sorted(both))} cannot be member and reviewer of "
+                             "one study"))
+    return problems
