@@ -1,0 +1,135 @@
+"""The sandbox launcher: the bubblewrap + setpriv command line a study kernel runs under.
+
+SECURITY BOUNDARY. Everything the kernel can reach is listed here: nothing of the host file system
+is visible unless bound below, the network namespace holds only ``lo``, and the kernel runs as the
+study's kernel uid with no capabilities and no-new-privs. Guarded by tests/sandbox/test_escape.py
+and tests/sandbox/test_launch.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import workbench
+from workbench.errors import WorkbenchError
+
+KERNEL_DIR_INSIDE = "/run/kernel"  # the kernel's private connection file and ZMQ sockets
+GATEWAY_INSIDE = "/run/gateway.sock"
+HOME_INSIDE = "/tmp/home"  # noqa: S108 - the sandbox's private tmpfs
+EXTENSIONS_DIR = Path(workbench.__file__).resolve().parent.parent / "extensions"
+EXTENSIONS_INSIDE = "/opt/workbench/extensions"
+
+# Files of /etc a Python kernel needs; everything else of /etc stays invisible.
+ETC_FILES = ("passwd", "group", "nsswitch.conf", "hosts", "ld.so.cache", "ld.so.conf",
+             "ld.so.conf.d", "localtime", "mime.types")
+# Parents that --dir must not (re)create: they are mounts of their own.
+_MOUNTED = {"/", "/usr", "/tmp", "/proc", "/dev", "/run", "/etc"}  # noqa: S108
+
+
+def python_environment() -> tuple[str, ...]:
+    """Directories holding the interpreter and its packages, mounted read-only in the kernel."""
+    paths = {sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent.parent),
+             str(Path(workbench.__file__).resolve().parent)}  # editable installs live elsewhere
+    return tuple(sorted(p for p in paths if not p.startswith("/usr/")))
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What one sandboxed kernel gets. ``kernel_uid=None`` means the launcher is not root: the
+    kernel then runs in a user namespace as the launcher's own uid (development mode)."""
+
+    study: str
+    workspace: Path
+    kernel_dir: Path  # host dir bound at KERNEL_DIR_INSIDE
+    kernel_uid: int | None
+    kernel_gid: int | None
+    gateway_socket: Path | None
+    read_only: tuple[str, ...] = field(default_factory=python_environment)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    bwrap: str = "bwrap"
+    setpriv: str = "setpriv"
+
+    def environment(self) -> dict[str, str]:
+        """The kernel's whole environment (bwrap --clearenv drops everything else, including
+        server secrets and JPY_PARENT_PID, which ipykernel must not see in a pid namespace)."""
+        env = {
+            "PATH": f"{sys.prefix}/bin:/usr/bin:/bin",
+            "HOME": HOME_INSIDE,
+            "LANG": "C.UTF-8",
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONPATH": EXTENSIONS_INSIDE,
+            "IPYTHONDIR": f"{HOME_INSIDE}/.ipython",
+            "MPLCONFIGDIR": f"{HOME_INSIDE}/.matplotlib",
+            "WORKBENCH_STUDY": self.study,
+            "WORKBENCH_GATEWAY_SOCKET": GATEWAY_INSIDE,
+        }
+        env.update(self.extra_env)
+        return env
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
+    if not found:
+        raise WorkbenchError(f"{name} is not installed: the kernel sandbox needs it "
+                             "(Debian packages bubblewrap and util-linux; see the Makefile)")
+    return found
+
+
+def _parents(path: str, made: set[str]) -> list[str]:
+    """--dir entries so bwrap does not create the parents of a mount point 0700 (it would, and
+    the kernel uid could then not traverse them)."""
+    args: list[str] = []
+    parts = Path(path).parts[1:-1]
+    for i in range(1, len(parts) + 1):
+        parent = "/" + "/".join(parts[:i])
+        if parent not in made and parent not in _MOUNTED:
+            args += ["--perms", "0755", "--dir", parent]
+            made.add(parent)
+    return args
+
+
+def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str]) -> list[str]:
+    """bwrap [mounts, namespaces] -- setpriv [drop to the kernel uid] -- the kernel command."""
+    argv = [_tool(spec.bwrap)]
+    privileged = spec.kernel_uid is not None
+    if not privileged:
+        argv += ["--unshare-user", "--cap-drop", "ALL"]
+    # Namespaces listed one by one: --unshare-all as root adds a user namespace and setpriv then
+    # fails with "setresuid: Invalid argument".
+    argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+             "--hostname", "workbench-kernel"]
+    argv += ["--ro-bind", "/usr", "/usr"]
+    for link in ("bin", "lib", "lib64", "sbin"):
+        if os.path.islink(f"/{link}"):
+            argv += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
+    argv += ["--perms", "0755", "--dir", "/etc"]
+    for name in ETC_FILES:
+        if os.path.exists(f"/etc/{name}"):
+            argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--tmpfs", "/tmp",  # noqa: S108 - a fresh tmpfs per kernel
+             "--perms", "1777", "--dir", HOME_INSIDE, "--perms", "0755", "--dir", "/run"]
+    made: set[str] = set()
+    for path in spec.read_only:
+        argv += _parents(path, made) + ["--ro-bind", path, path]
+    if EXTENSIONS_DIR.is_dir():
+        argv += _parents(EXTENSIONS_INSIDE, made) + ["--ro-bind", str(EXTENSIONS_DIR),
+                                                     EXTENSIONS_INSIDE]
+    argv += ["--bind", str(spec.kernel_dir), KERNEL_DIR_INSIDE]
+    if spec.gateway_socket is not None:
+        argv += ["--bind", str(spec.gateway_socket), GATEWAY_INSIDE]
+    workspace = str(spec.workspace)
+    argv += _parents(workspace, made) + ["--bind", workspace, workspace, "--chdir", workspace]
+    argv += ["--clearenv"]
+    for key, value in spec.environment().items():
+        argv += ["--setenv", key, value]
+    argv += ["--"]
+    if privileged:
+        argv += [_tool(spec.setpriv), f"--reuid={spec.kernel_uid}", f"--regid={spec.kernel_gid}",
+                 "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+    return argv + list(kernel_cmd)

@@ -1,0 +1,183 @@
+"""``workbench-sandbox``: the kernel provisioner that seals a study kernel and audits its channels.
+
+Every launcher that uses jupyter_client (Jupyter Server, Voila, nbclient, papermill) goes through
+a provisioner, so this is where the kernel gets its sandbox (:mod:`workbench.sandbox.launch`) and
+its audit proxy (:mod:`workbench.sandbox.proxy`). The kernel's ZMQ sockets are Unix sockets
+(ipc transport) in a directory bound at ``/run/kernel`` inside the sandbox; clients connect to the
+proxy's sockets in a sibling directory that only this (trusted) process can reach.
+
+Configuration: ``c.SandboxProvisioner.data_dir`` / ``study`` (defaults: ``$WORKBENCH_DATA_DIR``,
+``$WORKBENCH_STUDY``), ``run_user`` (``$WORKBENCH_RUN_USER``, else ``$JUPYTERHUB_USER``, else the
+process's own user) for requests that did not come through an authenticated websocket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.provisioning import LocalProvisioner
+from traitlets import Unicode, default
+
+from workbench import accounts
+from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.paths import Space
+from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
+from workbench.sandbox.proxy import AuditProxy
+
+PROVISIONER_NAME = "workbench-sandbox"
+STUDY_ID = re.compile(r"^[a-z][a-z0-9-]{0,28}[a-z0-9]$|^[a-z]$")
+
+
+def check_study_id(study: str) -> str:
+    if not STUDY_ID.match(study or ""):
+        raise WorkbenchUserError(
+            f"'{study}' is not a study id: use 1-30 characters of a-z, 0-9 and '-', starting "
+            "with a letter (set WORKBENCH_STUDY or c.SandboxProvisioner.study).",
+            reason="bad-study-id")
+    return study
+
+
+def provenance_recorder(space: Space):
+    """The collector client the proxy writes through (imported late: the sandbox must load
+    even where the collector package is being upgraded, and then refuses every cell)."""
+    from workbench.provenance.client import ProvenanceClient
+
+    client = ProvenanceClient(space.collector_socket)
+
+    async def record(kind: str, fields: dict[str, Any]) -> Any:
+        return await client.append_async(kind, fields)
+
+    return record
+
+
+def prepare_workspace(space: Space, study: str, kernel_uid: int | None) -> Path:
+    """The study workspace: 0770, owned by the kernel uid, group of the study server uid."""
+    workspace = space.workspace(study)
+    if not workspace.is_dir():
+        workspace.mkdir(parents=True, exist_ok=True)
+        if kernel_uid is not None:
+            _, server_gid = accounts.ensure_user(accounts.study_server_user(study))
+            for path in (workspace.parent, workspace):
+                os.chown(path, kernel_uid, server_gid)
+            os.chmod(workspace.parent, 0o750)  # noqa: S103 - the server group reads it
+            os.chmod(workspace, 0o770)  # noqa: S103 - kernel and server both write it
+    return workspace
+
+
+class SandboxProvisioner(LocalProvisioner):
+    """Runs the kernel under bubblewrap + setpriv behind an :class:`AuditProxy`."""
+
+    data_dir = Unicode(config=True, help="The data space (default: $WORKBENCH_DATA_DIR).")
+    study = Unicode(config=True, help="The study this server serves (default: $WORKBENCH_STUDY), "
+                                      "e.g. 'cml-tki'.")
+    run_user = Unicode(config=True, help="Who requests without an authenticated websocket "
+                                         "(nbclient, papermill, Voila) are attributed to.")
+    runtime_root = Unicode("/tmp", config=True,  # noqa: S108 - each kernel gets a 0700 mkdtemp
+                           help="Where the per-kernel socket directories are made (kept short: "
+                                "a Unix socket path has at most 107 bytes).")
+
+    @default("data_dir")
+    def _data_dir_default(self) -> str:
+        return os.environ.get("WORKBENCH_DATA_DIR", "")
+
+    @default("study")
+    def _study_default(self) -> str:
+        return os.environ.get("WORKBENCH_STUDY", "")
+
+    @default("run_user")
+    def _run_user_default(self) -> str:
+        return (os.environ.get("WORKBENCH_RUN_USER") or os.environ.get("JUPYTERHUB_USER")
+                or pwd.getpwuid(os.getuid()).pw_name)
+
+    _proxy: AuditProxy | None = None
+    _base: Path | None = None
+    _recorder = None
+
+    def attribute(self, msg_id: str, user: str, notebook_path: str | None = None) -> None:
+        """Called by the authenticated websocket handler before it sends ``msg_id`` on."""
+        if self._proxy is None:
+            raise WorkbenchError("kernel has no audit proxy")
+        self._proxy.attribute(msg_id, user, notebook_path)
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        km = self.parent
+        study = check_study_id(self.study)
+        space = Space.at(self.data_dir or None)
+        kernel_uid = kernel_gid = None
+        if accounts.is_root():
+            kernel_uid, kernel_gid = accounts.ensure_user(accounts.study_kernel_user(study))
+        workspace = prepare_workspace(space, study, kernel_uid)
+        outer, inner = self._directories(kernel_uid, kernel_gid)
+        km.transport, km.cache_ports = "ipc", False
+        km.ip = str(outer / "k")
+        km.connection_file = str(outer / "kernel.json")
+        server_env = dict(kwargs.get("env") or {})
+        kwargs = await super().pre_launch(**kwargs)
+
+        info = json.loads(Path(km.connection_file).read_text())
+        inner_file = inner / "kernel.json"
+        inner_file.write_text(json.dumps(dict(info, ip=f"{KERNEL_DIR_INSIDE}/k")))
+        os.chmod(inner_file, 0o400)
+        if kernel_uid is not None:
+            os.chown(inner_file, kernel_uid, kernel_gid)
+
+        context = {"study": study, "kernel_id": self.kernel_id,
+                   "notebook_path": server_env.get("JPY_SESSION_NAME") or None}
+        if self._recorder is None:
+            self._recorder = provenance_recorder(space)
+        # Fail closed: a kernel whose start cannot be recorded does not start.
+        await self._recorder("kernel-lifecycle", {**context, "event": "launch",
+                                                  "user": self.run_user})
+        if self._proxy is None:
+            self._proxy = AuditProxy(info, dict(info, ip=str(inner / "k")), context,
+                                     self._recorder, self.run_user)
+            self._proxy.start()
+
+        gateway = space.gateway_socket(study)
+        if not gateway.exists():
+            self.log.warning("study %s: gateway socket %s is missing; the kernel starts without "
+                             "data access", study, gateway)
+        spec = SandboxSpec(study=study, workspace=workspace, kernel_dir=inner,
+                           kernel_uid=kernel_uid, kernel_gid=kernel_gid,
+                           gateway_socket=gateway if gateway.exists() else None)
+        outer_file = os.path.realpath(km.connection_file)
+        kernel_cmd = [f"{KERNEL_DIR_INSIDE}/kernel.json" if a == outer_file else a
+                      for a in kwargs["cmd"]]
+        kwargs["cmd"] = bwrap_argv(spec, kernel_cmd)
+        # bwrap's own environment; the kernel's is built by --clearenv/--setenv
+        kwargs["env"] = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        kwargs["cwd"] = "/"
+        return kwargs
+
+    def _directories(self, kernel_uid: int | None, kernel_gid: int | None) -> tuple[Path, Path]:
+        if self._base is None:
+            self._base = Path(tempfile.mkdtemp(prefix="wbk-", dir=self.runtime_root))
+            (self._base / "o").mkdir(mode=0o700)
+            (self._base / "i").mkdir(mode=0o700)
+            if kernel_uid is not None:
+                os.chown(self._base / "i", kernel_uid, kernel_gid)
+        return self._base / "o", self._base / "i"
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart=restart)
+        if restart:
+            return  # the proxy and the socket directories serve the restarted kernel too
+        if self._proxy is not None:
+            context = self._proxy.context
+            self._proxy.stop()
+            self._proxy = None
+            try:
+                await self._recorder("kernel-lifecycle", {**context, "event": "cleanup",
+                                                          "user": self.run_user})
+            except Exception as exc:
+                self.log.error("kernel %s: cleanup not recorded: %s", self.kernel_id, exc)
+        if self._base is not None:
+            shutil.rmtree(self._base, ignore_errors=True)
+            self._base = None

@@ -1,0 +1,315 @@
+"""The audit proxy: the one ZMQ path between every Jupyter client and a sandboxed kernel.
+
+SECURITY BOUNDARY. It runs in the trusted single-user server (outside the sandbox) and binds the
+client-facing sockets in a directory only the server can reach; the kernel binds its own sockets
+inside the sandbox. For each request on shell/control it verifies the HMAC, then:
+- ``execute_request``, ``comm_*``, interrupt, shutdown and subshell requests are written to the
+  provenance collector and forwarded only after the collector's acknowledgement; if the collector
+  cannot be reached the request is answered with an error reply and NOT forwarded (fail closed);
+- ``debug_request`` (the debugger can evaluate code) and any message type not listed are denied;
+- iopub outputs are hashed (sha256 + size, never the values) and recorded when the cell completes.
+The user is the one the authenticated websocket handler registered for the msg_id
+(:meth:`AuditProxy.attribute`), else the server's own run user; never ``header.username``.
+Guarded by tests/sandbox/test_proxy.py and tests/sandbox/test_escape.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
+
+log = logging.getLogger(__name__)
+
+DELIM = b"<IDS|MSG>"
+RECORD_KIND = "cell-execution"
+AUDITED = frozenset({
+    "execute_request", "comm_open", "comm_msg", "comm_close", "interrupt_request",
+    "shutdown_request", "create_subshell_request", "delete_subshell_request",
+})
+PASSED = frozenset({  # read-only requests: forwarded without a record
+    "kernel_info_request", "complete_request", "inspect_request", "history_request",
+    "is_complete_request", "comm_info_request", "connect_request", "usage_request",
+    "list_subshell_request",
+})
+OUTPUTS = frozenset({"stream", "display_data", "update_display_data", "execute_result", "error"})
+_MAX_ATTRIBUTIONS = 10_000
+
+
+class Recorder(Protocol):
+    async def __call__(self, kind: str, fields: dict[str, Any]) -> Any: ...
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _url(info: dict, channel: str) -> str:
+    return f"ipc://{info['ip']}-{info[f'{channel}_port']}"
+
+
+@dataclass
+class _Execution:
+    """An execute_request forwarded to the kernel and not yet complete."""
+
+    record: dict[str, Any]
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    status: str | None = None
+    idle: bool = False
+
+
+class AuditProxy:
+    """Proxies one kernel's five channels in a thread of its own (its own asyncio loop), so it
+    keeps working whatever loop, or none, the kernel manager's owner runs."""
+
+    def __init__(self, outer: dict, inner: dict, context: dict[str, Any], recorder: Recorder,
+                 default_user: str):
+        self.outer, self.inner = outer, inner
+        self.context = context  # study, kernel_id, notebook_path ... copied into every record
+        self.recorder = recorder
+        self.default_user = default_user
+        self.session = Session(key=outer["key"].encode(),
+                               signature_scheme=outer["signature_scheme"],
+                               username="workbench-audit")
+        self._attributions: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._executions: dict[str, _Execution] = {}
+        self._background: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True, name="wb-audit-proxy")
+
+    # -- called from the server's threads -------------------------------------------------------
+    def attribute(self, msg_id: str, user: str, notebook_path: str | None = None) -> None:
+        """Register the authenticated sender of ``msg_id`` (called by the websocket handler
+        before the message is sent on)."""
+        with self._lock:
+            self._attributions[msg_id] = (user, notebook_path)
+            while len(self._attributions) > _MAX_ATTRIBUTIONS:
+                self._attributions.popitem(last=False)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        if not self._ready.is_set():
+            raise RuntimeError("the audit proxy did not start")
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopped is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(timeout=10)
+
+    # -- the proxy thread -----------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to start(); the thread must not die silently
+            self._error = exc
+            self._ready.set()
+            log.exception("audit proxy for kernel %s stopped", self.context.get("kernel_id"))
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        ctx = zmq.asyncio.Context()
+        sockets: dict[str, tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]] = {}
+        try:
+            for channel in ("shell", "control", "stdin", "hb"):
+                front, back = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+                sockets[channel] = (front, back)
+            front, back = ctx.socket(zmq.XPUB), ctx.socket(zmq.XSUB)
+            front.setsockopt(zmq.XPUB_VERBOSE, 1)
+            sockets["iopub"] = (front, back)
+            for channel, (front, back) in sockets.items():
+                front.linger = back.linger = 0
+                front.bind(_url(self.outer, channel))
+                back.connect(_url(self.inner, channel))
+            self.sockets = sockets
+            tasks = [asyncio.create_task(self._pump(channel, side))
+                     for channel in sockets for side in ("front", "back")]
+            self._ready.set()
+            await self._stopped.wait()
+            for task in tasks:
+                task.cancel()
+            if self._background:  # let completion records reach the collector
+                await asyncio.wait(self._background, timeout=5)
+        finally:
+            for front, back in sockets.values():
+                front.close(linger=0)
+                back.close(linger=0)
+            ctx.term()
+
+    async def _pump(self, channel: str, side: str) -> None:
+        front, back = self.sockets[channel]
+        source, sink = (front, back) if side == "front" else (back, front)
+        while True:
+            frames = await source.recv_multipart()
+            try:
+                if side == "front" and channel in ("shell", "control"):
+                    if not await self._admit(channel, frames):
+                        continue
+                elif side == "back" and channel == "iopub":
+                    self._observe_output(frames)
+                elif side == "back" and channel == "shell":
+                    self._observe_reply(frames)
+            except Exception:  # a malformed message must not stop the proxy
+                log.exception("audit proxy: cannot inspect a %s message", channel)
+                if side == "front":
+                    continue  # fail closed: an uninspectable request is not forwarded
+            await sink.send_multipart(frames)
+
+    def _split(self, frames: list[bytes]) -> tuple[list[bytes], dict | None]:
+        try:
+            i = frames.index(DELIM)
+        except ValueError:
+            return frames, None
+        return frames[:i], self.session.deserialize(frames[i + 1:], content=True)  # checks HMAC
+
+    def _sender(self, msg_id: str) -> tuple[str, str, str | None]:
+        with self._lock:
+            found = self._attributions.pop(msg_id, None)
+        if found is None:
+            return self.default_user, "server", None
+        return found[0], "websocket", found[1]
+
+    async def _admit(self, channel: str, frames: list[bytes]) -> bool:
+        """Record the request and say whether it may reach the kernel."""
+        try:
+            idents, msg = self._split(frames)
+        except ValueError as exc:  # bad signature, replayed or malformed
+            log.warning("audit proxy: rejected a %s message: %s", channel, exc)
+            return False
+        if msg is None:
+            return False
+        header, msg_type = msg["header"], msg["header"]["msg_type"]
+        if msg_type in PASSED:
+            return True
+        user, via, ws_path = self._sender(header["msg_id"])
+        metadata = msg.get("metadata") or {}
+        record = {
+            **self.context, "user": user, "attributed_by": via, "channel": channel,
+            "msg_type": msg_type, "msg_id": header["msg_id"], "session": header.get("session"),
+            "subshell_id": header.get("subshell_id"), "started_at": _now(),
+            "cell_id": metadata.get("cellId") or metadata.get("cell_id"),
+            "notebook_path": (metadata.get("notebookPath") or ws_path
+                              or self.context.get("notebook_path")),
+        }
+        if msg_type not in AUDITED:
+            record.update(phase="denied", status="denied")
+            await self._try_record(record)
+            await self._refuse(channel, idents, msg, "denied",
+                         f"{msg_type} is not allowed in a workbench study kernel")
+            return False
+        content = msg["content"]
+        if msg_type == "execute_request":
+            code = content.get("code", "")
+            record.update(phase="request", code=code, code_sha256=_sha256(code.encode()),
+                          silent=bool(content.get("silent")))
+        else:  # comm payloads may carry values: only their digest is kept
+            raw = self.session.pack(content)
+            record.update(phase="request", content_sha256=_sha256(raw), content_size=len(raw))
+        try:
+            await self.recorder(RECORD_KIND, record)
+        except Exception as exc:
+            log.error("audit proxy: provenance collector unavailable (%s): %s refused",
+                      type(exc).__name__, msg_type)
+            await self._refuse(channel, idents, msg, "ProvenanceUnavailable",
+                         "The provenance log cannot be reached, so nothing is run "
+                         "(every cell must be recorded first). Try again in a moment; "
+                         "if it persists, tell the space administrator.")
+            return False
+        if msg_type == "execute_request":
+            self._executions[header["msg_id"]] = _Execution(record)
+        return True
+
+    async def _refuse(self, channel: str, idents: list[bytes], request: dict, ename: str,
+                evalue: str) -> None:
+        """Answer a refused request like a kernel would, so clients show the reason and do not
+        wait: an error reply on its channel and busy/error/idle on iopub."""
+        msg_type = request["header"]["msg_type"]
+        reply_type = msg_type.rsplit("_", 1)[0] + "_reply"
+        content = {"status": "error", "ename": ename, "evalue": evalue, "traceback": [evalue]}
+        if msg_type == "execute_request":
+            content["execution_count"] = None
+        front, _ = self.sockets[channel]
+        reply = self.session.msg(reply_type, content, parent=request["header"])
+        await front.send_multipart(self.session.serialize(reply, ident=idents))
+        iopub, _ = self.sockets["iopub"]
+        topic = [b"kernel.workbench-audit.status"]
+        for kind, body in (("status", {"execution_state": "busy"}),
+                           ("error", {k: content[k] for k in ("ename", "evalue", "traceback")}),
+                           ("status", {"execution_state": "idle"})):
+            if kind == "error" and msg_type != "execute_request":
+                continue
+            await iopub.send_multipart(self.session.serialize(
+                self.session.msg(kind, body, parent=request["header"]), ident=topic))
+
+    async def _try_record(self, record: dict[str, Any]) -> None:
+        try:
+            await self.recorder(RECORD_KIND, record)
+        except Exception as exc:
+            log.error("audit proxy: could not record %s: %s", record.get("phase"), exc)
+
+    # -- kernel -> clients ------------------------------------------------------------------------
+    def _parse_out(self, frames: list[bytes]) -> dict | None:
+        try:
+            i = frames.index(DELIM)
+            return self.session.deserialize(frames[i + 1:], content=False)
+        except ValueError:
+            return None
+
+    def _observe_output(self, frames: list[bytes]) -> None:
+        msg = self._parse_out(frames)
+        if msg is None:
+            return
+        execution = self._executions.get(msg["parent_header"].get("msg_id", ""))
+        if execution is None:
+            return
+        msg_type = msg["header"]["msg_type"]
+        if msg_type in OUTPUTS:
+            body = bytes(msg["content"]) + b"".join(bytes(b) for b in msg.get("buffers", []))
+            execution.outputs.append({"msg_type": msg_type, "sha256": _sha256(body),
+                                      "size": len(body)})
+        elif (msg_type == "status" and self.session.unpack(bytes(msg["content"]))
+              .get("execution_state") == "idle"):
+            execution.idle = True
+            self._complete(msg["parent_header"]["msg_id"])
+
+    def _observe_reply(self, frames: list[bytes]) -> None:
+        msg = self._parse_out(frames)
+        if msg is None or msg["header"]["msg_type"] != "execute_reply":
+            return
+        execution = self._executions.get(msg["parent_header"].get("msg_id", ""))
+        if execution is not None:
+            execution.status = self.session.unpack(bytes(msg["content"])).get("status", "unknown")
+            self._complete(msg["parent_header"]["msg_id"])
+
+    def _complete(self, msg_id: str) -> None:
+        execution = self._executions[msg_id]
+        if execution.status is None or not execution.idle:
+            return
+        del self._executions[msg_id]
+        request = execution.record
+        record = {k: v for k, v in request.items() if k not in ("code", "silent")}
+        record.update(phase="complete", ended_at=_now(), status=execution.status,
+                      outputs=execution.outputs)
+        task = asyncio.get_running_loop().create_task(self._try_record(record))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
