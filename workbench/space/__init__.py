@@ -1,0 +1,1 @@
+"""Building a data space: ``workbench init``, keyed pseudonyms and the space's own keys."""
