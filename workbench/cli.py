@@ -12,6 +12,7 @@ from workbench.errors import WorkbenchUserError
 
 # Each module exposes ``commands``: a list of click commands or groups added to the top level.
 COMMAND_MODULES: list[str] = [
+    "workbench.provenance.cli",
     "workbench.space.cli",
     "workbench.catalog.cli",
 ]

@@ -1,0 +1,165 @@
+"""The collector service and the writers' client: acks, refusals, fail-closed, uids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import stat
+import threading
+
+import pytest
+
+from workbench import accounts
+from workbench.errors import WorkbenchError
+from workbench.provenance.client import ProvenanceRefused, ProvenanceUnavailable
+
+LOGIN = {"user": "alice", "event": "login"}
+
+
+def test_append_returns_the_record_hash_once_durable(collector, space):
+    client = collector.client()
+    record_id = client.append("login", LOGIN)
+    assert len(record_id) == 64 and int(record_id, 16) >= 0
+    assert client.append("login", LOGIN) != record_id
+
+
+def test_append_async(collector):
+    ids = asyncio.run(_append_many(collector.client(), 20))
+    assert len(set(ids)) == 20
+
+
+async def _append_many(client, count):
+    return await asyncio.gather(*(client.append_async("login", LOGIN) for _ in range(count)))
+
+
+def test_client_is_thread_safe(collector):
+    client = collector.client()
+    ids, errors = [], []
+
+    def work():
+        try:
+            for _ in range(25):
+                ids.append(client.append("login", LOGIN))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(set(ids)) == 100
+
+
+def test_invalid_record_is_refused_naming_the_field_not_the_value(collector):
+    client = collector.client()
+    with pytest.raises(ProvenanceRefused) as caught:
+        client.append("view-read", {"study": "cml-tki", "view": "v", "rows": "PATIENT-4711"})
+    assert "rows" in str(caught.value) and "PATIENT-4711" not in str(caught.value)
+    with pytest.raises(ProvenanceRefused) as caught:
+        client.append("login", {**LOGIN, "diagnosis": "C92.1 of patient 4711"})
+    assert "diagnosis" in str(caught.value) and "C92.1" not in str(caught.value)
+    with pytest.raises(ProvenanceRefused, match="unknown record kind"):
+        client.append("made-up", {})
+    assert isinstance(caught.value, ProvenanceUnavailable)  # callers fail closed on both
+
+
+def test_writers_cannot_read_back(collector):
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(collector.socket))
+        conn.sendall(b'{"op": "read", "seq": 1}\n')
+        reply = json.loads(conn.makefile("rb").readline())
+    assert reply["ok"] is False and "only accepts 'append'" in reply["message"]
+
+
+def test_stopped_collector_makes_writers_refuse(collector):
+    client = collector.client(timeout=2)
+    client.append("login", LOGIN)
+    collector.stop()
+    with pytest.raises(ProvenanceUnavailable):
+        client.append("login", LOGIN)
+    with pytest.raises(ProvenanceUnavailable):
+        asyncio.run(client.append_async("login", LOGIN))
+
+
+def test_unresponsive_collector_times_out(collector):
+    os.kill(collector.pid, 19)  # SIGSTOP: the socket accepts but nobody answers
+    try:
+        with pytest.raises(ProvenanceUnavailable, match="no acknowledgement"):
+            collector.client(timeout=1).append("login", LOGIN)
+    finally:
+        os.kill(collector.pid, 18)  # SIGCONT
+
+
+def test_collector_restart_is_transparent_to_a_client(space, collector):
+    client = collector.client()
+    client.append("login", LOGIN)
+    collector.stop()
+    from workbench.provenance.service import start_collector
+
+    with start_collector(space):
+        client.append("login", LOGIN)  # the stale connection is noticed before sending
+
+
+def test_store_and_key_belong_to_the_collector_account(collector, space):
+    uid = accounts.ensure_user(accounts.COLLECTOR)[0]
+    info = space.provenance.stat()
+    assert info.st_uid == uid and stat.S_IMODE(info.st_mode) == 0o700
+    key = (space.provenance / "tree-head.key").stat()
+    assert key.st_uid == uid and stat.S_IMODE(key.st_mode) == 0o600
+    assert os.stat(f"/proc/{collector.pid}/status") and _process_uid(collector.pid) == uid
+
+
+def _process_uid(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError
+
+
+def _append_as(uid, gid, socket_path):
+    """Fork, become uid, send one append; return the collector's reply."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.connect(str(socket_path))
+                conn.sendall(json.dumps({"op": "append", "kind": "login",
+                                         "fields": LOGIN}).encode() + b"\n")
+                os.write(write_end, conn.makefile("rb").readline())
+        except BaseException as exc:
+            os.write(write_end, json.dumps({"child-error": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        return json.loads(pipe.read())
+
+
+def test_kernel_accounts_are_refused_even_with_a_path_to_the_socket(collector):
+    uid, gid = accounts.ensure_user(accounts.study_kernel_user("provtest"))
+    reply = _append_as(uid, gid, collector.socket)
+    assert reply == {"ok": False, "reason": "writer-refused",
+                     "message": "kernels may not write provenance"}
+
+
+def test_service_accounts_can_write(collector):
+    uid, gid = accounts.ensure_user(accounts.GATEWAY)
+    reply = _append_as(uid, gid, collector.socket)
+    assert reply["ok"] is True and len(reply["id"]) == 64
+
+
+def test_start_collector_reports_a_collector_that_cannot_start(space):
+    from workbench.provenance.service import start_collector
+
+    space.run.mkdir(parents=True)
+    space.collector_socket.mkdir()  # the socket path is taken by a directory
+    with pytest.raises(WorkbenchError, match="not a socket"):
+        start_collector(space, ready_timeout=10)
