@@ -1,0 +1,83 @@
+"""``wb.release``: ask for an output to leave the study.
+
+    req = wb.release.request(km, "km_by_tki", "Kaplan-Meier of progression by TKI, 30-day bins")
+    req                     # verdict of the automatic disclosure checks, state of the request
+    wb.release.status(req.id)
+
+The kernel is untrusted: this module only serialises the output (Arrow, JSON, PNG/SVG bytes) and
+sends it through the study's gateway to the airlock, which re-runs every check itself, stores the
+request and waits for two reviewers. Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from workbench.release.helpers import coarsen_survival, magnitude_table
+
+__all__ = ["coarsen_survival", "magnitude_table", "request", "requests", "status"]
+
+GATEWAY_PREFIX = "/release"
+
+
+class ReleaseRequest(dict):
+    """The airlock's answer: id, state, verdict, failed rules. Shown as a short report."""
+
+    @property
+    def id(self) -> str:
+        return self["id"]
+
+    @property
+    def state(self) -> str:
+        return self["state"]
+
+    def __repr__(self) -> str:
+        lines = [f"release request {self.get('id')} '{self.get('name')}': {self.get('state')}"
+                 f" (checks: {self.get('verdict')})"]
+        if self.get("failed_rules"):
+            lines.append(f"  failed: {', '.join(self['failed_rules'])} - fix the output and "
+                         "request again; the request stays a draft")
+        if self.get("review_rules"):
+            lines.append(f"  for the reviewers to judge: {', '.join(self['review_rules'])}")
+        if self.get("approvals") is not None and self.get("state") in ("submitted", "reviewed"):
+            lines.append(f"  approvals: {len(self['approvals'])} of 2")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(repr(self))}</pre>"
+
+
+def _call(method: str, path: str, payload: dict | None = None) -> Any:
+    from workbench.client import request_json
+
+    return request_json(method, GATEWAY_PREFIX + path, payload)
+
+
+def request(obj: Any, name: str, description: str, *, view: str | None = None,
+            counts: list[str] | None = None, data=None) -> ReleaseRequest:
+    """Ask for ``obj`` to be released as ``name``.
+
+    ``obj``: a pandas DataFrame (a table of counts or statistics), a Kaplan-Meier fit
+    (``wb.secure`` or lifelines), a model fit (``wb.secure`` Cox/logistic, lifelines, statsmodels)
+    or a figure (matplotlib figure, PNG or SVG bytes). ``view``: the view it was computed from
+    (differencing is checked against that view's earlier releases). ``counts``: which columns of
+    a table are counts of people (guessed from integer columns and names like ``n`` otherwise).
+    ``data``: for a figure, the table it draws, so that its numbers are checked too.
+    """
+    from workbench.release.serialize import to_payload
+
+    payload = to_payload(obj, view=view, counts=counts, data=data)
+    return ReleaseRequest(_call("POST", "/requests", {"name": name, "description": description,
+                                                      "payload": payload}))
+
+
+def status(request_id: str) -> ReleaseRequest:
+    """The current state of one of the study's requests."""
+    detail = _call("GET", f"/requests/{request_id}")
+    return ReleaseRequest({k: v for k, v in detail.items() if k not in ("payload", "evidence")})
+
+
+def requests() -> list[ReleaseRequest]:
+    """Every release request of this study."""
+    return [ReleaseRequest(r) for r in _call("GET", "/requests")]

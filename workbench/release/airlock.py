@@ -1,0 +1,363 @@
+"""The two-person airlock (a security boundary): requests, disclosure evidence, reviewer
+decisions and the outbox.
+
+States::
+
+    draft --(checks do not fail)--> submitted --approve--> reviewed --approve (2nd reviewer)-->
+    approved --(differencing re-checked)--> released
+    submitted/reviewed --reject--> rejected;  --return--> returned (the author sends a new request)
+
+Rules enforced here, each guarded by tests/release/test_airlock.py:
+- every actor is checked by ``workbench.policy.access.ensure_allowed`` (request-release,
+  review-release, view-dashboard) — deny by default;
+- the author never reviews their own request, and two *different* reviewers must approve;
+- every transition is written to the provenance collector *before* it is stored; if the
+  collector is unreachable the transition does not happen (fail closed);
+- the disclosure rules are run here on the deserialised output, never trusted from the kernel,
+  and differencing is re-checked at release time against everything released since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.paths import Space
+from workbench.policy.access import decide, ensure_allowed
+from workbench.release import rules
+from workbench.release.outputs import Output, released_table
+from workbench.release.serialize import from_payload
+from workbench.release.store import AirlockStore
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+MAX_DESCRIPTION = 4000
+MAX_COMMENT = 4000
+OPEN_STATES = ("submitted", "reviewed")
+APPROVALS_NEEDED = 2
+AIRLOCK_ACTOR = "airlock"
+
+
+def airlock_dir(space: Space) -> Path:
+    """The airlock's private state (not in workbench.paths yet: see docs/review.md)."""
+    return space.root / "airlock"
+
+
+def airlock_socket(space: Space) -> Path:
+    return space.run / "airlock.sock"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who is asking, as established by a trusted caller (gateway peer uid, hub OAuth)."""
+
+    actor: str
+    study: str | None = None
+    kernel_id: str | None = None
+    msg_id: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def thresholds_for(policy, study: str) -> rules.Thresholds:
+    entry = policy.studies[study].thresholds
+    return rules.Thresholds(min_cell_count=entry.min_cell_count,
+                            dominance_n=entry.dominance.n, dominance_k=entry.dominance.k)
+
+
+class Airlock:
+    """One airlock per space. ``provenance`` is a ProvenanceClient-like object with
+    ``append(kind, fields) -> id``; ``provenance_lookup(study, kernel_id, msg_id)`` (optional)
+    returns ``{"cells": [...ids], "reads": [...ids]}`` for the evidence."""
+
+    def __init__(self, space: Space, policy, provenance, provenance_lookup=None):
+        self.space = space
+        self.policy = policy
+        self.provenance = provenance
+        self.provenance_lookup = provenance_lookup
+        directory = airlock_dir(space)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.store = AirlockStore(directory / "airlock.sqlite")
+        self._lock = threading.Lock()
+
+    # -- provenance (fail closed) -------------------------------------------------------------
+    def _record(self, kind: str, fields: dict) -> str:
+        try:
+            return str(self.provenance.append(kind, {k: v for k, v in fields.items()
+                                                     if v is not None}))
+        except WorkbenchUserError:
+            raise
+        except Exception as exc:  # any failure to record refuses the transition
+            raise WorkbenchError(
+                f"the provenance collector did not record the {kind}: nothing was changed "
+                f"({type(exc).__name__})") from None
+
+    # -- researcher side ----------------------------------------------------------------------
+    def create(self, ctx: Context, payload: dict, name: str, description: str) -> dict:
+        """Check an output and, unless a rule fails, submit it for review."""
+        study = ctx.study
+        ensure_allowed(self.policy, ctx.actor, "request-release", study)
+        if not isinstance(name, str) or not NAME.match(name):
+            raise WorkbenchUserError(
+                "the release name must be 1-80 letters, digits, '.', '_' or '-' "
+                "(it becomes the file name), e.g. 'km_by_tki'", reason="bad-request")
+        if not isinstance(description, str) or not description.strip():
+            raise WorkbenchUserError("say in the description what the output shows and why it "
+                                     "must leave the study", reason="bad-request")
+        description = description[:MAX_DESCRIPTION]
+        output = from_payload(payload)
+        if output.view is not None and output.view not in self.policy.studies[study].views:
+            raise WorkbenchUserError(f"study '{study}' is not granted the view '{output.view}'",
+                                     reason="access-denied")
+        request_id = f"rq-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
+        with self._lock, self.store.transaction() as store:
+            released = store.released_for(study, output.view)
+            thresholds = thresholds_for(self.policy, study)
+            verdict, results = rules.run_rules(output, thresholds, released)
+            evidence = self._evidence(request_id, ctx, output, thresholds, verdict, results,
+                                      released)
+            evidence_text = json.dumps(evidence, sort_keys=True, default=str)
+            payload_text = json.dumps(payload, sort_keys=True)
+            at = _now()
+            common = {
+                "study": study, "user": ctx.actor, "request_id": request_id,
+                "files": [{"sha256": _sha256(payload_text.encode()), "size": len(payload_text),
+                           "name": f"{name}.request.json", "output_type": output.kind}],
+                "checks": [{"name": r.rule, "status": _prov_status(r.verdict)} for r in results],
+                "kernel_id": ctx.kernel_id, "msg_id": ctx.msg_id, "output_kind": output.kind,
+                "ref": _sha256(evidence_text.encode()),
+            }
+            failed = verdict == "fail"
+            draft_id = self._record("release-request", {
+                **common, "status": "denied" if failed else "ok",
+                "reason": "disclosure-check-failed" if failed else "draft"})
+            store.insert_request({
+                "id": request_id, "study": study, "view": output.view, "name": name,
+                "description": description, "author": ctx.actor, "kind": output.kind,
+                "state": "draft", "verdict": verdict, "created_at": at, "updated_at": at,
+                "payload": payload_text, "evidence": evidence_text})
+            store.add_transition(request_id, None, "draft", ctx.actor, "create", "", at, draft_id)
+            if not failed:
+                sub_id = self._record("release-request", {**common, "status": "submitted"})
+                store.set_state(request_id, "submitted", _now())
+                store.add_transition(request_id, "draft", "submitted", ctx.actor, "submit", "",
+                                     _now(), sub_id)
+        return self.summary(request_id)
+
+    def _evidence(self, request_id, ctx, output: Output, t, verdict, results, released) -> dict:
+        from acro.version import __version__ as acro_version
+
+        lookup = {}
+        if self.provenance_lookup is not None:
+            lookup = self.provenance_lookup(ctx.study, ctx.kernel_id, ctx.msg_id) or {}
+        return {
+            "request_id": request_id, "study": ctx.study, "view": output.view,
+            "kind": output.kind, "verdict": verdict, "checked_by": "airlock",
+            "checked_at": _now(), "acro_version": acro_version,
+            "thresholds": {"min_cell_count": t.min_cell_count, "dominance_n": t.dominance_n,
+                           "dominance_k": t.dominance_k, "p_percent": t.p_percent,
+                           "min_dof": t.min_dof, "zeros_are_disclosive": t.zeros_are_disclosive},
+            "rules": [r.as_dict() for r in results],
+            "counts": rules.count_cells(output),
+            "compared_with": [r["id"] for r in released],
+            "provenance": {"kernel_id": ctx.kernel_id, "msg_id": ctx.msg_id,
+                           "cells": list(lookup.get("cells", [])),
+                           "reads": list(lookup.get("reads", []))},
+        }
+
+    # -- reviewer side ------------------------------------------------------------------------
+    def decide(self, ctx: Context, request_id: str, decision: str, comment: str = "") -> dict:
+        """approve / reject / return a request; the second distinct approval releases it."""
+        if decision not in ("approve", "reject", "return"):
+            raise WorkbenchUserError("a decision is 'approve', 'reject' or 'return'")
+        comment = (comment or "").strip()[:MAX_COMMENT]
+        if decision != "approve" and not comment:
+            raise WorkbenchUserError(f"say why you {decision} the request: the author reads the "
+                                     "comment", reason="bad-request")
+        with self._lock, self.store.transaction() as store:
+            row = self._row(request_id)
+            ensure_allowed(self.policy, ctx.actor, "review-release", row["study"])
+            if ctx.study is not None and ctx.study != row["study"]:
+                raise WorkbenchUserError("this request belongs to another study",
+                                         reason="access-denied")
+            if ctx.actor == row["author"]:
+                raise WorkbenchUserError("you wrote this request: someone else must review it",
+                                         reason="own-request")
+            state = row["state"]
+            if state not in OPEN_STATES:
+                raise WorkbenchUserError(
+                    f"request {request_id} is {state}: only submitted or reviewed requests can be "
+                    "decided", reason="bad-state")
+            approvers = self._approvers(request_id)
+            if decision == "approve" and ctx.actor in approvers:
+                raise WorkbenchUserError("you already approved this request: a second, different "
+                                         "reviewer must approve it", reason="same-reviewer")
+            base = {"study": row["study"], "request_id": request_id, "reviewer": ctx.actor,
+                    "user": row["author"], "ref": _sha256(row["evidence"].encode())}
+            if decision == "approve":
+                new_state = "approved" if len(approvers) + 1 >= APPROVALS_NEEDED else "reviewed"
+                prov = self._record("release-decision", {**base, "decision": "approved",
+                                                         "stage": new_state, "status": "ok"})
+            else:
+                new_state = "rejected" if decision == "reject" else "returned"
+                prov = self._record("release-decision", {
+                    **base, "decision": "rejected" if decision == "reject" else "changes-requested",
+                    "stage": new_state, "status": "ok"})
+            at = _now()
+            store.set_state(request_id, new_state, at)
+            store.add_transition(request_id, state, new_state, ctx.actor, decision, comment, at,
+                                 prov)
+            if new_state == "approved":
+                self._release(store, self._row(request_id))
+        return self.summary(request_id)
+
+    def _release(self, store: AirlockStore, row: dict) -> None:
+        """Re-check differencing against what was released meanwhile, then write the outbox."""
+        output = from_payload(json.loads(row["payload"]))
+        released = store.released_for(row["study"], row["view"])
+        thresholds = thresholds_for(self.policy, row["study"])
+        cells = rules.count_cells(output)
+        recheck = rules.differencing_rule(cells, released, thresholds) if cells else None
+        base = {"study": row["study"], "request_id": row["id"], "reviewer": AIRLOCK_ACTOR,
+                "user": row["author"], "ref": _sha256(row["evidence"].encode())}
+        if recheck is not None and recheck.verdict == "fail":
+            prov = self._record("release-decision", {
+                **base, "decision": "rejected", "stage": "rejected", "status": "denied",
+                "reason": "differencing", "checks": [{"name": "differencing", "status": "fail"}]})
+            at = _now()
+            store.set_state(row["id"], "rejected", at)
+            store.add_transition(row["id"], "approved", "rejected", AIRLOCK_ACTOR, "recheck",
+                                 "an output released since this request was checked makes it "
+                                 "disclosive by differencing", at, prov)
+            return
+        files = self._files(row, output)
+        digests = [{"sha256": _sha256(data), "size": len(data), "name": fname}
+                   for fname, data in files]
+        prov = self._record("release-decision", {
+            **base, "decision": "released", "stage": "released", "status": "ok",
+            "files": digests, "checks": [{"name": "differencing", "status": "pass"}]})
+        self._write_outbox(row, files)
+        at = _now()
+        store.add_released(row["id"], row["study"], row["view"], cells, digests, at)
+        store.set_state(row["id"], "released", at)
+        store.add_transition(row["id"], "approved", "released", AIRLOCK_ACTOR, "release", "", at,
+                             prov)
+
+    def _files(self, row: dict, output: Output) -> list[tuple[str, bytes]]:
+        name = row["name"]
+        files: list[tuple[str, bytes]] = []
+        if output.kind == "table":
+            files.append((f"{name}.csv", released_table(output).to_csv(index=False).encode()))
+        elif output.kind == "survival":
+            import pandas as pd
+
+            frames = [c.table.assign(group=c.group) for c in output.curves]
+            files.append((f"{name}.csv", pd.concat(frames).to_csv(index=False).encode()))
+        elif output.kind == "model":
+            fit = output.model
+            files.append((f"{name}.csv", fit.params.to_csv(index=False).encode()))
+            files.append((f"{name}.model.json", json.dumps(
+                {"family": fit.family, "n_obs": fit.n_obs, "n_params": fit.n_params,
+                 "n_events": fit.n_events}, indent=2).encode()))
+        else:
+            files.append((f"{name}.{output.figure_format}", output.figure))
+        files.append((f"{name}.evidence.json", row["evidence"].encode()))
+        return files
+
+    def _write_outbox(self, row: dict, files: list[tuple[str, bytes]]) -> None:
+        target = self.space.outbox(row["study"]) / row["id"]
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for fname, data in files:
+            path = target / fname
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+
+    # -- reading ------------------------------------------------------------------------------
+    def _row(self, request_id: str) -> dict:
+        row = self.store.get(request_id) if isinstance(request_id, str) else None
+        if row is None:
+            raise WorkbenchUserError(f"there is no release request '{str(request_id)[:64]}'",
+                                     reason="not-found")
+        return row
+
+    def _approvers(self, request_id: str) -> list[str]:
+        return [t["actor"] for t in self.store.transitions(request_id) if t["action"] == "approve"]
+
+    def summary(self, request_id: str) -> dict:
+        row = self._row(request_id)
+        evidence = json.loads(row["evidence"])
+        return {
+            "id": row["id"], "study": row["study"], "view": row["view"], "name": row["name"],
+            "description": row["description"], "author": row["author"], "kind": row["kind"],
+            "state": row["state"], "verdict": row["verdict"], "created_at": row["created_at"],
+            "updated_at": row["updated_at"], "approvals": self._approvers(request_id),
+            "failed_rules": [r["rule"] for r in evidence["rules"] if r["verdict"] == "fail"],
+            "review_rules": [r["rule"] for r in evidence["rules"] if r["verdict"] == "review"],
+        }
+
+    def _can_see(self, actor: str, study: str) -> bool:
+        return any(decide(self.policy, actor, action, study)
+                   for action in ("request-release", "review-release", "view-dashboard"))
+
+    def list(self, ctx: Context, study: str | None = None, states=None) -> list[dict]:
+        study = ctx.study or study
+        studies = [study] if study else list(self.policy.studies)
+        visible = [s for s in studies if self._can_see(ctx.actor, s)]
+        if study and not visible:
+            ensure_allowed(self.policy, ctx.actor, "view-dashboard", study)
+        return [self.summary(r["id"]) for s in visible
+                for r in self.store.list(s, tuple(states) if states else None)]
+
+    def detail(self, ctx: Context, request_id: str) -> dict[str, Any]:
+        """Everything a reviewer sees: summary, evidence, the output itself, the history."""
+        row = self._row(request_id)
+        if ctx.study is not None and ctx.study != row["study"]:
+            raise WorkbenchUserError("this request belongs to another study",
+                                     reason="access-denied")
+        if not self._can_see(ctx.actor, row["study"]):
+            ensure_allowed(self.policy, ctx.actor, "view-dashboard", row["study"])
+        return {**self.summary(request_id), "evidence": json.loads(row["evidence"]),
+                "payload": json.loads(row["payload"]),
+                "transitions": self.store.transitions(request_id),
+                "released": self.store.released_row(request_id)}
+
+    def download(self, ctx: Context, request_id: str, filename: str) -> bytes:
+        """A released file, for the study's members and reviewers only."""
+        row = self._row(request_id)
+        allowed = any(decide(self.policy, ctx.actor, a, row["study"])
+                      for a in ("request-release", "review-release"))
+        if not allowed or (ctx.study is not None and ctx.study != row["study"]):
+            raise WorkbenchUserError(
+                f"Access denied: only members and reviewers of study '{row['study']}' may "
+                "download its released files", reason="access-denied")
+        released = self.store.released_row(request_id)
+        names = {f["name"]: f for f in (released or {}).get("files", [])}
+        if row["state"] != "released" or filename not in names:
+            raise WorkbenchUserError(f"request {request_id} has no released file '{filename[:80]}'",
+                                     reason="not-found")
+        path = self.space.outbox(row["study"]) / row["id"] / filename
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
+        if _sha256(data) != names[filename]["sha256"]:
+            raise WorkbenchError(f"released file {filename} of {request_id} was altered on disk")
+        return data
+
+
+def _prov_status(verdict: str) -> str:
+    return {"pass": "pass", "fail": "fail", "review": "manual"}[verdict]

@@ -1,0 +1,343 @@
+"""Statistical disclosure rules the airlock runs on every output (a security boundary).
+
+Table rules reuse SACRO's checker (``acro.sdcchecks.SDCChecks``) on evidence tables built here:
+minimum threshold, zeros, n,k dominance and p% dominance, residual degrees of freedom. The survival
+rules acro lacks (at-risk >= k at every released time point, >= k leaving the risk set between
+released points, events behind a Cox fit) and the differencing rule are written here.
+
+Every rule returns a ``RuleResult``; the request's verdict is the worst of them
+(``fail`` > ``review`` > ``pass``). Evidence holds aggregate counts only, never a row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.release.outputs import (
+    MAGNITUDE_SUFFIXES,
+    Output,
+    guess_count_columns,
+    is_value_column,
+    label_columns,
+)
+
+VERDICT_ORDER = {"pass": 0, "review": 1, "fail": 2}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A study's disclosure thresholds (from the policy; these are the safe defaults)."""
+
+    min_cell_count: int = 10
+    dominance_n: int = 2
+    dominance_k: float = 0.9  # the n largest contributors may hold less than this share
+    p_percent: float = 0.10
+    min_dof: int = 10
+    zeros_are_disclosive: bool = True
+
+    def acro_risk_appetite(self) -> dict[str, Any]:
+        return {
+            "safe_threshold": self.min_cell_count,
+            "safe_dof_threshold": self.min_dof,
+            "safe_nk_n": self.dominance_n,
+            "safe_nk_k": self.dominance_k,
+            "safe_pratio_p": self.p_percent,
+            "zeros_are_disclosive": self.zeros_are_disclosive,
+            "check_missing_values": False,
+        }
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    verdict: str
+    message: str
+    threshold: Any = None
+    acro_check: str | None = None
+    cells: list[dict] = field(default_factory=list)  # flagged cells: label, count(s), verdict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def worst(verdicts) -> str:
+    return max(verdicts, key=VERDICT_ORDER.__getitem__, default="pass")
+
+
+# -- acro glue ------------------------------------------------------------------------------------
+
+class _TableModel:
+    """The few attributes of acro's TableModelDetails its table checks read."""
+
+    model_type = "table"
+
+    def __init__(self, shape_like: pd.DataFrame):
+        self._shape_like = shape_like
+
+    def get_allfalse_table(self) -> pd.DataFrame:
+        return pd.DataFrame(False, index=self._shape_like.index, columns=self._shape_like.columns)
+
+    def get_dimension_names(self) -> list[str]:
+        return [str(c) for c in self._shape_like.columns]
+
+
+def _acro(thresholds: Thresholds):
+    from acro import sdc_agg_funcs
+    from acro.sdcchecks import SDCChecks
+
+    sdc_agg_funcs.NK_N = thresholds.dominance_n  # acro reads n from this module global
+    return SDCChecks(thresholds.acro_risk_appetite())
+
+
+def _evidence(**tables: pd.DataFrame):
+    from acro.sdcchecks import SDCEvidence
+
+    return SDCEvidence(interim_tables=dict(tables))
+
+
+def _row_labels(table: pd.DataFrame) -> list[str]:
+    labels = label_columns(table)
+    if not labels:
+        return [f"row {i + 1}" for i in range(len(table))]
+    return ["|".join(f"{c}={table.iloc[i][c]}" for c in labels) for i in range(len(table))]
+
+
+def _flagged(mask: pd.DataFrame, counts: pd.DataFrame, rows: list[str], verdict: str) -> list[dict]:
+    out = []
+    positions = np.argwhere(np.asarray(mask.fillna(False).to_numpy(), dtype=bool))
+    for r, c in positions:
+        value = counts.iat[r, c]
+        out.append({"label": f"{rows[r]}::{counts.columns[c]}",
+                    "count": None if pd.isna(value) else _num(value), "verdict": verdict})
+    return out
+
+
+def _num(value):
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+def table_rules(output: Output, t: Thresholds) -> list[RuleResult]:
+    table = output.table
+    counts_cols = list(output.count_columns or guess_count_columns(table))
+    results: list[RuleResult] = []
+    rows = _row_labels(table)
+    stat_cols = [c for c in table.columns
+                 if is_value_column(table[c]) and str(c) not in counts_cols
+                 and not str(c).endswith(MAGNITUDE_SUFFIXES)]
+    if stat_cols and not counts_cols:
+        results.append(RuleResult(
+            "statistics-need-counts", "fail",
+            f"columns {', '.join(map(str, stat_cols))} hold statistics but no column says how many "
+            "people stand behind each row: add a count column 'n' or pass counts=[...]"))
+    if not counts_cols:
+        return results
+    counts = table[counts_cols].apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
+    bad = counts.isna() | (counts < 0) | (counts % 1 != 0)
+    if bad.to_numpy().any():
+        results.append(RuleResult(
+            "counts-are-counts", "fail",
+            "count columns must hold whole, non-negative numbers",
+            cells=_flagged(bad, counts, rows, "fail")))
+        counts = counts.where(~bad, 0)
+    checker = _acro(t)
+    model = _TableModel(counts)
+    ev = _evidence(count_table=counts)
+    _status, _summary, below = checker.check_min_threshold("table", ev, model)
+    below = below & (counts != 0)  # zeros are the zero rule's business
+    results.append(RuleResult(
+        "minimum-threshold", "fail" if below.to_numpy().any() else "pass",
+        f"every released count must be 0 or at least {t.min_cell_count}",
+        threshold=t.min_cell_count, acro_check="MinimumThresholdCheck",
+        cells=_flagged(below, counts, rows, "fail")))
+    _status, _summary, zeros = checker.check_presence_of_zero("table", ev, model)
+    results.append(RuleResult(
+        "zeros", "fail" if zeros.to_numpy().any() else "pass",
+        "zero cells can disclose that nobody in a group has a trait (class disclosure)"
+        if t.zeros_are_disclosive else "zeros are not disclosive under this study's policy",
+        threshold=t.zeros_are_disclosive, acro_check="PresenceOfZeroCheck",
+        cells=_flagged(zeros, counts, rows, "fail")))
+    results.extend(_dominance_rules(table, rows, stat_cols, checker, t))
+    return results
+
+
+def _dominance_rules(table, rows, stat_cols, checker, t: Thresholds) -> list[RuleResult]:
+    magnitude = sorted({str(c)[: -len("__sum")] for c in table.columns if str(c).endswith("__sum")})
+    if not magnitude:
+        if stat_cols:
+            return [RuleResult(
+                "dominance", "review",
+                "no per-cell contributions were sent with these statistics, so n,k and p% "
+                "dominance could not be computed: the reviewers must judge it (build the table "
+                "with wb.release.magnitude_table to have it checked)",
+                threshold={"n": t.dominance_n, "k": t.dominance_k, "p": t.p_percent})]
+        return []
+    out = []
+    for col in magnitude:
+        def part(suffix, col=col):
+            part = table[[f"{col}{suffix}"]].reset_index(drop=True)
+            return part.set_axis([col], axis=1).astype(float)
+        ev = _evidence(sum=part("__sum"), max=part("__max"), top_2_sum=part("__top2"),
+                       top_n_sum=part("__topn"), num_negative=part("__neg"))
+        for name, check, acro_name, thr in (
+            ("dominance-nk", checker.check_nk_dominance, "NKCheck",
+             {"n": t.dominance_n, "k": t.dominance_k}),
+            ("dominance-p-percent", checker.check_ppercent_dominance, "PPercentCheck",
+             {"p": t.p_percent}),
+        ):
+            status, summary, mask = check("table", ev, None)
+            verdict = "fail" if mask.to_numpy().any() else "pass"
+            if status == "review":
+                verdict = "review"
+            out.append(RuleResult(
+                name, verdict, f"{col}: {summary.strip()}", threshold=thr, acro_check=acro_name,
+                cells=_flagged(mask, part("__sum"), rows, verdict)))
+    return out
+
+
+# -- survival -------------------------------------------------------------------------------------
+
+def survival_rules(output: Output, t: Thresholds) -> list[RuleResult]:
+    k = t.min_cell_count
+    at_risk_cells, step_cells = [], []
+    for curve in output.curves:
+        tab = curve.table
+        for _, row in tab.iterrows():
+            label = f"{curve.group}::t={_num(row['time'])}"
+            if row["at_risk"] < k:
+                at_risk_cells.append({"label": label, "count": _num(row["at_risk"]),
+                                      "verdict": "fail"})
+            for col in ("observed", "censored"):
+                value = row[col]
+                if 0 < value < k:
+                    step_cells.append({"label": f"{label}::{col}", "count": _num(value),
+                                       "verdict": "fail"})
+        # the drop in at-risk between released points is what a reader can difference
+        drops = tab["at_risk"].diff().abs().iloc[1:]
+        for time, drop in zip(tab["time"].iloc[1:], drops, strict=True):
+            if 0 < drop < k:
+                step_cells.append({"label": f"{curve.group}::t={_num(time)}::at_risk-drop",
+                                   "count": _num(drop), "verdict": "fail"})
+    return [
+        RuleResult("survival-at-risk", "fail" if at_risk_cells else "pass",
+                   f"at least {k} people must be at risk at every released time point",
+                   threshold=k, cells=at_risk_cells),
+        RuleResult("survival-step", "fail" if step_cells else "pass",
+                   f"events, censorings and the drop in at-risk between released time points must "
+                   f"be 0 or at least {k}: coarsen the time bins (wb.release.coarsen_survival)",
+                   threshold=k, cells=step_cells),
+    ]
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+def model_rules(output: Output, t: Thresholds) -> list[RuleResult]:
+    from acro.sdcchecks import SDCEvidence
+
+    fit = output.model
+    dof = int(fit.n_obs - fit.n_params)
+    status, summary, _ = _acro(t).check_model_dof("model", SDCEvidence(dof=dof), None)
+    results = [RuleResult("residual-dof", status, f"residual degrees of freedom: {summary}",
+                          threshold=t.min_dof, acro_check="MinimumDoFCheck",
+                          cells=[{"label": "model::dof", "count": dof, "verdict": status}])]
+    if fit.n_events is not None:
+        k = t.min_cell_count
+        cells = [{"label": "model::events", "count": fit.n_events,
+                  "verdict": "pass" if fit.n_events >= k else "fail"}]
+        if fit.family == "logistic":
+            non = fit.n_obs - fit.n_events
+            cells.append({"label": "model::non-events", "count": non,
+                          "verdict": "pass" if non >= k else "fail"})
+        verdict = worst(c["verdict"] for c in cells)
+        results.append(RuleResult(
+            "model-events", verdict,
+            f"a {fit.family} model needs at least {k} events (and {k} non-events for logistic)",
+            threshold=k, cells=cells))
+    return results
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+def figure_rules(output: Output, t: Thresholds) -> list[RuleResult]:
+    results = [RuleResult(
+        "figure-manual", "review",
+        "a picture's numbers cannot be read back by a machine: the reviewers must check it"
+        + ("" if output.table is not None
+           else " (send its data with data=... to have it checked)"))]
+    if output.table is not None:
+        results.extend(table_rules(output, t))
+    return results
+
+
+# -- differencing ---------------------------------------------------------------------------------
+
+def count_cells(output: Output) -> dict[str, float]:
+    """The labelled counts an output releases: what later outputs are differenced against.
+
+    Labels name the population a count describes (``sex=F::n``, ``TOTAL::n``, ``cohort::all``),
+    so two outputs describing the same population under different filters line up.
+    """
+    cells: dict[str, float] = {}
+    if output.table is not None:
+        cols = list(output.count_columns or guess_count_columns(output.table))
+        rows = _row_labels(output.table)
+        for col in cols:
+            norm = "n" if col.lower() in ("n", "count", "counts", "freq", "frequency", "num",
+                                          "persons", "patients") else col
+            values = pd.to_numeric(output.table[col], errors="coerce").fillna(0)
+            for label, value in zip(rows, values, strict=True):
+                cells[f"{label}::{norm}"] = float(value)
+            cells[f"TOTAL::{norm}"] = float(values.sum())
+    if output.curves:
+        total = 0.0
+        for curve in output.curves:
+            start = float(curve.table["at_risk"].iloc[0]) if len(curve.table) else 0.0
+            cells[f"{curve.group}::n"] = start
+            total += start
+        cells["TOTAL::n"] = total
+    if output.model is not None:
+        cells["TOTAL::n"] = float(output.model.n_obs)
+        if output.model.n_events is not None:
+            cells["TOTAL::events"] = float(output.model.n_events)
+    return cells
+
+
+def differencing_rule(new: dict[str, float], released: list[dict], t: Thresholds) -> RuleResult:
+    """Fail when a count differs from an already released count of the same population label by
+    fewer than k people: subtracting the two would describe that small group."""
+    k = t.min_cell_count
+    flagged = []
+    for earlier in released:
+        for label, value in new.items():
+            old = earlier["cells"].get(label)
+            if old is None or math.isclose(old, value):
+                continue
+            diff = abs(value - old)
+            if diff < k:
+                flagged.append({"label": label, "count": _num(value), "released_count": _num(old),
+                                "difference": _num(diff), "released_request": earlier["id"],
+                                "verdict": "fail"})
+    scope = {r["id"] for r in released}
+    return RuleResult(
+        "differencing", "fail" if flagged else "pass",
+        f"compared with {len(scope)} earlier release(s) of the same study and view: no count may "
+        f"differ from a released count of the same group by fewer than {k}",
+        threshold=k, cells=flagged)
+
+
+def run_rules(output: Output, t: Thresholds, released: list[dict]) -> tuple[str, list[RuleResult]]:
+    """All rules for one output, differencing against ``released`` ({id, cells}) included."""
+    by_kind = {"table": table_rules, "survival": survival_rules, "model": model_rules,
+               "figure": figure_rules}
+    results = by_kind[output.kind](output, t)
+    cells = count_cells(output)
+    if cells:
+        results.append(differencing_rule(cells, released, t))
+    return worst(r.verdict for r in results), results

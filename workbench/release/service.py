@@ -1,0 +1,191 @@
+"""``workbench airlock``: run the airlock service (own uid, own socket).
+
+As root it creates the airlock account, gives it the airlock directory and every study's outbox
+(0700), binds the socket, loads everything it will need and then drops to that uid. For tests and
+other components ``start_airlock(space, policy_file)`` runs it as a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from workbench import accounts
+from workbench.errors import WorkbenchError
+from workbench.paths import Space
+from workbench.release.airlock import Airlock, airlock_dir, airlock_socket
+
+log = logging.getLogger("workbench.airlock")
+AIRLOCK_ACCOUNT = "wb-airlock"  # not in workbench.accounts yet: see docs/review.md
+TOKEN_KEY_FILE = "review-token.key"  # noqa: S105 - a file name, not a secret
+
+
+def token_key_path(space: Space) -> Path:
+    return airlock_dir(space) / TOKEN_KEY_FILE
+
+
+def prepare_dirs(space: Space, policy) -> tuple[int, int] | None:
+    """Airlock dir and outboxes, owned by the airlock uid when root. Returns (uid, gid) or None."""
+    from workbench.release.tokens import load_or_create_key
+
+    directory = airlock_dir(space)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    load_or_create_key(token_key_path(space))
+    outboxes = []
+    for study in policy.studies:
+        outbox = space.outbox(study)
+        if not outbox.parent.exists():
+            outbox.parent.mkdir(parents=True, mode=0o755)
+        outbox.mkdir(exist_ok=True)
+        os.chmod(outbox, 0o700)
+        outboxes.append(outbox)
+    if not accounts.is_root():
+        return None
+    uid, gid = accounts.ensure_user(AIRLOCK_ACCOUNT)
+    for path in [directory, *directory.iterdir(), *outboxes]:
+        os.chown(path, uid, gid)
+    for outbox in outboxes:
+        for path in outbox.rglob("*"):
+            os.chown(path, uid, gid, follow_symlinks=False)
+    return uid, gid
+
+
+def trusted_uids(own_uid: int) -> set[int]:
+    uids = {0, own_uid}
+    if accounts.is_root():
+        uids.add(accounts.ensure_user(accounts.GATEWAY)[0])
+    return uids
+
+
+def _prime_imports() -> None:
+    """After dropping privileges the interpreter's files may be unreadable: import now."""
+    import acro.sdcchecks  # noqa: F401
+    import acro.version  # noqa: F401
+    import defusedxml.ElementTree  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
+    from PIL import Image, PngImagePlugin  # noqa: F401
+
+    import workbench.release.rules  # noqa: F401
+    import workbench.release.svg  # noqa: F401
+
+
+def run_airlock(space: Space, policy_file: str) -> None:
+    from workbench.policy import load_policy
+    from workbench.provenance.client import ProvenanceClient
+    from workbench.release.server import AirlockHTTPServer
+    from workbench.release.tokens import load_or_create_key
+
+    policy = load_policy(policy_file)
+    ids = prepare_dirs(space, policy)
+    key = load_or_create_key(token_key_path(space))
+    _prime_imports()
+    airlock = Airlock(space, policy, ProvenanceClient(space.collector_socket))
+    if ids:
+        os.chown(airlock.store.path, *ids)
+        for suffix in ("-wal", "-shm"):
+            sidecar = Path(f"{airlock.store.path}{suffix}")
+            if sidecar.exists():
+                os.chown(sidecar, *ids)
+    server = AirlockHTTPServer(airlock_socket(space), airlock, trusted_uids(ids[0] if ids else
+                                                                            os.getuid()), key)
+    if ids:
+        uid, gid = ids
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    log.info("airlock serving on %s", airlock_socket(space))
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+class AirlockHandle:
+    def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
+        self.space, self.process, self.log_path = space, process, log_path
+        self.socket = airlock_socket(space)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        with contextlib.suppress(OSError):
+            if self.socket.is_socket():
+                self.socket.unlink()
+        return self.process.returncode
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> AirlockHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_airlock(space: Space, policy_file: str | os.PathLike,
+                  ready_timeout: float = 60.0) -> AirlockHandle:
+    """Start ``workbench airlock`` as a subprocess; return once /health answers."""
+    from workbench.release.http import UnixHTTP
+
+    fd, name = tempfile.mkstemp(prefix="wb-airlock-", suffix=".log")
+    os.close(fd)
+    log_path = Path(name)
+    with contextlib.suppress(FileNotFoundError):
+        if airlock_socket(space).is_socket():
+            airlock_socket(space).unlink()
+    with open(log_path, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workbench.release.service", "--data-dir", str(space.root),
+             "--policy", str(policy_file)],
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    handle = AirlockHandle(space, process, log_path)
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if process.poll() is not None:
+            raise WorkbenchError(f"airlock exited with {process.returncode}:\n{handle.output()}")
+        try:
+            UnixHTTP(airlock_socket(space), timeout=2).request("GET", "/health")
+            return handle
+        except (OSError, WorkbenchError):
+            if time.monotonic() > deadline:
+                handle.stop()
+                raise WorkbenchError(f"airlock did not answer:\n{handle.output()}") from None
+            time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workbench airlock", description=__doc__)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--policy", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s airlock %(message)s")
+    try:
+        run_airlock(Space.at(args.data_dir), args.policy)
+    except WorkbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,133 @@
+"""The airlock's own state: requests, their transitions and what has been released (SQLite).
+
+Only the airlock process opens this database (its directory is 0700 to the airlock's uid).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    study TEXT NOT NULL,
+    view TEXT,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    author TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    evidence TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_study ON requests(study, state);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL REFERENCES requests(id),
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    comment TEXT NOT NULL DEFAULT '',
+    at TEXT NOT NULL,
+    provenance_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS released (
+    request_id TEXT PRIMARY KEY REFERENCES requests(id),
+    study TEXT NOT NULL,
+    view TEXT,
+    cells TEXT NOT NULL,
+    files TEXT NOT NULL,
+    released_at TEXT NOT NULL
+);
+"""
+
+
+class AirlockStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self):
+        """One writer at a time: the two-approval rule must not race."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def insert_request(self, row: dict) -> None:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self._db.execute(f"INSERT INTO requests ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def set_state(self, request_id: str, state: str, at: str) -> None:
+        self._db.execute("UPDATE requests SET state = ?, updated_at = ? WHERE id = ?",
+                         (state, at, request_id))
+
+    def add_transition(self, request_id, from_state, to_state, actor, action, comment, at,
+                       provenance_id) -> None:
+        self._db.execute(
+            "INSERT INTO transitions (request_id, from_state, to_state, actor, action, comment, at,"
+            " provenance_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (request_id, from_state, to_state, actor, action, comment, at, provenance_id))
+
+    def add_released(self, request_id, study, view, cells: dict, files: list, at: str) -> None:
+        self._db.execute(
+            "INSERT INTO released (request_id, study, view, cells, files, released_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (request_id, study, view, json.dumps(cells), json.dumps(files), at))
+
+    def get(self, request_id: str) -> dict | None:
+        row = self._db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def list(self, study: str | None = None, states: tuple[str, ...] | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM requests WHERE 1=1", []
+        if study is not None:
+            sql += " AND study = ?"
+            args.append(study)
+        if states:
+            sql += f" AND state IN ({', '.join('?' for _ in states)})"
+            args.extend(states)
+        return [dict(r) for r in self._db.execute(sql + " ORDER BY created_at, id", args)]
+
+    def transitions(self, request_id: str) -> list[dict]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT * FROM transitions WHERE request_id = ? ORDER BY seq", (request_id,))]
+
+    def released_for(self, study: str, view: str | None) -> list[dict]:
+        """Released outputs to difference against: same study and view (all of the study's when
+        the view is not known)."""
+        if view is None:
+            rows = self._db.execute("SELECT * FROM released WHERE study = ?", (study,))
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM released WHERE study = ? AND (view = ? OR view IS NULL)",
+                (study, view))
+        return [{"id": r["request_id"], "cells": json.loads(r["cells"]),
+                 "files": json.loads(r["files"]), "released_at": r["released_at"]} for r in rows]
+
+    def released_row(self, request_id: str) -> dict | None:
+        row = self._db.execute("SELECT * FROM released WHERE request_id = ?",
+                               (request_id,)).fetchone()
+        if row is None:
+            return None
+        return {"id": row["request_id"], "cells": json.loads(row["cells"]),
+                "files": json.loads(row["files"]), "released_at": row["released_at"]}
