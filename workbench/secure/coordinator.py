@@ -1,0 +1,208 @@
+"""Runs one secure operation end to end: public spec -> holders encrypt -> aggregator adds -> key
+holder decrypts what the release policy allows. Iterative models (Cox, logistic) repeat the round
+per Newton step; the coordinator only ever sees released pooled values (loglik, gradient, Hessian).
+
+Used by ``Federation`` (in-process) and ``service.run_secure_op`` (the gateway); both return the
+same JSON, which ``results.build`` turns into lifelines-shaped objects.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import WorkbenchUserError
+from workbench.secure import ops
+from workbench.secure.keys import PublicKeys, parameters
+from workbench.secure.nodes import Aggregator, HolderNode, check_federation
+
+OPS = ("count", "crosstab", "histogram", "sum", "mean", "var", "kaplan_meier", "logrank_test",
+       "cox_ph", "logistic_regression")
+MAX_LEVELS = 200
+MAX_NEWTON = 50
+ERROR_BOUND = {"bfv": "exact (integer slots, no noise after decryption)",
+               "ckks": "absolute error <= 1e-6 per aggregated value (CKKS, scale 2^40)"}
+
+
+class Coordinator:
+    def __init__(self, partitions: dict[str, pd.DataFrame], keys: PublicKeys, keyholder,
+                 thresholds: dict | None = None, context: dict | None = None):
+        if not partitions:
+            raise WorkbenchUserError("no holder has rows for this operation.", reason="no-rows")
+        check_federation(partitions)
+        self.partitions = partitions
+        self.keys, self.keyholder = keys, keyholder
+        self.holders = [HolderNode(name, frame, keys) for name, frame in partitions.items()]
+        self.aggregator = Aggregator(keys)
+        self.thresholds = dict(thresholds or {})
+        self.context = dict(context or {})
+        self.log: list[dict] = []  # per round: what was sent, for provenance and benchmarks
+
+    # -- one encrypted round ---------------------------------------------------------------------
+    def round(self, kind: str, op: str, spec: dict) -> dict:
+        started = time.perf_counter()
+        parts = [h.contribute(kind, spec) for h in self.holders]
+        pooled = self.aggregator.combine(parts)
+        header = {"type": "decrypt-release", "kind": kind, "op": op, "spec": spec,
+                  "thresholds": self.thresholds, "contributors": pooled.contributors,
+                  "fingerprint": pooled.fingerprint, "context": self.context}
+        result = self.keyholder.handle(header, pooled.blobs)
+        self.log.append({"kind": kind, "scheme": pooled.scheme, "ciphertexts": len(pooled.blobs),
+                         "bytes_per_holder": {p.contributors[0]: p.nbytes for p in parts},
+                         "seconds": time.perf_counter() - started})
+        return result
+
+    def metadata(self) -> dict:
+        schemes = sorted({r["scheme"] for r in self.log})
+        return {"holders": [h.name for h in self.holders], "rounds": len(self.log),
+                "scheme": "+".join(schemes),
+                "parameters": {s: parameters()[s] for s in schemes},
+                "error_bound": "; ".join(ERROR_BOUND[s] for s in schemes),
+                "holders_ran": "in sequence"}
+
+    def run(self, op: str, params: dict) -> dict:
+        if op not in OPS:
+            raise WorkbenchUserError(f"unknown secure operation {op!r}; one of: {', '.join(OPS)}",
+                                     reason="unknown-op")
+        self.log = []
+        result = getattr(self, f"_{op}")(**params)
+        return {"op": op, "params": params, "result": result, "meta": self.metadata()}
+
+    # -- specs from public facts -----------------------------------------------------------------
+    def _levels(self, column: str) -> dict:
+        values = set()
+        for frame in self.partitions.values():
+            if column not in frame.columns:
+                raise WorkbenchUserError(f"column {column!r} is not in the data.",
+                                         reason="no-such-column")
+            values.update(frame[column].dropna().astype(str).unique().tolist())
+        if len(values) > MAX_LEVELS:
+            raise WorkbenchUserError(f"column {column!r} has more than {MAX_LEVELS} distinct "
+                                     "values: group by a coarser column.", reason="too-many-levels")
+        return {"column": column, "levels": sorted(values)}
+
+    def _by(self, by) -> list[dict]:
+        if by is None:
+            return []
+        return [self._levels(c) for c in ([by] if isinstance(by, str) else by)]
+
+    def _time_grid(self, duration_col: str, resolution: float) -> dict:
+        if not resolution or resolution <= 0:
+            raise WorkbenchUserError("resolution must be a positive number of time units.",
+                                     reason="bad-request")
+        top = 0.0
+        for frame in self.partitions.values():
+            if len(frame) and duration_col in frame.columns:
+                top = max(top, float(pd.to_numeric(frame[duration_col]).max()))
+        return {"duration_col": duration_col, "resolution": float(resolution),
+                "n_bins": int(math.ceil(top / resolution - 1e-9)) + 1}
+
+    # -- aggregates ------------------------------------------------------------------------------
+    def _count(self, by=None) -> dict:
+        return self.round("counts", "count", {"by": self._by(by)}) | {"by": by}
+
+    def _crosstab(self, index: str, columns: str) -> dict:
+        spec = {"by": [self._levels(index), self._levels(columns)]}
+        return self.round("counts", "crosstab", spec) | {
+            "index": index, "columns": columns,
+            "index_levels": spec["by"][0]["levels"], "column_levels": spec["by"][1]["levels"]}
+
+    def _histogram(self, column: str, bins, range=None) -> dict:  # noqa: A002 - numpy's name
+        if isinstance(bins, int):
+            if range is None:
+                raise WorkbenchUserError("histogram(bins=int) also needs range=(low, high), since "
+                                         "the pooled minimum and maximum are not released; or "
+                                         "pass the bin edges as a list.", reason="bad-request")
+            edges = np.linspace(float(range[0]), float(range[1]), bins + 1).tolist()
+        else:
+            edges = [float(e) for e in bins]
+        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+            raise WorkbenchUserError("histogram bin edges must increase.", reason="bad-request")
+        result = self.round("counts", "histogram", {"by": [{"column": column, "edges": edges}]})
+        return result | {"edges": edges, "column": column}
+
+    def _moments(self, op: str, column: str, by=None) -> dict:
+        spec = {"by": self._by(by), "column": column,
+                "dominance_n": _dominance(self.thresholds)[0]}
+        if op == "var":  # first the pooled mean, then moments centred on it (no cancellation)
+            first = self.round("moments", "mean", spec)
+            spec["center"] = [0.0 if m is None else m for m in first["mean"]]
+        return self.round("moments", op, spec) | {"by": by, "column": column}
+
+    def _sum(self, column: str, by=None) -> dict:
+        return self._moments("sum", column, by)
+
+    def _mean(self, column: str, by=None) -> dict:
+        return self._moments("mean", column, by)
+
+    def _var(self, column: str, by=None) -> dict:
+        return self._moments("var", column, by)
+
+    # -- survival --------------------------------------------------------------------------------
+    def _kaplan_meier(self, duration_col: str, event_col: str, by=None, resolution: float = 1.0,
+                      alpha: float = 0.05) -> dict:
+        spec = self._time_grid(duration_col, resolution) | {"event_col": event_col,
+                                                             "by": self._by(by)}
+        return self.round("survival", "kaplan_meier", spec) | {"by": by, "alpha": alpha}
+
+    def _logrank_test(self, duration_col: str, event_col: str, group_col: str,
+                      resolution: float = 1.0) -> dict:
+        spec = self._time_grid(duration_col, resolution) | {"event_col": event_col,
+                                                             "by": self._by(group_col)}
+        return self.round("survival", "logrank_test", spec)
+
+    def _cox_ph(self, duration_col: str, event_col: str, covariates: list[str], strata=None,
+                resolution: float = 1.0, alpha: float = 0.05) -> dict:
+        covariates = list(covariates)
+        spec = self._time_grid(duration_col, resolution) | {
+            "event_col": event_col, "by": self._by(strata), "covariates": covariates,
+            "center": [0.0] * len(covariates)}
+        fit = self._newton("cox", "cox_ph", spec, np.zeros(len(covariates)), recenter=True)
+        return fit | {"covariates": covariates, "alpha": alpha, "strata": strata}
+
+    def _logistic_regression(self, outcome_col: str, covariates: list[str],
+                             alpha: float = 0.05) -> dict:
+        covariates = list(covariates)
+        spec = {"outcome_col": outcome_col, "covariates": covariates}
+        fit = self._newton("logistic", "logistic_regression", spec,
+                           np.zeros(len(covariates) + 1), recenter=False)
+        return fit | {"covariates": ["Intercept", *covariates], "alpha": alpha}
+
+    def _newton(self, kind, op, spec, beta, recenter: bool) -> dict:
+        """Newton–Raphson with step halving on released loglik/gradient/Hessian; stops when the
+        step is below 1e-7 and takes that last (quadratically accurate) step."""
+        current = self.round(kind, op, spec | {"beta": beta.tolist()})
+        if recenter:  # the likelihood is invariant to centring; centring keeps exp() in range
+            spec["center"] = current["covariate_means"]
+        for iteration in range(1, MAX_NEWTON + 1):
+            grad = np.asarray(current["gradient"])
+            hess = np.asarray(current["hessian"])
+            try:
+                step = np.linalg.solve(-hess, grad)
+            except np.linalg.LinAlgError:
+                raise WorkbenchUserError("the model's information matrix is singular: a "
+                                         "covariate is constant or collinear; drop it.",
+                                         reason="singular-model") from None
+            if np.max(np.abs(step)) < 1e-7:
+                beta = beta + step
+                covariance = np.linalg.inv(-hess)
+                return {"params": beta.tolist(), "covariance": covariance.tolist(),
+                        "loglik": current["loglik"], "n": current["n"],
+                        "events": current["events"], "iterations": iteration}
+            for _ in range(30):
+                trial = self.round(kind, op, spec | {"beta": (beta + step).tolist()})
+                if np.isfinite(trial["loglik"]) and trial["loglik"] >= current["loglik"] - 1e-9:
+                    break
+                step = step / 2
+            beta, current = beta + step, trial
+        raise WorkbenchUserError(f"the model did not converge in {MAX_NEWTON} Newton steps "
+                                 "(separation or a perfectly predictive covariate?).",
+                                 reason="no-convergence")
+
+
+def _dominance(thresholds: dict) -> tuple[int, float]:
+    n, k = thresholds.get("dominance", (2, 0.85))
+    return int(n), float(k)

@@ -1,0 +1,84 @@
+"""``Federation``: the secure operations in-process, for tests and for holders' own validation.
+
+Same holders, aggregator, key holder and release policy as the service path; by default the key
+holder is an in-process ``KeyHolder`` with fresh keys, or pass ``keyholder=KeyHolderClient(path)``
+and ``public_keys`` to use a running ``workbench keyholder``.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from workbench.secure import results
+from workbench.secure.coordinator import Coordinator
+
+
+class Federation:
+    def __init__(self, partitions: dict[str, pd.DataFrame], min_cell_count: int = 10,
+                 dominance: tuple[int, float] = (2, 0.85), *, min_holders: int = 2,
+                 keyholder=None, public_keys=None, provenance=None, context: dict | None = None):
+        if keyholder is None:
+            from workbench.secure.keyholder import KeyHolder
+            from workbench.secure.keys import SecretKeys
+
+            secret = SecretKeys.generate()
+            keyholder = KeyHolder(secret, provenance)
+            public_keys = secret.public  # the holders get only the public half
+        elif public_keys is None:
+            raise TypeError("pass public_keys together with a remote keyholder")
+        from workbench.secure.keys import PublicKeys
+
+        # Holders get contexts rebuilt from the public bytes: no secret key object in them.
+        public_keys = PublicKeys.from_bytes(public_keys.to_bytes())
+        self.thresholds = {"min_cell_count": min_cell_count, "dominance": list(dominance),
+                           "min_holders": min_holders}
+        self.coordinator = Coordinator(partitions, public_keys, keyholder, self.thresholds,
+                                       context)
+        self.last_run: dict | None = None
+
+    def _run(self, op: str, **params):
+        payload = self.coordinator.run(op, {k: v for k, v in params.items() if v is not None})
+        self.last_run = payload
+        return results.build(payload)
+
+    @property
+    def holders(self):
+        return self.coordinator.holders
+
+    def count(self, by=None):
+        return self._run("count", by=by)
+
+    def crosstab(self, index: str, columns: str):
+        return self._run("crosstab", index=index, columns=columns)
+
+    def histogram(self, column: str, bins, range=None):  # noqa: A002 - numpy's name
+        return self._run("histogram", column=column, bins=bins, range=range)
+
+    def sum(self, column: str, by=None):
+        return self._run("sum", column=column, by=by)
+
+    def mean(self, column: str, by=None):
+        return self._run("mean", column=column, by=by)
+
+    def var(self, column: str, by=None):
+        return self._run("var", column=column, by=by)
+
+    def kaplan_meier(self, duration_col: str, event_col: str, by=None, resolution: float = 1.0,
+                     alpha: float = 0.05):
+        return self._run("kaplan_meier", duration_col=duration_col, event_col=event_col, by=by,
+                         resolution=resolution, alpha=alpha)
+
+    def logrank_test(self, duration_col: str, event_col: str, group_col: str,
+                     resolution: float = 1.0):
+        return self._run("logrank_test", duration_col=duration_col, event_col=event_col,
+                         group_col=group_col, resolution=resolution)
+
+    def cox_ph(self, duration_col: str, event_col: str, covariates: list[str], strata=None,
+               resolution: float = 1.0, alpha: float = 0.05):
+        return self._run("cox_ph", duration_col=duration_col, event_col=event_col,
+                         covariates=list(covariates), strata=strata, resolution=resolution,
+                         alpha=alpha)
+
+    def logistic_regression(self, outcome_col: str, covariates: list[str], alpha: float = 0.05):
+        return self._run("logistic_regression", outcome_col=outcome_col,
+                         covariates=list(covariates), alpha=alpha)

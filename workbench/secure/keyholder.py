@@ -1,0 +1,204 @@
+"""The key holder: the only holder of the HE secret key (security boundary).
+
+``KeyHolder.handle(header, blobs)`` is the whole interface, used in-process by ``Federation`` and
+behind the ``workbench keyholder`` socket server. For every request it: checks the ciphertexts were
+made under this space's public context; decrypts the POOLED aggregate; checks that at least two
+holders contributed rows (the pooled holder-count slot, so a single holder's ciphertext is never
+released); applies the release policy (``release.py``); records an ``he-decryption`` provenance
+record (refusing when the collector cannot be reached: fail closed); and returns only the released
+values. Intermediate decrypted vectors (per-bin risk sets, per-cell sums) never leave this object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import socketserver
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.secure import ops, release, wire
+from workbench.secure.keys import SecretKeys, parameters
+
+log = logging.getLogger(__name__)
+
+
+class KeyHolder:
+    def __init__(self, keys: SecretKeys, provenance=None, *, min_cell_floor: int = 1,
+                 require_provenance: bool = False):
+        if require_provenance and provenance is None:
+            raise WorkbenchError("the key holder service needs a provenance client")
+        self.keys, self.provenance, self.min_cell_floor = keys, provenance, min_cell_floor
+        self._lock = threading.Lock()  # SEAL objects are not shared safely across threads
+
+    @property
+    def fingerprint(self) -> str:
+        return self.keys.fingerprint
+
+    def handle(self, header: dict, blobs: list[bytes]) -> dict:
+        kind = header.get("type")
+        if kind == "ping":
+            return {"fingerprint": self.fingerprint, "parameters": parameters()}
+        if kind != "decrypt-release":
+            raise wire.WireError(f"unknown request type {kind!r}")
+        return self._decrypt_release(header, blobs)
+
+    def _decrypt_release(self, header: dict, blobs: list[bytes]) -> dict:
+        try:
+            kind, op, spec = header["kind"], header["op"], header["spec"]
+            contributors = [str(c) for c in header["contributors"]]
+            fingerprint = str(header["fingerprint"])
+        except (KeyError, TypeError):
+            raise wire.WireError("a decrypt-release request needs kind, op, spec, contributors "
+                                 "and fingerprint") from None
+        rule = release.RULES.get((kind, op))
+        if rule is None or not isinstance(spec, dict):
+            raise wire.WireError(f"no release rule for operation {op!r} of kind {kind!r}")
+        thresholds = release.Thresholds.from_dict(header.get("thresholds"), self.min_cell_floor)
+        if fingerprint != self.fingerprint:
+            raise WorkbenchUserError(
+                f"the ciphertexts were made under another public context (fingerprint "
+                f"{fingerprint[:12]}; this key holder's is {self.fingerprint[:12]}). Encrypt with "
+                "this space's he/public.ctx.", reason="wrong-context")
+        if len(set(contributors)) < thresholds.min_holders:
+            self._record(header, thresholds, "refused", "min-holders", len(blobs))
+            raise release.ReleaseRefused(
+                "min-holders", f"{len(set(contributors))} holder(s) contributed; a pooled result "
+                               f"needs at least {thresholds.min_holders}, so no single holder's "
+                               "contribution is ever decrypted.")
+        scheme = ops.SCHEME[kind]
+        from workbench.secure.nodes import slots
+
+        expected = ops.ciphertexts_needed(kind, spec, slots(scheme))
+        if len(blobs) != expected:
+            raise wire.WireError(f"{len(blobs)} ciphertexts for an operation whose layout needs "
+                                 f"{expected}")
+        flat = self._decrypt(scheme, blobs)[: ops.n_values(kind, spec)]
+        values = ops.split(kind, spec, flat)
+        try:
+            release.check_holders(float(values["holders"][0]), len(contributors), thresholds)
+            result = rule(op, spec, values, thresholds)
+        except release.ReleaseRefused as exc:
+            self._record(header, thresholds, "refused", exc.rule, len(blobs))
+            raise
+        self._record(header, thresholds, "released", None, len(blobs))
+        return result
+
+    def _decrypt(self, scheme: str, blobs: list[bytes]) -> np.ndarray:
+        import tenseal as ts
+
+        load = ts.bfv_vector_from if scheme == "bfv" else ts.ckks_vector_from
+        parts = []
+        with self._lock:
+            ctx = self.keys.context(scheme)
+            for blob in blobs:
+                try:
+                    parts.append(np.asarray(load(ctx, blob).decrypt()))
+                except (ValueError, RuntimeError, TypeError):
+                    raise WorkbenchUserError(
+                        "a ciphertext is malformed or was made with other HE parameters; encrypt "
+                        "with this space's he/public.ctx.", reason="malformed-ciphertext") from None
+        return np.concatenate(parts)
+
+    def _record(self, header, thresholds, decision: str, rule: str | None, n_blobs: int) -> None:
+        if self.provenance is None:
+            return
+        fields = {
+            "op": header.get("op"), "kind": header.get("kind"),
+            "scheme": ops.SCHEME.get(header.get("kind"), "?"), "fingerprint": self.fingerprint,
+            "ciphertexts": n_blobs, "holders": sorted(set(header.get("contributors", []))),
+            "decision": decision, "rule": rule, "thresholds": thresholds.to_dict(),
+            "context": header.get("context") or {},
+        }
+        self.provenance.append("he-decryption", fields)  # raises when the collector is down
+
+
+# -- process boundary ------------------------------------------------------------------------------
+def _error(exc: Exception) -> dict:
+    reason = getattr(exc, "reason", "internal-error")
+    message = str(exc) if isinstance(exc, WorkbenchUserError) else (
+        f"key holder internal error ({type(exc).__name__}); the request was refused.")
+    out = {"ok": False, "error": {"reason": reason, "message": message}}
+    if isinstance(exc, release.ReleaseRefused):
+        out["error"]["rule"] = exc.rule
+    return out
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        keyholder: KeyHolder = self.server.keyholder  # type: ignore[attr-defined]
+        self.request.settimeout(60)
+        try:
+            header, blobs = wire.recv(self.request)
+        except (wire.WireError, OSError) as exc:
+            try:
+                wire.send(self.request, _error(exc if isinstance(exc, wire.WireError)
+                                               else wire.WireError(str(exc))))
+            except OSError:
+                pass
+            return
+        try:
+            reply = {"ok": True, "result": keyholder.handle(header, blobs)}
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a refusal
+            if not isinstance(exc, WorkbenchUserError):
+                log.exception("key holder request failed")
+            reply = _error(exc)
+        wire.send(self.request, reply)
+
+
+class KeyHolderServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: Path, keyholder: KeyHolder | None):
+        path = Path(path)
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        super().__init__(str(path), _Handler)
+        self.keyholder = keyholder
+
+
+class KeyHolderClient:
+    """Talks to ``workbench keyholder`` over its socket; same ``handle`` as ``KeyHolder``."""
+
+    def __init__(self, socket_path: str | os.PathLike, timeout: float = 120.0):
+        self.path, self.timeout = str(socket_path), timeout
+
+    def request(self, header: dict, blobs: list[bytes] = ()) -> dict:
+        return self.raw(wire.encode(header, list(blobs)))
+
+    handle = request
+
+    def raw(self, frame: bytes) -> dict:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+            sock.sendall(frame)
+            reply, _ = wire.recv(sock)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise WorkbenchError(f"the key holder is not running at {self.path}: secure results "
+                                 "cannot be decrypted (start 'workbench keyholder').") from None
+        except PermissionError:
+            raise WorkbenchUserError(f"this account may not connect to the key holder at "
+                                     f"{self.path}.", reason="access-denied") from None
+        finally:
+            sock.close()
+        if reply.get("ok"):
+            return reply["result"]
+        err = reply.get("error") or {}
+        if err.get("rule"):
+            exc = release.ReleaseRefused(err["rule"], "")
+            exc.args = (err.get("message", ""),)
+            raise exc
+        if err.get("reason") == "internal-error":
+            raise WorkbenchError(err.get("message", "key holder error"))
+        raise WorkbenchUserError(err.get("message", "key holder refused the request"),
+                                 reason=err.get("reason", "bad-request"))
+
+    @property
+    def fingerprint(self) -> str:
+        return self.request({"type": "ping"})["fingerprint"]

@@ -1,0 +1,184 @@
+"""The space's homomorphic-encryption keys: one BFV context for exact counts and one CKKS context
+for real-valued sums.
+
+``he/public.ctx`` holds both public contexts (public key only: no secret key, no relinearisation or
+Galois keys, since every operation here is ciphertext addition). ``he/secret.ctx`` adds the secret
+keys and is readable only by the key holder account. Both files are workbench frames (see
+``wire.py``) whose header carries the parameters and a fingerprint of the public key material, so a
+ciphertext made under another space's key is recognised and refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from workbench import accounts
+from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.paths import Space
+from workbench.secure import wire
+
+BFV_POLY_DEGREE = 4096
+BFV_PLAIN_MODULUS = 1073750017  # smallest prime >= 2^30 with p = 1 mod 2N: batching, exact counts
+CKKS_POLY_DEGREE = 8192
+CKKS_COEFF_BITS = [60, 40, 60]  # one 40-bit data prime: additions only, so no rescale is needed
+CKKS_SCALE_BITS = 40
+
+PUBLIC_FILE = "public.ctx"
+SECRET_FILE = "secret.ctx"
+
+
+def _tenseal():
+    import tenseal  # heavy: imported only where HE actually runs
+
+    return tenseal
+
+
+def parameters() -> dict:
+    return {
+        "bfv": {"poly_modulus_degree": BFV_POLY_DEGREE, "plain_modulus": BFV_PLAIN_MODULUS,
+                "slots": BFV_POLY_DEGREE, "security": "128-bit (SEAL default coeff modulus)"},
+        "ckks": {"poly_modulus_degree": CKKS_POLY_DEGREE, "coeff_mod_bit_sizes": CKKS_COEFF_BITS,
+                 "scale_bits": CKKS_SCALE_BITS, "slots": CKKS_POLY_DEGREE // 2,
+                 "security": "128-bit"},
+    }
+
+
+@dataclass
+class PublicKeys:
+    """What holders and the aggregator get: encryption and addition only."""
+
+    bfv_bytes: bytes
+    ckks_bytes: bytes
+    fingerprint: str
+
+    @cached_property
+    def bfv(self):
+        ctx = _tenseal().context_from(self.bfv_bytes)
+        if ctx.has_secret_key():
+            raise WorkbenchError("public BFV context unexpectedly carries a secret key")
+        return ctx
+
+    @cached_property
+    def ckks(self):
+        ctx = _tenseal().context_from(self.ckks_bytes)
+        if ctx.has_secret_key():
+            raise WorkbenchError("public CKKS context unexpectedly carries a secret key")
+        ctx.global_scale = 2**CKKS_SCALE_BITS
+        return ctx
+
+    def context(self, scheme: str):
+        return self.bfv if scheme == "bfv" else self.ckks
+
+    def to_bytes(self) -> bytes:
+        header = {"kind": "public", "fingerprint": self.fingerprint, "parameters": parameters()}
+        return wire.encode(header, [self.bfv_bytes, self.ckks_bytes])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PublicKeys:
+        header, blobs = wire.decode(data)
+        if header.get("kind") not in ("public", "secret") or len(blobs) < 2:
+            raise WorkbenchUserError("not a workbench HE context file", reason="bad-context")
+        return cls(blobs[0], blobs[1], header["fingerprint"])
+
+
+@dataclass
+class SecretKeys:
+    """The key holder's contexts (secret keys included). Never leaves the key holder process."""
+
+    bfv_bytes: bytes
+    ckks_bytes: bytes
+    fingerprint: str
+    public: PublicKeys
+
+    @cached_property
+    def bfv(self):
+        return _tenseal().context_from(self.bfv_bytes)
+
+    @cached_property
+    def ckks(self):
+        ctx = _tenseal().context_from(self.ckks_bytes)
+        ctx.global_scale = 2**CKKS_SCALE_BITS
+        return ctx
+
+    def context(self, scheme: str):
+        return self.bfv if scheme == "bfv" else self.ckks
+
+    def to_bytes(self) -> bytes:
+        header = {"kind": "secret", "fingerprint": self.fingerprint, "parameters": parameters()}
+        return wire.encode(header, [self.public.bfv_bytes, self.public.ckks_bytes,
+                                    self.bfv_bytes, self.ckks_bytes])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SecretKeys:
+        header, blobs = wire.decode(data)
+        if header.get("kind") != "secret" or len(blobs) != 4:
+            raise WorkbenchUserError("not a workbench HE secret context file", reason="bad-context")
+        public = PublicKeys(blobs[0], blobs[1], header["fingerprint"])
+        return cls(blobs[2], blobs[3], header["fingerprint"], public)
+
+    @classmethod
+    def generate(cls) -> SecretKeys:
+        ts = _tenseal()
+        bfv = ts.context(ts.SCHEME_TYPE.BFV, poly_modulus_degree=BFV_POLY_DEGREE,
+                         plain_modulus=BFV_PLAIN_MODULUS)
+        ckks = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=CKKS_POLY_DEGREE,
+                          coeff_mod_bit_sizes=CKKS_COEFF_BITS)
+        ckks.global_scale = 2**CKKS_SCALE_BITS
+        no_extras = {"save_relin_keys": False, "save_galois_keys": False}
+        bfv_public = bfv.serialize(save_secret_key=False, **no_extras)
+        ckks_public = ckks.serialize(save_secret_key=False, **no_extras)
+        fingerprint = hashlib.sha256(bfv_public + ckks_public).hexdigest()[:32]
+        public = PublicKeys(bfv_public, ckks_public, fingerprint)
+        return cls(bfv.serialize(save_secret_key=True, **no_extras),
+                   ckks.serialize(save_secret_key=True, **no_extras), fingerprint, public)
+
+
+def _write(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def create_keys(space: Space) -> None:
+    """Generate the space's HE keys: ``he/public.ctx`` (0644) and ``he/secret.ctx`` (0600, owned by
+    the key holder account when root). Called by ``workbench init``."""
+    keys = SecretKeys.generate()
+    space.he.mkdir(parents=True, exist_ok=True)
+    os.chmod(space.he, 0o755)
+    owner = accounts.ensure_user(accounts.KEYHOLDER) if accounts.is_root() else None
+    _write(space.he / PUBLIC_FILE, keys.public.to_bytes(), 0o644, None)
+    _write(space.he / SECRET_FILE, keys.to_bytes(), 0o600, owner)
+
+
+def load_public(space: Space) -> PublicKeys:
+    path = space.he / PUBLIC_FILE
+    try:
+        return PublicKeys.from_bytes(path.read_bytes())
+    except FileNotFoundError:
+        raise WorkbenchUserError(f"{path} is missing: the space has no HE keys. "
+                                 "Run 'workbench init' to build the space.",
+                                 reason="no-he-keys") from None
+
+
+def load_secret(space: Space) -> SecretKeys:
+    path = space.he / SECRET_FILE
+    try:
+        return SecretKeys.from_bytes(path.read_bytes())
+    except FileNotFoundError:
+        raise WorkbenchUserError(f"{path} is missing: the space has no HE secret key.",
+                                 reason="no-he-keys") from None
+    except PermissionError:
+        raise WorkbenchUserError(f"{path} is readable only by the {accounts.KEYHOLDER} account: "
+                                 "only the key holder process may load it.",
+                                 reason="access-denied") from None

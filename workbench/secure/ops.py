@@ -1,0 +1,239 @@
+"""What each holder computes from its own rows, and the slot layout of the encrypted vector.
+
+Every operation reduces a holder's rows to a fixed-size vector of per-cell / per-time-bin sums whose
+size depends only on the public spec (cells, time bins, covariates), never on the number of
+patients: that is what makes the HE cost flat in n. The holder and the key holder both derive the
+layout from (kind, spec), so the key holder never trusts a layout sent with the ciphertexts.
+
+Specs are public JSON: column names, category levels, bin edges, time grid, model coefficients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import WorkbenchUserError
+
+SCHEME = {"counts": "bfv", "survival": "bfv", "moments": "ckks", "cox": "ckks",
+          "logistic": "ckks"}
+MAX_CELLS = 4096
+MAX_BINS = 20000
+
+
+def tri(p: int) -> int:
+    return p * (p + 1) // 2
+
+
+def _cells(spec: dict) -> int:
+    n = 1
+    for axis in spec.get("by", []):
+        n *= len(axis["levels"]) if "levels" in axis else len(axis["edges"]) - 1
+    return n
+
+
+def layout(kind: str, spec: dict) -> list[tuple[str, int]]:
+    """Named segments of the flat slot vector, in order; the last slot counts the contributing
+    holders (each holder with at least one row puts 1 there)."""
+    cells = _cells(spec)
+    if cells > MAX_CELLS:
+        raise WorkbenchUserError(f"{cells} cells is more than the {MAX_CELLS} a secure op allows: "
+                                 "group by fewer or coarser columns.", reason="too-many-cells")
+    if kind == "counts":
+        segs = [("counts", cells)]
+    elif kind == "moments":
+        segs = [(name, cells) for name in ("n", "s1", "s2", "abs", "top")]
+    elif kind == "survival":
+        bins = int(spec["n_bins"])
+        if bins > MAX_BINS:
+            raise WorkbenchUserError(f"{bins} time bins exceed {MAX_BINS}: pass a coarser "
+                                     "time resolution.", reason="too-many-bins")
+        segs = [("at_risk", cells * bins), ("events", cells * bins)]
+    elif kind == "cox":
+        p, sb = len(spec["covariates"]), cells * int(spec["n_bins"])
+        segs = [("n", cells), ("d", sb), ("s0", sb), ("s1", sb * p), ("s2", sb * tri(p)),
+                ("d0", sb), ("d1", sb * p), ("d2", sb * tri(p)), ("xsum", p), ("xall", p)]
+    elif kind == "logistic":
+        p = len(spec["covariates"]) + 1
+        segs = [("grad", p), ("hess", tri(p)), ("loglik", 1), ("n", 1), ("n_pos", 1)]
+    else:
+        raise WorkbenchUserError(f"unknown secure operation kind {kind!r}", reason="bad-request")
+    return segs + [("holders", 1)]
+
+
+def split(kind: str, spec: dict, flat: np.ndarray) -> dict[str, np.ndarray]:
+    out, pos = {}, 0
+    for name, size in layout(kind, spec):
+        out[name] = flat[pos:pos + size]
+        pos += size
+    return out
+
+
+# -- holder side: rows -> vector -------------------------------------------------------------------
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name not in frame.columns:
+        raise WorkbenchUserError(f"column {name!r} is not in the data (columns: "
+                                 f"{', '.join(map(str, frame.columns))}).", reason="no-such-column")
+    return frame[name]
+
+
+def _numeric(frame: pd.DataFrame, name: str) -> np.ndarray:
+    col = _column(frame, name)
+    try:
+        values = col.to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        raise WorkbenchUserError(f"column {name!r} must be numeric for this operation.",
+                                 reason="bad-column") from None
+    if np.isnan(values).any():
+        raise WorkbenchUserError(f"column {name!r} has missing values: drop or impute them "
+                                 "in the view first.", reason="missing-values")
+    return values
+
+
+def cell_index(frame: pd.DataFrame, spec: dict) -> np.ndarray:
+    """Cell number of each row (mixed radix over the spec's ``by`` axes); -1 = in no cell."""
+    index = np.zeros(len(frame), dtype=np.int64)
+    for axis in spec.get("by", []):
+        col = _column(frame, axis["column"])
+        if "levels" in axis:
+            levels = axis["levels"]
+            codes = pd.Categorical(col.astype(str), categories=[str(v) for v in levels]).codes
+            size = len(levels)
+        else:
+            edges = np.asarray(axis["edges"], dtype=float)
+            size = len(edges) - 1
+            values = col.to_numpy(dtype=float)
+            codes = np.searchsorted(edges, values, side="right") - 1
+            codes[values == edges[-1]] = size - 1  # the last bin is closed, as in numpy
+            codes[(values < edges[0]) | (values > edges[-1]) | np.isnan(values)] = -1
+        codes = np.asarray(codes, dtype=np.int64)
+        index = np.where((index < 0) | (codes < 0), -1, index * size + codes)
+    return index
+
+
+def time_bins(frame: pd.DataFrame, spec: dict) -> np.ndarray:
+    durations = _numeric(frame, spec["duration_col"])
+    if (durations < 0).any():
+        raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
+                                 reason="bad-column")
+    bins = np.ceil(durations / float(spec["resolution"]) - 1e-9).astype(np.int64)
+    return np.clip(bins, 0, None)
+
+
+def _events(frame: pd.DataFrame, col: str) -> np.ndarray:
+    values = _numeric(frame, col)
+    if not np.isin(values, (0, 1)).all():
+        raise WorkbenchUserError(f"column {col!r} must be 0/1 (or boolean).", reason="bad-column")
+    return values.astype(bool)
+
+
+def holder_vector(kind: str, spec: dict, frame: pd.DataFrame) -> np.ndarray:
+    """This holder's contribution as one flat vector (ints for BFV kinds, floats for CKKS)."""
+    cells = cell_index(frame, spec)
+    keep = cells >= 0
+    n_cells = _cells(spec)
+    parts: list[np.ndarray]
+    if kind == "counts":
+        parts = [np.bincount(cells[keep], minlength=n_cells)]
+    elif kind == "moments":
+        parts = _moments(spec, frame, cells, keep, n_cells)
+    elif kind == "survival":
+        parts = _survival(spec, frame, cells, keep, n_cells)
+    elif kind == "cox":
+        parts = _cox(spec, frame, cells, keep, n_cells)
+    elif kind == "logistic":
+        parts = _logistic(spec, frame[keep])
+    else:
+        raise WorkbenchUserError(f"unknown secure operation kind {kind!r}", reason="bad-request")
+    flag = 1 if keep.any() else 0
+    return np.concatenate([np.ravel(p) for p in parts] + [np.array([flag])])
+
+
+def _moments(spec, frame, cells, keep, n_cells):
+    x = _numeric(frame, spec["column"])[keep]
+    c = cells[keep]
+    center = np.asarray(spec.get("center", [0.0] * n_cells), dtype=float)[c]
+    z = x - center
+    top = np.zeros(n_cells)
+    k = int(spec.get("dominance_n", 1))
+    if len(x):
+        order = np.lexsort((-np.abs(x), c))  # by cell, largest |x| first
+        cs, ax = c[order], np.abs(x)[order]
+        starts = np.searchsorted(cs, np.arange(n_cells))
+        rank = np.arange(len(cs)) - starts[cs]
+        np.add.at(top, cs[rank < k], ax[rank < k])
+    return [np.bincount(c, minlength=n_cells).astype(float),
+            np.bincount(c, weights=z, minlength=n_cells),
+            np.bincount(c, weights=z * z, minlength=n_cells),
+            np.bincount(c, weights=np.abs(x), minlength=n_cells), top]
+
+
+def _survival(spec, frame, cells, keep, n_cells):
+    n_bins = int(spec["n_bins"])
+    bins = time_bins(frame, spec)[keep]
+    if len(bins) and bins.max() >= n_bins:
+        raise WorkbenchUserError("a duration lies beyond the time grid's horizon.",
+                                 reason="bad-request")
+    event = _events(frame, spec["event_col"])[keep]
+    idx = cells[keep] * n_bins + bins
+    exits = np.bincount(idx, minlength=n_cells * n_bins).reshape(n_cells, n_bins)
+    events = np.bincount(idx[event], minlength=n_cells * n_bins).reshape(n_cells, n_bins)
+    at_risk = np.cumsum(exits[:, ::-1], axis=1)[:, ::-1]
+    return [at_risk, events]
+
+
+def _cox(spec, frame, cells, keep, n_cells):
+    n_bins, covs = int(spec["n_bins"]), spec["covariates"]
+    p = len(covs)
+    z = np.column_stack([_numeric(frame, c)[keep] for c in covs]) - np.asarray(spec["center"])
+    beta = np.asarray(spec["beta"], dtype=float)
+    event = _events(frame, spec["event_col"])[keep]
+    bins = time_bins(frame, spec)[keep]
+    idx = cells[keep] * n_bins + bins
+    size = n_cells * n_bins
+    r = np.exp(z @ beta)
+    iu = np.triu_indices(p)
+    zz = z[:, iu[0]] * z[:, iu[1]]
+
+    def sums(mask):
+        i, w = idx[mask], r[mask]
+        s0 = np.bincount(i, weights=w, minlength=size)
+        s1 = np.column_stack([np.bincount(i, weights=w * z[mask, j], minlength=size)
+                              for j in range(p)])
+        s2 = np.column_stack([np.bincount(i, weights=w * zz[mask, j], minlength=size)
+                              for j in range(zz.shape[1])])
+        return s0, s1, s2
+
+    e0, e1, e2 = sums(np.ones(len(idx), dtype=bool))
+
+    def at_risk(a):  # reverse cumulative sum over bins, within each stratum
+        shaped = a.reshape(n_cells, n_bins, -1)
+        return np.cumsum(shaped[:, ::-1], axis=1)[:, ::-1].reshape(size, -1)
+
+    d0, d1, d2 = sums(event)
+    d = np.bincount(idx[event], minlength=size)
+    n = np.bincount(cells[keep], minlength=n_cells)
+    return [n, d, at_risk(e0), at_risk(e1), at_risk(e2), d0, d1, d2, z[event].sum(axis=0), z.sum(axis=0)]
+
+
+def _logistic(spec, frame):
+    y = _events(frame, spec["outcome_col"]).astype(float)
+    x = np.column_stack([np.ones(len(frame))] + [_numeric(frame, c) for c in spec["covariates"]])
+    beta = np.asarray(spec["beta"], dtype=float)
+    eta = x @ beta
+    prob = 1.0 / (1.0 + np.exp(-eta))
+    w = prob * (1 - prob)
+    iu = np.triu_indices(x.shape[1])
+    hess = (x.T * w) @ x
+    loglik = float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+    return [x.T @ (y - prob), hess[iu], [loglik], [len(y)], [y.sum()]]
+
+
+def n_values(kind: str, spec: dict) -> int:
+    return sum(size for _, size in layout(kind, spec))
+
+
+def ciphertexts_needed(kind: str, spec: dict, slots: int) -> int:
+    return math.ceil(n_values(kind, spec) / slots)

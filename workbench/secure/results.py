@@ -1,0 +1,181 @@
+"""Lifelines-shaped result objects rebuilt from the released JSON (same in-process and remote).
+
+Fitted values end in ``_`` and carry lifelines' names where the concept is the same.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from workbench.secure import stats
+
+
+class KaplanMeierResult:
+    """One released Kaplan–Meier curve. Times beyond ``truncated_after`` were withheld because
+    fewer than the study's minimum were at risk."""
+
+    def __init__(self, group: dict, alpha: float, label: str = "KM_estimate"):
+        self.label, self.alpha = label, alpha
+        self.group_label = group["label"]
+        self.n = group["n"]
+        self.truncated_after = group.get("truncated_after")
+        times = np.asarray(group["times"], dtype=float)
+        table = pd.DataFrame({
+            "removed": group.get("removed", []), "observed": group.get("observed", []),
+            "censored": group.get("censored", []),
+            "entrance": [group["n"]] + [0] * (len(times) - 1) if len(times) else [],
+            "at_risk": group.get("at_risk", [])},
+            index=pd.Index(times, name="event_at"))
+        self.event_table = table
+        self.timeline = times
+        survival, lower, upper = stats.kaplan_meier(table["at_risk"].to_numpy(),
+                                                    table["observed"].to_numpy(), alpha)
+        index = pd.Index(times, name="timeline")
+        self.survival_function_ = pd.DataFrame({label: survival}, index=index)
+        level = f"{1 - alpha:g}"
+        self.confidence_interval_ = pd.DataFrame(
+            {f"{label}_lower_{level}": lower, f"{label}_upper_{level}": upper}, index=index)
+        below = index[survival <= 0.5]
+        self.median_survival_time_ = float(below.min()) if len(below) else float("inf")
+
+    def plot(self, ax=None, **kwargs):
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.gca()
+        sf = self.survival_function_.iloc[:, 0]
+        ci = self.confidence_interval_
+        label = kwargs.pop("label", self.group_label if self.group_label != "all rows"
+                           else self.label)
+        line = ax.step(sf.index, sf.values, where="post", label=label, **kwargs)[0]
+        ax.fill_between(ci.index, ci.iloc[:, 0], ci.iloc[:, 1], step="post", alpha=0.25,
+                        color=line.get_color())
+        ax.set_xlabel("timeline")
+        ax.set_ylim(0, 1.02)
+        ax.legend()
+        return ax
+
+    def __repr__(self) -> str:
+        return (f"<workbench.secure.KaplanMeierResult: {self.group_label}, n={self.n}, "
+                f"{len(self.timeline)} released times>")
+
+
+class KaplanMeierGroups(dict):
+    """``kaplan_meier(..., by=col)``: one ``KaplanMeierResult`` per level of ``col``."""
+
+    def plot(self, ax=None, **kwargs):
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.gca()
+        for result in self.values():
+            if len(result.timeline):
+                result.plot(ax=ax, **kwargs)
+        return ax
+
+
+class LogRankResult:
+    def __init__(self, data: dict):
+        self.test_statistic = data["test_statistic"]
+        self.p_value = data["p_value"]
+        self.degrees_of_freedom = data["degrees_of_freedom"]
+        self.groups = data["groups"]
+        self.summary = pd.DataFrame({"test_statistic": [self.test_statistic],
+                                     "p": [self.p_value],
+                                     "-log2(p)": [-np.log2(self.p_value) if self.p_value > 0
+                                                  else np.inf]})
+
+    def __repr__(self) -> str:
+        return (f"<workbench.secure.LogRankResult: test_statistic={self.test_statistic:.4g}, "
+                f"p_value={self.p_value:.4g}, df={self.degrees_of_freedom}>")
+
+
+class RegressionResult:
+    """Cox PH or logistic regression fitted by Newton steps on HE-aggregated statistics."""
+
+    def __init__(self, data: dict, kind: str):
+        self.kind = kind
+        names = pd.Index(data["covariates"], name="covariate")
+        self.params_ = pd.Series(data["params"], index=names, name="coef")
+        self.variance_matrix_ = pd.DataFrame(data["covariance"], index=names, columns=names)
+        self.standard_errors_ = pd.Series(np.sqrt(np.diag(self.variance_matrix_)), index=names,
+                                          name="se(coef)")
+        alpha = data.get("alpha", 0.05)
+        z = sps.norm.ppf(1 - alpha / 2)
+        pct = round(100 * (1 - alpha))
+        lower = self.params_ - z * self.standard_errors_
+        upper = self.params_ + z * self.standard_errors_
+        self.confidence_intervals_ = pd.DataFrame(
+            {f"{pct}% lower-bound": lower, f"{pct}% upper-bound": upper}, index=names)
+        self.log_likelihood_ = data["loglik"]
+        self.n = data["n"]
+        self.events = data["events"]
+        self.iterations = data["iterations"]
+        zs = self.params_ / self.standard_errors_
+        p = 2 * sps.norm.sf(np.abs(zs))
+        self.summary = pd.DataFrame({
+            "coef": self.params_, "exp(coef)": np.exp(self.params_),
+            "se(coef)": self.standard_errors_,
+            f"coef lower {pct}%": lower, f"coef upper {pct}%": upper,
+            f"exp(coef) lower {pct}%": np.exp(lower), f"exp(coef) upper {pct}%": np.exp(upper),
+            "z": zs, "p": p, "-log2(p)": -np.log2(p)}, index=names)
+
+    def __repr__(self) -> str:
+        return (f"<workbench.secure.{self.kind}: n={self.n}, "
+                f"{len(self.params_)} coefficients, log-likelihood={self.log_likelihood_:.4f}>")
+
+
+class Histogram:
+    def __init__(self, data: dict):
+        self.counts = np.asarray(data["counts"], dtype=np.int64)
+        self.edges = np.asarray(data["edges"], dtype=float)
+        self.column = data["column"]
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"low": self.edges[:-1], "high": self.edges[1:],
+                             "count": self.counts})
+
+    def __repr__(self) -> str:
+        return f"<workbench.secure.Histogram of {self.column}: {len(self.counts)} bins>"
+
+
+def _by_index(by, labels: list[str]):
+    names = [by] if isinstance(by, str) else list(by)
+    parts = [[kv.split("=", 1)[1] for kv in label.split(", ")] for label in labels]
+    if len(names) == 1:
+        return pd.Index([p[0] for p in parts], name=names[0])
+    return pd.MultiIndex.from_tuples([tuple(p) for p in parts], names=names)
+
+
+def build(payload: dict):
+    """The user-facing object for a released secure result (JSON from the coordinator)."""
+    op, data = payload["op"], payload["result"]
+    if op == "count":
+        if not data.get("by"):
+            return int(data["counts"][0])
+        return pd.Series(data["counts"], index=_by_index(data["by"], data["labels"]),
+                         name="count")
+    if op == "crosstab":
+        counts = np.asarray(data["counts"]).reshape(len(data["index_levels"]), -1)
+        return pd.DataFrame(counts, index=pd.Index(data["index_levels"], name=data["index"]),
+                            columns=pd.Index(data["column_levels"], name=data["columns"]))
+    if op == "histogram":
+        return Histogram(data)
+    if op in ("sum", "mean", "var"):
+        values = [np.nan if v is None else v for v in data[op]]
+        if not data.get("by"):
+            return float(values[0])
+        return pd.Series(values, index=_by_index(data["by"], data["labels"]), name=op)
+    if op == "kaplan_meier":
+        groups = data["groups"]
+        if not data.get("by"):
+            return KaplanMeierResult(groups[0], data["alpha"])
+        return KaplanMeierGroups({g["label"].split("=", 1)[1]: KaplanMeierResult(
+            g, data["alpha"], label=g["label"]) for g in groups})
+    if op == "logrank_test":
+        return LogRankResult(data)
+    if op == "cox_ph":
+        return RegressionResult(data, "CoxPHResult")
+    if op == "logistic_regression":
+        return RegressionResult(data, "LogisticRegressionResult")
+    raise ValueError(f"unknown op {op}")
