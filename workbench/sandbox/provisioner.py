@@ -133,8 +133,12 @@ class SandboxProvisioner(LocalProvisioner):
         if self._recorder is None:
             self._recorder = provenance_recorder(space)
         # Fail closed: a kernel whose start cannot be recorded does not start.
-        await self._recorder("kernel-lifecycle", {**context, "event": "launch",
-                                                  "user": self.run_user})
+        await self._recorder("kernel-lifecycle", {
+            "study": study, "kernel_id": self.kernel_id, "user": self.run_user,
+            "event": "restart" if self._proxy is not None else "start", "status": "ok",
+            "kernel_name": km.kernel_name or "unknown",
+            "sandbox": "bwrap-setpriv" if kernel_uid is not None else "bwrap-userns",
+            "uid": kernel_uid if kernel_uid is not None else os.getuid()})
         if self._proxy is None:
             self._proxy = AuditProxy(info, dict(info, ip=str(inner / "k")), context,
                                      self._recorder, self.run_user)
@@ -174,8 +178,9 @@ class SandboxProvisioner(LocalProvisioner):
             self._proxy.stop()
             self._proxy = None
             try:
-                await self._recorder("kernel-lifecycle", {**context, "event": "cleanup",
-                                                          "user": self.run_user})
+                await self._recorder("kernel-lifecycle", {
+                    "study": context["study"], "kernel_id": context["kernel_id"],
+                    "user": self.run_user, "event": "shutdown", "status": "ok"})
             except Exception as exc:
                 self.log.error("kernel %s: cleanup not recorded: %s", self.kernel_id, exc)
         if self._base is not None:

@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 
 DELIM = b"<IDS|MSG>"
 RECORD_KIND = "cell-execution"
+LIFECYCLE = {"interrupt_request": "interrupt", "shutdown_request": "shutdown"}  # kernel-lifecycle
 AUDITED = frozenset({
-    "execute_request", "comm_open", "comm_msg", "comm_close", "interrupt_request",
-    "shutdown_request", "create_subshell_request", "delete_subshell_request",
+    "execute_request", "comm_open", "comm_msg", "comm_close", "create_subshell_request",
+    "delete_subshell_request", *LIFECYCLE,
 })
 PASSED = frozenset({  # read-only requests: forwarded without a record
     "kernel_info_request", "complete_request", "inspect_request", "history_request",
@@ -43,6 +44,7 @@ PASSED = frozenset({  # read-only requests: forwarded without a record
 })
 OUTPUTS = frozenset({"stream", "display_data", "update_display_data", "execute_result", "error"})
 _MAX_ATTRIBUTIONS = 10_000
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
 
 class Recorder(Protocol):
@@ -57,6 +59,12 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _label(msg_type: str) -> str:
+    """A message type as a provenance label (kebab-case, bounded)."""
+    cleaned = "".join(c if c in _LABEL_CHARS else "-" for c in msg_type.lower()).strip("-")
+    return (cleaned or "unknown")[:64]
+
+
 def _url(info: dict, channel: str) -> str:
     return f"ipc://{info['ip']}-{info[f'{channel}_port']}"
 
@@ -66,6 +74,7 @@ class _Execution:
     """An execute_request forwarded to the kernel and not yet complete."""
 
     record: dict[str, Any]
+    record_id: Any
     outputs: list[dict[str, Any]] = field(default_factory=list)
     status: str | None = None
     idle: bool = False
@@ -84,7 +93,7 @@ class AuditProxy:
         self.session = Session(key=outer["key"].encode(),
                                signature_scheme=outer["signature_scheme"],
                                username="workbench-audit")
-        self._attributions: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._attributions: OrderedDict[str, deque[tuple[str, str | None]]] = OrderedDict()
         self._lock = threading.Lock()
         self._executions: dict[str, _Execution] = {}
         self._background: set[asyncio.Task] = set()
@@ -98,8 +107,8 @@ class AuditProxy:
     def attribute(self, msg_id: str, user: str, notebook_path: str | None = None) -> None:
         """Register the authenticated sender of ``msg_id`` (called by the websocket handler
         before the message is sent on)."""
-        with self._lock:
-            self._attributions[msg_id] = (user, notebook_path)
+        with self._lock:  # a queue per msg_id: a repeated msg_id cannot take over another's
+            self._attributions.setdefault(msg_id, deque()).append((user, notebook_path))
             while len(self._attributions) > _MAX_ATTRIBUTIONS:
                 self._attributions.popitem(last=False)
 
@@ -184,7 +193,10 @@ class AuditProxy:
 
     def _sender(self, msg_id: str) -> tuple[str, str, str | None]:
         with self._lock:
-            found = self._attributions.pop(msg_id, None)
+            queue = self._attributions.get(msg_id)
+            found = queue.popleft() if queue else None
+            if queue is not None and not queue:
+                del self._attributions[msg_id]
         if found is None:
             return self.default_user, "server", None
         return found[0], "websocket", found[1]
@@ -201,42 +213,45 @@ class AuditProxy:
         header, msg_type = msg["header"], msg["header"]["msg_type"]
         if msg_type in PASSED:
             return True
-        user, via, ws_path = self._sender(header["msg_id"])
+        user, source, ws_path = self._sender(header["msg_id"])
         metadata = msg.get("metadata") or {}
-        record = {
-            **self.context, "user": user, "attributed_by": via, "channel": channel,
-            "msg_type": msg_type, "msg_id": header["msg_id"], "session": header.get("session"),
-            "subshell_id": header.get("subshell_id"), "started_at": _now(),
-            "cell_id": metadata.get("cellId") or metadata.get("cell_id"),
-            "notebook_path": (metadata.get("notebookPath") or ws_path
-                              or self.context.get("notebook_path")),
-        }
+        base = {"study": self.context["study"], "kernel_id": self.context["kernel_id"],
+                "user": user, "msg_id": header["msg_id"], "session": header.get("session")}
         if msg_type not in AUDITED:
-            record.update(phase="denied", status="denied")
-            await self._try_record(record)
+            denial = {**base, "event": "denied", "status": "denied", "reason": _label(msg_type)}
+            await self._try_record("kernel-lifecycle", denial)
             await self._refuse(channel, idents, msg, "denied",
-                         f"{msg_type} is not allowed in a workbench study kernel")
+                               f"{msg_type} is not allowed in a workbench study kernel")
             return False
-        content = msg["content"]
-        if msg_type == "execute_request":
-            code = content.get("code", "")
-            record.update(phase="request", code=code, code_sha256=_sha256(code.encode()),
-                          silent=bool(content.get("silent")))
-        else:  # comm payloads may carry values: only their digest is kept
-            raw = self.session.pack(content)
-            record.update(phase="request", content_sha256=_sha256(raw), content_size=len(raw))
+        if msg_type in LIFECYCLE:
+            kind, record = "kernel-lifecycle", {**base, "event": LIFECYCLE[msg_type],
+                                                "status": "submitted", "source": source}
+        else:
+            kind = RECORD_KIND
+            record = {**base, "source": source, "status": "submitted", "started": _now(),
+                      "cell_id": metadata.get("cellId") or metadata.get("cell_id"),
+                      "notebook_path": (metadata.get("notebookPath") or ws_path
+                                        or self.context.get("notebook_path"))}
+            content = msg["content"]
+            if msg_type == "execute_request":
+                code = content.get("code", "")
+                record.update(code=code, code_sha256=_sha256(code.encode()))
+            else:  # comm payloads may carry values: only their digest is kept
+                record.update(code_sha256=_sha256(self.session.pack(content)),
+                              reason=_label(msg_type))
+        record = {k: v for k, v in record.items() if v is not None}
         try:
-            await self.recorder(RECORD_KIND, record)
+            record_id = await self.recorder(kind, record)
         except Exception as exc:
-            log.error("audit proxy: provenance collector unavailable (%s): %s refused",
-                      type(exc).__name__, msg_type)
+            log.error("audit proxy: provenance record refused or collector unavailable (%s): "
+                      "%s not forwarded", type(exc).__name__, msg_type)
             await self._refuse(channel, idents, msg, "ProvenanceUnavailable",
-                         "The provenance log cannot be reached, so nothing is run "
-                         "(every cell must be recorded first). Try again in a moment; "
-                         "if it persists, tell the space administrator.")
+                               "The provenance log cannot record this request, so nothing is "
+                               "run (every cell is recorded first). Try again in a moment; if "
+                               "it persists, tell the space administrator.")
             return False
         if msg_type == "execute_request":
-            self._executions[header["msg_id"]] = _Execution(record)
+            self._executions[header["msg_id"]] = _Execution(record, record_id)
         return True
 
     async def _refuse(self, channel: str, idents: list[bytes], request: dict, ename: str,
@@ -261,11 +276,12 @@ class AuditProxy:
             await iopub.send_multipart(self.session.serialize(
                 self.session.msg(kind, body, parent=request["header"]), ident=topic))
 
-    async def _try_record(self, record: dict[str, Any]) -> None:
+    async def _try_record(self, kind: str, record: dict[str, Any]) -> None:
         try:
-            await self.recorder(RECORD_KIND, record)
+            await self.recorder(kind, record)
         except Exception as exc:
-            log.error("audit proxy: could not record %s: %s", record.get("phase"), exc)
+            log.error("audit proxy: could not record a %s (%s): %s", kind, record.get("status"),
+                      exc)
 
     # -- kernel -> clients ------------------------------------------------------------------------
     def _parse_out(self, frames: list[bytes]) -> dict | None:
@@ -285,8 +301,8 @@ class AuditProxy:
         msg_type = msg["header"]["msg_type"]
         if msg_type in OUTPUTS:
             body = bytes(msg["content"]) + b"".join(bytes(b) for b in msg.get("buffers", []))
-            execution.outputs.append({"msg_type": msg_type, "sha256": _sha256(body),
-                                      "size": len(body)})
+            execution.outputs.append({"output_type": _label(msg_type),
+                                      "sha256": _sha256(body), "size": len(body)})
         elif (msg_type == "status" and self.session.unpack(bytes(msg["content"]))
               .get("execution_state") == "idle"):
             execution.idle = True
@@ -298,7 +314,8 @@ class AuditProxy:
             return
         execution = self._executions.get(msg["parent_header"].get("msg_id", ""))
         if execution is not None:
-            execution.status = self.session.unpack(bytes(msg["content"])).get("status", "unknown")
+            status = self.session.unpack(bytes(msg["content"])).get("status")
+            execution.status = status if status in ("ok", "error", "aborted") else "error"
             self._complete(msg["parent_header"]["msg_id"])
 
     def _complete(self, msg_id: str) -> None:
@@ -306,10 +323,10 @@ class AuditProxy:
         if execution.status is None or not execution.idle:
             return
         del self._executions[msg_id]
-        request = execution.record
-        record = {k: v for k, v in request.items() if k not in ("code", "silent")}
-        record.update(phase="complete", ended_at=_now(), status=execution.status,
-                      outputs=execution.outputs)
-        task = asyncio.get_running_loop().create_task(self._try_record(record))
+        record = {k: v for k, v in execution.record.items() if k != "code"}
+        record.update(ended=_now(), status=execution.status, outputs=execution.outputs)
+        if execution.record_id:
+            record["ref"] = execution.record_id
+        task = asyncio.get_running_loop().create_task(self._try_record(RECORD_KIND, record))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -1,0 +1,43 @@
+"""Jupyter server extension of a study server: refuses to run unless the sandbox is in place.
+
+Enabled by ``workbench.sandbox.server_config.configure`` (which also sets
+``ServerApp.reraise_server_extension_failures`` so a failed check stops the server). The checks
+are the settings that close the known holes: the strict kernelspec manager, the attributing
+kernel websocket, the sandbox as default provisioner, the sandboxed kernelspec installed in a
+root-owned place, and no terminals.
+"""
+
+from __future__ import annotations
+
+from jupyter_client.provisioning import KernelProvisionerFactory
+
+from workbench.errors import WorkbenchError
+from workbench.sandbox.attribution import AttributingWebsocketConnection
+from workbench.sandbox.kernelspec import StrictKernelSpecManager, require_installed
+from workbench.sandbox.provisioner import PROVISIONER_NAME
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "workbench_server"}]
+
+
+def check_hardening(serverapp) -> None:
+    """Raise WorkbenchError naming the first setting that leaves a hole open."""
+    if not isinstance(serverapp.kernel_spec_manager, StrictKernelSpecManager):
+        raise WorkbenchError("ServerApp.kernel_spec_manager_class must be StrictKernelSpecManager")
+    ws_class = serverapp.web_app.settings.get("kernel_websocket_connection_class")
+    if not (isinstance(ws_class, type) and issubclass(ws_class, AttributingWebsocketConnection)):
+        raise WorkbenchError("ServerApp.kernel_websocket_connection_class must be "
+                             "AttributingWebsocketConnection")
+    factory = KernelProvisionerFactory.instance(parent=serverapp)
+    if factory.default_provisioner_name != PROVISIONER_NAME:
+        raise WorkbenchError(f"KernelProvisionerFactory.default_provisioner_name must be "
+                             f"{PROVISIONER_NAME}")
+    if serverapp.terminals_enabled:
+        raise WorkbenchError("ServerApp.terminals_enabled must be False in a study server")
+    require_installed(serverapp.kernel_spec_manager)
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    check_hardening(serverapp)
+    serverapp.log.info("workbench: study server hardening checked (sandboxed kernels only)")
