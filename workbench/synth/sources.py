@@ -288,6 +288,7 @@ class _Renderer:
         claim_type = np.concatenate([kind, np.full(n_d, 3, dtype=np.int8)])
         dx = np.concatenate([v["code"][vrows], np.full(n_d, -1)])
         atc = np.concatenate([np.full(n_v, -1), d["drug"][drows]])
+        supply = np.concatenate([np.zeros(n_v, np.int64), d["days_supply"][drows]])
         start = np.concatenate([v["start"][vrows], d["date"][drows]])
         end = np.concatenate([v["end"][vrows], d["date"][drows]])
         billed = np.round(np.concatenate([billed_visit, billed_rx]), 2)
@@ -324,6 +325,7 @@ class _Renderer:
                 "service_to": yyyymmdd(end[rows]),
                 "dx1": dx_text,
                 "atc": strings(DRUG_ATC, atc[rows]),
+                "days_supply": nullable_int(supply[rows], atc[rows] >= 0),
                 "billed_amount": billed[rows],
                 "paid_amount": paid[rows],
             }),

@@ -1,0 +1,192 @@
+"""Declarative source mappings (``mappings/<source>.yaml``): loading and validation.
+
+A mapping says, for each common-model table, which raw table(s) feed it and how each output
+column is made: a renamed source column, a constant, a type cast, a code map, a unit conversion.
+Mistakes fail at load with the file, line and field named. The mapping cannot name the direct
+identifier ``national_id``: only the pseudonym ``person_id`` (copied implicitly) reaches the model.
+
+Example::
+
+    source: hospital-a
+    description: EHR export of Hospital A
+    tables:
+      person:
+        - from: patients                      # raw table
+          where: {column: sex, not_null: true} # optional row filter: in / not_in / not_null
+          columns:
+            gender: {column: sex, codes: {F: F, M: M}}
+            year_of_birth: {column: birth_date, cast: year}
+            region: region                    # plain rename
+            period_type: {value: ehr}         # constant
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from workbench.errors import WorkbenchUserError
+from workbench.harmonise.schema import OMOP_SCHEMA
+
+MAPPINGS_DIR = Path(__file__).parent / "mappings"
+DIRECT_IDENTIFIERS = frozenset({"national_id"})
+FIX = "Fix the mapping file (see docs/data-model.md for its format)."
+
+Cast = Literal["date", "yyyymmdd", "year", "int", "float", "number_text", "string"]
+Scalar = str | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class UnitConversion(_Strict):
+    """value * scale + offset, per code of another column (codes not listed are kept as is)."""
+
+    by: str = Field(description="source column holding the code, e.g. the lab test")
+    factors: dict[str, tuple[float, float]] = Field(description="code -> [scale, offset]")
+
+
+class ColumnRule(_Strict):
+    # Code keys may be written unquoted (insurer region 1..8): compare them as text.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+    column: str | None = None
+    value: Scalar | None = None
+    cast: Cast | list[Cast] | None = None
+    codes: dict[str, Scalar | None] | None = None
+    unmapped: Literal["keep", "null"] = "null"
+    transform: Literal["lower", "upper", "icd10_dot"] | None = None
+    plus_days: str | None = Field(default=None, description="add this integer column as days")
+    units: UnitConversion | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ColumnRule:
+        if (self.column is None) == (self.value is None):
+            raise ValueError("give exactly one of 'column' (a source column) or 'value' "
+                             "(a constant)")
+        return self
+
+    @property
+    def casts(self) -> tuple[str, ...]:
+        if self.cast is None:
+            return ()
+        return (self.cast,) if isinstance(self.cast, str) else tuple(self.cast)
+
+    def source_columns(self) -> list[str]:
+        names = [self.column, self.plus_days, self.units.by if self.units else None]
+        return [n for n in names if n]
+
+
+class Where(_Strict):
+    column: str
+    in_: list[Scalar] | None = Field(default=None, alias="in")
+    not_in: list[Scalar] | None = None
+    not_null: bool = False
+
+
+class Block(_Strict):
+    from_: str = Field(alias="from", description="raw source table")
+    where: Where | None = None
+    columns: dict[str, str | ColumnRule]
+
+    def rules(self) -> dict[str, ColumnRule]:
+        return {name: ColumnRule(column=rule) if isinstance(rule, str) else rule
+                for name, rule in self.columns.items()}
+
+
+class Mapping(_Strict):
+    source: str
+    description: str
+    tables: dict[str, list[Block]]
+
+
+def _line_of(node: yaml.Node, loc: tuple) -> int:
+    """1-based line of the deepest YAML node along a validation error's location."""
+    for step in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if k.value == str(step)]
+            if not match:
+                continue  # a pydantic union tag such as 'ColumnRule': not a YAML key
+            node = match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+            if step >= len(node.value):
+                break
+            node = node.value[step]
+    return node.start_mark.line + 1
+
+
+class LoadedMapping:
+    """A validated mapping with the YAML nodes kept, so later data errors can name a line."""
+
+    def __init__(self, path: Path, mapping: Mapping, root: yaml.Node):
+        self.path, self.mapping, self.root = path, mapping, root
+
+    def error(self, loc: tuple, message: str) -> WorkbenchUserError:
+        field = ".".join(str(p) for p in loc)
+        return WorkbenchUserError(
+            f"{self.path}, line {_line_of(self.root, loc)}, field '{field}': {message}. {FIX}",
+            reason="bad-mapping")
+
+
+def _bad(path: Path, line: int | None, field: str | None, message: str) -> WorkbenchUserError:
+    where = str(path) + (f", line {line}" if line else "") + (f", field '{field}'" if field else "")
+    return WorkbenchUserError(f"{where}: {message}. {FIX}", reason="bad-mapping")
+
+
+def load_mapping(path: str | Path) -> LoadedMapping:
+    """Load and check one mapping file; raise WorkbenchUserError naming file, line and field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except FileNotFoundError:
+        raise _bad(path, None, None, "no such mapping file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise _bad(path, mark.line + 1 if mark else None, None,
+                   f"not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise _bad(path, 1, None, "expected a mapping with 'source', 'description' and 'tables'")
+    try:
+        mapping = Mapping.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        field = ".".join(str(p) for p in loc if not str(p)[:1].isupper()) or "(top level)"
+        raise _bad(path, _line_of(root, loc), field, first["msg"]) from None
+    loaded = LoadedMapping(path, mapping, root)
+    _check_against_schema(loaded)
+    return loaded
+
+
+def _check_against_schema(loaded: LoadedMapping) -> None:
+    for table, blocks in loaded.mapping.tables.items():
+        if table not in OMOP_SCHEMA:
+            raise loaded.error(("tables", table), f"'{table}' is not a common-model table; "
+                               f"use one of {', '.join(OMOP_SCHEMA)}")
+        allowed = {c.name for c in OMOP_SCHEMA[table]}
+        for i, block in enumerate(blocks):
+            for name, rule in block.rules().items():
+                loc = ("tables", table, i, "columns", name)
+                if name == "person_id":
+                    raise loaded.error(loc, "person_id is copied from the source's pseudonym "
+                                       "column and cannot be mapped")
+                if name not in allowed:
+                    raise loaded.error(loc, f"'{name}' is not a column of '{table}'; use one "
+                                       f"of {', '.join(sorted(allowed - {'person_id'}))}")
+                if DIRECT_IDENTIFIERS & set(rule.source_columns()):
+                    raise loaded.error(loc, "a direct identifier (national_id) may never be "
+                                       "mapped into the common model")
+            if block.where and block.where.column in DIRECT_IDENTIFIERS:
+                raise loaded.error(("tables", table, i, "where"),
+                                   "rows cannot be filtered on a direct identifier")
+
+
+def mapping_path(source: str) -> Path:
+    return MAPPINGS_DIR / f"{source}.yaml"
