@@ -60,17 +60,13 @@ def _hmac_hex(key: bytes, values: Iterable[str]) -> list[str]:
 
 
 def _keyed(key: bytes, values) -> np.ndarray:
-    """HMAC every distinct value once and map back; missing values stay missing."""
+    """HMAC every distinct value once (hash-based factorize) and map back; missing stays None."""
     series = pd.Series(values, copy=False)
-    out = np.full(len(series), None, dtype=object)
-    present = series.notna().to_numpy()
-    if not present.any():
-        return out
-    as_text = series[present].astype(str).to_numpy()
-    uniques, inverse = np.unique(as_text, return_inverse=True)
-    hashed = np.array(_hmac_hex(key, uniques), dtype=object)
-    out[present] = hashed[inverse]
-    return out
+    if not pd.api.types.is_string_dtype(series.dtype) or series.dtype == object:
+        series = series.map(str, na_action="ignore")  # 123 and "123" are the same identifier
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    hashed = np.array(_hmac_hex(key, (str(u) for u in uniques)) + [None], dtype=object)
+    return hashed[codes]  # code -1 (missing) picks the trailing None
 
 
 def pseudonym(linkage_key: bytes, national_ids) -> np.ndarray:
