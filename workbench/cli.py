@@ -15,6 +15,7 @@ COMMAND_MODULES: list[str] = [
     "workbench.provenance.cli",
     "workbench.space.cli",
     "workbench.catalog.cli",
+    "workbench.secure.cli",
 ]
 
 

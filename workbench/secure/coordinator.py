@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchUserError
-from workbench.secure import ops
 from workbench.secure.keys import PublicKeys, parameters
 from workbench.secure.nodes import Aggregator, HolderNode, check_federation
 
@@ -204,5 +203,6 @@ class Coordinator:
 
 
 def _dominance(thresholds: dict) -> tuple[int, float]:
-    n, k = thresholds.get("dominance", (2, 0.85))
-    return int(n), float(k)
+    from workbench.secure.release import dominance_pair
+
+    return dominance_pair(thresholds.get("dominance"))

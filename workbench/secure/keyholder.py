@@ -11,6 +11,8 @@ values. Intermediate decrypted vectors (per-bin risk sets, per-cell sums) never 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -85,7 +87,7 @@ class KeyHolder:
         except release.ReleaseRefused as exc:
             self._record(header, thresholds, "refused", exc.rule, len(blobs))
             raise
-        self._record(header, thresholds, "released", None, len(blobs))
+        self._record(header, thresholds, "released", None, len(blobs), result)
         return result
 
     def _decrypt(self, scheme: str, blobs: list[bytes]) -> np.ndarray:
@@ -104,16 +106,34 @@ class KeyHolder:
                         "with this space's he/public.ctx.", reason="malformed-ciphertext") from None
         return np.concatenate(parts)
 
-    def _record(self, header, thresholds, decision: str, rule: str | None, n_blobs: int) -> None:
+    def _record(self, header, thresholds, decision: str, rule: str | None, n_blobs: int,
+                result: dict | None = None) -> None:
         if self.provenance is None:
             return
+        context = header.get("context") or {}
+        passed = "fail" if decision == "refused" else "pass"
         fields = {
-            "op": header.get("op"), "kind": header.get("kind"),
-            "scheme": ops.SCHEME.get(header.get("kind"), "?"), "fingerprint": self.fingerprint,
-            "ciphertexts": n_blobs, "holders": sorted(set(header.get("contributors", []))),
-            "decision": decision, "rule": rule, "thresholds": thresholds.to_dict(),
-            "context": header.get("context") or {},
+            "study": context.get("study") or "in-process",
+            "request_id": str(context.get("request_id") or "none"),
+            "decision": "refused" if decision == "refused" else "decrypted",
+            "op": str(header.get("op")), "scheme": ops.SCHEME.get(header.get("kind"), "none"),
+            "cells": n_blobs,
+            "rules": [{"name": "same-public-context", "status": "pass"},
+                      {"name": "min-holders", "status": "fail" if rule == "min-holders"
+                       else "pass"},
+                      {"name": "release-policy", "status": passed,
+                       "rule": f"{rule or 'all'}; thresholds {thresholds.to_dict()}"}],
         }
+        if rule:
+            fields["reason"] = rule
+        if context.get("user"):
+            fields["user"] = str(context["user"])
+        if context.get("kernel"):
+            fields["kernel_id"] = str(context["kernel"])
+        if result is not None:
+            blob = json.dumps(result, sort_keys=True).encode()
+            fields["result_sha256"] = hashlib.sha256(blob).hexdigest()
+            fields["result_size"] = len(blob)
         self.provenance.append("he-decryption", fields)  # raises when the collector is down
 
 

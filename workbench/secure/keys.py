@@ -28,7 +28,7 @@ CKKS_COEFF_BITS = [60, 40, 60]  # one 40-bit data prime: additions only, so no r
 CKKS_SCALE_BITS = 40
 
 PUBLIC_FILE = "public.ctx"
-SECRET_FILE = "secret.ctx"
+SECRET_FILE = "secret.ctx"  # noqa: S105 - a file name, not a password
 
 
 def _tenseal():
@@ -155,7 +155,7 @@ def create_keys(space: Space) -> None:
     the key holder account when root). Called by ``workbench init``."""
     keys = SecretKeys.generate()
     space.he.mkdir(parents=True, exist_ok=True)
-    os.chmod(space.he, 0o755)
+    os.chmod(space.he, 0o755)  # noqa: S103 - public.ctx must be reachable by services
     owner = accounts.ensure_user(accounts.KEYHOLDER) if accounts.is_root() else None
     _write(space.he / PUBLIC_FILE, keys.public.to_bytes(), 0o644, None)
     _write(space.he / SECRET_FILE, keys.to_bytes(), 0o600, owner)

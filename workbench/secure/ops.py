@@ -215,7 +215,8 @@ def _cox(spec, frame, cells, keep, n_cells):
     d0, d1, d2 = sums(event)
     d = np.bincount(idx[event], minlength=size)
     n = np.bincount(cells[keep], minlength=n_cells)
-    return [n, d, at_risk(e0), at_risk(e1), at_risk(e2), d0, d1, d2, z[event].sum(axis=0), z.sum(axis=0)]
+    return [n, d, at_risk(e0), at_risk(e1), at_risk(e2), d0, d1, d2, z[event].sum(axis=0),
+            z.sum(axis=0)]
 
 
 def _logistic(spec, frame):

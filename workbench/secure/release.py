@@ -36,8 +36,7 @@ class Thresholds:
     @classmethod
     def from_dict(cls, data: dict | None, floor: int = 1) -> Thresholds:
         data = dict(data or {})
-        dominance = data.get("dominance", (2, 0.85))
-        n, k = int(dominance[0]), float(dominance[1])
+        n, k = dominance_pair(data.get("dominance"))
         if k > 1:  # given as a percentage
             k /= 100.0
         if not (n >= 1 and 0 < k <= 1):
@@ -51,6 +50,19 @@ class Thresholds:
                 "dominance": [self.dominance_n, self.dominance_k], "min_holders": self.min_holders}
 
 
+def dominance_pair(value) -> tuple[int, float]:
+    """(n, k) from a pair or from the policy's {"n": .., "k": ..}."""
+    if value is None:
+        return 2, 0.85
+    try:
+        if isinstance(value, dict):
+            return int(value["n"]), float(value["k"])
+        return int(value[0]), float(value[1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise WorkbenchUserError("dominance must be (n, k) or {'n': n, 'k': k}.",
+                                 reason="bad-thresholds") from None
+
+
 def cell_labels(spec: dict) -> list[str]:
     axes = []
     for axis in spec.get("by", []):
@@ -58,7 +70,8 @@ def cell_labels(spec: dict) -> list[str]:
             axes.append([f"{axis['column']}={v}" for v in axis["levels"]])
         else:
             e = axis["edges"]
-            axes.append([f"{axis['column']} in [{e[i]:g}, {e[i + 1]:g}{']' if i == len(e) - 2 else ')'}"
+            close = [")"] * (len(e) - 2) + ["]"]
+            axes.append([f"{axis['column']} in [{e[i]:g}, {e[i + 1]:g}{close[i]}"
                          for i in range(len(e) - 1)])
     if not axes:
         return ["all rows"]

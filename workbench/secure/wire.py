@@ -4,7 +4,8 @@
 
 Ciphertexts travel as SEAL/TenSEAL serialized bytes, never as pickles, so the same frames work over
 a Unix socket on one machine and over a TLS stream between hosts. Every size is bounded before
-anything is allocated; a bad frame raises ``WireError`` (a ``WorkbenchUserError``: the sender made it).
+anything is allocated; a bad frame raises ``WireError`` (a ``WorkbenchUserError``: the sender
+made it).
 """
 
 from __future__ import annotations
