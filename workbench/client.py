@@ -1,0 +1,171 @@
+"""The notebook side of the gateway: ``import workbench as wb`` in a study kernel.
+
+    wb.views()                      # the views this study may read (a DataFrame)
+    wb.describe("cml_cohort")       # schema with descriptions and sensitivity, quality, version
+    wb.view("cml_cohort", columns=["person_id", "tki"], limit=1000)   # a pandas DataFrame
+    wb.catalog()                    # an ipywidgets browser of the granted views
+
+Runs inside the sandbox (untrusted): it only talks HTTP to the gateway socket
+($WORKBENCH_GATEWAY_SOCKET, default /run/gateway.sock). It sets the X-Workbench-* identity headers
+from the environment for the record; the gateway trusts only the socket's study and peer uid.
+A refused request raises WorkbenchUserError, shown in a notebook without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import httpx
+import pandas as pd
+import pyarrow as pa
+
+from workbench.errors import WorkbenchError, WorkbenchUserError
+
+DEFAULT_SOCKET = "/run/gateway.sock"
+TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+
+def _socket() -> str:
+    return os.environ.get("WORKBENCH_GATEWAY_SOCKET", DEFAULT_SOCKET)
+
+
+def _study() -> str:
+    return os.environ.get("WORKBENCH_STUDY", "this study")
+
+
+def _headers() -> dict:
+    claims = {"X-Workbench-User": os.environ.get("WORKBENCH_USER") or os.environ.get("JUPYTERHUB_USER"),
+              "X-Workbench-Kernel": os.environ.get("WORKBENCH_KERNEL_ID"),
+              "X-Workbench-Msg-Id": os.environ.get("WORKBENCH_MSG_ID")}
+    return {k: v for k, v in claims.items() if v}
+
+
+def _hide_traceback() -> None:
+    """In IPython, show user errors as one line (what happened, what to do), not a traceback."""
+    shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", None)
+    ip = shell() if shell else None
+    if ip is None or getattr(ip, "_workbench_errors", False):
+        return
+
+    def _show(self, etype, value, tb, tb_offset=None):
+        print(f"{etype.__name__}: {value}", file=sys.stderr)
+
+    ip.set_custom_exc((WorkbenchUserError,), _show)
+    ip._workbench_errors = True
+
+
+def _raise_for(response: httpx.Response, view: str | None = None) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        reason, message = error["reason"], error["message"]
+    except (ValueError, KeyError, TypeError):
+        raise WorkbenchError(f"the gateway answered {response.status_code} without an error "
+                             "body") from None
+    if reason == "access-denied" and view:
+        message = f"study {_study()}: view '{view}': {message}"
+    raise WorkbenchUserError(message, reason=reason) from None
+
+
+def _client() -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(uds=_socket()), base_url="http://gateway",
+                        timeout=TIMEOUT, headers=_headers())
+
+
+def _request(method: str, path: str, view: str | None = None, **kwargs) -> httpx.Response:
+    _hide_traceback()
+    try:
+        with _client() as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.TransportError as exc:
+        raise WorkbenchUserError(
+            f"cannot reach the data gateway at {_socket()} ({type(exc).__name__}); the study's "
+            "server may be starting or the gateway is down: try again, then ask the admin.",
+            reason="gateway-unavailable") from None
+    _raise_for(response, view)
+    return response
+
+
+def request_json(method: str, path: str, payload: dict | None = None) -> dict:
+    """One JSON request to the gateway (used by wb.secure and wb.release)."""
+    view = payload.get("view") if isinstance(payload, dict) else None
+    response = _request(method, path, view=view,
+                        content=None if payload is None else json.dumps(payload),
+                        headers={"Content-Type": "application/json"})
+    return response.json()
+
+
+def views() -> pd.DataFrame:
+    """The views this study is granted: id, title, version, description."""
+    listing = _request("GET", "/views").json()
+    return pd.DataFrame([{k: v[k] for k in ("id", "title", "version", "description")}
+                         for v in listing["views"]],
+                        columns=["id", "title", "version", "description"])
+
+
+def describe(name: str) -> dict:
+    """A granted view's schema (with description and sensitivity per column), quality and
+    version. Columns with plaintext=False are reachable only through wb.secure."""
+    return _request("GET", f"/views/{name}", view=name).json()
+
+
+def view(name: str, columns: list[str] | None = None, limit: int | None = None) -> pd.DataFrame:
+    """A granted view as a DataFrame: pseudonyms are per study, dates shifted or coarsened as the
+    view says; sensitive columns are not available (use wb.secure)."""
+    params = {}
+    if columns is not None:
+        params["columns"] = ",".join(columns)
+    if limit is not None:
+        params["limit"] = str(int(limit))
+    response = _request("GET", f"/views/{name}/arrow", view=name, params=params)
+    with pa.ipc.open_stream(response.content) as reader:
+        return reader.read_all().to_pandas()
+
+
+def catalog():
+    """An ipywidgets browser of the study's granted views: search, schema with descriptions and
+    sensitivity, quality and version."""
+    import ipywidgets as widgets
+
+    listing = _request("GET", "/views").json()["views"]
+    search = widgets.Text(placeholder="search views and columns", description="Search")
+    choice = widgets.Select(options=[], rows=8, description="Views")
+    detail = widgets.HTML()
+
+    def matches(item: dict, text: str) -> bool:
+        haystack = " ".join([item["id"], item["title"], item.get("description", "")] +
+                            [c["name"] + " " + c.get("description", "") for c in item["columns"]])
+        return text.lower() in haystack.lower()
+
+    def refresh(*_):
+        found = [v for v in listing if matches(v, search.value)]
+        choice.options = [(f"{v['title']} ({v['id']})", v["id"]) for v in found]
+
+    def show(*_):
+        item = next((v for v in listing if v["id"] == choice.value), None)
+        detail.value = "" if item is None else _view_html(item)
+
+    search.observe(refresh, names="value")
+    choice.observe(show, names="value")
+    refresh()
+    return widgets.VBox([search, widgets.HBox([choice, detail])])
+
+
+def _view_html(item: dict) -> str:
+    from html import escape
+
+    rows = "".join(
+        f"<tr><td><code>{escape(c['name'])}</code></td><td>{escape(c['type'])}</td>"
+        f"<td>{escape(c['sensitivity'])}{'' if c['plaintext'] else ' (wb.secure only)'}</td>"
+        f"<td>{escape(c.get('description', ''))}</td></tr>" for c in item["columns"])
+    quality = ", ".join(f"{escape(k)}: {v:.2f}" for k, v in sorted(item.get("quality", {}).items()))
+    return (f"<h4>{escape(item['title'])} <code>{escape(item['id'])}</code></h4>"
+            f"<p>{escape(item.get('description', ''))}</p>"
+            f"<p>version <code>{escape(item['version'])}</code>; holders "
+            f"{escape(', '.join(item.get('holders', [])))}; dates: "
+            f"{escape(item.get('date_policy', 'none'))}; quality {quality or '-'}</p>"
+            "<table><tr><th>column</th><th>type</th><th>sensitivity</th><th>description</th></tr>"
+            f"{rows}</table>")

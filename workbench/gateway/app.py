@@ -1,0 +1,300 @@
+"""The gateway's HTTP app for one study socket.
+
+Security boundary (guarded by tests/gateway/test_gateway.py):
+- the study is the socket's (one socket per study), never a request field;
+- the caller is the peer uid from SO_PEERCRED, which must be the study's kernel account; the
+  X-Workbench-User / X-Workbench-Kernel / X-Workbench-Msg-Id headers are recorded as *claims*
+  only (the kernel sets them from its environment and could lie);
+- every request goes through ``workbench.policy.access.ensure_allowed``;
+- data leaves only after the provenance collector acknowledged the read (fail closed) and the
+  usage ledger recorded it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import socket
+import struct
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+from aiohttp import web
+
+from workbench.accounts import study_kernel_user
+from workbench.errors import WorkbenchUserError
+from workbench.gateway.ledger import UsageLedger
+from workbench.gateway.openapi import MAX_ROWS, SPEC
+from workbench.paths import Space
+from workbench.policy.access import decide, ensure_allowed
+from workbench.policy.loader import load_policy
+from workbench.policy.model import Policy
+from workbench.provenance.client import ProvenanceClient, ProvenanceUnavailable
+from workbench.views import ViewEngine
+
+log = logging.getLogger("workbench.gateway")
+
+STATUS = {
+    "bad-request": 400, "unknown-column": 400, "bad-params": 400,
+    "access-denied": 403, "wrong-peer": 403, "sensitive-column": 403, "too-few-rows": 403,
+    "unknown-view": 404, "not-found": 404, "method-not-allowed": 405,
+    "invalid-view": 409, "too-large": 413, "too-many-rows": 413,
+    "internal-error": 500,
+    "provenance-unavailable": 503, "policy-unavailable": 503, "secure-unavailable": 503,
+}
+_VIEW_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_COLUMN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_CLAIM = {"user": re.compile(r"^[a-z][a-z0-9_.-]{0,31}$"),
+          "kernel_id": re.compile(r"^[A-Za-z0-9._:@/+-]{1,128}$"),
+          "msg_id": re.compile(r"^[A-Za-z0-9._:@/+-]{1,128}$")}
+_HEADERS = {"user": "X-Workbench-User", "kernel_id": "X-Workbench-Kernel",
+            "msg_id": "X-Workbench-Msg-Id"}
+ARROW_TYPE = "application/vnd.apache.arrow.stream"
+MAX_BODY = 256 * 1024
+
+
+def error_response(status: int, reason: str, message: str) -> web.Response:
+    """The one error shape of the gateway: {"error": {"reason", "message"}}."""
+    return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
+
+
+def peer_uid(request: web.Request) -> int | None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+@dataclass
+class GatewayState:
+    """What all study apps share: the engine, the policy (re-read when its file changes), the
+    provenance client and the ledger."""
+
+    space: Space
+    engine: ViewEngine
+    policy_path: Path
+    provenance: ProvenanceClient
+    ledger: UsageLedger
+    max_rows: int = MAX_ROWS
+    _policy: Policy | None = None
+    _policy_stamp: tuple | None = None
+    _policy_problem: str | None = field(default=None, repr=False)
+
+    def policy(self) -> Policy:
+        """The current policy; a changed file is re-read (revocations take effect at once). If the
+        file cannot be read or is invalid, everything is refused (fail closed)."""
+        try:
+            stat = self.policy_path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if stamp != self._policy_stamp:
+                self._policy_stamp = stamp
+                self._policy, self._policy_problem = load_policy(self.policy_path), None
+        except (OSError, WorkbenchUserError) as exc:
+            self._policy, self._policy_problem = None, type(exc).__name__
+            self._policy_stamp = None
+        if self._policy is None:
+            raise WorkbenchUserError("the gateway cannot read a valid policy file, so every "
+                                     "request is refused; ask the space's admin to run "
+                                     "'workbench policy check'.", reason="policy-unavailable")
+        return self._policy
+
+
+def _claims(request: web.Request) -> dict:
+    """Identity the kernel *claims* (untrusted, recorded as such); malformed claims are dropped."""
+    out = {}
+    for key, header in _HEADERS.items():
+        value = request.headers.get(header, "")
+        if _CLAIM[key].match(value):
+            out[key] = value
+    return out
+
+
+def _view_id(request: web.Request) -> str:
+    view_id = request.match_info["view_id"]
+    if not _VIEW_ID.match(view_id):
+        raise WorkbenchUserError("view ids are lowercase letters, digits and '_'; list them "
+                                 "with wb.views().", reason="unknown-view")
+    return view_id
+
+
+def _parse_columns(value: str | None) -> list[str] | None:
+    if value is None or value == "":
+        return None
+    names = value.split(",")
+    if len(names) > 200 or not all(_COLUMN.match(n) for n in names):
+        raise WorkbenchUserError("columns is a comma-separated list of column names "
+                                 "(lowercase letters, digits and '_').", reason="bad-request")
+    return names
+
+
+def _parse_limit(value: str | None, max_rows: int) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 12:
+        raise WorkbenchUserError("limit must be a whole number of rows.", reason="bad-request")
+    limit = int(value)
+    if limit > max_rows:
+        raise WorkbenchUserError(f"limit may be at most {max_rows} rows per request.",
+                                 reason="too-large")
+    return limit
+
+
+def make_app(state: GatewayState, study: str, kernel_uid: int) -> web.Application:
+    actor = study_kernel_user(study)
+
+    def refused(request: web.Request, reason: str, view: str | None, status: int) -> None:
+        log.warning(json.dumps({"event": "refused", "study": study, "peer_uid": peer_uid(request),
+                                "method": request.method, "path": request.path[:200],
+                                "view": view, "reason": reason, "status": status}))
+
+    async def record_denial(request: web.Request, view: str | None, reason: str) -> None:
+        """Refusals are recorded too, best effort: no data leaves, so a failure is only logged."""
+        if view is None or not _VIEW_ID.match(view):
+            return
+        fields = {"study": study, "view": view, "status": "denied", "reason": reason,
+                  **_claims(request)}
+        try:
+            await state.provenance.append_async("view-read", fields)
+        except ProvenanceUnavailable as exc:
+            log.error("could not record a refusal: %s", exc)
+
+    @web.middleware
+    async def errors(request: web.Request, handler):
+        view = request.match_info.get("view_id") if request.match_info else None
+        try:
+            uid = peer_uid(request)
+            if uid != kernel_uid:
+                raise WorkbenchUserError(
+                    f"this socket serves study '{study}' to its kernels only.",
+                    reason="wrong-peer")
+            return await handler(request)
+        except WorkbenchUserError as exc:
+            status = STATUS.get(exc.reason, 400)
+            refused(request, exc.reason, view, status)
+            if status in (403, 404, 409):
+                await record_denial(request, view, exc.reason)
+            return error_response(status, exc.reason, str(exc))
+        except ProvenanceUnavailable as exc:
+            log.error("provenance unavailable, request refused: %s", exc)
+            refused(request, "provenance-unavailable", view, 503)
+            return error_response(503, "provenance-unavailable",
+                                  "the provenance log cannot record this request, so no data is "
+                                  "served; try again later or tell the space's admin.")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            reason = {404: "not-found", 405: "method-not-allowed",
+                      413: "too-large"}.get(exc.status, "bad-request")
+            refused(request, reason, view, exc.status)
+            return error_response(exc.status, reason, f"{exc.reason}: see GET /openapi.json")
+        except Exception:
+            log.exception("gateway fault on %s %s", request.method, request.path[:200])
+            return error_response(500, "internal-error",
+                                  "the gateway failed on this request; the fault is logged.")
+
+    async def list_views(request: web.Request) -> web.Response:
+        policy = state.policy()
+        granted = policy.studies[study].views if study in policy.studies else ()
+        allowed = [v for v in granted if decide(policy, actor, "read-view", study, v)]
+        if len(allowed) < len(granted):
+            ensure_allowed(policy, actor, "read-view", study,  # raises: expired, unknown study
+                           next((v for v in granted if v not in allowed), None))
+        views = [state.engine.describe(v) for v in allowed if v in state.engine.views]
+        unavailable = [v for v in allowed if v not in state.engine.views]
+        return web.json_response({"study": study, "views": views, "unavailable": unavailable})
+
+    async def describe_view(request: web.Request) -> web.Response:
+        view_id = _view_id(request)
+        ensure_allowed(state.policy(), actor, "read-view", study, view_id)
+        return web.json_response(state.engine.describe(view_id))
+
+    async def fetch_arrow(request: web.Request) -> web.Response:
+        view_id = _view_id(request)
+        columns = _parse_columns(request.query.get("columns"))
+        limit = _parse_limit(request.query.get("limit"), state.max_rows)
+        ensure_allowed(state.policy(), actor, "read-view", study, view_id)
+        fetch_limit = limit if limit is not None else state.max_rows + 1
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            None, lambda: state.engine.read(study, view_id, columns, fetch_limit))
+        if result.rows > state.max_rows:
+            raise WorkbenchUserError(
+                f"view '{view_id}' has more than {state.max_rows} rows; ask for fewer with "
+                "limit=N (wb.view(name, limit=N)).", reason="too-many-rows")
+        fields = {"study": study, "view": view_id, "view_version": result.version,
+                  "rows": result.rows, "columns": list(result.columns), "status": "ok",
+                  "format": "arrow", "request_id": uuid.uuid4().hex, **_claims(request)}
+        record_id = await state.provenance.append_async("view-read", fields)
+        await loop.run_in_executor(None, lambda: state.ledger.record(
+            study=study, kind="view-read", view=view_id, rows_by_holder=result.rows_by_holder,
+            record_id=record_id))
+        body = await loop.run_in_executor(None, _arrow_bytes, result.table)
+        return web.Response(body=body, content_type=ARROW_TYPE, headers={
+            "X-Workbench-Rows": str(result.rows), "X-Workbench-View-Version": result.version,
+            "X-Workbench-Record": record_id})
+
+    async def secure_op(request: web.Request) -> web.Response:
+        op = request.match_info["op"]
+        if not re.match(r"^[a-z_]{1,40}$", op):
+            raise WorkbenchUserError("unknown secure operation.", reason="not-found")
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise WorkbenchUserError("the body must be a JSON object {view, params}.",
+                                     reason="bad-request") from None
+        if not isinstance(body, dict) or not isinstance(body.get("view"), str) \
+                or not isinstance(body.get("params", {}), dict) \
+                or set(body) - {"view", "params", "columns"}:
+            raise WorkbenchUserError("the body must be a JSON object {view, params}.",
+                                     reason="bad-request")
+        view_id = body["view"]
+        if not _VIEW_ID.match(view_id):
+            raise WorkbenchUserError("unknown view id.", reason="unknown-view")
+        columns = body.get("columns")
+        if columns is not None and (not isinstance(columns, list) or len(columns) > 200 or not all(
+                isinstance(c, str) and _COLUMN.match(c) for c in columns)):
+            raise WorkbenchUserError("columns is a list of column names.", reason="bad-request")
+        policy = state.policy()
+        ensure_allowed(policy, actor, "secure-op", study, view_id)
+        try:
+            from workbench.secure.service import run_secure_op
+        except ImportError:
+            raise WorkbenchUserError("secure operations are not available in this space yet.",
+                                     reason="secure-unavailable") from None
+        loop = asyncio.get_running_loop()
+        partitions = await loop.run_in_executor(
+            None, lambda: state.engine.partitions(study, view_id, columns))
+        thresholds = policy.studies[study].thresholds.model_dump()
+        context = {"study": study, "view": view_id,
+                   "view_version": state.engine.versions[view_id], **_claims(request)}
+        result = await loop.run_in_executor(None, lambda: run_secure_op(
+            op, partitions, body.get("params", {}), thresholds, state.provenance, context))
+        await loop.run_in_executor(None, lambda: state.ledger.record(
+            study=study, kind="secure-op", view=view_id, op=op,
+            rows_by_holder={h: len(f) for h, f in partitions.items()}))
+        return web.json_response(result, dumps=lambda v: json.dumps(v, default=str))
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(SPEC)
+
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+    app.router.add_get("/views", list_views)
+    app.router.add_get("/views/{view_id}", describe_view)
+    app.router.add_get("/views/{view_id}/arrow", fetch_arrow)
+    app.router.add_post("/secure/{op}", secure_op)
+    app.router.add_get("/openapi.json", openapi)
+    return app
+
+
+def _arrow_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=64 * 1024)
+    return sink.getvalue()

@@ -1,0 +1,199 @@
+"""Running the gateway: ``workbench gateway --data-dir DIR --policy FILE``.
+
+Started as root, it (1) loads the policy and the holders' data and the study re-keying key,
+(2) creates one socket per study at ``Space.gateway_socket(study)``, owned by the study's kernel
+account with mode 0600 so only that uid (and root, which the peer check then refuses) can connect,
+(3) drops to the ``wb-gateway`` account and serves. Without root everything runs as the current
+user (development only). New studies need a restart (sockets are made at start); grants and
+revocations in the policy file take effect on the next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from workbench import accounts
+from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.gateway.app import GatewayState, make_app
+from workbench.gateway.ledger import UsageLedger
+from workbench.gateway.openapi import MAX_ROWS
+from workbench.paths import Space
+from workbench.policy.loader import load_policy
+from workbench.provenance.client import ProvenanceClient
+from workbench.views import ViewEngine
+
+log = logging.getLogger("workbench.gateway")
+READY = "gateway ready"
+
+
+def _bind(path: Path, uid: int, gid: int) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        path.unlink()  # a stale socket of an earlier gateway
+    elif path.exists() or path.is_symlink():
+        raise WorkbenchUserError(f"{path} exists and is not a socket: remove it first",
+                                 reason="socket-path-taken")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # never a moment where others could connect
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
+    if accounts.is_root():
+        os.chown(path, uid, gid)
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    listener.setblocking(False)
+    return listener
+
+
+def _prepare_dirs(space: Space) -> tuple[int, int] | None:
+    space.run.mkdir(parents=True, exist_ok=True)
+    (space.run / "gateway").mkdir(exist_ok=True)
+    os.chmod(space.run / "gateway", 0o755)  # noqa: S103 - kernels' sockets are bound from here
+    space.usage.mkdir(exist_ok=True)
+    os.chmod(space.usage, 0o700)
+    if not accounts.is_root():
+        return None
+    uid, gid = accounts.ensure_user(accounts.GATEWAY)
+    os.chown(space.usage, uid, gid)
+    ledger = space.usage / "ledger.jsonl"
+    if ledger.exists():
+        os.chown(ledger, uid, gid)
+    return uid, gid
+
+
+def _drop_privileges(ids: tuple[int, int]) -> None:
+    uid, gid = ids
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise WorkbenchError("could not drop privileges to the gateway account")
+
+
+async def _serve(apps_and_sockets, stop: asyncio.Event) -> None:
+    runners = []
+    for app, listener in apps_and_sockets:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, listener).start()
+        runners.append(runner)
+    print(READY, flush=True)
+    await stop.wait()
+    for runner in runners:
+        await runner.cleanup()
+
+
+def run_gateway(data_dir: str, policy_path: str, max_rows: int = MAX_ROWS) -> None:
+    space = Space.at(data_dir)
+    policy_file = Path(policy_path).resolve()
+    policy = load_policy(policy_file)
+    engine = ViewEngine(space)
+    for view_id, problem in sorted(engine.problems.items()):
+        log.warning("view %s is not served: %s", view_id, problem)
+    gateway_ids = _prepare_dirs(space)
+    bound = []
+    for study in sorted(policy.studies):
+        uid, gid = accounts.ensure_user(accounts.study_kernel_user(study))
+        bound.append((study, uid, _bind(space.gateway_socket(study), uid, gid)))
+    if gateway_ids:
+        _drop_privileges(gateway_ids)
+    state = GatewayState(space=space, engine=engine, policy_path=policy_file,
+                         provenance=ProvenanceClient(space.collector_socket),
+                         ledger=UsageLedger(space), max_rows=max_rows)
+    state.policy()
+    apps = [(make_app(state, study, uid), listener) for study, uid, listener in bound]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await _serve(apps, stop)
+
+    asyncio.run(main())
+
+
+class GatewayHandle:
+    """A gateway running as a child process (tests, benchmarks, ``workbench demo``)."""
+
+    def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
+        self.space, self.process, self.log_path = space, process, log_path
+
+    def socket(self, study: str) -> Path:
+        return self.space.gateway_socket(study)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> GatewayHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_gateway(space: Space, policy_path: str | os.PathLike, max_rows: int = MAX_ROWS,
+                  ready_timeout: float = 60.0) -> GatewayHandle:
+    """Start ``workbench gateway`` as a subprocess; return once it serves every study socket."""
+    fd, name = tempfile.mkstemp(prefix="wb-gateway-", suffix=".log")
+    os.close(fd)
+    log_path = Path(name)
+    command = [sys.executable, "-m", "workbench.gateway.server", "--data-dir", str(space.root),
+               "--policy", str(policy_path), "--max-rows", str(max_rows)]
+    with open(log_path, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    handle = GatewayHandle(space, process, log_path)
+    deadline = time.monotonic() + ready_timeout
+    while READY not in handle.output():
+        if process.poll() is not None:
+            raise WorkbenchError(f"gateway exited with {process.returncode}:\n{handle.output()}")
+        if time.monotonic() > deadline:
+            handle.stop()
+            raise WorkbenchError(f"gateway not ready within {ready_timeout}s:\n{handle.output()}")
+        time.sleep(0.05)
+    return handle
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workbench gateway")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--max-rows", type=int, default=MAX_ROWS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stdout)
+    try:
+        run_gateway(args.data_dir, args.policy, args.max_rows)
+    except WorkbenchUserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
