@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "workbench.space.cli",
     "workbench.catalog.cli",
     "workbench.secure.cli",
+    "workbench.gateway.cli",
 ]
 
 
