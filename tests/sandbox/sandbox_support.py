@@ -83,7 +83,8 @@ def kernel_manager(space: Space, jupyter: Path, study: str = STUDY, **extra) -> 
 def read_records(space: Space) -> list[dict]:
     store = open_store(space, readonly=True)
     try:
-        return [json.loads(body) for _seq, _prev, _hash, body in store.rows()]
+        return [{**json.loads(body), "hash": digest.hex()}
+                for _seq, _prev, digest, body in store.rows()]
     finally:
         store.close()
 

@@ -107,6 +107,13 @@ class SandboxProvisioner(LocalProvisioner):
         self._proxy.attribute(msg_id, user, notebook_path)
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return await self._prepare(**kwargs)
+        except BaseException:
+            await self.cleanup(restart=False)  # no half-made socket dirs or orphaned proxy
+            raise
+
+    async def _prepare(self, **kwargs: Any) -> dict[str, Any]:
         km = self.parent
         study = check_study_id(self.study)
         space = Space.at(self.data_dir or None)

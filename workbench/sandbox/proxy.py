@@ -225,7 +225,7 @@ class AuditProxy:
             return False
         if msg_type in LIFECYCLE:
             kind, record = "kernel-lifecycle", {**base, "event": LIFECYCLE[msg_type],
-                                                "status": "submitted", "source": source}
+                                                "status": "submitted"}
         else:
             kind = RECORD_KIND
             record = {**base, "source": source, "status": "submitted", "started": _now(),
@@ -243,8 +243,9 @@ class AuditProxy:
         try:
             record_id = await self.recorder(kind, record)
         except Exception as exc:
-            log.error("audit proxy: provenance record refused or collector unavailable (%s): "
-                      "%s not forwarded", type(exc).__name__, msg_type)
+            # the collector's messages name fields and rules, never values
+            log.error("audit proxy: %s not forwarded, no provenance record (%s: %s)",
+                      msg_type, type(exc).__name__, exc)
             await self._refuse(channel, idents, msg, "ProvenanceUnavailable",
                                "The provenance log cannot record this request, so nothing is "
                                "run (every cell is recorded first). Try again in a moment; if "

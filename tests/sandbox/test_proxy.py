@@ -1,0 +1,194 @@
+"""The audit proxy on a real sealed kernel: fail closed, debugger denied, attribution, signatures,
+output hashes, lifecycle records."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from sandbox_support import (
+    STUDY,
+    execute,
+    kernel_manager,
+    kernelspec_dir,
+    make_space,
+    read_records,
+    wait_for_records,
+)
+
+from workbench.provenance.service import start_collector
+
+pytestmark = pytest.mark.slow
+
+
+def _records_for(space, msg_id, kind="cell-execution"):
+    return [r for r in read_records(space)
+            if r["kind"] == kind and r["fields"].get("msg_id") == msg_id]
+
+
+def test_execution_is_recorded_before_and_after_with_output_hashes(kernel):
+    code = "print('hello'); 6 * 7"
+    result = execute(kernel["kc"], code)
+    assert result["status"] == "ok" and "hello" in result["text"]
+    done = wait_for_records(kernel["space"], lambda r: r["kind"] == "cell-execution"
+                            and r["fields"]["msg_id"] == result["msg_id"]
+                            and r["fields"]["status"] == "ok")
+    submitted, = [r for r in _records_for(kernel["space"], result["msg_id"])
+                  if r["fields"]["status"] == "submitted"]
+    fields = done[0]["fields"]
+    assert submitted["seq"] < done[0]["seq"]
+    assert fields["ref"] == submitted["hash"]  # the completion points at its request
+    assert fields["study"] == STUDY and fields["kernel_id"] == kernel["km"].kernel_id
+    assert fields["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
+    assert "code" not in fields  # the code is in the submitted record only
+    assert [o["output_type"] for o in fields["outputs"]] == ["stream", "execute-result"]
+    assert all(len(o["sha256"]) == 64 and o["size"] > 0 for o in fields["outputs"])
+    # hashes only: no output value reaches the log
+    assert "hello" not in str(fields) and "42" not in str(fields["outputs"])
+    assert fields["started"] <= fields["ended"]
+
+
+def test_unattributed_requests_are_the_servers_run_user(kernel):
+    kc = kernel["kc"]
+    msg = kc.session.msg("execute_request", {"code": "1", "silent": False, "store_history": True,
+                                             "user_expressions": {}, "allow_stdin": False})
+    msg["header"]["username"] = "forged-bob"
+    kc.shell_channel.send(msg)
+    msg_id = msg["header"]["msg_id"]
+    kc.get_shell_msg(timeout=30)
+    record, *_ = _records_for(kernel["space"], msg_id)
+    assert record["fields"]["user"] == kernel["km"].provisioner.run_user != "forged-bob"
+    assert record["fields"]["source"] == "server"
+
+
+def test_websocket_attribution_wins_over_header_username(kernel):
+    kc = kernel["kc"]
+    msg = kc.session.msg("execute_request", {"code": "2", "silent": False, "store_history": True,
+                                             "user_expressions": {}, "allow_stdin": False})
+    msg["header"]["username"] = "forged-bob"
+    kernel["km"].provisioner.attribute(msg["header"]["msg_id"], "alice", "analysis.ipynb")
+    kc.shell_channel.send(msg)
+    kc.get_shell_msg(timeout=30)
+    record, *_ = _records_for(kernel["space"], msg["header"]["msg_id"])
+    assert record["fields"]["user"] == "alice"
+    assert record["fields"]["source"] == "websocket"
+    assert record["fields"]["notebook_path"] == "analysis.ipynb"
+
+
+def test_debug_request_is_denied_and_recorded(kernel):
+    kc = kernel["kc"]
+    msg = kc.session.msg("debug_request", {"type": "request", "seq": 1, "command": "evaluate",
+                                           "arguments": {"expression": "open('/etc/passwd')"}})
+    kc.control_channel.send(msg)
+    reply = kc.get_control_msg(timeout=30)
+    assert reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]
+    assert reply["msg_type"] == "debug_reply"
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "denied"
+    denial, = _records_for(kernel["space"], msg["header"]["msg_id"], kind="kernel-lifecycle")
+    assert denial["fields"]["event"] == "denied" and denial["fields"]["reason"] == "debug-request"
+
+
+def test_unknown_message_types_are_denied(kernel):
+    kc = kernel["kc"]
+    msg = kc.session.msg("apply_request", {})
+    kc.shell_channel.send(msg)
+    reply = kc.get_shell_msg(timeout=30)
+    assert reply["msg_type"] == "apply_reply" and reply["content"]["status"] == "error"
+
+
+def test_comm_messages_are_recorded_by_digest_only(kernel):
+    kc = kernel["kc"]
+    msg = kc.session.msg("comm_open", {"comm_id": "c1", "target_name": "nobody",
+                                       "data": {"value": "patient-level-looking"}})
+    kc.shell_channel.send(msg)
+    record = wait_for_records(kernel["space"], lambda r: r["fields"].get("msg_id")
+                              == msg["header"]["msg_id"])
+    assert record and record[0]["fields"]["reason"] == "comm-open"
+    assert "patient-level-looking" not in str(record[0])
+
+
+def test_badly_signed_requests_never_reach_the_kernel(kernel, tmp_path):
+    marker = kernel["space"].workspace(STUDY) / "forged-signature.txt"
+    forger = kernel["km"].client()
+    forger.session.key = b"not-the-kernel-key"
+    forger.start_channels()
+    try:
+        msg_id = forger.execute(f"open({str(marker)!r}, 'w').write('x')")
+        time.sleep(2)
+    finally:
+        forger.stop_channels()
+    assert not marker.exists()
+    assert not _records_for(kernel["space"], msg_id)
+
+
+def test_interrupt_is_a_recorded_lifecycle_event(kernel):
+    kernel["km"].interrupt_kernel()
+    events = wait_for_records(kernel["space"], lambda r: r["kind"] == "kernel-lifecycle"
+                              and r["fields"]["event"] == "interrupt"
+                              and r["fields"]["kernel_id"] == kernel["km"].kernel_id)
+    assert events
+
+
+@pytest.fixture
+def own_space():
+    root = Path(tempfile.mkdtemp(prefix="wb-sbx-fc-", dir="/tmp"))
+    space = make_space(root)
+    yield space, kernelspec_dir(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_collector_stopped_means_no_cell_runs(own_space):
+    space, jupyter = own_space
+    collector = start_collector(space)
+    km = kernel_manager(space, jupyter)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        assert execute(kc, "1 + 1")["status"] == "ok"
+        collector.stop()
+        marker = space.workspace(STUDY) / "ran-without-record.txt"
+        result = execute(kc, f"open({str(marker)!r}, 'w').write('x')")
+        assert result["status"] == "error"
+        assert result["reply"]["ename"] == "ProvenanceUnavailable"
+        assert "ProvenanceUnavailable" in result["errors"]  # the notebook shows why
+        assert not marker.exists()
+        collector = start_collector(space)  # back up: cells run again, and are recorded
+        again = execute(kc, f"open({str(marker)!r}, 'w').write('x')")
+        assert again["status"] == "ok" and marker.exists()
+        assert _records_for(space, again["msg_id"])
+        assert not _records_for(space, result["msg_id"])
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        collector.stop()
+
+
+def test_kernel_start_is_refused_without_collector(own_space):
+    space, jupyter = own_space
+    km = kernel_manager(space, jupyter)
+    with pytest.raises(Exception, match="provenance collector"):
+        km.start_kernel()
+    assert not km.has_kernel
+
+
+def test_lifecycle_start_and_shutdown_are_recorded(own_space):
+    space, jupyter = own_space
+    with start_collector(space):
+        km = kernel_manager(space, jupyter)
+        km.start_kernel()
+        kernel_id = km.kernel_id
+        socket_dirs = Path(km.connection_file).parent.parent
+        assert socket_dirs.is_dir()
+        km.shutdown_kernel(now=False)
+        events = [r["fields"] for r in read_records(space) if r["kind"] == "kernel-lifecycle"
+                  and r["fields"]["kernel_id"] == kernel_id]
+    assert [e["event"] for e in events][0] == "start"
+    assert events[0]["sandbox"] == "bwrap-setpriv" and events[0]["uid"] != 0
+    assert "shutdown" in [e["event"] for e in events]
+    assert not socket_dirs.exists()
