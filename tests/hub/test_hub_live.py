@@ -1,0 +1,76 @@
+"""A real hub, real spawns as the study server uid, through the REST API with tokens."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+import httpx
+import pytest
+
+from workbench import accounts
+
+pytestmark = pytest.mark.slow
+
+
+def test_non_member_spawn_is_forbidden(live_hub, records):
+    response = live_hub.spawn("bob", "cml-tki")
+    assert response.status_code == 403, response.text
+    assert "may not spawn-server" in response.json()["message"]
+    denied = [r for r in records(live_hub.space)
+              if r.get("kind") == "server-spawn" and r["fields"]["event"] == "denied"]
+    assert any(r["fields"]["user"] == "bob" for r in denied)
+
+
+def test_expired_study_refuses_to_start(live_hub):
+    response = live_hub.spawn("alice", "old-study")
+    assert response.status_code == 403
+    assert "expired" in response.json()["message"]
+
+
+def test_unknown_study_and_default_server_refused(live_hub):
+    assert live_hub.spawn("alice", "no-such-study").status_code == 403
+    assert live_hub.api("POST", "/users/alice/server",
+                        token=live_hub.token_for("alice")).status_code == 403
+
+
+def test_member_server_runs_as_study_account_with_limits(live_hub, records):
+    response = live_hub.spawn("alice", "cml-tki")
+    assert response.status_code in (201, 202), live_hub.output()
+    live_hub.wait_ready("alice", "cml-tki")
+    pid = live_hub.server_pid("alice", "cml-tki")
+    status = open(f"/proc/{pid}/status").read()
+    uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    assert pwd.getpwuid(uid).pw_name == accounts.study_server_user("cml-tki")
+    limits = open(f"/proc/{pid}/limits").read()
+    assert "Max processes" in limits and "512" in limits
+    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    assert b"PYTHONNOUSERSITE=1" in environ
+    config_dir = next(e for e in environ if e.startswith(b"JUPYTER_CONFIG_DIR=")).split(b"=")[1]
+    info = os.stat(config_dir)
+    assert info.st_uid == 0 and not info.st_mode & 0o022
+    spawns = [r["fields"] for r in records(live_hub.space)
+              if r.get("kind") == "server-spawn" and r["fields"]["event"] == "spawn"]
+    assert any(f["user"] == "alice" and f["study"] == "cml-tki" for f in spawns)
+
+
+def _server_url(live_hub, path: str) -> str:
+    return f"{live_hub.url}/user/alice/cml-tki/{path}"
+
+
+def test_terminals_are_off(live_hub):
+    live_hub.wait_ready("alice", "cml-tki")
+    headers = {"Authorization": f"token {live_hub.token_for('alice')}"}
+    response = httpx.post(_server_url(live_hub, "api/terminals"), headers=headers, timeout=30)
+    assert response.status_code in (403, 404), response.text
+    # the server is reachable with the same token: the refusal is about terminals
+    assert httpx.get(_server_url(live_hub, "api/status"), headers=headers,
+                     timeout=30).status_code == 200
+
+
+def test_reviewer_cannot_reach_researcher_server(live_hub):
+    live_hub.wait_ready("alice", "cml-tki")
+    headers = {"Authorization": f"token {live_hub.token_for('rita')}"}
+    response = httpx.get(_server_url(live_hub, "api/status"), headers=headers, timeout=30,
+                         follow_redirects=False)
+    assert response.status_code in (302, 403)

@@ -1,0 +1,106 @@
+"""Everything ``hub_config/jupyterhub_config.py`` sets, from the policy file and the data space.
+
+Environment overrides (for ``jupyterhub -f hub_config/jupyterhub_config.py``):
+``WORKBENCH_POLICY``, ``WORKBENCH_DATA_DIR``, ``WORKBENCH_HUB_DB_URL`` (default: SQLite in the
+space's ``hub/state``; e.g. ``postgresql+psycopg://hub@db/jupyterhub`` in production),
+``WORKBENCH_HUB_BIND_URL`` (default ``http://127.0.0.1:8000``), ``WORKBENCH_HUB_PORT`` (the hub's
+internal API port, default 8081), ``WORKBENCH_PROXY_API_PORT`` (default 8001),
+``WORKBENCH_CULL_TIMEOUT`` (seconds, default 3600).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from workbench import accounts
+from workbench.hub import roles as hub_roles
+from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
+from workbench.paths import Space
+from workbench.policy import load_policy
+
+
+def _culler_service(timeout: int) -> dict:
+    return {
+        "name": hub_roles.CULLER_SERVICE,
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={timeout}",
+                    "--cull-every=60", "--remove-named-servers=false"],
+        "user": _culler_user(),
+    }
+
+
+def _culler_user() -> str:
+    name = "wb-culler"
+    accounts.ensure_user(name)
+    return name if accounts.is_root() else os.environ.get("USER", "")
+
+
+def review_services(policy, space: Space) -> tuple[list[dict], list[dict]]:
+    """The RELEASE component's reviewer dashboards (hub-managed Voila services), when present."""
+    try:
+        found = importlib.util.find_spec("workbench.review.services")
+    except ModuleNotFoundError:  # the review package itself is not installed
+        found = None
+    if found is None:
+        return [], []
+    from workbench.review.services import hub_services
+
+    return hub_services(policy, space)
+
+
+def configure(c, policy_path: str | os.PathLike | None = None,
+              data_dir: str | os.PathLike | None = None, *, db_url: str | None = None,
+              bind_url: str | None = None) -> None:
+    """Fill a JupyterHub config object ``c``."""
+    policy_path = str(policy_path or os.environ.get("WORKBENCH_POLICY", ""))
+    policy = load_policy(policy_path)  # a bad policy stops the hub with file, line and field
+    space = Space.at(data_dir)
+    layout = HubLayout(space)
+    layout.ensure()
+    ensure_interpreter_reachable(fix=False)
+
+    hub = c.JupyterHub
+    hub.bind_url = bind_url or os.environ.get("WORKBENCH_HUB_BIND_URL", "http://127.0.0.1:8000")
+    hub.hub_ip = "127.0.0.1"
+    hub.hub_port = int(os.environ.get("WORKBENCH_HUB_PORT", "8081"))
+    c.ConfigurableHTTPProxy.api_url = (
+        f"http://127.0.0.1:{int(os.environ.get('WORKBENCH_PROXY_API_PORT', '8001'))}")
+    hub.db_url = db_url or os.environ.get("WORKBENCH_HUB_DB_URL") or layout.default_db_url
+    hub.cookie_secret_file = str(layout.cookie_secret)
+    hub.pid_file = str(layout.state / "jupyterhub.pid")
+    hub.data_files_path = os.path.join(sys.prefix, "share", "jupyterhub")
+
+    hub.spawner_class = "workbench-study"
+    hub.allow_named_servers = True
+    # No count limit: a named server can only ever start for a study the user is a member of
+    # (StudySpawner), and a refused or stopped one holds no resources.
+    hub.named_server_limit_per_user = 0
+    hub.default_server_name = ""
+    hub.admin_access = False  # no admin route into a researcher's server
+    hub.load_groups = hub_roles.groups(policy)
+
+    c.StudySpawner.policy_file = policy_path
+    c.StudySpawner.data_dir = str(space.root)
+    c.StudySpawner.http_timeout = 60
+    c.StudySpawner.start_timeout = 120
+
+    hub.authenticator_class = "workbench.hub.auth.WorkbenchAuthenticator"
+    auth = c.WorkbenchAuthenticator
+    auth.data_dir = str(space.root)
+    auth.enable_signup = True
+    auth.open_signup = False  # sign-ups wait for an admin's approval
+    auth.minimum_password_length = 12
+    auth.check_common_password = True
+    auth.allowed_failed_logins = 5
+    auth.seconds_before_next_try = 300
+    auth.allow_2fa = True
+    c.Authenticator.admin_users = set()  # admins get scoped roles, never the blanket admin flag
+    c.Authenticator.allow_all = True  # who may log in is decided by the admin's approval
+
+    timeout = int(os.environ.get("WORKBENCH_CULL_TIMEOUT", "3600"))
+    services = [_culler_service(timeout)]
+    role_list = hub_roles.roles(policy)
+    extra_services, extra_roles = review_services(policy, space)
+    hub.services = services + list(extra_services)
+    hub.load_roles = role_list + list(extra_roles)

@@ -1,0 +1,198 @@
+"""StudySpawner: one sealed single-user Jupyter server per (user, study).
+
+SECURITY BOUNDARY. On every start, the server name (= the study id) and ``user_options`` are user
+input: membership and expiry are decided again by ``workbench.policy.access`` against the policy
+file as it is *now* (so revoking a member takes effect at the next start), and the start is
+refused with 403 otherwise, also when the policy cannot be read (fail closed). The server then
+runs as the study's server uid (not the hub user's), with the root-owned config of
+:mod:`workbench.hub.singleuser` and the limits of :mod:`workbench.hub.limits`. Each start is a
+``server-spawn`` provenance record; no record, no server.
+
+Guarded by tests/hub/test_spawner.py and tests/hub/test_hub_live.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from jupyterhub.spawner import LocalProcessSpawner
+from tornado.web import HTTPError
+from traitlets import Integer, Unicode, default
+
+from workbench import accounts
+from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.hub import singleuser
+from workbench.hub.layout import HubLayout
+from workbench.hub.limits import Limits, ServerCgroup, make_preexec
+from workbench.paths import Space
+from workbench.policy import load_policy
+from workbench.policy.access import ensure_allowed
+
+
+def prepare_workspace(space: Space, study: str) -> Path:
+    """The study workspace as docs/architecture.md lays it out: 0770, owner the kernel uid,
+    group the server uid (setgid, so files either side writes stay shared)."""
+    workspace = space.workspace(study)
+    workspace.mkdir(parents=True, exist_ok=True)
+    if accounts.is_root():
+        kernel_uid, _ = accounts.ensure_user(accounts.study_kernel_user(study))
+        _, server_gid = accounts.ensure_user(accounts.study_server_user(study))
+        os.chown(workspace, kernel_uid, server_gid)
+        os.chmod(workspace, 0o2770)  # noqa: S103 - kernel uid + server group
+    return workspace
+
+
+class StudySpawner(LocalProcessSpawner):
+    """Starts ``jupyterhub-singleuser`` for the study named by the server name."""
+
+    policy_file = Unicode(
+        config=True,
+        help="The hub policy file (YAML), re-read at every start, "
+             "e.g. '/etc/workbench/policy.yaml'.",
+    )
+    data_dir = Unicode(config=True,
+                       help="The data space directory, e.g. '/var/lib/workbench/demo'.")
+    kernel_idle_timeout = Integer(
+        3600, config=True, help="Seconds before an idle kernel is shut down by its server.")
+    server_idle_timeout = Integer(
+        0, config=True,
+        help="Seconds without activity before a server stops itself (0: leave it to the hub's "
+             "idle culler service).")
+    max_processes = Integer(
+        512, config=True,
+        help="RLIMIT_NPROC / pids.max of a study server and its kernels (threads count too).")
+
+    @default("cmd")
+    def _cmd_default(self):
+        return [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+
+    @default("env_keep")
+    def _env_keep_default(self):
+        return []  # nothing of the hub's environment leaks into a study server
+
+    @default("default_url")
+    def _default_url_default(self):
+        return "/lab"
+
+    @default("disable_user_config")
+    def _disable_user_config_default(self):
+        return True
+
+    # -- the decision --------------------------------------------------------------------------
+    @property
+    def study(self) -> str:
+        return self.name
+
+    def _refuse(self, message: str, status: int = 403):
+        self.log.warning("refused server %s for %s: %s", self.name or "(default)",
+                         self.user.name, message)
+        raise HTTPError(status, message)
+
+    def check_access(self):
+        """The policy, after ``ensure_allowed(policy, user, 'spawn-server', study)``; raises 403."""
+        if not self.name:
+            self._refuse("Open a study: each study has its own server, named after the study "
+                         "(e.g. /hub/spawn/<you>/cml-tki). There is no default server.")
+        try:
+            policy = load_policy(self.policy_file)
+        except WorkbenchUserError as exc:
+            self.log.error("policy unreadable, refusing every start: %s", exc)
+            self._refuse("The hub policy cannot be read, so no study server can start. "
+                         "An admin must fix the policy file ('workbench policy check').", 503)
+        try:
+            ensure_allowed(policy, self.user.name, "spawn-server", self.study)
+        except WorkbenchUserError as exc:
+            self._record_denied()
+            self._refuse(str(exc))
+        return policy
+
+    def _record_denied(self) -> None:
+        """Best effort: a refusal stands whether or not it could be recorded."""
+        from workbench.provenance.client import ProvenanceClient
+
+        fields = {"study": self.study, "user": self.user.name, "event": "denied",
+                  "status": "denied", "reason": "access-denied"}
+        try:
+            client = ProvenanceClient(Space.at(self.data_dir or None).collector_socket, timeout=5)
+            client.append("server-spawn", fields)
+            client.close()
+        except WorkbenchError as exc:
+            self.log.warning("refused spawn not recorded: %s", exc)
+
+    # -- start ---------------------------------------------------------------------------------
+    def _limits(self, policy) -> Limits:
+        resources = policy.studies[self.study].resources
+        return Limits(memory_bytes=resources.memory_bytes, cpu=resources.cpu,
+                      max_processes=self.max_processes)
+
+    @property
+    def cgroup_name(self) -> str:
+        return f"{self.user.name}-{self.study}"
+
+    async def start(self):
+        policy = self.check_access()
+        study = policy.studies[self.study]
+        space = Space.at(self.data_dir or None)
+        layout = HubLayout(space)
+        layout.ensure()
+        limits = self._limits(policy)
+        server_user = accounts.study_server_user(self.study)
+        uid, gid = accounts.ensure_user(server_user)
+        prepare_workspace(space, self.study)
+        state = layout.server_state(self.study)
+        for sub in ("", "runtime", "lab-settings", "lab-workspaces", "ipython", "xdg-config",
+                    "xdg-data", "xdg-cache"):
+            path = state / sub
+            path.mkdir(parents=True, exist_ok=True)
+            if accounts.is_root():
+                os.chown(path, uid, gid)
+            os.chmod(path, 0o700)
+        config_dir, data_dir = singleuser.prepare_config(
+            layout, self.study, study, self.kernel_idle_timeout, self.server_idle_timeout)
+        self._extra_env = singleuser.server_environment(
+            layout, self.study, config_dir, data_dir, self.policy_file)
+
+        cgroup = ServerCgroup(self.cgroup_name) if accounts.is_root() else None
+        has_cgroup = bool(cgroup and cgroup.create(limits))
+        self._preexec = make_preexec(
+            limits, cgroup.procs_files() if has_cgroup else [], use_rlimit_as=not has_cgroup,
+            uid=uid if accounts.is_root() else None, gid=gid if accounts.is_root() else None)
+
+        # Fail closed: a server whose start cannot be recorded does not start.
+        await self._record(space, {
+            "study": self.study, "user": self.user.name, "server_name": self.study,
+            "event": "spawn", "status": "ok", "uid": uid,
+            "resources": {**limits.describe(), "max_kernels": study.resources.max_kernels,
+                          "server_user": server_user,
+                          "enforced_by": f"cgroup-{cgroup.mode}" if has_cgroup else "rlimit"},
+        })
+        ip, port = await super().start()
+        self.log.info("study server %s/%s started as %s (pid %s)", self.user.name, self.study,
+                      server_user, self.pid)
+        return ip, port
+
+    async def _record(self, space: Space, fields: dict) -> None:
+        from workbench.provenance.client import ProvenanceClient
+
+        try:
+            await ProvenanceClient(space.collector_socket).append_async("server-spawn", fields)
+        except WorkbenchError as exc:
+            self.log.error("server-spawn not recorded, refusing start: %s", exc)
+            self._refuse("The provenance collector is not reachable, so no study server can "
+                         "start (every action must be recorded). Ask an admin to start it "
+                         "('workbench collector').", 503)
+
+    def make_preexec_fn(self, name):
+        return self._preexec
+
+    def user_env(self, env):
+        env.update(self._extra_env)
+        env["USER"] = accounts.study_server_user(self.study)
+        return env
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        if accounts.is_root() and self.name:
+            ServerCgroup(self.cgroup_name).remove()
