@@ -29,7 +29,7 @@ from workbench.synth.population import (
     WBC,
     Population,
 )
-from workbench.synth.truth import EXTRACTION_DATE, GROUND_TRUTH, TKI_ATC, TKIS, day
+from workbench.synth.truth import GROUND_TRUTH, TKI_ATC, TKIS, day
 
 DEFECTS = {name: spec["rate"] for name, spec in GROUND_TRUTH["defects"].items()}
 REGIONS_A = ("North", "North East", "East", "South East", "South", "South West", "West",
@@ -50,7 +50,7 @@ LAB_B = {HGB: ("718-7", "g/L", 10.0, 0.0, 0), CREA: ("14682-9", "umol/L", 88.4, 
 AE_MEDDRA = (*(GROUND_TRUTH["cml"]["adverse_events"][t][:2] for t in TKIS),
              ("10022611", "Interstitial lung disease"))
 AE_SUSPECT = (*(TKI_ATC[t] for t in TKIS), "L04AX03")  # IP: methotrexate
-EXTRACTED = day(EXTRACTION_DATE)
+FUTURE = day("2035-01-01")
 
 
 # -- column builders --------------------------------------------------------------------------
@@ -107,7 +107,8 @@ def _visit_defects(rng, start: np.ndarray, end: np.ndarray):
     backwards = u < DEFECTS["visit_end_before_start"]
     future = ~backwards & (u < DEFECTS["visit_end_before_start"] + DEFECTS["future_dated_visit"])
     end = np.where(backwards, start - rng.integers(1, 31, start.size), end)
-    shifted = EXTRACTED + rng.integers(1, 3650, start.size)
+    # Far enough ahead (2035-2044) to be after any plausible report date as well.
+    shifted = FUTURE + rng.integers(0, 3650, start.size)
     return np.where(future, shifted, start), np.where(future, shifted, end)
 
 

@@ -120,7 +120,7 @@ GROUND_TRUTH: dict = {
             "measure": "share of enrolment periods ending before they start"},
         "future_dated_visit": {
             "rate": 0.002, "holders": ("hospital-a", "hospital-b"), "table": "visit_occurrence",
-            "measure": "share of visits starting after the extraction date"},
+            "measure": "share of visits starting after the extraction date (all in 2035-2044)"},
     },
 }
 
