@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "workbench.catalog.cli",
     "workbench.secure.cli",
     "workbench.gateway.cli",
+    "workbench.release.cli",
 ]
 
 

@@ -1,0 +1,164 @@
+"""The airlock service over its Unix socket, as root and dropping to its own uid (security
+boundary: server.py peer-uid check, tokens.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workbench.paths import Space
+from workbench.provenance.service import start_collector
+from workbench.release.airlock import airlock_socket
+from workbench.release.http import UnixHTTP
+from workbench.release.serialize import to_payload
+from workbench.release.service import AIRLOCK_ACCOUNT, start_airlock, token_key_path
+from workbench.release.tokens import mint_token
+
+from .conftest import POLICY
+
+
+@pytest.fixture(scope="module")
+def started():
+    """One space, collector and airlock for the module: the service takes seconds to start."""
+    root = Path(tempfile.mkdtemp(prefix="wb-test-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    space = Space(root / "space")
+    space.root.mkdir(mode=0o755)
+    policy_file = root / "policy.yaml"
+    policy_file.write_text(POLICY)
+    policy_file.chmod(0o644)
+    try:
+        with start_collector(space), start_airlock(space, policy_file) as handle:
+            yield space, handle
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def space(started):
+    return started[0]
+
+
+@pytest.fixture
+def service(started):
+    return started[1]
+
+
+def _as(actor, study=None, **extra):
+    headers = {"X-Workbench-Actor": actor, **extra}
+    if study:
+        headers["X-Workbench-Study"] = study
+    return headers
+
+
+def _payload(n=(40, 35)):
+    return to_payload(pd.DataFrame({"tki": ["a", "b"], "n": list(n)}), view="cml_cohort")
+
+
+def test_request_review_release_download_over_the_socket(space, service):
+    http = UnixHTTP(airlock_socket(space))
+    status, body, _ = http.request("POST", "/requests", {
+        "name": "by_tki", "description": "d", "payload": _payload()},
+        _as("wbk-cml-tki", "cml-tki", **{"X-Workbench-Kernel": "k1", "X-Workbench-Msg": "m1"}))
+    assert status == 201, body
+    rid = json.loads(body)["id"]
+    assert http.json("POST", f"/requests/{rid}/decision", {"decision": "approve"},
+                     _as("rita"))["state"] == "reviewed"
+    status, body, _ = http.request("POST", f"/requests/{rid}/decision", {"decision": "approve"},
+                                   _as("rita"))
+    assert status == 409 and json.loads(body)["error"]["reason"] == "same-reviewer"
+    assert http.json("POST", f"/requests/{rid}/decision", {"decision": "approve"},
+                     _as("remy"))["state"] == "released"
+    status, data, _ = http.request("GET", f"/requests/{rid}/files/by_tki.csv", None,
+                                   _as("alice", "cml-tki"))
+    assert status == 200 and data.startswith(b"tki,n")
+    status, body, _ = http.request("GET", f"/requests/{rid}/files/by_tki.csv", None, _as("olga"))
+    assert status == 403 and json.loads(body)["error"]["reason"] == "access-denied"
+
+
+def test_the_service_runs_as_its_own_uid_and_owns_the_outbox(space, service):
+    uid = pwd.getpwnam(AIRLOCK_ACCOUNT).pw_uid
+    status = open(f"/proc/{service.process.pid}/status").read()
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert set(map(int, uids)) == {uid}
+    for study in ("cml-tki", "other"):
+        st = os.stat(space.outbox(study))
+        assert st.st_uid == uid and st.st_mode & 0o777 == 0o700
+    key = os.stat(token_key_path(space))
+    assert key.st_uid == uid and key.st_mode & 0o777 == 0o600
+
+
+def _request_as_uid(path, uid, raw: bytes) -> bytes:
+    """Fork, drop to ``uid`` and talk to the socket: what an untrusted local account gets."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(str(path))
+            conn.sendall(raw)
+            data = conn.recv(65536)
+            os.write(write_fd, data)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    chunks = []
+    while chunk := os.read(read_fd, 65536):
+        chunks.append(chunk)
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    return b"".join(chunks)
+
+
+def test_untrusted_accounts_are_refused_whatever_headers_they_send(space, service):
+    raw = (b"GET /requests HTTP/1.1\r\nHost: x\r\nX-Workbench-Actor: ada\r\n"
+           b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+    reply = _request_as_uid(airlock_socket(space), 65534, raw)
+    assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
+    assert b"access-denied" in reply
+
+
+def test_reviewer_tokens_are_verified(space, service):
+    http = UnixHTTP(airlock_socket(space))
+    rid = http.json("POST", "/requests", {"name": "t", "description": "d",
+                                          "payload": _payload()}, _as("alice", "cml-tki"))["id"]
+    key = token_key_path(space).read_bytes()
+    good = mint_token(key, "rita", "cml-tki")
+    assert http.json("POST", f"/requests/{rid}/decision", {"decision": "approve"},
+                     {"X-Workbench-Reviewer-Token": good})["approvals"] == ["rita"]
+    forged = mint_token(b"x" * 32, "remy", "cml-tki")
+    status, body, _ = http.request("POST", f"/requests/{rid}/decision", {"decision": "approve"},
+                                   {"X-Workbench-Reviewer-Token": forged})
+    assert status == 401
+    expired = mint_token(key, "remy", "cml-tki", ttl=-10)
+    status, _, _ = http.request("POST", f"/requests/{rid}/decision", {"decision": "approve"},
+                                {"X-Workbench-Reviewer-Token": expired})
+    assert status == 401
+    other = mint_token(key, "remy", "other")
+    status, body, _ = http.request("POST", f"/requests/{rid}/decision", {"decision": "approve"},
+                                   {"X-Workbench-Reviewer-Token": other})
+    assert status == 403, body
+    assert http.json("GET", f"/requests/{rid}", None, _as("rita"))["state"] == "reviewed"
+
+
+def test_errors_have_one_shape_and_no_traceback(space, service):
+    http = UnixHTTP(airlock_socket(space))
+    for method, url, body in (("GET", "/nope", None), ("GET", "/requests/rq-x", None),
+                              ("POST", "/requests", {"payload": {"kind": "table", "table": "%%"}})):
+        status, data, _ = http.request(method, url, body, _as("alice", "cml-tki"))
+        reply = json.loads(data)
+        assert status >= 400 and set(reply) == {"error"}
+        assert set(reply["error"]) == {"reason", "message"}
+        assert "Traceback" not in data.decode()
