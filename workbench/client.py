@@ -35,17 +35,31 @@ def _study() -> str:
     return os.environ.get("WORKBENCH_STUDY", "this study")
 
 
+def _current_msg_id() -> str | None:
+    """The msg_id of the cell being executed, so a read can be tied to the audited cell."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython else None
+    kernel = getattr(shell, "kernel", None)
+    try:
+        return kernel.get_parent()["header"]["msg_id"] if kernel else None
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
 def _headers() -> dict:
-    claims = {"X-Workbench-User": os.environ.get("WORKBENCH_USER") or os.environ.get("JUPYTERHUB_USER"),
-              "X-Workbench-Kernel": os.environ.get("WORKBENCH_KERNEL_ID"),
-              "X-Workbench-Msg-Id": os.environ.get("WORKBENCH_MSG_ID")}
+    """Identity *claims* for the record; the gateway trusts only the socket and the peer uid."""
+    claims = {
+        "X-Workbench-User": os.environ.get("WORKBENCH_USER") or os.environ.get("JUPYTERHUB_USER"),
+        "X-Workbench-Kernel": os.environ.get("WORKBENCH_KERNEL_ID"),
+        "X-Workbench-Msg-Id": os.environ.get("WORKBENCH_MSG_ID") or _current_msg_id(),
+    }
     return {k: v for k, v in claims.items() if v}
 
 
 def _hide_traceback() -> None:
     """In IPython, show user errors as one line (what happened, what to do), not a traceback."""
-    shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", None)
-    ip = shell() if shell else None
+    ipython = sys.modules.get("IPython")
+    ip = ipython.get_ipython() if ipython else None
     if ip is None or getattr(ip, "_workbench_errors", False):
         return
 

@@ -16,6 +16,8 @@ import pytest
 from workbench.accounts import ensure_user, study_kernel_user
 from workbench.gateway.server import start_gateway
 from workbench.provenance.service import start_collector
+from workbench.secure.keys import create_keys
+from workbench.secure.process import start_keyholder
 from workbench.views.sample import build_sample_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +59,8 @@ class Gateway:
     study, other, expired, rows = STUDY, OTHER, EXPIRED, ROWS
 
     def __init__(self, space, handle, collector, policy_path):
-        self.space, self.handle, self.collector, self.policy_path = space, handle, collector, policy_path
+        self.space, self.handle, self.policy_path = space, handle, policy_path
+        self.collector = collector
 
     def run_as(self, study: str, code: str, uid: int | None = None, env: dict | None = None):
         """Run ``code`` (Python, prints one JSON line) as ``study``'s kernel uid (or ``uid``)."""
@@ -75,6 +78,13 @@ class Gateway:
             env=environment, capture_output=True, text=True, timeout=120, cwd="/")
         assert result.returncode == 0, result.stderr + result.stdout
         return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def log(self) -> str:
+        return self.handle.output()
+
+    def ledger(self) -> list[dict]:
+        from workbench.gateway.ledger import read_ledger
+        return read_ledger(self.space)
 
     def records(self) -> list[dict]:
         """The provenance records the collector stored (read back through its store)."""
@@ -98,9 +108,13 @@ def gateway(tmp_path_factory):
     os.chmod(policy_path, 0o644)
     for study in (STUDY, OTHER, EXPIRED):
         ensure_user(study_kernel_user(study))
+    create_keys(space)
     collector = start_collector(space)
+    keyholder = start_keyholder(space, min_cell_floor=5)
     handle = start_gateway(space, policy_path)
-    yield Gateway(space, handle, collector, policy_path)
+    gateway = Gateway(space, handle, collector, policy_path)
+    yield gateway
     handle.stop()
-    collector.stop()
+    keyholder.stop()
+    gateway.collector.stop()
     subprocess.run(["rm", "-rf", str(root)], check=False)

@@ -1,4 +1,5 @@
-"""``workbench gateway``, ``workbench usage report`` and (from workbench.policy) ``workbench policy``."""
+"""``workbench gateway``, ``workbench usage report``, and ``workbench policy`` (from
+workbench.policy.cli): one module so the command list names one line per component."""
 
 from __future__ import annotations
 
