@@ -50,14 +50,15 @@ class Coordinator:
                   "fingerprint": pooled.fingerprint, "context": self.context}
         result = self.keyholder.handle(header, pooled.blobs)
         self.log.append({"kind": kind, "scheme": pooled.scheme, "ciphertexts": len(pooled.blobs),
+                         "per_scheme": pooled.per_scheme,
                          "bytes_per_holder": {p.contributors[0]: p.nbytes for p in parts},
                          "seconds": time.perf_counter() - started})
         return result
 
     def metadata(self) -> dict:
-        schemes = sorted({r["scheme"] for r in self.log})
+        schemes = [s for s in ("bfv", "ckks") if any(r["per_scheme"].get(s) for r in self.log)]
         return {"holders": [h.name for h in self.holders], "rounds": len(self.log),
-                "scheme": "+".join(schemes),
+                "scheme": "-".join(schemes),
                 "parameters": {s: parameters()[s] for s in schemes},
                 "error_bound": "; ".join(ERROR_BOUND[s] for s in schemes),
                 "holders_ran": "in sequence"}

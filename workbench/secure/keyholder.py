@@ -72,14 +72,17 @@ class KeyHolder:
                 "min-holders", f"{len(set(contributors))} holder(s) contributed; a pooled result "
                                f"needs at least {thresholds.min_holders}, so no single holder's "
                                "contribution is ever decrypted.")
-        scheme = ops.SCHEME[kind]
         from workbench.secure.nodes import slots
 
-        expected = ops.ciphertexts_needed(kind, spec, slots(scheme))
-        if len(blobs) != expected:
+        if kind not in ops.KINDS:
+            raise wire.WireError(f"unknown operation kind {kind!r}")
+        needed = ops.ciphertexts_needed(kind, spec, slots())
+        if len(blobs) != needed["bfv"] + needed["ckks"]:
             raise wire.WireError(f"{len(blobs)} ciphertexts for an operation whose layout needs "
-                                 f"{expected}")
-        flat = self._decrypt(scheme, blobs)[: ops.n_values(kind, spec)]
+                                 f"{needed['bfv']} BFV + {needed['ckks']} CKKS")
+        count = ops.sizes(kind, spec)
+        flat = {"bfv": self._decrypt("bfv", blobs[:needed["bfv"]])[:count["bfv"]],
+                "ckks": self._decrypt("ckks", blobs[needed["bfv"]:])[:count["ckks"]]}
         values = ops.split(kind, spec, flat)
         try:
             release.check_holders(float(values["holders"][0]), len(contributors), thresholds)
@@ -94,7 +97,7 @@ class KeyHolder:
         import tenseal as ts
 
         load = ts.bfv_vector_from if scheme == "bfv" else ts.ckks_vector_from
-        parts = []
+        parts = [np.zeros(0)]
         with self._lock:
             ctx = self.keys.context(scheme)
             for blob in blobs:
@@ -116,7 +119,7 @@ class KeyHolder:
             "study": context.get("study") or "in-process",
             "request_id": str(context.get("request_id") or "none"),
             "decision": "refused" if decision == "refused" else "decrypted",
-            "op": str(header.get("op")), "scheme": ops.SCHEME.get(header.get("kind"), "none"),
+            "op": str(header.get("op")), "scheme": _scheme_label(header.get("kind")),
             "cells": n_blobs,
             "rules": [{"name": "same-public-context", "status": "pass"},
                       {"name": "min-holders", "status": "fail" if rule == "min-holders"
@@ -135,6 +138,12 @@ class KeyHolder:
             fields["result_sha256"] = hashlib.sha256(blob).hexdigest()
             fields["result_size"] = len(blob)
         self.provenance.append("he-decryption", fields)  # raises when the collector is down
+
+
+def _scheme_label(kind) -> str:
+    if kind in ("counts", "survival"):
+        return "bfv"
+    return "bfv-ckks" if kind in ops.KINDS else "none"
 
 
 # -- process boundary ------------------------------------------------------------------------------

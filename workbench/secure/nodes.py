@@ -23,40 +23,49 @@ MAX_HOLDERS = 32  # more "holders" than this is a per-patient encryption pattern
 
 @dataclass
 class Encrypted:
-    """Serialized ciphertexts of one holder (or of the pooled sum) for one operation."""
+    """Serialized ciphertexts of one holder (or of the pooled sum) for one operation: the BFV
+    ciphertexts first, then the CKKS ones (counts per scheme in ``per_scheme``)."""
 
     kind: str
-    scheme: str
     fingerprint: str
     blobs: list[bytes]
+    per_scheme: dict[str, int]
     contributors: list[str] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
         return sum(len(b) for b in self.blobs)
 
+    @property
+    def schemes(self) -> list[str]:
+        return ["bfv"] * self.per_scheme.get("bfv", 0) + ["ckks"] * self.per_scheme.get("ckks", 0)
 
-def slots(scheme: str) -> int:
+    @property
+    def scheme(self) -> str:
+        return "-".join(s for s in ("bfv", "ckks") if self.per_scheme.get(s))
+
+
+def slots() -> dict[str, int]:
     from workbench.secure.keys import BFV_POLY_DEGREE, CKKS_POLY_DEGREE
 
-    return BFV_POLY_DEGREE if scheme == "bfv" else CKKS_POLY_DEGREE // 2
+    return {"bfv": BFV_POLY_DEGREE, "ckks": CKKS_POLY_DEGREE // 2}
 
 
 def encrypt_vector(keys: PublicKeys, scheme: str, vector: np.ndarray) -> list[bytes]:
     """Pack a vector into as few ciphertexts as its length allows (full slots)."""
     import tenseal as ts
 
-    n = slots(scheme)
+    n = slots()[scheme]
     ctx = keys.context(scheme)
     blobs = []
-    for start in range(0, max(len(vector), 1), n):
+    for start in range(0, len(vector), n):
         chunk = vector[start:start + n]
         if scheme == "bfv":
             ct = ts.bfv_vector(ctx, np.asarray(chunk, dtype=np.int64).tolist())
         else:
             ct = ts.ckks_vector(ctx, np.asarray(chunk, dtype=float).tolist())
         blobs.append(ct.serialize())
-    assert len(blobs) == math.ceil(max(len(vector), 1) / n)
+    assert len(blobs) == math.ceil(len(vector) / n)
     return blobs
 
 
@@ -71,13 +80,13 @@ class HolderNode:
         return self.keys.bfv.has_secret_key() or self.keys.ckks.has_secret_key()
 
     def contribute(self, kind: str, spec: dict) -> Encrypted:
-        scheme = ops.SCHEME[kind]
-        vector = ops.holder_vector(kind, spec, self.frame)
-        expected = ops.n_values(kind, spec)
-        if len(vector) != expected:
-            raise AssertionError(f"{kind}: vector of {len(vector)} values, layout {expected}")
-        blobs = encrypt_vector(self.keys, scheme, vector)
-        return Encrypted(kind, scheme, self.keys.fingerprint, blobs, [self.name])
+        vectors = ops.holder_vectors(kind, spec, self.frame)
+        blobs, per_scheme = [], {}
+        for scheme in ("bfv", "ckks"):
+            encrypted = encrypt_vector(self.keys, scheme, vectors[scheme])
+            blobs += encrypted
+            per_scheme[scheme] = len(encrypted)
+        return Encrypted(kind, self.keys.fingerprint, blobs, per_scheme, [self.name])
 
 
 def check_federation(partitions: dict[str, pd.DataFrame]) -> None:
@@ -113,8 +122,7 @@ class Aggregator:
             raise WorkbenchUserError("a holder contributed twice to one aggregate.",
                                      reason="duplicate-holder")
         first = parts[0]
-        ctx = self.keys.context(first.scheme)
-        load = ts.bfv_vector_from if first.scheme == "bfv" else ts.ckks_vector_from
+        loaders = {"bfv": ts.bfv_vector_from, "ckks": ts.ckks_vector_from}
         total = None
         for part in parts:
             who = ", ".join(part.contributors)
@@ -124,14 +132,15 @@ class Aggregator:
                     f"(fingerprint {part.fingerprint[:12]}, this space uses "
                     f"{self.keys.fingerprint[:12]}): re-encrypt with this space's he/public.ctx.",
                     reason="wrong-context")
-            if (part.kind, part.scheme, len(part.blobs)) != (first.kind, first.scheme,
-                                                             len(first.blobs)):
+            if (part.kind, part.per_scheme, len(part.blobs)) != (
+                    first.kind, first.per_scheme, len(first.blobs)):
                 raise WorkbenchUserError(f"ciphertexts from {who} do not match the operation's "
                                          "layout.", reason="malformed-message")
-            cts = [_load(load, ctx, blob, who) for blob in part.blobs]
+            cts = [_load(loaders[s], self.keys.context(s), blob, who)
+                   for s, blob in zip(part.schemes, part.blobs, strict=True)]
             total = cts if total is None else [a + b for a, b in zip(total, cts, strict=True)]
-        return Encrypted(first.kind, first.scheme, first.fingerprint,
-                         [ct.serialize() for ct in total], names)
+        return Encrypted(first.kind, first.fingerprint, [ct.serialize() for ct in total],
+                         dict(first.per_scheme), names)
 
 
 def _load(load, ctx, blob: bytes, who: str):

@@ -17,8 +17,11 @@ import pandas as pd
 
 from workbench.errors import WorkbenchUserError
 
-SCHEME = {"counts": "bfv", "survival": "bfv", "moments": "ckks", "cox": "ckks",
-          "logistic": "ckks"}
+KINDS = ("counts", "survival", "moments", "cox", "logistic")
+# Integer segments travel in BFV (exact); real-valued ones in CKKS. Keeping integers out of CKKS
+# matters: a CKKS slot's error grows with the largest value packed beside it (double-precision
+# encoding), so a small count next to a large sum of squares could round wrongly.
+INTEGER_SEGMENTS = {"counts", "at_risk", "events", "n", "d", "n_pos", "cell_holders", "holders"}
 MAX_CELLS = 4096
 MAX_BINS = 20000
 
@@ -35,8 +38,9 @@ def _cells(spec: dict) -> int:
 
 
 def layout(kind: str, spec: dict) -> list[tuple[str, int]]:
-    """Named segments of the flat slot vector, in order; the last slot counts the contributing
-    holders (each holder with at least one row puts 1 there)."""
+    """Named segments of the flat slot vector, in order. ``cell_holders`` counts, per cell, the
+    holders with rows in it; the last slot counts the holders with any row (each holder puts 1
+    there), so the key holder can refuse what only one holder contributed."""
     cells = _cells(spec)
     if cells > MAX_CELLS:
         raise WorkbenchUserError(f"{cells} cells is more than the {MAX_CELLS} a secure op allows: "
@@ -60,14 +64,42 @@ def layout(kind: str, spec: dict) -> list[tuple[str, int]]:
         segs = [("grad", p), ("hess", tri(p)), ("loglik", 1), ("n", 1), ("n_pos", 1)]
     else:
         raise WorkbenchUserError(f"unknown secure operation kind {kind!r}", reason="bad-request")
+    if kind != "logistic":
+        segs.append(("cell_holders", cells))
     return segs + [("holders", 1)]
 
 
-def split(kind: str, spec: dict, flat: np.ndarray) -> dict[str, np.ndarray]:
-    out, pos = {}, 0
+def scheme_of(name: str) -> str:
+    return "bfv" if name in INTEGER_SEGMENTS else "ckks"
+
+
+def sizes(kind: str, spec: dict) -> dict[str, int]:
+    """Number of values per scheme (BFV first, then CKKS, in every message)."""
+    out = {"bfv": 0, "ckks": 0}
     for name, size in layout(kind, spec):
-        out[name] = flat[pos:pos + size]
-        pos += size
+        out[scheme_of(name)] += size
+    return out
+
+
+def pack(kind: str, spec: dict, parts: list) -> dict[str, np.ndarray]:
+    segs = layout(kind, spec)
+    if len(parts) != len(segs):
+        raise AssertionError(f"{kind}: {len(parts)} parts for {len(segs)} segments")
+    out = {"bfv": [], "ckks": []}
+    for (name, size), part in zip(segs, parts, strict=True):
+        flat = np.ravel(np.asarray(part))
+        if flat.size != size:
+            raise AssertionError(f"{kind}.{name}: {flat.size} values, layout says {size}")
+        out[scheme_of(name)].append(flat)
+    return {s: (np.concatenate(v) if v else np.zeros(0)) for s, v in out.items()}
+
+
+def split(kind: str, spec: dict, flats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out, pos = {}, {"bfv": 0, "ckks": 0}
+    for name, size in layout(kind, spec):
+        scheme = scheme_of(name)
+        out[name] = flats[scheme][pos[scheme]:pos[scheme] + size]
+        pos[scheme] += size
     return out
 
 
@@ -129,8 +161,8 @@ def _events(frame: pd.DataFrame, col: str) -> np.ndarray:
     return values.astype(bool)
 
 
-def holder_vector(kind: str, spec: dict, frame: pd.DataFrame) -> np.ndarray:
-    """This holder's contribution as one flat vector (ints for BFV kinds, floats for CKKS)."""
+def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """This holder's contribution: one flat integer vector (BFV) and one real vector (CKKS)."""
     cells = cell_index(frame, spec)
     keep = cells >= 0
     n_cells = _cells(spec)
@@ -147,8 +179,10 @@ def holder_vector(kind: str, spec: dict, frame: pd.DataFrame) -> np.ndarray:
         parts = _logistic(spec, frame[keep])
     else:
         raise WorkbenchUserError(f"unknown secure operation kind {kind!r}", reason="bad-request")
-    flag = 1 if keep.any() else 0
-    return np.concatenate([np.ravel(p) for p in parts] + [np.array([flag])])
+    if kind != "logistic":
+        parts.append((np.bincount(cells[keep], minlength=n_cells) > 0).astype(np.int64))
+    parts.append([1 if keep.any() else 0])
+    return pack(kind, spec, parts)
 
 
 def _moments(spec, frame, cells, keep, n_cells):
@@ -164,7 +198,7 @@ def _moments(spec, frame, cells, keep, n_cells):
         starts = np.searchsorted(cs, np.arange(n_cells))
         rank = np.arange(len(cs)) - starts[cs]
         np.add.at(top, cs[rank < k], ax[rank < k])
-    return [np.bincount(c, minlength=n_cells).astype(float),
+    return [np.bincount(c, minlength=n_cells),
             np.bincount(c, weights=z, minlength=n_cells),
             np.bincount(c, weights=z * z, minlength=n_cells),
             np.bincount(c, weights=np.abs(x), minlength=n_cells), top]
@@ -229,12 +263,8 @@ def _logistic(spec, frame):
     iu = np.triu_indices(x.shape[1])
     hess = (x.T * w) @ x
     loglik = float(np.sum(y * eta - np.logaddexp(0.0, eta)))
-    return [x.T @ (y - prob), hess[iu], [loglik], [len(y)], [y.sum()]]
+    return [x.T @ (y - prob), hess[iu], [loglik], [len(y)], [int(y.sum())]]
 
 
-def n_values(kind: str, spec: dict) -> int:
-    return sum(size for _, size in layout(kind, spec))
-
-
-def ciphertexts_needed(kind: str, spec: dict, slots: int) -> int:
-    return math.ceil(n_values(kind, spec) / slots)
+def ciphertexts_needed(kind: str, spec: dict, slots: dict[str, int]) -> dict[str, int]:
+    return {s: math.ceil(n / slots[s]) for s, n in sizes(kind, spec).items()}

@@ -93,6 +93,19 @@ def check_holders(pooled_flag: float, contributors: int, t: Thresholds) -> int:
     return holders
 
 
+def check_cell_holders(v: dict, counts, spec: dict, t: Thresholds) -> None:
+    """Every released non-empty cell (group, stratum) must pool at least ``min_holders``."""
+    holders = np.rint(v["cell_holders"]).astype(np.int64)
+    bad = np.nonzero((np.asarray(counts) > 0) & (holders < t.min_holders))[0]
+    if len(bad):
+        labels = cell_labels(spec)
+        shown = "; ".join(labels[i] for i in bad[:3]) + (" ..." if len(bad) > 3 else "")
+        raise ReleaseRefused("min-holders", f"{len(bad)} cell(s) hold rows of fewer than "
+                                            f"{t.min_holders} holders ({shown}): such a cell "
+                                            "would be one holder's own figure. Group by "
+                                            "columns that every holder shares, or merge levels.")
+
+
 def _small(counts: np.ndarray, t: Thresholds) -> np.ndarray:
     return (counts > 0) & (counts < t.min_cell_count)
 
@@ -111,6 +124,7 @@ def release_counts(op, spec, v, t: Thresholds) -> dict:
     if (counts < 0).any():
         raise WorkbenchUserError("decrypted counts are negative: the ciphertexts were not made "
                                  "under this space's key.", reason="wrong-context")
+    check_cell_holders(v, counts, spec, t)
     _refuse_small(counts, spec, t, "cell(s) have counts",
                   "Merge categories, widen the bins or drop a grouping column.")
     return {"counts": counts.tolist(), "labels": cell_labels(spec)}
@@ -118,6 +132,7 @@ def release_counts(op, spec, v, t: Thresholds) -> dict:
 
 def release_moments(op, spec, v, t: Thresholds) -> dict:
     n = np.rint(v["n"]).astype(np.int64)
+    check_cell_holders(v, n, spec, t)
     _refuse_small(n, spec, t, "cell(s) have row counts", "Group by fewer or coarser columns.")
     total = v["abs"]
     dominated = (n > 0) & (v["top"] > t.dominance_k * total + 1e-9 * np.maximum(total, 1))
@@ -159,6 +174,7 @@ def _survival_arrays(spec, v):
 
 def release_kaplan_meier(op, spec, v, t: Thresholds) -> dict:
     at_risk, events = _survival_arrays(spec, v)
+    check_cell_holders(v, at_risk[:, 0], spec, t)
     _refuse_small(at_risk[:, 0], spec, t, "group(s) have fewer patients",
                   "Drop the grouping column or merge its levels.")
     res, k = float(spec["resolution"]), t.min_cell_count
@@ -173,15 +189,16 @@ def release_kaplan_meier(op, spec, v, t: Thresholds) -> dict:
         last = int(np.nonzero(keep)[0].max())
         censored = (exits - d)[rows].astype(float)
         removed = exits[rows].astype(float)
-        # The last released row's exits would reveal the first at-risk count below k.
-        hide = rows == last
+        # If the curve is cut, the last released row's exits would reveal the first at-risk
+        # count below k (0 < n < k): withhold them.
+        hide = (rows == last) & (last + 1 < len(n)) & (n[min(last + 1, len(n) - 1)] > 0)
         censored[hide] = np.nan
         removed[hide] = np.nan
         groups.append({
             "label": label, "n": int(n[0]), "times": (rows * res).tolist(),
             "at_risk": n[rows].tolist(), "observed": d[rows].tolist(),
             "censored": _json_floats(censored), "removed": _json_floats(removed),
-            "truncated_after": None if n[-1] >= k or last == len(n) - 1 else float(last * res),
+            "truncated_after": float(last * res) if hide.any() else None,
         })
     return {"groups": groups}
 
@@ -192,6 +209,7 @@ def release_logrank(op, spec, v, t: Thresholds) -> dict:
     if present.sum() < 2:
         raise ReleaseRefused("two-groups", "the log-rank test needs at least two groups with "
                                            "rows; check the group column.")
+    check_cell_holders(v, at_risk[:, 0], spec, t)
     _refuse_small(at_risk[:, 0], spec, t, "group(s) have fewer patients",
                   "Merge small groups before testing.")
     stat, p, df = stats.logrank(at_risk[present], events[present])
@@ -201,6 +219,7 @@ def release_logrank(op, spec, v, t: Thresholds) -> dict:
 
 def release_cox(op, spec, v, t: Thresholds) -> dict:
     n = np.rint(v["n"]).astype(np.int64)
+    check_cell_holders(v, n, spec, t)
     _refuse_small(n, spec, t, "strata have fewer patients", "Merge strata or drop `strata`.")
     events = int(round(float(np.sum(v["d"]))))
     if events < t.min_cell_count:

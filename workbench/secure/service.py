@@ -110,7 +110,7 @@ def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, th
             he_params[f"{scheme}.{key}"] = _flat(value)
     he_params.update({f"op.{k}": _flat(v) for k, v in params.items()})
     provenance.append("he-operation", fields | {
-        "status": "ok", "scheme": meta["scheme"].replace("+", "-"), "iteration": meta["rounds"],
+        "status": "ok", "scheme": meta["scheme"], "iteration": meta["rounds"],
         "ciphertexts": sum(r["ciphertexts"] for r in coordinator.log),
         "params": dict(list(he_params.items())[:64]),
         "result_sha256": hashlib.sha256(body).hexdigest(), "result_size": len(body)})

@@ -1,0 +1,91 @@
+"""Fixtures of the secure-computation tests: public datasets split by site, and a real space with
+HE keys, a provenance collector and a key holder process (module-scoped: they take ~1 s)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines.datasets import load_gbsg2, load_lung, load_rossi
+
+from workbench.paths import Space
+
+
+def split_by(df: pd.DataFrame, column: str) -> dict[str, pd.DataFrame]:
+    return {f"site-{key}": part for key, part in df.groupby(column)}
+
+
+def split_round_robin(df: pd.DataFrame, holders: int = 3) -> dict[str, pd.DataFrame]:
+    return {name: part for name, part in zip(
+        ("hospital", "insurer", "pharma", "registry"),
+        (df.iloc[i::holders] for i in range(holders)))}
+
+
+@pytest.fixture(scope="session")
+def lung() -> pd.DataFrame:
+    return load_lung().dropna(subset=["inst", "ph.ecog"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def gbsg2() -> pd.DataFrame:
+    df = load_gbsg2()
+    df["hormone"] = (df["horTh"] == "yes").astype(int)
+    return df
+
+
+@pytest.fixture(scope="session")
+def rossi() -> pd.DataFrame:
+    return load_rossi()
+
+
+@pytest.fixture(scope="module")
+def he_space():
+    """A data space with HE keys, a running collector and a running key holder process."""
+    from workbench.provenance.service import start_collector
+    from workbench.secure.keys import create_keys
+    from workbench.secure.process import start_keyholder
+
+    root = Path(tempfile.mkdtemp(prefix="wb-secure-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    space = Space(root)
+    create_keys(space)
+    collector = start_collector(space)
+    keyholder = start_keyholder(space, min_cell_floor=5)
+    try:
+        yield space, collector, keyholder
+    finally:
+        keyholder.stop()
+        collector.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def provenance_records(space: Space, kind: str) -> list[dict]:
+    import json
+
+    from workbench.provenance.store import open_store
+
+    store = open_store(space, readonly=True)
+    try:
+        bodies = [json.loads(row[3]) for row in store.rows()]
+    finally:
+        store.close()
+    return [b for b in bodies if b.get("kind") == kind]
+
+
+def synthetic_cohort(n: int, seed: int = 0, bins: int = 1826) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    hazard = np.exp(x @ np.array([0.3, -0.2, 0.1, 0.0, 0.25]))
+    t = rng.exponential(700 / hazard)
+    c = rng.uniform(0, bins * 1.2, n)
+    days = np.minimum(np.minimum(t, c), bins - 1).astype(int)
+    event = (t <= c) & (t < bins - 1)
+    df = pd.DataFrame(x, columns=[f"x{i}" for i in range(5)])
+    df["days"], df["event"] = days, event.astype(int)
+    df["arm"] = rng.integers(0, 2, n)
+    return df

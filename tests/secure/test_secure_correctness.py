@@ -1,0 +1,138 @@
+"""Golden tests: secure results equal lifelines / statsmodels on the same pooled public data
+split across holders (lung split by institution, gbsg2 and rossi split across three holders)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.statistics import logrank_test, multivariate_logrank_test
+
+from workbench.secure import Federation
+
+from .conftest import split_by, split_round_robin
+
+TIGHT = {"precision": 1e-12}  # lifelines stops at ~1e-7 by default; compare with its exact MLE
+
+
+def _km_error(result, durations, events) -> float:
+    kmf = KaplanMeierFitter().fit(durations, events)
+    mine = result.survival_function_.iloc[:, 0]
+    theirs = kmf.survival_function_["KM_estimate"].reindex(mine.index)
+    assert not theirs.isna().any(), "released times must be lifelines' event times"
+    return float(np.abs(theirs - mine).max())
+
+
+def test_km_lung_split_by_institution_matches_lifelines(lung):
+    fed = Federation(split_by(lung, "inst"), min_cell_count=1)
+    result = fed.kaplan_meier(duration_col="time", event_col="status")
+    kmf = KaplanMeierFitter().fit(lung["time"], lung["status"])
+    assert len(result.timeline) == len(kmf.timeline)
+    assert _km_error(result, lung["time"], lung["status"]) <= 1e-12
+    ci = kmf.confidence_interval_.reindex(result.timeline)
+    assert np.abs(ci.to_numpy() - result.confidence_interval_.to_numpy()).max() <= 1e-12
+    assert result.median_survival_time_ == kmf.median_survival_time_
+    table = kmf.event_table.reindex(result.timeline)
+    for col in ("at_risk", "observed", "censored", "removed", "entrance"):
+        assert (table[col].to_numpy() == result.event_table[col].to_numpy()).all()
+
+
+def test_km_released_only_where_enough_are_at_risk(lung):
+    fed = Federation(split_by(lung, "inst"), min_cell_count=10)
+    result = fed.kaplan_meier(duration_col="time", event_col="status")
+    assert (result.event_table["at_risk"] >= 10).all()
+    assert result.truncated_after is not None
+    assert result.survival_function_.index.max() < lung["time"].max()
+    assert np.isnan(result.event_table["censored"].iloc[-1])  # would reveal the next at-risk
+    assert _km_error(result, lung["time"], lung["status"]) <= 1e-12
+
+
+def test_km_by_group_gbsg2(gbsg2):
+    fed = Federation(split_round_robin(gbsg2), min_cell_count=1)
+    curves = fed.kaplan_meier(duration_col="time", event_col="cens", by="horTh")
+    assert set(curves) == {"no", "yes"}
+    for level, result in curves.items():
+        part = gbsg2[gbsg2["horTh"] == level]
+        assert _km_error(result, part["time"], part["cens"]) <= 1e-12
+
+
+def test_logrank_matches_lifelines(lung, gbsg2):
+    fed = Federation(split_by(lung, "inst"), min_cell_count=1)
+    result = fed.logrank_test(duration_col="time", event_col="status", group_col="sex")
+    a, b = lung[lung["sex"] == 1], lung[lung["sex"] == 2]
+    ref = logrank_test(a["time"], b["time"], a["status"], b["status"])
+    assert abs(result.test_statistic - ref.test_statistic) <= 1e-9
+    assert abs(result.p_value - ref.p_value) <= 1e-9
+    three = Federation(split_round_robin(gbsg2), min_cell_count=1).logrank_test(
+        duration_col="time", event_col="cens", group_col="tgrade")
+    ref3 = multivariate_logrank_test(gbsg2["time"], gbsg2["tgrade"], gbsg2["cens"])
+    assert three.degrees_of_freedom == 2
+    assert abs(three.test_statistic - ref3.test_statistic) <= 1e-9
+
+
+def test_cox_efron_gbsg2_five_covariates(gbsg2):
+    covariates = ["age", "tsize", "pnodes", "progrec", "estrec"]
+    fed = Federation(split_round_robin(gbsg2), min_cell_count=10)
+    result = fed.cox_ph(duration_col="time", event_col="cens", covariates=covariates)
+    cph = CoxPHFitter().fit(gbsg2[covariates + ["time", "cens"]], "time", "cens",
+                           fit_options=TIGHT)
+    assert np.abs(result.params_ - cph.params_).max() <= 1e-6
+    assert np.abs(result.standard_errors_ - cph.standard_errors_).max() <= 1e-6
+    assert abs(result.log_likelihood_ - cph.log_likelihood_) <= 1e-6
+    assert list(result.summary.columns[:3]) == ["coef", "exp(coef)", "se(coef)"]
+    assert result.confidence_intervals_.shape == (5, 2)
+
+
+def test_cox_lung_split_by_institution_and_strata(lung, rossi):
+    fed = Federation(split_by(lung, "inst"), min_cell_count=5)
+    result = fed.cox_ph(duration_col="time", event_col="status",
+                        covariates=["age", "sex", "ph.ecog"])
+    cph = CoxPHFitter().fit(lung[["time", "status", "age", "sex", "ph.ecog"]], "time", "status",
+                           fit_options=TIGHT)
+    assert np.abs(result.params_ - cph.params_).max() <= 1e-6
+    strat = Federation(split_round_robin(rossi), min_cell_count=10).cox_ph(
+        duration_col="week", event_col="arrest", covariates=["fin", "age", "prio"], strata="race")
+    ref = CoxPHFitter().fit(rossi[["week", "arrest", "fin", "age", "prio", "race"]], "week",
+                            "arrest", strata=["race"], fit_options=TIGHT)
+    assert np.abs(strat.params_ - ref.params_).max() <= 1e-6
+
+
+def test_logistic_regression_matches_statsmodels(gbsg2):
+    covariates = ["age", "tsize", "pnodes", "hormone"]
+    fed = Federation(split_round_robin(gbsg2), min_cell_count=10)
+    result = fed.logistic_regression(outcome_col="cens", covariates=covariates)
+    ref = sm.Logit(gbsg2["cens"], sm.add_constant(gbsg2[covariates].astype(float))).fit(
+        disp=0, tol=1e-12)
+    assert np.abs(result.params_.to_numpy() - ref.params.to_numpy()).max() <= 1e-6
+    assert np.abs(result.standard_errors_.to_numpy() - ref.bse.to_numpy()).max() <= 1e-6
+    assert abs(result.log_likelihood_ - ref.llf) <= 1e-6
+
+
+def test_aggregates_match_pandas(gbsg2):
+    fed = Federation(split_round_robin(gbsg2), min_cell_count=10, dominance=(2, 0.85))
+    assert fed.count() == len(gbsg2)
+    by = fed.count(by="tgrade")
+    assert by.to_dict() == gbsg2["tgrade"].astype(str).value_counts().to_dict()
+    assert abs(fed.sum("tsize") - gbsg2["tsize"].sum()) <= 1e-6
+    assert abs(fed.mean("age") - gbsg2["age"].mean()) / gbsg2["age"].mean() <= 1e-7
+    assert abs(fed.var("age") - gbsg2["age"].var()) / gbsg2["age"].var() <= 1e-7
+    means = fed.mean("age", by="horTh")
+    assert np.allclose(means.to_numpy(), gbsg2.groupby("horTh")["age"].mean().to_numpy(),
+                       rtol=1e-9)
+    table = fed.crosstab("horTh", "menostat")
+    ref = (gbsg2.assign(horTh=gbsg2["horTh"].astype(str), menostat=gbsg2["menostat"].astype(str))
+           .pipe(lambda d: d.groupby(["horTh", "menostat"]).size().unstack()))
+    assert (table.to_numpy() == ref.to_numpy()).all()
+    hist = fed.histogram("age", bins=[20, 40, 50, 60, 80])
+    assert hist.counts.tolist() == np.histogram(gbsg2["age"], [20, 40, 50, 60, 80])[0].tolist()
+
+
+@pytest.mark.parametrize("n_holders", [2, 3])
+def test_holders_hold_no_secret_key_and_pack_bins(rossi, n_holders):
+    fed = Federation(split_round_robin(rossi, n_holders), min_cell_count=10)
+    assert all(not h.has_secret_key for h in fed.holders)
+    fed.kaplan_meier(duration_col="week", event_col="arrest")
+    (round_,) = fed.coordinator.log
+    assert round_["ciphertexts"] == 1  # 2 x 53 weekly bins + 1 packed into one BFV ciphertext
+    assert all(b <= 90_000 for b in round_["bytes_per_holder"].values())

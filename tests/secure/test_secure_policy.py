@@ -1,0 +1,135 @@
+"""The key holder's release policy, attacked: small cells, single holders, dominance, thin tails,
+per-patient encryption. Each refusal must name the rule, say what to change, and carry no
+patient-level value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.errors import WorkbenchUserError
+from workbench.secure import Federation
+from workbench.secure.release import ReleaseRefused
+
+from .conftest import split_round_robin
+
+
+def _frame(n: int, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"age": rng.integers(20, 90, n), "cost": rng.gamma(2.0, 100.0, n),
+                         "site": rng.choice(["a", "b"], n), "rare": ["common"] * n,
+                         "days": rng.integers(0, 400, n), "event": rng.integers(0, 2, n)})
+
+
+def test_small_count_cell_is_refused_with_the_rule_and_a_fix():
+    df = _frame(300)
+    df.loc[:3, "rare"] = "rare"  # 4 rows in one cell
+    fed = Federation(split_round_robin(df), min_cell_count=10)
+    with pytest.raises(ReleaseRefused) as err:
+        fed.count(by="rare")
+    assert err.value.rule == "min-cell-count"
+    assert "rare=rare" in str(err.value) and "Merge categories" in str(err.value)
+    assert err.value.reason == "release-refused"
+    with pytest.raises(ReleaseRefused):
+        fed.crosstab("rare", "site")
+    with pytest.raises(ReleaseRefused) as err:
+        fed.histogram("age", bins=[20, 21, 90])
+    assert "widen the bins" in str(err.value)
+    assert fed.count(by="site").sum() == 300  # big cells still pass
+
+
+def test_single_holder_contribution_is_never_decrypted():
+    df = _frame(300)
+    only_one = {"hospital": df, "insurer": df.iloc[:0], "pharma": df.iloc[:0]}
+    fed = Federation(only_one, min_cell_count=10)
+    with pytest.raises(ReleaseRefused) as err:
+        fed.count()
+    assert err.value.rule == "min-holders"
+    with pytest.raises(ReleaseRefused):
+        Federation({"hospital": df}, min_cell_count=10).mean("age")
+    with pytest.raises(ReleaseRefused):  # min_holders cannot be lowered below two
+        Federation({"hospital": df}, min_cell_count=10, min_holders=1).kaplan_meier("days",
+                                                                                   "event")
+
+
+def test_selection_from_one_holder_inside_a_federation_is_refused():
+    df = _frame(300)
+    parts = split_round_robin(df)
+    parts["hospital"] = parts["hospital"].assign(site="only-here")
+    fed = Federation(parts, min_cell_count=10)
+    with pytest.raises(ReleaseRefused) as err:
+        fed.count(by="site")  # the cell site=only-here is one holder's count
+    assert err.value.rule == "min-holders"
+
+
+def test_dominance_refuses_a_sum_driven_by_a_few_values_without_leaking_them():
+    df = _frame(300)
+    df.loc[7, "cost"] = 9_876_543.21
+    fed = Federation(split_round_robin(df), min_cell_count=10, dominance=(2, 0.85))
+    with pytest.raises(ReleaseRefused) as err:
+        fed.sum("cost")
+    assert err.value.rule == "dominance"
+    assert "9876543" not in str(err.value) and "9,876,543" not in str(err.value)
+    with pytest.raises(ReleaseRefused):
+        fed.mean("cost")
+    assert fed.mean("age") == pytest.approx(df["age"].mean(), rel=1e-9)
+
+
+def test_dominance_uses_an_upper_bound_across_holders():
+    df = _frame(300)
+    df["cost"] = 1.0
+    df.loc[[0, 1], "cost"] = 500.0  # rows 0 and 1 sit at different holders (round robin)
+    fed = Federation(split_round_robin(df), min_cell_count=10, dominance=(2, 0.7))
+    with pytest.raises(ReleaseRefused):
+        fed.sum("cost")  # (500 + 500) / 1298 > 0.7 even though no single holder sees both
+    assert Federation(split_round_robin(df), dominance=(2, 0.85)).sum("cost") == pytest.approx(
+        1298.0, abs=1e-6)
+
+
+def test_survival_curve_released_only_where_at_risk_reaches_the_threshold():
+    df = _frame(400)
+    fed = Federation(split_round_robin(df), min_cell_count=25)
+    km = fed.kaplan_meier("days", "event")
+    assert (km.event_table["at_risk"] >= 25).all()
+    assert km.truncated_after is not None
+    fed_small = Federation(split_round_robin(df.iloc[:30]), min_cell_count=25)
+    with pytest.raises(ReleaseRefused):
+        fed_small.kaplan_meier("days", "event", by="site")  # groups of ~15
+    with pytest.raises(ReleaseRefused):
+        fed_small.logrank_test("days", "event", "site")
+
+
+def test_models_need_enough_rows_events_and_outcomes():
+    df = _frame(300)
+    df["event"] = 0
+    df.loc[:4, "event"] = 1
+    fed = Federation(split_round_robin(df), min_cell_count=10)
+    with pytest.raises(ReleaseRefused) as err:
+        fed.logistic_regression("event", ["age"])
+    assert "outcome class" in str(err.value)
+    with pytest.raises(ReleaseRefused) as err:
+        fed.cox_ph("days", "event", ["age"])
+    assert err.value.rule == "min-events"
+
+
+def test_one_ciphertext_per_patient_is_refused():
+    df = _frame(50)
+    per_patient = {f"patient-{i}": df.iloc[[i]] for i in range(len(df))}
+    with pytest.raises(WorkbenchUserError) as err:
+        Federation(per_patient)
+    assert err.value.reason == "per-patient-encryption"
+    assert "331 KB" in str(err.value)
+    with pytest.raises(WorkbenchUserError):
+        Federation({f"p{i}": df.iloc[[i]] for i in range(5)})
+
+
+def test_thresholds_cannot_be_disabled():
+    df = _frame(300)
+    df.loc[:1, "rare"] = "rare"
+    fed = Federation(split_round_robin(df), min_cell_count=0)
+    # a floor of one: counts of 2 pass with min_cell_count <= 2, but never a negative/zero rule
+    assert fed.thresholds["min_cell_count"] == 0
+    assert fed.count(by="rare")["rare"] == 2
+    with pytest.raises(WorkbenchUserError):
+        Federation(split_round_robin(df), dominance=(0, 0.5)).sum("age")
