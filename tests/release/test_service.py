@@ -67,7 +67,7 @@ def test_request_review_release_download_over_the_socket(space, service):
     http = UnixHTTP(airlock_socket(space))
     status, body, _ = http.request("POST", "/requests", {
         "name": "by_tki", "description": "d", "payload": _payload()},
-        _as("wbk-cml-tki", "cml-tki", **{"X-Workbench-Kernel": "k1", "X-Workbench-Msg": "m1"}))
+        _as("wbk-cml-tki", "cml-tki", **{"X-Workbench-Kernel": "k1", "X-Workbench-Msg-Id": "m1"}))
     assert status == 201, body
     rid = json.loads(body)["id"]
     assert http.json("POST", f"/requests/{rid}/decision", {"decision": "approve"},
@@ -162,3 +162,59 @@ def test_errors_have_one_shape_and_no_traceback(space, service):
         assert status >= 400 and set(reply) == {"error"}
         assert set(reply["error"]) == {"reason", "message"}
         assert "Traceback" not in data.decode()
+
+
+def test_gateway_route_sets_study_and_actor_whatever_the_kernel_claims(space, service):
+    """The forwarder the gateway mounts at /release/*: kernel headers cannot pick a study or act as
+    a reviewer."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from workbench.release.forward import release_forwarder
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_route("*", "/release/{tail:.*}", release_forwarder(space, "cml-tki"))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        sock = space.run / "test-gateway.sock"
+        site = web.UnixSite(runner, str(sock))
+        await site.start()
+        spoof = {"X-Workbench-Actor": "rita", "X-Workbench-Study": "other",
+                 "X-Workbench-Msg-Id": "msg-7", "X-Workbench-User": "alice"}
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as s:
+                async with s.post("http://gw/release/requests", headers=spoof, json={
+                        "name": "via_gw", "description": "d", "payload": _payload()}) as r:
+                    created = await r.json()
+                    assert r.status == 201, created
+                async with s.post(f"http://gw/release/requests/{created['id']}/decision",
+                                  headers=spoof, json={"decision": "approve"}) as r:
+                    denied = await r.json()
+                    assert r.status == 403, denied
+                async with s.get(f"http://gw/release/requests/{created['id']}",
+                                 headers=spoof) as r:
+                    return created, await r.json()
+        finally:
+            await runner.cleanup()
+
+    created, detail = asyncio.run(scenario())
+    assert created["study"] == "cml-tki" and created["author"] == "wbk-cml-tki"
+    assert detail["approvals"] == []
+    assert detail["evidence"]["provenance"]["msg_id"] == "msg-7"
+    assert detail["evidence"]["claimed_user"] == "alice"
+
+
+def test_gateway_route_fails_closed_without_the_airlock(open_tmp):
+    import asyncio
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from workbench.release.forward import release_forwarder
+
+    handler = release_forwarder(Space(open_tmp), "cml-tki")
+    request = make_mocked_request("GET", "/release/requests", match_info={"tail": "requests"})
+    reply = asyncio.run(handler(request))
+    assert reply.status == 503 and b"airlock-unavailable" in reply.body

@@ -63,6 +63,7 @@ class Context:
     study: str | None = None
     kernel_id: str | None = None
     msg_id: str | None = None
+    claimed_user: str | None = None  # who the kernel says ran the cell (a claim, not identity)
 
 
 def _now() -> str:
@@ -174,6 +175,7 @@ class Airlock:
             "rules": [r.as_dict() for r in results],
             "counts": rules.count_cells(output),
             "compared_with": [r["id"] for r in released],
+            "claimed_user": ctx.claimed_user,
             "provenance": {"kernel_id": ctx.kernel_id, "msg_id": ctx.msg_id,
                            "cells": list(lookup.get("cells", [])),
                            "reads": list(lookup.get("reads", []))},

@@ -104,7 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise WorkbenchUserError("no acting user given", reason="unauthenticated")
         return Context(actor=actor, study=study,
                        kernel_id=self.headers.get("X-Workbench-Kernel") or None,
-                       msg_id=self.headers.get("X-Workbench-Msg") or None)
+                       msg_id=self.headers.get("X-Workbench-Msg-Id") or None,
+                       claimed_user=self.headers.get("X-Workbench-User") or None)
 
     def _dispatch(self, method: str) -> None:
         try:
