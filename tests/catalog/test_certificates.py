@@ -149,3 +149,17 @@ def test_the_command_line_exits_non_zero_with_one_clear_line(cert_space, tmp_pat
     assert good.returncode == 0, good.stderr
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "certificate NOT valid" in bad.stderr
+
+
+@pytest.mark.parametrize("edit", [
+    lambda text: text.replace("\n  ", "\n\t", 1),                  # whitespace only
+    lambda text: json.dumps(json.loads(text)),                      # same JSON, other layout
+    lambda text: text + " ",                                        # trailing byte
+])
+def test_a_certificate_in_another_layout_is_refused(cert_space, tmp_path, edit):
+    """Every byte counts, also those JSON would ignore."""
+    space, cert = cert_space
+    forged = tmp_path / "layout.json"
+    forged.write_text(edit(cert.read_text()))
+    result = _verify(space, forged)
+    assert result.exit_code != 0 and "canonical form" in str(result.exception)

@@ -23,7 +23,8 @@ def as_user(user, *argv):
     return subprocess.run(
         ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups",
          "--inh-caps=-all", *argv],
-        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, errors="replace", timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
     )
 
 

@@ -196,9 +196,8 @@ def _build_synthetic(space: Space, patients: int, seed: int, chunk_size: int,
     for number, chunk in enumerate(synth.generate_chunks(patients, seed, chunk_size=chunk_size),
                                    start=1):
         started = time.perf_counter()
-        for holder, raw_tables in chunk.tables.items():
-            pseudonymised = _pseudonymise(holder, raw_tables, linkage_key, tally)
-            for table, frame in harmonise.harmonise(holder, pseudonymised).items():
+        for holder, tables in _pseudonymise(chunk.tables, linkage_key, tally).items():
+            for table, frame in harmonise.harmonise(holder, tables).items():
                 key = (holder, table)
                 if key not in writers:
                     writers[key] = _writer(space, holder, table, harmonise.OMOP_SCHEMA[table])
@@ -222,24 +221,35 @@ def _build_synthetic(space: Space, patients: int, seed: int, chunk_size: int,
     return datasets
 
 
-def _pseudonymise(holder: str, raw_tables: dict[str, pd.DataFrame], linkage_key: bytes,
-                  tally: linkage.LinkageTally) -> dict[str, pd.DataFrame]:
-    """Replace ``national_id`` by ``person_id`` in every raw table: direct identifiers never reach
-    a holder's store. The tally records which persons each holder knows for the linkage report."""
-    out = {}
-    for name, frame in raw_tables.items():
-        if "national_id" not in frame.columns:
-            raise WorkbenchUserError(
-                f"source '{holder}', table '{name}': field 'national_id' is missing; every raw "
-                "table must carry the direct identifier so it can be pseudonymised.",
-                reason="bad-data-file",
-            )
-        ids = linkage.pseudonym(linkage_key, frame["national_id"])
-        tally.add(holder, ids)
-        position = frame.columns.get_loc("national_id")
-        frame = frame.drop(columns=["national_id"])
-        frame.insert(position, "person_id", ids)
-        out[name] = frame
+def _pseudonymise(chunk_tables: dict[str, dict[str, pd.DataFrame]], linkage_key: bytes,
+                  tally: linkage.LinkageTally) -> dict[str, dict[str, pd.DataFrame]]:
+    """Replace ``national_id`` by ``person_id`` in every raw table of a chunk: direct identifiers
+    never reach a holder's store. All the chunk's ids are hashed in one call (each person once,
+    whatever the number of tables). The tally records which persons each holder knows."""
+    columns = []
+    for holder, tables in chunk_tables.items():
+        for name, frame in tables.items():
+            if "national_id" not in frame.columns:
+                raise WorkbenchUserError(
+                    f"source '{holder}', table '{name}': field 'national_id' is missing; every "
+                    "raw table must carry the direct identifier so it can be pseudonymised.",
+                    reason="bad-data-file",
+                )
+            columns.append(frame["national_id"])
+    hashed = linkage.pseudonym(linkage_key, pd.concat(columns, ignore_index=True)) \
+        if columns else []
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    start = 0
+    for holder, tables in chunk_tables.items():
+        out[holder] = {}
+        for name, frame in tables.items():
+            ids = hashed[start:start + len(frame)]
+            start += len(frame)
+            tally.add(holder, ids)
+            position = frame.columns.get_loc("national_id")
+            frame = frame.drop(columns=["national_id"])
+            frame.insert(position, "person_id", ids)
+            out[holder][name] = frame
     return out
 
 

@@ -23,6 +23,10 @@ ARROW_TYPES = {
 }
 
 
+CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
+                     ValueError, OverflowError)
+
+
 def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
     return pa.schema([pa.field(c.name, ARROW_TYPES[c.type]) for c in columns])
 
@@ -33,12 +37,20 @@ def _bad(where: str, message: str) -> WorkbenchUserError:
 
 def _first_bad_row(values: pd.Series, type_: pa.DataType) -> int:
     """Row (0-based) of the first value that does not convert; the value itself is never shown."""
-    for row, value in enumerate(values.tolist()):
+    for row in range(len(values)):
         try:
-            pa.array([value], type=type_, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            _to_arrow(values.iloc[row:row + 1], type_)
+        except CONVERSION_ERRORS:
             return row
     return 0
+
+
+def _to_arrow(values: pd.Series, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """Arrow-backed columns convert without copying; numpy datetimes are cast to dates."""
+    if isinstance(values.dtype, pd.ArrowDtype) or pd.api.types.is_datetime64_any_dtype(values):
+        converted = pa.array(values, from_pandas=True)
+        return converted if converted.type == type_ else converted.cast(type_)
+    return pa.array(values, type=type_, from_pandas=True)
 
 
 def conform(frame: pd.DataFrame, columns: tuple[Column, ...], where: str,
@@ -54,14 +66,11 @@ def conform(frame: pd.DataFrame, columns: tuple[Column, ...], where: str,
         raise _bad(where, f"field '{extra[0]}' is not in the catalog schema of this table")
     arrays = []
     for col in columns:
-        type_ = ARROW_TYPES[col.type]
         values = frame[col.name]
         try:
-            if col.type == "date" and not pd.api.types.is_object_dtype(values):
-                values = pd.to_datetime(values).dt.date
-            arrays.append(pa.array(values, type=type_, from_pandas=True))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            row = first_row + _first_bad_row(values, type_)
+            arrays.append(_to_arrow(values, ARROW_TYPES[col.type]))
+        except CONVERSION_ERRORS:
+            row = first_row + _first_bad_row(values, ARROW_TYPES[col.type])
             raise _bad(where, f"row {row + 1}, field '{col.name}': value is not a valid "
                               f"{col.type}") from None
     return pa.Table.from_arrays(arrays, schema=arrow_schema(columns))
