@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from workbench.errors import WorkbenchUserError
 from workbench.harmonise.schema import OMOP_SCHEMA
@@ -91,11 +98,18 @@ class Where(_Strict):
 class Block(_Strict):
     from_: str = Field(alias="from", description="raw source table")
     where: Where | None = None
-    columns: dict[str, str | ColumnRule]
+    columns: dict[str, ColumnRule]
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _renames(cls, value):
+        """``target: source`` is short for ``target: {column: source}``."""
+        if isinstance(value, dict):
+            return {k: {"column": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     def rules(self) -> dict[str, ColumnRule]:
-        return {name: ColumnRule(column=rule) if isinstance(rule, str) else rule
-                for name, rule in self.columns.items()}
+        return dict(self.columns)
 
 
 class Mapping(_Strict):
@@ -105,18 +119,22 @@ class Mapping(_Strict):
 
 
 def _line_of(node: yaml.Node, loc: tuple) -> int:
-    """1-based line of the deepest YAML node along a validation error's location."""
+    """1-based line of the deepest YAML key or item along a validation error's location."""
+    mark = node.start_mark
     for step in loc:
         if isinstance(node, yaml.MappingNode):
-            match = [v for k, v in node.value if k.value == str(step)]
+            match = [(k, v) for k, v in node.value if k.value == str(step)]
             if not match:
-                continue  # a pydantic union tag such as 'ColumnRule': not a YAML key
-            node = match[0]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
-            if step >= len(node.value):
                 break
+            key, node = match[0]
+            mark = key.start_mark
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) \
+                and step < len(node.value):
             node = node.value[step]
-    return node.start_mark.line + 1
+            mark = node.start_mark
+        else:
+            break
+    return mark.line + 1
 
 
 class LoadedMapping:
@@ -158,7 +176,7 @@ def load_mapping(path: str | Path) -> LoadedMapping:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(first["loc"])
-        field = ".".join(str(p) for p in loc if not str(p)[:1].isupper()) or "(top level)"
+        field = ".".join(str(p) for p in loc) or "(top level)"
         raise _bad(path, _line_of(root, loc), field, first["msg"]) from None
     loaded = LoadedMapping(path, mapping, root)
     _check_against_schema(loaded)
