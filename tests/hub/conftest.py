@@ -217,3 +217,74 @@ def live_hub():
     finally:
         hub.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+class ServerClient:
+    """Talks to alice's study server through the proxy with her hub token (REST + websocket)."""
+
+    def __init__(self, hub: LiveHub, user: str, study: str):
+        self.hub, self.user, self.study = hub, user, study
+        self.base = f"{hub.url}/user/{user}/{study}"
+        self.headers = {"Authorization": f"token {hub.token_for(user)}"}
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return httpx.request(method, f"{self.base}/{path}", headers=self.headers, timeout=120,
+                             **kwargs)
+
+    def start_kernel(self) -> str:
+        response = self.request("POST", "api/kernels", json={"name": "workbench-python"})
+        assert response.status_code == 201, f"{response.text}\n{self.hub.output()}"
+        return response.json()["id"]
+
+    def execute(self, kernel_id: str, code: str, username: str = "forged-bob",
+                timeout: float = 120) -> dict:
+        """Send one execute_request over the JupyterLab kernel websocket (legacy JSON protocol)
+        with a forged header.username; return {"msg_id", "status", "outputs"}."""
+        import asyncio
+        import uuid
+
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        async def run() -> dict:
+            url = (f"{self.base.replace('http://', 'ws://')}/api/kernels/{kernel_id}/channels"
+                   f"?session_id={uuid.uuid4().hex}")
+            conn = await websocket_connect(HTTPRequest(url, headers=self.headers))
+            msg_id = uuid.uuid4().hex
+            conn.write_message(json.dumps({
+                "header": {"msg_id": msg_id, "username": username, "session": uuid.uuid4().hex,
+                           "msg_type": "execute_request", "version": "5.3"},
+                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                "content": {"code": code, "silent": False, "store_history": True,
+                            "user_expressions": {}, "allow_stdin": False}}))
+            outputs, status = [], None
+            while True:
+                raw = await asyncio.wait_for(conn.read_message(), timeout)
+                if raw is None:
+                    break
+                msg = json.loads(raw)
+                state = msg.get("content", {}).get("execution_state")
+                if msg["header"]["msg_type"] == "status" and state in ("restarting", "dead"):
+                    status = "kernel-died"  # the server noticed the kernel process is gone
+                    break
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = msg["header"]["msg_type"]
+                if kind in ("stream", "execute_result", "error", "display_data"):
+                    outputs.append(msg["content"])
+                if kind == "execute_reply":
+                    status = msg["content"]["status"]
+                if kind == "status" and msg["content"]["execution_state"] == "idle" and status:
+                    break
+            conn.close()
+            return {"msg_id": msg_id, "status": status, "outputs": outputs}
+
+        return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def alice_server(live_hub):
+    response = live_hub.spawn("alice", "cml-tki")
+    assert response.status_code in (200, 201, 202, 400), response.text
+    live_hub.wait_ready("alice", "cml-tki")
+    return ServerClient(live_hub, "alice", "cml-tki")

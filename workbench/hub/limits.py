@@ -111,6 +111,20 @@ class ServerCgroup:
             return None
         return None if value == "max" else int(value)
 
+    def oom_kills(self) -> int | None:
+        """How many processes the memory limit has killed so far."""
+        if self.mode == "v2":
+            events = (self._dirs()[0] / "memory.events").read_text()
+        elif self.mode == "v1":
+            events = (self._dirs()[0] / "memory.oom_control").read_text()
+        else:
+            return None
+        for line in events.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return None
+
     def remove(self) -> None:
         """Remove the cgroup once the server is gone (fails harmlessly while processes remain)."""
         for d in self._dirs():
