@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
 
 from workbench.paths import Space
 
 DATA_DIR = click.option("--data-dir", envvar="WORKBENCH_DATA_DIR",
                         help="The data space (default: $WORKBENCH_DATA_DIR).")
+BACKEND = click.option("--backend", default=None,
+                       help="'sqlite' (DATA_DIR/provenance/provenance.sqlite) or a postgresql:// "
+                            "URL, optionally ending in #schema (default: what the collector uses).")
 
 
 @click.command("collector")
 @DATA_DIR
-@click.option("--backend", default=None,
-              help="'sqlite' (default: DATA_DIR/provenance/provenance.sqlite) or a postgresql:// "
-                   "URL of the INSERT-only writer role, optionally ending in #schema.")
+@BACKEND
 @click.option("--sign-every", default=256, show_default=True,
               help="Sign a tree head after this many new records.")
 @click.option("--sign-interval", default=5.0, show_default=True,
@@ -29,4 +34,111 @@ def collector(data_dir, backend, sign_every, sign_interval):
     run_collector(Space.at(data_dir), backend, sign_every, sign_interval)
 
 
-commands = [collector]
+@click.group("provenance")
+def provenance():
+    """Verify, read and export the tamper-evident provenance log."""
+
+
+def _reader(data_dir, backend, public_key=None):
+    from workbench.provenance.reader import ProvenanceReader
+
+    return ProvenanceReader(Space.at(data_dir), backend,
+                            Path(public_key) if public_key else None)
+
+
+@provenance.command("verify")
+@DATA_DIR
+@BACKEND
+@click.option("--anchor", "anchors", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A heads file exported earlier ('provenance heads export'); repeatable.")
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
+              help="Pin the tree-head public key (PEM) instead of the space's copy.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(data_dir, backend, anchors, public_key, as_json):
+    """Check the chain, the Merkle tree and every signed head; exit 1 naming the first bad
+    record."""
+    with _reader(data_dir, backend, public_key) as reader:
+        report = reader.verify([Path(a) for a in anchors])
+    if as_json:
+        click.echo(json.dumps({**report.__dict__, "unsigned_tail": report.unsigned_tail}))
+    else:
+        click.echo(report.summary())
+    sys.exit(0 if report.ok else 1)
+
+
+@provenance.command("log")
+@DATA_DIR
+@BACKEND
+@click.option("--study", help="Only this study's records.")
+@click.option("--kind", "kinds", multiple=True, help="Only these record kinds; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+def log_command(data_dir, backend, study, kinds, as_json):
+    """The timeline of a study (or of the whole space)."""
+    from workbench.provenance.export import timeline_line
+
+    with _reader(data_dir, backend) as reader:
+        for record in reader.records(study=study, kinds=kinds or None):
+            click.echo(json.dumps(record.as_dict()) if as_json else timeline_line(record))
+
+
+@provenance.command("export")
+@DATA_DIR
+@BACKEND
+@click.option("--study", required=True)
+@click.option("--format", "fmt", type=click.Choice(["prov-json", "ro-crate"]), required=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Default: standard output.")
+def export_command(data_dir, backend, study, fmt, output):
+    """Export a study's provenance as W3C PROV-JSON or a Five Safes RO-Crate metadata file."""
+    from workbench.provenance import export
+
+    with _reader(data_dir, backend) as reader:
+        text = export.export(reader, study, fmt)
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text)
+
+
+@provenance.group("heads")
+def heads_group():
+    """Signed tree heads."""
+
+
+@heads_group.command("export")
+@DATA_DIR
+@BACKEND
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Default: standard output.")
+def heads_export(data_dir, backend, output):
+    """Write the signed heads and the public key, to anchor them outside the space."""
+    with _reader(data_dir, backend) as reader:
+        text = json.dumps(reader.export_heads(), indent=2)
+    if output:
+        Path(output).write_text(text + "\n")
+    else:
+        click.echo(text)
+
+
+@provenance.command("proof")
+@DATA_DIR
+@BACKEND
+@click.argument("record_id")
+def proof(data_dir, backend, record_id):
+    """Print the inclusion proof of one record in the last signed tree."""
+    with _reader(data_dir, backend) as reader:
+        click.echo(json.dumps(reader.inclusion_proof(record_id), indent=2))
+
+
+@provenance.command("init-postgres")
+@click.option("--owner-dsn", required=True, help="postgresql:// URL of the schema owner role.")
+@click.option("--writer-role", required=True, help="The existing role the collector connects as.")
+@click.option("--schema", default="provenance", show_default=True)
+def init_postgres(owner_dsn, writer_role, schema):
+    """Create the PostgreSQL provenance schema: append-only triggers, INSERT-only writer role."""
+    from workbench.provenance.store import create_postgres_schema
+
+    log_id = create_postgres_schema(owner_dsn, writer_role, schema)
+    click.echo(f"created schema {schema} (log id {log_id}); run the collector with "
+               f"--backend postgresql://{writer_role}@HOST/DB#{schema}")
+
+
+commands = [collector, provenance]

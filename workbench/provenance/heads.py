@@ -109,22 +109,27 @@ def append_head_log(space: Space, head: dict) -> None:
 
 
 def read_head_log(path: Path) -> list[dict]:
-    """Heads from a heads.jsonl file or an exported heads document (``{"heads": [...]}``)."""
+    """Heads from a heads.jsonl file or an exported heads document (``{"heads": [...]}``).
+
+    A line that is not JSON becomes ``{"invalid_line": N}`` (verify reports it), except a torn
+    last line, which a crash while appending leaves behind and which is skipped."""
     if not path.exists():
         return []
     text = path.read_text()
-    if text.lstrip().startswith("{\"heads\"") or text.lstrip().startswith("{\n"):
-        try:
-            return list(json.loads(text)["heads"])
-        except (ValueError, KeyError):
-            pass
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("heads"), list):
+        return list(document["heads"])
+    lines = text.splitlines()
     heads = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             heads.append(json.loads(line))
         except ValueError:
-            # a torn last line after a crash is expected; anything else is damage
-            heads.append({"invalid_line": number})
+            if number < len(lines) or text.endswith("\n"):
+                heads.append({"invalid_line": number})
     return heads

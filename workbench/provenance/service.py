@@ -368,7 +368,7 @@ def start_collector(space: Space, backend: str | None = None, sign_every: int = 
     fd, name = tempfile.mkstemp(prefix="wb-collector-", suffix=".log")
     os.close(fd)
     log_path = Path(name)
-    command = [sys.executable, "-m", "workbench.provenance.service", "--data-dir", str(space.root),
+    command = [sys.executable, "-m", "workbench.provenance", "--data-dir", str(space.root),
                "--sign-every", str(sign_every), "--sign-interval", str(sign_interval)]
     if backend:
         command += ["--backend", backend]

@@ -1,0 +1,134 @@
+"""Verify a provenance store: the chain, the Merkle tree and every signed tree head.
+
+SECURITY BOUNDARY (the regulator's check). One pass over the records recomputes each record's hash
+from its bytes, checks each link to the previous record and folds the hashes into the RFC 9162 tree;
+the root at every signed size must match the signed head. What each check catches:
+
+- a field edited without recomputing hashes     -> that record's hash does not match
+- a record deleted, two swapped, one inserted   -> the sequence or the link to the previous breaks
+- any of those with all hashes recomputed       -> the next signed head's root does not match
+- the tail truncated                            -> a signed head covers more records than stored
+- the database file replaced                    -> log id or roots differ from the heads file
+Records after the last signed head are protected by the chain only until the next head is signed
+(every N records or T seconds); the report says how many there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from hashlib import sha256
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from workbench.provenance import heads as heads_mod
+from workbench.provenance.merkle import GENESIS, Frontier
+from workbench.provenance.store import Row
+
+
+@dataclass
+class VerifyReport:
+    ok: bool = True
+    records: int = 0
+    signed_heads: int = 0
+    last_signed_size: int = 0
+    root_hash: str = ""
+    first_bad_record: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def unsigned_tail(self) -> int:
+        """Records not yet covered by a signed head (protected by the chain only)."""
+        return max(0, self.records - self.last_signed_size)
+
+    def fail(self, message: str, record: int | None = None) -> None:
+        self.ok = False
+        self.problems.append(message)
+        if record is not None and self.first_bad_record is None:
+            self.first_bad_record = record
+
+    def summary(self) -> str:
+        if self.ok:
+            return (f"OK: {self.records} records, chain and tree intact, {self.signed_heads} "
+                    f"signed head(s) match (last covers {self.last_signed_size}; "
+                    f"{self.unsigned_tail} newer record(s) not yet signed); root {self.root_hash}")
+        where = f" first bad record: {self.first_bad_record};" if self.first_bad_record else ""
+        return f"FAILED:{where} " + "; ".join(self.problems[:5])
+
+
+def _valid_heads(report: VerifyReport, log_id: str, public: Ed25519PublicKey,
+                 candidates: Iterable[dict]) -> dict[int, dict]:
+    by_size: dict[int, dict] = {}
+    for head in candidates:
+        if "invalid_line" in head:
+            report.fail(f"heads file line {head['invalid_line']} is not a tree head")
+            continue
+        if not heads_mod.head_signature_ok(public, head):
+            report.fail(f"tree head at size {head.get('tree_size')} has a bad signature "
+                        "(forged or signed by another key)")
+            continue
+        if head["log_id"] != log_id:
+            report.fail(f"the store's log id {log_id} differs from the signed heads' "
+                        f"{head['log_id']}: the database was replaced")
+            continue
+        size = int(head["tree_size"])
+        if size in by_size and by_size[size]["root_hash"] != head["root_hash"]:
+            report.fail(f"two signed heads disagree at size {size}")
+        by_size[size] = head
+    return by_size
+
+
+def _diagnose_link(rows: Callable[[], Iterator[Row]], seq: int, link: bytes) -> tuple[str, int]:
+    """A record whose stored link is not the previous record's hash: find what it points at."""
+    for other, _prev, digest, _body in rows():
+        if digest == link:
+            if other < seq - 1:
+                return (f"records {other + 1}..{seq - 1} were inserted between records {other} "
+                        f"and {seq}", other + 1)
+            if other > seq:
+                return f"record {seq} was moved here from after record {other - 1}: reordered", seq
+    return (f"record {seq} does not link to record {seq - 1}: the record it followed was "
+            "deleted or records were reordered", seq)
+
+
+def verify_rows(rows: Callable[[], Iterator[Row]], log_id: str, public: Ed25519PublicKey,
+                heads: Iterable[dict]) -> VerifyReport:
+    """``rows`` opens a fresh iteration over the stored records in seq order."""
+    report = VerifyReport()
+    signed = _valid_heads(report, log_id, public, heads)
+    report.signed_heads = len(signed)
+    frontier, prev, expected, leaf = Frontier(), GENESIS, 1, b"\x00"
+    last_good_head, broken_link = 0, None
+    iterator = rows()
+    for seq, link, digest, body in iterator:
+        if seq != expected:
+            report.fail(f"record {expected} is missing (next stored record is {seq}): "
+                        "records were deleted or renumbered", expected)
+            break
+        if link != prev:
+            broken_link = (seq, link)
+            break
+        if sha256(leaf + link + body).digest() != digest:
+            report.fail(f"record {seq}'s content does not match its hash: it was edited", seq)
+            break
+        frontier.append(digest)
+        if seq in signed:
+            if frontier.root().hex() != signed[seq]["root_hash"]:
+                report.fail(f"records {last_good_head + 1}..{seq} do not match the tree head "
+                            f"signed at size {seq}: they were changed and re-hashed",
+                            last_good_head + 1)
+                break
+            last_good_head = seq
+        prev, expected = digest, expected + 1
+    iterator.close()  # before any second pass (PostgreSQL: one named cursor at a time)
+    if broken_link:
+        report.fail(*_diagnose_link(rows, *broken_link))
+    report.records = expected - 1
+    report.root_hash = frontier.root().hex()
+    report.last_signed_size = last_good_head
+    if report.ok:
+        beyond = sorted(size for size in signed if size > report.records)
+        if beyond:
+            report.fail(f"a signed tree head covers {beyond[-1]} records but the store holds "
+                        f"{report.records}: the log was truncated", report.records + 1)
+    return report
