@@ -149,7 +149,9 @@ def _scheme_label(kind) -> str:
 # -- process boundary ------------------------------------------------------------------------------
 def _error(exc: Exception) -> dict:
     reason = getattr(exc, "reason", "internal-error")
-    message = str(exc) if isinstance(exc, WorkbenchUserError) else (
+    # user errors and provenance outages carry messages written for users; anything else is a
+    # fault whose text could hold decrypted values, so only its type is sent back
+    message = str(exc) if hasattr(exc, "reason") else (
         f"key holder internal error ({type(exc).__name__}); the request was refused.")
     out = {"ok": False, "error": {"reason": reason, "message": message}}
     if isinstance(exc, release.ReleaseRefused):
@@ -223,7 +225,7 @@ class KeyHolderClient:
             exc = release.ReleaseRefused(err["rule"], "")
             exc.args = (err.get("message", ""),)
             raise exc
-        if err.get("reason") == "internal-error":
+        if err.get("reason") in ("internal-error", "provenance-unavailable"):
             raise WorkbenchError(err.get("message", "key holder error"))
         raise WorkbenchUserError(err.get("message", "key holder refused the request"),
                                  reason=err.get("reason", "bad-request"))

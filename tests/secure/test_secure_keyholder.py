@@ -1,0 +1,202 @@
+"""The key holder as a separate process and uid: key file permissions, the socket, the wire
+protocol's errors, provenance of every decryption, fail-closed behaviour."""
+
+from __future__ import annotations
+
+import pwd
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from workbench import accounts
+from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.paths import Space
+from workbench.secure import Federation, wire
+from workbench.secure.keys import PublicKeys, SecretKeys, load_public
+from workbench.secure.nodes import Aggregator, HolderNode
+from workbench.secure.release import ReleaseRefused
+
+from .conftest import provenance_records, split_round_robin
+
+pytestmark = pytest.mark.slow
+
+
+def _as_nobody(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], user="nobody", group="nogroup",
+                          extra_groups=[], capture_output=True, text=True, timeout=60)
+
+
+def test_key_files_public_has_no_secret_and_secret_is_keyholder_only(he_space):
+    space, _, _ = he_space
+    public = space.he / "public.ctx"
+    secret = space.he / "secret.ctx"
+    assert oct(public.stat().st_mode & 0o777) == "0o644"
+    assert oct(secret.stat().st_mode & 0o777) == "0o600"
+    keyholder_uid = pwd.getpwnam(accounts.KEYHOLDER).pw_uid
+    assert secret.stat().st_uid == keyholder_uid
+    keys = load_public(space)
+    assert not keys.bfv.has_secret_key() and not keys.ckks.has_secret_key()
+    assert not keys.bfv.has_relin_keys() and not keys.ckks.has_galois_keys()
+    assert len(public.read_bytes()) < 500_000
+    other = _as_nobody(f"open({str(secret)!r}, 'rb').read()")
+    assert other.returncode != 0 and "PermissionError" in other.stderr
+    readable = _as_nobody(f"print(len(open({str(public)!r}, 'rb').read()))")
+    assert readable.returncode == 0, readable.stderr
+
+
+def test_keyholder_process_runs_as_its_own_uid_behind_a_closed_socket(he_space):
+    space, _, keyholder = he_space
+    status = open(f"/proc/{keyholder.pid}/status").read()
+    uids = status.split("Uid:")[1].split("\n")[0].split()
+    assert set(uids) == {str(pwd.getpwnam(accounts.KEYHOLDER).pw_uid)}
+    mode = space.keyholder_socket.stat().st_mode & 0o777
+    assert mode == 0o660
+    probe = _as_nobody(
+        "import socket; s = socket.socket(socket.AF_UNIX); "
+        f"s.connect({str(space.keyholder_socket)!r})")
+    assert probe.returncode != 0 and "PermissionError" in probe.stderr
+
+
+def test_federation_through_the_process_and_its_provenance(he_space, rossi):
+    space, _, keyholder = he_space
+    context = {"study": "recidivism", "request_id": "req-km-1", "user": "alice"}
+    fed = Federation(split_round_robin(rossi), min_cell_count=10, keyholder=keyholder.client(),
+                     public_keys=load_public(space), context=context)
+    local = Federation(split_round_robin(rossi), min_cell_count=10)
+    remote_km = fed.kaplan_meier(duration_col="week", event_col="arrest")
+    local_km = local.kaplan_meier(duration_col="week", event_col="arrest")
+    assert np.abs(remote_km.survival_function_.to_numpy()
+                  - local_km.survival_function_.to_numpy()).max() <= 1e-15
+    records = [r for r in provenance_records(space, "he-decryption")
+               if r["fields"].get("request_id") == "req-km-1"]
+    assert len(records) == 1
+    fields = records[0]["fields"]
+    assert fields["decision"] == "decrypted" and fields["study"] == "recidivism"
+    assert fields["op"] == "kaplan_meier" and fields["scheme"] == "bfv"
+    assert len(fields["result_sha256"]) == 64
+
+
+def test_refusals_cross_the_process_with_their_rule_and_are_recorded(he_space, rossi):
+    space, _, keyholder = he_space
+    df = rossi.copy()
+    df["tiny"] = "big"
+    df.loc[:2, "tiny"] = "small"  # a cell of 3, below the key holder's floor of 5
+    fed = Federation(split_round_robin(df), min_cell_count=1, keyholder=keyholder.client(),
+                     public_keys=load_public(space),
+                     context={"study": "recidivism", "request_id": "req-small"})
+    with pytest.raises(ReleaseRefused) as err:
+        fed.count(by="tiny")  # the request asked for 1: the key holder's floor still applies
+    assert err.value.rule == "min-cell-count" and "minimum of 5" in str(err.value)
+    (record,) = [r for r in provenance_records(space, "he-decryption")
+                 if r["fields"].get("request_id") == "req-small"]
+    assert record["fields"]["decision"] == "refused"
+    assert record["fields"]["reason"] == "min-cell-count"
+
+
+def test_model_rounds_release_only_pooled_derivatives(he_space, rossi):
+    space, _, keyholder = he_space
+    keys = load_public(space)
+    parts = split_round_robin(rossi)
+    spec = {"duration_col": "week", "event_col": "arrest", "resolution": 1.0, "n_bins": 53,
+            "by": [], "covariates": ["age", "prio"], "center": [0.0, 0.0], "beta": [0.0, 0.0]}
+    pooled = Aggregator(keys).combine(
+        [HolderNode(h, f, keys).contribute("cox", spec) for h, f in parts.items()])
+    released = keyholder.client().request(
+        {"type": "decrypt-release", "kind": "cox", "op": "cox_ph", "spec": spec,
+         "thresholds": {"min_cell_count": 10}, "contributors": pooled.contributors,
+         "fingerprint": pooled.fingerprint, "context": {"study": "recidivism"}}, pooled.blobs)
+    assert set(released) == {"loglik", "gradient", "hessian", "n", "events", "covariate_means"}
+    assert released["n"] == len(rossi)
+
+
+def _request(pooled, kind="counts", op="count", spec=None):
+    return {"type": "decrypt-release", "kind": kind, "op": op, "spec": spec or {"by": []},
+            "thresholds": {"min_cell_count": 10}, "contributors": pooled.contributors,
+            "fingerprint": pooled.fingerprint, "context": {"study": "recidivism"}}
+
+
+def test_ciphertexts_from_another_context_get_a_clear_error(he_space, rossi):
+    space, _, keyholder = he_space
+    client = keyholder.client()
+    foreign = SecretKeys.generate().public
+    parts = split_round_robin(rossi)
+    pooled = Aggregator(foreign).combine(
+        [HolderNode(h, f, foreign).contribute("counts", {"by": []}) for h, f in parts.items()])
+    with pytest.raises(WorkbenchUserError) as err:
+        client.request(_request(pooled), pooled.blobs)
+    assert err.value.reason == "wrong-context" and "another public context" in str(err.value)
+    # the same ciphertexts claiming the space's fingerprint: caught after decryption
+    forged = PublicKeys(foreign.bfv_bytes, foreign.ckks_bytes, load_public(space).fingerprint)
+    pooled = Aggregator(forged).combine(
+        [HolderNode(h, f, forged).contribute("counts", {"by": []}) for h, f in parts.items()])
+    with pytest.raises(WorkbenchUserError) as err:
+        client.request(_request(pooled), pooled.blobs)
+    assert err.value.reason == "wrong-context"
+    # and the aggregator refuses to mix contexts at all
+    mine = HolderNode("hospital", rossi, load_public(space)).contribute("counts", {"by": []})
+    theirs = HolderNode("insurer", rossi, foreign).contribute("counts", {"by": []})
+    with pytest.raises(WorkbenchUserError) as err:
+        Aggregator(load_public(space)).combine([mine, theirs])
+    assert err.value.reason == "wrong-context"
+
+
+def test_malformed_messages_get_a_clear_error(he_space, rossi):
+    space, _, keyholder = he_space
+    client = keyholder.client()
+    with pytest.raises(WorkbenchUserError) as err:
+        client.raw(b"GET / HTTP/1.1\r\n\r\n")
+    assert err.value.reason == "malformed-message" and "magic" in str(err.value)
+    with pytest.raises(WorkbenchUserError) as err:
+        client.raw(b"WBHE\x01\x00\x00\x00\x05{nope\x00\x00\x00\x00")
+    assert err.value.reason == "malformed-message" and "JSON" in str(err.value)
+    with socket.socket(socket.AF_UNIX) as sock:  # a frame cut short by the sender
+        sock.connect(str(space.keyholder_socket))
+        sock.sendall(wire.encode({"type": "ping"}, [b"abc"])[:-2])
+        sock.shutdown(socket.SHUT_WR)
+        reply, _ = wire.recv(sock)
+    assert reply["error"]["reason"] == "malformed-message"
+    keys = load_public(space)
+    parts = split_round_robin(rossi)
+    pooled = Aggregator(keys).combine(
+        [HolderNode(h, f, keys).contribute("counts", {"by": []}) for h, f in parts.items()])
+    with pytest.raises(WorkbenchUserError) as err:
+        client.request(_request(pooled), [b"\x00" * 100])
+    assert err.value.reason == "malformed-ciphertext"
+    with pytest.raises(WorkbenchUserError) as err:
+        client.request(_request(pooled), pooled.blobs * 2)
+    assert err.value.reason == "malformed-message"
+    with pytest.raises(WorkbenchUserError) as err:
+        client.request(_request(pooled, op="exfiltrate"), pooled.blobs)
+    assert err.value.reason == "malformed-message"
+    with pytest.raises(ReleaseRefused) as err:  # one holder's ciphertext, alone
+        single = HolderNode("hospital", rossi, keys).contribute("counts", {"by": []})
+        client.request(_request(single), single.blobs)
+    assert err.value.rule == "min-holders"
+
+
+def test_wire_frames_roundtrip_and_bounds():
+    frame = wire.encode({"a": 1}, [b"xyz", b""])
+    assert wire.decode(frame) == ({"a": 1}, [b"xyz", b""])
+    for bad in (frame[:-1], frame + b"!", b"WBHE\x02" + frame[5:], b"WBHE\x01\xff\xff\xff\xff"):
+        with pytest.raises(wire.WireError):
+            wire.decode(bad)
+    with pytest.raises(wire.WireError):
+        wire.decode(wire.encode({"a": 1})[:9] + b"[1]" + b"\x00\x00\x00\x00")
+
+
+def test_no_collector_means_no_decryption(open_tmp, rossi):
+    from workbench.secure.keys import create_keys
+    from workbench.secure.process import start_keyholder
+
+    space = Space(open_tmp)
+    create_keys(space)
+    with start_keyholder(space) as keyholder:
+        fed = Federation(split_round_robin(rossi), keyholder=keyholder.client(),
+                         public_keys=load_public(space), context={"study": "recidivism"})
+        with pytest.raises(WorkbenchError) as err:
+            fed.count()
+        assert "provenance" in str(err.value)
+        assert not isinstance(err.value, ReleaseRefused)
