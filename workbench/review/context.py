@@ -1,0 +1,109 @@
+"""The dashboard kernel's side: the injected snapshot and how decisions travel.
+
+In a Voila dashboard the review service injects, as the notebook's first cell,
+``review.load_snapshot(<base64 JSON>, token=<reviewer token>)``. Decisions then go through the
+study gateway's ``/release/*`` route with the token (the kernel is sandboxed: the gateway socket is
+the only thing it can reach). ``WORKBENCH_REVIEW_DIRECT=1`` (trusted processes and tests) builds
+the snapshot in-process and talks to the airlock socket directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+
+from workbench.errors import WorkbenchUserError
+
+_LOADED: dict = {}
+
+
+def load_snapshot(encoded: str, token: str | None = None) -> None:
+    _LOADED["snapshot"] = json.loads(base64.b64decode(encoded))
+    _LOADED["token"] = token
+
+
+class GatewayActions:
+    """Decisions from a sandboxed dashboard kernel: gateway socket + reviewer token."""
+
+    def __init__(self, token: str | None):
+        self.token = token
+
+    def _request(self, method: str, path: str, payload: dict | None = None):
+        import httpx
+
+        from workbench.client import _raise_for, _socket
+
+        if not self.token:
+            raise WorkbenchUserError("this dashboard was opened without a reviewer token: "
+                                     "decisions are not possible here", reason="unauthenticated")
+        with httpx.Client(transport=httpx.HTTPTransport(uds=_socket()), base_url="http://gateway",
+                          timeout=60, headers={"X-Workbench-Reviewer-Token": self.token}) as c:
+            response = c.request(method, "/release" + path,
+                                 content=None if payload is None else json.dumps(payload),
+                                 headers={"Content-Type": "application/json"})
+        _raise_for(response)
+        return response
+
+    def decide(self, request_id: str, decision: str, comment: str) -> dict:
+        return self._request("POST", f"/requests/{request_id}/decision",
+                             {"decision": decision, "comment": comment}).json()
+
+
+class DirectActions:
+    """Decisions from a trusted process: the airlock socket, acting for ``actor``."""
+
+    def __init__(self, space, actor: str):
+        from workbench.review.snapshot import airlock_client
+
+        self.http = airlock_client(space, actor)
+
+    def decide(self, request_id: str, decision: str, comment: str) -> dict:
+        return self.http.json("POST", f"/requests/{request_id}/decision",
+                              {"decision": decision, "comment": comment})
+
+
+@dataclass
+class ReviewContext:
+    snapshot: dict
+    actions: object | None = None
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def study(self) -> str | None:
+        return self.snapshot.get("study")
+
+    def decide(self, request_id: str, decision: str, comment: str = "") -> dict:
+        if self.actions is None:
+            raise WorkbenchUserError("decisions are not possible from this dashboard",
+                                     reason="access-denied")
+        summary = self.actions.decide(request_id, decision, comment)
+        for req in self.snapshot.get("requests", []):
+            if req["id"] == request_id:
+                req.update({k: summary[k] for k in ("state", "approvals", "updated_at")
+                            if k in summary})
+        self.log.append(f"{decision} {request_id}: now {summary.get('state')}")
+        return summary
+
+
+def context() -> ReviewContext:
+    """The dashboard's data and actions (see the module docstring)."""
+    if "snapshot" in _LOADED:
+        return ReviewContext(_LOADED["snapshot"], GatewayActions(_LOADED.get("token")))
+    if os.environ.get("WORKBENCH_REVIEW_DIRECT") == "1":
+        from workbench.paths import Space
+        from workbench.policy import load_policy
+        from workbench.review.snapshot import admin_snapshot, study_snapshot
+
+        space = Space.at(None)
+        viewer = os.environ["WORKBENCH_REVIEW_USER"]
+        policy_file = os.environ["WORKBENCH_POLICY"]
+        study = os.environ.get("WORKBENCH_STUDY")
+        if study:
+            snap = study_snapshot(space, load_policy(policy_file), study, viewer)
+        else:
+            snap = admin_snapshot(space, policy_file, viewer)
+        return ReviewContext(snap, DirectActions(space, viewer))
+    raise WorkbenchUserError("no dashboard data: open this dashboard through the hub's review "
+                             "service", reason="no-snapshot")
