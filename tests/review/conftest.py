@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from lifelines.datasets import load_rossi
 from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.datasets import load_rossi
 
 from workbench.paths import Space
 from workbench.policy import load_policy

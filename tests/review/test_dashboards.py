@@ -60,7 +60,8 @@ def walk(x):
     for child in getattr(x, "children", ()):
         yield from walk(child)
 queue = dashboards.release_queue(ctx)
-approve = [b for b in walk(queue) if isinstance(b, widgets.Button) and "wb-approve" in b._dom_classes]
+approve = [b for b in walk(queue)
+           if isinstance(b, widgets.Button) and "wb-approve" in b._dom_classes]
 approve[0].click()
 approve[0].click()
 print("STATES", [r["state"] for r in ctx.snapshot["requests"]])
