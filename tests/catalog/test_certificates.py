@@ -163,3 +163,23 @@ def test_a_certificate_in_another_layout_is_refused(cert_space, tmp_path, edit):
     forged.write_text(edit(cert.read_text()))
     result = _verify(space, forged)
     assert result.exit_code != 0 and "canonical form" in str(result.exception)
+
+
+def test_certify_refuses_data_changed_after_release(public_only_space, tmp_path):
+    path = public_only_space.holder_dir("gbsg") / "gbsg2.parquet"
+    path.write_bytes(path.read_bytes() + b"\0")
+    result = CliRunner().invoke(cli, ["catalog", "certify", DATASET, "--out",
+                                      str(tmp_path / "c.json"), "--data-dir",
+                                      str(public_only_space.root)])
+    assert result.exit_code != 0 and "changed after release" in str(result.exception)
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_every_catalog_command_is_documented():
+    from pathlib import Path
+
+    from workbench.catalog.cli import catalog
+
+    doc = (Path(__file__).parents[2] / "docs" / "catalog.md").read_text()
+    for name in catalog.commands:
+        assert f"workbench catalog {name}" in doc, name

@@ -85,6 +85,13 @@ def issue(space: Space, dataset: Dataset, issued_at: datetime | None = None) -> 
     """A signed certificate for ``dataset`` as it is held now."""
     files = [{"path": rel, "sha256": _file_digest(path, rel)}
              for rel, path in dataset_files(space, dataset)]
+    if len(files) == 1 and files[0]["sha256"] != dataset.version:
+        # never vouch for data that changed after it was released into the catalog
+        raise WorkbenchUserError(
+            f"{files[0]['path']} no longer matches the version recorded in the catalog for "
+            f"'{dataset.id}': the file changed after release. Restore it or rebuild the space.",
+            reason="dataset-changed",
+        )
     key = load_signing_key(space)
     payload = {
         "kind": KIND,

@@ -60,7 +60,9 @@ def list_(data_dir: str | None, as_json: bool) -> None:
         click.echo(f"{d.id:<34} {d.holder:<20} {d.rows:>10} {d.quality_score:>7.3f}  {d.title}")
     click.echo(f"\n{'VIEW':<34} {'TABLES':<31}  TITLE")
     for v in sorted(cat.views.values(), key=lambda v: v.id):
-        click.echo(f"{v.id:<34} {','.join(v.tables):<31}  {v.title}")
+        tables = ",".join(v.tables)
+        tables = tables if len(tables) <= 31 else tables[:28] + "..."
+        click.echo(f"{v.id:<34} {tables:<31}  {v.title}")
 
 
 @catalog.command("search")
