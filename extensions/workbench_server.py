@@ -13,6 +13,7 @@ from jupyter_client.provisioning import KernelProvisionerFactory
 
 from workbench.errors import WorkbenchError
 from workbench.sandbox.attribution import AttributingWebsocketConnection
+from workbench.sandbox.kernelmanager import StrictMappingKernelManager
 from workbench.sandbox.kernelspec import StrictKernelSpecManager, require_installed
 from workbench.sandbox.provisioner import PROVISIONER_NAME
 
@@ -25,6 +26,8 @@ def check_hardening(serverapp) -> None:
     """Raise WorkbenchError naming the first setting that leaves a hole open."""
     if not isinstance(serverapp.kernel_spec_manager, StrictKernelSpecManager):
         raise WorkbenchError("ServerApp.kernel_spec_manager_class must be StrictKernelSpecManager")
+    if not isinstance(serverapp.kernel_manager, StrictMappingKernelManager):
+        raise WorkbenchError("ServerApp.kernel_manager_class must be StrictMappingKernelManager")
     ws_class = serverapp.web_app.settings.get("kernel_websocket_connection_class")
     if not (isinstance(ws_class, type) and issubclass(ws_class, AttributingWebsocketConnection)):
         raise WorkbenchError("ServerApp.kernel_websocket_connection_class must be "

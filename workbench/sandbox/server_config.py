@@ -35,11 +35,13 @@ def configure(c, *, study: str | None = None, data_dir: str | None = None,
     if str(EXTENSIONS_DIR) not in sys.path:  # extensions/ holds the server extension module
         sys.path.insert(0, str(EXTENSIONS_DIR))
     c.ServerApp.kernel_spec_manager_class = "workbench.sandbox.kernelspec.StrictKernelSpecManager"
+    c.ServerApp.kernel_manager_class = "workbench.sandbox.kernelmanager.StrictMappingKernelManager"
     c.ServerApp.kernel_websocket_connection_class = (
         "workbench.sandbox.attribution.AttributingWebsocketConnection")
-    extensions = dict(c.ServerApp.jpserver_extensions or {})
-    extensions[SERVER_EXTENSION] = True
-    c.ServerApp.jpserver_extensions = extensions
+    # .update works on a dict set earlier and on traitlets' lazy value when nothing was set;
+    # Voila's server-extension mode is off: reviewers use standalone Voila as a hub service
+    c.ServerApp.jpserver_extensions.update({SERVER_EXTENSION: True,
+                                            "voila.server_extension": False})
     c.ServerApp.reraise_server_extension_failures = True  # a failed hardening check stops it
     c.ServerApp.terminals_enabled = False
     c.KernelProvisionerFactory.default_provisioner_name = PROVISIONER_NAME
