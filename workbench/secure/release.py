@@ -159,7 +159,10 @@ def release_moments(op, spec, v, t: Thresholds) -> dict:
 
 
 def _json_floats(a) -> list:
-    return [None if not np.isfinite(x) else float(x) for x in np.asarray(a, dtype=float)]
+    a = np.asarray(a, dtype=float)
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()
 
 
 def _survival_arrays(spec, v):

@@ -22,12 +22,17 @@ class KaplanMeierResult:
         self.n = group["n"]
         self.truncated_after = group.get("truncated_after")
         times = np.asarray(group["times"], dtype=float)
+        entrance = np.zeros(len(times), dtype=np.int64)
+        entrance[:1] = group["n"]
+
+        def column(name, dtype=float):
+            return np.array([np.nan if v is None else v for v in group.get(name, [])]
+                            if dtype is float else group.get(name, []), dtype=dtype)
+
         table = pd.DataFrame({
-            "removed": group.get("removed", []), "observed": group.get("observed", []),
-            "censored": group.get("censored", []),
-            "entrance": [group["n"]] + [0] * (len(times) - 1) if len(times) else [],
-            "at_risk": group.get("at_risk", [])},
-            index=pd.Index(times, name="event_at"))
+            "removed": column("removed"), "observed": column("observed", np.int64),
+            "censored": column("censored"), "entrance": entrance,
+            "at_risk": column("at_risk", np.int64)}, index=pd.Index(times, name="event_at"))
         self.event_table = table
         self.timeline = times
         survival, lower, upper = stats.kaplan_meier(table["at_risk"].to_numpy(),

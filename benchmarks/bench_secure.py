@@ -1,0 +1,185 @@
+"""Secure computation benchmarks (issue 6): 3 holders, a synthetic cohort on 1,826 daily bins.
+
+Every ratio is against a baseline timed in the same run: lifelines on the pooled plaintext rows,
+or the HE floor (the holders' public-key encryptions plus one decryption at the same parameters).
+Holders run in sequence in one process (the reported times are the sum over holders); the key
+holder runs in-process (its socket adds one round trip per decryption, timed separately).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import pandas as pd
+
+BINS = 1826
+HOLDERS = ("hospital", "insurer", "pharma")
+
+
+def cohort(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    hazard = np.exp(x @ np.array([0.3, -0.2, 0.1, 0.0, 0.25]))
+    t = rng.exponential(900 / hazard)
+    c = rng.uniform(0, BINS * 1.3, n)
+    days = np.minimum(np.minimum(t, c), BINS - 1).astype(int)
+    df = pd.DataFrame(x, columns=[f"x{i}" for i in range(5)])
+    df["days"] = days
+    df["event"] = ((t <= c) & (t < BINS - 1)).astype(int)
+    df["arm"] = rng.integers(0, 2, n)
+    df["cost"] = rng.gamma(2.0, 500.0, n)
+    df.loc[0, "days"] = BINS - 1  # the grid always spans 1,826 daily bins
+    return df
+
+
+def split(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return {h: df.iloc[i::len(HOLDERS)] for i, h in enumerate(HOLDERS)}
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    out, times = None, []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def _floor(keys, secret, per_scheme: dict[str, int], repeat: int = 7) -> float:
+    """Public-key encryption of the same number of ciphertexts by each holder + one decryption."""
+    import tenseal as ts
+
+    slots = {"bfv": 4096, "ckks": 4096}
+    vec = {"bfv": list(range(slots["bfv"])), "ckks": [0.5] * slots["ckks"]}
+    make = {"bfv": ts.bfv_vector, "ckks": ts.ckks_vector}
+
+    def once():
+        for scheme, count in per_scheme.items():
+            for _ in range(len(HOLDERS) * count):
+                ct = make[scheme](keys.context(scheme), vec[scheme])
+            for _ in range(count):
+                ct.decrypt(secret.context(scheme).secret_key())
+
+    return timed(once, repeat)[0]
+
+
+def _crypto(fed, kind: str, spec: dict, repeat: int = 7) -> tuple[float, dict]:
+    """The HE part of one round: holders encrypt + serialize, aggregator deserializes and adds,
+    key holder deserializes, decrypts and applies the release policy (binning excluded)."""
+    from workbench.secure import ops
+    from workbench.secure.nodes import Encrypted, encrypt_vector
+
+    coord = fed.coordinator
+    vectors = {h.name: ops.holder_vectors(kind, spec, h.frame) for h in coord.holders}
+    op = {"survival": "kaplan_meier", "moments": "mean"}[kind]
+
+    def once():
+        parts = []
+        for name, vec in vectors.items():
+            blobs, per = [], {}
+            for scheme in ("bfv", "ckks"):
+                enc = encrypt_vector(coord.keys, scheme, vec[scheme])
+                blobs += enc
+                per[scheme] = len(enc)
+            parts.append(Encrypted(kind, coord.keys.fingerprint, blobs, per, [name]))
+        pooled = coord.aggregator.combine(parts)
+        coord.keyholder.handle({"type": "decrypt-release", "kind": kind, "op": op, "spec": spec,
+                                "thresholds": coord.thresholds,
+                                "contributors": pooled.contributors,
+                                "fingerprint": pooled.fingerprint}, pooled.blobs)
+        return pooled.per_scheme, {p.contributors[0]: p.nbytes for p in parts}
+
+    seconds, (per_scheme, nbytes) = timed(once, repeat)
+    return seconds, {"per_scheme": per_scheme, "bytes": nbytes}
+
+
+def run(full: bool) -> list[dict]:
+    from lifelines import CoxPHFitter, KaplanMeierFitter
+    from lifelines.statistics import logrank_test
+
+    from workbench.secure import Federation
+
+    rows = []
+    sizes = [10_000, 100_000, 1_000_000] if full else [2_000, 10_000]
+    km_goals = {10_000: 1.0, 100_000: 0.5, 1_000_000: 0.2}
+    common = {"holders": 3, "bins": BINS, "holders_ran": "in sequence (one process)",
+              "params": "BFV N=4096 t=1073750017 (counts); CKKS N=8192 [60,40,60] scale 2^40"}
+    for n in sizes:
+        df = cohort(n)
+        fed = Federation(split(df), min_cell_count=10)
+        repeat = 5 if n < 1_000_000 else 3
+        he, km = timed(lambda fed=fed: fed.kaplan_meier("days", "event"), repeat)
+        base, kmf = timed(lambda df=df: KaplanMeierFitter().fit(df["days"], df["event"]), repeat)
+        mine = km.survival_function_["KM_estimate"]
+        err = float(np.abs(kmf.survival_function_["KM_estimate"].reindex(mine.index)
+                           - mine).max())
+        rows.append({"name": f"KM end-to-end / lifelines KaplanMeierFitter, n={n:.0e}",
+                     "ratio": he / base, "goal": km_goals.get(n), "he_ms": he * 1e3,
+                     "lifelines_ms": base * 1e3, "max_abs_dS": err, **common})
+        if n == sizes[-1] or n == 100_000:
+            spec = fed.coordinator._time_grid("days", 1.0) | {"event_col": "event", "by": []}
+            crypto, info = _crypto(fed, "survival", spec)
+            keys = fed.coordinator.keys
+            secret = fed.coordinator.keyholder.keys
+            floor = _floor(keys, secret, info["per_scheme"])
+            rows.append({"name": f"KM crypto cost per curve / its floor, n={n:.0e}",
+                         "ratio": crypto / floor, "goal": 2.0, "crypto_ms": crypto * 1e3,
+                         "floor_ms": floor * 1e3, "ciphertexts": info["per_scheme"], **common})
+            per_holder = max(info["bytes"].values())
+            rows.append({"name": "KM bytes sent per holder per curve / 90 KB",
+                         "ratio": per_holder / (90 * 1024), "goal": 1.0,
+                         "bytes": per_holder, **common})
+            mean_fed = Federation(split(df), min_cell_count=10)
+            spec_m = {"by": [], "column": "cost", "dominance_n": 2}
+            agg, info_m = _crypto(mean_fed, "moments", spec_m)
+            floor_m = _floor(mean_fed.coordinator.keys, mean_fed.coordinator.keyholder.keys,
+                             info_m["per_scheme"])
+            he_mean = mean_fed.mean("cost")
+            rel = abs(he_mean - df["cost"].mean()) / abs(df["cost"].mean())
+            he_var = mean_fed.var("cost")
+            rel_var = abs(he_var - df["cost"].var()) / df["cost"].var()
+            rows.append({"name": f"secure aggregation round (mean) / its floor, n={n:.0e}",
+                         "ratio": agg / floor_m, "goal": 2.0, "round_ms": agg * 1e3,
+                         "floor_ms": floor_m * 1e3, "mean_rel_error": rel,
+                         "var_rel_error": rel_var, "ciphertexts": info_m["per_scheme"],
+                         **common})
+    # log-rank at 1e5 (quick: 1e4)
+    n = 100_000 if full else 10_000
+    df = cohort(n, seed=1)
+    fed = Federation(split(df), min_cell_count=10)
+    he, lr = timed(lambda: fed.logrank_test("days", "event", "arm"), 5)
+    a, b = df[df["arm"] == 0], df[df["arm"] == 1]
+    base, ref = timed(lambda: logrank_test(a["days"], b["days"], a["event"], b["event"]), 5)
+    rows.append({"name": f"log-rank / lifelines logrank_test, n={n:.0e}", "ratio": he / base,
+                 "goal": 0.8 if n == 100_000 else None, "he_ms": he * 1e3,
+                 "lifelines_ms": base * 1e3,
+                 "chi2_abs_error": abs(lr.test_statistic - ref.test_statistic), **common})
+    # Cox d=5
+    covariates = [f"x{i}" for i in range(5)]
+    cox_goals = {100_000: 3.0, 1_000_000: 0.3}
+    for n in ([100_000, 1_000_000] if full else [10_000]):
+        df = cohort(n, seed=2)
+        fed = Federation(split(df), min_cell_count=10)
+        repeat = 1 if n >= 1_000_000 else 2
+        he, fit = timed(lambda fed=fed: fed.cox_ph("days", "event", covariates), repeat)
+        data = df[covariates + ["days", "event"]]
+        base, cph = timed(lambda data=data: CoxPHFitter().fit(data, "days", "event"), repeat)
+        ref = CoxPHFitter().fit(data, "days", "event", fit_options={"precision": 1e-12})
+        rows.append({"name": f"Cox d=5 (Efron) / lifelines CoxPHFitter, n={n:.0e}",
+                     "ratio": he / base, "goal": cox_goals.get(n), "he_s": he,
+                     "lifelines_s": base, "rounds": fed.coordinator.log and
+                     len(fed.coordinator.log), "newton_iterations": fit.iterations,
+                     "max_abs_beta_diff_vs_lifelines_exact": float(
+                         np.abs(fit.params_ - ref.params_).max()),
+                     "ciphertexts_per_holder_per_round": fed.coordinator.log[0]["per_scheme"],
+                     **common})
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    for row in run(full="--full" in sys.argv):
+        print(row)
