@@ -231,11 +231,16 @@ def make_app(state: GatewayState, study: str, kernel_uid: int) -> web.Applicatio
         fields = {"study": study, "view": view_id, "view_version": result.version,
                   "rows": result.rows, "columns": list(result.columns), "status": "ok",
                   "format": "arrow", "request_id": uuid.uuid4().hex, **_claims(request)}
-        record_id = await state.provenance.append_async("view-read", fields)
+        # serialise while the collector makes the record durable; nothing is sent before both
+        # the provenance ack and the ledger entry exist (fail closed)
+        encoding = loop.run_in_executor(None, _arrow_bytes, result.table)
+        try:
+            record_id = await state.provenance.append_async("view-read", fields)
+        finally:
+            body = await encoding
         await loop.run_in_executor(None, lambda: state.ledger.record(
             study=study, kind="view-read", view=view_id, rows_by_holder=result.rows_by_holder,
             record_id=record_id))
-        body = await loop.run_in_executor(None, _arrow_bytes, result.table)
         return web.Response(body=body, content_type=ARROW_TYPE, headers={
             "X-Workbench-Rows": str(result.rows), "X-Workbench-View-Version": result.version,
             "X-Workbench-Record": record_id})

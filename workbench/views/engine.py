@@ -66,7 +66,8 @@ class ViewEngine:
 
         self.space = space
         self.catalog = catalog or Catalog.load(space)
-        self._key = rekey_key if rekey_key is not None else study_rekey_key(space)
+        self._study_keys = protect.StudyKeys(
+            rekey_key if rekey_key is not None else study_rekey_key(space))
         self._con = duckdb.connect(":memory:", config=dict(_LOCKED_CONFIG))
         self.tables = self._load_tables()
         self._lock()
@@ -200,18 +201,19 @@ class ViewEngine:
             select.append(f"{_quote(view.person_column)} AS {_PERSON}")
         where = f" WHERE ({view.row_filter})" if view.row_filter else ""
         sql = f"SELECT {', '.join(select)} FROM ({view.sql}) AS v{where}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         cursor = self._con.cursor()  # one per call: reads may run in parallel threads
         try:
-            if limit is not None:
+            table = cursor.sql(sql).to_arrow_table()
+            total = table.num_rows
+            if limit is not None and total == limit and limit < view.min_rows:
+                # a limit below min_rows must not hide that the whole view is too small
                 count = f"SELECT count(*) FROM ({view.sql}) AS v{where}"
                 total = cursor.sql(count).fetchall()[0][0]
-                self._min_rows(view, total)
-                sql += f" LIMIT {int(limit)}"
-            table = cursor.sql(sql).to_arrow_table()
         finally:
             cursor.close()
-        if limit is None:
-            self._min_rows(view, table.num_rows)
+        self._min_rows(view, total)
         return table
 
     @staticmethod
@@ -237,13 +239,13 @@ class ViewEngine:
         table = self._query(view, chosen, limit)
         rows_by_holder = self._per_holder(table)
         out = {}
-        offsets = None
-        if view.date_policy == "shift" and view.person_column:
-            offsets = protect.shift_offsets(self._key, study, table[_PERSON])
+        pseudonyms = offsets = None
+        if view.person_column:
+            pseudonyms, offsets = self._study_keys.lookup(study, table[_PERSON])
         for name in chosen:
             column = table[name]
             if name == view.person_column:
-                column = protect.rekey(self._key, study, column)
+                column = pseudonyms
             elif name in view.date_columns and view.date_policy == "shift":
                 column = protect.shift_dates(column, offsets)
             elif name in view.date_columns and view.date_policy in _COARSEN_UNIT:
@@ -262,19 +264,20 @@ class ViewEngine:
         table = self._query(view, chosen, None)
         frame = table.drop_columns([c for c in (_PERSON,) if c in table.column_names]).to_pandas()
         if view.person_column in chosen:
-            frame[view.person_column] = protect.rekey(
-                self._key, study, table[view.person_column]).to_numpy(zero_copy_only=False)
+            pseudonyms, _ = self._study_keys.lookup(study, table[view.person_column])
+            frame[view.person_column] = pseudonyms.to_numpy(zero_copy_only=False)
         return {holder: part.drop(columns=[_HOLDER]).reset_index(drop=True)
                 for holder, part in frame.groupby(_HOLDER, sort=True)}
 
-    def unprotected_frame(self, view_id: str) -> pd.DataFrame:
-        """The view's rows straight from DuckDB into pandas, with no protection applied: only the
-        in-process baseline of benchmarks/bench_gateway.py uses it."""
+    def unprotected_frame(self, view_id: str, columns: tuple[str, ...]) -> pd.DataFrame:
+        """The view's columns straight from DuckDB into pandas, with no protection applied: only
+        the in-process baseline of benchmarks/bench_gateway.py uses it."""
         view = self.view(view_id)
         where = f" WHERE ({view.row_filter})" if view.row_filter else ""
+        select = ", ".join(_quote(c) for c in columns)
         cursor = self._con.cursor()
         try:
-            return cursor.sql(f"SELECT * FROM ({view.sql}) AS v{where}").df()
+            return cursor.sql(f"SELECT {select} FROM ({view.sql}) AS v{where}").df()
         finally:
             cursor.close()
 

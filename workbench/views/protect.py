@@ -1,45 +1,60 @@
 """What happens to a view's rows before they leave the gateway: per-study pseudonyms and date
-shifting or coarsening. Vectorised over Arrow; each distinct person is keyed once."""
+shifting or coarsening. Vectorised over Arrow; each distinct person is keyed once per study and
+remembered, so repeated reads cost a dictionary lookup per distinct person."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench.space.linkage import study_pseudonyms
 
 MAX_SHIFT_DAYS = 182  # offsets are in [-182, 182]: within a year, enough to hide exact dates
-
-
-def rekey(key: bytes, study: str, persons: pa.ChunkedArray) -> pa.Array:
-    """Per-study pseudonyms (``workbench.space.linkage``): stable in a study, unlinkable across."""
-    values = persons.to_numpy(zero_copy_only=False)
-    return pa.array(study_pseudonyms(key, study, values), type=pa.string())
+_SPAN = 2 * MAX_SHIFT_DAYS + 1
 
 
 def _shift_key(key: bytes, study: str) -> bytes:
     return hmac.digest(key, b"workbench-date-shift:" + study.encode(), "sha256")
 
 
-def shift_offsets(key: bytes, study: str, persons: pa.ChunkedArray) -> pa.Array:
-    """Days to add to every date of a person in a study: deterministic per (study, person), so
-    intervals between a person's dates survive; null for a row without a person."""
-    shift_key = _shift_key(key, study)
-    values = persons.to_numpy(zero_copy_only=False)
-    present = ~pc.is_null(persons).to_numpy(zero_copy_only=False)
-    out = np.zeros(len(values), dtype=np.int32)
-    if present.any():
-        uniques, inverse = np.unique(values[present].astype(str), return_inverse=True)
-        span = 2 * MAX_SHIFT_DAYS + 1
-        offsets = np.array([
-            int.from_bytes(hmac.digest(shift_key, u.encode(), hashlib.sha256)[:4], "big") % span
-            - MAX_SHIFT_DAYS for u in uniques], dtype=np.int32)
-        out[present] = offsets[inverse]
-    return pa.array(out, mask=~present)
+def _offset(shift_key: bytes, person: str) -> int:
+    digest = hmac.digest(shift_key, person.encode(), hashlib.sha256)
+    return int.from_bytes(digest[:4], "big") % _SPAN - MAX_SHIFT_DAYS
+
+
+class StudyKeys:
+    """Per-study pseudonyms (``workbench.space.linkage.study_pseudonyms``: stable in a study,
+    unlinkable across studies) and per-(study, person) date offsets, memoised per study."""
+
+    def __init__(self, key: bytes):
+        self._key = key
+        self._memo: dict[str, dict[str, tuple[str, int]]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, study: str, persons: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
+        """(pseudonyms, day offsets) row by row; null for a row without a person."""
+        if isinstance(persons, pa.ChunkedArray):
+            persons = persons.combine_chunks()
+        encoded = pc.dictionary_encode(persons.cast(pa.string()))
+        uniques = encoded.dictionary.to_pylist()
+        with self._lock:
+            memo = self._memo.setdefault(study, {})
+            missing = [u for u in uniques if u not in memo]
+        if missing:
+            pseudonyms = study_pseudonyms(self._key, study, missing)
+            shift_key = _shift_key(self._key, study)
+            computed = {u: (str(p), _offset(shift_key, u))
+                        for u, p in zip(missing, pseudonyms, strict=True)}
+            with self._lock:
+                memo.update(computed)
+        pairs = [memo[u] for u in uniques]
+        names = pa.array([p[0] for p in pairs], pa.string())
+        offsets = pa.array([p[1] for p in pairs], pa.int32())
+        return pc.take(names, encoded.indices), pc.take(offsets, encoded.indices)
 
 
 def shift_dates(column: pa.ChunkedArray, offsets: pa.Array) -> pa.Array:
