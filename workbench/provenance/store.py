@@ -229,10 +229,12 @@ class PostgresStore(Store):
         return (row[0], bytes(row[1])) if row else (0, None)
 
     def append(self, rows: list[Row]) -> None:
+        insert = f"INSERT INTO {self.schema}.records (seq, prev, hash, body) VALUES (%s, %s, %s, %s)"
+        if len(rows) == 1:  # one statement in autocommit: atomic, and one round trip fewer
+            self._db.execute(insert, rows[0])
+            return
         with self._db.transaction(), self._db.cursor() as cursor:
-            cursor.executemany(
-                f"INSERT INTO {self.schema}.records (seq, prev, hash, body) "
-                "VALUES (%s, %s, %s, %s)", rows)
+            cursor.executemany(insert, rows)
 
     def rows(self, start: int = 1) -> Iterator[Row]:
         with self._db.transaction(), self._db.cursor(name="provenance_rows") as cursor:
