@@ -229,7 +229,8 @@ class PostgresStore(Store):
         return (row[0], bytes(row[1])) if row else (0, None)
 
     def append(self, rows: list[Row]) -> None:
-        insert = f"INSERT INTO {self.schema}.records (seq, prev, hash, body) VALUES (%s, %s, %s, %s)"
+        insert = (f"INSERT INTO {self.schema}.records (seq, prev, hash, body) "
+                  "VALUES (%s, %s, %s, %s)")
         if len(rows) == 1:  # one statement in autocommit: atomic, and one round trip fewer
             self._db.execute(insert, rows[0])
             return
