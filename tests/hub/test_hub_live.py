@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 
@@ -74,3 +75,48 @@ def test_reviewer_cannot_reach_researcher_server(live_hub):
     response = httpx.get(_server_url(live_hub, "api/status"), headers=headers, timeout=30,
                          follow_redirects=False)
     assert response.status_code in (302, 403)
+
+
+def _login(live_hub, user: str, password: str) -> httpx.Response:
+    with httpx.Client(base_url=live_hub.url, timeout=60) as client:
+        client.get("/hub/login")
+        xsrf = client.cookies.get("_xsrf")
+        return client.post("/hub/login", data={"username": user, "password": password,
+                                               "_xsrf": xsrf}, follow_redirects=False)
+
+
+def test_login_with_password_is_recorded(live_hub, records):
+    assert "$2b$" not in live_hub.passwords["alice"]  # a password, not a hash
+    ok = _login(live_hub, "alice", live_hub.passwords["alice"])
+    assert ok.status_code == 302, live_hub.output()
+    assert "jupyterhub-session-id" in ok.headers.get("set-cookie", "")
+    bad = _login(live_hub, "alice", "not-her-password")
+    assert bad.status_code != 302
+    logins = [r["fields"] for r in records(live_hub.space) if r.get("kind") == "login"]
+    assert {"user": "alice", "event": "login"}.items() <= logins[-2].items()
+    assert {"user": "alice", "event": "failed"}.items() <= logins[-1].items()
+    stored = json.dumps(logins)
+    assert live_hub.passwords["alice"] not in stored and "not-her-password" not in stored
+
+
+def test_passwords_are_stored_hashed_only(live_hub):
+    database = (live_hub.space.root / "hub" / "state" / "jupyterhub.sqlite").read_bytes()
+    for password in live_hub.passwords.values():
+        assert password.encode() not in database
+    assert database.count(b"$2b$") >= len(live_hub.passwords)
+
+
+def test_without_the_collector_no_login_and_no_server(live_hub):
+    """Fail closed: runs last in this module, then brings the collector back."""
+    from workbench.provenance.service import start_collector
+
+    live_hub.stop_server("alice", "cml-tki")
+    live_hub.collector.stop()
+    try:
+        refused = _login(live_hub, "alice", live_hub.passwords["alice"])
+        assert refused.status_code != 302
+        spawn = live_hub.spawn("alice", "cml-tki")
+        assert spawn.status_code == 503, spawn.text
+        assert "provenance collector" in spawn.json()["message"]
+    finally:
+        live_hub.collector = start_collector(live_hub.space)

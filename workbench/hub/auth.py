@@ -8,14 +8,58 @@ A login is refused when it cannot be recorded (fail closed). Failed attempts are
 from __future__ import annotations
 
 from nativeauthenticator import NativeAuthenticator
+from nativeauthenticator.handlers import LoginHandler as NativeLoginHandler
+from tornado.escape import url_escape
+from tornado.httputil import url_concat
 from traitlets import Unicode
 
 from workbench.errors import WorkbenchError
 from workbench.paths import Space
 
 
+class LoginHandler(NativeLoginHandler):
+    """NativeAuthenticator 1.3's login page, ported to JupyterHub 6 (its own handler uses the
+    removed ``statsd`` and breaks the hub's error rendering)."""
+
+    def _render(self, login_error=None, username=None, sync=False, **_ignored):
+        return self.render_template(
+            "native-login.html",
+            sync=sync,
+            next=url_escape(self.get_argument("next", default="")),
+            username=username,
+            login_error=login_error,
+            custom_html=self.authenticator.custom_html,
+            login_url=self.settings["login_url"],
+            enable_signup=self.authenticator.enable_signup,
+            two_factor_auth=self.authenticator.allow_2fa,
+            xsrf=self.xsrf_token.decode("ascii"),
+            authenticator_login_url=url_concat(
+                self.authenticator.login_url(self.hub.base_url),
+                {"next": self.get_argument("next", "")},
+            ),
+        )
+
+    async def post(self):
+        data = {arg: self.get_argument(arg, strip=arg == "username")
+                for arg in self.request.body_arguments if arg != "_xsrf"}
+        user = await self.login_user(data)
+        if user:
+            self._jupyterhub_user = user
+            self.redirect(self.get_next_url(user))
+            return
+        self.set_status(403)
+        # one message for every failure: it must not tell which user names exist
+        self.finish(await self._render(login_error="Invalid username or password, or the "
+                                                   "account awaits an admin's approval.",
+                                       username=data.get("username", "")[:32]))
+
+
 class WorkbenchAuthenticator(NativeAuthenticator):
     data_dir = Unicode(config=True, help="The data space whose collector records logins.")
+
+    def get_handlers(self, app):
+        return [(path, LoginHandler if path == r"/login" else handler)
+                for path, handler in super().get_handlers(app)]
 
     async def _record(self, fields: dict) -> None:
         from workbench.provenance.client import ProvenanceClient
