@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -89,3 +91,20 @@ def test_cohort_sizes_follow_the_stated_shares():
 def test_bad_arguments_are_user_errors(args):
     with pytest.raises(WorkbenchUserError):
         next(iter(generate_chunks(*args)))
+
+
+def _traced_peak(n_patients: int, chunk_size: int) -> int:
+    tracemalloc.start()
+    try:
+        rows = 0
+        for chunk in generate_chunks(n_patients, 2, chunk_size=chunk_size):
+            rows += chunk.rows
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_is_bounded_by_the_chunk_not_the_population():
+    """Streaming: four times the patients in the same chunk size needs about the same peak."""
+    small, large = _traced_peak(10_000, 5_000), _traced_peak(40_000, 5_000)
+    assert large < 1.3 * small, (small, large)
