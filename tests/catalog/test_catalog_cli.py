@@ -93,3 +93,19 @@ def test_commands_outside_a_space_say_how_to_build_one(open_tmp):
     result = CliRunner().invoke(cli, ["catalog", "list", "--data-dir", str(open_tmp)])
     assert isinstance(result.exception, WorkbenchUserError)
     assert "workbench init" in str(result.exception)
+
+
+def test_dcat_export_is_valid_json_ld(built_space, catalog):
+    """Parsed as RDF, the export holds one dcat:Dataset per dataset, with its quality value."""
+    from rdflib import Graph, Literal, Namespace
+    from rdflib.namespace import DCAT, DCTERMS, RDF
+
+    graph = Graph().parse(data=run(built_space, "export").output, format="json-ld")
+    datasets = set(graph.subjects(RDF.type, DCAT.Dataset))
+    assert len(datasets) == len(catalog.datasets)
+    assert len(set(graph.subjects(RDF.type, DCAT.DataService))) == len(catalog.views)
+    dqv = Namespace("http://www.w3.org/ns/dqv#")
+    (subject,) = graph.subjects(DCTERMS.identifier, Literal("gbsg.gbsg2"))
+    measurement = graph.value(subject, dqv.hasQualityMeasurement)
+    score = graph.value(measurement, dqv.value).toPython()
+    assert score == catalog.datasets["gbsg.gbsg2"].quality_score

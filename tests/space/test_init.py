@@ -2,6 +2,9 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -210,3 +213,48 @@ def test_a_file_in_the_way_is_refused(open_tmp):
     with pytest.raises(WorkbenchUserError, match="not a directory"):
         build.init_space(open_tmp / "file", patients=0, echo=lambda _l: None)
     assert os.listdir(open_tmp) == ["file"]
+
+
+def _dead_pid():
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_leftovers_of_killed_builds_are_cleaned_up(open_tmp):
+    pid = _dead_pid()
+    stale = open_tmp / f".space.building-{pid}-abc123"
+    (stale / "holders").mkdir(parents=True)
+    live = open_tmp / f".space.building-{os.getpid()}-def456"  # a build still running
+    live.mkdir()
+    build.init_space(open_tmp / "space", patients=0, echo=lambda _l: None)
+    assert not stale.exists() and live.exists()
+
+
+def test_a_space_renamed_away_by_a_killed_forced_build_is_put_back(open_tmp):
+    old = open_tmp / f".space.old-{_dead_pid()}-abc123"
+    (old / "space").mkdir(parents=True)
+    (old / "space" / "marker").write_text("the previous space")
+    with pytest.raises(WorkbenchUserError, match="not empty"):
+        build.init_space(open_tmp / "space", patients=0, echo=lambda _l: None)
+    assert (open_tmp / "space" / "marker").is_file() and not old.exists()
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_build_leaves_nothing(open_tmp):
+    target = open_tmp / "space"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from workbench.cli import main; main()", "init", "--data-dir",
+         str(target), "--patients", "200000", "--chunk-size", "20000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:
+            if "chunk 1/" in line:
+                break
+        assert any(".building-" in p.name for p in open_tmp.iterdir())
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert not target.exists() and not _leftovers(open_tmp)

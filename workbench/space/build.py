@@ -48,9 +48,12 @@ def init_space(data_dir: str | os.PathLike | None, patients: int = 10_000, seed:
     target = Space.at(data_dir).root
     if patients < 0:
         raise WorkbenchUserError("--patients must be 0 or more", reason="bad-option")
+    if target.parent.is_dir():
+        _recover_from_killed_builds(target)
     _refuse_non_empty(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
-    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-{os.getpid()}-",
+                                  dir=target.parent))
     started = time.perf_counter()
     try:
         _build(Space(aside), patients, seed, echo, chunk_size)
@@ -75,12 +78,37 @@ def _refuse_non_empty(target: Path, force: bool) -> None:
         )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover_from_killed_builds(target: Path) -> None:
+    """A build killed hard (SIGKILL, power loss) leaves its aside directory behind, and one
+    killed between the two renames of --force leaves the old space renamed away: delete the
+    former, put the latter back when nothing took its place."""
+    for kind in ("building", "old"):
+        for path in sorted(target.parent.glob(f".{target.name}.{kind}-*-*")):
+            pid = path.name.removeprefix(f".{target.name}.{kind}-").split("-")[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            if kind == "old" and (path / "space").is_dir() and not target.exists():
+                os.rename(path / "space", target)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _swap_into_place(aside: Path, target: Path, force: bool) -> None:
     """rename(2) replaces an empty directory atomically; a non-empty one (only with --force) is
     first renamed away and deleted once the new space is in place."""
     if target.is_dir() and any(target.iterdir()):
         assert force
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-",
+                                   dir=target.parent))
         os.rename(target, old / "space")
         try:
             os.rename(aside, target)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from workbench.paths import ENV_VAR
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)
 
 
 @click.command("init")
@@ -21,8 +27,13 @@ def init(data_dir: str | None, patients: int, seed: int, chunk_size: int, force:
     """Build a data space: holders' stores, catalog, keys. Built aside, then renamed into place."""
     from workbench.space.build import init_space
 
-    init_space(data_dir, patients=patients, seed=seed, force=force, chunk_size=chunk_size,
-               echo=click.echo)
+    # SIGTERM unwinds like Ctrl-C, so the half-built aside directory is removed
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        init_space(data_dir, patients=patients, seed=seed, force=force, chunk_size=chunk_size,
+                   echo=click.echo)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 commands = [init]
