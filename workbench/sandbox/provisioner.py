@@ -30,6 +30,7 @@ from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
 from workbench.sandbox.proxy import AuditProxy
+from workbench.sandbox.recorder import CollectorRecorder
 
 PROVISIONER_NAME = "workbench-sandbox"
 STUDY_ID = re.compile(r"^[a-z][a-z0-9-]{0,28}[a-z0-9]$|^[a-z]$")
@@ -42,19 +43,6 @@ def check_study_id(study: str) -> str:
             "with a letter (set WORKBENCH_STUDY or c.SandboxProvisioner.study).",
             reason="bad-study-id")
     return study
-
-
-def provenance_recorder(space: Space):
-    """The collector client the proxy writes through (imported late: the sandbox must load
-    even where the collector package is being upgraded, and then refuses every cell)."""
-    from workbench.provenance.client import ProvenanceClient
-
-    client = ProvenanceClient(space.collector_socket)
-
-    async def record(kind: str, fields: dict[str, Any]) -> Any:
-        return await client.append_async(kind, fields)
-
-    return record
 
 
 def prepare_workspace(space: Space, study: str, kernel_uid: int | None) -> Path:
@@ -138,7 +126,7 @@ class SandboxProvisioner(LocalProvisioner):
         context = {"study": study, "kernel_id": self.kernel_id,
                    "notebook_path": server_env.get("JPY_SESSION_NAME") or None}
         if self._recorder is None:
-            self._recorder = provenance_recorder(space)
+            self._recorder = CollectorRecorder(space.collector_socket)
         # Fail closed: a kernel whose start cannot be recorded does not start.
         await self._recorder("kernel-lifecycle", {
             "study": study, "kernel_id": self.kernel_id, "user": self.run_user,
@@ -190,6 +178,9 @@ class SandboxProvisioner(LocalProvisioner):
                     "user": self.run_user, "event": "shutdown", "status": "ok"})
             except Exception as exc:
                 self.log.error("kernel %s: cleanup not recorded: %s", self.kernel_id, exc)
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
         if self._base is not None:
             shutil.rmtree(self._base, ignore_errors=True)
             self._base = None

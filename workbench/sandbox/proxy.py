@@ -48,7 +48,11 @@ _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
 
 class Recorder(Protocol):
-    async def __call__(self, kind: str, fields: dict[str, Any]) -> Any: ...
+    """Returns the record id once the collector has it durably; raises otherwise.
+    ``background``: the record gates nothing, so it must not delay gating ones."""
+
+    async def __call__(self, kind: str, fields: dict[str, Any], background: bool = False
+                       ) -> Any: ...
 
 
 def _now() -> str:
@@ -279,7 +283,7 @@ class AuditProxy:
 
     async def _try_record(self, kind: str, record: dict[str, Any]) -> None:
         try:
-            await self.recorder(kind, record)
+            await self.recorder(kind, record, background=True)
         except Exception as exc:
             log.error("audit proxy: could not record a %s (%s): %s", kind, record.get("status"),
                       exc)
