@@ -1,0 +1,94 @@
+"""WorkspaceContentsManager: no read or write through a path whose real path leaves the root."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tornado.web import HTTPError
+
+from workbench.hub.contents import WorkspaceContentsManager
+
+MODEL = {"type": "file", "format": "text", "content": "overwritten"}
+
+
+@pytest.fixture
+def layout(tmp_path):
+    workspace, outside = tmp_path / "workspace", tmp_path / "outside"
+    workspace.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    (workspace / "inside.txt").write_text("inside")
+    (workspace / "sub").mkdir()
+    manager = WorkspaceContentsManager(root_dir=str(workspace))
+    return manager, workspace, outside
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.mark.parametrize("link_target", [
+    "{outside}/secret.txt",        # absolute link to a file
+    "../outside/secret.txt",       # relative link climbing out
+    "{outside}/missing.txt",       # dangling link: a write would create the file outside
+    "/etc/passwd",
+])
+def test_links_leaving_the_workspace_are_refused_for_read_and_write(layout, link_target):
+    manager, workspace, outside = layout
+    os.symlink(link_target.format(outside=outside), workspace / "link.txt")
+    for action in (lambda: manager.save(MODEL, "link.txt"), lambda: manager.get("link.txt"),
+                   lambda: manager.rename("link.txt", "renamed.txt")):
+        with pytest.raises(HTTPError) as caught:
+            _run(action())
+        assert caught.value.status_code == 403
+    assert (outside / "secret.txt").read_text() == "secret"
+    assert not (outside / "missing.txt").exists()
+
+
+def test_a_linked_directory_cannot_be_written_into(layout):
+    manager, workspace, outside = layout
+    os.symlink(outside, workspace / "sub" / "out")
+    with pytest.raises(HTTPError):
+        _run(manager.save(MODEL, "sub/out/new.txt"))
+    with pytest.raises(HTTPError):
+        _run(manager.get("sub/out"))
+    assert not (outside / "new.txt").exists()
+
+
+def test_a_chain_of_links_ending_outside_is_refused(layout):
+    manager, workspace, outside = layout
+    os.symlink(outside / "secret.txt", workspace / "b")
+    os.symlink("b", workspace / "a")
+    with pytest.raises(HTTPError):
+        _run(manager.save(MODEL, "a"))
+    assert (outside / "secret.txt").read_text() == "secret"
+
+
+def test_files_and_links_inside_the_workspace_still_work(layout):
+    manager, workspace, _ = layout
+    os.symlink("inside.txt", workspace / "alias.txt")
+    assert _run(manager.get("alias.txt"))["content"] == "inside"
+    _run(manager.save(MODEL, "sub/new.txt"))
+    assert (workspace / "sub" / "new.txt").read_text() == "overwritten"
+    listing = _run(manager.get(""))
+    assert {item["name"] for item in listing["content"]} >= {"inside.txt", "sub"}
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["..", "sub", "out", "inside.txt", ".", "x"]), min_size=1,
+                max_size=6))
+def test_no_api_path_resolves_outside(layout, parts):
+    manager, workspace, outside = layout
+    if not (workspace / "out").is_symlink():
+        os.symlink(outside, workspace / "out")
+    path = "/".join(parts)
+    try:
+        os_path = manager._get_os_path(path)
+    except HTTPError:
+        return
+    real = os.path.realpath(os_path)
+    assert real == str(workspace.resolve()) or real.startswith(str(workspace.resolve()) + os.sep)
