@@ -132,6 +132,20 @@ def test_failed_cast_does_not_echo_the_value(tmp_path):
     assert secret not in message and "4711" not in message
 
 
+@pytest.mark.parametrize("cast", ["yyyymmdd", "int", "float", "date", "year"])
+def test_every_failing_cast_is_a_named_error_without_the_value(tmp_path, cast):
+    secret = "PATIENT-VALUE-4711"
+    text = GOOD.replace("year_of_birth: {column: born, cast: year}",
+                        f"year_of_birth: {{column: born, cast: [{cast}, int]}}")
+    raw = {**RAW, "patients": RAW["patients"].assign(born=[secret, None])}
+    try:
+        out = harmonise("test", raw, mapping=write(tmp_path, text))
+    except WorkbenchUserError as exc:
+        assert "line 8" in str(exc) and secret not in str(exc) and "4711" not in str(exc)
+    else:  # lenient casts turn what they cannot read into missing values
+        assert out["person"]["year_of_birth"].isna().all()
+
+
 def test_tables_still_identified_are_refused(tmp_path):
     raw = {**RAW, "patients": RAW["patients"].assign(national_id=["1", "2"])}
     with pytest.raises(WorkbenchUserError) as info:

@@ -137,7 +137,7 @@ def apply_block(loaded: LoadedMapping, table: str, index: int, block: Block,
         elif field.name in rules:
             try:
                 arrays.append(_column(frame, rules[field.name], field.type))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            except (pa.ArrowException, TypeError, ValueError) as exc:
                 # Arrow's message can quote a value: report only the kind of failure.
                 kind = type(exc).__name__
                 raise loaded.error((*loc, "columns", field.name),
