@@ -229,3 +229,20 @@ def test_no_provenance_no_data(gateway):
     finally:
         gateway.collector = start_collector(gateway.space)
     assert not refused(gateway, STUDY, 'wb.view("visits")')["refused"]
+
+
+def test_catalog_widget_searches_and_shows_sensitivity(gateway):
+    out = gateway.run_as(STUDY, """
+        box = wb.catalog()
+        search, (choice, detail) = box.children[0], box.children[1].children
+        everything = [value for _, value in choice.options]
+        search.value = "month"
+        found = [value for _, value in choice.options]
+        search.value = ""
+        choice.value = "visits"
+        print(json.dumps({"all": everything, "found": found, "html": detail.value}))
+    """)
+    assert sorted(out["all"]) == ["elderly", "visits", "visits_monthly"]
+    assert out["found"] == ["visits_monthly"]
+    assert "sensitive (wb.secure only)" in out["html"] and "cost" in out["html"]
+    assert "version" in out["html"]
