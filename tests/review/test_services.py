@@ -1,0 +1,96 @@
+"""The hub side of the dashboards: services, roles, Voila's secure defaults, the prelaunch hook."""
+
+from __future__ import annotations
+
+import types
+
+import nbformat
+import pytest
+from tornado.web import HTTPError
+
+from workbench.review import voila_app
+from workbench.review.services import hub_services
+
+
+@pytest.fixture
+def services(review_env):
+    return hub_services(review_env.policy, review_env.space, review_env.policy_file)
+
+
+def test_reviewers_get_only_their_study_service_never_servers(services, review_env):
+    svc, roles = services
+    names = {s["name"] for s in svc}
+    assert names == {"review-cml-tki", "review-lonely", "review-admin", "review-files"}
+    by_name = {r["name"]: r for r in roles}
+    assert by_name["review-cml-tki"]["groups"] == ["cml-tki-reviewers"]
+    assert by_name["review-cml-tki"]["scopes"] == ["access:services!service=review-cml-tki"]
+    assert by_name["review-admin"]["users"] == ["ada"]
+    for role in roles:
+        assert all(s.startswith("access:services!service=") for s in role["scopes"])
+        assert not any("servers" in s for s in role["scopes"])
+    ports = [s["url"].rsplit(":", 1)[1] for s in svc]
+    assert len(set(ports)) == len(ports)
+    assert all(s["url"].startswith("http://127.0.0.1:") for s in svc)
+
+
+def test_study_dashboards_use_the_sandboxed_kernelspec(services):
+    svc, _ = services
+    study = next(s for s in svc if s["name"] == "review-cml-tki")
+    assert study["environment"]["WORKBENCH_STUDY"] == "cml-tki"
+    from pathlib import Path
+
+    spec = Path(study["environment"]["JUPYTER_PATH"]) / "kernels" / "workbench-python"
+    assert (spec / "kernel.json").exists()
+    args = voila_app.argparse.Namespace(
+        notebooks=study["command"][study["command"].index("--notebooks") + 1],
+        data_dir=study["environment"]["WORKBENCH_DATA_DIR"],
+        policy=study["environment"]["WORKBENCH_POLICY"], study="cml-tki",
+        dashboards="release_queue,provenance,results")
+    config = voila_app.build_config(args)
+    from workbench.sandbox.kernelspec import StrictKernelSpecManager
+
+    assert config.Voila.kernel_spec_manager_class is StrictKernelSpecManager
+    assert config.VoilaConfiguration.strip_sources is True
+    assert config.VoilaConfiguration.show_tracebacks is False
+    assert config.Voila.identity_provider_class is voila_app.ServiceIdentityProvider
+    notebooks = sorted(p.name for p in Path(args.notebooks).iterdir())
+    assert notebooks == ["provenance.ipynb", "release_queue.ipynb", "results.ipynb"]
+
+
+def test_voila_defaults_we_rely_on(services):
+    """The secure defaults hold in Voila itself too, and its kernels accept no execute_request."""
+    from voila.app import Voila
+    from voila.configuration import VoilaConfiguration
+
+    assert VoilaConfiguration().strip_sources is True
+    assert VoilaConfiguration().show_tracebacks is False
+    import inspect
+
+    source = inspect.getsource(Voila.init_settings)
+    allowed = source[source.index("allowed_message_types"):].split("]")[0]
+    assert "execute_request" not in allowed and "comm_msg" in allowed
+
+
+def _request(path, user):
+    current = types.SimpleNamespace(username=user) if user else None
+    return types.SimpleNamespace(request=types.SimpleNamespace(path=path), current_user=current)
+
+
+def test_prelaunch_hook_injects_snapshot_and_token_for_reviewers_only(review_env):
+    hook = voila_app.make_prelaunch_hook(review_env.space, str(review_env.policy_file), "cml-tki",
+                                         {"release_queue"}, "workbench-python")
+    nb = nbformat.v4.new_notebook()
+    out = hook(_request("/services/review-cml-tki/voila/render/release_queue.ipynb", "rita"),
+               nb, "/")
+    first = out.cells[0].source
+    assert "load_snapshot(" in first and "token=None" not in first
+    assert out.metadata["kernelspec"]["name"] == "workbench-python"
+    admin = hook(_request("/x/voila/render/release_queue.ipynb", "ada"),
+                 nbformat.v4.new_notebook(), "/")
+    assert "token=None" in admin.cells[0].source  # admins see, never decide
+    with pytest.raises(HTTPError) as other:
+        hook(_request("/x/voila/render/admin_overview.ipynb", "rita"),
+             nbformat.v4.new_notebook(), "/")
+    assert other.value.status_code == 404
+    with pytest.raises(HTTPError):
+        hook(_request("/x/voila/render/release_queue.ipynb", None), nbformat.v4.new_notebook(), "/")

@@ -1,0 +1,145 @@
+"""The hub side of the dashboards: ``hub_services(policy, space)`` -> (services, roles) for
+``c.JupyterHub.services`` and ``c.JupyterHub.load_roles`` (called by workbench.hub.config).
+
+- ``review-<study>``: standalone Voila (workbench.review.voila_app) with the study's release
+  queue, provenance and results; role ``review-<study>`` grants
+  ``access:services!service=review-<study>`` to the group ``<study>-reviewers`` and to admins;
+- ``review-admin``: the admin overview, for the policy's admins;
+- ``review-files``: released files for members and reviewers (the airlock decides per file).
+
+Reviewers get no ``access:servers`` scope anywhere: that would be code execution.
+Ports: ``$WORKBENCH_REVIEW_PORT_BASE`` upwards when set, else free ports, on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from workbench.paths import Space
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "notebooks" / "dashboards"
+STUDY_DASHBOARDS = ("release_queue", "provenance", "results")
+ADMIN_DASHBOARDS = ("admin_overview",)
+FILES_SERVICE = "review-files"
+ADMIN_SERVICE = "review-admin"
+
+
+def service_name(study: str) -> str:
+    return f"review-{study}"
+
+
+def reviewers_group(study: str) -> str:
+    return f"{study}-reviewers"  # the hub's group of a study's reviewers (workbench.hub.roles)
+
+
+def review_root(space: Space) -> Path:
+    return space.root / "review"
+
+
+def _notebook_dir(space: Space, name: str, notebooks: tuple[str, ...]) -> Path:
+    """A root-owned directory holding only the dashboards this service may render."""
+    target = review_root(space) / name / "notebooks"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in (review_root(space), target.parent, target):
+        os.chmod(path, 0o755)  # noqa: S103 - root-owned, read-only for the service
+    for notebook in notebooks:
+        shutil.copyfile(DASHBOARDS / f"{notebook}.ipynb", target / f"{notebook}.ipynb")
+        os.chmod(target / f"{notebook}.ipynb", 0o644)
+    return target
+
+
+def _jupyter_env(space: Space, name: str, with_kernelspec: bool) -> dict[str, str]:
+    """Voila needs writable-free but explicit Jupyter dirs (HOME may be /nonexistent)."""
+    base = review_root(space) / name
+    data = base / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    if with_kernelspec:
+        from workbench.sandbox.kernelspec import install_kernelspec
+
+        install_kernelspec(data)
+    for sub in ("config", "ipython", "runtime"):
+        (base / sub).mkdir(exist_ok=True)
+    return {"JUPYTER_DATA_DIR": str(data), "JUPYTER_PATH": str(data),
+            "JUPYTER_CONFIG_DIR": str(base / "config"), "IPYTHONDIR": str(base / "ipython"),
+            "JUPYTER_RUNTIME_DIR": str(base / "runtime"), "PYTHONNOUSERSITE": "1",
+            "MPLCONFIGDIR": str(base / "runtime"), "HOME": str(base)}
+
+
+def _ports(count: int) -> list[int]:
+    base = os.environ.get("WORKBENCH_REVIEW_PORT_BASE")
+    if base:
+        return [int(base) + i for i in range(count)]
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _policy_file(policy, space: Space, policy_path) -> str:
+    """The policy file the services re-read; without one, a copy of the hub's loaded policy."""
+    path = str(policy_path or os.environ.get("WORKBENCH_POLICY", ""))
+    if path:
+        return path
+    copy = review_root(space) / "policy.json"  # JSON is YAML: load_policy reads it
+    review_root(space).mkdir(parents=True, exist_ok=True)
+    copy.write_text(json.dumps(policy.model_dump(mode="json"), indent=1))
+    os.chmod(copy, 0o644)
+    return str(copy)
+
+
+def hub_services(policy, space: Space, policy_path: str | os.PathLike | None = None,
+                 ) -> tuple[list[dict], list[dict]]:
+    policy_path = _policy_file(policy, space, policy_path)
+    ports = _ports(len(policy.studies) + 2)
+    python = sys.executable
+    common = {"WORKBENCH_DATA_DIR": str(space.root), "WORKBENCH_POLICY": policy_path}
+    services: list[dict] = []
+    roles: list[dict] = []
+    admins = policy.admins()
+    for index, study in enumerate(sorted(policy.studies)):
+        name = service_name(study)
+        services.append({
+            "name": name, "display": True, "oauth_no_confirm": True,
+            "url": f"http://127.0.0.1:{ports[1 + index]}",
+            "command": [python, "-m", "workbench.review.voila_app",
+                        "--notebooks", str(_notebook_dir(space, name, STUDY_DASHBOARDS)),
+                        "--data-dir", str(space.root), "--policy", policy_path,
+                        "--study", study, "--dashboards", ",".join(STUDY_DASHBOARDS)],
+            "environment": {**common, **_jupyter_env(space, name, True),
+                            "WORKBENCH_STUDY": study},
+        })
+        roles.append({"name": name,
+                      "description": f"Reviewers of {study}: its release queue and dashboards.",
+                      "scopes": [f"access:services!service={name}"],
+                      "groups": [reviewers_group(study)], "users": admins})
+    services.append({
+        "name": ADMIN_SERVICE, "display": True, "oauth_no_confirm": True,
+        "url": f"http://127.0.0.1:{ports[0]}",
+        "command": [python, "-m", "workbench.review.voila_app",
+                    "--notebooks", str(_notebook_dir(space, ADMIN_SERVICE, ADMIN_DASHBOARDS)),
+                    "--data-dir", str(space.root), "--policy", policy_path,
+                    "--dashboards", ",".join(ADMIN_DASHBOARDS)],
+        "environment": {**common, **_jupyter_env(space, ADMIN_SERVICE, False)},
+    })
+    roles.append({"name": ADMIN_SERVICE, "description": "Admins: the admin overview dashboard.",
+                  "scopes": [f"access:services!service={ADMIN_SERVICE}"], "users": admins})
+    services.append({
+        "name": FILES_SERVICE, "display": True, "oauth_no_confirm": True,
+        "url": f"http://127.0.0.1:{ports[-1]}",
+        "command": [python, "-m", "workbench.review.files", "--data-dir", str(space.root)],
+        "environment": dict(common),
+    })
+    groups = sorted(policy.studies) + [reviewers_group(s) for s in sorted(policy.studies)]
+    roles.append({"name": FILES_SERVICE,
+                  "description": "Members and reviewers: download released files.",
+                  "scopes": [f"access:services!service={FILES_SERVICE}"], "groups": groups})
+    return services, roles

@@ -1,0 +1,115 @@
+"""A reviewer dashboard service: standalone Voila behind hub OAuth (a hub-managed service).
+
+    python -m workbench.review.voila_app --notebooks DIR --data-dir D --policy P [--study S]
+
+- who: JupyterHub's own ``JupyterHubIdentityProvider`` (HubOAuth; the service's access scope
+  ``access:services!service=<name>`` is checked on every request; anonymous visitors are sent
+  to the hub's login, signed-in users without the scope get 403);
+- what runs: Voila drops every client ``execute_request`` and shows no sources or tracebacks;
+  study dashboards start kernels only through the sandboxed kernelspec (strict kernelspec
+  manager: the ``workbench-sandbox`` provisioner, the study's kernel uid, the audit proxy);
+- data: on each visit the prelaunch hook gathers the snapshot for the signed-in user and a
+  reviewer token, and injects both as the notebook's first cell (workbench.review.inject).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from urllib.parse import urlsplit
+
+from jupyterhub.singleuser.extension import JupyterHubIdentityProvider
+from jupyterhub.utils import url_path_join
+from tornado.web import HTTPError
+from traitlets.config import Config
+
+from workbench.paths import Space
+
+
+class ServiceIdentityProvider(JupyterHubIdentityProvider):
+    """JupyterHub's identity provider, with its OAuth routes under the service prefix (Voila
+    does not prefix identity-provider routes as Jupyter Server does)."""
+
+    def get_handlers(self):
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+        return [(url_path_join(prefix, path), handler, *rest)
+                for path, handler, *rest in super().get_handlers()]
+
+
+def make_prelaunch_hook(space: Space, policy_file: str, study: str | None, allowed: set[str],
+                        kernel_name: str | None):
+    from workbench.policy import load_policy
+    from workbench.release.service import token_key_path
+    from workbench.release.tokens import load_or_create_key, mint_token
+    from workbench.review.inject import inject
+    from workbench.review.snapshot import admin_snapshot, study_snapshot
+
+    def hook(req, notebook, cwd):
+        name = os.path.splitext(os.path.basename(req.request.path.rstrip("/")))[0]
+        if name not in allowed:
+            raise HTTPError(404)
+        user = req.current_user.username if req.current_user else None
+        if not user:
+            raise HTTPError(403)
+        if study is None:
+            return inject(notebook, admin_snapshot(space, policy_file, user), None, kernel_name)
+        policy = load_policy(policy_file)  # re-read: revocations apply at the next visit
+        snapshot = study_snapshot(space, policy, study, user)
+        token = None
+        if snapshot.get("can_review"):
+            token = mint_token(load_or_create_key(token_key_path(space)), user, study)
+        os.environ["WORKBENCH_RUN_USER"] = user  # audit attribution of this visit's kernel
+        return inject(notebook, snapshot, token, kernel_name)
+
+    return hook
+
+
+def build_config(args) -> Config:
+    service_url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8866"))
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    space = Space.at(args.data_dir)
+    allowed = set(args.dashboards.split(","))
+    c = Config()
+    c.Voila.root_dir = args.notebooks
+    c.Voila.ip = service_url.hostname or "127.0.0.1"
+    c.Voila.port = service_url.port or 8866
+    c.Voila.open_browser = False
+    c.Voila.base_url = prefix
+    c.Voila.server_url = prefix
+    c.Voila.identity_provider_class = ServiceIdentityProvider
+    c.Voila.tornado_settings = {"headers": {
+        "Content-Security-Policy": "frame-ancestors 'self'; object-src 'none'; base-uri 'self'"}}
+    c.VoilaConfiguration.strip_sources = True
+    c.VoilaConfiguration.show_tracebacks = False
+    c.VoilaConfiguration.file_allowlist = []  # no static file from the notebook directory
+    kernel_name = None
+    if args.study:
+        from workbench.sandbox.kernelspec import KERNEL_NAME, StrictKernelSpecManager
+
+        c.Voila.kernel_spec_manager_class = StrictKernelSpecManager
+        kernel_name = KERNEL_NAME
+    c.VoilaConfiguration.prelaunch_hook = make_prelaunch_hook(
+        space, args.policy, args.study, allowed, kernel_name)
+    return c
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workbench-review-voila", description=__doc__)
+    parser.add_argument("--notebooks", required=True)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--study")
+    parser.add_argument("--dashboards", required=True,
+                        help="comma-separated notebook names this service may render")
+    args = parser.parse_args(argv)
+    from voila.app import Voila
+
+    app = Voila(config=build_config(args))
+    app.initialize([])
+    app.start()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
