@@ -218,3 +218,51 @@ def test_gateway_route_fails_closed_without_the_airlock(open_tmp):
     request = make_mocked_request("GET", "/release/requests", match_info={"tail": "requests"})
     reply = asyncio.run(handler(request))
     assert reply.status == 503 and b"airlock-unavailable" in reply.body
+
+
+def test_wb_release_request_from_a_kernel_through_the_gateway_route(space, service, monkeypatch):
+    """The notebook API end to end: workbench.release.request -> workbench.client -> the gateway's
+    /release/* forwarder -> the airlock, which re-runs the checks."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    import workbench
+    from workbench.errors import WorkbenchUserError
+    from workbench.release.forward import release_forwarder
+
+    sock = space.run / "kernel-gateway.sock"
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        app.router.add_route("*", "/release/{tail:.*}", release_forwarder(space, "cml-tki"))
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.UnixSite(runner, str(sock)).start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    monkeypatch.setenv("WORKBENCH_GATEWAY_SOCKET", str(sock))
+    try:
+        ok = workbench.release.request(
+            pd.DataFrame({"arm": ["a", "b"], "n": [120, 130]}), "arms", "patients per arm",
+            view="cml_cohort")
+        assert ok.state == "submitted" and "approvals: 0 of 2" in repr(ok)
+        bad = workbench.release.request(pd.DataFrame({"arm": ["a"], "n": [4]}), "tiny", "d",
+                                        view="cml_cohort")
+        assert bad.state == "draft" and "minimum-threshold" in repr(bad)
+        assert workbench.release.status(ok.id)["state"] == "submitted"
+        assert {r.id for r in workbench.release.requests()} >= {ok.id, bad.id}
+        with pytest.raises(WorkbenchUserError):
+            workbench.release.request(pd.DataFrame({"n": [50]}), "x", "d", view="not_granted")
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
