@@ -60,7 +60,7 @@ def test_show_dataset_and_view(built_space, catalog):
     result = run(built_space, "show", "gbsg.gbsg2")
     assert result.exit_code == 0
     dataset = catalog.datasets["gbsg.gbsg2"]
-    for text in ("rows     686", dataset.version, "quality", "cens", "sensitive",
+    for text in ("rows     686", dataset.version, "quality", "completeness", "cens", "sensitive",
                  "quasi_identifier", "oestrogen receptor"):
         assert text in result.output
     result = run(built_space, "show", "lung_survival")

@@ -86,11 +86,21 @@ def _schema_lines(columns) -> list[str]:
     return lines
 
 
-def _show_dataset(d: Dataset) -> list[str]:
+def _quality_dimensions(space: Space, dataset_id: str) -> str:
+    try:
+        report = json.loads((space.catalog / "quality" / f"{dataset_id}.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return ""
+    scores = [f"{k} {v:.3f}" for k, v in report.get("dimensions", {}).items() if v is not None]
+    return f" ({', '.join(scores)})" if scores else ""
+
+
+def _show_dataset(d: Dataset, space: Space) -> list[str]:
     return [
         f"dataset  {d.id}", f"title    {d.title}", f"holder   {d.holder}",
         f"table    {d.table}", f"source   {d.source}", f"rows     {d.rows}",
-        f"version  {d.version}", f"quality  {d.quality_score:.3f}",
+        f"version  {d.version}",
+        f"quality  {d.quality_score:.3f}{_quality_dimensions(space, d.id)}",
         f"created  {d.created_at.isoformat()}", f"tags     {', '.join(d.tags)}",
         f"usage    {d.usage_terms}", "", d.description, "", "schema:", *_schema_lines(d.columns),
     ]
@@ -112,9 +122,10 @@ def _show_view(v: View, cat: Catalog) -> list[str]:
 @click.argument("record_id", metavar="ID")
 def show(data_dir: str | None, record_id: str) -> None:
     """One dataset or view: schema with sensitivity, rows, version, quality."""
-    cat = _catalog(_space(data_dir))
+    space = _space(data_dir)
+    cat = _catalog(space)
     if record_id in cat.datasets:
-        lines = _show_dataset(cat.datasets[record_id])
+        lines = _show_dataset(cat.datasets[record_id], space)
     elif record_id in cat.views:
         lines = _show_view(cat.views[record_id], cat)
     else:
