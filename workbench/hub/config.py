@@ -15,10 +15,14 @@ import os
 import sys
 
 from workbench import accounts
+from workbench.errors import WorkbenchError
 from workbench.hub import roles as hub_roles
 from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
 from workbench.paths import Space
 from workbench.policy import load_policy
+
+SERVER_SCOPES = {"access:servers", "servers", "admin:servers", "shares", "users:shares",
+                 "groups:shares", "tokens", "admin:users"}
 
 
 def _culler_service(timeout: int) -> dict:
@@ -36,7 +40,7 @@ def _culler_user() -> str:
     return name if accounts.is_root() else os.environ.get("USER", "")
 
 
-def review_services(policy, space: Space) -> tuple[list[dict], list[dict]]:
+def review_services(policy, space: Space, policy_path: str) -> tuple[list[dict], list[dict]]:
     """The RELEASE component's reviewer dashboards (hub-managed Voila services), when present."""
     try:
         found = importlib.util.find_spec("workbench.review.services")
@@ -46,7 +50,7 @@ def review_services(policy, space: Space) -> tuple[list[dict], list[dict]]:
         return [], []
     from workbench.review.services import hub_services
 
-    return hub_services(policy, space)
+    return hub_services(policy, space, policy_path)
 
 
 def configure(c, policy_path: str | os.PathLike | None = None,
@@ -101,6 +105,11 @@ def configure(c, policy_path: str | os.PathLike | None = None,
     timeout = int(os.environ.get("WORKBENCH_CULL_TIMEOUT", "3600"))
     services = [_culler_service(timeout)]
     role_list = hub_roles.roles(policy)
-    extra_services, extra_roles = review_services(policy, space)
+    extra_services, extra_roles = review_services(policy, space, policy_path)
+    for role in extra_roles:  # a dashboard role that reached into servers would be a hole
+        leaked = [s for s in role.get("scopes", []) if s.split("!")[0] in SERVER_SCOPES]
+        if leaked:
+            raise WorkbenchError(f"review role {role.get('name')} asks for {leaked}: dashboards "
+                                 "must not get access to researcher servers")
     hub.services = services + list(extra_services)
     hub.load_roles = role_list + list(extra_roles)
