@@ -1,0 +1,49 @@
+"""``workbench demo`` and ``workbench hub users``."""
+
+from __future__ import annotations
+
+import click
+
+from workbench.paths import ENV_VAR
+
+
+@click.command("demo")
+@click.option("--data-dir", envvar=ENV_VAR, required=True,
+              help=f"the demo space, built when missing (or ${ENV_VAR})")
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
+              help="the hub policy file, e.g. hub_config/policy.yaml")
+@click.option("--port", default=8000, show_default=True, help="public port on 127.0.0.1")
+@click.option("--patients", default=10_000, show_default=True,
+              help="synthetic patients when the space is built")
+def demo(data_dir: str, policy_path: str, port: int, patients: int) -> None:
+    """Run the whole workbench on this machine: services, demo users, proxy and hub."""
+    from workbench.hub.demo import run_demo
+
+    raise SystemExit(run_demo(data_dir, policy_path, echo=click.echo, port=port,
+                              patients=patients))
+
+
+@click.group("hub")
+def hub() -> None:
+    """JupyterHub administration."""
+
+
+@hub.command("users")
+@click.option("--data-dir", envvar=ENV_VAR, required=True, help=f"the space (or ${ENV_VAR})")
+@click.option("--db-url", default=None, help="the hub database (default: the space's SQLite)")
+@click.option("--reset", is_flag=True, help="give existing accounts new passwords")
+@click.argument("names", nargs=-1, required=True)
+def users(data_dir: str, db_url: str | None, reset: bool, names: tuple[str, ...]) -> None:
+    """Create approved password accounts NAMES and print their passwords once."""
+    from workbench.hub.layout import HubLayout
+    from workbench.hub.users import create_users
+    from workbench.paths import Space
+
+    layout = HubLayout(Space.at(data_dir))
+    layout.ensure()
+    created = create_users(db_url or layout.default_db_url, names, reset=reset)
+    for name in names:
+        click.echo(f"{name}: {created[name]}" if name in created else f"{name}: exists (kept)")
+
+
+commands = [demo, hub]

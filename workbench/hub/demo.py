@@ -1,0 +1,105 @@
+"""``workbench demo``: a whole space on this machine, ready for the researcher to log in.
+
+Builds the space if missing (``workbench init``), starts the provenance collector, the data
+gateway, the key holder and the airlock (each the owning component's own helper, as its own
+uid), creates the demo users and prints their passwords once, then runs configurable-http-proxy
+and JupyterHub on 127.0.0.1:8000 in the foreground. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from workbench.errors import WorkbenchUserError
+from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
+from workbench.hub.users import create_demo_users
+from workbench.paths import Space
+from workbench.policy import load_policy
+
+HUB_CONFIG = Path(__file__).resolve().parents[2] / "hub_config" / "jupyterhub_config.py"
+Echo = Callable[[str], None]
+
+# (label, module, function, takes the policy path): started in this order, stopped in reverse.
+SERVICES = (
+    ("provenance collector", "workbench.provenance.service", "start_collector", False),
+    ("data gateway", "workbench.gateway.server", "start_gateway", True),
+    ("key holder", "workbench.secure.process", "start_keyholder", False),
+    ("airlock", "workbench.release.service", "start_airlock", True),
+)
+
+
+def _start_services(space: Space, policy_path: str, echo: Echo) -> list:
+    handles = []
+    for label, module_name, function, needs_policy in SERVICES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            echo(f"  {label}: not installed, skipped")
+            continue
+        start = getattr(module, function)
+        handle = start(space, policy_path) if needs_policy else start(space)
+        handles.append(handle)
+        echo(f"  {label}: running (pid {handle.process.pid})")
+    return handles
+
+
+def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo = print,
+             port: int = 8000, patients: int = 10_000) -> int:
+    """Run the demo in the foreground; returns the hub's exit status."""
+    policy_path = str(Path(policy).resolve())
+    parsed = load_policy(policy_path)
+    if shutil.which("configurable-http-proxy") is None:
+        raise WorkbenchUserError(
+            "configurable-http-proxy is not installed: run 'make system-deps' (or "
+            "'npm install -g configurable-http-proxy').", reason="missing-proxy")
+    space = Space.at(data_dir)
+    if not space.manifest.exists():
+        echo(f"building the demo space at {space.root} (workbench init) ...")
+        from workbench.space.build import init_space
+
+        init_space(space.root, patients=patients, echo=echo)
+    fixed = ensure_interpreter_reachable(fix=True)
+    if fixed:
+        echo(f"made {', '.join(map(str, fixed))} traversable so study accounts can run Python")
+    layout = HubLayout(space)
+    layout.ensure()
+
+    echo("starting the space's services:")
+    handles = _start_services(space, policy_path, echo)
+    try:
+        passwords = create_demo_users(layout.default_db_url, parsed)
+        echo("")
+        if passwords:
+            echo("demo accounts (shown once; only their bcrypt hashes are stored):")
+            for name, password in passwords.items():
+                roles = ", ".join(parsed.users[name].roles)
+                echo(f"  {name:<6} {roles:<11} {password}")
+        else:
+            echo("demo accounts exist already (passwords were printed when they were created; "
+                 "reset them with 'workbench hub users --reset').")
+        echo(f"\nopen http://127.0.0.1:{port}/ and log in as alice; "
+             "her studies are under 'Named servers'.\n")
+        env = dict(os.environ, WORKBENCH_DATA_DIR=str(space.root), WORKBENCH_POLICY=policy_path,
+                   WORKBENCH_HUB_BIND_URL=f"http://127.0.0.1:{port}",
+                   CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(32),
+                   PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+        hub = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f",
+                                str(HUB_CONFIG)], cwd=layout.state, env=env)
+        try:
+            return hub.wait()
+        except KeyboardInterrupt:
+            hub.send_signal(signal.SIGINT)
+            return hub.wait()
+    finally:
+        for handle in reversed(handles):
+            with contextlib.suppress(Exception):
+                handle.stop()
