@@ -12,12 +12,14 @@ from workbench.errors import WorkbenchUserError
 
 # Each module exposes ``commands``: a list of click commands or groups added to the top level.
 COMMAND_MODULES: list[str] = [
+    "workbench.hub.cli",
     "workbench.provenance.cli",
     "workbench.space.cli",
     "workbench.catalog.cli",
     "workbench.secure.cli",
     "workbench.gateway.cli",
     "workbench.release.cli",
+    "workbench.sandbox.cli",
 ]
 
 
