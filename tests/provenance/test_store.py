@@ -147,3 +147,24 @@ def test_unknown_backend_is_a_user_error(space):
 
     with pytest.raises(WorkbenchUserError, match="unknown provenance backend"):
         open_store(space, "mysql://x")
+
+
+@pytest.mark.postgres
+def test_lost_database_session_fails_closed_then_recovers(pg_backend, space):
+    """The collector's PostgreSQL session is killed: that append is refused (no ack, the writer
+    refuses its action), the next one reconnects, and the log still verifies."""
+    from workbench.provenance.client import ProvenanceUnavailable
+
+    with start_collector(space, backend=pg_backend["backend"]) as handle:
+        client = handle.client()
+        client.append("login", {"user": "alice", "event": "login"})
+        with psycopg.connect(pg_backend["admin"], autocommit=True) as admin:
+            killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE usename = %s", (pg_backend["writer"],)).fetchall()
+        assert killed == [(True,)]
+        with pytest.raises(ProvenanceUnavailable):
+            client.append("login", {"user": "alice", "event": "logout"})
+        client.append("login", {"user": "bob", "event": "login"})
+    with ProvenanceReader(space, backend=pg_backend["backend"]) as reader:
+        assert reader.verify().ok
+        assert [r.fields["user"] for r in reader.records()] == ["alice", "bob"]

@@ -121,6 +121,14 @@ class Collector:
         self.seq, self.prev = seq, prev
         return [row[2].hex() for row in rows]
 
+    def _resync(self) -> None:
+        """A failed commit may still have reached the database (the connection died after the
+        server committed): reload the chain state from the store before the next batch."""
+        try:
+            self._load_state()
+        except Exception as exc:
+            log.error("reloading the chain state failed: %s", type(exc).__name__)
+
     def sign_head(self) -> dict | None:
         if self.frontier.size == self.signed_size:
             return None
@@ -143,6 +151,7 @@ class Collector:
                 for item in batch:
                     if not item.done.done():
                         item.done.set_exception(ProvenanceUnavailable("store write failed"))
+                self._resync()
                 continue
             for item, record_id in zip(batch, ids, strict=True):
                 if not item.done.done():

@@ -204,31 +204,42 @@ def create_postgres_schema(owner_dsn: str, writer_role: str, schema: str = PG_SC
 
 class PostgresStore(Store):
     def __init__(self, dsn: str, schema: str = PG_SCHEMA):
-        import psycopg
 
         if not _ROLE.match(schema):
             raise WorkbenchUserError(f"invalid PostgreSQL schema name {schema!r}",
                                      reason="bad-identifier")
         self.schema = schema
-        self._dsn_shown = re.sub(r"://[^@/]*@", "://***@", dsn)
-        try:
-            self._db = psycopg.connect(dsn, autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise WorkbenchError(f"cannot connect to PostgreSQL {self._dsn_shown}: {exc}") from None
+        self._dsn, self._dsn_shown = dsn, re.sub(r"://[^@/]*@", "://***@", dsn)
+        self._connect()
         row = self._db.execute(f"SELECT value FROM {schema}.meta WHERE key='log_id'").fetchone()
         if row is None:
             raise WorkbenchError(f"PostgreSQL provenance schema {schema} has no log id")
         self.log_id = row[0]
 
+    def _connect(self) -> None:
+        import psycopg
+
+        try:
+            self._db = psycopg.connect(self._dsn, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise WorkbenchError(f"cannot connect to PostgreSQL {self._dsn_shown}: {exc}") from None
+
+    def reconnect_if_broken(self) -> None:
+        """After a server restart or a killed session, the next append gets a new connection."""
+        if self._db.broken or self._db.closed:
+            self._connect()
+
     def describe(self) -> str:
         return f"{self._dsn_shown} schema {self.schema}"
 
     def tail(self) -> tuple[int, bytes | None]:
+        self.reconnect_if_broken()
         row = self._db.execute(
             f"SELECT seq, hash FROM {self.schema}.records ORDER BY seq DESC LIMIT 1").fetchone()
         return (row[0], bytes(row[1])) if row else (0, None)
 
     def append(self, rows: list[Row]) -> None:
+        self.reconnect_if_broken()
         insert = (f"INSERT INTO {self.schema}.records (seq, prev, hash, body) "
                   "VALUES (%s, %s, %s, %s)")
         if len(rows) == 1:  # one statement in autocommit: atomic, and one round trip fewer
@@ -238,6 +249,7 @@ class PostgresStore(Store):
             cursor.executemany(insert, rows)
 
     def rows(self, start: int = 1) -> Iterator[Row]:
+        self.reconnect_if_broken()
         with self._db.transaction(), self._db.cursor(name="provenance_rows") as cursor:
             cursor.itersize = 8192
             cursor.execute(f"SELECT seq, prev, hash, body FROM {self.schema}.records "
@@ -246,6 +258,7 @@ class PostgresStore(Store):
                 yield seq, bytes(prev), bytes(digest), bytes(body)
 
     def hashes(self) -> Iterator[bytes]:
+        self.reconnect_if_broken()
         with self._db.transaction(), self._db.cursor(name="provenance_hashes") as cursor:
             cursor.itersize = 16384
             cursor.execute(f"SELECT hash FROM {self.schema}.records ORDER BY seq")
@@ -253,11 +266,13 @@ class PostgresStore(Store):
                 yield bytes(digest)
 
     def add_head(self, head: dict) -> None:
+        self.reconnect_if_broken()
         self._db.execute(f"INSERT INTO {self.schema}.tree_heads VALUES (%s, %s) "
                          "ON CONFLICT DO NOTHING",
                          (head["tree_size"], json.dumps(head, sort_keys=True)))
 
     def heads(self) -> list[dict]:
+        self.reconnect_if_broken()
         return [json.loads(text) for (text,) in self._db.execute(
             f"SELECT head FROM {self.schema}.tree_heads ORDER BY tree_size")]
 
