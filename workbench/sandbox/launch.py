@@ -71,7 +71,7 @@ class SandboxSpec:
         return env
 
 
-def _tool(name: str) -> str:
+def tool_path(name: str) -> str:
     found = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
     if not found:
         raise WorkbenchError(f"{name} is not installed: the kernel sandbox needs it "
@@ -94,7 +94,7 @@ def _parents(path: str, made: set[str]) -> list[str]:
 
 def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str]) -> list[str]:
     """bwrap [mounts, namespaces] -- setpriv [drop to the kernel uid] -- the kernel command."""
-    argv = [_tool(spec.bwrap)]
+    argv = [tool_path(spec.bwrap)]
     privileged = spec.kernel_uid is not None
     if not privileged:
         argv += ["--unshare-user", "--cap-drop", "ALL"]
@@ -130,6 +130,6 @@ def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str]) -> list[str]:
         argv += ["--setenv", key, value]
     argv += ["--"]
     if privileged:
-        argv += [_tool(spec.setpriv), f"--reuid={spec.kernel_uid}", f"--regid={spec.kernel_gid}",
-                 "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        argv += [tool_path(spec.setpriv), f"--reuid={spec.kernel_uid}",
+                 f"--regid={spec.kernel_gid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
     return argv + list(kernel_cmd)
