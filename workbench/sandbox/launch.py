@@ -131,5 +131,6 @@ def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str]) -> list[str]:
     argv += ["--"]
     if privileged:
         argv += [tool_path(spec.setpriv), f"--reuid={spec.kernel_uid}",
-                 f"--regid={spec.kernel_gid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+                 f"--regid={spec.kernel_gid}", "--clear-groups", "--inh-caps=-all",
+                 "--bounding-set=-all", "--no-new-privs", "--"]
     return argv + list(kernel_cmd)
