@@ -8,6 +8,7 @@ import os
 import socket
 import stat
 import threading
+import time
 
 import pytest
 
@@ -130,8 +131,11 @@ def _append_as(uid, gid, socket_path):
             os.setuid(uid)
             with socket.socket(socket.AF_UNIX) as conn:
                 conn.connect(str(socket_path))
-                conn.sendall(json.dumps({"op": "append", "kind": "login",
-                                         "fields": LOGIN}).encode() + b"\n")
+                try:
+                    conn.sendall(json.dumps({"op": "append", "kind": "login",
+                                             "fields": LOGIN}).encode() + b"\n")
+                except BrokenPipeError:
+                    pass  # a refused peer is answered and hung up on at once
                 os.write(write_end, conn.makefile("rb").readline())
         except BaseException as exc:
             os.write(write_end, json.dumps({"child-error": repr(exc)}).encode())
@@ -163,3 +167,37 @@ def test_start_collector_reports_a_collector_that_cannot_start(space):
     space.collector_socket.mkdir()  # the socket path is taken by a directory
     with pytest.raises(WorkbenchError, match="not a socket"):
         start_collector(space, ready_timeout=10)
+
+
+def test_socket_and_run_dir_modes(collector, space):
+    assert stat.S_IMODE(space.collector_socket.stat().st_mode) == 0o666
+    assert space.collector_socket.stat().st_uid == 0  # bound by root: the collector cannot move it
+    assert stat.S_IMODE(space.run.stat().st_mode) == 0o755
+
+
+def test_heads_are_signed_after_the_interval(collector, space):
+    from workbench.provenance.reader import ProvenanceReader
+
+    record_id = collector.client().append("login", LOGIN)  # far fewer than sign_every
+    deadline = time.monotonic() + 10
+    with ProvenanceReader(space) as reader:
+        while not reader.heads() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        head = reader.heads()[-1]
+        assert head["tree_size"] == 1 and head["root_hash"] == record_id  # a one-leaf tree
+        assert reader.verify().last_signed_size == 1
+
+
+def test_oversized_and_garbled_requests_are_refused(collector):
+    from workbench.provenance.client import MAX_LINE
+
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(collector.socket))
+        conn.sendall(b"not json\n")
+        reader = conn.makefile("rb")
+        assert json.loads(reader.readline())["reason"] == "bad-request"
+        conn.sendall(b"x" * (MAX_LINE + 10) + b"\n")
+        assert json.loads(reader.readline())["reason"] == "too-large"
+    with pytest.raises(ProvenanceRefused, match="larger than"):
+        collector.client().append("cell-execution", {"code": "x" * MAX_LINE})
+    collector.client().append("login", LOGIN)  # the collector is still serving
