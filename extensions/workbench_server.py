@@ -10,10 +10,11 @@ root-owned place, and no terminals.
 from __future__ import annotations
 
 from jupyter_client.provisioning import KernelProvisionerFactory
+from traitlets.utils.importstring import import_item
 
 from workbench.errors import WorkbenchError
 from workbench.sandbox.attribution import AttributingWebsocketConnection
-from workbench.sandbox.kernelmanager import StrictMappingKernelManager
+from workbench.sandbox.kernelmanager import StrictServerKernelManager
 from workbench.sandbox.kernelspec import StrictKernelSpecManager, require_installed
 from workbench.sandbox.provisioner import PROVISIONER_NAME
 
@@ -26,8 +27,10 @@ def check_hardening(serverapp) -> None:
     """Raise WorkbenchError naming the first setting that leaves a hole open."""
     if not isinstance(serverapp.kernel_spec_manager, StrictKernelSpecManager):
         raise WorkbenchError("ServerApp.kernel_spec_manager_class must be StrictKernelSpecManager")
-    if not isinstance(serverapp.kernel_manager, StrictMappingKernelManager):
-        raise WorkbenchError("ServerApp.kernel_manager_class must be StrictMappingKernelManager")
+    per_kernel = import_item(serverapp.kernel_manager.kernel_manager_class)
+    if not issubclass(per_kernel, StrictServerKernelManager):
+        raise WorkbenchError("MultiKernelManager.kernel_manager_class must be "
+                             "StrictServerKernelManager")
     ws_class = serverapp.web_app.settings.get("kernel_websocket_connection_class")
     if not (isinstance(ws_class, type) and issubclass(ws_class, AttributingWebsocketConnection)):
         raise WorkbenchError("ServerApp.kernel_websocket_connection_class must be "

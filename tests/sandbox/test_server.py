@@ -236,13 +236,24 @@ def test_debug_request_over_the_websocket_is_denied(server, session):
     assert denial and denial[0]["fields"]["user"] == USER
 
 
-def test_server_without_the_strict_kernelspec_manager_refuses_to_start(sandbox_space):
-    weakened = ('c.ServerApp.kernel_spec_manager_class = '
-                '"jupyter_client.kernelspec.KernelSpecManager"')
-    process, url, log_path = start_server(sandbox_space, extra=weakened)
+WEAKENED = {
+    "StrictKernelSpecManager":
+        'c.ServerApp.kernel_spec_manager_class = "jupyter_client.kernelspec.KernelSpecManager"',
+    "AttributingWebsocketConnection":
+        'c.ServerApp.kernel_websocket_connection_class = "jupyter_server.services.kernels.'
+        'connection.channels.ZMQChannelsWebsocketConnection"',
+    "StrictServerKernelManager":
+        'c.MultiKernelManager.kernel_manager_class = '
+        '"jupyter_server.services.kernels.kernelmanager.ServerKernelManager"',
+}
+
+
+@pytest.mark.parametrize("missing", sorted(WEAKENED))
+def test_server_missing_a_hardening_setting_refuses_to_start(sandbox_space, missing):
+    process, url, log_path = start_server(sandbox_space, extra=WEAKENED[missing])
     try:
         assert process.wait(60) != 0
-        assert "StrictKernelSpecManager" in log_path.read_text()
+        assert missing in log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()

@@ -35,7 +35,9 @@ def configure(c, *, study: str | None = None, data_dir: str | None = None,
     if str(EXTENSIONS_DIR) not in sys.path:  # extensions/ holds the server extension module
         sys.path.insert(0, str(EXTENSIONS_DIR))
     c.ServerApp.kernel_spec_manager_class = "workbench.sandbox.kernelspec.StrictKernelSpecManager"
-    c.ServerApp.kernel_manager_class = "workbench.sandbox.kernelmanager.StrictMappingKernelManager"
+    # the per-kernel class, so the hub's own mapping kernel manager (limits) keeps working
+    c.MultiKernelManager.kernel_manager_class = (
+        "workbench.sandbox.kernelmanager.StrictServerKernelManager")
     c.ServerApp.kernel_websocket_connection_class = (
         "workbench.sandbox.attribution.AttributingWebsocketConnection")
     # .update works on a dict set earlier and on traitlets' lazy value when nothing was set;
