@@ -201,3 +201,13 @@ def test_oversized_and_garbled_requests_are_refused(collector):
     with pytest.raises(ProvenanceRefused, match="larger than"):
         collector.client().append("cell-execution", {"code": "x" * MAX_LINE})
     collector.client().append("login", LOGIN)  # the collector is still serving
+
+
+def test_a_data_dir_the_collector_cannot_reach_is_reported(tmp_path):
+    from workbench.paths import Space
+    from workbench.provenance.service import start_collector
+
+    hidden = tmp_path / "space"  # pytest's tmp_path is 0700 root
+    hidden.mkdir()
+    with pytest.raises(WorkbenchError, match="must be traversable"):
+        start_collector(Space(hidden), ready_timeout=20)

@@ -303,6 +303,11 @@ def run_collector(space: Space, backend: str | None = None, sign_every: int = 25
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+        if not os.access(space.provenance, os.R_OK | os.W_OK | os.X_OK):
+            raise WorkbenchUserError(
+                f"the {accounts.COLLECTOR} account cannot reach {space.provenance}: every parent "
+                "directory of the data space must be traversable by other users (o+x)",
+                reason="data-dir-not-traversable")
     if store is None:
         store = open_store(space, backend, create=True)
     collector = Collector(space, store, sign_every=sign_every, sign_interval=sign_interval)

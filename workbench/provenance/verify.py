@@ -120,7 +120,8 @@ def verify_rows(rows: Callable[[], Iterator[Row]], log_id: str, public: Ed25519P
                 break
             last_good_head = seq
         prev, expected = digest, expected + 1
-    iterator.close()  # before any second pass (PostgreSQL: one named cursor at a time)
+    if hasattr(iterator, "close"):  # end the pass first (PostgreSQL: one named cursor at a time)
+        iterator.close()
     if broken_link:
         report.fail(*_diagnose_link(rows, *broken_link))
     report.records = expected - 1
