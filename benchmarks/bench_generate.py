@@ -10,6 +10,9 @@ Rows per size (quick: 1e4 patients; full: 1e5 and 1e6):
   producing that much random data with no structure at all. Reported, no goal.
 - full only, ``generate+harmonise-<n>-peak-memory`` at the largest size: the builder's path
   (generate, then harmonise each holder's chunk; pseudonymisation is a column swap here).
+- ``quality-report-<n>`` (1e4 quick, 1e5 full): ratio = seconds of ``quality.report`` over every
+  table of the release / seconds of the baseline, one DuckDB scan of every column of every file
+  (``SELECT count(*), count(c1), count(c2), ... FROM read_parquet(f)``). Reported, no goal.
 """
 
 from __future__ import annotations
@@ -58,6 +61,41 @@ BASELINE = textwrap.dedent("""
 """)
 
 
+QUALITY = textwrap.dedent("""
+    import json, pathlib, resource, shutil, sys, tempfile, time
+    import duckdb
+    from workbench import quality
+    from workbench.harmonise import harmonise
+    from workbench.synth import generate_chunks
+    n = int(sys.argv[1])
+    root = pathlib.Path(tempfile.mkdtemp(prefix="wb-bench-"))
+    for chunk in generate_chunks(n, 1):
+        for holder, tables in chunk.tables.items():
+            out = harmonise(holder, {k: v.rename(columns={"national_id": "person_id"})
+                                     for k, v in tables.items()})
+            (root / holder).mkdir(exist_ok=True)
+            for table, frame in out.items():
+                frame.to_parquet(root / holder / f"{table}.parquet", index=False)
+    files = sorted(root.glob("*/*.parquet"))
+    start = time.perf_counter()
+    for f in files:
+        quality.report(f"{f.parent.name}.{f.stem}", f, f.stem)
+    report_s = time.perf_counter() - start
+    con = duckdb.connect()
+    start = time.perf_counter()
+    rows = 0
+    for f in files:
+        cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{f}')").fetchall()]
+        counts = ", ".join(f'count("{c}")' for c in cols)
+        rows += con.execute(f"SELECT count(*), {counts} FROM read_parquet('{f}')").fetchone()[0]
+    scan_s = time.perf_counter() - start
+    shutil.rmtree(root)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"files": len(files), "rows": rows, "report": report_s, "scan": scan_s,
+                      "peak": peak}))
+""")
+
+
 def _child(code: str, *args: str) -> dict:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           check=True, timeout=3600)
@@ -83,6 +121,14 @@ def run(full: bool) -> list[dict]:
             "baseline_seconds": round(base["seconds"], 3),
             "baseline_cells_per_s": round(cells / base["seconds"]),
         })
+    n = 100_000 if full else 10_000
+    q = _child(QUALITY, str(n))
+    results.append({
+        "name": f"quality-report-{n}", "ratio": q["report"] / q["scan"], "goal": None,
+        "files": q["files"], "rows": q["rows"], "seconds": round(q["report"], 2),
+        "baseline": "one DuckDB scan counting every column of every file",
+        "baseline_seconds": round(q["scan"], 3), "rows_per_s": round(q["rows"] / q["report"]),
+    })
     if full:
         n = sizes[-1]
         both = _child(GENERATE, str(n), "1", str(CHUNK))
