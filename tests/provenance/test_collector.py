@@ -211,3 +211,22 @@ def test_a_data_dir_the_collector_cannot_reach_is_reported(tmp_path):
     hidden.mkdir()
     with pytest.raises(WorkbenchError, match="must be traversable"):
         start_collector(Space(hidden), ready_timeout=20)
+
+
+def test_a_forked_writer_gets_its_own_connection(collector):
+    client = collector.client()
+    parent_id = client.append("login", LOGIN)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the inherited connection must not be reused
+        try:
+            os.write(write_end, client.append("login", {"user": "child", "event": "login"})
+                     .encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        child_id = pipe.read().decode()
+    assert len(child_id) == 64 and child_id != parent_id
+    assert client.append("login", LOGIN) not in (parent_id, child_id)

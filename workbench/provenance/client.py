@@ -93,6 +93,9 @@ class ProvenanceClient:
 
     def _connection(self) -> tuple[socket.socket, object]:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid != os.getpid():
+            # a forked child must not share its parent's connection (replies would interleave)
+            self._local.conn = conn = None
         if conn is not None:
             # a readable idle connection means the collector closed it (e.g. it restarted)
             readable, _, _ = select.select([conn], [], [], 0)
@@ -110,7 +113,7 @@ class ProvenanceClient:
                     f"provenance collector unreachable at {self.socket_path} "
                     f"({exc.strerror or type(exc).__name__}); start it with "
                     "'workbench collector --data-dir DIR'") from None
-            self._local.conn = conn
+            self._local.conn, self._local.pid = conn, os.getpid()
             self._local.reader = conn.makefile("rb")
         return conn, self._local.reader
 

@@ -62,11 +62,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
     rule, expected = error.validator, error.validator_value
     if rule == "required":
         missing = [name for name in expected if name not in (error.instance or {})]
-        return f"missing required field {', '.join(repr(name[:64]) for name in missing)}"
+        inside = f" in {where!r}" if error.absolute_path else ""
+        return f"missing required field {', '.join(repr(name[:64]) for name in missing)}{inside}"
     if rule == "additionalProperties":
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(str(name)[:64] for name in error.instance if name not in allowed)
-        return f"field {where!r} has unknown field(s) {', '.join(map(repr, extra))}"
+        inside = f" in {where!r}" if error.absolute_path else ""
+        return f"unknown field(s) {', '.join(map(repr, extra))}{inside} (not in the schema)"
     if rule == "type":
         return f"field {where!r} must be of type {expected}"
     if rule == "enum":
