@@ -14,7 +14,7 @@ import pytest
 
 from workbench import accounts
 from workbench.errors import WorkbenchError
-from workbench.provenance.client import ProvenanceRefused, ProvenanceUnavailable
+from workbench.provenance.client import ProvenanceClient, ProvenanceRefused, ProvenanceUnavailable
 
 LOGIN = {"user": "alice", "event": "login"}
 
@@ -230,3 +230,35 @@ def test_a_forked_writer_gets_its_own_connection(collector):
         child_id = pipe.read().decode()
     assert len(child_id) == 64 and child_id != parent_id
     assert client.append("login", LOGIN) not in (parent_id, child_id)
+
+
+def test_workbench_collector_command(space):
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from workbench.cli import main; main()", "collector",
+               "--data-dir", str(space.root), "--sign-every", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        client = ProvenanceClient(space.collector_socket, timeout=2)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.ping()
+                break
+            except ProvenanceUnavailable:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        for _ in range(3):
+            client.append("login", LOGIN)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 0, output
+    assert "collector stopped at 3 records" in output
+    from workbench.provenance.reader import ProvenanceReader
+
+    with ProvenanceReader(space) as reader:
+        report = reader.verify()
+    assert report.ok and report.last_signed_size == 3  # the final head was signed at SIGTERM
