@@ -109,3 +109,22 @@ def test_dcat_export_is_valid_json_ld(built_space, catalog):
     measurement = graph.value(subject, dqv.hasQualityMeasurement)
     score = graph.value(measurement, dqv.value).toPython()
     assert score == catalog.datasets["gbsg.gbsg2"].quality_score
+
+
+def test_search_properties(catalog):
+    """Every record is found by its own id; adding a word never adds hits."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    records = sorted([*catalog.datasets, *catalog.views])
+    words = st.sampled_from(["lung", "survival", "age", "cost", "hiv", "date", "x", "person"])
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.sampled_from(records), st.lists(words, min_size=1, max_size=3), words)
+    def check(record_id, query, extra):
+        assert record_id in {h.id for h in search(catalog, record_id)}
+        fewer = {h.id for h in search(catalog, " ".join(query))}
+        more = {h.id for h in search(catalog, " ".join([*query, extra]))}
+        assert more <= fewer
+
+    check()

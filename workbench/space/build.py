@@ -234,6 +234,8 @@ def _build_synthetic(space: Space, patients: int, seed: int, chunk_size: int,
         echo(f"synthetic data: chunk {number}/{chunks} ({done}/{patients} patients, "
              f"{time.perf_counter() - started:.1f}s)")
     datasets = []
+    started = time.perf_counter()
+    echo(f"quality reports for {len(writers)} synthetic datasets ...")
     for (holder, table), writer in sorted(writers.items()):
         writer.close()
         if writer.rows == 0:
@@ -246,6 +248,7 @@ def _build_synthetic(space: Space, patients: int, seed: int, chunk_size: int,
             source="synthetic", usage_terms=SYNTH_USAGE,
             tags=("synthetic", holder, table),
         ))
+    echo(f"quality reports done ({time.perf_counter() - started:.1f}s)")
     return datasets
 
 
