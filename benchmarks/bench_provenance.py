@@ -160,7 +160,7 @@ def _append_postgres(count: int) -> dict:
             admin.execute(f"DROP ROLE IF EXISTS {role}")
 
 
-def _build_log(space: Space, count: int, sign_every: int = 1024) -> None:
+def _build_log(space: Space, count: int, sign_every: int = 256) -> None:  # the default
     """Write a valid signed log directly (the collector's own write path, without the socket)."""
     prepare_dirs(space)
     store = SQLiteStore(space.provenance / SQLITE_FILE, create=True)
@@ -204,7 +204,8 @@ def _verify_row(count: int) -> dict:
         shutil.rmtree(space.root, ignore_errors=True)
     return {"name": f"verify-{count:.0e}".replace("+0", ""), "ratio": ours / baseline,
             "goal": 2.0, "verify_s": round(ours, 3), "read_and_sha256_s": round(baseline, 3),
-            "sha256_in_memory_s": round(one_pass, 3), "mb": round(total / 1e6, 1)}
+            "sha256_in_memory_s": round(one_pass, 3), "mb": round(total / 1e6, 1),
+            "signed_heads": report.signed_heads}
 
 
 def run(full: bool) -> list[dict]:
