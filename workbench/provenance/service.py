@@ -246,8 +246,7 @@ class Collector:
 def _prime_lazy_imports() -> None:
     """After dropping to the collector uid the interpreter's own files may be unreadable (a Python
     under /root): load everything the request path touches first."""
-    examples = {"login": {"user": "prime", "event": "login"}}
-    records.validate("login", examples["login"])
+    records.validate("login", {"user": "prime", "event": "login"})
     for kind in records.kinds():
         with contextlib.suppress(records.RecordRefused):
             records.validate(kind, {"unknown-field": 1})
