@@ -13,18 +13,25 @@ A refused request raises WorkbenchUserError, shown in a notebook without a trace
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import sys
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
 
-import httpx
 import pandas as pd
 import pyarrow as pa
 
 from workbench.errors import WorkbenchError, WorkbenchUserError
 
 DEFAULT_SOCKET = "/run/gateway.sock"
-TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+TIMEOUT = 600.0  # seconds: a large view or a Cox model may take a while
+
+
+def _segment(name: str) -> str:
+    return quote(str(name), safe="")
 
 
 def _socket() -> str:
@@ -70,35 +77,65 @@ def _hide_traceback() -> None:
     ip._workbench_errors = True
 
 
-def _raise_for(response: httpx.Response, view: str | None = None) -> None:
-    if response.status_code < 400:
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over the gateway's Unix socket (the stdlib client: it reads a large Arrow body
+    in a few big reads, noticeably faster than pure-Python HTTP stacks)."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("gateway", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def _raise_for(response: _Response, view: str | None = None) -> None:
+    if response.status < 400:
         return
     try:
         error = response.json()["error"]
         reason, message = error["reason"], error["message"]
     except (ValueError, KeyError, TypeError):
-        raise WorkbenchError(f"the gateway answered {response.status_code} without an error "
+        raise WorkbenchError(f"the gateway answered {response.status} without an error "
                              "body") from None
     if reason == "access-denied" and view:
         message = f"study {_study()}: view '{view}': {message}"
     raise WorkbenchUserError(message, reason=reason) from None
 
 
-def _client() -> httpx.Client:
-    return httpx.Client(transport=httpx.HTTPTransport(uds=_socket()), base_url="http://gateway",
-                        timeout=TIMEOUT, headers=_headers())
-
-
-def _request(method: str, path: str, view: str | None = None, **kwargs) -> httpx.Response:
+def _request(method: str, path: str, view: str | None = None, params: dict | None = None,
+             body: bytes | None = None, headers: dict | None = None) -> _Response:
     _hide_traceback()
+    target = path + ("?" + urlencode(params) if params else "")
+    connection = _UnixHTTPConnection(_socket(), TIMEOUT)
     try:
-        with _client() as client:
-            response = client.request(method, path, **kwargs)
-    except httpx.TransportError as exc:
+        connection.request(method, target, body=body, headers={**_headers(), **(headers or {})})
+        raw = connection.getresponse()
+        response = _Response(raw.status, dict(raw.getheaders()), raw.read())
+    except (OSError, http.client.HTTPException) as exc:
         raise WorkbenchUserError(
             f"cannot reach the data gateway at {_socket()} ({type(exc).__name__}); the study's "
             "server may be starting or the gateway is down: try again, then ask the admin.",
             reason="gateway-unavailable") from None
+    finally:
+        connection.close()
     _raise_for(response, view)
     return response
 
@@ -107,7 +144,7 @@ def request_json(method: str, path: str, payload: dict | None = None) -> dict:
     """One JSON request to the gateway (used by wb.secure and wb.release)."""
     view = payload.get("view") if isinstance(payload, dict) else None
     response = _request(method, path, view=view,
-                        content=None if payload is None else json.dumps(payload),
+                        body=None if payload is None else json.dumps(payload).encode(),
                         headers={"Content-Type": "application/json"})
     return response.json()
 
@@ -123,7 +160,7 @@ def views() -> pd.DataFrame:
 def describe(name: str) -> dict:
     """A granted view's schema (with description and sensitivity per column), quality and
     version. Columns with plaintext=False are reachable only through wb.secure."""
-    return _request("GET", f"/views/{name}", view=name).json()
+    return _request("GET", f"/views/{_segment(name)}", view=name).json()
 
 
 def view(name: str, columns: list[str] | None = None, limit: int | None = None) -> pd.DataFrame:
@@ -134,9 +171,17 @@ def view(name: str, columns: list[str] | None = None, limit: int | None = None) 
         params["columns"] = ",".join(columns)
     if limit is not None:
         params["limit"] = str(int(limit))
-    response = _request("GET", f"/views/{name}/arrow", view=name, params=params)
-    with pa.ipc.open_stream(response.content) as reader:
-        return reader.read_all().to_pandas()
+    response = _request("GET", f"/views/{_segment(name)}/arrow", view=name, params=params)
+    with pa.ipc.open_stream(response.body) as reader:
+        return to_frame(reader.read_all())
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """Arrow -> pandas the way pandas 3 does by default: text as the pyarrow-backed ``string``
+    dtype (zero-copy, ~10x faster than Python str objects), dates as datetime64."""
+    strings = pd.StringDtype("pyarrow")
+    mapping = {pa.string(): strings, pa.large_string(): strings}
+    return table.to_pandas(types_mapper=mapping.get, date_as_object=False)
 
 
 def catalog():

@@ -132,3 +132,20 @@ def test_version_changes_when_data_changes(tmp_path):
     dataset = catalog.datasets["hospital_a.visit"]
     Catalog.write(space, dataset.model_copy(update={"version": "0" * 64}))
     assert ViewEngine(space).versions["visits"] != before
+
+
+def test_study_keys_learn_incrementally_and_keep_nulls():
+    from workbench.space.linkage import study_pseudonyms
+    from workbench.views.protect import StudyKeys
+
+    key = bytes(range(32))
+    keys = StudyKeys(key)
+    first, first_offsets = keys.lookup("s", pa.array(["x", None, "y"]))
+    second, second_offsets = keys.lookup("s", pa.chunked_array([["z", "x"], [None]]))
+    assert first[1].as_py() is None and second[2].as_py() is None
+    assert first_offsets[1].as_py() is None
+    assert first[0] == second[1] and first_offsets[0] == second_offsets[1]
+    assert first[0].as_py() == study_pseudonyms(key, "s", ["x"])[0]  # the space's function
+    assert keys.lookup("t", pa.array(["x"]))[0][0] != first[0]
+    empty, _ = keys.lookup("u", pa.array([None, None], pa.string()))
+    assert empty.null_count == 2

@@ -13,12 +13,12 @@ Security boundary (guarded by tests/gateway/test_gateway.py):
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import re
 import socket
 import struct
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,8 +222,10 @@ def make_app(state: GatewayState, study: str, kernel_uid: int) -> web.Applicatio
         ensure_allowed(state.policy(), actor, "read-view", study, view_id)
         fetch_limit = limit if limit is not None else state.max_rows + 1
         loop = asyncio.get_running_loop()
+        timing = _Timing()
         result = await loop.run_in_executor(
             None, lambda: state.engine.read(study, view_id, columns, fetch_limit))
+        timing.mark("query")
         if result.rows > state.max_rows:
             raise WorkbenchUserError(
                 f"view '{view_id}' has more than {state.max_rows} rows; ask for fewer with "
@@ -236,14 +238,17 @@ def make_app(state: GatewayState, study: str, kernel_uid: int) -> web.Applicatio
         encoding = loop.run_in_executor(None, _arrow_bytes, result.table)
         try:
             record_id = await state.provenance.append_async("view-read", fields)
+            timing.mark("provenance")
         finally:
             body = await encoding
+        timing.mark("encode")
         await loop.run_in_executor(None, lambda: state.ledger.record(
             study=study, kind="view-read", view=view_id, rows_by_holder=result.rows_by_holder,
             record_id=record_id))
+        timing.mark("ledger")
         return web.Response(body=body, content_type=ARROW_TYPE, headers={
             "X-Workbench-Rows": str(result.rows), "X-Workbench-View-Version": result.version,
-            "X-Workbench-Record": record_id})
+            "X-Workbench-Record": record_id, "Server-Timing": timing.header()})
 
     async def secure_op(request: web.Request) -> web.Response:
         op = request.match_info["op"]
@@ -298,8 +303,25 @@ def make_app(state: GatewayState, study: str, kernel_uid: int) -> web.Applicatio
     return app
 
 
-def _arrow_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
+class _Timing:
+    """Server-Timing header (ms per step): where a fetch spends its time, for operators."""
+
+    def __init__(self):
+        self._last = time.perf_counter()
+        self._steps: list[tuple[str, float]] = []
+
+    def mark(self, step: str) -> None:
+        now = time.perf_counter()
+        self._steps.append((step, (now - self._last) * 1000))
+        self._last = now
+
+    def header(self) -> str:
+        return ", ".join(f"{step};dur={ms:.1f}" for step, ms in self._steps)
+
+
+def _arrow_bytes(table: pa.Table) -> memoryview:
+    """The table as one Arrow IPC stream, in Arrow's own buffer (no copy on the way out)."""
+    sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=64 * 1024)
-    return sink.getvalue()
+    return memoryview(sink.getvalue())

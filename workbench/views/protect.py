@@ -28,33 +28,44 @@ def _offset(shift_key: bytes, person: str) -> int:
 
 class StudyKeys:
     """Per-study pseudonyms (``workbench.space.linkage.study_pseudonyms``: stable in a study,
-    unlinkable across studies) and per-(study, person) date offsets, memoised per study."""
+    unlinkable across studies) and per-(study, person) date offsets, memoised per study as Arrow
+    arrays so a repeated read is one hash probe per row (``pc.index_in``) and two takes."""
 
     def __init__(self, key: bytes):
         self._key = key
-        self._memo: dict[str, dict[str, tuple[str, int]]] = {}
+        self._known: dict[str, tuple[pa.Array, pa.Array, pa.Array]] = {}
         self._lock = threading.Lock()
+
+    def _learn(self, study: str, persons: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+        with self._lock:
+            known = self._known.get(study)
+            if known is not None:
+                persons = pc.filter(persons, pc.invert(pc.is_in(persons, value_set=known[0])))
+            new = pc.unique(persons.drop_null()).to_pylist()
+            if new:
+                shift_key = _shift_key(self._key, study)
+                parts = (pa.array(new, pa.string()),
+                         pa.array(study_pseudonyms(self._key, study, new), pa.string()),
+                         pa.array([_offset(shift_key, u) for u in new], pa.int32()))
+                known = parts if known is None else tuple(
+                    pa.concat_arrays([old, part]) for old, part in zip(known, parts, strict=True))
+                self._known[study] = known
+            return known
 
     def lookup(self, study: str, persons: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
         """(pseudonyms, day offsets) row by row; null for a row without a person."""
         if isinstance(persons, pa.ChunkedArray):
             persons = persons.combine_chunks()
-        encoded = pc.dictionary_encode(persons.cast(pa.string()))
-        uniques = encoded.dictionary.to_pylist()
-        with self._lock:
-            memo = self._memo.setdefault(study, {})
-            missing = [u for u in uniques if u not in memo]
-        if missing:
-            pseudonyms = study_pseudonyms(self._key, study, missing)
-            shift_key = _shift_key(self._key, study)
-            computed = {u: (str(p), _offset(shift_key, u))
-                        for u, p in zip(missing, pseudonyms, strict=True)}
-            with self._lock:
-                memo.update(computed)
-        pairs = [memo[u] for u in uniques]
-        names = pa.array([p[0] for p in pairs], pa.string())
-        offsets = pa.array([p[1] for p in pairs], pa.int32())
-        return pc.take(names, encoded.indices), pc.take(offsets, encoded.indices)
+        persons = persons.cast(pa.string())
+        known = self._known.get(study)
+        index = pc.index_in(persons, value_set=known[0]) if known is not None else None
+        if index is None or index.null_count > persons.null_count:
+            known = self._learn(study, persons)
+            if known is None:  # no person at all
+                empty = pa.nulls(len(persons))
+                return empty.cast(pa.string()), empty.cast(pa.int32())
+            index = pc.index_in(persons, value_set=known[0])
+        return pc.take(known[1], index), pc.take(known[2], index)
 
 
 def shift_dates(column: pa.ChunkedArray, offsets: pa.Array) -> pa.Array:
