@@ -64,10 +64,16 @@ def test_sigkill_mid_burst_loses_no_acknowledged_record(request, space, open_tmp
     with start_collector(space, backend=backend) as restarted:
         with ProvenanceReader(space, backend=backend) as reader:
             report = reader.verify()
-            stored = [r.id for r in reader.records()]
+            stored_records = list(reader.records())
+        stored = [r.id for r in stored_records]
         assert report.ok, report.summary()
         assert set(acknowledged) <= set(stored)
         assert len(stored) == len(set(stored))
+        # each writer had at most one request in flight; if it was stored, it is whole
+        unacknowledged = [r for r in stored_records if r.id not in set(acknowledged)]
+        assert len(unacknowledged) <= WRITERS
+        assert all(r.kind == "view-read" and r.fields["view"].startswith("w")
+                   for r in unacknowledged)
         # per writer, the stored records are in the order they were acknowledged
         # (unacknowledged ones may follow, complete, since verify passed)
         position = {record_id: n for n, record_id in enumerate(stored)}
