@@ -30,6 +30,19 @@ def install_kernelspec_command(jupyter_dir: str) -> None:
     click.echo(f"installed kernelspec {KERNEL_NAME} in {target}")
 
 
+@sandbox.command("launcher")
+@click.option("--data-dir", help="The data space (default: $WORKBENCH_DATA_DIR).")
+def launcher_command(data_dir: str | None) -> None:
+    """Run the root kernel launcher: starts sealed kernels for non-root study servers."""
+    import logging
+
+    from workbench.paths import Space
+    from workbench.sandbox.launcher import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s kernel-launcher %(message)s")
+    serve(Space.at(data_dir))
+
+
 @sandbox.command("check")
 def check_command() -> None:
     """Check that bubblewrap and setpriv are installed."""

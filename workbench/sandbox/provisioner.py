@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
-from traitlets import Unicode, default
+from traitlets import Bool, Enum, Unicode, default
 
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
+from workbench.sandbox.launcher import LaunchedKernel, launcher_socket
 from workbench.sandbox.proxy import AuditProxy
 from workbench.sandbox.recorder import CollectorRecorder
 
@@ -71,6 +72,17 @@ class SandboxProvisioner(LocalProvisioner):
                            help="Where the per-kernel socket directories are made (kept short: "
                                 "a Unix socket path has at most 107 bytes).")
 
+    launch_mode = Enum(["auto", "direct", "launcher", "userns"], "auto", config=True,
+                       help="How the kernel gets its uid. 'direct': this process is root and runs "
+                            "bwrap + setpriv itself; 'launcher': ask the root kernel launcher "
+                            "service (DATA_DIR/run/kernel-launcher.sock) to start it as the "
+                            "study kernel uid; 'userns': unprivileged bwrap, the kernel keeps this "
+                            "process's uid (development only, needs allow_same_uid_kernel). "
+                            "'auto': direct when root, else launcher.")
+    allow_same_uid_kernel = Bool(False, config=True,
+                                 help="Allow 'userns' mode, where the kernel runs as the server's "
+                                      "own uid. Weaker: for development without root only.")
+
     @default("data_dir")
     def _data_dir_default(self) -> str:
         return os.environ.get("WORKBENCH_DATA_DIR", "")
@@ -84,6 +96,8 @@ class SandboxProvisioner(LocalProvisioner):
         return (os.environ.get("WORKBENCH_RUN_USER") or os.environ.get("JUPYTERHUB_USER")
                 or pwd.getpwuid(os.getuid()).pw_name)
 
+    _mode: str = "direct"
+    _launch: tuple | None = None  # (launcher socket, study, kernel dir) in launcher mode
     _proxy: AuditProxy | None = None
     _base: Path | None = None
     _recorder = None
@@ -105,10 +119,13 @@ class SandboxProvisioner(LocalProvisioner):
         km = self.parent
         study = check_study_id(self.study)
         space = Space.at(self.data_dir or None)
+        self._mode = self._choose_mode()
         kernel_uid = kernel_gid = None
-        if accounts.is_root():
+        if self._mode == "direct":
             kernel_uid, kernel_gid = accounts.ensure_user(accounts.study_kernel_user(study))
-        workspace = prepare_workspace(space, study, kernel_uid)
+            workspace = prepare_workspace(space, study, kernel_uid)
+        else:
+            workspace = space.workspace(study)  # made by the launcher / the hub
         outer, inner = self._directories(kernel_uid, kernel_gid)
         km.transport, km.cache_ports = "ipc", False
         km.ip = str(outer / "k")
@@ -118,10 +135,11 @@ class SandboxProvisioner(LocalProvisioner):
 
         info = json.loads(Path(km.connection_file).read_text())
         inner_file = inner / "kernel.json"
-        inner_file.write_text(json.dumps(dict(info, ip=f"{KERNEL_DIR_INSIDE}/k")))
-        os.chmod(inner_file, 0o400)
-        if kernel_uid is not None:
-            os.chown(inner_file, kernel_uid, kernel_gid)
+        if not inner_file.exists():  # a restart reuses it (the launcher made it the kernel's)
+            inner_file.write_text(json.dumps(dict(info, ip=f"{KERNEL_DIR_INSIDE}/k")))
+            os.chmod(inner_file, 0o400)
+            if kernel_uid is not None:
+                os.chown(inner_file, kernel_uid, kernel_gid)
 
         context = {"study": study, "kernel_id": self.kernel_id,
                    "notebook_path": server_env.get("JPY_SESSION_NAME") or None}
@@ -132,8 +150,10 @@ class SandboxProvisioner(LocalProvisioner):
             "study": study, "kernel_id": self.kernel_id, "user": self.run_user,
             "event": "restart" if self._proxy is not None else "start", "status": "ok",
             "kernel_name": km.kernel_name or "unknown",
-            "sandbox": "bwrap-setpriv" if kernel_uid is not None else "bwrap-userns",
-            "uid": kernel_uid if kernel_uid is not None else os.getuid()})
+            "sandbox": {"direct": "bwrap-setpriv", "launcher": "bwrap-setpriv-launcher",
+                        "userns": "bwrap-userns"}[self._mode],
+            "uid": (os.getuid() if self._mode == "userns" else
+                    pwd.getpwnam(accounts.study_kernel_user(study)).pw_uid)})
         if self._proxy is None:
             self._proxy = AuditProxy(info, dict(info, ip=str(inner / "k")), context,
                                      self._recorder, self.run_user)
@@ -149,11 +169,37 @@ class SandboxProvisioner(LocalProvisioner):
         outer_file = os.path.realpath(km.connection_file)
         kernel_cmd = [f"{KERNEL_DIR_INSIDE}/kernel.json" if a == outer_file else a
                       for a in kwargs["cmd"]]
-        kwargs["cmd"] = bwrap_argv(spec, kernel_cmd)
+        if self._mode == "launcher":  # the launcher builds the command line itself
+            self._launch = (launcher_socket(space), study, inner)
+            kwargs["cmd"] = ["workbench-kernel-launcher"]
+        else:
+            kwargs["cmd"] = bwrap_argv(spec, kernel_cmd)
         # bwrap's own environment; the kernel's is built by --clearenv/--setenv
         kwargs["env"] = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         kwargs["cwd"] = "/"
         return kwargs
+
+    def _choose_mode(self) -> str:
+        if self.launch_mode == "direct" and not accounts.is_root():
+            raise WorkbenchError("launch_mode 'direct' needs root")
+        if self.launch_mode == "userns" or (self.launch_mode == "auto" and not accounts.is_root()
+                                            and self.allow_same_uid_kernel):
+            if not self.allow_same_uid_kernel:
+                raise WorkbenchError("launch_mode 'userns' runs the kernel as the server's uid: "
+                                     "set allow_same_uid_kernel = True (development only)")
+            return "userns"
+        if self.launch_mode == "auto":
+            return "direct" if accounts.is_root() else "launcher"
+        return self.launch_mode
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any):
+        if self._mode != "launcher":
+            return await super().launch_kernel(cmd, **kwargs)
+        socket_path, study, inner = self._launch
+        self.process = LaunchedKernel(socket_path, study, inner)
+        self.pid, self.pgid = self.process.pid, None  # signals go through the launcher
+        self.cwd = "/"
+        return self.connection_info
 
     def _directories(self, kernel_uid: int | None, kernel_gid: int | None) -> tuple[Path, Path]:
         if self._base is None:

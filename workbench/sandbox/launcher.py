@@ -1,0 +1,243 @@
+"""The kernel launcher: a small root service that starts sealed kernels for non-root study servers.
+
+SECURITY BOUNDARY. A study server runs as its own uid (``wbs-<study>``) and cannot switch to the
+study's kernel uid (``wbk-<study>``) itself. It asks this service over ``DATA_DIR/run/
+kernel-launcher.sock``; the service takes the caller's uid from the socket (SO_PEERCRED), accepts
+only the server uid of the study named (or root), builds the whole command line itself
+(:func:`workbench.sandbox.launch.bwrap_argv`, the interpreter of this service, nothing from the
+request but the study and the caller's own socket directory) and keeps the kernel's lifetime tied
+to the connection: signals are relayed, the exit code is sent back, and a closed connection kills
+the kernel. The kernel gets the server's gid so the server can reach its ZMQ sockets.
+Guarded by tests/sandbox/test_launcher.py.
+
+Protocol (JSON lines): -> {"study": S, "kernel_dir": D}  <- {"ok": true, "pid": P} | {"ok": false,
+"message": M}; then -> {"signal": N} any number of times; <- {"exit": CODE} when the kernel ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from workbench import accounts
+from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.paths import Space
+from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
+
+log = logging.getLogger("workbench.sandbox.launcher")
+
+SOCKET_NAME = "kernel-launcher.sock"
+_ALLOWED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGKILL}
+
+
+def launcher_socket(space: Space) -> Path:
+    return space.run / SOCKET_NAME
+
+
+def kernel_command() -> list[str]:
+    """The study kernel's command inside the sandbox (the kernelspec's argv, filled in)."""
+    from workbench.sandbox.kernelspec import kernelspec_dict
+
+    argv = kernelspec_dict()["argv"]
+    return [sys.executable if a == "python" else
+            f"{KERNEL_DIR_INSIDE}/kernel.json" if a == "{connection_file}" else a for a in argv]
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+def _check_kernel_dir(path: str, owners: set[int]) -> Path:
+    """The caller's own socket directory: absolute, no symlink anywhere, owned by the caller (or
+    already handed to the study's kernel uid, on a restart)."""
+    kernel_dir = Path(path)
+    if not kernel_dir.is_absolute() or os.path.realpath(kernel_dir) != str(kernel_dir):
+        raise WorkbenchUserError("kernel_dir must be an absolute path without symlinks")
+    info = os.lstat(kernel_dir)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners:
+        raise WorkbenchUserError("kernel_dir must be a directory owned by the caller")
+    connection = kernel_dir / "kernel.json"
+    cinfo = os.lstat(connection)
+    if not stat.S_ISREG(cinfo.st_mode) or cinfo.st_uid not in owners:
+        raise WorkbenchUserError("kernel_dir/kernel.json must be a file owned by the caller")
+    return kernel_dir
+
+
+class _Session:
+    """One kernel: started for one connection, killed when that connection goes away."""
+
+    def __init__(self, space: Space, conn: socket.socket):
+        self.space, self.conn = space, conn
+        self.reader = conn.makefile("rb")
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen | None = None
+
+    def send(self, message: dict) -> None:
+        with self.lock:
+            try:
+                self.conn.sendall(json.dumps(message).encode() + b"\n")
+            except OSError:
+                pass  # the caller went away; the kernel is killed by run()
+
+    def start(self, request: dict, peer: int) -> None:
+        from workbench.sandbox.provisioner import check_study_id, prepare_workspace
+
+        study = check_study_id(str(request.get("study", "")))
+        server_uid, server_gid = accounts.ensure_user(accounts.study_server_user(study))
+        if peer not in (0, server_uid):
+            raise WorkbenchUserError(f"uid {peer} is not the server of study {study}",
+                                     reason="access-denied")
+        kernel_uid, _ = accounts.ensure_user(accounts.study_kernel_user(study))
+        kernel_dir = _check_kernel_dir(str(request.get("kernel_dir", "")), {peer, kernel_uid})
+        # kernel uid owns its connection file; the server's group reaches the kernel's sockets
+        os.chown(kernel_dir, kernel_uid, server_gid)
+        os.chmod(kernel_dir, 0o770)  # noqa: S103 - kernel uid + its own server's group
+        os.chown(kernel_dir / "kernel.json", kernel_uid, server_gid)
+        os.chmod(kernel_dir / "kernel.json", 0o400)
+        workspace = prepare_workspace(self.space, study, kernel_uid)
+        gateway = self.space.gateway_socket(study)
+        spec = SandboxSpec(study=study, workspace=workspace, kernel_dir=kernel_dir,
+                           kernel_uid=kernel_uid, kernel_gid=server_gid,
+                           gateway_socket=gateway if gateway.exists() else None)
+        self.process = subprocess.Popen(
+            bwrap_argv(spec, kernel_command()), env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            cwd="/", stdin=subprocess.DEVNULL, start_new_session=True, umask=0o007)
+        log.info("study %s: kernel pid %d for uid %d", study, self.process.pid, peer)
+
+    def run(self) -> None:
+        try:
+            peer = _peer_uid(self.conn)
+            try:
+                self.start(json.loads(self.reader.readline() or b"{}"), peer)
+            except (WorkbenchError, ValueError, OSError) as exc:
+                log.warning("refused a kernel launch: %s", exc)
+                self.send({"ok": False, "message": str(exc)})
+                return
+            self.send({"ok": True, "pid": self.process.pid})
+            threading.Thread(target=self._report_exit, daemon=True).start()
+            for line in self.reader:  # signals until the caller hangs up
+                signum = json.loads(line).get("signal")
+                if signum in _ALLOWED_SIGNALS and self.process.poll() is None:
+                    os.killpg(self.process.pid, signum)
+        except (OSError, ValueError):
+            pass
+        finally:
+            if self.process is not None and self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            self.conn.close()
+
+    def _report_exit(self) -> None:
+        self.send({"exit": self.process.wait()})
+
+
+def serve(space: Space) -> None:
+    """``workbench sandbox launcher``: serve until killed (root only)."""
+    if not accounts.is_root():
+        raise WorkbenchUserError("the kernel launcher must run as root (it switches to the "
+                                 "study kernel uids)", reason="not-root")
+    path = launcher_socket(space)
+    space.run.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o666)  # noqa: S103 - any server uid may ask; SO_PEERCRED decides
+    listener.listen(64)
+    log.info("kernel launcher ready on %s", path)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_Session(space, conn).run, daemon=True).start()
+
+
+class LaunchedKernel:
+    """The server's handle on a kernel the launcher started: a ``Popen``-like object for
+    ``LocalProvisioner`` (poll, wait, send_signal, kill, terminate)."""
+
+    def __init__(self, socket_path: Path, study: str, kernel_dir: Path, timeout: float = 30):
+        self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.conn.settimeout(timeout)
+        try:
+            self.conn.connect(str(socket_path))
+        except OSError as exc:
+            self.conn.close()
+            raise WorkbenchError(f"kernel launcher unreachable at {socket_path} "
+                                 f"({exc.strerror}): start 'workbench sandbox launcher'") from None
+        self.conn.sendall(json.dumps({"study": study, "kernel_dir": str(kernel_dir)}).encode()
+                          + b"\n")
+        self.reader = self.conn.makefile("rb")
+        reply = json.loads(self.reader.readline() or b'{"ok": false, "message": "no reply"}')
+        if not reply.get("ok"):
+            self.conn.close()
+            raise WorkbenchError(f"kernel launcher refused: {reply.get('message')}")
+        self.conn.settimeout(None)
+        self.pid = reply["pid"]
+        self.returncode: int | None = None
+        self._exited = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        try:
+            for line in self.reader:
+                if "exit" in (message := json.loads(line)):
+                    self.returncode = message["exit"]
+                    break
+        except (OSError, ValueError):
+            pass
+        if self.returncode is None:
+            self.returncode = -signal.SIGKILL  # the launcher went away: so did the kernel
+        self._exited.set()
+
+    def poll(self) -> int | None:
+        return self.returncode if self._exited.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._exited.wait(timeout)
+        if self.poll() is not None:
+            self.close()
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if not self._exited.is_set():
+            try:
+                self.conn.sendall(json.dumps({"signal": int(signum)}).encode() + b"\n")
+            except OSError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # LocalProvisioner.wait closes these
+    stdin = stdout = stderr = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="workbench sandbox launcher", description=__doc__)
+    parser.add_argument("--data-dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s kernel-launcher %(message)s")
+    serve(Space.at(args.data_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
