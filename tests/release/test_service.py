@@ -266,3 +266,24 @@ def test_wb_release_request_from_a_kernel_through_the_gateway_route(space, servi
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+def test_release_works_when_the_study_directory_is_closed_to_the_airlock(space, service):
+    """The sandbox makes studies/<s> 0750 for the study's accounts; the airlock (another uid)
+    still writes and serves its outbox through directory fds opened before dropping root."""
+    study_dir = space.study_dir("cml-tki")
+    mode = study_dir.stat().st_mode & 0o777
+    study_dir.chmod(0o700)
+    try:
+        http = UnixHTTP(airlock_socket(space))
+        rid = http.json("POST", "/requests", {"name": "closed", "description": "d",
+                                              "payload": _payload((200, 210))},
+                        _as("alice", "cml-tki"))["id"]
+        http.json("POST", f"/requests/{rid}/decision", {"decision": "approve"}, _as("rita"))
+        assert http.json("POST", f"/requests/{rid}/decision", {"decision": "approve"},
+                         _as("remy"))["state"] == "released"
+        status, data, _ = http.request("GET", f"/requests/{rid}/files/closed.csv", None,
+                                       _as("alice", "cml-tki"))
+        assert status == 200 and data.startswith(b"tki,n")
+    finally:
+        study_dir.chmod(mode)

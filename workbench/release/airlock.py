@@ -93,6 +93,7 @@ class Airlock:
         directory = airlock_dir(space)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = AirlockStore(directory / "airlock.sqlite")
+        self.outbox_fds: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # -- provenance (fail closed) -------------------------------------------------------------
@@ -280,14 +281,32 @@ class Airlock:
         files.append((f"{name}.evidence.json", row["evidence"].encode()))
         return files
 
+    def _outbox_fd(self, study: str) -> int:
+        """A directory fd of the study's outbox. The service opens them as root before it drops
+        privileges: the study directory itself belongs to the study's accounts (0750)."""
+        fd = self.outbox_fds.get(study)
+        if fd is None:
+            outbox = self.space.outbox(study)
+            outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(outbox, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            self.outbox_fds[study] = fd
+        return fd
+
     def _write_outbox(self, row: dict, files: list[tuple[str, bytes]]) -> None:
-        target = self.space.outbox(row["study"]) / row["id"]
-        target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for fname, data in files:
-            path = target / fname
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+        outbox = self._outbox_fd(row["study"])
+        try:
+            os.mkdir(row["id"], 0o700, dir_fd=outbox)
+        except FileExistsError:
+            pass
+        target = os.open(row["id"], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=outbox)
+        try:
+            for fname, data in files:
+                fd = os.open(fname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                             dir_fd=target)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+        finally:
+            os.close(target)
 
     # -- reading ------------------------------------------------------------------------------
     def _row(self, request_id: str) -> dict:
@@ -352,8 +371,12 @@ class Airlock:
         if row["state"] != "released" or filename not in names:
             raise WorkbenchUserError(f"request {request_id} has no released file '{filename[:80]}'",
                                      reason="not-found")
-        path = self.space.outbox(row["study"]) / row["id"] / filename
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        target = os.open(row["id"], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                         dir_fd=self._outbox_fd(row["study"]))
+        try:
+            fd = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=target)
+        finally:
+            os.close(target)
         with os.fdopen(fd, "rb") as handle:
             data = handle.read()
         if _sha256(data) != names[filename]["sha256"]:

@@ -90,6 +90,8 @@ def run_airlock(space: Space, policy_file: str) -> None:
     key = load_or_create_key(token_key_path(space))
     _prime_imports()
     airlock = Airlock(space, policy, ProvenanceClient(space.collector_socket))
+    for study in policy.studies:  # before dropping privileges: see Airlock._outbox_fd
+        airlock._outbox_fd(study)
     if ids:
         os.chown(airlock.store.path, *ids)
         for suffix in ("-wal", "-shm"):
