@@ -1,6 +1,7 @@
 """Ownership certificates: valid ones verify; one changed byte of the data or of the certificate
 is caught (security boundary: workbench/catalog/certificates.py)."""
 
+import base64
 import json
 
 import pytest
@@ -183,3 +184,45 @@ def test_every_catalog_command_is_documented():
     doc = (Path(__file__).parents[2] / "docs" / "catalog.md").read_text()
     for name in catalog.commands:
         assert f"workbench catalog {name}" in doc, name
+
+
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _slack(value):
+    """The same signature bytes in other base64 text: flip an unused low bit of the last digit."""
+    last = B64[B64.index(value[-3]) ^ 1]
+    forged = value[:-3] + last + "=="
+    assert base64.b64decode(forged) == base64.b64decode(value) and forged != value
+    return forged
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["signature"].update(algorithm="Ed25518"),
+    lambda d: d["signature"].update(note="x"),
+    lambda d: d.update(extra=1),
+    # the last base64 digit of a 64-byte signature carries 4 unused bits: same bytes, new text
+    lambda d: d["signature"].update(value=_slack(d["signature"]["value"])),
+])
+def test_the_unsigned_envelope_cannot_vary_either(cert_space, tmp_path, edit):
+    space, cert = cert_space
+    document = json.loads(cert.read_text())
+    edit(document)
+    forged = tmp_path / "envelope.json"
+    certificates.write(forged, document)
+    result = _verify(space, forged)
+    assert result.exit_code != 0 and "NOT valid" in str(result.exception)
+
+
+def test_certificate_byte_flips_exhaustively_over_the_signature_block(cert_space, tmp_path):
+    """Every byte from the signature block on, each flipped by 1 (where base64 slack lives)."""
+    space, cert = cert_space
+    original = cert.read_bytes()
+    start = original.index(b'"signature"')
+    forged = tmp_path / "flip.json"
+    for position in range(start, len(original)):
+        changed = bytearray(original)
+        changed[position] ^= 1
+        forged.write_bytes(bytes(changed))
+        with pytest.raises(WorkbenchUserError):
+            certificates.verify(space, forged)

@@ -153,6 +153,12 @@ def verify(space: Space, path: Path) -> Verified:
                              f"{exc})") from None
     if render(document) != text:
         raise _invalid(path, "the file is not in its canonical form: it was edited after signing")
+    # the unsigned envelope must be exactly what issue() writes: no byte of it may vary either
+    if set(document) != {"certificate", "signature"} or set(signature) != {
+            "algorithm", "public_key_sha256", "value"} or signature["algorithm"] != "Ed25519":
+        raise _invalid(path, "its signature block is not an Ed25519 signature as issued")
+    if base64.b64encode(value).decode() != signature["value"]:
+        raise _invalid(path, "the signature is not canonical base64: it was edited")
     public = load_public_key(space.signing_pub)
     if signature.get("public_key_sha256") != hashlib.sha256(public_pem(public)).hexdigest():
         raise _invalid(path, f"it was not signed by this space's key ({space.signing_pub})")
