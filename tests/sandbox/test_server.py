@@ -257,3 +257,23 @@ def test_server_missing_a_hardening_setting_refuses_to_start(sandbox_space, miss
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_idle_kernels_are_culled_and_the_culling_is_recorded(sandbox_space):
+    fast_culling = ("c.MappingKernelManager.cull_idle_timeout = 2\n"
+                    "c.MappingKernelManager.cull_interval = 1")
+    process, url, log_path = start_server(sandbox_space, extra=fast_culling)
+    try:
+        assert wait_ready(process, url, log_path), log_path.read_text()[-3000:]
+        kernel = httpx.post(f"{url}/api/kernels", headers=_auth(), json={}, timeout=60).json()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/api/kernels", headers=_auth()).json():
+            assert time.monotonic() < deadline, "idle kernel was not culled"
+            time.sleep(0.5)
+        events = wait_for_records(sandbox_space["space"], lambda r: r["kind"] == "kernel-lifecycle"
+                                  and r["fields"]["kernel_id"] == kernel["id"]
+                                  and r["fields"]["event"] == "shutdown")
+        assert events and events[0]["fields"]["user"]
+    finally:
+        process.terminate()
+        process.wait(30)
