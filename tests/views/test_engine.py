@@ -134,18 +134,43 @@ def test_version_changes_when_data_changes(tmp_path):
     assert ViewEngine(space).versions["visits"] != before
 
 
+def _hashes(values):
+    """DuckDB's hash of each id, as the engine computes it (null for a null id)."""
+    import duckdb
+    con = duckdb.connect()
+    con.register("ids", pa.table({"p": pa.array(values, pa.string())}))
+    return con.sql("SELECT CASE WHEN p IS NULL THEN NULL ELSE hash(p) END FROM ids") \
+        .to_arrow_table().column(0)
+
+
 def test_study_keys_learn_incrementally_and_keep_nulls():
     from workbench.space.linkage import study_pseudonyms
     from workbench.views.protect import StudyKeys
 
     key = bytes(range(32))
     keys = StudyKeys(key)
-    first, first_offsets = keys.lookup("s", pa.array(["x", None, "y"]))
-    second, second_offsets = keys.lookup("s", pa.chunked_array([["z", "x"], [None]]))
+    ids = ["x", None, "y"]
+    first, first_offsets = keys.lookup("s", pa.array(ids), _hashes(ids))
+    ids2 = ["z", "x", None]
+    second, second_offsets = keys.lookup("s", pa.chunked_array([ids2[:2], ids2[2:]]),
+                                         _hashes(ids2))
     assert first[1].as_py() is None and second[2].as_py() is None
     assert first_offsets[1].as_py() is None
     assert first[0] == second[1] and first_offsets[0] == second_offsets[1]
     assert first[0].as_py() == study_pseudonyms(key, "s", ["x"])[0]  # the space's function
-    assert keys.lookup("t", pa.array(["x"]))[0][0] != first[0]
-    empty, _ = keys.lookup("u", pa.array([None, None], pa.string()))
+    assert keys.lookup("t", pa.array(["x"]), _hashes(["x"]))[0][0] != first[0]
+    empty, _ = keys.lookup("u", pa.array([None, None], pa.string()), _hashes([None, None]))
     assert empty.null_count == 2
+
+
+def test_study_keys_survive_hash_collisions():
+    from workbench.space.linkage import study_pseudonyms
+    from workbench.views.protect import StudyKeys
+
+    key = bytes(range(32))
+    keys = StudyKeys(key)
+    same = pa.array([7, 7, 7], pa.uint64())  # three different people, one (forced) hash
+    names, _ = keys.lookup("s", pa.array(["a", "b", "a"]), same)
+    assert names.to_pylist() == list(study_pseudonyms(key, "s", ["a", "b", "a"]))
+    names, _ = keys.lookup("s", pa.array(["c", "b"]), pa.array([7, 7], pa.uint64()))
+    assert names.to_pylist() == list(study_pseudonyms(key, "s", ["c", "b"]))

@@ -28,6 +28,7 @@ from workbench.views import protect
 
 _HOLDER = "__wb_holder"  # internal names: never a catalog column (those are [a-z][a-z0-9_]*)
 _PERSON = "__wb_person"
+_PERSON_HASH = "__wb_person_hash"
 _LOCKED_CONFIG = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
@@ -198,7 +199,10 @@ class ViewEngine:
     def _query(self, view: View, columns: tuple[str, ...], limit: int | None) -> pa.Table:
         select = [_quote(c) for c in columns] + [f'"holder" AS {_HOLDER}']
         if view.person_column:
-            select.append(f"{_quote(view.person_column)} AS {_PERSON}")
+            person = _quote(view.person_column)
+            select += [f"{person} AS {_PERSON}",
+                       f"CASE WHEN {person} IS NULL THEN NULL ELSE hash({person}) END "
+                       f"AS {_PERSON_HASH}"]
         where = f" WHERE ({view.row_filter})" if view.row_filter else ""
         sql = f"SELECT {', '.join(select)} FROM ({view.sql}) AS v{where}"
         if limit is not None:
@@ -241,7 +245,8 @@ class ViewEngine:
         out = {}
         pseudonyms = offsets = None
         if view.person_column:
-            pseudonyms, offsets = self._study_keys.lookup(study, table[_PERSON])
+            pseudonyms, offsets = self._study_keys.lookup(
+                study, table[_PERSON], table[_PERSON_HASH])
         for name in chosen:
             column = table[name]
             if name == view.person_column:
@@ -262,9 +267,10 @@ class ViewEngine:
         usable = tuple(c.name for c in view.columns if c.sensitivity != "direct_identifier")
         chosen = self._columns(view, columns, usable)
         table = self._query(view, chosen, None)
-        frame = table.drop_columns([c for c in (_PERSON,) if c in table.column_names]).to_pandas()
+        internal = [c for c in (_PERSON, _PERSON_HASH) if c in table.column_names]
+        frame = table.drop_columns(internal).to_pandas()
         if view.person_column in chosen:
-            pseudonyms, _ = self._study_keys.lookup(study, table[view.person_column])
+            pseudonyms, _ = self._study_keys.lookup(study, table[_PERSON], table[_PERSON_HASH])
             frame[view.person_column] = pseudonyms.to_numpy(zero_copy_only=False)
         return {holder: part.drop(columns=[_HOLDER]).reset_index(drop=True)
                 for holder, part in frame.groupby(_HOLDER, sort=True)}

@@ -29,22 +29,28 @@ def _offset(shift_key: bytes, person: str) -> int:
 class StudyKeys:
     """Per-study pseudonyms (``workbench.space.linkage.study_pseudonyms``: stable in a study,
     unlinkable across studies) and per-(study, person) date offsets, memoised per study as Arrow
-    arrays so a repeated read is one hash probe per row (``pc.index_in``) and two takes."""
+    arrays. A read is looked up by DuckDB's 64-bit hash of the person id (cheap to probe) and
+    then verified against the person ids themselves, so a hash collision can never hand one
+    person's pseudonym to another: it falls back to probing by the ids."""
 
     def __init__(self, key: bytes):
         self._key = key
-        self._known: dict[str, tuple[pa.Array, pa.Array, pa.Array]] = {}
+        # study -> (person ids, hashes, pseudonyms, offsets), row-aligned
+        self._known: dict[str, tuple[pa.Array, pa.Array, pa.Array, pa.Array]] = {}
         self._lock = threading.Lock()
 
-    def _learn(self, study: str, persons: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    def _learn(self, study: str, persons: pa.Array, hashes: pa.Array):
         with self._lock:
             known = self._known.get(study)
+            fresh = pc.is_valid(persons)
             if known is not None:
-                persons = pc.filter(persons, pc.invert(pc.is_in(persons, value_set=known[0])))
-            new = pc.unique(persons.drop_null()).to_pylist()
-            if new:
+                fresh = pc.and_(fresh, pc.invert(pc.is_in(persons, value_set=known[0])))
+            new_persons = pc.unique(pc.filter(persons, fresh))
+            if len(new_persons):
+                rows = pc.index_in(new_persons, value_set=persons)
+                new = new_persons.to_pylist()
                 shift_key = _shift_key(self._key, study)
-                parts = (pa.array(new, pa.string()),
+                parts = (new_persons.cast(pa.string()), pc.take(hashes, rows),
                          pa.array(study_pseudonyms(self._key, study, new), pa.string()),
                          pa.array([_offset(shift_key, u) for u in new], pa.int32()))
                 known = parts if known is None else tuple(
@@ -52,20 +58,28 @@ class StudyKeys:
                 self._known[study] = known
             return known
 
-    def lookup(self, study: str, persons: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
-        """(pseudonyms, day offsets) row by row; null for a row without a person."""
-        if isinstance(persons, pa.ChunkedArray):
-            persons = persons.combine_chunks()
-        persons = persons.cast(pa.string())
+    def lookup(self, study: str, persons, hashes) -> tuple[pa.Array, pa.Array]:
+        """(pseudonyms, day offsets) row by row for ``persons`` (ids) and ``hashes`` (DuckDB
+        ``hash(id)``, null where the id is null); null for a row without a person."""
+        persons = _array(persons).cast(pa.string())
+        hashes = _array(hashes).cast(pa.uint64())
         known = self._known.get(study)
-        index = pc.index_in(persons, value_set=known[0]) if known is not None else None
-        if index is None or index.null_count > persons.null_count:
-            known = self._learn(study, persons)
-            if known is None:  # no person at all
-                empty = pa.nulls(len(persons))
-                return empty.cast(pa.string()), empty.cast(pa.int32())
-            index = pc.index_in(persons, value_set=known[0])
-        return pc.take(known[1], index), pc.take(known[2], index)
+        if known is not None:
+            index = pc.index_in(hashes, value_set=known[1])
+            if index.null_count == persons.null_count and pc.all(pc.equal(
+                    pc.take(known[0], index), persons)).as_py() in (True, None):
+                return pc.take(known[2], index), pc.take(known[3], index)
+        # new people (or a hash collision): learn them, then probe by the ids themselves
+        known = self._learn(study, persons, hashes)
+        if known is None:  # not a single person in the rows
+            empty = pa.nulls(len(persons))
+            return empty.cast(pa.string()), empty.cast(pa.int32())
+        index = pc.index_in(persons, value_set=known[0])
+        return pc.take(known[2], index), pc.take(known[3], index)
+
+
+def _array(values) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def shift_dates(column: pa.ChunkedArray, offsets: pa.Array) -> pa.Array:
