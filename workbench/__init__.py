@@ -1,7 +1,8 @@
 """workbench: secure research workbench for a healthcare trusted data space.
 
 In a study kernel: ``import workbench as wb`` then ``wb.views()``, ``wb.view(name)``,
-``wb.describe(name)``, ``wb.catalog()``, ``wb.secure.kaplan_meier(...)``, ``wb.release.request(...)``.
+``wb.describe(name)``, ``wb.catalog()``, ``wb.secure.kaplan_meier(...)`` and
+``wb.release.request(...)``.
 Attributes are imported lazily so the command-line tools do not pay for the notebook client.
 """
 

@@ -20,6 +20,7 @@ ColumnType = Literal["int64", "float64", "string", "date", "timestamp", "bool"]
 
 SLUG = re.compile(r"^[a-z][a-z0-9_]*$")
 HOLDER = re.compile(r"^[a-z][a-z0-9-]*$")
+DATA_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.parquet$")
 
 
 def holder_schema(holder: str) -> str:
@@ -46,7 +47,7 @@ class Dataset(_Model):
     description: str
     holder: str = Field(description="holder id, e.g. 'hospital-a'")
     table: str = Field(description="logical table name shared across holders, e.g. 'person'")
-    source: str = Field(description="where the data came from, e.g. 'synthetic' or 'lifelines:lung'")
+    source: str = Field(description="origin, e.g. 'synthetic' or 'lifelines:lung'")
     file: str = Field(description="parquet file relative to the space's holders/<holder>/ dir")
     columns: tuple[Column, ...]
     rows: int
@@ -61,6 +62,14 @@ class Dataset(_Model):
     def _holder(cls, value: str) -> str:
         if not HOLDER.match(value):
             raise ValueError("holder ids are lowercase letters, digits and '-'")
+        return value
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        # A catalog entry must not point the gateway at a file outside its holder's store.
+        if not DATA_FILE.match(value):
+            raise ValueError("the data file is a plain '<name>.parquet' inside the holder's folder")
         return value
 
     @field_validator("table")

@@ -53,7 +53,8 @@ class Catalog:
 
     def holders_of(self, table: str) -> list[Dataset]:
         """Every holder's dataset for a logical table, in holder order."""
-        return sorted((d for d in self.datasets.values() if d.table == table), key=lambda d: d.holder)
+        held = (d for d in self.datasets.values() if d.table == table)
+        return sorted(held, key=lambda d: d.holder)
 
     def dataset_path(self, space: Space, dataset: Dataset) -> Path:
         return space.holder_dir(dataset.holder) / dataset.file
