@@ -136,3 +136,21 @@ def test_holders_hold_no_secret_key_and_pack_bins(rossi, n_holders):
     (round_,) = fed.coordinator.log
     assert round_["ciphertexts"] == 1  # 2 x 53 weekly bins + 1 packed into one BFV ciphertext
     assert all(b <= 90_000 for b in round_["bytes_per_holder"].values())
+
+
+def test_holder_processes_give_the_same_answers(gbsg2):
+    parts = split_round_robin(gbsg2)
+    fed = Federation(parts, min_cell_count=10, holder_processes=True)
+    try:
+        assert fed.coordinator.metadata()["holders_ran"].startswith("in parallel")
+        km = fed.kaplan_meier(duration_col="time", event_col="cens")
+        cox = fed.cox_ph(duration_col="time", event_col="cens", covariates=["age", "tsize"])
+    finally:
+        fed.close()
+    local = Federation(parts, min_cell_count=10)
+    assert np.abs(km.survival_function_.to_numpy()
+                  - local.kaplan_meier("time", "cens").survival_function_.to_numpy()).max() == 0
+    assert np.abs(cox.params_ - local.cox_ph("time", "cens", ["age", "tsize"]).params_).max() \
+        <= 1e-9
+    assert all(p.poll() is not None for p in fed.coordinator.processes.procs) or \
+        not fed.coordinator.processes.procs

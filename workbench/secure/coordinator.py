@@ -28,13 +28,19 @@ ERROR_BOUND = {"bfv": "exact (integer slots, no noise after decryption)",
 
 class Coordinator:
     def __init__(self, partitions: dict[str, pd.DataFrame], keys: PublicKeys, keyholder,
-                 thresholds: dict | None = None, context: dict | None = None):
+                 thresholds: dict | None = None, context: dict | None = None,
+                 holder_processes: bool = False):
         if not partitions:
             raise WorkbenchUserError("no holder has rows for this operation.", reason="no-rows")
         check_federation(partitions)
         self.partitions = partitions
         self.keys, self.keyholder = keys, keyholder
         self.holders = [HolderNode(name, frame, keys) for name, frame in partitions.items()]
+        self.processes = None
+        if holder_processes:  # holders encrypt in parallel, each in its own process
+            from workbench.secure.holders import HolderProcesses
+
+            self.processes = HolderProcesses(partitions, keys)
         self.aggregator = Aggregator(keys)
         self.thresholds = dict(thresholds or {})
         self.context = dict(context or {})
@@ -43,7 +49,10 @@ class Coordinator:
     # -- one encrypted round ---------------------------------------------------------------------
     def round(self, kind: str, op: str, spec: dict) -> dict:
         started = time.perf_counter()
-        parts = [h.contribute(kind, spec) for h in self.holders]
+        if self.processes is not None:
+            parts = self.processes.contribute(kind, spec)
+        else:
+            parts = [h.contribute(kind, spec) for h in self.holders]
         pooled = self.aggregator.combine(parts)
         header = {"type": "decrypt-release", "kind": kind, "op": op, "spec": spec,
                   "thresholds": self.thresholds, "contributors": pooled.contributors,
@@ -61,7 +70,8 @@ class Coordinator:
                 "scheme": "-".join(schemes),
                 "parameters": {s: parameters()[s] for s in schemes},
                 "error_bound": "; ".join(ERROR_BOUND[s] for s in schemes),
-                "holders_ran": "in sequence"}
+                "holders_ran": "in parallel (one process each)" if self.processes
+                else "in sequence"}
 
     def run(self, op: str, params: dict) -> dict:
         if op not in OPS:
@@ -78,7 +88,7 @@ class Coordinator:
             if column not in frame.columns:
                 raise WorkbenchUserError(f"column {column!r} is not in the data.",
                                          reason="no-such-column")
-            values.update(frame[column].dropna().astype(str).unique().tolist())
+            values.update(str(v) for v in frame[column].dropna().unique().tolist())
         if len(values) > MAX_LEVELS:
             raise WorkbenchUserError(f"column {column!r} has more than {MAX_LEVELS} distinct "
                                      "values: group by a coarser column.", reason="too-many-levels")

@@ -16,7 +16,8 @@ from workbench.secure.coordinator import Coordinator
 class Federation:
     def __init__(self, partitions: dict[str, pd.DataFrame], min_cell_count: int = 10,
                  dominance: tuple[int, float] = (2, 0.85), *, min_holders: int = 2,
-                 keyholder=None, public_keys=None, provenance=None, context: dict | None = None):
+                 keyholder=None, public_keys=None, provenance=None, context: dict | None = None,
+                 holder_processes: bool = False):
         if keyholder is None:
             from workbench.secure.keyholder import KeyHolder
             from workbench.secure.keys import SecretKeys
@@ -33,13 +34,18 @@ class Federation:
         self.thresholds = {"min_cell_count": min_cell_count, "dominance": list(dominance),
                            "min_holders": min_holders}
         self.coordinator = Coordinator(partitions, public_keys, keyholder, self.thresholds,
-                                       context)
+                                       context, holder_processes=holder_processes)
         self.last_run: dict | None = None
 
     def _run(self, op: str, **params):
         payload = self.coordinator.run(op, {k: v for k, v in params.items() if v is not None})
         self.last_run = payload
         return results.build(payload)
+
+    def close(self) -> None:
+        """Stop the holder processes (when started with ``holder_processes=True``)."""
+        if self.coordinator.processes is not None:
+            self.coordinator.processes.close()
 
     @property
     def holders(self):

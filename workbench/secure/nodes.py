@@ -74,13 +74,14 @@ class HolderNode:
 
     def __init__(self, name: str, frame: pd.DataFrame, keys: PublicKeys):
         self.name, self.frame, self.keys = name, frame, keys
+        self._cache: dict = {}  # beta-independent model statistics, reused across Newton rounds
 
     @property
     def has_secret_key(self) -> bool:
         return self.keys.bfv.has_secret_key() or self.keys.ckks.has_secret_key()
 
     def contribute(self, kind: str, spec: dict) -> Encrypted:
-        vectors = ops.holder_vectors(kind, spec, self.frame)
+        vectors = ops.holder_vectors(kind, spec, self.frame, self._cache)
         blobs, per_scheme = [], {}
         for scheme in ("bfv", "ckks"):
             encrypted = encrypt_vector(self.keys, scheme, vectors[scheme])

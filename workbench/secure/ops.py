@@ -10,6 +10,7 @@ Specs are public JSON: column names, category levels, bin edges, time grid, mode
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -130,8 +131,11 @@ def cell_index(frame: pd.DataFrame, spec: dict) -> np.ndarray:
     for axis in spec.get("by", []):
         col = _column(frame, axis["column"])
         if "levels" in axis:
-            levels = axis["levels"]
-            codes = pd.Categorical(col.astype(str), categories=[str(v) for v in levels]).codes
+            levels = [str(v) for v in axis["levels"]]
+            codes_of_unique, uniques = pd.factorize(col, use_na_sentinel=True)
+            position = {v: i for i, v in enumerate(levels)}
+            lookup = np.array([position.get(str(u), -1) for u in uniques] + [-1], dtype=np.int64)
+            codes = lookup[codes_of_unique]  # -1 (missing) picks the trailing -1
             size = len(levels)
         else:
             edges = np.asarray(axis["edges"], dtype=float)
@@ -161,7 +165,8 @@ def _events(frame: pd.DataFrame, col: str) -> np.ndarray:
     return values.astype(bool)
 
 
-def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame,
+                   cache: dict | None = None) -> dict[str, np.ndarray]:
     """This holder's contribution: one flat integer vector (BFV) and one real vector (CKKS)."""
     cells = cell_index(frame, spec)
     keep = cells >= 0
@@ -174,7 +179,7 @@ def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame) -> dict[str, np.n
     elif kind == "survival":
         parts = _survival(spec, frame, cells, keep, n_cells)
     elif kind == "cox":
-        parts = _cox(spec, frame, cells, keep, n_cells)
+        parts = _cox(spec, frame, cells, keep, n_cells, cache)
     elif kind == "logistic":
         parts = _logistic(spec, frame[keep])
     else:
@@ -220,39 +225,47 @@ def _survival(spec, frame, cells, keep, n_cells):
     return [at_risk, events]
 
 
-def _cox(spec, frame, cells, keep, n_cells):
-    n_bins, covs = int(spec["n_bins"]), spec["covariates"]
-    p = len(covs)
-    z = np.column_stack([_numeric(frame, c)[keep] for c in covs]) - np.asarray(spec["center"])
-    beta = np.asarray(spec["beta"], dtype=float)
+def _cox_setup(spec, frame, cells, keep, n_cells) -> dict:
+    """The beta-independent part of a holder's Cox statistics: covariates, event flags and the
+    sparse row -> (stratum, bin) maps. Cached across Newton rounds."""
+    from scipy import sparse
+
+    n_bins = int(spec["n_bins"])
+    x = np.column_stack([_numeric(frame, c)[keep] for c in spec["covariates"]])
     event = _events(frame, spec["event_col"])[keep]
-    bins = time_bins(frame, spec)[keep]
-    idx = cells[keep] * n_bins + bins
-    size = n_cells * n_bins
-    r = np.exp(z @ beta)
+    idx = cells[keep] * n_bins + time_bins(frame, spec)[keep]
+    size, rows = n_cells * n_bins, len(idx)
+    to_bins = sparse.csr_matrix((np.ones(rows), (idx, np.arange(rows))), shape=(size, rows))
+    return {"x": x, "event": event, "to_bins": to_bins, "events_to_bins": to_bins[:, event],
+            "d": np.bincount(idx[event], minlength=size),
+            "n": np.bincount(cells[keep], minlength=n_cells),
+            "x_events": x[event].sum(axis=0), "x_all": x.sum(axis=0), "n_events": int(event.sum())}
+
+
+def _cox(spec, frame, cells, keep, n_cells, cache=None):
+    key = json.dumps({k: v for k, v in spec.items() if k not in ("beta", "center")},
+                     sort_keys=True)
+    setup = cache.get(key) if cache is not None else None
+    if setup is None:
+        setup = _cox_setup(spec, frame, cells, keep, n_cells)
+        if cache is not None:
+            cache.clear()  # one model at a time
+            cache[key] = setup
+    n_bins, center = int(spec["n_bins"]), np.asarray(spec["center"], dtype=float)
+    p = len(spec["covariates"])
+    z = setup["x"] - center
+    r = np.exp(z @ np.asarray(spec["beta"], dtype=float))
     iu = np.triu_indices(p)
-    zz = z[:, iu[0]] * z[:, iu[1]]
-
-    def sums(mask):
-        i, w = idx[mask], r[mask]
-        s0 = np.bincount(i, weights=w, minlength=size)
-        s1 = np.column_stack([np.bincount(i, weights=w * z[mask, j], minlength=size)
-                              for j in range(p)])
-        s2 = np.column_stack([np.bincount(i, weights=w * zz[mask, j], minlength=size)
-                              for j in range(zz.shape[1])])
-        return s0, s1, s2
-
-    e0, e1, e2 = sums(np.ones(len(idx), dtype=bool))
-
-    def at_risk(a):  # reverse cumulative sum over bins, within each stratum
-        shaped = a.reshape(n_cells, n_bins, -1)
-        return np.cumsum(shaped[:, ::-1], axis=1)[:, ::-1].reshape(size, -1)
-
-    d0, d1, d2 = sums(event)
-    d = np.bincount(idx[event], minlength=size)
-    n = np.bincount(cells[keep], minlength=n_cells)
-    return [n, d, at_risk(e0), at_risk(e1), at_risk(e2), d0, d1, d2, z[event].sum(axis=0),
-            z.sum(axis=0)]
+    # one weighted row per patient: [1, z, z z^T (upper triangle)] * exp(z beta)
+    weighted = np.column_stack([np.ones(len(z)), z, z[:, iu[0]] * z[:, iu[1]]]) * r[:, None]
+    exits = setup["to_bins"] @ weighted
+    ties = setup["events_to_bins"] @ weighted[setup["event"]]
+    shaped = exits.reshape(n_cells, n_bins, -1)  # risk sets: reverse cumulative sums per stratum
+    risk = np.cumsum(shaped[:, ::-1], axis=1)[:, ::-1].reshape(n_cells * n_bins, -1)
+    return [setup["n"], setup["d"], risk[:, 0], risk[:, 1:1 + p], risk[:, 1 + p:],
+            ties[:, 0], ties[:, 1:1 + p], ties[:, 1 + p:],
+            setup["x_events"] - setup["n_events"] * center,
+            setup["x_all"] - len(z) * center]
 
 
 def _logistic(spec, frame):

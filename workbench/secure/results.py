@@ -118,12 +118,14 @@ class RegressionResult:
         self.iterations = data["iterations"]
         zs = self.params_ / self.standard_errors_
         p = 2 * sps.norm.sf(np.abs(zs))
+        with np.errstate(divide="ignore"):
+            log2p = -np.log2(p)
         self.summary = pd.DataFrame({
             "coef": self.params_, "exp(coef)": np.exp(self.params_),
             "se(coef)": self.standard_errors_,
             f"coef lower {pct}%": lower, f"coef upper {pct}%": upper,
             f"exp(coef) lower {pct}%": np.exp(lower), f"exp(coef) upper {pct}%": np.exp(upper),
-            "z": zs, "p": p, "-log2(p)": -np.log2(p)}, index=names)
+            "z": zs, "p": p, "-log2(p)": log2p}, index=names)
 
     def __repr__(self) -> str:
         return (f"<workbench.secure.{self.kind}: n={self.n}, "

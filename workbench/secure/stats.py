@@ -65,18 +65,24 @@ def unpack_tri(values: np.ndarray, p: int) -> np.ndarray:
 def efron(d, s0, s1, s2, d0, d1, d2, xsum, beta) -> tuple[float, np.ndarray, np.ndarray]:
     """Efron log partial likelihood, gradient and Hessian from pooled per-bin sums."""
     p = len(beta)
+    t = p * (p + 1) // 2
     d = np.rint(d).astype(np.int64)
     rows = np.nonzero(d > 0)[0]
-    reps = d[rows]
-    b = np.repeat(rows, reps)  # one entry per event: its bin and its tie rank l/d
-    starts = np.cumsum(reps) - reps
-    frac = (np.arange(reps.sum()) - np.repeat(starts, reps)) / np.repeat(reps, reps)
-    phi = s0[b] - frac * d0[b]
-    phi1 = s1.reshape(-1, p)[b] - frac[:, None] * d1.reshape(-1, p)[b]
-    phi2 = (s2.reshape(-1, p * (p + 1) // 2)[b] - frac[:, None]
-            * d2.reshape(-1, p * (p + 1) // 2)[b])
-    loglik = float(beta @ xsum - np.log(phi).sum())
-    ratio = phi1 / phi[:, None]
-    grad = xsum - ratio.sum(axis=0)
-    hess = -(unpack_tri((phi2 / phi[:, None]).sum(axis=0), p) - ratio.T @ ratio)
+    d, s0, d0 = d[rows], s0[rows], d0[rows]
+    s1, d1 = s1.reshape(-1, p)[rows], d1.reshape(-1, p)[rows]
+    s2, d2 = s2.reshape(-1, t)[rows], d2.reshape(-1, t)[rows]
+    loglik = float(beta @ xsum)
+    grad = np.array(xsum, dtype=float)
+    second = np.zeros(t)
+    outer = np.zeros((p, p))
+    for tie in range(int(d.max()) if len(d) else 0):  # l = 0 .. d-1 for each bin with d events
+        live = d > tie
+        frac = tie / d[live]
+        phi = s0[live] - frac * d0[live]
+        ratio = (s1[live] - frac[:, None] * d1[live]) / phi[:, None]
+        loglik -= float(np.log(phi).sum())
+        grad -= ratio.sum(axis=0)
+        second += ((s2[live] - frac[:, None] * d2[live]) / phi[:, None]).sum(axis=0)
+        outer += ratio.T @ ratio
+    hess = -(unpack_tri(second, p) - outer)
     return loglik, grad, hess

@@ -40,14 +40,16 @@ def encode(header: dict, blobs: list[bytes] = ()) -> bytes:
 class _Reader:
     """Reads a frame either from a byte string or from a socket, with the same checks."""
 
-    def __init__(self, data: bytes | None = None, sock: socket.socket | None = None):
-        self.data, self.pos, self.sock = data, 0, sock
+    def __init__(self, data: bytes | None = None, sock: socket.socket | None = None,
+                 stream=None):
+        self.data, self.pos, self.sock, self.stream = data, 0, sock, stream
 
     def take(self, n: int) -> bytes:
-        if self.sock is not None:
+        if self.sock is not None or self.stream is not None:
             chunks, left = [], n
             while left:
-                chunk = self.sock.recv(min(left, 1 << 20))
+                chunk = (self.sock.recv(min(left, 1 << 20)) if self.sock is not None
+                         else self.stream.read(left))
                 if not chunk:
                     raise WireError("the connection closed in the middle of a frame")
                 chunks.append(chunk)
@@ -100,6 +102,11 @@ def decode(data: bytes) -> tuple[dict, list[bytes]]:
 
 def recv(sock: socket.socket) -> tuple[dict, list[bytes]]:
     return _read(_Reader(sock=sock))
+
+
+def read_stream(stream) -> tuple[dict, list[bytes]]:
+    """One frame from a binary file object (a pipe)."""
+    return _read(_Reader(stream=stream))
 
 
 def send(sock: socket.socket, header: dict, blobs: list[bytes] = ()) -> None:
