@@ -192,3 +192,27 @@ def test_lifecycle_start_and_shutdown_are_recorded(own_space):
     assert events[0]["sandbox"] == "bwrap-setpriv" and events[0]["uid"] != 0
     assert "shutdown" in [e["event"] for e in events]
     assert not socket_dirs.exists()
+
+
+def test_outputs_beyond_the_record_limit_share_one_digest(kernel):
+    result = execute(kernel["kc"], "for i in range(10_005): display(i)")
+    assert result["status"] == "ok"
+    done = wait_for_records(kernel["space"], lambda r: r["kind"] == "cell-execution"
+                            and r["fields"]["msg_id"] == result["msg_id"]
+                            and r["fields"]["status"] == "ok", timeout=30)
+    outputs = done[0]["fields"]["outputs"]
+    assert len(outputs) == 10_000
+    assert outputs[-1]["output_type"] == "overflow" and outputs[-1]["size"] > 0
+
+
+def test_a_cell_cut_short_by_a_restart_is_recorded_as_aborted(kernel):
+    kc = kernel["kc"]
+    msg_id = kc.execute("import time; time.sleep(60)")
+    wait_for_records(kernel["space"], lambda r: r["fields"].get("msg_id") == msg_id)
+    time.sleep(0.5)
+    kernel["km"].restart_kernel(now=True)
+    kc.wait_for_ready(timeout=60)
+    aborted = wait_for_records(kernel["space"], lambda r: r["kind"] == "cell-execution"
+                               and r["fields"]["msg_id"] == msg_id
+                               and r["fields"]["status"] == "aborted")
+    assert aborted

@@ -145,6 +145,8 @@ class SandboxProvisioner(LocalProvisioner):
                    "notebook_path": server_env.get("JPY_SESSION_NAME") or None}
         if self._recorder is None:
             self._recorder = CollectorRecorder(space.collector_socket)
+        if self._proxy is not None:  # a restart: cells the old kernel was running are aborted
+            self._proxy.abort_pending()
         # Fail closed: a kernel whose start cannot be recorded does not start.
         await self._recorder("kernel-lifecycle", {
             "study": study, "kernel_id": self.kernel_id, "user": self.run_user,

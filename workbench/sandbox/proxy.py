@@ -44,6 +44,7 @@ PASSED = frozenset({  # read-only requests: forwarded without a record
 })
 OUTPUTS = frozenset({"stream", "display_data", "update_display_data", "execute_result", "error"})
 _MAX_ATTRIBUTIONS = 10_000
+MAX_OUTPUTS = 10_000  # the cell-execution schema's limit: later outputs share one digest
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
 
@@ -82,6 +83,19 @@ class _Execution:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     status: str | None = None
     idle: bool = False
+    _overflow: Any = None  # one running digest for outputs beyond the record's limit
+
+    def add_output(self, output_type: str, body: bytes) -> None:
+        if len(self.outputs) < MAX_OUTPUTS - 1:
+            self.outputs.append({"output_type": output_type, "sha256": _sha256(body),
+                                 "size": len(body)})
+            return
+        if self._overflow is None:
+            self._overflow = hashlib.sha256()
+            self.outputs.append({"output_type": "overflow", "sha256": "", "size": 0})
+        self._overflow.update(body)
+        last = self.outputs[-1]
+        last["sha256"], last["size"] = self._overflow.hexdigest(), last["size"] + len(body)
 
 
 class AuditProxy:
@@ -124,6 +138,11 @@ class AuditProxy:
         if not self._ready.is_set():
             raise RuntimeError("the audit proxy did not start")
 
+    def abort_pending(self) -> None:
+        """The kernel is gone (restart): cells still running will never complete."""
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._abort_pending)
+
     def stop(self) -> None:
         if self._loop is not None and self._stopped is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopped.set)
@@ -161,6 +180,7 @@ class AuditProxy:
             await self._stopped.wait()
             for task in tasks:
                 task.cancel()
+            self._abort_pending()
             if self._background:  # let completion records reach the collector
                 await asyncio.wait(self._background, timeout=5)
         finally:
@@ -306,8 +326,7 @@ class AuditProxy:
         msg_type = msg["header"]["msg_type"]
         if msg_type in OUTPUTS:
             body = bytes(msg["content"]) + b"".join(bytes(b) for b in msg.get("buffers", []))
-            execution.outputs.append({"output_type": _label(msg_type),
-                                      "sha256": _sha256(body), "size": len(body)})
+            execution.add_output(_label(msg_type), body)
         elif (msg_type == "status" and self.session.unpack(bytes(msg["content"]))
               .get("execution_state") == "idle"):
             execution.idle = True
@@ -322,6 +341,12 @@ class AuditProxy:
             status = self.session.unpack(bytes(msg["content"])).get("status")
             execution.status = status if status in ("ok", "error", "aborted") else "error"
             self._complete(msg["parent_header"]["msg_id"])
+
+    def _abort_pending(self) -> None:
+        for msg_id, execution in list(self._executions.items()):
+            execution.status = execution.status or "aborted"
+            execution.idle = True
+            self._complete(msg_id)
 
     def _complete(self, msg_id: str) -> None:
         execution = self._executions[msg_id]
