@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from workbench.accounts import ensure_user, study_kernel_user
+from workbench.catalog.models import Column, View
 from workbench.gateway.server import start_gateway
 from workbench.provenance.service import start_collector
 from workbench.secure.keys import create_keys
@@ -36,7 +37,7 @@ POLICY = textwrap.dedent(f"""\
         sponsor: tests
         members: [alice]
         reviewers: [rita]
-        views: [visits, visits_monthly, elderly, not_in_catalog]
+        views: [visits, visits_monthly, elderly, not_in_catalog, reads_files]
         expires: 2099-12-31
       {OTHER}:
         title: Two
@@ -101,7 +102,10 @@ def gateway(tmp_path_factory):
     import tempfile
     root = Path(tempfile.mkdtemp(prefix="wb-gw-", dir="/tmp"))
     os.chmod(root, 0o755)
-    space = build_sample_space(root / "space", rows=ROWS)
+    hostile = View(id="reads_files", title="hostile", description="reads a file",
+                   tables=("visit",), sql="SELECT *, 'x' AS holder FROM read_csv('/etc/passwd')",
+                   columns=(Column(name="a", type="string", description="x"),))
+    space = build_sample_space(root / "space", rows=ROWS, extra_views=[hostile])
     os.chmod(space.root, 0o755)
     policy_path = root / "policy.yaml"
     policy_path.write_text(POLICY)

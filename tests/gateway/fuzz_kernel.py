@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from workbench.gateway.openapi import MAX_ROWS, SPEC
 
-GRANTED = {"visits", "visits_monthly", "elderly"}
+GRANTED = {"visits", "visits_monthly", "elderly"}  # (reads_files is granted but invalid)
 NEVER_PLAIN = {"cost", "mrn"}
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 client = httpx.Client(transport=httpx.HTTPTransport(uds=os.environ["WORKBENCH_GATEWAY_SOCKET"]),
@@ -80,7 +80,8 @@ for result in schema.get_all_operations():
     spec_case()
 
 VIEW_IDS = st.sampled_from([
-    "visits", "visits_monthly", "elderly", "not_in_catalog", "visit", "hospital_a.visit",
+    "visits", "visits_monthly", "elderly", "not_in_catalog", "reads_files", "visit",
+    "hospital_a.visit",
     "visits;DROP TABLE visit", "visits' OR '1'='1", "../../etc/passwd", "%2e%2e%2f", "é",
     "a" * 5000, "VISITS", "visits/arrow", ""]) | st.text(max_size=40)
 COLUMNS = st.sampled_from([

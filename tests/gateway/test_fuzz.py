@@ -19,7 +19,7 @@ FUZZ = Path(__file__).with_name("fuzz_kernel.py")
 @pytest.mark.slow
 def test_fuzz_gateway_as_kernel(gateway):
     out = gateway.run_as(STUDY, FUZZ.read_text(),
-                         env={"FUZZ_EXAMPLES": "40"})
+                         env={"FUZZ_EXAMPLES": "80"})
     assert out["failures"] == [], json.dumps(out, indent=1)
     assert out["cases"] > 200
     assert 200 in {int(k) for k in out["statuses"]}  # the fuzzer also reached real data
@@ -50,6 +50,8 @@ ERROR_CASES = [
     ("GET", "/views/Visits", {}, None, 404, "unknown-view"),
     ("GET", "/views/not_in_catalog", {}, None, 404, "unknown-view"),
     ("GET", "/views/elderly/arrow", {}, None, 403, "too-few-rows"),
+    ("GET", "/views/reads_files/arrow", {}, None, 409, "invalid-view"),
+    ("GET", "/views/reads_files", {}, None, 409, "invalid-view"),
     ("POST", "/secure/count", {}, b"not json", 400, "bad-request"),
     ("POST", "/secure/count", {}, b'{"view": "visits", "evil": 1}', 400, "bad-request"),
     ("POST", "/secure/count", {}, b"BIG", 413, "too-large"),

@@ -43,7 +43,9 @@ def test_granted_view_is_returned(gateway):
     """)
     assert out["rows"] == ROWS
     assert out["columns"] == ["person_id", "visit_date", "age", "diagnosis", "holder"]
-    assert out["views"] == ["elderly", "visits", "visits_monthly"]  # not_in_catalog is not listed
+    # not_in_catalog and the invalid reads_files are granted but not listed as readable
+    assert out["views"] == ["elderly", "visits", "visits_monthly"]
+    assert "view reads_files is not served" in gateway.log()
     assert out["plaintext"]["cost"] is False and out["plaintext"]["age"] is True
 
 
@@ -62,6 +64,16 @@ def test_reads_are_provenance_records_with_claims_and_version(gateway):
     assert fields["user"] == "alice" and fields["kernel_id"] == "k-123"  # claims, as sent
     assert len(fields["view_version"]) == 16 and fields["status"] == "ok"
     assert reads[0]["writer"]["user"] == "wb-gateway"  # the collector saw the gateway's uid
+
+
+def test_malformed_identity_claims_are_dropped(gateway):
+    out = gateway.run_as(STUDY, """
+        frame = wb.view("visits", columns=["age"], limit=11)
+        print(json.dumps({"rows": len(frame)}))
+    """, env={"WORKBENCH_USER": "robert'); drop table--", "WORKBENCH_MSG_ID": "msg-claims"})
+    assert out["rows"] == 11
+    (read,) = [r for r in gateway.records() if r["fields"].get("msg_id") == "msg-claims"]
+    assert "user" not in read["fields"] and read["fields"]["kernel_id"] == "k-123"
 
 
 def test_ungranted_view_refused_and_logged(gateway):
@@ -206,7 +218,7 @@ def test_policy_changes_take_effect_and_a_broken_policy_fails_closed(gateway):
     original = gateway.policy_path.read_text()
     try:
         gateway.policy_path.write_text(original.replace(
-            "views: [visits, visits_monthly, elderly, not_in_catalog]",
+            "views: [visits, visits_monthly, elderly, not_in_catalog, reads_files]",
             "views: [visits_monthly]"))
         out = refused(gateway, STUDY, 'wb.view("visits")')
         assert out["refused"] and out["reason"] == "access-denied"
