@@ -133,3 +133,25 @@ def test_thresholds_cannot_be_disabled():
     assert fed.count(by="rare")["rare"] == 2
     with pytest.raises(WorkbenchUserError):
         Federation(split_round_robin(df), dominance=(0, 0.5)).sum("age")
+
+
+def test_bad_columns_get_clear_messages_without_values():
+    df = _frame(100)
+    df["flag"] = np.where(np.arange(100) % 2 == 0, "yes", "no")
+    df["gap"] = pd.array([1, None] * 50, dtype="Int64")
+    fed = Federation(split_round_robin(df), min_cell_count=10)
+    with pytest.raises(WorkbenchUserError) as err:
+        fed.kaplan_meier("days", "flag")
+    assert "0/1" in str(err.value) and "yes" not in str(err.value)
+    with pytest.raises(WorkbenchUserError) as err:
+        fed.mean("gap")
+    assert err.value.reason == "missing-values"
+    with pytest.raises(WorkbenchUserError) as err:
+        fed.mean("nope")
+    assert err.value.reason == "no-such-column"
+    with pytest.raises(WorkbenchUserError) as err:
+        fed.cox_ph("days", "event", [])
+    assert "at least one covariate" in str(err.value)
+    with pytest.raises(WorkbenchUserError) as err:
+        fed.histogram("age", bins=5)
+    assert "range" in str(err.value)

@@ -43,6 +43,9 @@ class Coordinator:
             self.processes = HolderProcesses(partitions, keys)
         self.aggregator = Aggregator(keys)
         self.thresholds = dict(thresholds or {})
+        from workbench.secure.release import Thresholds
+
+        Thresholds.from_dict(self.thresholds)  # bad thresholds fail here, before any encryption
         self.context = dict(context or {})
         self.log: list[dict] = []  # per round: what was sent, for provenance and benchmarks
 
@@ -167,6 +170,9 @@ class Coordinator:
     def _cox_ph(self, duration_col: str, event_col: str, covariates: list[str], strata=None,
                 resolution: float = 1.0, alpha: float = 0.05) -> dict:
         covariates = list(covariates)
+        if not covariates:
+            raise WorkbenchUserError("cox_ph needs at least one covariate; for a curve without "
+                                     "covariates use kaplan_meier.", reason="bad-request")
         spec = self._time_grid(duration_col, resolution) | {
             "event_col": event_col, "by": self._by(strata), "covariates": covariates,
             "center": [0.0] * len(covariates)}

@@ -115,7 +115,7 @@ def _column(frame: pd.DataFrame, name: str) -> pd.Series:
 def _numeric(frame: pd.DataFrame, name: str) -> np.ndarray:
     col = _column(frame, name)
     try:
-        values = col.to_numpy(dtype=float)
+        values = col.to_numpy(dtype=float, na_value=np.nan)
     except (TypeError, ValueError):
         raise WorkbenchUserError(f"column {name!r} must be numeric for this operation.",
                                  reason="bad-column") from None
@@ -159,7 +159,12 @@ def time_bins(frame: pd.DataFrame, spec: dict) -> np.ndarray:
 
 
 def _events(frame: pd.DataFrame, col: str) -> np.ndarray:
-    values = _numeric(frame, col)
+    try:
+        values = _numeric(frame, col)
+    except WorkbenchUserError as exc:
+        if exc.reason != "bad-column":
+            raise
+        values = np.array([np.nan])
     if not np.isin(values, (0, 1)).all():
         raise WorkbenchUserError(f"column {col!r} must be 0/1 (or boolean).", reason="bad-column")
     return values.astype(bool)
