@@ -49,9 +49,14 @@ def test_demo_study_reads_through_the_gateway(demo_space):
     collector = start_collector(demo_space)
     try:
         with start_gateway(demo_space, DEMO_POLICY) as gateway:
-            code = ("import workbench as wb, json; f = wb.view('cml_cohort'); "
+            # the kernel may not touch the stores itself: only the gateway reads them
+            store = next(demo_space.holders.glob("*/*.parquet"))
+            code = ("import workbench as wb, json\n"
+                    f"try:\n    open({str(store)!r}, 'rb'); direct = 'read'\n"
+                    "except PermissionError:\n    direct = 'denied'\n"
+                    "f = wb.view('cml_cohort')\n"
                     "print(json.dumps({'rows': len(f), 'cols': list(f.columns), "
-                    "'views': sorted(wb.views()['id'])}))")
+                    "'direct': direct, 'views': sorted(wb.views()['id'])}))")
             out = subprocess.run(
                 ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                  sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
@@ -65,6 +70,7 @@ def test_demo_study_reads_through_the_gateway(demo_space):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["views"] == sorted(policy.studies["cml-tki"].views)
     assert result["rows"] >= 10
+    assert result["direct"] == "denied"
     assert "days" not in result["cols"] and "progressed" not in result["cols"]  # sensitive
     assert pwd.getpwuid(os.stat(demo_space.gateway_socket("cml-tki")).st_uid).pw_name == \
         study_kernel_user("cml-tki")

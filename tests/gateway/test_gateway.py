@@ -150,6 +150,14 @@ def test_wrong_peer_uid_refused_and_logged(gateway):
     assert denials(gateway, "visits", "wrong-peer")
 
 
+def test_gateway_runs_as_its_own_account_without_groups(gateway):
+    status = open(f"/proc/{gateway.handle.process.pid}/status").read()
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    groups = next(line for line in status.splitlines() if line.startswith("Groups:")).split()[1:]
+    assert {int(u) for u in uids} == {pwd.getpwnam("wb-gateway").pw_uid}
+    assert groups == []
+
+
 def test_socket_files_belong_to_their_study_kernel(gateway):
     for study in (STUDY, OTHER, EXPIRED):
         stat = os.stat(gateway.space.gateway_socket(study))
