@@ -44,6 +44,7 @@ PASSED = frozenset({  # read-only requests: forwarded without a record
 })
 OUTPUTS = frozenset({"stream", "display_data", "update_display_data", "execute_result", "error"})
 _MAX_ATTRIBUTIONS = 10_000
+IOPUB_HWM = 5_000
 MAX_OUTPUTS = 10_000  # the cell-execution schema's limit: later outputs share one digest
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
@@ -168,6 +169,9 @@ class AuditProxy:
                 sockets[channel] = (front, back)
             front, back = ctx.socket(zmq.XPUB), ctx.socket(zmq.XSUB)
             front.setsockopt(zmq.XPUB_VERBOSE, 1)
+            # room for output bursts (a kernel's PUB drops what does not fit; bounded on purpose:
+            # an untrusted kernel must not be able to grow the server's memory without limit)
+            front.sndhwm = back.rcvhwm = IOPUB_HWM
             sockets["iopub"] = (front, back)
             for channel, (front, back) in sockets.items():
                 front.linger = back.linger = 0
