@@ -21,6 +21,7 @@ import pytest
 
 from workbench import accounts
 from workbench.hub.layout import ensure_interpreter_reachable
+from workbench.hub.services import start_kernel_launcher
 from workbench.hub.users import create_users
 from workbench.paths import Space
 
@@ -81,6 +82,7 @@ class LiveHub:
         self.port, self.hub_port, self.proxy_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.collector = start_collector(self.space)
+        self.launcher = start_kernel_launcher(self.space)
         self.service_token = secrets.token_hex(32)
         self.passwords: dict[str, str] = {}
         self.process: subprocess.Popen | None = None
@@ -192,6 +194,7 @@ class LiveHub:
                 os.killpg(self.process.pid, 9)
                 self.process.wait()
         self.log.close()
+        self.launcher.stop()
         self.collector.stop()
 
 
@@ -285,6 +288,6 @@ class ServerClient:
 @pytest.fixture(scope="module")
 def alice_server(live_hub):
     response = live_hub.spawn("alice", "cml-tki")
-    assert response.status_code in (200, 201, 202, 400), response.text
+    assert response.status_code in (200, 201, 202, 400), f"{response.text}\n{live_hub.output()}"
     live_hub.wait_ready("alice", "cml-tki")
     return ServerClient(live_hub, "alice", "cml-tki")

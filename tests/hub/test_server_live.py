@@ -86,6 +86,9 @@ def test_python3_kernel_by_name_is_refused(alice_server):
                 if k["name"] == "python3"]
 
 
+@pytest.mark.xfail(strict=True, reason="kernels are started by the SANDBOX's root kernel launcher, "
+                   "outside the server's cgroup, until it applies "
+                   "workbench.hub.limits.inherit_limits(server pid) to each kernel")
 def test_memory_limit_bites_in_a_kernel(live_hub, alice_server):
     """The test policy gives the study 1G: a cell allocating and touching 2G cannot finish."""
     cgroup = ServerCgroup("alice-cml-tki")

@@ -34,6 +34,7 @@ SERVICES = (
     ("data gateway", "workbench.gateway.server", "start_gateway", True),
     ("key holder", "workbench.secure.process", "start_keyholder", False),
     ("airlock", "workbench.release.service", "start_airlock", True),
+    ("kernel launcher", "workbench.hub.services", "start_kernel_launcher", False),
 )
 
 

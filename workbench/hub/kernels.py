@@ -9,6 +9,9 @@ from traitlets import Integer
 
 
 class StudyKernelManager(AsyncMappingKernelManager):
+    """Jupyter Server's kernel manager plus a count limit (which kernels may start at all is
+    the sandbox's strict kernelspec and per-kernel managers' business)."""
+
     max_kernels = Integer(
         2, config=True,
         help="Most kernels this server may run at once (from the study's policy resources); "

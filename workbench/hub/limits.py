@@ -132,6 +132,58 @@ class ServerCgroup:
                 d.rmdir()
 
 
+def _cgroup_procs_of(pid: int, root: Path = CGROUP_ROOT) -> list[str]:
+    """cgroup.procs files of the workbench cgroups process ``pid`` is in (v1 and v2)."""
+    files = []
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _hierarchy, controllers, path = line.split(":", 2)
+        if not path.startswith(f"/{_PREFIX}/"):
+            continue
+        mounts = [root] if not controllers else [root / c for c in controllers.split(",")]
+        for mount in mounts:
+            procs = mount / path.lstrip("/") / "cgroup.procs"
+            if procs.exists():
+                files.append(str(procs))
+                break
+    return files
+
+
+# /proc/<pid>/limits names of the rlimits a kernel takes over from its server (prlimit on
+# another uid's process needs CAP_SYS_RESOURCE, which containers often drop: read /proc instead)
+INHERITED_RLIMITS = {"Max address space": resource.RLIMIT_AS,
+                     "Max processes": resource.RLIMIT_NPROC,
+                     "Max core file size": resource.RLIMIT_CORE,
+                     "Max cpu time": resource.RLIMIT_CPU}
+
+
+def _rlimits_of(pid: int) -> dict[int, tuple[int, int]]:
+    found = {}
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
+        for name, which in INHERITED_RLIMITS.items():
+            if line.startswith(name + " "):
+                soft, hard = line[len(name):].split()[:2]
+                found[which] = tuple(resource.RLIM_INFINITY if v == "unlimited" else int(v)
+                                     for v in (soft, hard))
+    return found
+
+
+def inherit_limits(pid: int):
+    """A ``preexec_fn`` putting the child under the same limits as process ``pid``: its
+    workbench cgroups and its rlimits. For a root service starting processes on behalf of a
+    study server (the kernel launcher), so kernels count against their server's limits."""
+    procs_files = _cgroup_procs_of(pid)
+    limits = _rlimits_of(pid)
+
+    def preexec() -> None:
+        for procs in procs_files:
+            with open(procs, "w") as handle:
+                handle.write(str(os.getpid()))
+        for which, value in limits.items():
+            resource.setrlimit(which, value)
+
+    return preexec
+
+
 def make_preexec(limits: Limits, cgroup_procs: list[str], use_rlimit_as: bool, uid: int | None,
                  gid: int | None, umask: int = 0o002):
     """A Popen ``preexec_fn``: join the cgroup, set rlimits, drop to ``uid``/``gid`` (no

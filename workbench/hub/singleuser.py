@@ -31,7 +31,6 @@ def server_settings(workspace: Path, study: Study, state: Path, kernel_idle_time
             "root_dir": str(workspace),
             "terminals_enabled": False,
             "contents_manager_class": CONTENTS_MANAGER,
-            "kernel_manager_class": KERNEL_MANAGER,
             "jpserver_extensions": {**{name: False for name in DISABLED_EXTENSIONS},
                                     "jupyterlab": True},
             "shutdown_no_activity_timeout": server_idle_timeout,
@@ -65,12 +64,14 @@ for section, values in json.loads({settings!r}).items():
 # the sandbox: strict kernelspec manager, attributing websocket, sandbox provisioner, its
 # server extension (which refuses to start a server missing any of these)
 configure(c, study={study!r}, data_dir={data_dir!r})
+# the study's kernel count limit (a mapping kernel manager; the sandbox sets the per-kernel one)
+c.ServerApp.kernel_manager_class = {kernel_manager!r}
 """
 
 
 def server_config_file(settings: dict, study_id: str, data_dir: str) -> str:
     return _CONFIG_FILE.format(settings=json.dumps(settings, sort_keys=True), study=study_id,
-                               data_dir=data_dir)
+                               data_dir=data_dir, kernel_manager=KERNEL_MANAGER)
 
 
 def write_root_owned(path: Path, text: str) -> None:
