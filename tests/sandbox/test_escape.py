@@ -170,6 +170,11 @@ def test_kernel_identity_and_privileges(kernel):
     assert int(cap_eff, 16) == 0 and int(cap_bnd, 16) == 0
     assert nnp == "1"
     assert rest[0].startswith("['lo']")
+    info = kernel["km"].get_connection_info()
+    assert info["transport"] == "ipc" and info["ip"].startswith("/")  # Unix sockets, no TCP
+    inside = json.loads(execute(kernel["kc"], "print(open('/run/kernel/kernel.json').read())")
+                        ["text"])
+    assert inside["transport"] == "ipc" and inside["ip"] == "/run/kernel/k"
 
 
 def test_kernel_environment_is_scrubbed(kernel):

@@ -94,3 +94,33 @@ def test_study_ids_are_slugs_or_refused(study):
     else:
         with pytest.raises(WorkbenchUserError):
             check_study_id(study)
+
+
+def _provisioner(**config):
+    from traitlets.config import Config
+
+    from workbench.sandbox.provisioner import SandboxProvisioner
+
+    return SandboxProvisioner(kernel_id="k", kernel_spec=None,
+                              config=Config({"SandboxProvisioner": config}))
+
+
+def test_study_and_space_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_STUDY", "env-study")
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", "/srv/space")
+    monkeypatch.setenv("WORKBENCH_RUN_USER", "runner")
+    provisioner = _provisioner()
+    assert (provisioner.study, provisioner.data_dir, provisioner.run_user) == (
+        "env-study", "/srv/space", "runner")
+    assert _provisioner(study="cfg-study").study == "cfg-study"
+
+
+def test_modes_never_give_the_kernel_more_than_the_study_kernel_uid():
+    from workbench.errors import WorkbenchError
+
+    assert _provisioner()._choose_mode() == "direct"  # we are root in the tests
+    with pytest.raises(WorkbenchError, match="allow_same_uid_kernel"):
+        _provisioner(launch_mode="userns")._choose_mode()
+    with pytest.raises(WorkbenchError, match="refused as root"):
+        _provisioner(launch_mode="userns", allow_same_uid_kernel=True)._choose_mode()
+    assert _provisioner(launch_mode="launcher")._choose_mode() == "launcher"

@@ -226,3 +226,20 @@ def test_a_cell_cut_short_by_a_restart_is_recorded_as_aborted(kernel):
                                and r["fields"]["msg_id"] == msg_id
                                and r["fields"]["status"] == "aborted")
     assert aborted
+
+
+def test_subshell_requests_are_recorded(kernel):
+    kc = kernel["kc"]
+    msg = kc.session.msg("create_subshell_request", {})
+    kc.control_channel.send(msg)
+    reply = kc.get_control_msg(timeout=30)
+    assert reply["content"]["status"] == "ok"
+    record, = _records_for(kernel["space"], msg["header"]["msg_id"])
+    assert record["fields"]["reason"] == "create-subshell-request"
+    subshell = reply["content"]["subshell_id"]
+    run = kc.session.msg("execute_request", {"code": "3", "silent": False, "store_history": False,
+                                             "user_expressions": {}, "allow_stdin": False})
+    run["header"]["subshell_id"] = subshell
+    kc.shell_channel.send(run)
+    assert wait_for_records(kernel["space"], lambda r: r["fields"].get("msg_id")
+                            == run["header"]["msg_id"] and r["fields"]["status"] == "ok")

@@ -189,6 +189,8 @@ class SandboxProvisioner(LocalProvisioner):
             if not self.allow_same_uid_kernel:
                 raise WorkbenchError("launch_mode 'userns' runs the kernel as the server's uid: "
                                      "set allow_same_uid_kernel = True (development only)")
+            if accounts.is_root():  # the kernel would be host root inside its user namespace
+                raise WorkbenchError("launch_mode 'userns' is refused as root: use 'direct'")
             return "userns"
         if self.launch_mode == "auto":
             return "direct" if accounts.is_root() else "launcher"
