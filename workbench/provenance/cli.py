@@ -20,7 +20,7 @@ BACKEND = click.option("--backend", default=None,
 @click.command("collector")
 @DATA_DIR
 @BACKEND
-@click.option("--sign-every", default=256, show_default=True,
+@click.option("--sign-every", default=1000, show_default=True,
               help="Sign a tree head after this many new records.")
 @click.option("--sign-interval", default=5.0, show_default=True,
               help="... or after this many seconds with new records.")

@@ -42,6 +42,7 @@ log = logging.getLogger("workbench.provenance.collector")
 
 KERNEL_ACCOUNT_PREFIX = "wbk-"
 BACKEND_FILE = "backend.json"  # which store a space uses, read by verify/log/export
+SIGN_EVERY = 1000  # records between signed tree heads (also signed every sign_interval seconds)
 
 
 def _now() -> str:
@@ -70,7 +71,7 @@ class _Pending:
 class Collector:
     """Owns the chain state (last seq, last hash, Merkle frontier) and the store."""
 
-    def __init__(self, space: Space, store: Store, sign_every: int = 256,
+    def __init__(self, space: Space, store: Store, sign_every: int = SIGN_EVERY,
                  sign_interval: float = 5.0):
         self.space, self.store = space, store
         self.sign_every, self.sign_interval = sign_every, sign_interval
@@ -284,7 +285,7 @@ def _bind(path: Path) -> socket.socket:
     return listener
 
 
-def run_collector(space: Space, backend: str | None = None, sign_every: int = 256,
+def run_collector(space: Space, backend: str | None = None, sign_every: int = SIGN_EVERY,
                   sign_interval: float = 5.0) -> None:
     """``workbench collector``: bind the socket, drop to the collector uid, serve until stopped."""
     ids = prepare_dirs(space)
@@ -373,7 +374,7 @@ class CollectorHandle:
         self.stop()
 
 
-def start_collector(space: Space, backend: str | None = None, sign_every: int = 256,
+def start_collector(space: Space, backend: str | None = None, sign_every: int = SIGN_EVERY,
                     sign_interval: float = 5.0, ready_timeout: float = 30.0) -> CollectorHandle:
     """Start ``workbench collector`` for ``space`` as a subprocess; return once its socket answers
     a ping. Raises WorkbenchError with the collector's output if it exits or never answers."""
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="workbench collector", description=__doc__)
     parser.add_argument("--data-dir")
     parser.add_argument("--backend")
-    parser.add_argument("--sign-every", type=int, default=256)
+    parser.add_argument("--sign-every", type=int, default=SIGN_EVERY)
     parser.add_argument("--sign-interval", type=float, default=5.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s collector %(message)s")
