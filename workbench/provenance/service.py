@@ -330,6 +330,7 @@ class CollectorHandle:
     def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
         self.space, self.process, self.log_path = space, process, log_path
         self.socket = space.collector_socket
+        self._output: str | None = None
 
     @property
     def pid(self) -> int:
@@ -348,7 +349,7 @@ class CollectorHandle:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._remove_socket()
+        self._finish()
         return self.process.returncode
 
     def _remove_socket(self) -> None:
@@ -362,9 +363,20 @@ class CollectorHandle:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        self._finish()
+
+    def _finish(self) -> None:
+        """After the process ended: keep its output in memory, remove its log and socket."""
         self._remove_socket()
+        if self._output is None:
+            self._output = self.output()
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
 
     def output(self) -> str:
+        """What the collector printed (its log lines; never record contents)."""
+        if self._output is not None:
+            return self._output
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def __enter__(self) -> CollectorHandle:
@@ -398,6 +410,7 @@ def start_collector(space: Space, backend: str | None = None, sign_every: int = 
     deadline = time.monotonic() + ready_timeout
     while True:
         if process.poll() is not None:
+            handle.kill()  # collects the output and removes the log
             raise WorkbenchError(f"collector exited with {process.returncode}:\n{handle.output()}")
         try:
             client.ping()
