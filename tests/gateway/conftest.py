@@ -113,12 +113,17 @@ def gateway(tmp_path_factory):
     for study in (STUDY, OTHER, EXPIRED):
         ensure_user(study_kernel_user(study))
     create_keys(space)
-    collector = start_collector(space)
-    keyholder = start_keyholder(space, min_cell_floor=5)
-    handle = start_gateway(space, policy_path)
-    gateway = Gateway(space, handle, collector, policy_path)
-    yield gateway
-    handle.stop()
-    keyholder.stop()
-    gateway.collector.stop()
-    subprocess.run(["rm", "-rf", str(root)], check=False)
+    services = []  # stopped in reverse order even when a later start fails
+    try:
+        collector = start_collector(space)
+        services.append(collector)
+        services.append(start_keyholder(space, min_cell_floor=5))
+        handle = start_gateway(space, policy_path)
+        services.append(handle)
+        gateway = Gateway(space, handle, collector, policy_path)
+        yield gateway
+        services[0] = gateway.collector  # a test may have restarted it
+    finally:
+        for service in reversed(services):
+            service.stop()
+        subprocess.run(["rm", "-rf", str(root)], check=False)
