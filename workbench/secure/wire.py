@@ -65,7 +65,7 @@ class _Reader:
         return _U32.unpack(self.take(4))[0]
 
 
-def _read(reader: _Reader) -> tuple[dict, list[bytes]]:
+def _read(reader: _Reader, max_blob: int = MAX_BLOB) -> tuple[dict, list[bytes]]:
     if reader.take(4) != MAGIC:
         raise WireError("it does not start with the WBHE magic bytes (not a workbench HE frame)")
     version = reader.take(1)[0]
@@ -86,8 +86,8 @@ def _read(reader: _Reader) -> tuple[dict, list[bytes]]:
     blobs = []
     for _ in range(count):
         n = reader.u32()
-        if n > MAX_BLOB:
-            raise WireError(f"a blob of {n} bytes exceeds the {MAX_BLOB}-byte limit")
+        if n > max_blob:
+            raise WireError(f"a blob of {n} bytes exceeds the {max_blob}-byte limit")
         blobs.append(reader.take(n))
     return header, blobs
 
@@ -104,9 +104,9 @@ def recv(sock: socket.socket) -> tuple[dict, list[bytes]]:
     return _read(_Reader(sock=sock))
 
 
-def read_stream(stream) -> tuple[dict, list[bytes]]:
+def read_stream(stream, max_blob: int = MAX_BLOB) -> tuple[dict, list[bytes]]:
     """One frame from a binary file object (a pipe)."""
-    return _read(_Reader(stream=stream))
+    return _read(_Reader(stream=stream), max_blob)
 
 
 def send(sock: socket.socket, header: dict, blobs: list[bytes] = ()) -> None:
