@@ -4,6 +4,7 @@ output hashes, lifecycle records."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 import time
@@ -24,6 +25,13 @@ from workbench.provenance.service import start_collector
 from workbench.sandbox.proxy import MAX_OUTPUTS, _Execution
 
 pytestmark = pytest.mark.slow
+
+
+def _shell_reply(kc, msg_id):
+    reply = kc.get_shell_msg(timeout=30)
+    while reply["parent_header"].get("msg_id") != msg_id:  # skip replies of earlier tests
+        reply = kc.get_shell_msg(timeout=30)
+    return reply
 
 
 def _records_for(space, msg_id, kind="cell-execution"):
@@ -243,3 +251,28 @@ def test_subshell_requests_are_recorded(kernel):
     kc.shell_channel.send(run)
     assert wait_for_records(kernel["space"], lambda r: r["fields"].get("msg_id")
                             == run["header"]["msg_id"] and r["fields"]["status"] == "ok")
+
+
+def test_user_expressions_are_refused(kernel):
+    marker = kernel["space"].workspace(STUDY) / "user-expression.txt"
+    kc = kernel["kc"]
+    msg_id = kc.execute("1", user_expressions={"x": f"open({str(marker)!r}, 'w').write('x')"})
+    reply = _shell_reply(kc, msg_id)
+    assert reply["content"]["status"] == "error" and "user_expressions" in \
+        reply["content"]["evalue"]
+    time.sleep(0.5)
+    assert not marker.exists()
+    denial, = _records_for(kernel["space"], msg_id, kind="kernel-lifecycle")
+    assert denial["fields"]["event"] == "denied"
+
+
+def test_typed_input_is_recorded_by_digest(kernel):
+    kc = kernel["kc"]
+    msg_id = kc.execute("typed = input('value? ')", allow_stdin=True)
+    request = kc.get_stdin_msg(timeout=30)
+    assert request["msg_type"] == "input_request"
+    kc.input("print('from-input')")
+    assert _shell_reply(kc, msg_id)["content"]["status"] == "ok"
+    typed = [r for r in read_records(kernel["space"]) if r["kind"] == "cell-execution"
+             and r["fields"].get("reason") == "input-reply"]
+    assert typed and "from-input" not in json.dumps(typed)

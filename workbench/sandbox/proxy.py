@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -33,9 +34,10 @@ log = logging.getLogger(__name__)
 DELIM = b"<IDS|MSG>"
 RECORD_KIND = "cell-execution"
 LIFECYCLE = {"interrupt_request": "interrupt", "shutdown_request": "shutdown"}  # kernel-lifecycle
+STDIN = frozenset({"input_reply"})  # what a user types may be code (exec(input())): digest only
 AUDITED = frozenset({
     "execute_request", "comm_open", "comm_msg", "comm_close", "create_subshell_request",
-    "delete_subshell_request", *LIFECYCLE,
+    "delete_subshell_request", *LIFECYCLE, *STDIN,
 })
 PASSED = frozenset({  # read-only requests: forwarded without a record
     "kernel_info_request", "complete_request", "inspect_request", "history_request",
@@ -164,8 +166,13 @@ class AuditProxy:
         ctx = zmq.asyncio.Context()
         sockets: dict[str, tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]] = {}
         try:
+            # the kernel answers an input request to the identity the shell request came from,
+            # on its stdin socket: both of our kernel-side sockets must carry one identity
+            shared_identity = os.urandom(16)
             for channel in ("shell", "control", "stdin", "hb"):
                 front, back = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+                if channel in ("shell", "stdin"):
+                    back.identity = shared_identity
                 sockets[channel] = (front, back)
             front, back = ctx.socket(zmq.XPUB), ctx.socket(zmq.XSUB)
             front.setsockopt(zmq.XPUB_VERBOSE, 1)
@@ -199,7 +206,7 @@ class AuditProxy:
         while True:
             frames = await source.recv_multipart()
             try:
-                if side == "front" and channel in ("shell", "control"):
+                if side == "front" and channel in ("shell", "control", "stdin"):
                     if not await self._admit(channel, frames):
                         continue
                 elif side == "back" and channel == "iopub":
@@ -245,11 +252,11 @@ class AuditProxy:
         metadata = msg.get("metadata") or {}
         base = {"study": self.context["study"], "kernel_id": self.context["kernel_id"],
                 "user": user, "msg_id": header["msg_id"], "session": header.get("session")}
-        if msg_type not in AUDITED:
+        refusal = self._refusal(channel, msg)
+        if refusal is not None:
             denial = {**base, "event": "denied", "status": "denied", "reason": _label(msg_type)}
             await self._try_record("kernel-lifecycle", denial)
-            await self._refuse(channel, idents, msg, "denied",
-                               f"{msg_type} is not allowed in a workbench study kernel")
+            await self._refuse(channel, idents, msg, "denied", refusal)
             return False
         if msg_type in LIFECYCLE:
             kind, record = "kernel-lifecycle", {**base, "event": LIFECYCLE[msg_type],
@@ -264,7 +271,7 @@ class AuditProxy:
             if msg_type == "execute_request":
                 code = content.get("code", "")
                 record.update(code=code, code_sha256=_sha256(code.encode()))
-            else:  # comm payloads may carry values: only their digest is kept
+            else:  # comm payloads and typed input may carry values: only their digest is kept
                 record.update(code_sha256=_sha256(self.session.pack(content)),
                               reason=_label(msg_type))
         record = {k: v for k, v in record.items() if v is not None}
@@ -283,10 +290,23 @@ class AuditProxy:
             self._executions[header["msg_id"]] = _Execution(record, record_id)
         return True
 
+    @staticmethod
+    def _refusal(channel: str, msg: dict) -> str | None:
+        """Why a request may not reach the kernel at all, or None."""
+        msg_type = msg["header"]["msg_type"]
+        if msg_type not in AUDITED or (channel == "stdin") != (msg_type in STDIN):
+            return f"{msg_type} is not allowed in a workbench study kernel"
+        if msg_type == "execute_request" and msg["content"].get("user_expressions"):
+            # evaluated by the kernel after the cell: code that would not be in the record
+            return "user_expressions are not allowed in a workbench study kernel"
+        return None
+
     async def _refuse(self, channel: str, idents: list[bytes], request: dict, ename: str,
                 evalue: str) -> None:
         """Answer a refused request like a kernel would, so clients show the reason and do not
         wait: an error reply on its channel and busy/error/idle on iopub."""
+        if channel == "stdin":  # an input_reply has no reply of its own: it is dropped
+            return
         msg_type = request["header"]["msg_type"]
         reply_type = msg_type.rsplit("_", 1)[0] + "_reply"
         content = {"status": "error", "ename": ename, "evalue": evalue, "traceback": [evalue]}
