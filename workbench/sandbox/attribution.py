@@ -19,6 +19,8 @@ from jupyter_server.services.kernels.connection.base import (
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado import web
 
+from workbench.sandbox.proxy import PASSED
+
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 
 
@@ -62,7 +64,7 @@ class AttributingWebsocketConnection(ZMQChannelsWebsocketConnection):
             self.log.warning("no session path for kernel %s", self.kernel_id, exc_info=True)
         return None
 
-    def _msg_id(self, incoming_msg) -> str | None:
+    def _header(self, incoming_msg) -> dict:
         if self.subprotocol == V1_PROTOCOL:
             _, msg_list = deserialize_msg_from_ws_v1(incoming_msg)
             header = json.loads(msg_list[0])
@@ -70,18 +72,19 @@ class AttributingWebsocketConnection(ZMQChannelsWebsocketConnection):
             header = deserialize_binary_message(incoming_msg)["header"]
         else:
             header = json.loads(incoming_msg)["header"]
-        msg_id = header.get("msg_id") if isinstance(header, dict) else None
-        return msg_id if isinstance(msg_id, str) and msg_id else None
+        return header if isinstance(header, dict) else {}
 
     def handle_incoming_message(self, incoming_msg) -> None:
         if not self.channels:
             return super().handle_incoming_message(incoming_msg)
         try:
-            msg_id = self._msg_id(incoming_msg)
+            header = self._header(incoming_msg)
         except (ValueError, KeyError, IndexError, TypeError):
-            msg_id = None
-        if msg_id is None:  # nothing to attribute it by: it does not go on
+            header = {}
+        msg_id = header.get("msg_id")
+        if not isinstance(msg_id, str) or not msg_id:  # nothing to attribute it by: dropped
             self.log.warning("dropped a kernel websocket message without a msg_id")
             return None
-        self.kernel_manager.provisioner.attribute(msg_id, self._user, self._notebook_path)
+        if header.get("msg_type") not in PASSED:  # the proxy consumes only these attributions
+            self.kernel_manager.provisioner.attribute(msg_id, self._user, self._notebook_path)
         return super().handle_incoming_message(incoming_msg)
