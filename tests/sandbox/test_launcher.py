@@ -58,7 +58,8 @@ def run_as(user: str, code: str, timeout: float = 120) -> subprocess.CompletedPr
 def test_non_root_server_gets_a_kernel_as_the_study_kernel_uid(launcher):
     space, jupyter = launcher["space"], launcher["jupyter"]
     code = f"""
-        import json, os
+        import json, os, resource
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # the server's limit
         from jupyter_client.manager import KernelManager
         from traitlets.config import Config
         from workbench.sandbox.kernelspec import KERNEL_NAME, StrictKernelSpecManager
@@ -72,7 +73,8 @@ def test_non_root_server_gets_a_kernel_as_the_study_kernel_uid(launcher):
             kc.execute_interactive(code, timeout=60, output_hook=lambda m: out.append(
                 m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
             return "".join(out).split()
-        first = run("import os; print(os.getuid(), os.getgid(), os.getpid())")
+        first = run("import os, resource; print(os.getuid(), os.getgid(), "
+                    "resource.getrlimit(resource.RLIMIT_AS)[0])")
         km.restart_kernel(now=True); kc.wait_for_ready(timeout=60)
         second = run("import os; print(os.getuid(), os.getgid(), os.getpid())")
         kernel_id = km.kernel_id
@@ -88,6 +90,7 @@ def test_non_root_server_gets_a_kernel_as_the_study_kernel_uid(launcher):
     assert report["server"] == server_uid != 0
     for run in ("first", "second"):
         assert [int(x) for x in report[run][:2]] == [kernel_uid, server_gid]
+    assert int(report["first"][2]) == 6 << 30  # the kernel took its server's rlimit
     assert report["alive"] is False
     events = [r["fields"] for r in read_records(space) if r["kind"] == "kernel-lifecycle"
               and r["fields"]["kernel_id"] == report["kernel_id"]]

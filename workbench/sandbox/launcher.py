@@ -30,6 +30,7 @@ from pathlib import Path
 
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.hub.limits import inherit_limits
 from workbench.paths import Space
 from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
 
@@ -52,10 +53,11 @@ def kernel_command() -> list[str]:
             f"{KERNEL_DIR_INSIDE}/kernel.json" if a == "{connection_file}" else a for a in argv]
 
 
-def _peer_uid(conn: socket.socket) -> int:
-    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the connected process, from the kernel (not from anything it says)."""
+    pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
         socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid
+    return pid, uid
 
 
 def _check_kernel_dir(path: str, owners: set[int]) -> Path:
@@ -90,7 +92,7 @@ class _Session:
             except OSError:
                 pass  # the caller went away; the kernel is killed by run()
 
-    def start(self, request: dict, peer: int) -> None:
+    def start(self, request: dict, peer: int, peer_pid: int) -> None:
         from workbench.sandbox.provisioner import check_study_id, prepare_workspace
 
         study = check_study_id(str(request.get("study", "")))
@@ -110,16 +112,19 @@ class _Session:
         spec = SandboxSpec(study=study, workspace=workspace, kernel_dir=kernel_dir,
                            kernel_uid=kernel_uid, kernel_gid=server_gid,
                            gateway_socket=gateway if gateway.exists() else None)
+        # the kernel joins its server's cgroups and takes its rlimits: a study's kernels count
+        # against the study's resource limits although this service starts them
         self.process = subprocess.Popen(
             bwrap_argv(spec, kernel_command()), env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-            cwd="/", stdin=subprocess.DEVNULL, start_new_session=True, umask=0o007)
+            cwd="/", stdin=subprocess.DEVNULL, start_new_session=True, umask=0o007,
+            preexec_fn=inherit_limits(peer_pid))  # noqa: PLW1509 - writes files, setrlimit only
         log.info("study %s: kernel pid %d for uid %d", study, self.process.pid, peer)
 
     def run(self) -> None:
         try:
-            peer = _peer_uid(self.conn)
+            peer_pid, peer = _peer(self.conn)
             try:
-                self.start(json.loads(self.reader.readline() or b"{}"), peer)
+                self.start(json.loads(self.reader.readline() or b"{}"), peer, peer_pid)
             except (WorkbenchError, ValueError, OSError) as exc:
                 log.warning("refused a kernel launch: %s", exc)
                 self.send({"ok": False, "message": str(exc)})
