@@ -4,7 +4,7 @@ a message naming the field and never the value."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from workbench.provenance import records
@@ -124,3 +124,46 @@ def test_canonical_json_is_stable_and_refuses_nan():
     assert records.canonical({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
     with pytest.raises(ValueError):
         records.canonical({"x": float("nan")})
+
+
+def test_control_characters_are_refused_outside_the_code():
+    with pytest.raises(records.RecordRefused, match="'user' contains a control character"):
+        records.validate("login", {"user": "alice\n", "event": "login"})
+    with pytest.raises(records.RecordRefused, match="'outputs/0/name' contains a control"):
+        records.validate("cell-execution", {**VALID["cell-execution"], "outputs": [
+            {"sha256": H, "size": 1, "name": "a\x1bb"}]})
+    assert records.validate("cell-execution", {**VALID["cell-execution"], "code": "a\n\tb"}) == 1
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-3, 2**40) | st.floats(allow_nan=False)
+                    | st.text(max_size=70) | st.just(H) | st.just(TS),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.sampled_from(["sha256", "size", "name", "status", "x"]),
+                                      inner, max_size=4), max_leaves=8)
+# values that are valid somewhere, and edge cases of the patterns and bounds
+SHAPED = st.sampled_from([value for example in VALID.values() for value in example.values()]
+                         + ["", "a" * 201, "A", "a-b", "a_b", "-a", "1", 0, -1, 1.0, True,
+                            H.upper(), H[:-1], TS[:-1], "2026-11-25T13:00:00+01:00", [], {},
+                            [{"sha256": H, "size": 1.0}], {"k": [1, "x"]}, "127.0.0.1",
+                            "::1", "a" * 129, "x/y", "x y"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(kind=st.sampled_from(sorted(VALID)), data=st.data())
+def test_the_fast_validator_accepts_nothing_jsonschema_refuses(kind, data):
+    """The collector's hot path uses the compiled validator; jsonschema is the reference."""
+    fields = dict(VALID[kind])
+    for _ in range(data.draw(st.integers(1, 3))):
+        name = data.draw(st.sampled_from(sorted(records.schemas()[kind][1]["properties"])
+                                         + ["extra"]))
+        if data.draw(st.booleans()) and name in fields:
+            del fields[name]
+        else:
+            fields[name] = data.draw(SHAPED | JSON)
+    try:
+        records._fast_validator(kind)(fields)
+    except records.fastjsonschema.JsonSchemaException:
+        event("refused by the fast path")
+        return
+    event("accepted by the fast path")
+    assert records._validator(kind).is_valid(fields), fields

@@ -12,6 +12,7 @@ import re
 from functools import cache
 from importlib import resources
 
+import fastjsonschema
 import jsonschema
 
 from workbench.errors import WorkbenchUserError
@@ -81,6 +82,39 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"field {where!r} breaks the schema rule {rule!r}"
 
 
+@cache
+def _fast_validator(kind: str):
+    """The same schema compiled to Python code (fastjsonschema): ~40x faster than jsonschema on
+    the collector's hot path. jsonschema stays the reference: it checks the schemas, explains
+    refusals, and a property test shows that nothing this one accepts is refused by jsonschema."""
+    _validator(kind)  # the schema itself is checked by jsonschema first
+    return fastjsonschema.compile(schemas()[kind][1])
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MULTILINE_FIELDS = {"code"}  # a cell's source has newlines; nothing else may
+
+
+def _control_characters(value: object, path: str = "") -> str | None:
+    """Regex '$' also matches before a final newline in Python, so the schemas' patterns alone
+    would let 'alice\\n' through: refuse control characters in every string but the code."""
+    if isinstance(value, str):
+        return path if _CONTROL.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not path and key in _MULTILINE_FIELDS:
+                continue
+            found = _control_characters(item, f"{path}/{key}" if path else str(key))
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _control_characters(item, f"{path}/{index}")
+            if found:
+                return found
+    return None
+
+
 def validate(kind: str, fields: object) -> int:
     """Check ``fields`` against the newest schema of ``kind``; return that schema's version.
 
@@ -90,11 +124,20 @@ def validate(kind: str, fields: object) -> int:
         shown = kind[:64] if isinstance(kind, str) else type(kind).__name__
         raise RecordRefused(
             f"unknown record kind {shown!r}: the collector accepts {', '.join(kinds())}")
-    validator = _validator(kind)
-    if validator.is_valid(fields):
+    try:
+        _fast_validator(kind)(fields)
+        valid = True
+    except fastjsonschema.JsonSchemaException:
+        valid = False
+    bad = _control_characters(fields)
+    if bad:
+        raise RecordRefused(f"{kind} record refused: field {bad!r} contains a control character")
+    if valid:
         return schemas()[kind][0]
-    errors = sorted(validator.iter_errors(fields),
+    errors = sorted(_validator(kind).iter_errors(fields),
                     key=lambda e: (_field(e.absolute_path), str(e.validator)))
+    if not errors:  # the two validators disagree: refuse, the safe side
+        raise RecordRefused(f"{kind} record refused: it does not match the schema")
     raise RecordRefused(f"{kind} record refused: {_describe(errors[0])}"
                         + (f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""))
 
