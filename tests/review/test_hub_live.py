@@ -50,6 +50,7 @@ studies:
     expires: 2099-12-31
 """
 EXTRA_USERS = ["remy", "olga"]
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "review"
 
 
 def _hub_harness():
@@ -87,6 +88,10 @@ def hub():
         live.stop()
         if airlock is not None:
             airlock.stop()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for log in ("hub.log",):
+            if (root / log).exists():
+                shutil.copyfile(root / log, ARTIFACTS / log)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -156,3 +161,123 @@ def test_released_files_reach_members_and_reviewers_only(hub):
         assert client.get(url, follow_redirects=True).status_code == 403
     with closing(login(hub, "ada")) as client:  # admins are not in the files role
         assert client.get(url, follow_redirects=True).status_code == 403
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def study_gateway(hub):
+    """The study's gateway socket, served by the /release/* forwarder the gateway mounts (the
+    sandboxed dashboard kernel reaches the airlock through it)."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    from workbench.release.forward import release_forwarder
+
+    sock = hub.space.gateway_socket("cml-tki")
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    sock.parent.chmod(0o755)
+    if sock.exists():
+        pytest.skip("a real study gateway is already serving this socket")
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        app.router.add_route("*", "/release/{tail:.*}", release_forwarder(hub.space, "cml-tki"))
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.UnixSite(runner, str(sock)).start())
+        sock.chmod(0o666)
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    yield sock
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def _browser_login(page, hub, user):
+    page.context.clear_cookies()
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", hub.passwords[user])
+    page.press("input[name=password]", "Enter")
+    page.wait_for_load_state("networkidle")
+
+
+@pytest.mark.browser
+def test_two_reviewers_approve_in_the_browser_and_the_researcher_downloads(hub, study_gateway):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    kernel = UnixHTTP(airlock_socket(hub.space), headers={
+        "X-Workbench-Actor": "wbk-cml-tki", "X-Workbench-Study": "cml-tki"})
+    created = kernel.json("POST", "/requests", {
+        "name": "browser_table", "description": "patients per arm, for the browser test",
+        "payload": to_payload(pd.DataFrame({"arm": ["x", "y"], "n": [300, 310]}),
+                              view="cml_cohort")})
+    queue = f"{hub.url}/services/review-cml-tki/voila/render/release_queue.ipynb"
+    _wait_service(hub, "review-cml-tki")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(120_000)
+
+        page.goto(queue)  # anonymous: sent to log in
+        assert "/hub/login" in page.url
+        page.screenshot(path=str(ARTIFACTS / "anonymous-login.png"))
+
+        for step, reviewer in enumerate(("rita", "remy"), start=1):
+            _browser_login(page, hub, reviewer)
+            page.goto(queue)
+            page.wait_for_selector("button.wb-approve")
+            page.screenshot(path=str(ARTIFACTS / f"queue-{reviewer}.png"), full_page=True)
+            page.locator("button.wb-approve").first.click()
+            expected = "reviewed" if step == 1 else "released"
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(ARTIFACTS / f"queue-{reviewer}-clicked.png"))
+            page.wait_for_selector("text=/approvals: (rita|refused)/", timeout=90_000)
+            page.screenshot(path=str(ARTIFACTS / f"queue-{reviewer}-approved.png"),
+                            full_page=True)
+            assert page.locator(f"span:text-is('{expected}')").count() >= 1, hub.output()
+        detail = UnixHTTP(airlock_socket(hub.space), headers={"X-Workbench-Actor": "rita"}).json(
+            "GET", f"/requests/{created['id']}")
+        assert detail["state"] == "released" and detail["approvals"] == ["rita", "remy"]
+
+        _browser_login(page, hub, "alice")  # the author's side: no dashboard, only downloads
+        reply = page.goto(queue)
+        assert reply.status == 403
+        page.screenshot(path=str(ARTIFACTS / "author-403.png"))
+        page.goto(f"{hub.url}/services/review-files/")
+        page.screenshot(path=str(ARTIFACTS / "files-alice.png"), full_page=True)
+        with page.expect_download() as download:
+            page.click(f"a[href$='{created['id']}/browser_table.csv']")
+        assert Path(download.value.path()).read_text().startswith("arm,n")
+
+        _browser_login(page, hub, "olga")
+        assert page.goto(queue).status == 403
+        page.screenshot(path=str(ARTIFACTS / "non-reviewer-403.png"))
+
+        _browser_login(page, hub, "rita")
+        for name in ("provenance", "results"):
+            page.goto(f"{hub.url}/services/review-cml-tki/voila/render/{name}.ipynb")
+            page.wait_for_selector("text=signed in as")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        _browser_login(page, hub, "ada")
+        _wait_service(hub, "review-admin")
+        page.goto(f"{hub.url}/services/review-admin/voila/render/admin_overview.ipynb")
+        page.wait_for_selector("td:text-is('other')")  # rendered by the widget, not markdown
+        assert page.locator("text=policy valid").count() >= 1
+        page.screenshot(path=str(ARTIFACTS / "admin-overview.png"), full_page=True)
+        browser.close()

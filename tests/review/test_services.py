@@ -49,7 +49,7 @@ def test_study_dashboards_use_the_sandboxed_kernelspec(services):
     config = voila_app.build_config(args)
     from workbench.sandbox.kernelspec import StrictKernelSpecManager
 
-    assert config.Voila.kernel_spec_manager_class is StrictKernelSpecManager
+    assert config.VoilaConfiguration.kernel_spec_manager_class is StrictKernelSpecManager
     assert config.VoilaConfiguration.strip_sources is True
     assert config.VoilaConfiguration.show_tracebacks is False
     assert config.Voila.identity_provider_class is voila_app.ServiceIdentityProvider

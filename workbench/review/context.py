@@ -31,24 +31,24 @@ class GatewayActions:
         self.token = token
 
     def _request(self, method: str, path: str, payload: dict | None = None):
-        import httpx
-
-        from workbench.client import _raise_for, _socket
+        from workbench.release.http import UnixHTTP
 
         if not self.token:
             raise WorkbenchUserError("this dashboard was opened without a reviewer token: "
                                      "decisions are not possible here", reason="unauthenticated")
-        with httpx.Client(transport=httpx.HTTPTransport(uds=_socket()), base_url="http://gateway",
-                          timeout=60, headers={"X-Workbench-Reviewer-Token": self.token}) as c:
-            response = c.request(method, "/release" + path,
-                                 content=None if payload is None else json.dumps(payload),
-                                 headers={"Content-Type": "application/json"})
-        _raise_for(response)
-        return response
+        socket_path = os.environ.get("WORKBENCH_GATEWAY_SOCKET", "/run/gateway.sock")
+        try:
+            return UnixHTTP(socket_path, timeout=60).json(
+                method, "/release" + path, payload,
+                {"X-Workbench-Reviewer-Token": self.token})
+        except OSError as exc:
+            raise WorkbenchUserError(
+                f"the study gateway is not reachable ({type(exc).__name__}): try again later",
+                reason="gateway-unavailable") from None
 
     def decide(self, request_id: str, decision: str, comment: str) -> dict:
         return self._request("POST", f"/requests/{request_id}/decision",
-                             {"decision": decision, "comment": comment}).json()
+                             {"decision": decision, "comment": comment})
 
 
 class DirectActions:

@@ -45,6 +45,9 @@ def _decision_box(ctx: ReviewContext, req: dict, status: w.HTML) -> w.Widget:
                         b.disabled = True
             except WorkbenchError as exc:  # user errors and an unreachable airlock alike
                 status.value = f"<b style='color:#cf222e'>refused:</b> {esc(exc)}"
+            except Exception as exc:  # shown, not swallowed: tracebacks are hidden in Voila
+                status.value = (f"<b style='color:#cf222e'>refused:</b> the decision failed "
+                                f"({esc(type(exc).__name__)}: {esc(str(exc)[:200])})")
         return handler
 
     for name, button in buttons.items():

@@ -60,7 +60,7 @@ def provenance_view(space: Space, study: str, requests: list[dict]) -> dict:
     except Exception as exc:  # the dashboard shows why, never crashes
         return {"available": False, "reason": f"{type(exc).__name__}: {str(exc)[:300]}"}
     timeline = [{"seq": r.seq, "id": r.id, "ts": r.ts, "kind": r.kind,
-                 "user": r.fields.get("user") or r.fields.get("reviewer") or "",
+                 "user": r.fields.get("reviewer") or r.fields.get("user") or "",
                  "summary": _summary(r)} for r in records[-MAX_TIMELINE:]]
     producing = {}
     for req in requests:

@@ -87,7 +87,7 @@ def build_config(args) -> Config:
     if args.study:
         from workbench.sandbox.kernelspec import KERNEL_NAME, StrictKernelSpecManager
 
-        c.Voila.kernel_spec_manager_class = StrictKernelSpecManager
+        c.VoilaConfiguration.kernel_spec_manager_class = StrictKernelSpecManager
         kernel_name = KERNEL_NAME
     c.VoilaConfiguration.prelaunch_hook = make_prelaunch_hook(
         space, args.policy, args.study, allowed, kernel_name)
