@@ -97,3 +97,32 @@ def test_oversized_tables_are_refused():
     with pytest.raises(WorkbenchUserError) as err:
         from_payload(to_payload(big))
     assert err.value.reason == "release-too-large"
+
+
+def test_wb_secure_results_are_released_with_their_counts():
+    """The secure-computation result objects (rebuilt from the key holder's released JSON)."""
+    from workbench.release import rules
+    from workbench.secure.results import KaplanMeierGroups, KaplanMeierResult, RegressionResult
+
+    def group(label, n):
+        return {"label": label, "n": n, "times": [0.0, 30.0, 60.0],
+                "removed": [0, 12, 15], "observed": [0, 12, 11], "censored": [0, 0, None],
+                "at_risk": [n, n, n - 12]}
+
+    km = KaplanMeierGroups({"imatinib": KaplanMeierResult(group("tki=imatinib", 80), 0.05),
+                            "nilotinib": KaplanMeierResult(group("tki=nilotinib", 60), 0.05)})
+    out = from_payload(to_payload(km, view="cml_cohort"))
+    assert [c.group for c in out.curves] == ["imatinib", "nilotinib"]
+    assert out.curves[0].table["at_risk"].tolist() == [80, 80, 68]
+    assert rules.count_cells(out)["TOTAL::n"] == 140
+    cox = RegressionResult({"covariates": ["age", "tki"], "params": [0.1, -0.4],
+                            "covariance": [[0.01, 0.0], [0.0, 0.04]], "loglik": -100.0,
+                            "n": 140, "events": 45, "iterations": 5}, "CoxPHResult")
+    model = from_payload(to_payload(cox)).model
+    assert (model.family, model.n_obs, model.n_params, model.n_events) == ("cox", 140, 2, 45)
+    logit = RegressionResult({"covariates": ["a"], "params": [0.2], "covariance": [[0.01]],
+                              "loglik": -50.0, "n": 30, "events": 25, "iterations": 4},
+                             "LogisticRegressionResult")
+    verdict, results = rules.run_rules(from_payload(to_payload(logit)), rules.Thresholds(), [])
+    assert verdict == "fail" and "model-events" in [r.rule for r in results
+                                                    if r.verdict == "fail"]  # 5 non-events

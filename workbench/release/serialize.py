@@ -60,29 +60,43 @@ def _event_table_curve(event_table: pd.DataFrame, survival: pd.Series | None) ->
     tab = tab.reset_index()
     if "time" not in tab.columns:
         tab = tab.rename(columns={tab.columns[0]: "time"})
-    out = pd.DataFrame({
-        "time": tab["time"].astype(float),
-        "at_risk": tab["at_risk"].astype("int64"),
-        "observed": tab["observed"].astype("int64"),
-        "censored": tab["censored"].astype("int64"),
-    })
+
+    def counts(name: str) -> pd.Series:
+        # withheld counts (NaN) stay unknown: they are not released as numbers
+        values = pd.to_numeric(tab[name], errors="coerce")
+        return values.astype("Int64") if values.notna().all() else values.astype(float)
+
+    out = pd.DataFrame({"time": tab["time"].astype(float), "at_risk": counts("at_risk"),
+                        "observed": counts("observed"), "censored": counts("censored")})
     if survival is not None:
         out["survival"] = survival.reindex(out["time"].to_numpy(), method="ffill").to_numpy()
     return out
 
 
+def _one_curve(obj: Any, group: str | None = None) -> dict:
+    survival = getattr(obj, "survival_function_", None)
+    series = survival.iloc[:, 0] if isinstance(survival, pd.DataFrame) else None
+    label = (group or getattr(obj, "group_label", None) or getattr(obj, "label", None)
+             or getattr(obj, "_label", None) or "all")
+    return {"group": str(label), "table": table_bytes(_event_table_curve(obj.event_table,
+                                                                          series))}
+
+
+def _has_event_table(obj: Any) -> bool:
+    table = getattr(obj, "event_table", None)
+    return isinstance(table, pd.DataFrame) and "at_risk" in table.columns
+
+
 def _curves(obj: Any) -> list[dict] | None:
-    tables = getattr(obj, "event_tables", None)  # grouped results: {group: event table}
+    tables = getattr(obj, "event_tables", None)  # coarsen_survival: {group: event table}
     if isinstance(tables, dict):
         return [{"group": str(g), "table": table_bytes(_event_table_curve(
                     t, t["survival"] if "survival" in t.columns else None))}
                 for g, t in tables.items()]
-    table = getattr(obj, "event_table", None)
-    if isinstance(table, pd.DataFrame) and "at_risk" in table.columns:
-        survival = getattr(obj, "survival_function_", None)
-        series = survival.iloc[:, 0] if isinstance(survival, pd.DataFrame) else None
-        label = getattr(obj, "label", None) or getattr(obj, "_label", None) or "all"
-        return [{"group": str(label), "table": table_bytes(_event_table_curve(table, series))}]
+    if isinstance(obj, dict) and obj and all(_has_event_table(v) for v in obj.values()):
+        return [_one_curve(v, str(g)) for g, v in obj.items()]  # wb.secure KM by group
+    if _has_event_table(obj):
+        return [_one_curve(obj)]
     return None
 
 
@@ -94,7 +108,7 @@ def _model(obj: Any) -> dict | None:
         return None
     summary = getattr(obj, "summary", None)
     table = summary if isinstance(summary, pd.DataFrame) else pd.DataFrame({"coef": params})
-    n_obs = next((getattr(obj, a) for a in ("n_obs_", "n_obs", "_n_examples", "nobs")
+    n_obs = next((getattr(obj, a) for a in ("n_obs_", "n_obs", "_n_examples", "nobs", "n")
                   if getattr(obj, a, None) is not None), None)
     if n_obs is None:
         raise WorkbenchUserError(
@@ -104,12 +118,14 @@ def _model(obj: Any) -> dict | None:
     n_params = len(params)
     if hasattr(obj, "df_resid"):
         n_params = int(round(float(n_obs) - float(obj.df_resid)))
-    events = next((getattr(obj, a) for a in ("n_events_", "n_events")
+    events = next((getattr(obj, a) for a in ("n_events_", "n_events", "events")
                    if getattr(obj, a, None) is not None), None)
     if events is None and getattr(obj, "event_observed", None) is not None:
         events = int(pd.Series(obj.event_observed).sum())
-    family = getattr(obj, "family_", None) or type(obj).__name__.lower().replace("fitter", "")
-    family = "cox" if "cox" in family else family
+    family = (getattr(obj, "family_", None) or getattr(obj, "kind", None)
+              or type(obj).__name__).lower()
+    family = ("cox" if "cox" in family else "logistic" if "logistic" in family
+              else family.replace("fitter", "").replace("result", ""))
     return {"family": str(family), "params": table_bytes(table), "n_obs": int(n_obs),
             "n_params": int(n_params), "n_events": None if events is None else int(events)}
 
