@@ -150,6 +150,14 @@ def cell_index(frame: pd.DataFrame, spec: dict) -> np.ndarray:
 
 
 def time_bins(frame: pd.DataFrame, spec: dict) -> np.ndarray:
+    col = _column(frame, spec["duration_col"])
+    if float(spec["resolution"]) == 1.0 and pd.api.types.is_integer_dtype(col.dtype) \
+            and not col.hasnans:  # integer days on a daily grid: the values are the bins
+        bins = col.to_numpy(dtype=np.int64)
+        if len(bins) and bins.min() < 0:
+            raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
+                                     reason="bad-column")
+        return bins
     durations = _numeric(frame, spec["duration_col"])
     if (durations < 0).any():
         raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
@@ -159,6 +167,15 @@ def time_bins(frame: pd.DataFrame, spec: dict) -> np.ndarray:
 
 
 def _events(frame: pd.DataFrame, col: str) -> np.ndarray:
+    column = _column(frame, col)
+    if pd.api.types.is_bool_dtype(column.dtype) and not column.hasnans:
+        return column.to_numpy(dtype=bool)
+    if pd.api.types.is_integer_dtype(column.dtype) and not column.hasnans:
+        values = column.to_numpy()
+        if len(values) and (values.min() < 0 or values.max() > 1):
+            raise WorkbenchUserError(f"column {col!r} must be 0/1 (or boolean).",
+                                     reason="bad-column")
+        return values.astype(bool)
     try:
         values = _numeric(frame, col)
     except WorkbenchUserError as exc:
@@ -173,12 +190,18 @@ def _events(frame: pd.DataFrame, col: str) -> np.ndarray:
 def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame,
                    cache: dict | None = None) -> dict[str, np.ndarray]:
     """This holder's contribution: one flat integer vector (BFV) and one real vector (CKKS)."""
-    cells = cell_index(frame, spec)
-    keep = cells >= 0
     n_cells = _cells(spec)
+    if spec.get("by"):
+        cells = cell_index(frame, spec)
+        keep = cells >= 0
+        per_cell = np.bincount(cells[keep], minlength=n_cells)
+    else:  # one cell holding every row: no per-row cell arithmetic
+        cells = np.zeros(len(frame), dtype=np.int64)
+        keep = np.ones(len(frame), dtype=bool)
+        per_cell = np.array([len(frame)])
     parts: list[np.ndarray]
     if kind == "counts":
-        parts = [np.bincount(cells[keep], minlength=n_cells)]
+        parts = [per_cell]
     elif kind == "moments":
         parts = _moments(spec, frame, cells, keep, n_cells)
     elif kind == "survival":
@@ -190,8 +213,8 @@ def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame,
     else:
         raise WorkbenchUserError(f"unknown secure operation kind {kind!r}", reason="bad-request")
     if kind != "logistic":
-        parts.append((np.bincount(cells[keep], minlength=n_cells) > 0).astype(np.int64))
-    parts.append([1 if keep.any() else 0])
+        parts.append((per_cell > 0).astype(np.int64))
+    parts.append([1 if per_cell.sum() > 0 else 0])
     return pack(kind, spec, parts)
 
 
@@ -218,12 +241,15 @@ def _moments(spec, frame, cells, keep, n_cells):
 
 def _survival(spec, frame, cells, keep, n_cells):
     n_bins = int(spec["n_bins"])
-    bins = time_bins(frame, spec)[keep]
+    bins, event = time_bins(frame, spec), _events(frame, spec["event_col"])
+    if spec.get("by"):  # rows outside every cell drop out; without groups none do
+        bins, event = bins[keep], event[keep]
+        idx = cells[keep] * n_bins + bins
+    else:
+        idx = bins
     if len(bins) and bins.max() >= n_bins:
         raise WorkbenchUserError("a duration lies beyond the time grid's horizon.",
                                  reason="bad-request")
-    event = _events(frame, spec["event_col"])[keep]
-    idx = cells[keep] * n_bins + bins
     exits = np.bincount(idx, minlength=n_cells * n_bins).reshape(n_cells, n_bins)
     events = np.bincount(idx[event], minlength=n_cells * n_bins).reshape(n_cells, n_bins)
     at_risk = np.cumsum(exits[:, ::-1], axis=1)[:, ::-1]
