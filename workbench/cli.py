@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "workbench.gateway.cli",
     "workbench.release.cli",
     "workbench.sandbox.cli",
+    "workbench.run.cli",
 ]
 
 

@@ -1,0 +1,81 @@
+"""``workbench run`` and ``workbench rerun``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from workbench.errors import WorkbenchUserError
+from workbench.paths import Space
+
+DEMO_POLICY = Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml"
+
+
+def resolve_policy(policy: str | None) -> str:
+    """``--policy``, else ``$WORKBENCH_POLICY``, else the demo policy of this checkout."""
+    value = policy or os.environ.get("WORKBENCH_POLICY")
+    if value:
+        return value
+    if DEMO_POLICY.exists():
+        return str(DEMO_POLICY)
+    raise WorkbenchUserError("no policy file: pass --policy FILE or set WORKBENCH_POLICY.",
+                             reason="no-policy")
+
+
+_policy_option = click.option("--policy", help="the hub policy file (default: $WORKBENCH_POLICY, "
+                                               "else hub_config/policy.yaml)")
+_data_option = click.option("--data-dir", help="the data space (default: $WORKBENCH_DATA_DIR)")
+
+
+@click.command("run")
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--study", required=True, help="the study to run in, e.g. cml-tki")
+@click.option("--user", required=True, help="the study member the run is attributed to")
+@click.option("-p", "--parameter", "parameters", multiple=True, metavar="NAME=VALUE",
+              help="set a notebook parameter (papermill-style; repeatable)")
+@_data_option
+@_policy_option
+def run_command(notebook, study, user, parameters, data_dir, policy):
+    """Run NOTEBOOK headless in a sealed study kernel; the executed copy goes into the study
+    workspace. Starts the space's services for the run if they are not running."""
+    from workbench.run.headless import parse_parameters, run_notebook
+
+    result = run_notebook(Space.at(data_dir), resolve_policy(policy), study, user, notebook,
+                          parse_parameters(list(parameters)), echo=click.echo)
+    click.echo(f"executed notebook: {result.notebook}")
+    if result.failed:
+        failed = result.failed
+        click.echo(f"error: cell {failed['code_cell']} (notebook cell {failed['index']}) failed: "
+                   f"{failed['first_line']}\n  {failed['error']}", err=True)
+        raise click.exceptions.Exit(1)
+    click.echo(f"ok: {result.cells} cells ran (kernel {result.kernel_id})")
+
+
+@click.command("rerun")
+@click.option("--study", required=True, help="the study whose logged cells are re-executed")
+@click.option("--until", "until", metavar="RECORD_ID",
+              help="stop after the cell with this provenance record id")
+@click.option("--user", help="who the re-run is attributed to (default: the logged user)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@_data_option
+@_policy_option
+def rerun_command(study, until, user, as_json, data_dir, policy):
+    """Re-execute a study's logged cells in a fresh sealed kernel and compare each output with
+    its record. Exit 0: all reproduced; 1: some outputs differ; 3: differences are all explained
+    by datasets that changed since (stale)."""
+    import json
+
+    from workbench.run.rerun import rerun_study
+
+    report = rerun_study(Space.at(data_dir), resolve_policy(policy), study, until=until,
+                         user=user, echo=(lambda _line: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(report.summary())
+    raise click.exceptions.Exit(report.exit_code)
+
+
+commands = [run_command, rerun_command]
