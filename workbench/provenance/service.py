@@ -76,7 +76,8 @@ class Collector:
         self.space, self.store = space, store
         self.sign_every, self.sign_interval = sign_every, sign_interval
         self.key = heads.load_or_create_key(space)
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._pending: list[_Pending] = []
+        self._leader_waiting = False
         self._load_state()
 
     def _load_state(self) -> None:
@@ -140,11 +141,22 @@ class Collector:
         self.signed_size = head["tree_size"]
         return head
 
-    async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < 1024 and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+    async def _append(self, item: _Pending) -> str:
+        """Group commit: the first request of a loop pass leads; it yields once so that every
+        request read in the same pass joins its batch, then commits them in one transaction."""
+        self._pending.append(item)
+        if not self._leader_waiting:
+            self._leader_waiting = True
+            try:
+                await asyncio.sleep(0)
+            finally:  # even when cancelled: accepted requests are committed, never dropped
+                self._leader_waiting = False
+                self._flush()
+        return await item.done
+
+    def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:1024], self._pending[1024:]
             try:
                 ids = self._commit(batch)
             except Exception as exc:  # the store failed: no ack for anyone in this batch
@@ -157,8 +169,8 @@ class Collector:
             for item, record_id in zip(batch, ids, strict=True):
                 if not item.done.done():
                     item.done.set_result(record_id)
-            if self.frontier.size - self.signed_size >= self.sign_every:
-                self._sign_quietly()
+        if self.frontier.size - self.signed_size >= self.sign_every:
+            self._sign_quietly()
 
     def _sign_quietly(self) -> None:
         try:
@@ -191,9 +203,9 @@ class Collector:
         except records.RecordRefused as exc:
             return {"ok": False, "reason": exc.reason, "message": str(exc)}
         done = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(kind, version, fields, writer, done))
         try:
-            return {"ok": True, "id": await done}
+            return {"ok": True, "id": await self._append(_Pending(kind, version, fields, writer,
+                                                                  done))}
         except ProvenanceUnavailable as exc:
             return {"ok": False, "reason": "store-failed", "message": str(exc)}
 
@@ -225,18 +237,17 @@ class Collector:
         stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        tasks = [asyncio.create_task(self._write_loop()), asyncio.create_task(self._sign_loop())]
+        signer = asyncio.create_task(self._sign_loop())
         server = await asyncio.start_unix_server(self._serve_connection, sock=listener,
                                                  limit=MAX_LINE)
         log.info("collector ready on %s (store %s, %d records)", listener.getsockname(),
                  self.store.describe(), self.seq)
         await stopping.wait()
         server.close()
-        while not self._queue.empty():  # let accepted requests finish
+        while self._pending or self._leader_waiting:  # let accepted requests finish
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        for task in tasks:
-            task.cancel()
+        await asyncio.sleep(0.05)  # and their replies go out
+        signer.cancel()
         self._sign_quietly()
         self.store.close()
         log.info("collector stopped at %d records", self.seq)
