@@ -11,6 +11,7 @@ Every rule returns a ``RuleResult``; the request's verdict is the worst of them
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -88,9 +89,16 @@ class _TableModel:
 
 def _acro(thresholds: Thresholds):
     from acro import sdc_agg_funcs
-    from acro.sdcchecks import SDCChecks
 
     sdc_agg_funcs.NK_N = thresholds.dominance_n  # acro reads n from this module global
+    return _acro_checker(thresholds)
+
+
+@functools.lru_cache(maxsize=64)
+def _acro_checker(thresholds: Thresholds):
+    """SDCChecks reads its ontology files on construction: one checker per threshold set."""
+    from acro.sdcchecks import SDCChecks
+
     return SDCChecks(thresholds.acro_risk_appetite())
 
 
@@ -104,7 +112,8 @@ def _row_labels(table: pd.DataFrame) -> list[str]:
     labels = label_columns(table)
     if not labels:
         return [f"row {i + 1}" for i in range(len(table))]
-    return ["|".join(f"{c}={table.iloc[i][c]}" for c in labels) for i in range(len(table))]
+    columns = [[f"{c}={v}" for v in table[c].tolist()] for c in labels]
+    return ["|".join(parts) for parts in zip(*columns, strict=True)]
 
 
 def _flagged(mask: pd.DataFrame, counts: pd.DataFrame, rows: list[str], verdict: str) -> list[dict]:
