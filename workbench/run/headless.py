@@ -81,7 +81,8 @@ def load_notebook(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def inject_parameters(nb: nbformat.NotebookNode, parameters: dict, echo: Echo) -> nbformat.NotebookNode:
+def inject_parameters(nb: nbformat.NotebookNode, parameters: dict,
+                      echo: Echo) -> nbformat.NotebookNode:
     """Papermill's injection: a cell tagged ``injected-parameters`` after the ``parameters`` cell
     (or first when there is none), written by papermill's own Python translator."""
     if not parameters:

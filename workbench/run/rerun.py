@@ -1,0 +1,294 @@
+"""``workbench rerun``: re-execute a study's logged cells and compare their outputs with the log.
+
+The cells come from the provenance log (``cell-execution`` records carry the code); they are
+replayed in log order, one fresh sealed kernel per logged kernel session (a kernel restart starts
+a new session), through the same sandbox and audit proxy, so the replay's output digests are
+computed by the same code as the originals'. Each cell is then:
+
+- ``match``: same status and the same output digests, in order;
+- ``stale``: it read a view (``view-read`` / ``he-operation`` records of the cell) whose version
+  differs from the catalog's today, or it follows a stale cell in its session and its outputs
+  differ: the difference is explained by changed data;
+- ``differs``: outputs or status differ with unchanged data: the cell is not reproducible
+  (time, randomness without a seed, memory addresses ...); shown, never hidden;
+- ``unverifiable``: the original has no completion record (its kernel died, the cell was aborted).
+
+The replay's own records are marked (``notebook_path`` = ``workbench-rerun``) and are never
+replayed themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from workbench.catalog.store import Catalog
+from workbench.errors import WorkbenchUserError
+from workbench.paths import Space
+from workbench.policy import load_policy
+from workbench.policy.access import decide, ensure_allowed
+from workbench.provenance.reader import ProvenanceReader
+from workbench.run.headless import first_line
+from workbench.run.kernel import run_user, sandbox_kernel_manager
+from workbench.services import space_services
+
+Echo = Callable[[str], None]
+RERUN_SESSION = "workbench-rerun"
+CELL_TIMEOUT = 1800.0
+EXIT_OK, EXIT_DIFFERS, EXIT_STALE = 0, 1, 3
+
+
+@dataclass
+class LoggedCell:
+    record_id: str  # the submitted record (it holds the code)
+    seq: int
+    kernel_id: str
+    msg_id: str
+    user: str
+    code: str
+    completion: dict | None = None  # fields of the completion record
+    completion_id: str | None = None
+    views: dict = field(default_factory=dict)  # view -> version it read
+
+
+@dataclass
+class CellResult:
+    record_id: str
+    kernel_id: str
+    first_line: str
+    status: str  # match | stale | differs | unverifiable
+    detail: str = ""
+    views: dict = field(default_factory=dict)
+
+
+@dataclass
+class RerunReport:
+    study: str
+    cells: list[CellResult]
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.cells if c.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        if self.count("differs") or self.count("unverifiable"):
+            return EXIT_DIFFERS
+        if self.count("stale"):
+            return EXIT_STALE
+        return EXIT_OK
+
+    def as_dict(self) -> dict:
+        return {"study": self.study, "exit_code": self.exit_code,
+                "counts": {s: self.count(s) for s in ("match", "stale", "differs",
+                                                      "unverifiable")},
+                "cells": [asdict(c) for c in self.cells]}
+
+    def summary(self) -> str:
+        lines = []
+        for n, cell in enumerate(self.cells, start=1):
+            if cell.status != "match":
+                lines.append(f"  cell {n} [{cell.record_id[:12]}] {cell.status}: "
+                             f"{cell.first_line}\n      {cell.detail}")
+        counts = self.as_dict()["counts"]
+        verdict = {EXIT_OK: "reproduced", EXIT_STALE: "stale: data changed since the run",
+                   EXIT_DIFFERS: "NOT reproduced"}[self.exit_code]
+        lines.append(f"rerun of study '{self.study}': {len(self.cells)} cells, "
+                     + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" - {verdict}")
+        return "\n".join(lines)
+
+
+# -- what the log says ----------------------------------------------------------------------------
+def view_version(catalog: Catalog, view_id: str) -> str | None:
+    """The view's current version, computed as the view engine computes it (definition + the
+    version of every dataset it reads); guarded by tests/run against ViewEngine.versions."""
+    view = catalog.views.get(view_id)
+    if view is None:
+        return None
+    parts = [view.model_dump_json()]
+    for table in sorted(view.tables):
+        parts += [f"{d.id}={d.version}" for d in catalog.holders_of(table)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def logged_sessions(reader: ProvenanceReader, study: str) -> list[list[LoggedCell]]:
+    """The study's executed cells, grouped into kernel sessions, in log order."""
+    sessions: dict[tuple[str, int], list[LoggedCell]] = {}
+    generation: dict[str, int] = {}  # kernel_id -> restarts seen so far
+    by_id: dict[str, LoggedCell] = {}
+    by_msg: dict[str, LoggedCell] = {}
+    for record in reader.records(study=study, kinds=["cell-execution", "kernel-lifecycle",
+                                                     "view-read", "he-operation"]):
+        fields = record.fields
+        if record.kind == "kernel-lifecycle":
+            if fields.get("event") == "restart" and fields.get("status") == "ok":
+                kernel = fields.get("kernel_id", "")
+                generation[kernel] = generation.get(kernel, 0) + 1
+            continue
+        if record.kind in ("view-read", "he-operation"):
+            cell = by_msg.get(fields.get("msg_id", ""))
+            if cell is not None and fields.get("view") and fields.get("view_version"):
+                cell.views[fields["view"]] = fields["view_version"]
+            continue
+        if fields.get("notebook_path") == RERUN_SESSION or fields.get("reason"):
+            continue  # the replays' own records; comm / input records carry no code
+        if fields.get("status") == "submitted" and "code" in fields:
+            kernel = fields.get("kernel_id", "")
+            cell = LoggedCell(record.id, record.seq, kernel, fields.get("msg_id", ""),
+                              fields.get("user", ""), fields["code"])
+            sessions.setdefault((kernel, generation.get(kernel, 0)), []).append(cell)
+            by_id[record.id] = cell
+            by_msg[cell.msg_id] = cell
+        elif fields.get("ref") in by_id:
+            cell = by_id[fields["ref"]]
+            cell.completion, cell.completion_id = fields, record.id
+    return [cells for _, cells in sorted(sessions.items(), key=lambda kv: kv[1][0].seq)]
+
+
+def cut_at(sessions: list[list[LoggedCell]], until: str) -> list[list[LoggedCell]]:
+    """Sessions up to and including the cell whose submitted or completion record is ``until``."""
+    kept = []
+    for cells in sessions:
+        for n, cell in enumerate(cells):
+            if until in (cell.record_id, cell.completion_id):
+                kept.append(cells[: n + 1])
+                return kept
+        kept.append(cells)
+    raise WorkbenchUserError(f"no logged cell of this study has the record id {until[:64]}; list "
+                             "them with 'workbench provenance log --study STUDY'.",
+                             reason="no-such-record")
+
+
+# -- replay ----------------------------------------------------------------------------------------
+async def _execute(kc, code: str) -> str:
+    """Send one cell, wait until the kernel is idle again and the reply came; return its msg_id."""
+    msg_id = kc.execute(code, allow_stdin=False, stop_on_error=False)
+    deadline = time.monotonic() + CELL_TIMEOUT
+    idle = replied = False
+    while not (idle and replied):
+        if time.monotonic() > deadline:
+            raise WorkbenchUserError("a replayed cell ran longer than 30 minutes.",
+                                     reason="rerun-timeout")
+        if not idle:
+            msg = await kc.get_iopub_msg(timeout=CELL_TIMEOUT)
+            idle = (msg["parent_header"].get("msg_id") == msg_id
+                    and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle")
+        else:
+            msg = await kc.get_shell_msg(timeout=CELL_TIMEOUT)
+            replied = msg["parent_header"].get("msg_id") == msg_id
+    return msg_id
+
+
+async def _replay(km, cells: list[LoggedCell]) -> list[str]:
+    await km.start_kernel(env={"JPY_SESSION_NAME": RERUN_SESSION}, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=120)
+        return [await _execute(kc, cell.code) for cell in cells]
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=False)
+
+
+def _completions(space: Space, study: str, msg_ids: list[str], timeout: float = 30.0) -> dict:
+    """The replay's completion records (written by the audit proxy just after each reply)."""
+    wanted = set(msg_ids)
+    deadline = time.monotonic() + timeout
+    while True:
+        with ProvenanceReader(space) as reader:
+            found = {r.fields["msg_id"]: r.fields for r in
+                     reader.records(study=study, kinds=["cell-execution"])
+                     if r.fields.get("msg_id") in wanted and r.fields.get("ref")}
+        if len(found) == len(wanted) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def _outputs(fields: dict | None) -> list[tuple[str, str]]:
+    return [(o.get("output_type", ""), o.get("sha256", "")) for o in (fields or {}).get("outputs",
+                                                                                        [])]
+
+
+def _compare(cell: LoggedCell, replay: dict | None, current: dict, after_stale: bool) -> CellResult:
+    result = CellResult(cell.record_id, cell.kernel_id, first_line(cell.code), "match",
+                        views=dict(cell.views))
+    changed = sorted(v for v, version in cell.views.items() if current.get(v) != version)
+    if cell.completion is None:
+        result.status, result.detail = "unverifiable", "the original run left no completion record"
+        return result
+    if replay is None:
+        result.status, result.detail = "unverifiable", "the replay left no completion record"
+        return result
+    before, after = _outputs(cell.completion), _outputs(replay)
+    same = before == after and cell.completion.get("status") == replay.get("status")
+    if changed:
+        result.status = "stale"
+        result.detail = (f"read {', '.join(changed)}, whose data changed since the run"
+                         + ("; outputs still match" if same else "; outputs differ"))
+    elif not same:
+        if after_stale:
+            result.status, result.detail = "stale", "outputs differ after a stale cell"
+        else:
+            result.status = "differs"
+            result.detail = _difference(cell.completion, replay, before, after)
+    return result
+
+
+def _difference(original: dict, replay: dict, before: list, after: list) -> str:
+    if original.get("status") != replay.get("status"):
+        return f"status {original.get('status')} then, {replay.get('status')} now"
+    if len(before) != len(after):
+        return f"{len(before)} outputs then, {len(after)} now (not deterministic?)"
+    kinds = sorted({b[0] for b, a in zip(before, after, strict=True) if b != a})
+    return (f"{', '.join(kinds)} output differs with unchanged data: not deterministic "
+            "(time, unseeded randomness, object addresses?)")
+
+
+def rerun_study(space: Space, policy_path: str | os.PathLike, study: str, until: str | None = None,
+                user: str | None = None, echo: Echo = print) -> RerunReport:
+    """Replay the logged cells of ``study`` and compare them with the log (see module doc)."""
+    policy = load_policy(policy_path)
+    with ProvenanceReader(space) as reader:
+        sessions = logged_sessions(reader, study)
+    if until:
+        sessions = cut_at(sessions, until)
+    sessions = [cells for cells in sessions if cells]
+    if not sessions:
+        raise WorkbenchUserError(f"study '{study}' has no logged cells to re-run.",
+                                 reason="nothing-to-rerun")
+    run_as = user or sessions[0][0].user
+    if not decide(policy, run_as, "admin", None):  # admins may audit any study
+        ensure_allowed(policy, run_as, "spawn-server", study)
+    catalog = Catalog.load(space)
+    current = {view: view_version(catalog, view) for cells in sessions for c in cells
+               for view in c.views}
+    results: list[CellResult] = []
+    total = sum(len(cells) for cells in sessions)
+    echo(f"re-running {total} logged cells of study '{study}' in {len(sessions)} fresh "
+         f"kernel session(s) as {run_as}")
+    with space_services(space, policy_path, echo), run_user(run_as):
+        for number, cells in enumerate(sessions, start=1):
+            echo(f"session {number}/{len(sessions)}: {len(cells)} cells "
+                 f"(logged kernel {cells[0].kernel_id[:8]})")
+            with sandbox_kernel_manager(space, study) as km:
+                msg_ids = asyncio.run(_replay(km, cells))
+            replays = _completions(space, study, msg_ids)
+            after_stale = False
+            for cell, msg_id in zip(cells, msg_ids, strict=True):
+                result = _compare(cell, replays.get(msg_id), current, after_stale)
+                after_stale = after_stale or result.status == "stale"
+                echo(f"  [{len(results) + 1}/{total}] {result.status:<12} {result.first_line}")
+                results.append(result)
+    return RerunReport(study, results)
+
+
+def report_json(report: RerunReport) -> str:
+    return json.dumps(report.as_dict(), indent=2)
