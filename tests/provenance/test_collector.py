@@ -262,3 +262,13 @@ def test_workbench_collector_command(space):
     with ProvenanceReader(space) as reader:
         report = reader.verify()
     assert report.ok and report.last_signed_size == 3  # the final head was signed at SIGTERM
+
+
+def test_collector_refuses_a_signing_key_others_can_read(space):
+    from workbench.provenance.service import start_collector
+
+    with start_collector(space):
+        pass
+    os.chmod(space.provenance / "tree-head.key", 0o644)
+    with pytest.raises(WorkbenchError, match="mode 0600"):
+        start_collector(space, ready_timeout=20)
