@@ -13,7 +13,7 @@ from workbench.release import rules
 from workbench.release.helpers import coarsen_survival, magnitude_table
 from workbench.release.serialize import from_payload, to_payload
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _check(obj, t, released=(), **kw):
