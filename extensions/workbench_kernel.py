@@ -21,6 +21,7 @@ def _show_user_error(shell, etype, value, tb, tb_offset=None):
 def load_ipython_extension(shell) -> None:
     shell.push({"wb": workbench})
     shell.set_custom_exc((WorkbenchUserError,), _show_user_error)
+    shell._workbench_errors = True  # workbench.client keeps this handler instead of its own
 
 
 def unload_ipython_extension(shell) -> None:

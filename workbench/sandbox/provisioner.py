@@ -167,7 +167,8 @@ class SandboxProvisioner(LocalProvisioner):
                              "data access", study, gateway)
         spec = SandboxSpec(study=study, workspace=workspace, kernel_dir=inner,
                            kernel_uid=kernel_uid, kernel_gid=kernel_gid,
-                           gateway_socket=gateway if gateway.exists() else None)
+                           gateway_socket=gateway if gateway.exists() else None,
+                           extra_env={"WORKBENCH_KERNEL_ID": self.kernel_id or ""})
         outer_file = os.path.realpath(km.connection_file)
         kernel_cmd = [f"{KERNEL_DIR_INSIDE}/kernel.json" if a == outer_file else a
                       for a in kwargs["cmd"]]
