@@ -80,7 +80,7 @@ def configure(c, policy_path: str | os.PathLike | None = None,
     # No count limit: a named server can only ever start for a study the user is a member of
     # (StudySpawner), and a refused or stopped one holds no resources.
     hub.named_server_limit_per_user = 0
-    hub.default_server_name = ""
+    hub.default_url = "/hub/home"  # the study list; there is no default server to spawn
     hub.admin_access = False  # no admin route into a researcher's server
     hub.load_groups = hub_roles.groups(policy)
 

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -53,6 +54,16 @@ def _start_services(space: Space, policy_path: str, echo: Echo) -> list:
     return handles
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt  # SIGTERM stops the demo as cleanly as Ctrl-C
+
+
 def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo = print,
              port: int = 8000, patients: int = 10_000) -> int:
     """Run the demo in the foreground; returns the hub's exit status."""
@@ -74,6 +85,8 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
     layout = HubLayout(space)
     layout.ensure()
 
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background
     echo("starting the space's services:")
     handles = _start_services(space, policy_path, echo)
     try:
@@ -91,6 +104,9 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
              "her studies are under 'Named servers'.\n")
         env = dict(os.environ, WORKBENCH_DATA_DIR=str(space.root), WORKBENCH_POLICY=policy_path,
                    WORKBENCH_HUB_BIND_URL=f"http://127.0.0.1:{port}",
+                   # internal ports: free ones, so a second hub on this machine cannot clash
+                   WORKBENCH_HUB_PORT=str(_free_port()),
+                   WORKBENCH_PROXY_API_PORT=str(_free_port()),
                    CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(32),
                    PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
         hub = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f",
@@ -98,8 +114,12 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
         try:
             return hub.wait()
         except KeyboardInterrupt:
-            hub.send_signal(signal.SIGINT)
-            return hub.wait()
+            hub.send_signal(signal.SIGTERM)  # the hub stops its proxy and servers
+            try:
+                return hub.wait(60)
+            except subprocess.TimeoutExpired:
+                hub.kill()
+                return hub.wait()
     finally:
         for handle in reversed(handles):
             with contextlib.suppress(Exception):

@@ -89,9 +89,12 @@ class ServerCgroup:
         memory, cpu, pids = self._dirs()
         for d in (memory, cpu, pids):
             d.mkdir(parents=True, exist_ok=True)
+        memsw = memory / "memory.memsw.limit_in_bytes"  # only when swap accounting is on
+        with contextlib.suppress(OSError):  # memory must stay <= memsw while both change
+            memsw.write_text("-1")
         (memory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
-        with contextlib.suppress(OSError):  # only when swap accounting is on
-            (memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
+        with contextlib.suppress(OSError):
+            memsw.write_text(str(limits.memory_bytes))
         period = 100_000
         (cpu / "cpu.cfs_period_us").write_text(str(period))
         (cpu / "cpu.cfs_quota_us").write_text(str(int(limits.cpu * period)))

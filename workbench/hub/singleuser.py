@@ -37,6 +37,8 @@ def server_settings(workspace: Path, study: Study, state: Path, kernel_idle_time
             "allow_remote_access": False,
         },
         "FileContentsManager": {"allow_hidden": False, "always_delete_dir": False},
+        # notebook trust signatures live with the server's state, not in the root-owned data dir
+        "NotebookNotary": {"data_dir": str(state / "notary")},
         "StudyKernelManager": {
             "max_kernels": study.resources.max_kernels,
             "cull_idle_timeout": kernel_idle_timeout,
@@ -97,6 +99,12 @@ def prepare_config(layout: HubLayout, study_id: str, study: Study, kernel_idle_t
     write_root_owned(config_dir / "migrated", "")
     write_root_owned(config_dir / "jupyter_server_config.py",
                      server_config_file(settings, study_id, str(layout.space.root)))
+    labconfig = config_dir / "labconfig"
+    labconfig.mkdir(exist_ok=True)
+    os.chmod(labconfig, 0o755)  # noqa: S103 - root-owned, read-only for the server uid
+    # no "Jupyter news" prompt: a study server has no business fetching anything outside
+    write_root_owned(labconfig / "page_config.json", json.dumps(
+        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
     from workbench.sandbox.kernelspec import install_kernelspec
 
     install_kernelspec(data_dir)

@@ -143,7 +143,7 @@ class StudySpawner(LocalProcessSpawner):
         prepare_workspace(space, self.study)
         state = layout.server_state(self.study)
         for sub in ("", "runtime", "lab-settings", "lab-workspaces", "ipython", "xdg-config",
-                    "xdg-data", "xdg-cache"):
+                    "xdg-data", "xdg-cache", "notary"):
             path = state / sub
             path.mkdir(parents=True, exist_ok=True)
             if accounts.is_root():
