@@ -128,3 +128,24 @@ def test_export_of_an_unknown_study_is_a_user_error(study_log):
     with ProvenanceReader(study_log) as reader, pytest.raises(WorkbenchUserError,
                                                               match="no provenance records"):
         export.export(reader, "nope", "ro-crate")
+
+
+def test_proof_commands(study_log):
+    from workbench.provenance import merkle
+
+    with ProvenanceReader(study_log) as reader:
+        record_id = list(reader.records())[2].id
+    root = ["provenance", "proof", "--data-dir", str(study_log.root)]
+    inclusion = CliRunner().invoke(cli, [*root, record_id])
+    assert inclusion.exit_code == 0, inclusion.output
+    proof = json.loads(inclusion.output)
+    assert merkle.verify_inclusion(proof["leaf_index"], proof["tree_size"],
+                                   bytes.fromhex(record_id), [bytes.fromhex(p) for p in
+                                                              proof["path"]],
+                                   bytes.fromhex(proof["root_hash"]))
+    consistency = json.loads(CliRunner().invoke(cli, [*root, "--consistency", "3"]).output)
+    assert merkle.verify_consistency(3, 7, bytes.fromhex(consistency["old_root"]),
+                                     bytes.fromhex(consistency["new_root"]),
+                                     [bytes.fromhex(p) for p in consistency["path"]])
+    bad = CliRunner().invoke(cli, [*root, "--consistency", "9"])
+    assert bad.exit_code != 0 and isinstance(bad.exception, WorkbenchUserError)

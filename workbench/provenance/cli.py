@@ -121,11 +121,23 @@ def heads_export(data_dir, backend, output):
 @provenance.command("proof")
 @DATA_DIR
 @BACKEND
-@click.argument("record_id")
-def proof(data_dir, backend, record_id):
-    """Print the inclusion proof of one record in the last signed tree."""
+@click.argument("record_id", required=False)
+@click.option("--consistency", "old_size", type=int,
+              help="Instead: prove the current tree extends the tree of this size.")
+def proof(data_dir, backend, record_id, old_size):
+    """Print the RFC 9162 inclusion proof of RECORD_ID in the last signed tree, or a consistency
+    proof (--consistency OLD_SIZE) from an earlier tree size to the current one."""
+    from workbench.errors import WorkbenchUserError
+
     with _reader(data_dir, backend) as reader:
-        click.echo(json.dumps(reader.inclusion_proof(record_id), indent=2))
+        if old_size is not None:
+            result = reader.consistency_proof(old_size)
+        elif record_id:
+            result = reader.inclusion_proof(record_id)
+        else:
+            raise WorkbenchUserError("give a RECORD_ID or --consistency OLD_SIZE",
+                                     reason="bad-request")
+    click.echo(json.dumps(result, indent=2))
 
 
 @provenance.command("init-postgres")

@@ -139,6 +139,10 @@ class ProvenanceReader:
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> dict:
         leaves = self.leaf_hashes()
         new_size = new_size or len(leaves)
+        if not 0 < old_size <= new_size <= len(leaves):
+            raise WorkbenchUserError(f"tree sizes must satisfy 0 < old ({old_size}) <= new "
+                                     f"({new_size}) <= {len(leaves)} records",
+                                     reason="bad-request")
         leaves = leaves[:new_size]
         return {"old_size": old_size, "new_size": new_size,
                 "old_root": merkle.root(leaves[:old_size]).hex(),
