@@ -187,6 +187,8 @@ class AuditProxy:
             self.sockets = sockets
             tasks = [asyncio.create_task(self._pump(channel, side))
                      for channel in sockets for side in ("front", "back")]
+            for task in tasks:
+                task.add_done_callback(self._pump_ended)
             self._ready.set()
             await self._stopped.wait()
             for task in tasks:
@@ -199,6 +201,12 @@ class AuditProxy:
                 front.close(linger=0)
                 back.close(linger=0)
             ctx.term()
+
+    def _pump_ended(self, task: asyncio.Task) -> None:
+        """A channel that stops relaying stays stopped (nothing unrecorded gets through); say so."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("audit proxy for kernel %s: a channel stopped: %r",
+                      self.context.get("kernel_id"), task.exception())
 
     async def _pump(self, channel: str, side: str) -> None:
         front, back = self.sockets[channel]
