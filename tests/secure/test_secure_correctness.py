@@ -154,3 +154,18 @@ def test_holder_processes_give_the_same_answers(gbsg2):
         <= 1e-9
     assert all(p.poll() is not None for p in fed.coordinator.processes.procs) or \
         not fed.coordinator.processes.procs
+
+
+def test_plots_draw_released_curves(gbsg2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fed = Federation(split_round_robin(gbsg2), min_cell_count=10)
+    fig, ax = plt.subplots()
+    fed.kaplan_meier("time", "cens").plot(ax=ax)
+    fed.kaplan_meier("time", "cens", by="horTh").plot(ax=ax)
+    assert len(ax.lines) == 3
+    assert ax.lines[0].get_xdata().max() <= gbsg2["time"].max()
+    plt.close(fig)

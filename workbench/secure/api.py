@@ -51,24 +51,41 @@ def var(view: str, column: str, by=None):
     return _call("var", view, column=column, by=by)
 
 
-def kaplan_meier(view: str, duration_col: str, event_col: str, by=None, resolution: float = 1.0,
-                 alpha: float = 0.05):
+def _survival_columns(duration_col, event_col, time, event) -> tuple[str, str]:
+    """``time=``/``event=`` are accepted as short names for ``duration_col``/``event_col``."""
+    duration_col, event_col = duration_col or time, event_col or event
+    if not duration_col or not event_col:
+        from workbench.errors import WorkbenchUserError
+
+        raise WorkbenchUserError("name the duration and event columns: duration_col='days', "
+                                 "event_col='died'.", reason="bad-request")
+    return duration_col, event_col
+
+
+def kaplan_meier(view: str, duration_col: str | None = None, event_col: str | None = None,
+                 by=None, resolution: float = 1.0, alpha: float = 0.05, *, time=None,
+                 event=None):
     """Kaplan–Meier curve(s): ``survival_function_``, ``confidence_interval_``,
     ``median_survival_time_``, ``event_table``, ``plot()``; one per level of ``by``."""
+    duration_col, event_col = _survival_columns(duration_col, event_col, time, event)
     return _call("kaplan_meier", view, duration_col=duration_col, event_col=event_col, by=by,
                  resolution=resolution, alpha=alpha)
 
 
-def logrank_test(view: str, duration_col: str, event_col: str, group_col: str,
-                 resolution: float = 1.0):
+def logrank_test(view: str, duration_col: str | None = None, event_col: str | None = None,
+                 group_col: str | None = None, resolution: float = 1.0, *, time=None,
+                 event=None):
+    duration_col, event_col = _survival_columns(duration_col, event_col, time, event)
     return _call("logrank_test", view, duration_col=duration_col, event_col=event_col,
                  group_col=group_col, resolution=resolution)
 
 
-def cox_ph(view: str, duration_col: str, event_col: str, covariates: list[str], strata=None,
-           resolution: float = 1.0, alpha: float = 0.05):
+def cox_ph(view: str, duration_col: str | None = None, event_col: str | None = None,
+           covariates: list[str] = (), strata=None, resolution: float = 1.0,
+           alpha: float = 0.05, *, time=None, event=None):
     """Cox proportional hazards (Efron ties): ``params_``, ``standard_errors_``,
     ``confidence_intervals_``, ``log_likelihood_``, ``summary``."""
+    duration_col, event_col = _survival_columns(duration_col, event_col, time, event)
     return _call("cox_ph", view, duration_col=duration_col, event_col=event_col,
                  covariates=list(covariates), strata=strata, resolution=resolution, alpha=alpha)
 
