@@ -70,19 +70,29 @@ def provenance_records(space: Space) -> list[dict]:
 
 
 class LiveHub:
-    def __init__(self, root: Path, policy_text: str = POLICY):
+    def __init__(self, root: Path, policy_text: str = POLICY, with_data: bool = False):
         from workbench.provenance.service import start_collector
 
         self.root = root
         self.space = Space(root / "space")
-        self.space.root.mkdir(mode=0o755)
         self.policy = root / "policy.yaml"
         self.policy.write_text(policy_text)
         os.chmod(self.policy, 0o644)
+        self.gateway = None
+        if with_data:  # a real (small) space and the gateway serving its views
+            from workbench.space.build import init_space
+
+            init_space(self.space.root, patients=300, echo=lambda _line: None)
+        else:
+            self.space.root.mkdir(mode=0o755)
         self.port, self.hub_port, self.proxy_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.collector = start_collector(self.space)
         self.launcher = start_kernel_launcher(self.space)
+        if with_data:
+            from workbench.gateway.server import start_gateway
+
+            self.gateway = start_gateway(self.space, self.policy)
         self.service_token = secrets.token_hex(32)
         self.passwords: dict[str, str] = {}
         self.process: subprocess.Popen | None = None
@@ -195,6 +205,8 @@ class LiveHub:
                 self.process.wait()
         self.log.close()
         self.launcher.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
         self.collector.stop()
 
 
@@ -204,8 +216,7 @@ def records():
     return provenance_records
 
 
-@pytest.fixture(scope="module")
-def live_hub():
+def _running_hub(**kwargs):
     if not accounts.is_root():
         pytest.fail("the hub tests run as root: they spawn servers as the study accounts")
     if shutil.which("configurable-http-proxy") is None:
@@ -213,13 +224,27 @@ def live_hub():
     ensure_interpreter_reachable(fix=True)  # as `workbench demo` does
     root = Path(tempfile.mkdtemp(prefix="wb-hub-", dir="/tmp"))
     os.chmod(root, 0o755)
-    hub = LiveHub(root)
+    hub = LiveHub(root, **kwargs)
     try:
         hub.start()
         yield hub
     finally:
         hub.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def live_hub():
+    yield from _running_hub()
+
+
+DEMO_POLICY = Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_hub():
+    """The demo policy over a real small space with its gateway: views can be read."""
+    yield from _running_hub(policy_text=DEMO_POLICY.read_text(), with_data=True)
 
 
 class ServerClient:
