@@ -171,6 +171,9 @@ def test_malformed_messages_get_a_clear_error(he_space, rossi):
     with pytest.raises(WorkbenchUserError) as err:
         client.request(_request(pooled, op="exfiltrate"), pooled.blobs)
     assert err.value.reason == "malformed-message"
+    with pytest.raises(WorkbenchUserError) as err:
+        client.request(_request(pooled, kind="survival", op="kaplan_meier"), pooled.blobs)
+    assert err.value.reason == "malformed-message" and "spec" in str(err.value)
     with pytest.raises(ReleaseRefused) as err:  # one holder's ciphertext, alone
         single = HolderNode("hospital", rossi, keys).contribute("counts", {"by": []})
         client.request(_request(single), single.blobs)

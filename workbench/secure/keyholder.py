@@ -76,7 +76,10 @@ class KeyHolder:
 
         if kind not in ops.KINDS:
             raise wire.WireError(f"unknown operation kind {kind!r}")
-        needed = ops.ciphertexts_needed(kind, spec, slots())
+        try:
+            needed = ops.ciphertexts_needed(kind, spec, slots())
+        except (KeyError, TypeError, ValueError):
+            raise wire.WireError(f"the spec does not describe a {kind!r} operation") from None
         if len(blobs) != needed["bfv"] + needed["ckks"]:
             raise wire.WireError(f"{len(blobs)} ciphertexts for an operation whose layout needs "
                                  f"{needed['bfv']} BFV + {needed['ckks']} CKKS")
@@ -90,6 +93,9 @@ class KeyHolder:
         except release.ReleaseRefused as exc:
             self._record(header, thresholds, "refused", exc.rule, len(blobs))
             raise
+        except (KeyError, IndexError, TypeError, ValueError):
+            # a spec that fits the layout but not the rule; the text could quote values: drop it
+            raise wire.WireError(f"the spec does not describe a {op!r} operation") from None
         self._record(header, thresholds, "released", None, len(blobs), result)
         return result
 
