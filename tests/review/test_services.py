@@ -94,3 +94,13 @@ def test_prelaunch_hook_injects_snapshot_and_token_for_reviewers_only(review_env
     assert other.value.status_code == 404
     with pytest.raises(HTTPError):
         hook(_request("/x/voila/render/release_queue.ipynb", None), nbformat.v4.new_notebook(), "/")
+
+
+def test_the_admin_sandbox_name_is_reserved(review_env):
+    from workbench.errors import WorkbenchUserError
+    from workbench.policy.model import Policy
+
+    data = review_env.policy.model_dump(mode="json")
+    data["studies"]["review-admin"] = data["studies"]["lonely"]
+    with pytest.raises(WorkbenchUserError, match="reserved"):
+        hub_services(Policy.model_validate(data), review_env.space, review_env.policy_file)

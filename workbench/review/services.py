@@ -20,6 +20,7 @@ import socket
 import sys
 from pathlib import Path
 
+from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "notebooks" / "dashboards"
@@ -27,6 +28,7 @@ STUDY_DASHBOARDS = ("release_queue", "provenance", "results")
 ADMIN_DASHBOARDS = ("admin_overview",)
 FILES_SERVICE = "review-files"
 ADMIN_SERVICE = "review-admin"
+ADMIN_SANDBOX = "review-admin"  # the admin overview's kernels: a sandbox that is no study's
 
 
 def service_name(study: str) -> str:
@@ -98,6 +100,10 @@ def _policy_file(policy, space: Space, policy_path) -> str:
 
 def hub_services(policy, space: Space, policy_path: str | os.PathLike | None = None,
                  ) -> tuple[list[dict], list[dict]]:
+    if ADMIN_SANDBOX in policy.studies:
+        raise WorkbenchUserError(
+            f"the study id '{ADMIN_SANDBOX}' is reserved for the admin dashboard's sandbox: "
+            "rename the study in the policy file", reason="bad-policy")
     policy_path = _policy_file(policy, space, policy_path)
     ports = _ports(len(policy.studies) + 2)
     python = sys.executable
@@ -128,7 +134,8 @@ def hub_services(policy, space: Space, policy_path: str | os.PathLike | None = N
                     "--notebooks", str(_notebook_dir(space, ADMIN_SERVICE, ADMIN_DASHBOARDS)),
                     "--data-dir", str(space.root), "--policy", policy_path,
                     "--dashboards", ",".join(ADMIN_DASHBOARDS)],
-        "environment": {**common, **_jupyter_env(space, ADMIN_SERVICE, False)},
+        "environment": {**common, **_jupyter_env(space, ADMIN_SERVICE, True),
+                        "WORKBENCH_STUDY": ADMIN_SANDBOX},
     })
     roles.append({"name": ADMIN_SERVICE, "description": "Admins: the admin overview dashboard.",
                   "scopes": [f"access:services!service={ADMIN_SERVICE}"], "users": admins})

@@ -6,8 +6,9 @@
   ``access:services!service=<name>`` is checked on every request; anonymous visitors are sent
   to the hub's login, signed-in users without the scope get 403);
 - what runs: Voila drops every client ``execute_request`` and shows no sources or tracebacks;
-  study dashboards start kernels only through the sandboxed kernelspec (strict kernelspec
-  manager: the ``workbench-sandbox`` provisioner, the study's kernel uid, the audit proxy);
+  kernels start only through the sandboxed kernelspec (strict kernelspec manager: the
+  ``workbench-sandbox`` provisioner, the study's kernel uid, the audit proxy; the admin
+  overview's kernels run in a sandbox of their own with no gateway);
 - data: on each visit the prelaunch hook gathers the snapshot for the signed-in user and a
   reviewer token, and injects both as the notebook's first cell (workbench.review.inject).
 """
@@ -52,6 +53,7 @@ def make_prelaunch_hook(space: Space, policy_file: str, study: str | None, allow
         user = req.current_user.username if req.current_user else None
         if not user:
             raise HTTPError(403)
+        os.environ["WORKBENCH_RUN_USER"] = user  # audit attribution of this visit's kernel
         if study is None:
             return inject(notebook, admin_snapshot(space, policy_file, user), None, kernel_name)
         policy = load_policy(policy_file)  # re-read: revocations apply at the next visit
@@ -59,7 +61,6 @@ def make_prelaunch_hook(space: Space, policy_file: str, study: str | None, allow
         token = None
         if snapshot.get("can_review"):
             token = mint_token(load_or_create_key(token_key_path(space)), user, study)
-        os.environ["WORKBENCH_RUN_USER"] = user  # audit attribution of this visit's kernel
         return inject(notebook, snapshot, token, kernel_name)
 
     return hook
@@ -83,12 +84,12 @@ def build_config(args) -> Config:
     c.VoilaConfiguration.strip_sources = True
     c.VoilaConfiguration.show_tracebacks = False
     c.VoilaConfiguration.file_allowlist = []  # no static file from the notebook directory
-    kernel_name = None
-    if args.study:
-        from workbench.sandbox.kernelspec import KERNEL_NAME, StrictKernelSpecManager
+    # Every dashboard kernel is sandboxed: the study's kernel uid and gateway for study
+    # dashboards, a study-less sandbox (WORKBENCH_STUDY=review-admin, no gateway) for the admin's.
+    from workbench.sandbox.kernelspec import KERNEL_NAME, StrictKernelSpecManager
 
-        c.VoilaConfiguration.kernel_spec_manager_class = StrictKernelSpecManager
-        kernel_name = KERNEL_NAME
+    c.VoilaConfiguration.kernel_spec_manager_class = StrictKernelSpecManager
+    kernel_name = KERNEL_NAME
     c.VoilaConfiguration.prelaunch_hook = make_prelaunch_hook(
         space, args.policy, args.study, allowed, kernel_name)
     return c
