@@ -37,7 +37,7 @@ def started():
     policy_file.chmod(0o644)
     try:
         with start_collector(space), start_airlock(space, policy_file) as handle:
-            yield space, handle
+            yield space, handle, policy_file
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -287,3 +287,24 @@ def test_release_works_when_the_study_directory_is_closed_to_the_airlock(space, 
         assert status == 200 and data.startswith(b"tki,n")
     finally:
         study_dir.chmod(mode)
+
+
+def test_policy_changes_apply_at_once_and_a_broken_policy_refuses_everything(started):
+    space, _, policy_file = started
+    original = policy_file.read_text()
+    http = UnixHTTP(airlock_socket(space))
+    rid = http.json("POST", "/requests", {"name": "revoke", "description": "d",
+                                          "payload": _payload((500, 510))},
+                    _as("alice", "cml-tki"))["id"]
+    try:
+        policy_file.write_text(original.replace("reviewers: [rita, remy]", "reviewers: [remy]"))
+        status, body, _ = http.request("POST", f"/requests/{rid}/decision",
+                                       {"decision": "approve"}, _as("rita"))
+        assert status == 403, body
+        policy_file.write_text("users: [not a mapping\n")
+        status, body, _ = http.request("GET", "/requests", None, _as("remy"))
+        assert status == 503 and b"policy-unavailable" in body
+    finally:
+        policy_file.write_text(original)
+    assert http.json("POST", f"/requests/{rid}/decision", {"decision": "approve"},
+                     _as("rita"))["state"] == "reviewed"

@@ -80,6 +80,35 @@ def thresholds_for(policy, study: str) -> rules.Thresholds:
                             dominance_n=entry.dominance.n, dominance_k=entry.dominance.k)
 
 
+class PolicyFile:
+    """The policy file, re-read when it changes so revocations apply at once; an unreadable or
+    invalid file refuses everything (fail closed)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._stamp = None
+        self._policy = None
+        self._lock = threading.Lock()
+
+    def current(self):
+        from workbench.policy import load_policy
+
+        with self._lock:
+            try:
+                st = self.path.stat()
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if stamp != self._stamp:
+                    self._policy, self._stamp = load_policy(self.path), stamp
+            except (OSError, WorkbenchUserError):
+                self._policy, self._stamp = None, None
+            if self._policy is None:
+                raise WorkbenchUserError(
+                    "the airlock cannot read a valid policy file, so every request is refused; "
+                    "ask the space's admin to run 'workbench policy check'.",
+                    reason="policy-unavailable")
+            return self._policy
+
+
 class Airlock:
     """One airlock per space. ``provenance`` is a ProvenanceClient-like object with
     ``append(kind, fields) -> id``; ``provenance_lookup(study, kernel_id, msg_id)`` (optional)
@@ -87,7 +116,7 @@ class Airlock:
 
     def __init__(self, space: Space, policy, provenance, provenance_lookup=None):
         self.space = space
-        self.policy = policy
+        self._policy = policy  # a Policy, or a PolicyFile re-read when it changes
         self.provenance = provenance
         self.provenance_lookup = provenance_lookup
         directory = airlock_dir(space)
@@ -95,6 +124,10 @@ class Airlock:
         self.store = AirlockStore(directory / "airlock.sqlite")
         self.outbox_fds: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    @property
+    def policy(self):
+        return self._policy.current() if hasattr(self._policy, "current") else self._policy
 
     # -- provenance (fail closed) -------------------------------------------------------------
     def _record(self, kind: str, fields: dict) -> str:

@@ -37,7 +37,8 @@ from workbench.release.tokens import verify_token
 log = logging.getLogger("workbench.airlock")
 MAX_BODY = 32 * 1024 * 1024
 _STATUS = {"access-denied": 403, "own-request": 403, "same-reviewer": 409, "bad-state": 409,
-           "not-found": 404, "release-too-large": 413, "unauthenticated": 401}
+           "not-found": 404, "release-too-large": 413, "unauthenticated": 401,
+           "policy-unavailable": 503}
 _REQUEST = re.compile(r"^/requests/(?P<id>[A-Za-z0-9-]{1,64})(?P<rest>/.*)?$")
 
 

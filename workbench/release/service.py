@@ -80,16 +80,17 @@ def _prime_imports() -> None:
 
 
 def run_airlock(space: Space, policy_file: str) -> None:
-    from workbench.policy import load_policy
     from workbench.provenance.client import ProvenanceClient
+    from workbench.release.airlock import PolicyFile
     from workbench.release.server import AirlockHTTPServer
     from workbench.release.tokens import load_or_create_key
 
-    policy = load_policy(policy_file)
+    policy_source = PolicyFile(policy_file)
+    policy = policy_source.current()  # a bad file stops the start with file, line and field
     ids = prepare_dirs(space, policy)
     key = load_or_create_key(token_key_path(space))
     _prime_imports()
-    airlock = Airlock(space, policy, ProvenanceClient(space.collector_socket))
+    airlock = Airlock(space, policy_source, ProvenanceClient(space.collector_socket))
     for study in policy.studies:  # before dropping privileges: see Airlock._outbox_fd
         airlock._outbox_fd(study)
     if ids:
