@@ -103,7 +103,7 @@ class LiveHub:
         config.write_text(dedent(f"""
             from workbench.hub.config import configure
             c = get_config()
-            configure(c, {str(self.policy)!r}, {str(self.space.root)!r})
+            configure(c, {str(self.policy)!r}, {str(self.space.root)!r}, review_services=False)
             c.JupyterHub.services.append({{"name": "test-driver",
                                            "api_token": {self.service_token!r}}})
             c.JupyterHub.load_roles.append({{

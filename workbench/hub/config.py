@@ -40,7 +40,7 @@ def _culler_user() -> str:
     return name if accounts.is_root() else os.environ.get("USER", "")
 
 
-def review_services(policy, space: Space, policy_path: str) -> tuple[list[dict], list[dict]]:
+def _review_services(policy, space: Space, policy_path: str) -> tuple[list[dict], list[dict]]:
     """The RELEASE component's reviewer dashboards (hub-managed Voila services), when present."""
     try:
         found = importlib.util.find_spec("workbench.review.services")
@@ -55,8 +55,9 @@ def review_services(policy, space: Space, policy_path: str) -> tuple[list[dict],
 
 def configure(c, policy_path: str | os.PathLike | None = None,
               data_dir: str | os.PathLike | None = None, *, db_url: str | None = None,
-              bind_url: str | None = None) -> None:
-    """Fill a JupyterHub config object ``c``."""
+              bind_url: str | None = None, review_services: bool = True) -> None:
+    """Fill a JupyterHub config object ``c``. ``review_services=False`` leaves out the
+    reviewer dashboards (hub tests that are not about them start faster)."""
     policy_path = str(policy_path or os.environ.get("WORKBENCH_POLICY", ""))
     policy = load_policy(policy_path)  # a bad policy stops the hub with file, line and field
     space = Space.at(data_dir)
@@ -105,7 +106,8 @@ def configure(c, policy_path: str | os.PathLike | None = None,
     timeout = int(os.environ.get("WORKBENCH_CULL_TIMEOUT", "3600"))
     services = [_culler_service(timeout)]
     role_list = hub_roles.roles(policy)
-    extra_services, extra_roles = review_services(policy, space, policy_path)
+    extra_services, extra_roles = (_review_services(policy, space, policy_path)
+                                   if review_services else ([], []))
     for role in extra_roles:  # a dashboard role that reached into servers would be a hole
         leaked = [s for s in role.get("scopes", []) if s.split("!")[0] in SERVER_SCOPES]
         if leaked:
