@@ -35,6 +35,7 @@ from workbench.policy.access import decide, ensure_allowed
 from workbench.policy.loader import load_policy
 from workbench.policy.model import Policy
 from workbench.provenance.client import ProvenanceClient, ProvenanceUnavailable
+from workbench.release.forward import release_forwarder
 from workbench.views import ViewEngine
 
 log = logging.getLogger("workbench.gateway")
@@ -300,6 +301,8 @@ def make_app(state: GatewayState, study: str, kernel_uid: int) -> web.Applicatio
     app.router.add_get("/views/{view_id}/arrow", fetch_arrow)
     app.router.add_post("/secure/{op}", secure_op)
     app.router.add_get("/openapi.json", openapi)
+    # Release requests and reviewer decisions go on to the airlock, behind the same peer check.
+    app.router.add_route("*", "/release/{tail:.*}", release_forwarder(state.space, study))
     return app
 
 
