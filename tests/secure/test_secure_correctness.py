@@ -25,17 +25,23 @@ def _km_error(result, durations, events) -> float:
 
 
 def test_km_lung_split_by_institution_matches_lifelines(lung):
-    fed = Federation(split_by(lung, "inst"), min_cell_count=1)
+    parts = split_by(lung, "inst")
+    fed = Federation(parts, min_cell_count=1)
     result = fed.kaplan_meier(duration_col="time", event_col="status")
     kmf = KaplanMeierFitter().fit(lung["time"], lung["status"])
-    assert len(result.timeline) == len(kmf.timeline)
+    # released up to the last time at which patients of two institutions are still at risk
+    second_longest = sorted(p["time"].max() for p in parts.values())[-2]
+    assert list(result.timeline) == [t for t in kmf.timeline if t <= second_longest]
     assert _km_error(result, lung["time"], lung["status"]) <= 1e-12
     ci = kmf.confidence_interval_.reindex(result.timeline)
     assert np.abs(ci.to_numpy() - result.confidence_interval_.to_numpy()).max() <= 1e-12
     assert result.median_survival_time_ == kmf.median_survival_time_
     table = kmf.event_table.reindex(result.timeline)
-    for col in ("at_risk", "observed", "censored", "removed", "entrance"):
+    for col in ("at_risk", "observed", "entrance"):
         assert (table[col].to_numpy() == result.event_table[col].to_numpy()).all()
+    for col in ("censored", "removed"):  # withheld on the last row of a cut curve
+        assert (table[col].to_numpy()[:-1] == result.event_table[col].to_numpy()[:-1]).all()
+        assert np.isnan(result.event_table[col].iloc[-1])
 
 
 def test_km_released_only_where_enough_are_at_risk(lung):

@@ -155,3 +155,17 @@ def test_bad_columns_get_clear_messages_without_values():
     with pytest.raises(WorkbenchUserError) as err:
         fed.histogram("age", bins=5)
     assert "range" in str(err.value)
+
+
+def test_curve_tail_held_by_one_holder_is_not_released():
+    rng = np.random.default_rng(3)
+    parts = {}
+    for name, horizon in (("hospital", 900), ("insurer", 300), ("pharma", 300)):
+        n = 200
+        parts[name] = pd.DataFrame({"days": rng.integers(0, horizon, n),
+                                    "event": rng.integers(0, 2, n)})
+    km = Federation(parts, min_cell_count=5).kaplan_meier("days", "event")
+    cut = max(parts["insurer"]["days"].max(), parts["pharma"]["days"].max())
+    assert km.timeline.max() <= cut  # beyond it only the hospital's patients are at risk
+    assert (km.event_table["at_risk"] >= 5).all()
+    assert np.isnan(km.event_table["removed"].iloc[-1])

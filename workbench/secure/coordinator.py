@@ -103,6 +103,12 @@ class Coordinator:
         return [self._levels(c) for c in ([by] if isinstance(by, str) else by)]
 
     def _time_grid(self, duration_col: str, resolution: float) -> dict:
+        from workbench.secure.ops import MAX_SURVIVAL_ROWS
+
+        if sum(len(f) for f in self.partitions.values()) > MAX_SURVIVAL_ROWS:
+            raise WorkbenchUserError(f"secure survival analyses take at most {MAX_SURVIVAL_ROWS} "
+                                     "rows at once: split the analysis by a grouping column.",
+                                     reason="too-many-rows")
         if not resolution or resolution <= 0:
             raise WorkbenchUserError("resolution must be a positive number of time units.",
                                      reason="bad-request")

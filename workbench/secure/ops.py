@@ -24,6 +24,11 @@ KINDS = ("counts", "survival", "moments", "cox", "logistic")
 # encoding), so a small count next to a large sum of squares could round wrongly.
 INTEGER_SEGMENTS = {"counts", "at_risk", "events", "n", "d", "n_pos", "cell_holders", "holders"}
 MAX_CELLS = 4096
+# Each holder adds, above bit 21 of every at-risk slot, 1 while it still has patients at risk, so
+# the key holder can tell how many holders pool each at-risk count. Pooled at-risk counts must
+# therefore stay below 2^21, and 32 holders x 2^21 stays far below the plain modulus (~2^30).
+AT_RISK_SHIFT = 21
+MAX_SURVIVAL_ROWS = (1 << AT_RISK_SHIFT) - 1
 MAX_BINS = 20000
 
 
@@ -253,7 +258,10 @@ def _survival(spec, frame, cells, keep, n_cells):
     exits = np.bincount(idx, minlength=n_cells * n_bins).reshape(n_cells, n_bins)
     events = np.bincount(idx[event], minlength=n_cells * n_bins).reshape(n_cells, n_bins)
     at_risk = np.cumsum(exits[:, ::-1], axis=1)[:, ::-1]
-    return [at_risk, events]
+    if at_risk.size and at_risk.max() > MAX_SURVIVAL_ROWS:
+        raise WorkbenchUserError(f"more than {MAX_SURVIVAL_ROWS} rows in one survival group: "
+                                 "split the analysis by a grouping column.", reason="too-many-rows")
+    return [at_risk + ((at_risk > 0).astype(np.int64) << AT_RISK_SHIFT), events]
 
 
 def _cox_setup(spec, frame, cells, keep, n_cells) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchUserError
 from workbench.secure import stats
+from workbench.secure.ops import AT_RISK_SHIFT
 
 
 class ReleaseRefused(WorkbenchUserError):
@@ -165,35 +166,44 @@ def _json_floats(a) -> list:
     return out.tolist()
 
 
-def _survival_arrays(spec, v):
+def _survival_arrays(spec, v, with_holders: bool = False):
+    """Pooled at-risk and event counts per (group, bin); with ``with_holders`` also how many
+    holders pool each at-risk count (packed above bit ``AT_RISK_SHIFT``, see ops.py)."""
     bins = int(spec["n_bins"])
-    at_risk = np.rint(v["at_risk"]).astype(np.int64).reshape(-1, bins)
+    raw = np.rint(v["at_risk"]).astype(np.int64).reshape(-1, bins)
     events = np.rint(v["events"]).astype(np.int64).reshape(-1, bins)
-    if (at_risk < 0).any() or (events < 0).any() or (events > at_risk).any():
+    holders = raw >> AT_RISK_SHIFT
+    at_risk = raw & ((1 << AT_RISK_SHIFT) - 1)
+    pooled = int(round(float(v["holders"][0])))
+    if (raw < 0).any() or (events < 0).any() or (events > at_risk).any() \
+            or (holders > pooled).any() or (np.diff(holders, axis=1) > 0).any() \
+            or ((at_risk > 0) != (holders > 0)).any():
         raise WorkbenchUserError("decrypted survival counts are inconsistent: the ciphertexts "
                                  "were not made under this space's key.", reason="wrong-context")
-    return at_risk, events
+    return (at_risk, events, holders) if with_holders else (at_risk, events)
 
 
 def release_kaplan_meier(op, spec, v, t: Thresholds) -> dict:
-    at_risk, events = _survival_arrays(spec, v)
+    at_risk, events, holders = _survival_arrays(spec, v, with_holders=True)
     check_cell_holders(v, at_risk[:, 0], spec, t)
     _refuse_small(at_risk[:, 0], spec, t, "group(s) have fewer patients",
                   "Drop the grouping column or merge its levels.")
     res, k = float(spec["resolution"]), t.min_cell_count
     groups = []
-    for n, d, label in zip(at_risk, events, cell_labels(spec), strict=True):
+    for n, d, h, label in zip(at_risk, events, holders, cell_labels(spec), strict=True):
         if n[0] == 0:
             groups.append({"label": label, "n": 0, "times": []})
             continue
         exits = n - np.append(n[1:], 0)
-        keep = n >= k  # at-risk is non-increasing: this cuts the tail
+        # at-risk counts and their holder counts are non-increasing: this cuts the tail where
+        # fewer than k patients, or patients of fewer than two holders, remain at risk
+        keep = (n >= k) & (h >= t.min_holders)
         rows = np.nonzero(keep & ((exits > 0) | (np.arange(len(n)) == 0)))[0]
         last = int(np.nonzero(keep)[0].max())
         censored = (exits - d)[rows].astype(float)
         removed = exits[rows].astype(float)
-        # If the curve is cut, the last released row's exits would reveal the first at-risk
-        # count below k (0 < n < k): withhold them.
+        # If the curve is cut, the last released row's exits would reveal the first withheld
+        # at-risk count: withhold them.
         hide = (rows == last) & (last + 1 < len(n)) & (n[min(last + 1, len(n) - 1)] > 0)
         censored[hide] = np.nan
         removed[hide] = np.nan
