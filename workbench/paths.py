@@ -93,6 +93,14 @@ class Space:
         return self.run / "gateway" / f"{study}.sock"
 
     @property
+    def airlock(self) -> Path:  # release requests and evidence, owned by the airlock uid
+        return self.root / "airlock"
+
+    @property
+    def airlock_socket(self) -> Path:
+        return self.run / "airlock.sock"
+
+    @property
     def usage(self) -> Path:  # the usage ledger, written by the gateway
         return self.root / "usage"
 

@@ -47,12 +47,12 @@ AIRLOCK_ACTOR = "airlock"
 
 
 def airlock_dir(space: Space) -> Path:
-    """The airlock's private state (not in workbench.paths yet: see docs/review.md)."""
-    return space.root / "airlock"
+    """The airlock's private state."""
+    return space.airlock
 
 
 def airlock_socket(space: Space) -> Path:
-    return space.run / "airlock.sock"
+    return space.airlock_socket
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from workbench.paths import Space
 from workbench.release.airlock import Airlock, airlock_dir, airlock_socket
 
 log = logging.getLogger("workbench.airlock")
-AIRLOCK_ACCOUNT = "wb-airlock"  # not in workbench.accounts yet: see docs/review.md
+AIRLOCK_ACCOUNT = accounts.AIRLOCK
 TOKEN_KEY_FILE = "review-token.key"  # noqa: S105 - a file name, not a secret
 
 
