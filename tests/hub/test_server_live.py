@@ -86,11 +86,10 @@ def test_python3_kernel_by_name_is_refused(alice_server):
                 if k["name"] == "python3"]
 
 
-@pytest.mark.xfail(strict=True, reason="kernels are started by the SANDBOX's root kernel launcher, "
-                   "outside the server's cgroup, until it applies "
-                   "workbench.hub.limits.inherit_limits(server pid) to each kernel")
 def test_memory_limit_bites_in_a_kernel(live_hub, alice_server):
-    """The test policy gives the study 1G: a cell allocating and touching 2G cannot finish."""
+    """The test policy gives the study 1G: a cell allocating and touching 2G cannot finish.
+    The kernel is started by the root kernel launcher, which puts it under its server's limits
+    (workbench.hub.limits.inherit_limits)."""
     cgroup = ServerCgroup("alice-cml-tki")
     if cgroup.mode is not None:
         assert cgroup.memory_limit() == 2**30
