@@ -21,7 +21,13 @@ def keyholder(data_dir: str | None, min_cell_floor: int) -> None:
 
 commands = [keyholder]
 
-if __name__ == "__main__":
-    from workbench.cli import main as _main  # noqa: F401 - error display conventions
+if __name__ == "__main__":  # ``python -m workbench.secure.cli``: what start_keyholder runs
+    import sys
 
-    keyholder.main(standalone_mode=True)
+    from workbench.errors import WorkbenchUserError
+
+    try:
+        keyholder.main(standalone_mode=False)
+    except WorkbenchUserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from workbench import accounts
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 
 DEFAULT_MIN_CELL_FLOOR = 5  # the key holder never releases cells below this, whatever the request
@@ -45,8 +45,11 @@ def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) ->
 
     from workbench.provenance.client import ProvenanceClient
     from workbench.secure.keyholder import KeyHolder
-    from workbench.secure.keys import load_secret
+    from workbench.secure.keys import SECRET_FILE, load_secret
 
+    if not (space.he / SECRET_FILE).exists():
+        raise WorkbenchUserError(f"{space.he / SECRET_FILE} is missing: build the space with "
+                                 "'workbench init' first.", reason="no-he-keys")
     server, ids = _bind(space)
     if ids:
         os.setgroups([])
