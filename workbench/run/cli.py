@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -47,9 +48,9 @@ def run_command(notebook, study, user, parameters, data_dir, policy):
     click.echo(f"executed notebook: {result.notebook}")
     if result.failed:
         failed = result.failed
-        click.echo(f"error: cell {failed['code_cell']} (notebook cell {failed['index']}) failed: "
+        click.echo(f"error: cell [{failed['code_cell']}/{result.code_cells}] failed: "
                    f"{failed['first_line']}\n  {failed['error']}", err=True)
-        raise click.exceptions.Exit(1)
+        sys.exit(1)  # workbench.cli.main drops click's Exit codes (standalone_mode=False)
     click.echo(f"ok: {result.cells} cells ran (kernel {result.kernel_id})")
 
 
@@ -75,7 +76,7 @@ def rerun_command(study, until, user, as_json, data_dir, policy):
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
         click.echo(report.summary())
-    raise click.exceptions.Exit(report.exit_code)
+    sys.exit(report.exit_code)
 
 
 commands = [run_command, rerun_command]

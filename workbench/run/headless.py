@@ -38,6 +38,7 @@ class RunResult:
     notebook: Path  # the executed notebook in the study workspace
     kernel_id: str
     cells: int  # code cells executed (including a failed one)
+    code_cells: int  # code cells in the notebook (with an injected parameters cell)
     failed: dict | None = None  # {"index", "first_line", "error"} of the failing cell
     services_started: list[str] = field(default_factory=list)
 
@@ -63,8 +64,8 @@ def parse_parameters(pairs: list[str]) -> dict:
                 "e.g. -p seed=7 -p view=cml_cohort.", reason="bad-parameter")
         try:
             parameters[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            parameters[name] = text
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            parameters[name] = text  # e.g. -p view=cml_cohort
     return parameters
 
 
@@ -187,4 +188,5 @@ def run_notebook(space: Space, policy_path: str | os.PathLike, study: str, user:
                       "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
     write_into_workspace(space, study, target, nb)
     executed = sum(1 for i in code_cells if nb.cells[i].get("execution_count") is not None)
-    return RunResult(target, kernel_ids[0] if kernel_ids else "", executed, failed, started)
+    return RunResult(target, kernel_ids[0] if kernel_ids else "", executed, len(code_cells), failed,
+                     started)

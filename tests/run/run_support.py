@@ -1,0 +1,46 @@
+"""Helpers of the run tests: the demo policy plus a study for the descriptive example, spaces
+built by ``workbench init``, and the ``workbench`` command as a subprocess (as a user or CI calls
+it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_POLICY = ROOT / "hub_config" / "policy.yaml"
+NOTEBOOKS = ROOT / "notebooks"
+# The descriptive example needs a study granted t1d_cohort; the demo policy has none yet.
+T1D_STUDY = {
+    "title": "Type 1 diabetes glycaemic control",
+    "purpose": "Describe HbA1c control of type 1 diabetes patients in hospital care.",
+    "sponsor": "Workbench demo consortium", "members": ["alice"], "reviewers": ["rita", "remy"],
+    "views": ["t1d_cohort"], "expires": "2027-12-31",
+    "thresholds": {"min_cell_count": 10, "dominance": {"n": 2, "k": 0.9}},
+    "resources": {"cpu": 1, "memory": "2G", "max_kernels": 2},
+}
+
+
+def open_dir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(path, 0o755)
+    return path
+
+
+def write_policy(directory: Path) -> Path:
+    policy = yaml.safe_load(DEMO_POLICY.read_text())
+    policy["studies"].setdefault("t1d-registry", T1D_STUDY)
+    path = directory / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return path
+
+
+def workbench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the ``workbench`` command as a user would."""
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, check=False)
