@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+from pathlib import Path
 
 import httpx
 import pytest
@@ -104,6 +105,28 @@ def test_passwords_are_stored_hashed_only(live_hub):
     for password in live_hub.passwords.values():
         assert password.encode() not in database
     assert database.count(b"$2b$") >= len(live_hub.passwords)
+
+
+def test_idle_culler_runs_as_its_own_account_with_its_scoped_role(live_hub):
+    culler = None
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"jupyterhub_idle_culler" in cmdline and live_hub.url.encode() not in cmdline:
+                environ = (entry / "environ").read_bytes()
+                if f"127.0.0.1:{live_hub.hub_port}".encode() in environ:
+                    culler = entry
+    assert culler is not None, live_hub.output()
+    status = (culler / "status").read_text()
+    uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    assert pwd.getpwuid(uid).pw_name == "wb-culler"
+    # it lists users and servers with its scopes: no 403 in its requests
+    log = (live_hub.root / "hub.log").read_text(errors="replace")
+    assert "idle-culler" in log
+    assert "403 GET /hub/api/users" not in log
 
 
 def test_without_the_collector_no_login_and_no_server(live_hub):
