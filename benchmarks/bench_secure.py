@@ -119,7 +119,7 @@ def run(full: bool) -> list[dict]:
     par = {"holders_ran": "in parallel (one process per holder)"}
     for n in sizes:
         df = cohort(n)
-        variants = [(False, seq)] + ([(True, par)] if n == sizes[-1] else [])
+        variants = [(False, seq), (True, par)]
         for processes, how in variants:
             fed = Federation(split(df), min_cell_count=10, holder_processes=processes)
             repeat = 5 if n < 1_000_000 else 3
