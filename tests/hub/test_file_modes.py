@@ -54,7 +54,7 @@ def test_server_uid_cannot_write_store_keys_data_or_its_config(open_tmp):
     policy = load_policy(Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml")
     layout = HubLayout(space)
     layout.ensure()
-    singleuser.prepare_config(layout, STUDY, policy.studies[STUDY], 3600, 0)
+    singleuser.prepare_config(layout, STUDY, "alice", policy.studies[STUDY], 3600, 0)
     (layout.state / "jupyterhub.sqlite").write_bytes(b"")
     os.chmod(layout.state / "jupyterhub.sqlite", 0o600)
     with start_collector(space) as collector:
@@ -63,8 +63,8 @@ def test_server_uid_cannot_write_store_keys_data_or_its_config(open_tmp):
                    *space.keys.iterdir(), space.holders, *space.holders.rglob("*"),
                    space.catalog, *space.catalog.rglob("*"), space.usage, space.he,
                    *space.he.iterdir(), space.manifest, space.signing_pub, space.run,
-                   layout.state, *layout.state.iterdir(), layout.config_dir(STUDY),
-                   *layout.config_dir(STUDY).rglob("*")]
+                   layout.state, *layout.state.iterdir(), layout.config_dir(STUDY, "alice"),
+                   *layout.config_dir(STUDY, "alice").rglob("*")]
         results = _as_server_uid([str(p) for p in targets])
     assert len(results) == len(targets) > 20
     written = {path: outcome for path, outcome in results.items() if outcome == "written"}

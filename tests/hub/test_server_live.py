@@ -31,11 +31,11 @@ def _as_kernel_uid(study: str, code: str) -> None:
 def test_contents_api_refuses_to_write_through_a_planted_symlink(live_hub, alice_server):
     space = live_hub.space
     # a file the server uid can write, outside the workspace: the prize of the attack
-    target = space.root / "hub" / "servers" / "cml-tki" / "victim.txt"
+    target = space.root / "hub" / "servers" / "cml-tki" / "alice" / "victim.txt"
     target.write_text("original")
     uid, gid = accounts.ensure_user(accounts.study_server_user("cml-tki"))
     os.chown(target, uid, gid)
-    outside_dir = space.root / "hub" / "servers" / "cml-tki" / "lab-settings"
+    outside_dir = space.root / "hub" / "servers" / "cml-tki" / "alice" / "lab-settings"
     workspace = space.workspace("cml-tki")
     _as_kernel_uid("cml-tki", f"import os; os.symlink({str(target)!r}, "
                               f"{str(workspace / 'notes.txt')!r}); "

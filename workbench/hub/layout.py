@@ -3,11 +3,11 @@
 ```
 DATA_DIR/hub/                    0755 root
   state/                         0700 root: hub database, cookie secret, pid file
-  singleuser/<study>/            0755 root: JUPYTER_CONFIG_DIR of the study's servers (read-only)
-  singleuser/<study>/data/       0755 root: JUPYTER_DATA_DIR (kernelspecs)
-  servers/<study>/               0700 server uid: runtime files, JupyterLab settings and workspaces
+  singleuser/<study>/<user>/      0755 root: JUPYTER_CONFIG_DIR of one server (read-only to it)
+  singleuser/<study>/<user>/data 0755 root: JUPYTER_DATA_DIR (kernelspecs)
+  servers/<study>/<user>/        0700 server uid: runtime files, JupyterLab settings, workspaces
 ```
-Nothing under ``hub/`` is writable by a study's kernel; only ``servers/<study>`` by its server.
+Nothing under ``hub/`` is writable by a study's kernel; only ``servers/<study>/`` by its servers.
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ class HubLayout:
     def cookie_secret(self) -> Path:
         return self.state / "jupyterhub_cookie_secret"
 
-    def config_dir(self, study: str) -> Path:
-        return self.root / "singleuser" / study
+    def config_dir(self, study: str, user: str) -> Path:
+        return self.root / "singleuser" / study / user
 
-    def data_dir(self, study: str) -> Path:
-        return self.config_dir(study) / "data"
+    def data_dir(self, study: str, user: str) -> Path:
+        return self.config_dir(study, user) / "data"
 
-    def server_state(self, study: str) -> Path:
-        return self.root / "servers" / study
+    def server_state(self, study: str, user: str) -> Path:
+        return self.root / "servers" / study / user
 
     def ensure(self) -> None:
         """Create the hub's root-owned directories with their modes."""

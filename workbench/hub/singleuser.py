@@ -83,17 +83,17 @@ def write_root_owned(path: Path, text: str) -> None:
         os.chown(path, 0, 0)
 
 
-def prepare_config(layout: HubLayout, study_id: str, study: Study, kernel_idle_timeout: int,
-                   server_idle_timeout: int) -> tuple[Path, Path]:
-    """(Re)write the study server's config and data dirs; returns (config_dir, data_dir)."""
-    config_dir, data_dir = layout.config_dir(study_id), layout.data_dir(study_id)
-    for path in (config_dir, data_dir):
+def prepare_config(layout: HubLayout, study_id: str, user: str, study: Study,
+                   kernel_idle_timeout: int, server_idle_timeout: int) -> tuple[Path, Path]:
+    """(Re)write one study server's config and data dirs; returns (config_dir, data_dir)."""
+    config_dir, data_dir = layout.config_dir(study_id, user), layout.data_dir(study_id, user)
+    for path in (config_dir.parent, config_dir, data_dir):
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o755)  # noqa: S103 - root-owned, read-only for the server uid
         if os.geteuid() == 0:
             os.chown(path, 0, 0)
     settings = server_settings(layout.space.workspace(study_id), study,
-                               layout.server_state(study_id), kernel_idle_timeout,
+                               layout.server_state(study_id, user), kernel_idle_timeout,
                                server_idle_timeout)
     # jupyter_core writes this marker at first start; the server uid cannot write here
     write_root_owned(config_dir / "migrated", "")
@@ -111,10 +111,10 @@ def prepare_config(layout: HubLayout, study_id: str, study: Study, kernel_idle_t
     return config_dir, data_dir
 
 
-def server_environment(layout: HubLayout, study_id: str, config_dir: Path, data_dir: Path,
-                       policy_path: str) -> dict[str, str]:
+def server_environment(layout: HubLayout, study_id: str, user: str, config_dir: Path,
+                       data_dir: Path, policy_path: str) -> dict[str, str]:
     """Environment variables of the study server beyond the hub's own JUPYTERHUB_* ones."""
-    state = layout.server_state(study_id)
+    state = layout.server_state(study_id, user)
     workspace = layout.space.workspace(study_id)
     return {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",

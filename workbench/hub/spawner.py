@@ -141,7 +141,8 @@ class StudySpawner(LocalProcessSpawner):
         server_user = accounts.study_server_user(self.study)
         uid, gid = accounts.ensure_user(server_user)
         prepare_workspace(space, self.study)
-        state = layout.server_state(self.study)
+        state = layout.server_state(self.study, self.user.name)
+        state.parent.mkdir(parents=True, exist_ok=True)
         for sub in ("", "runtime", "lab-settings", "lab-workspaces", "ipython", "xdg-config",
                     "xdg-data", "xdg-cache", "notary"):
             path = state / sub
@@ -150,9 +151,10 @@ class StudySpawner(LocalProcessSpawner):
                 os.chown(path, uid, gid)
             os.chmod(path, 0o700)
         config_dir, data_dir = singleuser.prepare_config(
-            layout, self.study, study, self.kernel_idle_timeout, self.server_idle_timeout)
+            layout, self.study, self.user.name, study, self.kernel_idle_timeout,
+            self.server_idle_timeout)
         self._extra_env = singleuser.server_environment(
-            layout, self.study, config_dir, data_dir, self.policy_file)
+            layout, self.study, self.user.name, config_dir, data_dir, self.policy_file)
 
         cgroup = ServerCgroup(self.cgroup_name) if accounts.is_root() else None
         has_cgroup = bool(cgroup and cgroup.create(limits))
