@@ -129,6 +129,59 @@ def test_idle_culler_runs_as_its_own_account_with_its_scoped_role(live_hub):
     assert "403 GET /hub/api/users" not in log
 
 
+def _session(live_hub, user: str, password: str) -> httpx.Client:
+    client = httpx.Client(base_url=live_hub.url, timeout=60)
+    client.get("/hub/login")
+    response = client.post("/hub/login", data={"username": user, "password": password,
+                                                "_xsrf": client.cookies.get("_xsrf")})
+    assert response.status_code == 302, response.text
+    return client
+
+
+def test_sign_up_waits_for_the_admin_and_grants_no_study(live_hub):
+    password = "a-long-enough-passphrase-42"
+    with httpx.Client(base_url=live_hub.url, timeout=60) as client:
+        client.get("/hub/signup")
+        signup = client.post("/hub/signup", data={
+            "username": "carol", "signup_password": password,
+            "signup_password_confirmation": password, "_xsrf": client.cookies.get("_xsrf")})
+        assert signup.status_code == 200 and "sent to the admin" in signup.text
+    assert _login(live_hub, "carol", password).status_code != 302  # not approved yet
+
+    alice = _session(live_hub, "alice", live_hub.passwords["alice"])
+    assert alice.get("/hub/authorize").status_code == 403  # researchers approve nobody
+    ada = _session(live_hub, "ada", live_hub.passwords["ada"])
+    area = ada.get("/hub/authorize")
+    assert area.status_code == 200 and "carol" in area.text
+    # a link on another site must not approve anyone with the admin's cookie
+    forged = ada.get("/hub/authorize/carol", headers={"Sec-Fetch-Site": "cross-site"})
+    assert forged.status_code == 403
+    assert _login(live_hub, "carol", password).status_code != 302
+    ada.get("/hub/authorize/carol", headers={"Sec-Fetch-Site": "same-origin"})
+    carol = _session(live_hub, "carol", password)
+    # approved, but the policy has no study for carol
+    spawn = carol.post("/hub/api/users/carol/servers/cml-tki",
+                       headers={"X-XSRFToken": carol.cookies.get("_xsrf") or ""})
+    assert spawn.status_code == 403
+    for client in (alice, ada, carol):
+        client.close()
+
+
+def test_admin_manages_but_cannot_enter_a_researchers_server(live_hub):
+    live_hub.spawn("alice", "cml-tki")
+    live_hub.wait_ready("alice", "cml-tki")
+    ada = _session(live_hub, "ada", live_hub.passwords["ada"])
+    try:
+        assert ada.get("/hub/admin").status_code == 200
+        users = ada.get("/hub/api/users", headers={"X-XSRFToken": ada.cookies.get("_xsrf")})
+        assert users.status_code == 200 and "alice" in users.text
+        inside = ada.get("/user/alice/cml-tki/api/status", follow_redirects=True)
+        assert inside.status_code in (403, 404) or "/hub/login" in str(inside.url)
+        assert '"kernels"' not in inside.text
+    finally:
+        ada.close()
+
+
 def test_without_the_collector_no_login_and_no_server(live_hub):
     """Fail closed: runs last in this module, then brings the collector back."""
     from workbench.provenance.service import start_collector

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.handlers import LoginHandler as NativeLoginHandler
+from nativeauthenticator.handlers import ToggleAuthorizationHandler as NativeToggleHandler
+from tornado import web
 from tornado.escape import url_escape
 from tornado.httputil import url_concat
 from traitlets import Unicode
@@ -54,12 +56,23 @@ class LoginHandler(NativeLoginHandler):
                                        username=data.get("username", "")[:32]))
 
 
+class ToggleAuthorizationHandler(NativeToggleHandler):
+    """Approving a sign-up is a GET in NativeAuthenticator: refuse it when another site made
+    the admin's browser send it (a link or image elsewhere must not approve an account)."""
+
+    async def get(self, slug):
+        if self.request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin",
+                                                                              "none"):
+            raise web.HTTPError(403, "Approve sign-ups from the hub's own page (/hub/authorize).")
+        await super().get(slug)
+
+
 class WorkbenchAuthenticator(NativeAuthenticator):
     data_dir = Unicode(config=True, help="The data space whose collector records logins.")
 
     def get_handlers(self, app):
-        return [(path, LoginHandler if path == r"/login" else handler)
-                for path, handler in super().get_handlers(app)]
+        ours = {r"/login": LoginHandler, r"/authorize/([^/]*)": ToggleAuthorizationHandler}
+        return [(path, ours.get(path, handler)) for path, handler in super().get_handlers(app)]
 
     async def _record(self, fields: dict) -> None:
         from workbench.provenance.client import ProvenanceClient
