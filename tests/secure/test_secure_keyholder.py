@@ -7,6 +7,7 @@ import pwd
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,12 +22,21 @@ from workbench.secure.release import ReleaseRefused
 
 from .conftest import provenance_records, split_round_robin
 
+ROOT = Path(__file__).resolve().parents[2]
+
 pytestmark = pytest.mark.slow
 
 
 def _as_nobody(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], user="nobody", group="nogroup",
                           extra_groups=[], capture_output=True, text=True, timeout=60)
+
+
+def _as_gateway(code: str) -> subprocess.CompletedProcess:
+    uid, gid = accounts.ensure_user(accounts.GATEWAY)
+    return subprocess.run([sys.executable, "-c", code], user=uid, group=gid, extra_groups=[],
+                          capture_output=True, text=True, timeout=60, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
 
 
 def test_key_files_public_has_no_secret_and_secret_is_keyholder_only(he_space):
@@ -45,6 +55,8 @@ def test_key_files_public_has_no_secret_and_secret_is_keyholder_only(he_space):
     assert other.returncode != 0 and "PermissionError" in other.stderr
     readable = _as_nobody(f"print(len(open({str(public)!r}, 'rb').read()))")
     assert readable.returncode == 0, readable.stderr
+    gateway = _as_gateway(f"open({str(secret)!r}, 'rb').read()")  # the service next door
+    assert gateway.returncode != 0 and "PermissionError" in gateway.stderr
 
 
 def test_keyholder_process_runs_as_its_own_uid_behind_a_closed_socket(he_space):
@@ -58,6 +70,11 @@ def test_keyholder_process_runs_as_its_own_uid_behind_a_closed_socket(he_space):
         "import socket; s = socket.socket(socket.AF_UNIX); "
         f"s.connect({str(space.keyholder_socket)!r})")
     assert probe.returncode != 0 and "PermissionError" in probe.stderr
+    gateway = _as_gateway(
+        "from workbench.secure.keyholder import KeyHolderClient; "
+        f"print(KeyHolderClient({str(space.keyholder_socket)!r}).fingerprint)")
+    assert gateway.returncode == 0, gateway.stderr
+    assert gateway.stdout.strip() == load_public(space).fingerprint
 
 
 def test_federation_through_the_process_and_its_provenance(he_space, rossi):
