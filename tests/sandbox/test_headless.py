@@ -31,7 +31,10 @@ def test_nbclient_cells_are_sealed_and_attributed_to_the_run_user(sandbox_space,
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import os; os.getuid()"),
                 nbformat.v4.new_code_cell("import socket; [n for _, n in socket.if_nameindex()]")]
-    NotebookClient(nb, km=km, timeout=60).execute()
+    client = NotebookClient(nb, km=km, timeout=60)
+    client.owns_km = True  # shut the kernel down afterwards, as papermill's own client does
+    client.execute()
+    assert not km.has_kernel
     kernel_uid = pwd.getpwnam(accounts.study_kernel_user(STUDY)).pw_uid
     assert nb.cells[0].outputs[0]["data"]["text/plain"] == str(kernel_uid)
     assert nb.cells[1].outputs[0]["data"]["text/plain"] == "['lo']"
