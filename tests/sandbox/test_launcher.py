@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from sandbox_support import OTHER, STUDY, read_records
@@ -112,10 +114,10 @@ LAUNCH = """
     try:
         kernel = LaunchedKernel(Path({socket!r}), {study!r}, target(kernel_dir))
     except WorkbenchError as exc:
-        print(json.dumps({{"refused": str(exc)}}))
+        print(json.dumps({{"refused": str(exc), "dir": str(kernel_dir)}}))
     else:
         kernel.kill()
-        print(json.dumps({{"pid": kernel.pid, "exit": kernel.wait(30)}}))
+        print(json.dumps({{"pid": kernel.pid, "exit": kernel.wait(30), "dir": str(kernel_dir)}}))
 """
 
 
@@ -123,7 +125,10 @@ def _launch(launcher, user, study=STUDY, target="lambda d: d"):
     socket = str(launcher_socket(launcher["space"]))
     result = run_as(user, LAUNCH.format(socket=socket, study=study, target=target))
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    shutil.rmtree(report["dir"], ignore_errors=True)
+    Path(report["dir"] + "-link").unlink(missing_ok=True)
+    return report
 
 
 def test_the_study_server_uid_may_launch_and_the_kernel_dies_with_it(launcher):
