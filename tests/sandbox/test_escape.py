@@ -51,6 +51,7 @@ def write(path):
 HOST_SERVICES = {"postgresql": 5432, "redis": 6379, "mariadb": 3306, "rabbitmq": 5672,
                  "mosquitto": 1883, "nats": 4222, "hub-api": 8081, "hub-proxy": 8000}
 MISSING = "FileNotFoundError, PermissionError"
+ABSTRACT = f"\0wb-sandbox-test-{os.getpid()}"
 
 
 def attempts(space, host_port: int, server_pid: int, outer_dir: str) -> dict[str, str]:
@@ -61,6 +62,8 @@ def attempts(space, host_port: int, server_pid: int, outer_dir: str) -> dict[str
              for name, port in HOST_SERVICES.items()}
     table.update({
         "tcp-host-listener": f"attempt(lambda: tcp({host_port}), ConnectionRefusedError)",
+        # abstract Unix sockets belong to the network namespace: the host's are out of reach
+        "abstract-unix-socket": f"attempt(lambda: unix({ABSTRACT!r}), ConnectionRefusedError)",
         "interfaces-only-lo": "expect([n for _, n in socket.if_nameindex()] == ['lo'], "
                               "socket.if_nameindex())",
         "no-route-out": "expect(len(open('/proc/net/route').read().splitlines()) <= 1 and "
@@ -105,12 +108,16 @@ def attempts(space, host_port: int, server_pid: int, outer_dir: str) -> dict[str
 
 @pytest.fixture(scope="module")
 def host_listener():
-    """A real listener on the host's loopback: reachable from here, never from the kernel."""
-    listener = socket.socket()
+    """Real listeners on the host (loopback TCP and an abstract Unix socket): reachable from
+    here, never from the kernel."""
+    listener, abstract = socket.socket(), socket.socket(socket.AF_UNIX)
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
+    abstract.bind(ABSTRACT)
+    abstract.listen(4)
     yield listener.getsockname()[1]
     listener.close()
+    abstract.close()
 
 
 @pytest.fixture(scope="module")
