@@ -1,11 +1,14 @@
 # Two commands do all the set-up on a fresh Debian machine as root: `make demo` and `make test`.
 SHELL := /bin/bash
 VENV := .venv
+# Debian's interpreter: root-owned and world-readable, so study accounts can run the environment
+# (a Python under a 0700 home, such as pyenv's in /root, cannot be run by other uids).
+PYTHON ?= /usr/bin/python3.11
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= /var/lib/workbench/demo
 DEMO_POLICY ?= hub_config/policy.yaml
-APT_PACKAGES := bubblewrap util-linux nodejs npm chromium chromium-driver fonts-dejavu-core
+APT_PACKAGES := python3.11-venv bubblewrap util-linux nodejs npm chromium chromium-driver fonts-dejavu-core
 
 .PHONY: demo test bench lint system-deps clean-demo
 
@@ -21,10 +24,11 @@ system-deps:
 
 # The environment is root-owned and world-readable so study kernels (other uids) can run it.
 $(STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	chmod -R a+rX $(VENV)
+	$(PY) -c "from workbench.hub.layout import ensure_interpreter_reachable as e; e(fix=True)"
 	touch $(STAMP)
 
 demo: system-deps $(STAMP)
