@@ -17,6 +17,7 @@ import sys
 from workbench import accounts
 from workbench.errors import WorkbenchError
 from workbench.hub import roles as hub_roles
+from workbench.hub.home import studies_of, write_templates
 from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
 from workbench.paths import Space
 from workbench.policy import load_policy
@@ -81,6 +82,8 @@ def configure(c, policy_path: str | os.PathLike | None = None,
     # No count limit: a named server can only ever start for a study the user is a member of
     # (StudySpawner), and a refused or stopped one holds no resources.
     hub.named_server_limit_per_user = 0
+    hub.template_paths = [str(write_templates(layout.root / "templates"))]
+    hub.template_vars = {"studies": studies_of(policy_path)}
     hub.default_url = "/hub/home"  # the study list; there is no default server to spawn
     hub.admin_access = False  # no admin route into a researcher's server
     hub.load_groups = hub_roles.groups(policy)

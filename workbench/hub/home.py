@@ -1,0 +1,80 @@
+"""The hub's home page lists the user's studies (each one a named server) instead of asking
+for a server name; written as a template into the hub's directory at configure time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from workbench.policy import load_policy
+from workbench.policy.access import decide
+
+HOME_TEMPLATE = """\
+{% extends "page.html" %}
+{% block main %}
+<div class="container">
+  <h1>Your studies</h1>
+  {% if not studies %}
+    <p class="alert alert-info">You are not a member of any study. An admin grants studies in
+      the hub policy file.</p>
+  {% else %}
+  <table class="server-table table table-striped" id="workbench-studies">
+    <thead><tr><th>Study</th><th>Title</th><th>Expires</th><th>Actions</th></tr></thead>
+    <tbody>
+    {% for study in studies %}
+      {% set orm = user.orm_spawners.get(study.id) %}
+      <tr class="home-server-row" data-server-name="{{ study.id }}">
+        <td><code>{{ study.id }}</code></td>
+        <td>{{ study.title }}</td>
+        <td>{{ study.expires }}</td>
+        <td>
+          {% if study.allowed %}
+            <a role="button" class="btn btn-xs btn-primary" id="open-{{ study.id }}"
+               href="{{ base_url }}spawn/{{ user.name }}/{{ study.id }}">open</a>
+            {% set hidden = "" if (orm and orm.server) else " hidden" %}
+            <a role="button" id="stop-{{ study.id }}"
+               class="stop-server btn btn-xs btn-danger{{ hidden }}">stop</a>
+          {% else %}
+            <span class="text-muted">{{ study.reason }}</span>
+          {% endif %}
+        </td>
+      </tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% endif %}
+</div>
+{% endblock main %}
+{% block script %}
+  {{ super() }}
+  <script>require(["home"]);</script>
+{% endblock script %}
+"""
+
+
+def studies_of(policy_path: str):
+    """``template_vars`` callable: the studies a user is a member of, re-read from the policy."""
+
+    def studies(user) -> list[dict]:
+        if user is None:
+            return []
+        policy = load_policy(policy_path)
+        listed = []
+        for study_id, study in sorted(policy.studies.items()):
+            if user.name not in study.members:
+                continue
+            decision = decide(policy, user.name, "spawn-server", study_id)
+            listed.append({"id": study_id, "title": study.title,
+                           "expires": study.expires.isoformat(), "allowed": decision.allowed,
+                           "reason": "" if decision.allowed else "expired or suspended"})
+        return listed
+
+    return studies
+
+
+def write_templates(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o755)  # noqa: S103 - root-owned templates the hub reads
+    (directory / "home.html").write_text(HOME_TEMPLATE)
+    os.chmod(directory / "home.html", 0o644)
+    return directory
