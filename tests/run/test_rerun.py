@@ -1,0 +1,108 @@
+"""`workbench rerun` from the provenance log: a changed dataset makes the cells that read it (and
+what follows from them) stale, with exit code 3; --until stops at a record; a non-deterministic
+cell is reported, not hidden; the view versions rerun computes are the gateway's."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+from run_support import NOTEBOOKS, workbench
+
+from workbench.catalog.store import Catalog
+from workbench.provenance.reader import ProvenanceReader
+from workbench.run.rerun import view_version
+from workbench.services import socket_answers
+from workbench.views.engine import ViewEngine
+
+pytestmark = pytest.mark.slow
+STUDY = "lung-validation"
+
+
+def _args(env: dict) -> list[str]:
+    return ["--data-dir", env["space"].root, "--policy", env["policy"]]
+
+
+def _rerun(env: dict, *extra: str) -> tuple[int, dict]:
+    result = workbench("rerun", "--study", STUDY, "--json", *extra, *_args(env))
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.returncode, json.loads(result.stdout)
+
+
+def change_dataset(space, dataset_id: str) -> None:
+    """What a holder's new release does: a rewritten parquet file and a new catalog version."""
+    catalog = Catalog.load(space)
+    dataset = catalog.datasets[dataset_id]
+    path = catalog.dataset_path(space, dataset)
+    stat = path.stat()
+    table = pq.read_table(path)
+    pq.write_table(table.slice(1), path)  # the holder withdrew one patient
+    os.chown(path, stat.st_uid, stat.st_gid)
+    os.chmod(path, stat.st_mode & 0o777)
+    Catalog.write(space, dataset.model_copy(
+        update={"version": hashlib.sha256(path.read_bytes()).hexdigest()}))
+
+
+def test_rerun_reports_staleness_after_a_dataset_changes(public_space):
+    space = public_space["space"]
+    run = workbench("run", NOTEBOOKS / "lung_validation.ipynb", "--study", STUDY, "--user",
+                    "alice", *_args(public_space))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    code, report = _rerun(public_space)
+    assert code == 0 and report["counts"]["match"] == len(report["cells"])
+    assert not socket_answers(space.collector_socket)  # rerun stopped what it started
+    other = workbench("rerun", "--study", "cml-tki", *_args(public_space))
+    assert other.returncode == 2 and "has no logged cells" in other.stderr
+
+    change_dataset(space, "ncctg_inst_01.lung")
+    code, report = _rerun(public_space)
+    assert code == 3, report
+    statuses = [c["status"] for c in report["cells"]]
+    reading = [c for c in report["cells"] if "lung_survival" in c["views"]]
+    assert reading and all(c["status"] == "stale" for c in reading)
+    assert all("lung_survival" in c["detail"] for c in reading)
+    assert statuses[:2] == ["match", "match"]  # parameters and imports: no data read
+    assert report["counts"]["differs"] == 0
+
+
+def test_until_stops_at_a_record_and_unreproducible_output_is_reported(public_space):
+    notebook = public_space["base"] / "clock.ipynb"
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in (
+        "total = sum(range(10))\ntotal",
+        "import time\ntime.time_ns()",  # differs on every run
+        "total * 2")]
+    nbformat.write(nb, notebook)
+    run = workbench("run", notebook, "--study", STUDY, "--user", "alice", *_args(public_space))
+    assert run.returncode == 0, run.stderr[-2000:]
+    with ProvenanceReader(public_space["space"]) as reader:
+        submitted = [r.id for r in reader.records(study=STUDY, kinds=["cell-execution"])
+                     if r.fields.get("status") == "submitted"]
+    code, report = _rerun(public_space)
+    assert code == 1
+    assert [c["status"] for c in report["cells"]] == ["match", "differs", "match"]
+    assert "not deterministic" in report["cells"][1]["detail"]
+    code, report = _rerun(public_space, "--until", submitted[0])
+    assert code == 0 and len(report["cells"]) == 1
+    unknown = workbench("rerun", "--study", STUDY, "--until", "ab" * 32, *_args(public_space))
+    assert unknown.returncode == 2 and "no logged cell" in unknown.stderr
+
+
+def test_rerun_without_a_log_is_a_user_error(public_space):
+    result = workbench("rerun", "--study", "cml-tki", *_args(public_space))
+    assert result.returncode == 2 and "No provenance store" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_view_versions_are_computed_as_the_view_engine_computes_them(public_space):
+    space = public_space["space"]
+    engine = ViewEngine(space)
+    catalog = Catalog.load(space)
+    assert engine.versions and all(view_version(catalog, v) == version
+                                   for v, version in engine.versions.items())
+    assert view_version(catalog, "no_such_view") is None
