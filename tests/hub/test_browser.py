@@ -42,8 +42,10 @@ def test_researcher_reads_a_granted_view_in_jupyterlab(demo_hub, browser, record
     try:
         _log_in(page, demo_hub, "alice", demo_hub.passwords["alice"])
         assert page.url.endswith("/hub/home")
+        page.wait_for_selector("#workbench-studies")
         page.screenshot(path=ARTIFACTS / "1-home.png")
-        page.goto(f"{demo_hub.url}/hub/spawn/alice/cml-tki")
+        assert page.query_selector("#open-lung-validation") is not None
+        page.click("#open-cml-tki")
         page.wait_for_url("**/user/alice/cml-tki/lab**", timeout=180_000)
         page.wait_for_selector(".jp-Launcher", timeout=120_000)
         page.screenshot(path=ARTIFACTS / "2-jupyterlab.png")
