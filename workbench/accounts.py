@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 
 from workbench.errors import WorkbenchError
 
@@ -23,6 +24,8 @@ AIRLOCK = "wb-airlock"  # release requests, reviews and the study outboxes
 HUB = "wb-hub"  # reserved for a non-root hub (production)
 
 _MAX_NAME = 32  # useradd's limit
+_USERADD_LOCKED = 10  # useradd's exit status when /etc/passwd is locked by another process
+_USERADD_ATTEMPTS = 8
 
 
 def _study_account(prefix: str, study: str) -> str:
@@ -60,15 +63,17 @@ def ensure_user(name: str) -> tuple[int, int]:
     if not is_root():
         return os.getuid(), os.getgid()
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    result = subprocess.run(
-        [useradd, "--system", "--no-create-home", "--user-group",
-         "--shell", "/usr/sbin/nologin", "--home-dir", "/nonexistent", name],
-        capture_output=True, text=True, check=False,
-    )
-    if result.returncode not in (0, 9):  # 9: created meanwhile by another process
-        raise WorkbenchError(f"could not create service account {name}: {result.stderr.strip()}")
-    entry = pwd.getpwnam(name)
-    return entry.pw_uid, entry.pw_gid
+    command = [useradd, "--system", "--no-create-home", "--user-group",
+               "--shell", "/usr/sbin/nologin", "--home-dir", "/nonexistent", name]
+    for attempt in range(_USERADD_ATTEMPTS):
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode in (0, 9):  # 9: created meanwhile by another process
+            entry = pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid
+        if result.returncode != _USERADD_LOCKED:
+            break
+        time.sleep(0.2 * (attempt + 1))  # another process holds /etc/passwd's lock
+    raise WorkbenchError(f"could not create service account {name}: {result.stderr.strip()}")
 
 
 def group_id(name: str) -> int:

@@ -93,14 +93,14 @@ class _Session:
                 pass  # the caller went away; the kernel is killed by run()
 
     def start(self, request: dict, peer: int, peer_pid: int) -> None:
-        from workbench.sandbox.provisioner import account, check_study_id, prepare_workspace
+        from workbench.sandbox.provisioner import check_study_id, prepare_workspace
 
         study = check_study_id(str(request.get("study", "")))
-        server_uid, server_gid = account(accounts.study_server_user(study))
+        server_uid, server_gid = accounts.ensure_user(accounts.study_server_user(study))
         if peer not in (0, server_uid):
             raise WorkbenchUserError(f"uid {peer} is not the server of study {study}",
                                      reason="access-denied")
-        kernel_uid, _ = account(accounts.study_kernel_user(study))
+        kernel_uid, _ = accounts.ensure_user(accounts.study_kernel_user(study))
         kernel_dir = _check_kernel_dir(str(request.get("kernel_dir", "")), {peer, kernel_uid})
         # kernel uid owns its connection file; the server's group reaches the kernel's sockets
         os.chown(kernel_dir, kernel_uid, server_gid)

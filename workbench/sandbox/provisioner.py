@@ -19,7 +19,6 @@ import pwd
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,24 +46,13 @@ def check_study_id(study: str) -> str:
     return study
 
 
-def account(name: str, attempts: int = 5) -> tuple[int, int]:
-    """``accounts.ensure_user`` that survives a busy /etc/passwd: useradd fails while another
-    process (another study's first start) holds the lock, and succeeds a moment later."""
-    for attempt in range(attempts - 1):
-        try:
-            return accounts.ensure_user(name)
-        except WorkbenchError:
-            time.sleep(0.2 * (attempt + 1))
-    return accounts.ensure_user(name)
-
-
 def prepare_workspace(space: Space, study: str, kernel_uid: int | None) -> Path:
     """The study workspace: 0770, owned by the kernel uid, group of the study server uid."""
     workspace = space.workspace(study)
     if not workspace.is_dir():
         workspace.mkdir(parents=True, exist_ok=True)
         if kernel_uid is not None:
-            _, server_gid = account(accounts.study_server_user(study))
+            _, server_gid = accounts.ensure_user(accounts.study_server_user(study))
             for path in (workspace.parent, workspace):
                 os.chown(path, kernel_uid, server_gid)
             os.chmod(workspace.parent, 0o750)  # noqa: S103 - the server group reads it
@@ -134,7 +122,7 @@ class SandboxProvisioner(LocalProvisioner):
         self._mode = self._choose_mode()
         kernel_uid = kernel_gid = None
         if self._mode == "direct":
-            kernel_uid, kernel_gid = account(accounts.study_kernel_user(study))
+            kernel_uid, kernel_gid = accounts.ensure_user(accounts.study_kernel_user(study))
             workspace = prepare_workspace(space, study, kernel_uid)
         else:
             workspace = space.workspace(study)  # made by the launcher / the hub
