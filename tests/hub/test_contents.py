@@ -92,3 +92,29 @@ def test_no_api_path_resolves_outside(layout, parts):
         return
     real = os.path.realpath(os_path)
     assert real == str(workspace.resolve()) or real.startswith(str(workspace.resolve()) + os.sep)
+
+
+NOTEBOOK = {"type": "notebook", "format": "json",
+            "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
+
+
+def test_a_linked_checkpoint_directory_receives_no_copy(layout):
+    manager, workspace, outside = layout
+    os.symlink(outside, workspace / ".ipynb_checkpoints")
+    with pytest.raises(HTTPError) as caught:  # save creates the first checkpoint
+        _run(manager.save(NOTEBOOK, "analysis.ipynb"))
+    assert caught.value.status_code == 403
+    with pytest.raises(HTTPError):
+        _run(manager.create_checkpoint("analysis.ipynb"))
+    assert not any(outside.glob("*checkpoint*"))
+
+
+def test_a_linked_checkpoint_file_is_not_restored_into_the_workspace(layout):
+    manager, workspace, outside = layout
+    _run(manager.save(MODEL, "notes.txt"))
+    _run(manager.create_checkpoint("notes.txt"))
+    (workspace / ".ipynb_checkpoints" / "notes-checkpoint.txt").unlink()
+    os.symlink(outside / "secret.txt", workspace / ".ipynb_checkpoints" / "notes-checkpoint.txt")
+    with pytest.raises(HTTPError):
+        _run(manager.restore_checkpoint("checkpoint", "notes.txt"))
+    assert (workspace / "notes.txt").read_text() == "overwritten"
