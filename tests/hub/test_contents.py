@@ -118,3 +118,38 @@ def test_a_linked_checkpoint_file_is_not_restored_into_the_workspace(layout):
     with pytest.raises(HTTPError):
         _run(manager.restore_checkpoint("checkpoint", "notes.txt"))
     assert (workspace / "notes.txt").read_text() == "overwritten"
+
+
+def test_a_write_racing_a_swap_to_a_link_never_reaches_the_target(layout):
+    """The check passed, then the kernel swaps the file (or a directory) for a link: the write
+    itself follows no link."""
+    manager, workspace, outside = layout
+    os_path = manager._get_os_path("inside.txt")  # checked while still a plain file
+    (workspace / "inside.txt").unlink()
+    os.symlink(outside / "secret.txt", workspace / "inside.txt")
+    with manager.atomic_writing(os_path) as handle:
+        handle.write("new")
+    assert (outside / "secret.txt").read_text() == "secret"
+    assert not (workspace / "inside.txt").is_symlink()  # the link itself was replaced
+    assert (workspace / "inside.txt").read_text() == "new"
+
+    nested = manager._get_os_path("sub/file.txt")
+    (workspace / "sub").rmdir()
+    os.symlink(outside, workspace / "sub")
+    with pytest.raises(HTTPError) as caught, manager.atomic_writing(nested) as handle:
+        handle.write("new")
+    assert caught.value.status_code == 403
+    assert not (outside / "file.txt").exists()
+
+
+def test_chunked_upload_does_not_append_through_a_link(layout):
+    manager, workspace, outside = layout
+    os_path = manager._get_os_path("upload.bin")
+    os.symlink(outside / "secret.txt", workspace / "upload.bin")
+    with pytest.raises(HTTPError):
+        _run(manager._save_large_file(os_path, "more", "text"))
+    assert (outside / "secret.txt").read_text() == "secret"
+    chunk = {"type": "file", "format": "text", "content": "part", "chunk": 1}
+    _run(manager.save(chunk, "ok.bin"))
+    _run(manager.save({**chunk, "chunk": -1}, "ok.bin"))
+    assert (workspace / "ok.bin").read_text() == "partpart"

@@ -12,14 +12,19 @@ link and would copy each saved notebook out of the workspace (or an outside file
 SECURITY BOUNDARY. Guarded by tests/hub/test_contents.py (unit) and tests/hub/test_server_live.py
 (a symlink planted by the kernel uid, written through the server's contents API).
 
-A kernel that swaps a checked file for a link between the check and the write (a race) is not
-stopped here: that is why the server uid owns nothing of value outside its own state
-(tests/hub/test_file_modes.py), which bounds what such a race could reach.
+Writes do not trust the check alone (a kernel could swap a checked file or directory for a link
+between check and write): they walk from the workspace root one directory at a time with
+O_NOFOLLOW, write a new file beside the target with O_EXCL|O_NOFOLLOW and rename it into place
+relative to that directory, so no link is ever followed by a write. Beyond that, the server uid
+owns nothing of value outside its own state (tests/hub/test_file_modes.py).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
+from contextlib import contextmanager
 
 from jupyter_server.services.contents.filecheckpoints import AsyncFileCheckpoints
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
@@ -61,3 +66,82 @@ class WorkspaceContentsManager(AsyncLargeFileManager):
 
     def _get_os_path(self, path):
         return ensure_inside(self.root_dir, super()._get_os_path(path), path, self.log)
+
+    def _open_parent(self, os_path: str) -> int:
+        """A descriptor of ``os_path``'s directory, reached from the root without following
+        any link (a link anywhere on the way is refused)."""
+        root = os.path.abspath(self.root_dir)
+        relative = os.path.relpath(os.path.dirname(os.path.abspath(os_path)), root)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in ([] if relative == "." else relative.split(os.sep)):
+                if part in ("", ".", ".."):
+                    raise HTTPError(403, "path leaves the study workspace")
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
+                                os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise HTTPError(403, "a directory on this path is a link; the workbench does "
+                                     "not write through links") from None
+            raise
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @contextmanager
+    def atomic_writing(self, os_path, text=True, encoding="utf-8", **kwargs):
+        kwargs.pop("log", None)
+        with self.perm_to_403(os_path):
+            dir_fd = self._open_parent(os_path)
+            name = os.path.basename(os_path)
+            temporary = f".~{name}.{secrets.token_hex(6)}"
+            try:
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                             os.O_CLOEXEC, 0o664, dir_fd=dir_fd)
+                if text:
+                    kwargs.setdefault("newline", "\n")
+                    handle = open(fd, "w", encoding=encoding, **kwargs)  # noqa: SIM115
+                else:
+                    handle = open(fd, "wb", **kwargs)  # noqa: SIM115
+                try:
+                    yield handle
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                except BaseException:
+                    handle.close()
+                    os.unlink(temporary, dir_fd=dir_fd)
+                    raise
+                handle.close()
+                # replaces a link at ``name`` itself, never the file it points to
+                os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    async def _save_large_file(self, os_path, content, format):
+        """Chunked uploads: append through the same link-free directory descriptor."""
+        import base64
+
+        if format not in {"text", "base64"}:
+            raise HTTPError(400, "Must specify format of file contents as 'text' or 'base64'")
+        try:
+            data = content.encode("utf8") if format == "text" else base64.b64decode(
+                content.encode("ascii"))
+        except Exception as exc:
+            raise HTTPError(400, f"Encoding error saving {os.path.basename(os_path)}") from exc
+        with self.perm_to_403(os_path):
+            dir_fd = self._open_parent(os_path)
+            try:
+                fd = os.open(os.path.basename(os_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND |
+                             os.O_NOFOLLOW | os.O_CLOEXEC, 0o664, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise HTTPError(403, "the workbench does not write through links") from None
+                raise
+            finally:
+                os.close(dir_fd)
+            with open(fd, "ab") as handle:
+                handle.write(data)
