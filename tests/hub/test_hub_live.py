@@ -182,11 +182,14 @@ def test_admin_manages_but_cannot_enter_a_researchers_server(live_hub):
         ada.close()
 
 
-def test_without_the_collector_no_login_and_no_server(live_hub):
+def test_without_the_collector_no_login_and_no_server(live_hub, records):
     """Fail closed: runs last in this module, then brings the collector back."""
     from workbench.provenance.service import start_collector
 
     live_hub.stop_server("alice", "cml-tki")
+    events = [r["fields"]["event"] for r in records(live_hub.space)
+              if r.get("kind") == "server-spawn" and r["fields"]["user"] == "alice"]
+    assert events[-1] == "stop"
     live_hub.collector.stop()
     try:
         refused = _login(live_hub, "alice", live_hub.passwords["alice"])

@@ -196,5 +196,17 @@ class StudySpawner(LocalProcessSpawner):
 
     async def stop(self, now=False):
         await super().stop(now=now)
-        if accounts.is_root() and self.name:
+        if not self.name:
+            return
+        if accounts.is_root():
             ServerCgroup(self.cgroup_name).remove()
+        from workbench.provenance.client import ProvenanceClient
+
+        fields = {"study": self.study, "user": self.user.name, "server_name": self.study,
+                  "event": "stop", "status": "ok"}
+        try:  # stopping is always allowed; its record is best effort
+            client = ProvenanceClient(Space.at(self.data_dir or None).collector_socket, timeout=5)
+            await client.append_async("server-spawn", fields)
+        except WorkbenchError as exc:
+            self.log.warning("server stop of %s/%s not recorded: %s", self.user.name,
+                             self.study, exc)
