@@ -9,7 +9,8 @@ import pytest
 
 from workbench.provenance.service import start_collector
 from workbench.release.airlock import airlock_socket
-from workbench.services import socket_answers, space_services
+from workbench.sandbox.launcher import launcher_socket
+from workbench.services import KERNEL_LAUNCHER, SERVICES, socket_answers, space_services
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +60,12 @@ def test_services_started_before_a_failure_are_stopped(public_space, monkeypatch
         pass
     assert not socket_answers(space.collector_socket)
     assert not socket_answers(space.gateway_socket("cml-tki"))
+
+
+def test_the_kernel_launcher_can_be_supervised_too(public_space):
+    space, policy = public_space["space"], public_space["policy"]
+    with space_services(space, policy, echo=lambda _l: None,
+                        services=SERVICES[:1] + (KERNEL_LAUNCHER,)) as started:
+        assert started == ["provenance collector", "kernel launcher"]
+        assert socket_answers(launcher_socket(space))
+    assert not socket_answers(launcher_socket(space))

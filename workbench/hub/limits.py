@@ -8,7 +8,7 @@ LocalProcessSpawner enforces none of ``mem_limit``/``cpu_limit``; this module do
 - always, rlimits set in the child before exec: ``RLIMIT_NPROC`` (per uid) and ``RLIMIT_CORE`` 0;
   without a cgroup also ``RLIMIT_AS`` (address space per process: cruder, but it bites).
 
-SECURITY BOUNDARY (resource exhaustion). Guarded by tests/hub/test_limits.py.
+SECURITY BOUNDARY (resource exhaustion). Guarded by tests/hub/test_hub_limits.py.
 """
 
 from __future__ import annotations
