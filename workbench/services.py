@@ -48,6 +48,13 @@ SERVICES = (
             lambda space, _studies: [space.run / "airlock.sock"]),
 )
 
+# Not needed by `workbench run` as root (the provisioner starts the sandbox itself); a hub whose
+# study servers are not root needs it: space_services(..., services=SERVICES + (KERNEL_LAUNCHER,)).
+KERNEL_LAUNCHER = Service(
+    "kernel launcher", "workbench.hub.services", "start_kernel_launcher", False,
+    lambda space, _studies: [
+        importlib.import_module("workbench.sandbox.launcher").launcher_socket(space)])
+
 
 def socket_answers(path: Path, timeout: float = 1.0) -> bool:
     """True when something accepts a connection on the Unix socket ``path``."""
