@@ -2,7 +2,7 @@
 
     python -m workbench.run.admin_docs          # rewrite the generated section in place
 
-The section between the two markers is never edited by hand; tests/run/test_docs.py fails when
+The section between the two markers is never edited by hand; tests/run/test_run_docs.py fails when
 it differs from what the schema says, so a new policy field cannot stay undocumented.
 """
 
