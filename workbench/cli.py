@@ -37,7 +37,8 @@ for _module in COMMAND_MODULES:
 def main() -> None:
     """Entry point: user mistakes are shown as one clear message, never a traceback."""
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns a command's ctx.exit(n) code instead of exiting.
+        status = cli.main(standalone_mode=False)
     except WorkbenchUserError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -47,8 +48,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

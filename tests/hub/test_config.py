@@ -48,7 +48,8 @@ def test_roles_grant_no_server_access_beyond_ones_own(open_tmp):
     assert "admin-ui" in by_name["workbench-admin"]["scopes"]
     assert by_name["workbench-admin"]["users"] == ["ada"]
     assert not any(s.startswith("access:servers") for s in by_name["workbench-admin"]["scopes"])
-    assert set(by_name["workbench-researcher"]["groups"]) == {"cml-tki", "lung-validation"}
+    assert set(by_name["workbench-researcher"]["groups"]) == {
+        "cml-tki", "lung-validation", "t1d-registry"}
     assert not any("reviewers" in g for g in by_name["workbench-researcher"]["groups"])
     assert set(by_name["idle-culler"]["scopes"]) == {
         "list:users", "read:users:activity", "read:servers", "delete:servers"}

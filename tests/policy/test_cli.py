@@ -18,7 +18,7 @@ def run(*args):
 
 def test_check_valid_exits_zero():
     result = run("policy", "check", str(DEMO))
-    assert result.returncode == 0 and "valid (4 users, 2 studies" in result.stdout
+    assert result.returncode == 0 and "valid (4 users, 3 studies" in result.stdout
 
 
 def test_check_invalid_lists_each_problem_with_line_and_field(tmp_path):

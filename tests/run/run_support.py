@@ -16,14 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO_POLICY = ROOT / "hub_config" / "policy.yaml"
 NOTEBOOKS = ROOT / "notebooks"
 # The descriptive example needs a study granted t1d_cohort; the demo policy has none yet.
-T1D_STUDY = {
-    "title": "Type 1 diabetes glycaemic control",
-    "purpose": "Describe HbA1c control of type 1 diabetes patients in hospital care.",
-    "sponsor": "Workbench demo consortium", "members": ["alice"], "reviewers": ["rita", "remy"],
-    "views": ["t1d_cohort"], "expires": "2027-12-31",
-    "thresholds": {"min_cell_count": 10, "dominance": {"n": 2, "k": 0.9}},
-    "resources": {"cpu": 1, "memory": "2G", "max_kernels": 2},
-}
 
 
 def open_dir(prefix: str) -> Path:
@@ -34,7 +26,6 @@ def open_dir(prefix: str) -> Path:
 
 def write_policy(directory: Path) -> Path:
     policy = yaml.safe_load(DEMO_POLICY.read_text())
-    policy["studies"].setdefault("t1d-registry", T1D_STUDY)
     path = directory / "policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path

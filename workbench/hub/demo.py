@@ -8,8 +8,6 @@ and JupyterHub on 127.0.0.1:8000 in the foreground. Ctrl-C stops everything.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 import secrets
 import shutil
@@ -25,33 +23,13 @@ from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
 from workbench.hub.users import create_demo_users
 from workbench.paths import Space
 from workbench.policy import load_policy
+from workbench.services import KERNEL_LAUNCHER, SERVICES, space_services
 
 HUB_CONFIG = Path(__file__).resolve().parents[2] / "hub_config" / "jupyterhub_config.py"
 Echo = Callable[[str], None]
 
-# (label, module, function, takes the policy path): started in this order, stopped in reverse.
-SERVICES = (
-    ("provenance collector", "workbench.provenance.service", "start_collector", False),
-    ("data gateway", "workbench.gateway.server", "start_gateway", True),
-    ("key holder", "workbench.secure.process", "start_keyholder", False),
-    ("airlock", "workbench.release.service", "start_airlock", True),
-    ("kernel launcher", "workbench.hub.services", "start_kernel_launcher", False),
-)
-
-
-def _start_services(space: Space, policy_path: str, echo: Echo) -> list:
-    handles = []
-    for label, module_name, function, needs_policy in SERVICES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            echo(f"  {label}: not installed, skipped")
-            continue
-        start = getattr(module, function)
-        handle = start(space, policy_path) if needs_policy else start(space)
-        handles.append(handle)
-        echo(f"  {label}: running (pid {handle.process.pid})")
-    return handles
+# Study servers are not root, so their kernels come from the root kernel launcher.
+DEMO_SERVICES = SERVICES + (KERNEL_LAUNCHER,)
 
 
 def _free_port() -> int:
@@ -88,8 +66,7 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started in the background
     echo("starting the space's services:")
-    handles = _start_services(space, policy_path, echo)
-    try:
+    with space_services(space, policy_path, echo, services=DEMO_SERVICES):
         passwords = create_demo_users(layout.default_db_url, parsed)
         echo("")
         if passwords:
@@ -120,7 +97,3 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
             except subprocess.TimeoutExpired:
                 hub.kill()
                 return hub.wait()
-    finally:
-        for handle in reversed(handles):
-            with contextlib.suppress(Exception):
-                handle.stop()
