@@ -8,7 +8,7 @@ runs as the study's server uid (not the hub user's), with the root-owned config 
 :mod:`workbench.hub.singleuser` and the limits of :mod:`workbench.hub.limits`. Each start is a
 ``server-spawn`` provenance record; no record, no server.
 
-Guarded by tests/hub/test_spawner.py and tests/hub/test_hub_live.py.
+Guarded by tests/hub/test_hub_live.py and tests/hub/test_server_live.py.
 """
 
 from __future__ import annotations
