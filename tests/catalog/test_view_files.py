@@ -79,7 +79,8 @@ def test_view_sql_cannot_read_files_while_being_checked(tmp_path):
 
 def test_the_public_views_match_the_public_datasets():
     datasets = [Dataset(id=f"x.{s.table}", title="t", description="d", holder="x", table=s.table,
-                        source=s.source, file="f", columns=columns_of(s), rows=1, version="0",
+                        source=s.source, file="f.parquet", columns=columns_of(s), rows=1,
+                        version="0",
                         quality_score=1, usage_terms="u", created_at=datetime.now(UTC))
                 for s in PUBLIC_DATASETS]
     views = load_view_file(PUBLIC_VIEWS)

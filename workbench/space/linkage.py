@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 
 KEY_BYTES = 32
@@ -59,11 +59,25 @@ def _hmac_hex(key: bytes, values: Iterable[str]) -> list[str]:
     return [hmac.digest(key, v.encode(), "sha256").hex()[:PSEUDONYM_HEX] for v in values]
 
 
+def _malformed(series: pd.Series) -> bool:
+    if series.str.contains("\x00", regex=False).any():
+        return True
+    # Arrow-backed strings are valid UTF-8 by construction; Python strings may hold surrogates.
+    return series.dtype == object and series.str.contains("[\ud800-\udfff]").any()
+
+
 def _keyed(key: bytes, values) -> np.ndarray:
     """HMAC every distinct value once (hash-based factorize) and map back; missing stays None."""
     series = pd.Series(values, copy=False)
     if not pd.api.types.is_string_dtype(series.dtype) or series.dtype == object:
         series = series.map(str, na_action="ignore")  # 123 and "123" are the same identifier
+    # pandas' hash table compares strings as C strings in UTF-8: an id with NUL or a lone
+    # surrogate could be merged with another person's, so such malformed ids are refused.
+    if _malformed(series):
+        raise WorkbenchUserError(
+            "an identifier contains a NUL character or invalid Unicode, which no valid "
+            "identifier has: clean the source's id column before building the space.",
+            reason="bad-identifier")
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     hashed = np.array(_hmac_hex(key, (str(u) for u in uniques)) + [None], dtype=object)
     return hashed[codes]  # code -1 (missing) picks the trailing None
