@@ -70,9 +70,11 @@ def provenance_records(space: Space) -> list[dict]:
 
 
 class LiveHub:
-    def __init__(self, root: Path, policy_text: str = POLICY, with_data: bool = False):
+    def __init__(self, root: Path, policy_text: str = POLICY, with_data: bool = False,
+                 review_services: bool = False):
         from workbench.provenance.service import start_collector
 
+        self.review_services = review_services
         self.root = root
         self.space = Space(root / "space")
         self.policy = root / "policy.yaml"
@@ -103,7 +105,8 @@ class LiveHub:
         config.write_text(dedent(f"""
             from workbench.hub.config import configure
             c = get_config()
-            configure(c, {str(self.policy)!r}, {str(self.space.root)!r}, review_services=False)
+            configure(c, {str(self.policy)!r}, {str(self.space.root)!r},
+                      review_services={self.review_services!r})
             c.JupyterHub.services.append({{"name": "test-driver",
                                            "api_token": {self.service_token!r}}})
             c.JupyterHub.load_roles.append({{

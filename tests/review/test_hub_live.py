@@ -75,7 +75,7 @@ def hub():
     ensure_interpreter_reachable(fix=True)
     root = Path(tempfile.mkdtemp(prefix="wb-review-hub-", dir="/tmp"))
     os.chmod(root, 0o755)
-    live = harness.LiveHub(root, POLICY)
+    live = harness.LiveHub(root, POLICY, review_services=True)
     airlock = None
     try:
         HubLayout(live.space).ensure()
@@ -108,8 +108,10 @@ def _wait_service(hub, name: str, timeout: float = 90) -> None:
     """Managed services start with the hub; wait until the proxy reaches this one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        # not a redirect to /hub/services/...: that is the hub saying no route exists
         reply = httpx.get(f"{hub.url}/services/{name}/", timeout=10)
-        if reply.status_code in (200, 302):
+        if reply.status_code == 200 or (reply.status_code == 302 and not reply.headers.get(
+                "location", "").startswith("/hub/services/")):
             return
         time.sleep(0.5)
     raise AssertionError(f"service {name} never answered:\n{hub.output()}")
