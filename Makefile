@@ -8,14 +8,19 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= /var/lib/workbench/demo
 DEMO_POLICY ?= hub_config/policy.yaml
-APT_PACKAGES := python3.11-venv bubblewrap util-linux nodejs npm chromium chromium-driver fonts-dejavu-core
+# "command:package" pairs: a package is installed only when its command is missing (NodeSource's
+# nodejs ships npm and conflicts with Debian's npm package, so npm is looked for, not dpkg'd).
+APT_COMMANDS := bwrap:bubblewrap setpriv:util-linux npm:npm chromium:chromium
+APT_PACKAGES := python3.11-venv fonts-dejavu-core
 
 .PHONY: demo test bench lint system-deps clean-demo
 
 # Debian packages: bubblewrap for the kernel sandbox, setpriv (util-linux), node/npm for
 # configurable-http-proxy, chromium for the browser tests. Skipped when all are present.
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; \
+	for pair in $(APT_COMMANDS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
