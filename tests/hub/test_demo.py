@@ -67,7 +67,7 @@ def test_demo_runs_and_stops_cleanly(demo_dir):
         assert set(passwords) == {"alice", "rita", "remy", "ada"}, output[-3000:]
         for name in ("provenance collector", "data gateway", "key holder", "airlock",
                      "kernel launcher"):
-            assert f"{name}: running" in output
+            assert f"{name}: started" in output
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             client.get("/hub/login")
             login = client.post("/hub/login", data={"username": "alice",
