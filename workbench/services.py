@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,43 @@ from pathlib import Path
 from workbench.paths import Space
 
 Echo = Callable[[str], None]
+
+
+class ServiceProcess:
+    """A space service running as a child process (tests, benchmarks, ``workbench demo``,
+    ``workbench run``): its log, the socket files it leaves behind, and a clean stop."""
+
+    def __init__(self, process: subprocess.Popen, log_path: Path, sockets: tuple[Path, ...] = ()):
+        self.process, self.log_path, self.sockets = process, log_path, sockets
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL if it hangs; remove its socket files (a service that dropped
+        privileges cannot remove what it bound as root). Returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for path in self.sockets:
+            with contextlib.suppress(OSError):
+                if path.is_socket():
+                    path.unlink()
+        return self.process.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from workbench.gateway.openapi import MAX_ROWS
 from workbench.paths import Space
 from workbench.policy.loader import load_policy
 from workbench.provenance.client import ProvenanceClient
+from workbench.services import ServiceProcess
 from workbench.views import ViewEngine
 
 log = logging.getLogger("workbench.gateway")
@@ -127,33 +128,15 @@ def run_gateway(data_dir: str, policy_path: str, max_rows: int = MAX_ROWS) -> No
     asyncio.run(main())
 
 
-class GatewayHandle:
+class GatewayHandle(ServiceProcess):
     """A gateway running as a child process (tests, benchmarks, ``workbench demo``)."""
 
     def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
-        self.space, self.process, self.log_path = space, process, log_path
+        self.space = space
+        super().__init__(process, log_path)
 
     def socket(self, study: str) -> Path:
         return self.space.gateway_socket(study)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def __enter__(self) -> GatewayHandle:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def start_gateway(space: Space, policy_path: str | os.PathLike, max_rows: int = MAX_ROWS,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import signal
 import subprocess
 import sys
 import tempfile
@@ -14,27 +13,7 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 from workbench.paths import Space
-
-
-class ServiceProcess:
-    def __init__(self, process: subprocess.Popen, log_path: Path, socket_path: Path):
-        self.process, self.log_path, self.socket_path = process, log_path, socket_path
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        with contextlib.suppress(OSError):
-            if self.socket_path.is_socket():
-                self.socket_path.unlink()
-        return self.process.returncode
+from workbench.services import ServiceProcess
 
 
 def start_kernel_launcher(space: Space, ready_timeout: float = 30.0) -> ServiceProcess:
@@ -49,7 +28,7 @@ def start_kernel_launcher(space: Space, ready_timeout: float = 30.0) -> ServiceP
         process = subprocess.Popen(
             [sys.executable, "-m", "workbench.sandbox.launcher", "--data-dir", str(space.root)],
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    handle = ServiceProcess(process, log, socket_path)
+    handle = ServiceProcess(process, log, (socket_path,))
     deadline = time.monotonic() + ready_timeout
     while not socket_path.is_socket():
         if process.poll() is not None or time.monotonic() > deadline:

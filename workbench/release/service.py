@@ -22,6 +22,7 @@ from workbench import accounts
 from workbench.errors import WorkbenchError
 from workbench.paths import Space
 from workbench.release.airlock import Airlock, airlock_dir, airlock_socket
+from workbench.services import ServiceProcess
 
 log = logging.getLogger("workbench.airlock")
 AIRLOCK_ACCOUNT = accounts.AIRLOCK
@@ -116,32 +117,10 @@ def run_airlock(space: Space, policy_file: str) -> None:
         server.server_close()
 
 
-class AirlockHandle:
+class AirlockHandle(ServiceProcess):
     def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
-        self.space, self.process, self.log_path = space, process, log_path
-        self.socket = airlock_socket(space)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        with contextlib.suppress(OSError):
-            if self.socket.is_socket():
-                self.socket.unlink()
-        return self.process.returncode
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> AirlockHandle:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self.space, self.socket = space, airlock_socket(space)
+        super().__init__(process, log_path, (self.socket,))
 
 
 def start_airlock(space: Space, policy_file: str | os.PathLike,

@@ -21,6 +21,7 @@ from pathlib import Path
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
+from workbench.services import ServiceProcess
 
 DEFAULT_MIN_CELL_FLOOR = 5  # the key holder never releases cells below this, whatever the request
 
@@ -67,45 +68,23 @@ def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) ->
         server.server_close()
 
 
-class KeyHolderHandle:
+class KeyHolderHandle(ServiceProcess):
     """A key holder running as a child process (for tests, benchmarks and the gateway)."""
 
     def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
-        self.space, self.process, self.log_path = space, process, log_path
-        self.socket = space.keyholder_socket
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        self.space, self.socket = space, space.keyholder_socket
+        super().__init__(process, log_path, (self.socket,))
 
     def client(self):
         from workbench.secure.keyholder import KeyHolderClient
 
         return KeyHolderClient(self.socket)
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
     def stop(self, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        with contextlib.suppress(OSError):
-            if self.socket.is_socket():
-                self.socket.unlink()
+        status = super().stop(timeout)
         with contextlib.suppress(OSError):
             self.log_path.unlink()
-        return self.process.returncode
-
-    def __enter__(self) -> KeyHolderHandle:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return status
 
 
 def start_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR,
