@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from space_support import BUILD_LOG, CHUNK, PATIENTS, SEED
 
 from workbench import synth
 from workbench.catalog.store import Catalog
@@ -18,8 +19,6 @@ from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
 from workbench.space import build, public
 from workbench.space.tables import file_sha256
-
-from .conftest import BUILD_LOG, CHUNK, PATIENTS, SEED
 
 
 def _leftovers(parent):
