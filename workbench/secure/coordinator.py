@@ -115,7 +115,11 @@ class Coordinator:
         top = 0.0
         for frame in self.partitions.values():
             if len(frame) and duration_col in frame.columns:
-                top = max(top, float(pd.to_numeric(frame[duration_col]).max()))
+                column = frame[duration_col]
+                if not pd.api.types.is_numeric_dtype(column.dtype):
+                    column = pd.to_numeric(column, errors="coerce")  # the holders name bad cells
+                highest = np.nanmax(column.to_numpy(dtype=float, na_value=np.nan))
+                top = max(top, float(highest)) if np.isfinite(highest) else top
         return {"duration_col": duration_col, "resolution": float(resolution),
                 "n_bins": int(math.ceil(top / resolution - 1e-9)) + 1}
 
