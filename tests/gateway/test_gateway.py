@@ -66,6 +66,32 @@ def test_reads_are_provenance_records_with_claims_and_version(gateway):
     assert reads[0]["writer"]["user"] == "wb-gateway"  # the collector saw the gateway's uid
 
 
+def test_descriptions_and_listings_are_recorded_like_reads(gateway):
+    """Versions, quality scores and holders are derived from the data: they leave only on the
+    record, with the digest of the exact body sent."""
+    out = gateway.run_as(STUDY, """
+        import hashlib
+        from workbench.client import _request
+        body = _request("GET", "/views/visits").body
+        info = wb.describe("visits")
+        listed = sorted(wb.views()["id"])
+        print(json.dumps({"sha": hashlib.sha256(body).hexdigest(), "size": len(body),
+                          "version": info["version"], "listed": listed}))
+    """, env={"WORKBENCH_MSG_ID": "msg-describe"})
+    reads = [r["fields"] for r in gateway.records() if r.get("kind") == "view-read"
+             and r["fields"].get("msg_id") == "msg-describe"]
+    described = [f for f in reads if f.get("operation") == "describe"]
+    listed = [f for f in reads if f.get("operation") == "list"]
+    assert len(described) == 2 and len(reads) == 2 + len(out["listed"])
+    assert all(f["view"] == "visits" and f["view_version"] == out["version"]
+               and f["status"] == "ok" and f["user"] == "alice" for f in described)
+    assert described[0]["result_sha256"] == out["sha"]
+    assert described[0]["result_size"] == out["size"]
+    assert sorted(f["view"] for f in listed) == out["listed"]
+    assert len({f["result_sha256"] for f in listed}) == 1  # one listing, one body
+    assert all("rows" not in f for f in reads)
+
+
 def test_malformed_identity_claims_are_dropped(gateway):
     out = gateway.run_as(STUDY, """
         frame = wb.view("visits", columns=["age"], limit=11)
@@ -244,8 +270,10 @@ def test_no_provenance_no_data(gateway):
 
     gateway.collector.stop()
     try:
-        out = refused(gateway, STUDY, 'wb.view("visits")')
-        assert out["refused"] and out["reason"] == "provenance-unavailable"
+        for call in ('wb.view("visits")', 'wb.describe("visits")', "wb.views()",
+                     "wb.catalog()"):
+            out = refused(gateway, STUDY, call)
+            assert out["refused"] and out["reason"] == "provenance-unavailable", call
     finally:
         gateway.collector = start_collector(gateway.space)
     assert not refused(gateway, STUDY, 'wb.view("visits")')["refused"]

@@ -13,6 +13,7 @@ Security boundary (guarded by tests/gateway/test_gateway.py):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -209,12 +210,29 @@ def make_app(state: GatewayState, study: str, kernel_uid: int) -> web.Applicatio
                            next((v for v in granted if v not in allowed), None))
         views = [state.engine.describe(v) for v in allowed if v in state.engine.views]
         unavailable = [v for v in allowed if v not in state.engine.views]
-        return web.json_response({"study": study, "views": views, "unavailable": unavailable})
+        body = _json_bytes({"study": study, "views": views, "unavailable": unavailable})
+        for description in views:
+            await record_description(request, description, "list", body)
+        return web.Response(body=body, content_type="application/json")
 
     async def describe_view(request: web.Request) -> web.Response:
         view_id = _view_id(request)
         ensure_allowed(state.policy(), actor, "read-view", study, view_id)
-        return web.json_response(state.engine.describe(view_id))
+        description = state.engine.describe(view_id)
+        body = _json_bytes(description)
+        await record_description(request, description, "describe", body)
+        return web.Response(body=body, content_type="application/json")
+
+    async def record_description(request: web.Request, description: dict, operation: str,
+                                 body: bytes) -> None:
+        """A description carries facts derived from the data (the version is a digest of the
+        datasets, quality scores are computed from their rows, holders say who contributes), so
+        it is a read like any other: recorded before it leaves, or not served (fail closed)."""
+        await state.provenance.append_async("view-read", {
+            "study": study, "view": description["id"], "view_version": description["version"],
+            "status": "ok", "operation": operation, "format": "json",
+            "result_sha256": hashlib.sha256(body).hexdigest(), "result_size": len(body),
+            "request_id": uuid.uuid4().hex, **_claims(request)})
 
     async def fetch_arrow(request: web.Request) -> web.Response:
         view_id = _view_id(request)
@@ -321,6 +339,11 @@ class _Timing:
 
     def header(self) -> str:
         return ", ".join(f"{step};dur={ms:.1f}" for step, ms in self._steps)
+
+
+def _json_bytes(obj) -> bytes:
+    """The JSON body exactly as sent, so its digest in the record is the digest of what left."""
+    return json.dumps(obj).encode()
 
 
 def _arrow_bytes(table: pa.Table) -> memoryview:
