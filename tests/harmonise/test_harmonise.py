@@ -70,9 +70,12 @@ def test_row_counts_are_preserved(pseudonymised, common):
 def test_the_same_person_links_across_holders(common):
     hospital = set(common["hospital-a"]["person"]["person_id"]) | set(
         common["hospital-b"]["person"]["person_id"])
-    insured = set(common["insurer"]["person"]["person_id"])
+    insurer_a = set(common["insurer"]["person"]["person_id"])
+    insurer_b = set(common["insurer-b"]["person"]["person_id"])
+    insured = insurer_a | insurer_b
     dispensed = set(common["pharma"]["drug_exposure"]["person_id"])
     assert insured <= hospital and dispensed <= hospital
+    assert not insurer_a & insurer_b  # one payer per insured patient
     assert 0.8 < len(insured) / len(hospital) < 0.9
 
 
@@ -132,22 +135,69 @@ def test_condition_and_drug_codes_are_harmonised(common):
     progression = pd.concat([common[h]["condition_occurrence"] for h in ("hospital-a",
                                                                          "hospital-b")])
     assert (progression["condition_concept"] == "CML-BP").sum() > 0
-    assert (common["insurer"]["condition_occurrence"]["condition_concept"] == "CML-BP").sum() == 0
+    for payer in ("insurer", "insurer-b"):
+        claims = common[payer]["condition_occurrence"]["condition_concept"]
+        assert (claims == "CML-BP").sum() == 0 and (claims == "C92.1").sum() > 0, payer
 
 
-def test_dispensing_end_is_start_plus_supply(common):
-    d = common["pharma"]["drug_exposure"]
+@pytest.mark.parametrize("holder", ["pharma", "insurer", "insurer-b"])
+def test_dispensing_end_is_start_plus_supply(common, holder):
+    d = common[holder]["drug_exposure"]
     days = (pd.to_datetime(d["drug_exposure_end_date"].astype(str))
             - pd.to_datetime(d["drug_exposure_start_date"].astype(str))).dt.days
-    assert (days == d["days_supply"].astype(int)).all()
+    assert len(d) and (days == d["days_supply"].astype(int)).all()
+
+
+def test_the_second_payer_lands_in_the_same_tables_as_the_first(pseudonymised, common):
+    """insurer-b's own format (day-first text dates, product numbers, cents, separate case and
+    prescription tables) harmonises into what insurer's claims give: every row, no date lost."""
+    raw, ours, theirs = pseudonymised["insurer-b"], common["insurer-b"], common["insurer"]
+    assert set(ours) == set(theirs)
+    assert len(ours["person"]) == len(raw["insured"])
+    assert len(ours["death"]) == raw["insured"]["deceased_on"].notna().sum()
+    assert len(ours["visit_occurrence"]) == len(ours["condition_occurrence"]) == len(raw["cases"])
+    assert len(ours["drug_exposure"]) == len(raw["prescriptions"])
+    assert len(ours["cost"]) == len(raw["cases"]) + len(raw["prescriptions"])
+    for table, frame in ours.items():
+        for column in frame.columns:
+            if column.endswith("_date"):
+                assert frame[column].notna().all(), (table, column)
+    cost = ours["cost"]
+    paid_cents = pd.concat([raw["cases"]["reimbursed_cents"],
+                            raw["prescriptions"]["reimbursed_cents"]], ignore_index=True)
+    assert cost["total_paid"].to_numpy() == pytest.approx(paid_cents.to_numpy() / 100)
+    assert set(cost["cost_domain"]) == {"visit", "drug"}
+    assert cost["cost_concept"].notna().all()
+    for table, column in (("person", "gender"), ("person", "region"),
+                          ("visit_occurrence", "visit_concept"),
+                          ("payer_plan_period", "plan_concept")):
+        assert set(ours[table][column]) == set(theirs[table][column]), (table, column)
+    assert set(ours["drug_exposure"]["drug_name"]) == set(theirs["drug_exposure"]["drug_name"])
+    tki = ours["drug_exposure"][ours["drug_exposure"]["drug_concept"] == "L01EA02"]
+    assert len(tki) and set(tki["drug_name"]) == {"dasatinib"}
+    # The same people, read by both payers' formats, are born in the same years on average.
+    assert ours["person"]["year_of_birth"].mean() == pytest.approx(
+        theirs["person"]["year_of_birth"].mean(), abs=1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2099, 12, 31)))
+def test_day_first_text_dates_are_read_exactly(day):
+    text = f"{day.day:02d}.{day.month:02d}.{day.year}"
+    out = _cast(pa.array([text, None, "2020-01-31", "31.02.2020"]), "dmy")
+    assert out.to_pylist() == [day, None, None, None]  # other formats and non-days -> null
+
+
+def test_cents_become_currency_units():
+    assert _cast(pa.array([12345, 0, None]), "cents").to_pylist() == [123.45, 0.0, None]
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2099, 12, 31)))
 def test_claims_integer_dates_are_read_exactly(day):
     value = day.year * 10000 + day.month * 100 + day.day
-    out = _cast(pa.array(np.array([value, 0], dtype=np.int64)), "yyyymmdd")
-    assert out.to_pylist() == [day, None]
+    out = _cast(pa.array(np.array([value, 0, 20230229, 20240431], dtype=np.int64)), "yyyymmdd")
+    assert out.to_pylist() == [day, None, None, None]  # no 29 Feb 2023, no 31 April
 
 
 @settings(max_examples=100, deadline=None)

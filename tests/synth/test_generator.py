@@ -14,6 +14,7 @@ from workbench.errors import WorkbenchUserError
 from workbench.synth import GROUND_TRUTH, HOLDERS, generate, generate_chunks
 
 HOSPITAL_PERSON_TABLES = {"hospital-a": "patients", "hospital-b": "pat"}
+PAYER_PERSON_TABLES = {"insurer": "members", "insurer-b": "insured"}
 
 
 def assert_same(a, b):
@@ -41,8 +42,11 @@ def test_chunked_generation_is_deterministic_and_ids_stay_unique():
     assert [c.n_patients for c in first] == [1000, 1000, 500]
     for a, b in zip(first, second, strict=True):
         assert_same(a, b)
-    ids = pd.concat([c.tables["insurer"]["claims"]["claim_id"] for c in first])
-    assert ids.is_unique
+    for holder, table, column in (("insurer", "claims", "claim_id"),
+                                  ("insurer-b", "cases", "case_no"),
+                                  ("insurer-b", "prescriptions", "rx_no")):
+        ids = pd.concat([c.tables[holder][table][column] for c in first])
+        assert ids.is_unique, (holder, table)
     nids = pd.concat([c.tables[h][t]["national_id"] for c in first
                       for h, t in HOSPITAL_PERSON_TABLES.items()])
     assert nids.is_unique and len(nids) == 2500
@@ -50,11 +54,14 @@ def test_chunked_generation_is_deterministic_and_ids_stay_unique():
 
 def test_holders_tables_and_direct_identifier():
     chunk = generate(2000, 1)
-    assert tuple(chunk.tables) == HOLDERS == ("hospital-a", "hospital-b", "insurer", "pharma")
+    assert tuple(chunk.tables) == HOLDERS == ("hospital-a", "hospital-b", "insurer", "insurer-b",
+                                              "pharma")
     assert set(chunk.tables["hospital-a"]) == {"patients", "encounters", "diagnoses", "labs",
                                                "medication_orders"}
     assert set(chunk.tables["hospital-b"]) == {"pat", "episodes", "problems", "results", "orders"}
     assert set(chunk.tables["insurer"]) == {"members", "enrolment", "claims"}
+    assert set(chunk.tables["insurer-b"]) == {"insured", "insurance_periods", "cases",
+                                              "prescriptions"}
     assert set(chunk.tables["pharma"]) == {"dispensing", "adverse_events"}
     for tables in chunk.tables.values():
         for frame in tables.values():
@@ -72,6 +79,51 @@ def test_every_patient_is_in_exactly_one_hospital(n, seed):
     for holder, tables in chunk.tables.items():
         for name, frame in tables.items():
             assert set(frame["national_id"]) <= known, f"{holder}.{name}, seed {seed}"
+
+
+def test_each_insured_patient_has_one_payer_at_the_documented_shares():
+    n = 40_000
+    chunk = generate(n, 9)
+    members = {h: chunk.tables[h][t]["national_id"] for h, t in PAYER_PERSON_TABLES.items()}
+    both = pd.concat(members.values())
+    assert both.is_unique  # nobody is insured twice
+    coverage = GROUND_TRUTH["coverage"]
+    assert sum(coverage["payer_shares"].values()) == pytest.approx(1.0)
+    expected = {"insured": coverage["insured_share"]} | {
+        payer: coverage["insured_share"] * share
+        for payer, share in coverage["payer_shares"].items()}
+    measured = {"insured": len(both) / n} | {h: len(ids) / n for h, ids in members.items()}
+    for name, share in expected.items():
+        assert abs(measured[name] - share) < 4 * np.sqrt(share * (1 - share) / n), name
+    # A payer's claims and enrolment concern its own members only.
+    for holder, ids in members.items():
+        for name, frame in chunk.tables[holder].items():
+            assert set(frame["national_id"]) <= set(ids), (holder, name)
+
+
+def test_the_second_payer_has_its_own_source_format():
+    raw = generate(5000, 4).tables["insurer-b"]
+    dmy = r"(0[1-9]|[12][0-9]|3[01])\.(0[1-9]|1[0-2])\.(19|20)[0-9]{2}"
+    for table, columns in (("insured", ["birth_date", "deceased_on"]),
+                           ("insurance_periods", ["valid_from", "valid_to"]),
+                           ("cases", ["admitted", "discharged"]),
+                           ("prescriptions", ["dispensed"])):
+        for column in columns:
+            values = raw[table][column].dropna()
+            assert len(values) and values.str.fullmatch(dmy).all(), (table, column)
+    assert raw["insured"]["birth_date"].notna().all()
+    assert 0 < raw["insured"]["deceased_on"].notna().mean() < 0.5
+    assert set(raw["insured"]["sex"]) == {"W", "M"}
+    assert raw["insured"]["region"].str.fullmatch(r"R0[1-8]").all()
+    assert set(raw["cases"]["setting"]) == {"AMB", "STAT", "NOTF"}
+    icd = raw["cases"]["icd"]
+    assert icd.str.fullmatch(r"[A-Z][0-9]{2}(\.[0-9])?").all() and (icd == "C92.1").any()
+    assert raw["prescriptions"]["product_no"].str.fullmatch(r"[0-9]{8}").all()
+    for table in ("cases", "prescriptions"):  # integer cents, never more paid than charged
+        frame = raw[table]
+        assert pd.api.types.is_integer_dtype(frame["charged_cents"])
+        assert (frame["reimbursed_cents"] <= frame["charged_cents"]).all()
+        assert (frame["reimbursed_cents"] > 0).all()
 
 
 def test_cohort_sizes_follow_the_stated_shares():

@@ -25,7 +25,21 @@ def _yyyymmdd(array: pa.Array) -> pa.Array:
     valid = (year >= 1800) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
     months = np.where(valid, (year - 1970) * 12 + month - 1, 0).astype("datetime64[M]")
     days = months.astype("datetime64[D]") + np.where(valid, day - 1, 0)
+    valid &= days.astype("datetime64[M]") == months  # 31 February is no day, not 2 March
     return pa.array(days, mask=~valid).cast(pa.date32())
+
+
+def _dmy(array: pa.Array) -> pa.Array:
+    """Day-first text dates (31.01.2024; anything else, e.g. 31.02.2024 or ISO text = none)."""
+    text = array.cast(pa.string())
+    ok = pc.match_substring_regex(text, r"^[0-9]{2}\.[0-9]{2}\.[0-9]{4}$").fill_null(False)
+    text = pc.if_else(ok, text, "00.00.0000")
+
+    def part(start: int, stop: int) -> np.ndarray:
+        piece = pc.utf8_slice_codeunits(text, start, stop).cast(pa.int64())
+        return np.asarray(piece.to_numpy(zero_copy_only=False))
+
+    return _yyyymmdd(pa.array(part(6, 10) * 10000 + part(3, 5) * 100 + part(0, 2)))
 
 
 def _cast(array: pa.Array, cast: str) -> pa.Array:
@@ -36,12 +50,16 @@ def _cast(array: pa.Array, cast: str) -> pa.Array:
         return array.cast(pa.date32())
     if cast == "yyyymmdd":
         return _yyyymmdd(array)
+    if cast == "dmy":
+        return _dmy(array)
     if cast == "year":
         return pc.year(array).cast(pa.int64())
     if cast == "int":
         return array.cast(pa.int64())
     if cast == "float":
         return array.cast(pa.float64())
+    if cast == "cents":
+        return pc.divide(array.cast(pa.float64()), 100.0)
     if cast == "number_text":  # results as text: non-numeric entries ('<5', 'see note') -> null
         numbers = pd.to_numeric(pd.Series(array.to_pandas()), errors="coerce")
         return pa.array(numbers.to_numpy(dtype=np.float64), from_pandas=True)

@@ -42,7 +42,10 @@ MAPPINGS_DIR = Path(__file__).parent / "mappings"
 DIRECT_IDENTIFIERS = frozenset({"national_id"})
 FIX = "Fix the mapping file (see docs/data-model.md for its format)."
 
-Cast = Literal["date", "yyyymmdd", "year", "int", "float", "number_text", "string"]
+# date: ISO text or a timestamp; yyyymmdd: claims integers (0 = none); dmy: day-first text
+# DD.MM.YYYY; cents: integer cents -> currency units.
+Cast = Literal["date", "yyyymmdd", "dmy", "year", "int", "float", "cents", "number_text",
+               "string"]
 Scalar = str | int | float | bool
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from workbench.synth.truth import (
     DATA_CUTOFF,
     GROUND_TRUTH,
+    PAYERS,
     TKIS,
     TRUE_LOG_HR,
     WINDOW_START,
@@ -134,6 +135,15 @@ def _persons(rng, n: int) -> dict[str, np.ndarray]:
         [coverage["pharma_share"][k] for k in ("cml", "t1d", "ip")],
         coverage["pharma_share"]["background"],
     )
+    hospital_b = rng.random(n) < coverage["hospital_b_share"]
+    # One draw decides insurance and payer: u < insured_share * share of the first payer -> 0.
+    u = rng.random(n)
+    payer = np.full(n, -1, dtype=np.int8)  # index into PAYERS, -1 = not insured
+    bound = 0.0
+    for index, name in enumerate(PAYERS):
+        share = coverage["payer_shares"][name]
+        payer[(u >= bound) & (u < bound + share * coverage["insured_share"])] = index
+        bound += share * coverage["insured_share"]
     return {
         "cohort": cohort, "female": female, "birth": birth, "first_seen": first_seen,
         "last_seen": last_seen, "death": death, "dx": dx, "dx_code": dx_code, "risk": risk,
@@ -141,8 +151,8 @@ def _persons(rng, n: int) -> dict[str, np.ndarray]:
         "tki_end": np.where(np.isnan(tki_start), NAN,
                             np.fmin(np.fmin(progression, death), CUTOFF)),
         "region": rng.integers(0, 8, n).astype(np.int8),
-        "hospital_b": rng.random(n) < coverage["hospital_b_share"],
-        "insured": rng.random(n) < coverage["insured_share"],
+        "hospital_b": hospital_b,
+        "payer": payer,
         "in_pharma": rng.random(n) < pharma_share,
     }
 

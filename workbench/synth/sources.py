@@ -7,6 +7,9 @@ inject the documented defects.
   text with LOINC codes in SI units, orders by brand name); timestamps everywhere.
 - insurer: a claims extract (members with numeric sex and region codes, enrolment, claims); dates
   as integers YYYYMMDD, 0 for none.
+- insurer-b: another fund (insured, insurance_periods, medical cases apart from prescriptions);
+  sex W/M, dates as day-first text DD.MM.YYYY, drugs by national product number, amounts in
+  cents. Both payers draw their claims the same way (same prices, same paid share).
 - pharma: dispensing by ATC code and adverse-event reports coded in MedDRA.
 Every table carries the direct identifier ``national_id`` (replaced by a pseudonym before any
 store).
@@ -14,9 +17,12 @@ store).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from workbench.synth.population import (
     BACKGROUND_DX,
@@ -29,7 +35,7 @@ from workbench.synth.population import (
     WBC,
     Population,
 )
-from workbench.synth.truth import GROUND_TRUTH, TKI_ATC, TKIS, day
+from workbench.synth.truth import GROUND_TRUTH, PAYERS, TKI_ATC, TKIS, day
 
 DEFECTS = {name: spec["rate"] for name, spec in GROUND_TRUTH["defects"].items()}
 REGIONS_A = ("North", "North East", "East", "South East", "South", "South West", "West",
@@ -39,6 +45,9 @@ REGIONS_B = ("NO", "NE", "EA", "SE", "SO", "SW", "WE", "NW")
 COHORT_DX = ("C92.1", "E10.9", "J84.1", "J84.9")
 DRUG_ATC = (*(TKI_ATC[t] for t in TKIS), "A10AB01", *CHRONIC_DRUGS)
 DRUG_GENERIC = (*TKIS, "insulin human", "metformin", "atorvastatin", "amlodipine", "ramipril")
+# insurer-b's national product numbers (8 digits, synthetic), in the order of DRUG_ATC.
+PRODUCT_NUMBERS = ("04588712", "00458190", "04305215", "01563862", "02378953", "03867271",
+                   "00678243", "01038459")
 DRUG_BRAND = ("Glivec", "Sprycel", "Tasigna", "Actrapid", "Glucophage", "Lipitor", "Norvasc",
               "Tritace")
 # Labs: hospital-a code and unit (conventional), hospital-b LOINC/local code, unit and factor.
@@ -77,6 +86,26 @@ def yyyymmdd(days: np.ndarray) -> np.ndarray:
              + (months - years.astype("datetime64[M]")).astype(np.int64) * 100 + 100
              + (d - months.astype("datetime64[D]")).astype(np.int64) + 1)
     return np.where(ok, value, 0)
+
+
+_DMY_FIRST = day("1900-01-01")
+
+
+@functools.cache
+def _dmy_vocabulary() -> pd.arrays.ArrowStringArray:
+    """Every day 1900-2050 as DD.MM.YYYY: formatting once and taking is ~20x faster than
+    strftime per row."""
+    days = np.arange(_DMY_FIRST, day("2051-01-01")).astype("datetime64[D]")
+    return pd.arrays.ArrowStringArray(pc.strftime(pa.array(days), format="%d.%m.%Y"))
+
+
+def dmy(days: np.ndarray) -> pd.arrays.ArrowStringArray:
+    """Float days as day-first text DD.MM.YYYY, null for none."""
+    vocabulary = _dmy_vocabulary()
+    index = np.where(np.isnan(days), -1, days - _DMY_FIRST).astype(np.int64)
+    if ((index < -1) | (index >= len(vocabulary))).any():
+        raise ValueError("a synthetic date lies outside 1900-2050")  # a generator bug
+    return vocabulary.take(index, allow_fill=True)
 
 
 def _dx_codes(codes: np.ndarray, progression_code: str, dotless: bool):
@@ -262,9 +291,12 @@ class _Renderer:
             }),
         }
 
-    def insurer(self) -> dict[str, pd.DataFrame]:
+    def _claims(self, payer: int) -> dict[str, np.ndarray]:
+        """What a payer knows of its members, format-free: enrolment periods (with the
+        end-before-start defect) and claims (with resubmitted duplicates appended)."""
         rng, pop, p = self.rng, self.pop, self.pop.persons
-        persons = np.flatnonzero(p["insured"])
+        member = p["payer"] == payer
+        persons = np.flatnonzero(member)
         cover_start = np.maximum.reduce([
             np.full(persons.size, float(day(GROUND_TRUTH["window_start"]))), p["birth"][persons],
             p["first_seen"][persons] - rng.integers(0, 366, persons.size)])
@@ -273,62 +305,118 @@ class _Renderer:
         cover_end[backwards] = cover_start[backwards] - rng.integers(1, 366, int(backwards.sum()))
 
         v = pop.visits
-        vrows = np.flatnonzero(p["insured"][v["person"]])
+        vrows = np.flatnonzero(member[v["person"]])
         kind = v["kind"][vrows]
         los = v["end"][vrows] - v["start"][vrows]
         billed_visit = np.select([kind == 1, kind == 2],
                                  [1500.0 * np.maximum(los, 1), 400.0], 120.0)
         billed_visit = billed_visit * rng.lognormal(0, 0.3, vrows.size)
         d = pop.dispensings
-        drows = np.flatnonzero(p["insured"][d["person"]])
+        drows = np.flatnonzero(member[d["person"]])
         price = np.array([GROUND_TRUTH["cml"]["price_per_day"][t] for t in TKIS]
                          + [4.0, 0.3, 0.4, 0.2, 0.2])[d["drug"][drows]]
         billed_rx = price * d["days_supply"][drows] * rng.uniform(0.95, 1.05, drows.size)
         n_v, n_d = vrows.size, drows.size
-        person = np.concatenate([v["person"][vrows], d["person"][drows]])
-        claim_type = np.concatenate([kind, np.full(n_d, 3, dtype=np.int8)])
-        dx = np.concatenate([v["code"][vrows], np.full(n_d, -1)])
-        atc = np.concatenate([np.full(n_v, -1), d["drug"][drows]])
-        supply = np.concatenate([np.zeros(n_v, np.int64), d["days_supply"][drows]])
-        start = np.concatenate([v["start"][vrows], d["date"][drows]])
-        end = np.concatenate([v["end"][vrows], d["date"][drows]])
         billed = np.round(np.concatenate([billed_visit, billed_rx]), 2)
         paid_share = np.concatenate([rng.uniform(0.6, 0.9, n_v),
                                      np.full(n_d, GROUND_TRUTH["cml"]["paid_share"])])
-        paid = np.round(billed * paid_share, 2)
+        claims = {
+            "person": np.concatenate([v["person"][vrows], d["person"][drows]]),
+            "type": np.concatenate([kind, np.full(n_d, 3, dtype=np.int8)]),  # O, I, E, Rx
+            "dx": np.concatenate([v["code"][vrows], np.full(n_d, -1)]),
+            "drug": np.concatenate([np.full(n_v, -1), d["drug"][drows]]),
+            "supply": np.concatenate([np.zeros(n_v, np.int64), d["days_supply"][drows]]),
+            "start": np.concatenate([v["start"][vrows], d["date"][drows]]),
+            "end": np.concatenate([v["end"][vrows], d["date"][drows]]),
+            "billed": billed,
+            "paid": np.round(billed * paid_share, 2),
+        }
         # Resubmitted claims: exact copies under a new claim id, appended to the extract.
         share = DEFECTS["duplicate_claim"]
-        dup = np.flatnonzero(rng.random(person.size) < share / (1 - share))
-        rows = np.concatenate([np.arange(person.size), dup])
-        # Claims cannot code a progression: the admission is billed under C92.1.
-        dx_text = _dx_codes(dx[rows], "C92.1", dotless=True)
-        death = p["death"][persons]
+        n = claims["person"].size
+        rows = np.concatenate([np.arange(n), np.flatnonzero(rng.random(n) < share / (1 - share))])
+        claims = {name: values[rows] for name, values in claims.items()}
+        return {"persons": persons, "cover_start": cover_start, "cover_end": cover_end,
+                "plus_plan": rng.random(persons.size) < 0.3, "claims": claims}
+
+    def insurer(self) -> dict[str, pd.DataFrame]:
+        """Claims extract: sex 1/2, region 1-8, dates as integers YYYYMMDD (0 = none), one claims
+        table with dotless ICD-10 and ATC codes, amounts in EUR."""
+        facts = self._claims(PAYERS.index("insurer"))
+        persons, c = facts["persons"], facts["claims"]
+        p = self.pop.persons
+        drug = c["drug"]
         return {
             "members": pd.DataFrame({
                 "national_id": self.nid.take(persons),
                 "gender": np.where(p["female"][persons], 2, 1).astype(np.int8),
                 "dob": yyyymmdd(p["birth"][persons]),
                 "region_code": (p["region"][persons] + 1).astype(np.int8),
-                "date_of_death": yyyymmdd(death),
+                "date_of_death": yyyymmdd(p["death"][persons]),
             }),
             "enrolment": pd.DataFrame({
                 "national_id": self.nid.take(persons),
-                "plan_code": strings(("BASIC", "PLUS"), (rng.random(persons.size) < 0.3)
-                                     .astype(np.int8)),
-                "coverage_start": yyyymmdd(cover_start),
-                "coverage_end": yyyymmdd(cover_end),
+                "plan_code": strings(("BASIC", "PLUS"), facts["plus_plan"].astype(np.int8)),
+                "coverage_start": yyyymmdd(facts["cover_start"]),
+                "coverage_end": yyyymmdd(facts["cover_end"]),
             }),
             "claims": pd.DataFrame({
-                "national_id": self.nid.take(person[rows]),
-                "claim_id": self.ids(rows.size) + 500_000_000,
-                "claim_type": strings(("O", "I", "E", "R"), claim_type[rows]),
-                "service_from": yyyymmdd(start[rows]),
-                "service_to": yyyymmdd(end[rows]),
-                "dx1": dx_text,
-                "atc": strings(DRUG_ATC, atc[rows]),
-                "days_supply": nullable_int(supply[rows], atc[rows] >= 0),
-                "billed_amount": billed[rows],
-                "paid_amount": paid[rows],
+                "national_id": self.nid.take(c["person"]),
+                "claim_id": self.ids(c["person"].size) + 500_000_000,
+                "claim_type": strings(("O", "I", "E", "R"), c["type"]),
+                "service_from": yyyymmdd(c["start"]),
+                "service_to": yyyymmdd(c["end"]),
+                # Claims cannot code a progression: the admission is billed under C92.1.
+                "dx1": _dx_codes(c["dx"], "C92.1", dotless=True),
+                "atc": strings(DRUG_ATC, drug),
+                "days_supply": nullable_int(c["supply"], drug >= 0),
+                "billed_amount": c["billed"],
+                "paid_amount": c["paid"],
+            }),
+        }
+
+    def insurer_b(self) -> dict[str, pd.DataFrame]:
+        """Another fund's extract: sex W/M, region R01-R08, dates as day-first text DD.MM.YYYY
+        (null = none), medical cases (dotted ICD-10) apart from prescriptions (national product
+        numbers, no ATC), amounts in integer euro cents."""
+        facts = self._claims(PAYERS.index("insurer-b"))
+        persons, c = facts["persons"], facts["claims"]
+        p = self.pop.persons
+        claim_no = self.ids(c["person"].size) + 600_000_000
+        case, rx = np.flatnonzero(c["type"] < 3), np.flatnonzero(c["type"] == 3)
+        cents = {name: np.rint(c[name] * 100).astype(np.int64) for name in ("billed", "paid")}
+        return {
+            "insured": pd.DataFrame({
+                "national_id": self.nid.take(persons),
+                "sex": strings(("W", "M"), np.where(p["female"][persons], 0, 1)),
+                "birth_date": dmy(p["birth"][persons]),
+                "region": strings([f"R{i:02d}" for i in range(1, 9)], p["region"][persons]),
+                "deceased_on": dmy(p["death"][persons]),
+            }),
+            "insurance_periods": pd.DataFrame({
+                "national_id": self.nid.take(persons),
+                "tariff": strings(("STANDARD", "PREMIUM"), facts["plus_plan"].astype(np.int8)),
+                "valid_from": dmy(facts["cover_start"]),
+                "valid_to": dmy(facts["cover_end"]),
+            }),
+            "cases": pd.DataFrame({
+                "national_id": self.nid.take(c["person"][case]),
+                "case_no": claim_no[case],
+                "setting": strings(("AMB", "STAT", "NOTF"), c["type"][case]),
+                "admitted": dmy(c["start"][case]),
+                "discharged": dmy(c["end"][case]),
+                "icd": _dx_codes(c["dx"][case], "C92.1", dotless=False),
+                "charged_cents": cents["billed"][case],
+                "reimbursed_cents": cents["paid"][case],
+            }),
+            "prescriptions": pd.DataFrame({
+                "national_id": self.nid.take(c["person"][rx]),
+                "rx_no": claim_no[rx],
+                "product_no": strings(PRODUCT_NUMBERS, c["drug"][rx]),
+                "dispensed": dmy(c["start"][rx]),
+                "supply_days": c["supply"][rx],
+                "charged_cents": cents["billed"][rx],
+                "reimbursed_cents": cents["paid"][rx],
             }),
         }
 
@@ -368,5 +456,6 @@ def render(rng, pop: Population, national_id, id_base: int) -> dict[str, dict[st
         "hospital-a": renderer.hospital("hospital-a"),
         "hospital-b": renderer.hospital("hospital-b"),
         "insurer": renderer.insurer(),
+        "insurer-b": renderer.insurer_b(),
         "pharma": renderer.pharma(),
     }

@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-HOLDERS = ("hospital-a", "hospital-b", "insurer", "pharma")
+PAYERS = ("insurer", "insurer-b")  # health insurers; each insured patient has exactly one
+HOLDERS = ("hospital-a", "hospital-b", *PAYERS, "pharma")
 
 # Calendar of the synthetic extract (ISO dates).
 WINDOW_START = "2010-01-01"  # first day any source observes
@@ -31,10 +32,13 @@ GROUND_TRUTH: dict = {
     # Cohort shares of the population (enriched far above real prevalence so that a 20k-patient
     # space has enough cases for the study cohorts); the rest is background population.
     "cohort_shares": {"cml": 0.04, "t1d": 0.03, "ip": 0.02},
-    # Which patients each holder sees. Every patient is treated in exactly one hospital.
+    # Which patients each holder sees. Every patient is treated in exactly one hospital, and an
+    # insured patient is insured by exactly one payer: 85 % are insured, 60 % of them by
+    # 'insurer' and 40 % by 'insurer-b' (51 % and 34 % of all patients).
     "coverage": {
         "hospital_b_share": 0.45,
         "insured_share": 0.85,
+        "payer_shares": {"insurer": 0.6, "insurer-b": 0.4},
         "pharma_share": {"cml": 1.0, "t1d": 0.9, "ip": 0.5, "background": 0.6},
     },
     "cml": {
@@ -62,7 +66,8 @@ GROUND_TRUTH: dict = {
         },
         "death_share_of_events": 0.3,
         "death_after_progression_mean_years": 3.0,
-        # Insurer pays this much per day of a dispensed TKI (x0.95-1.05 noise); paid = 85 %.
+        # Both payers are billed this much per day of a dispensed TKI (x U(0.95, 1.05) noise per
+        # claim) and pay 85 % of it.
         "price_per_day": {"imatinib": 30.0, "dasatinib": 150.0, "nilotinib": 130.0},
         "paid_share": 0.85,
         "dispensing_interval_days": 90,
@@ -107,7 +112,7 @@ GROUND_TRUTH: dict = {
             "rate": 0.01, "holders": ("hospital-a", "hospital-b"), "table": "measurement",
             "measure": "share of measurement rows whose value is outside the plausible range"},
         "duplicate_claim": {
-            "rate": 0.015, "holders": ("insurer",), "table": "cost",
+            "rate": 0.015, "holders": PAYERS, "table": "cost",
             "measure": "share of cost rows that repeat another claim (resubmitted, new claim id)"},
         "death_before_diagnosis": {
             "rate": 0.02, "holders": ("hospital-a", "hospital-b"), "table": "death",
@@ -116,7 +121,7 @@ GROUND_TRUTH: dict = {
             "rate": 0.01, "holders": ("hospital-a", "hospital-b"), "table": "visit_occurrence",
             "measure": "share of visits ending before they start"},
         "enrolment_end_before_start": {
-            "rate": 0.01, "holders": ("insurer",), "table": "payer_plan_period",
+            "rate": 0.01, "holders": PAYERS, "table": "payer_plan_period",
             "measure": "share of enrolment periods ending before they start"},
         "future_dated_visit": {
             "rate": 0.002, "holders": ("hospital-a", "hospital-b"), "table": "visit_occurrence",
