@@ -36,6 +36,7 @@ SYNTH_HOLDERS = {
     "hospital-a": "Hospital A (care records: encounters, diagnoses, labs, procedures, deaths)",
     "hospital-b": "Hospital B (care records: encounters, diagnoses, labs, procedures, deaths)",
     "insurer": "Health insurer (enrolment periods, claims and their costs)",
+    "insurer-b": "Second health fund (enrolment periods, claims and their costs)",
     "pharma": "Pharma company (dispensing and adverse events)",
 }
 SYNTH_USAGE = "synthetic data for method development; no real person is described"
