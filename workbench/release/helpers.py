@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 
@@ -46,50 +47,82 @@ class SurvivalTable:
 
 
 def _curve_tables(obj) -> dict[str, pd.DataFrame]:
+    """{group: event table} of a lifelines fitter, a wb.secure ``KaplanMeierResult`` or a
+    ``by=`` dict of them (``KaplanMeierGroups``: keyed by the group's level)."""
     tables = getattr(obj, "event_tables", None)
     if isinstance(tables, dict):
         return {str(g): t for g, t in tables.items()}
+    if isinstance(obj, dict) and obj:
+        curves = {str(g): getattr(fit, "event_table", None) for g, fit in obj.items()}
+        if all(isinstance(t, pd.DataFrame) for t in curves.values()):
+            return curves
     table = getattr(obj, "event_table", None)
     if isinstance(table, pd.DataFrame):
-        label = getattr(obj, "label", None) or getattr(obj, "_label", None) or "all"
+        label = (getattr(obj, "group_label", None) or getattr(obj, "label", None)
+                 or getattr(obj, "_label", None) or "all")
         return {str(label): table}
-    raise TypeError("coarsen_survival needs a Kaplan-Meier fit (wb.secure or lifelines)")
+    raise TypeError("coarsen_survival needs a Kaplan-Meier fit (wb.secure, its by= result, or "
+                    "lifelines)")
 
 
 def _coarsen_one(table: pd.DataFrame, k: int) -> pd.DataFrame:
     """Merge consecutive time points until each released step has 0 or >= k events and 0 or >= k
     censorings, and stop before fewer than k people are at risk (SACRO's survival rounding,
-    stricter: events and censorings are each held to k)."""
+    stricter: events and censorings are each held to k).
+
+    A withheld count (NaN: wb.secure withholds the censorings of the last row of a cut curve) is
+    never filled in: the step that holds it is released with its censorings withheld (NaN) if its
+    events pass, and the curve ends there, since the at-risk count after it is unknown."""
+    columns = ["time", "at_risk", "observed", "censored", "survival"]
+    if table.empty:
+        return pd.DataFrame(columns=columns).set_index("time")
     tab = table.sort_index()
     times = tab.index.to_numpy(dtype=float)
-    at_risk = tab["at_risk"].to_numpy()
-    observed = tab["observed"].to_numpy()
-    censored = tab["censored"].to_numpy()
-    rows = [{"time": float(times[0]), "at_risk": int(at_risk[0]), "observed": 0, "censored": 0}]
+    at_risk = tab["at_risk"].to_numpy(dtype=float)
+    observed = tab["observed"].to_numpy(dtype=float)
+    censored = tab["censored"].to_numpy(dtype=float)
+    rows = [{"time": float(times[0]), "at_risk": int(at_risk[0]), "observed": 0,
+             "censored": 0, "survival": 1.0}]
     survival = 1.0
-    current = int(at_risk[0])
-    events_sum = censor_sum = 0
+    start = 0  # first time point of the step being merged
+    events_sum = censor_sum = 0.0
     for i in range(len(times)):
-        events_sum += int(observed[i])
-        censor_sum += int(censored[i])
-        ok = (events_sum == 0 or events_sum >= k) and (censor_sum == 0 or censor_sum >= k)
+        if np.isnan(at_risk[i]) or np.isnan(observed[i]):
+            break  # nothing known from here on
+        events_sum += observed[i]
+        censor_sum += censored[i]  # NaN once a withheld count is in the step
+        withheld = bool(np.isnan(censor_sum))
+        ok = (events_sum == 0 or events_sum >= k) and (
+            withheld or censor_sum == 0 or censor_sum >= k)
         if not ok or (events_sum == 0 and censor_sum == 0):
+            if withheld:
+                break  # the step cannot be released and nothing after it is known
             continue
+        current = at_risk[start]  # at risk when the step begins (as published, no arithmetic)
         if current < k:
             break
         survival *= 1.0 - events_sum / current
-        rows.append({"time": float(times[i]), "at_risk": current, "observed": events_sum,
-                     "censored": censor_sum, "survival": survival})
-        current -= events_sum + censor_sum
-        events_sum = censor_sum = 0
-    out = pd.DataFrame(rows)
-    out.loc[0, "survival"] = 1.0
+        row = {"time": float(times[i]), "at_risk": int(current), "observed": int(events_sum),
+               "censored": np.nan if withheld else int(censor_sum), "survival": survival}
+        if row["time"] == rows[0]["time"]:
+            rows[0] = row  # events at the first time point: S(t0) already includes them
+        else:
+            rows.append(row)
+        if withheld:
+            break
+        start, events_sum, censor_sum = i + 1, 0.0, 0.0
+        if start < len(times) and at_risk[start] < k:
+            break
+    out = pd.DataFrame(rows, columns=columns)
     out = out[out["at_risk"] >= k]
+    if out["censored"].notna().all():
+        out["censored"] = out["censored"].astype("int64")
     return out.set_index("time")
 
 
 def coarsen_survival(fit, k: int = 10) -> SurvivalTable:
-    """A Kaplan-Meier fit reduced to time points the survival rules accept (``k`` = the study's
-    minimum cell count)."""
+    """A Kaplan-Meier fit (lifelines, wb.secure, or a wb.secure ``by=`` result) reduced to time
+    points the survival rules accept (``k`` = the study's minimum cell count). Counts that
+    wb.secure withheld stay withheld (NaN)."""
     tables = {g: _coarsen_one(t, k) for g, t in _curve_tables(fit).items()}
     return SurvivalTable(tables, view=getattr(fit, "view", None))
