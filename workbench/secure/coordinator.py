@@ -118,8 +118,8 @@ class Coordinator:
                 column = frame[duration_col]
                 if not pd.api.types.is_numeric_dtype(column.dtype):
                     column = pd.to_numeric(column, errors="coerce")  # the holders name bad cells
-                highest = np.nanmax(column.to_numpy(dtype=float, na_value=np.nan))
-                top = max(top, float(highest)) if np.isfinite(highest) else top
+                highest = float(column.max())  # skips missing values
+                top = max(top, highest) if math.isfinite(highest) else top
         return {"duration_col": duration_col, "resolution": float(resolution),
                 "n_bins": int(math.ceil(top / resolution - 1e-9)) + 1}
 

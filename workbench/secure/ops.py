@@ -154,15 +154,17 @@ def cell_index(frame: pd.DataFrame, spec: dict) -> np.ndarray:
     return index
 
 
+def _plain_integers(column: pd.Series) -> bool:
+    """A NumPy integer column (never missing), not pandas' nullable Int64."""
+    return isinstance(column.dtype, np.dtype) and column.dtype.kind in "iu"
+
+
 def time_bins(frame: pd.DataFrame, spec: dict) -> np.ndarray:
     col = _column(frame, spec["duration_col"])
-    if float(spec["resolution"]) == 1.0 and pd.api.types.is_integer_dtype(col.dtype) \
-            and not col.hasnans:  # integer days on a daily grid: the values are the bins
-        bins = col.to_numpy(dtype=np.int64)
-        if len(bins) and bins.min() < 0:
-            raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
-                                     reason="bad-column")
-        return bins
+    if float(spec["resolution"]) == 1.0 and _plain_integers(col):
+        # integer days on a daily grid (a NumPy integer column cannot hold NaN): the values are
+        # the bins; a negative one is caught where the bins are counted
+        return col.to_numpy()
     durations = _numeric(frame, spec["duration_col"])
     if (durations < 0).any():
         raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
@@ -172,15 +174,16 @@ def time_bins(frame: pd.DataFrame, spec: dict) -> np.ndarray:
 
 
 def _events(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """0/1 event flags as a NumPy array (bool, or int64 straight from an integer column)."""
     column = _column(frame, col)
-    if pd.api.types.is_bool_dtype(column.dtype) and not column.hasnans:
-        return column.to_numpy(dtype=bool)
-    if pd.api.types.is_integer_dtype(column.dtype) and not column.hasnans:
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind == "b":
+        return column.to_numpy()
+    if _plain_integers(column):  # one pass: anything but 0 and 1 is > 1 as unsigned
         values = column.to_numpy()
-        if len(values) and (values.min() < 0 or values.max() > 1):
+        if len(values) and (values.view(f"u{values.dtype.itemsize}") > 1).any():
             raise WorkbenchUserError(f"column {col!r} must be 0/1 (or boolean).",
                                      reason="bad-column")
-        return values.astype(bool)
+        return values
     try:
         values = _numeric(frame, col)
     except WorkbenchUserError as exc:
@@ -252,12 +255,19 @@ def _survival(spec, frame, cells, keep, n_cells):
         idx = cells[keep] * n_bins + bins
     else:
         idx = bins
-    if len(bins) and bins.max() >= n_bins:
+    # One counting pass: slot 2i counts the rows leaving cell-bin i censored, slot 2i+1 the events.
+    size = n_cells * n_bins
+    try:
+        counts = np.bincount(2 * idx + event, minlength=2 * size)
+    except ValueError:  # bincount refuses negative numbers
+        raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
+                                 reason="bad-column") from None
+    if len(counts) > 2 * size:
         raise WorkbenchUserError("a duration lies beyond the time grid's horizon.",
                                  reason="bad-request")
-    exits = np.bincount(idx, minlength=n_cells * n_bins).reshape(n_cells, n_bins)
-    events = np.bincount(idx[event], minlength=n_cells * n_bins).reshape(n_cells, n_bins)
-    at_risk = np.cumsum(exits[:, ::-1], axis=1)[:, ::-1]
+    counts = counts.reshape(n_cells, n_bins, 2)
+    events = counts[..., 1]
+    at_risk = np.cumsum(counts.sum(axis=2)[:, ::-1], axis=1)[:, ::-1]
     if at_risk.size and at_risk.max() > MAX_SURVIVAL_ROWS:
         raise WorkbenchUserError(f"more than {MAX_SURVIVAL_ROWS} rows in one survival group: "
                                  "split the analysis by a grouping column.", reason="too-many-rows")
@@ -271,8 +281,12 @@ def _cox_setup(spec, frame, cells, keep, n_cells) -> dict:
 
     n_bins = int(spec["n_bins"])
     x = np.column_stack([_numeric(frame, c)[keep] for c in spec["covariates"]])
-    event = _events(frame, spec["event_col"])[keep]
-    idx = cells[keep] * n_bins + time_bins(frame, spec)[keep]
+    event = _events(frame, spec["event_col"]).astype(bool)[keep]
+    bins = time_bins(frame, spec)[keep]
+    if len(bins) and bins.min() < 0:
+        raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
+                                 reason="bad-column")
+    idx = cells[keep] * n_bins + bins
     size, rows = n_cells * n_bins, len(idx)
     to_bins = sparse.csr_matrix((np.ones(rows), (idx, np.arange(rows))), shape=(size, rows))
     return {"x": x, "event": event, "to_bins": to_bins, "events_to_bins": to_bins[:, event],

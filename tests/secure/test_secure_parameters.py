@@ -1,0 +1,81 @@
+"""The HE parameters and the holders' local reduction: enough noise budget for the largest
+federation, exact sums at the plain modulus' edge, and clear errors for bad survival columns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.errors import WorkbenchUserError
+from workbench.secure import ops
+from workbench.secure.keys import BFV_PLAIN_MODULUS, SecretKeys
+from workbench.secure.nodes import MAX_HOLDERS
+
+tenseal = pytest.importorskip("tenseal")
+
+
+@pytest.fixture(scope="module")
+def keys() -> SecretKeys:
+    return SecretKeys.generate()
+
+
+def test_bfv_noise_budget_survives_the_largest_federation(keys):
+    """One 60-bit data prime leaves 23 bits of noise budget; MAX_HOLDERS additions cost about
+    log2(32) = 5. Decryption stays exact with a margin, at the plain modulus' largest values."""
+    from tenseal import sealapi
+
+    rng = np.random.default_rng(7)
+    vectors = [rng.integers(0, BFV_PLAIN_MODULUS, 4096) for _ in range(MAX_HOLDERS)]
+    public = keys.public.bfv
+    total = None
+    for v in vectors:
+        ct = tenseal.bfv_vector(public, v.tolist())
+        total = ct if total is None else total + ct
+    decryptor = sealapi.Decryptor(keys.bfv.seal_context().data, keys.bfv.secret_key().data)
+    assert decryptor.invariant_noise_budget(total.ciphertext()[0]) >= 12
+    decrypted = np.asarray(total.decrypt(keys.bfv.secret_key())) % BFV_PLAIN_MODULUS
+    assert (decrypted == sum(vectors) % BFV_PLAIN_MODULUS).all()
+
+
+def test_bfv_ciphertext_stays_under_the_byte_budget(keys):
+    blob = tenseal.bfv_vector(keys.public.bfv, list(range(4096))).serialize()
+    assert len(blob) <= 90 * 1024
+
+
+SPEC = {"duration_col": "days", "resolution": 1.0, "n_bins": 10, "event_col": "event", "by": []}
+
+
+def _survival(frame: pd.DataFrame) -> dict:
+    return ops.split("survival", SPEC, ops.holder_vectors("survival", SPEC, frame))
+
+
+def test_survival_counts_match_a_direct_count():
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"days": rng.integers(0, 10, 500), "event": rng.integers(0, 2, 500)})
+    values = _survival(frame)
+    at_risk = values["at_risk"] & ((1 << ops.AT_RISK_SHIFT) - 1)
+    for day in range(10):
+        assert at_risk[day] == (frame["days"] >= day).sum()
+        assert values["events"][day] == ((frame["days"] == day) & (frame["event"] == 1)).sum()
+
+
+@pytest.mark.parametrize("days, event, reason, words", [
+    ([1, -2, 3], [1, 0, 1], "bad-column", "negative durations"),
+    ([1.0, -2.0, 3.0], [1, 0, 1], "bad-column", "negative durations"),
+    ([1, 2, 30], [1, 0, 1], "bad-request", "horizon"),
+    ([1, 2, 3], [1, 2, 1], "bad-column", "0/1"),
+    ([1, 2, 3], [1, -1, 1], "bad-column", "0/1"),
+    ([1, 2, 3], [1.0, 0.5, 1.0], "bad-column", "0/1"),
+])
+def test_bad_survival_columns_get_a_clear_error(days, event, reason, words):
+    with pytest.raises(WorkbenchUserError) as err:
+        _survival(pd.DataFrame({"days": days, "event": event}))
+    assert err.value.reason == reason and words in str(err.value)
+
+
+def test_nullable_integer_columns_are_checked_for_missing_values():
+    frame = pd.DataFrame({"days": pd.array([1, None, 3], dtype="Int64"), "event": [1, 0, 1]})
+    with pytest.raises(WorkbenchUserError) as err:
+        _survival(frame)
+    assert err.value.reason == "missing-values"
