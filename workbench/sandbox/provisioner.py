@@ -79,6 +79,10 @@ class SandboxProvisioner(LocalProvisioner):
                             "study kernel uid; 'userns': unprivileged bwrap, the kernel keeps this "
                             "process's uid (development only, needs allow_same_uid_kernel). "
                             "'auto': direct when root, else launcher.")
+    rerun = Bool(False, config=True,
+                 help="A `workbench rerun` kernel: bind the study's re-run gateway socket, whose "
+                      "release route only checks outputs (nothing reaches the reviewers). "
+                      "Needs direct mode; without that socket the kernel does not start.")
     allow_same_uid_kernel = Bool(False, config=True,
                                  help="Allow 'userns' mode, where the kernel runs as the server's "
                                       "own uid. Weaker: for development without root only.")
@@ -120,6 +124,16 @@ class SandboxProvisioner(LocalProvisioner):
         study = check_study_id(self.study)
         space = Space.at(self.data_dir or None)
         self._mode = self._choose_mode()
+        gateway = space.gateway_socket(study)
+        if self.rerun:  # fail closed: a re-run kernel never gets the submitting socket
+            from workbench.gateway import rerun_socket
+
+            gateway = rerun_socket(space, study)
+            if self._mode != "direct" or not gateway.exists():
+                raise WorkbenchUserError(
+                    f"a re-run kernel needs the gateway's re-run socket {gateway} and root (direct "
+                    "mode); restart the gateway with this version of workbench.",
+                    reason="rerun-unavailable")
         kernel_uid = kernel_gid = None
         if self._mode == "direct":
             kernel_uid, kernel_gid = accounts.ensure_user(accounts.study_kernel_user(study))
@@ -161,7 +175,6 @@ class SandboxProvisioner(LocalProvisioner):
                                      self._recorder, self.run_user)
             self._proxy.start()
 
-        gateway = space.gateway_socket(study)
         if not gateway.exists():
             self.log.warning("study %s: gateway socket %s is missing; the kernel starts without "
                              "data access", study, gateway)
