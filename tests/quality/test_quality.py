@@ -51,6 +51,8 @@ def test_injected_defect_found_at_its_rate(release, defect, holder):
 
 @pytest.mark.parametrize(("holder", "table"), [("pharma", "drug_exposure"),
                                                ("insurer", "person"),
+                                               ("insurer-b", "person"),
+                                               ("insurer-b", "death"),
                                                ("hospital-a", "observation_period")])
 def test_tables_without_injected_defects_score_near_one(release, holder, table):
     rep = report("x", release / holder / f"{table}.parquet", table, as_of=AS_OF)

@@ -28,7 +28,7 @@ def _leftovers(parent):
 def test_space_layout_and_manifest(built_space):
     manifest = json.loads(built_space.manifest.read_text())
     assert manifest["patients"] == PATIENTS and manifest["seed"] == SEED
-    assert {"hospital-a", "hospital-b", "insurer", "pharma", "gbsg", "actg",
+    assert {"hospital-a", "hospital-b", "insurer", "insurer-b", "pharma", "gbsg", "actg",
             "ncctg-inst-01", "ncctg-inst-unknown"} <= set(manifest["holders"])
     for path in (built_space.signing_key, built_space.linkage_key, built_space.signing_pub,
                  built_space.he / "public.ctx", built_space.he / "secret.ctx",
@@ -86,10 +86,10 @@ def test_no_direct_identifier_reaches_a_store(built_space):
 
 def test_holders_link_through_pseudonyms(built_space):
     report = json.loads((built_space.catalog / "linkage.json").read_text())
-    assert set(report["holders"]) == {"hospital-a", "hospital-b", "insurer", "pharma"}
+    assert set(report["holders"]) == {"hospital-a", "hospital-b", "insurer", "insurer-b", "pharma"}
     assert 0 < report["persons_total"] <= PATIENTS
     rates = [p["share_of_a_found_in_b"] for p in report["pairs"]]
-    assert len(rates) == 6 and all(0 <= r <= 1 for r in rates) and max(rates) > 0
+    assert len(rates) == 10 and all(0 <= r <= 1 for r in rates) and max(rates) > 0
     result = CliRunner().invoke(cli, ["catalog", "linkage", "--data-dir", str(built_space.root)])
     assert result.exit_code == 0 and "hospital-a" in result.output and "IN BOTH" in result.output
 

@@ -53,12 +53,19 @@ def test_cml_cohort_has_the_power_to_reject_a_wrong_effect(logical):
 
 
 def test_cml_costs_per_person_year(logical):
+    """Both payers' claims (two source formats) give the documented annual paid cost, each
+    alone and pooled; every insured CML patient appears once, under their own payer."""
     costs = view(logical, "cml_costs")
-    assert set(costs["holder"]) == {"insurer"}
-    totals = costs.groupby("tki")[["cost", "person_years"]].sum()
-    per_year = totals["cost"] / totals["person_years"]
-    for drug, truth in GROUND_TRUTH["cml"]["annual_paid_cost"].items():
-        assert per_year[drug] == pytest.approx(truth, rel=0.02), drug
+    assert set(costs["holder"]) == {"insurer", "insurer-b"}
+    assert costs["person_id"].is_unique
+    for payer, rows in [*costs.groupby("holder"), ("pooled", costs)]:
+        totals = rows.groupby("tki")[["cost", "person_years"]].sum()
+        per_year = totals["cost"] / totals["person_years"]
+        for drug, truth in GROUND_TRUTH["cml"]["annual_paid_cost"].items():
+            assert per_year[drug] == pytest.approx(truth, rel=0.01), (payer, drug)
+    shares = costs["holder"].value_counts(normalize=True)
+    expected = GROUND_TRUTH["coverage"]["payer_shares"]["insurer-b"]
+    assert abs(shares["insurer-b"] - expected) < 4 * np.sqrt(expected * (1 - expected) / len(costs))
 
 
 def test_type_1_diabetes_facts(logical):
