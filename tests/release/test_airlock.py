@@ -186,3 +186,38 @@ def test_no_transition_without_the_collector(airlock, collector):
     with pytest.raises(WorkbenchError):
         airlock.create(ALICE, _table(), "t2", "d")
     assert [r["name"] for r in airlock.list(RITA)] == ["t"]
+
+
+RERUN = Context("alice", "cml-tki", kernel_id="k-2", msg_id="m-2", dry_run=True)
+
+
+def test_a_dry_run_checks_like_a_request_but_stores_and_decides_nothing(airlock, read_records):
+    first = airlock.create(ALICE, _table(n=(40, 35)), "all", "all patients")
+    airlock.decide(RITA, first["id"], "approve")
+    airlock.decide(REMY, first["id"], "approve")
+    # the same output again, and one that differences the release by 3 people
+    same = airlock.create(RERUN, _table(n=(40, 35)), "all", "all patients")
+    small = airlock.create(RERUN, _table(n=(40, 32)), "excl", "after exclusion")
+    assert same["dry_run"] and same["id"] is None and same["state"] == "not-submitted"
+    assert same["verdict"] == "pass" and small["failed_rules"] == ["differencing"]
+    assert [r["id"] for r in airlock.list(RITA)] == [first["id"]]  # nothing new to review
+    records = [r["fields"] for r in read_records("release-request")]
+    original, checks = records[0], [f for f in records if f.get("msg_id") == "m-2"]
+    assert [c["request_id"] for c in checks] == [same["check_id"], small["check_id"]]
+    assert all(c["status"] == "denied" and c["reason"] == "rerun-not-submitted" for c in checks)
+    assert checks[0]["files"][0]["sha256"] == original["files"][0]["sha256"] \
+        == same["payload_sha256"]
+    assert checks[0]["checks"] == original["checks"]
+    with pytest.raises(WorkbenchUserError) as refused:  # even a reviewer's dry-run context
+        airlock.decide(Context("rita", dry_run=True), first["id"], "reject", "no")
+    assert refused.value.reason == "access-denied"
+    assert airlock.summary(first["id"])["state"] == "released"
+    with pytest.raises(WorkbenchUserError) as bad:  # the same validation as a real request
+        airlock.create(RERUN, _table(view="not_granted"), "t", "d")
+    assert bad.value.reason == "access-denied"
+
+
+def test_a_dry_run_is_refused_without_the_collector(airlock, collector):
+    collector.stop()
+    with pytest.raises(WorkbenchError):
+        airlock.create(RERUN, _table(), "t", "d")

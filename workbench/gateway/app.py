@@ -148,7 +148,10 @@ def _parse_limit(value: str | None, max_rows: int) -> int | None:
     return limit
 
 
-def make_app(state: GatewayState, study: str, kernel_uid: int) -> web.Application:
+def make_app(state: GatewayState, study: str, kernel_uid: int,
+             rerun: bool = False) -> web.Application:
+    """The app of one study socket; ``rerun``: the study's re-run socket, the same app except
+    that release requests are only checked (the airlock's dry run), never submitted."""
     actor = study_kernel_user(study)
 
     def refused(request: web.Request, reason: str, view: str | None, status: int) -> None:
@@ -321,7 +324,8 @@ def make_app(state: GatewayState, study: str, kernel_uid: int) -> web.Applicatio
     app.router.add_post("/secure/{op}", secure_op)
     app.router.add_get("/openapi.json", openapi)
     # Release requests and reviewer decisions go on to the airlock, behind the same peer check.
-    app.router.add_route("*", "/release/{tail:.*}", release_forwarder(state.space, study))
+    app.router.add_route("*", "/release/{tail:.*}",
+                         release_forwarder(state.space, study, dry_run=rerun))
     return app
 
 

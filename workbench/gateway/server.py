@@ -3,6 +3,7 @@
 Started as root, it (1) loads the policy and the holders' data and the study re-keying key,
 (2) creates one socket per study at ``Space.gateway_socket(study)``, owned by the study's kernel
 account with mode 0600 so only that uid (and root, which the peer check then refuses) can connect,
+and a second one, ``rerun_socket(space, study)``, for re-run kernels (release requests dry-run),
 (3) drops to the ``wb-gateway`` account and serves. Without root everything runs as the current
 user (development only). New studies need a restart (sockets are made at start); grants and
 revocations in the policy file take effect on the next request.
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.gateway import rerun_socket
 from workbench.gateway.app import GatewayState, make_app
 from workbench.gateway.ledger import UsageLedger
 from workbench.gateway.openapi import MAX_ROWS
@@ -109,14 +111,16 @@ def run_gateway(data_dir: str, policy_path: str, max_rows: int = MAX_ROWS) -> No
     bound = []
     for study in sorted(policy.studies):
         uid, gid = accounts.ensure_user(accounts.study_kernel_user(study))
-        bound.append((study, uid, _bind(space.gateway_socket(study), uid, gid)))
+        bound.append((study, uid, False, _bind(space.gateway_socket(study), uid, gid)))
+        bound.append((study, uid, True, _bind(rerun_socket(space, study), uid, gid)))
     if gateway_ids:
         _drop_privileges(gateway_ids)
     state = GatewayState(space=space, engine=engine, policy_path=policy_file,
                          provenance=ProvenanceClient(space.collector_socket),
                          ledger=UsageLedger(space), max_rows=max_rows)
     state.policy()
-    apps = [(make_app(state, study, uid), listener) for study, uid, listener in bound]
+    apps = [(make_app(state, study, uid, rerun=rerun), listener)
+            for study, uid, rerun, listener in bound]
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -6,7 +6,9 @@
 
 The kernel is untrusted: this module only serialises the output (Arrow, JSON, PNG/SVG bytes) and
 sends it through the study's gateway to the airlock, which re-runs every check itself, stores the
-request and waits for two reviewers. Nothing here decides anything.
+request and waits for two reviewers. Nothing here decides anything. In a ``workbench rerun``
+kernel the gateway marks the request as a dry run: the airlock checks it and answers with
+``dry_run: True`` and no id, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -25,16 +27,20 @@ class ReleaseRequest(dict):
     """The airlock's answer: id, state, verdict, failed rules. Shown as a short report."""
 
     @property
-    def id(self) -> str:
-        return self["id"]
+    def id(self) -> str | None:
+        return self.get("id")  # None for a re-run's check, which creates no request
 
     @property
     def state(self) -> str:
         return self["state"]
 
     def __repr__(self) -> str:
-        lines = [f"release request {self.get('id')} '{self.get('name')}': {self.get('state')}"
-                 f" (checks: {self.get('verdict')})"]
+        if self.get("dry_run"):
+            lines = [f"release check '{self.get('name')}' in a re-run: not submitted to the "
+                     f"airlock (checks: {self.get('verdict')})"]
+        else:
+            lines = [f"release request {self.get('id')} '{self.get('name')}': "
+                     f"{self.get('state')} (checks: {self.get('verdict')})"]
         if self.get("failed_rules"):
             lines.append(f"  failed: {', '.join(self['failed_rules'])} - fix the output and "
                          "request again; the request stays a draft")

@@ -44,6 +44,7 @@ MAX_COMMENT = 4000
 OPEN_STATES = ("submitted", "reviewed")
 APPROVALS_NEEDED = 2
 AIRLOCK_ACTOR = "airlock"
+RERUN_REASON = "rerun-not-submitted"  # the record of a re-run's release check (see check())
 
 
 def airlock_dir(space: Space) -> Path:
@@ -64,6 +65,9 @@ class Context:
     kernel_id: str | None = None
     msg_id: str | None = None
     claimed_user: str | None = None  # who the kernel says ran the cell (a claim, not identity)
+    # Set by the gateway for a `workbench rerun` kernel (its socket, not the kernel, decides):
+    # requests are checked but never stored, and no decision is taken.
+    dry_run: bool = False
 
 
 def _now() -> str:
@@ -142,10 +146,8 @@ class Airlock:
                 f"({type(exc).__name__})") from None
 
     # -- researcher side ----------------------------------------------------------------------
-    def create(self, ctx: Context, payload: dict, name: str, description: str) -> dict:
-        """Check an output and, unless a rule fails, submit it for review."""
-        study = ctx.study
-        ensure_allowed(self.policy, ctx.actor, "request-release", study)
+    def _validated(self, ctx: Context, payload: dict, name: str, description: str) -> Output:
+        ensure_allowed(self.policy, ctx.actor, "request-release", ctx.study)
         if not isinstance(name, str) or not NAME.match(name):
             raise WorkbenchUserError(
                 "the release name must be 1-80 letters, digits, '.', '_' or '-' "
@@ -153,11 +155,21 @@ class Airlock:
         if not isinstance(description, str) or not description.strip():
             raise WorkbenchUserError("say in the description what the output shows and why it "
                                      "must leave the study", reason="bad-request")
-        description = description[:MAX_DESCRIPTION]
         output = from_payload(payload)
-        if output.view is not None and output.view not in self.policy.studies[study].views:
-            raise WorkbenchUserError(f"study '{study}' is not granted the view '{output.view}'",
-                                     reason="access-denied")
+        if output.view is not None and output.view not in self.policy.studies[ctx.study].views:
+            raise WorkbenchUserError(
+                f"study '{ctx.study}' is not granted the view '{output.view}'",
+                reason="access-denied")
+        return output
+
+    def create(self, ctx: Context, payload: dict, name: str, description: str) -> dict:
+        """Check an output and, unless a rule fails, submit it for review. In a dry-run context
+        (a re-run kernel) the output is only checked: see ``check``."""
+        if ctx.dry_run:
+            return self.check(ctx, payload, name, description)
+        study = ctx.study
+        output = self._validated(ctx, payload, name, description)
+        description = description[:MAX_DESCRIPTION]
         request_id = f"rq-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
         with self._lock, self.store.transaction() as store:
             released = store.released_for(study, output.view)
@@ -193,6 +205,33 @@ class Airlock:
                                      _now(), sub_id)
         return self.summary(request_id)
 
+    def check(self, ctx: Context, payload: dict, name: str, description: str) -> dict:
+        """A re-run's release request: the same validation and rules as ``create`` (differencing
+        against what is released today), but nothing is stored and nobody is asked to review it.
+        It is recorded (fail closed) as a ``release-request`` with status ``denied`` and reason
+        ``rerun-not-submitted``, with the digest of the output and the rules' verdicts, so the
+        re-run can compare them with the original request's record."""
+        output = self._validated(ctx, payload, name, description)
+        with self._lock:
+            released = self.store.released_for(ctx.study, output.view)
+        verdict, results = rules.run_rules(output, thresholds_for(self.policy, ctx.study),
+                                           released)
+        payload_text = json.dumps(payload, sort_keys=True)
+        check_id = f"rerun-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
+        payload_sha256 = _sha256(payload_text.encode())
+        self._record("release-request", {
+            "study": ctx.study, "user": ctx.actor, "request_id": check_id,
+            "files": [{"sha256": payload_sha256, "size": len(payload_text),
+                       "name": f"{name}.request.json", "output_type": output.kind}],
+            "checks": [{"name": r.rule, "status": _prov_status(r.verdict)} for r in results],
+            "kernel_id": ctx.kernel_id, "msg_id": ctx.msg_id, "output_kind": output.kind,
+            "status": "denied", "reason": RERUN_REASON})
+        return {"id": None, "check_id": check_id, "dry_run": True, "study": ctx.study,
+                "view": output.view, "name": name, "kind": output.kind, "state": "not-submitted",
+                "verdict": verdict, "payload_sha256": payload_sha256,
+                "failed_rules": [r.rule for r in results if r.verdict == "fail"],
+                "review_rules": [r.rule for r in results if r.verdict == "review"]}
+
     def _evidence(self, request_id, ctx, output: Output, t, verdict, results, released) -> dict:
         from acro.version import __version__ as acro_version
 
@@ -218,6 +257,9 @@ class Airlock:
     # -- reviewer side ------------------------------------------------------------------------
     def decide(self, ctx: Context, request_id: str, decision: str, comment: str = "") -> dict:
         """approve / reject / return a request; the second distinct approval releases it."""
+        if ctx.dry_run:
+            raise WorkbenchUserError("a re-run cannot decide release requests: decide in the "
+                                     "study's review dashboard", reason="access-denied")
         if decision not in ("approve", "reject", "return"):
             raise WorkbenchUserError("a decision is 'approve', 'reject' or 'return'")
         comment = (comment or "").strip()[:MAX_COMMENT]

@@ -8,6 +8,11 @@ Every header the kernel sent is dropped except the claims listed below; the gate
 acting account (the study's kernel account) and the study itself, so a kernel can neither pick
 another study nor act as a reviewer. A dashboard kernel's reviewer token is passed through: the
 airlock verifies its signature.
+
+On a study's re-run socket (``workbench rerun`` kernels; see docs/run.md) the route is mounted with
+``dry_run=True``: every request it forwards carries ``X-Workbench-Dry-Run: 1``, so the airlock
+checks a release request without storing it and refuses decisions. The marker comes from which
+socket the kernel was given, never from the kernel, and it can only take abilities away.
 """
 
 from __future__ import annotations
@@ -18,20 +23,22 @@ from aiohttp import web
 from workbench.accounts import study_kernel_user
 from workbench.paths import Space
 from workbench.release.airlock import airlock_socket
+from workbench.release.server import DRY_RUN_HEADER
 
 PASSED_CLAIMS = ("X-Workbench-Kernel", "X-Workbench-Msg-Id", "X-Workbench-User",
                  "X-Workbench-Reviewer-Token")
 TIMEOUT = aiohttp.ClientTimeout(total=600, connect=10)
 
 
-def release_forwarder(space: Space, study: str):
+def release_forwarder(space: Space, study: str, dry_run: bool = False):
     socket_path = str(airlock_socket(space))
     actor = study_kernel_user(study)
 
     async def forward(request: web.Request) -> web.Response:
         headers = {h: request.headers[h] for h in PASSED_CLAIMS if h in request.headers}
         headers.update({"X-Workbench-Actor": actor, "X-Workbench-Study": study,
-                        "Content-Type": "application/json"})
+                        "Content-Type": "application/json",
+                        DRY_RUN_HEADER: "1" if dry_run else "0"})
         target = "/" + request.match_info.get("tail", "")
         if request.query_string:
             target += "?" + request.query_string

@@ -10,6 +10,7 @@ dashboard kernel, which is not trusted, proves its reviewer with a signed token 
 Routes (JSON; errors are ``{"error": {"reason", "message"}}``)::
 
     POST /requests                         {name, description, payload}  -> summary
+                                           (X-Workbench-Dry-Run: 1 -> checked, not stored)
     GET  /requests?study=S&state=X         -> [summary]
     GET  /requests/{id}                    -> detail (evidence, output, history)
     POST /requests/{id}/decision           {decision, comment}  -> summary
@@ -39,6 +40,7 @@ MAX_BODY = 32 * 1024 * 1024
 _STATUS = {"access-denied": 403, "own-request": 403, "same-reviewer": 409, "bad-state": 409,
            "not-found": 404, "release-too-large": 413, "unauthenticated": 401,
            "policy-unavailable": 503}
+DRY_RUN_HEADER = "X-Workbench-Dry-Run"  # set only by trusted callers (the gateway's re-run route)
 _REQUEST = re.compile(r"^/requests/(?P<id>[A-Za-z0-9-]{1,64})(?P<rest>/.*)?$")
 
 
@@ -93,20 +95,23 @@ class _Handler(BaseHTTPRequestHandler):
             raise WorkbenchUserError("this account may not call the airlock directly",
                                      reason="access-denied")
         study = self.headers.get("X-Workbench-Study") or None
+        # Any value but "0" means dry run: a garbled marker errs on the side of doing less.
+        dry_run = self.headers.get(DRY_RUN_HEADER, "0") != "0"
         token = self.headers.get("X-Workbench-Reviewer-Token")
         if token:
             claims = verify_token(self.server.token_key, token)
             if study is not None and claims["study"] != study:
                 raise WorkbenchUserError("the reviewer token is for another study",
                                          reason="access-denied")
-            return Context(actor=claims["user"], study=claims["study"])
+            return Context(actor=claims["user"], study=claims["study"], dry_run=dry_run)
         actor = self.headers.get("X-Workbench-Actor")
         if not actor:
             raise WorkbenchUserError("no acting user given", reason="unauthenticated")
         return Context(actor=actor, study=study,
                        kernel_id=self.headers.get("X-Workbench-Kernel") or None,
                        msg_id=self.headers.get("X-Workbench-Msg-Id") or None,
-                       claimed_user=self.headers.get("X-Workbench-User") or None)
+                       claimed_user=self.headers.get("X-Workbench-User") or None,
+                       dry_run=dry_run)
 
     def _dispatch(self, method: str) -> None:
         try:
@@ -117,8 +122,9 @@ class _Handler(BaseHTTPRequestHandler):
             ctx = self._context()
             airlock = self.server.airlock
             if url.path == "/requests" and method == "POST":
-                return self._json(201, airlock.create(
-                    ctx, body.get("payload") or {}, body.get("name"), body.get("description")))
+                made = airlock.create(ctx, body.get("payload") or {}, body.get("name"),
+                                      body.get("description"))
+                return self._json(200 if ctx.dry_run else 201, made)
             if url.path == "/requests" and method == "GET":
                 query = parse_qs(url.query)
                 return self._json(200, airlock.list(ctx, (query.get("study") or [None])[0],
