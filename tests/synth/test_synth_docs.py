@@ -29,3 +29,16 @@ def test_every_view_and_true_hazard_ratio_is_documented():
         assert f"`{view.id}`" in DOC, view.id
     for ratio in GROUND_TRUTH["cml"]["hazard_ratios"].values():
         assert f"{ratio:.2f}" in DOC, ratio
+
+
+def test_every_holder_its_raw_tables_and_the_payer_split_are_documented():
+    from workbench.synth import generate
+
+    for holder, tables in generate(500, 1).tables.items():
+        assert f"| `{holder}` |" in DOC, holder
+        for table in tables:
+            assert f"`{table}`" in DOC, (holder, table)
+    coverage = GROUND_TRUTH["coverage"]
+    for payer, share in coverage["payer_shares"].items():
+        assert f"{share * 100:g} % of the insured by `{payer}`" in DOC, payer
+    assert f"{coverage['insured_share'] * 100:g} % are insured" in DOC
