@@ -89,6 +89,18 @@ class Space:
     def keyholder_socket(self) -> Path:
         return self.run / "keyholder.sock"
 
+    @property
+    def aggregator_socket(self) -> Path:  # the HE aggregator: public context only
+        return self.run / "aggregator.sock"
+
+    @property
+    def holder_registry(self) -> Path:  # holders' Ed25519 public keys, trusted by the key holder
+        return self.he / "holders.json"
+
+    @property
+    def holder_keys(self) -> Path:  # holders' private signing keys, owned by the gateway account
+        return self.he / "holder-keys"
+
     def gateway_socket(self, study: str) -> Path:
         return self.run / "gateway" / f"{study}.sock"
 

@@ -1,13 +1,14 @@
 """Run a space's services for as long as something needs them, and only the missing ones.
 
     with space_services(space, policy_path) as started:
-        ...                         # collector, gateway, key holder and airlock all answer here
+        ...                         # collector, gateway, key holder, aggregator, airlock answer
     # the services this block started are stopped again; ones already running are left alone
 
 Each service is started by its owning component's own ``start_*`` helper (as its own uid), in
 dependency order (the gateway, key holder and airlock write provenance, so the collector comes
-first), and stopped in reverse. A service counts as running when its socket answers, not when
-a socket file exists: a killed service leaves its socket file behind.
+first; the aggregator forwards to the key holder), and stopped in reverse. A service counts as
+running when its socket answers, not when a socket file exists: a killed service leaves its
+socket file behind.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ SERVICES = (
     Service("data gateway", "workbench.gateway.server", "start_gateway", True, _gateway_sockets),
     Service("key holder", "workbench.secure.process", "start_keyholder", False,
             lambda space, _studies: [space.keyholder_socket]),
+    Service("aggregator", "workbench.secure.process", "start_aggregator", False,
+            lambda space, _studies: [space.aggregator_socket]),
     Service("airlock", "workbench.release.service", "start_airlock", True,
             lambda space, _studies: [space.run / "airlock.sock"]),
 )

@@ -18,7 +18,7 @@ from workbench.catalog.models import Column, View
 from workbench.gateway.server import start_gateway
 from workbench.provenance.service import start_collector
 from workbench.secure.keys import create_keys
-from workbench.secure.process import start_keyholder
+from workbench.secure.process import start_aggregator, start_keyholder
 from workbench.views.sample import build_sample_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +118,7 @@ def gateway(tmp_path_factory):
         collector = start_collector(space)
         services.append(collector)
         services.append(start_keyholder(space, min_cell_floor=5))
+        services.append(start_aggregator(space))
         handle = start_gateway(space, policy_path)
         services.append(handle)
         gateway = Gateway(space, handle, collector, policy_path)

@@ -21,15 +21,15 @@ def test_starts_what_is_missing_and_stops_only_that(public_space):
     try:
         lines = []
         with space_services(space, policy, echo=lines.append) as started:
-            assert started == ["data gateway", "key holder", "airlock"]
+            assert started == ["data gateway", "key holder", "aggregator", "airlock"]
             assert "  provenance collector: already running" in lines
             for path in (space.collector_socket, space.gateway_socket("cml-tki"),
                          space.gateway_socket("lung-validation"), space.keyholder_socket,
-                         airlock_socket(space)):
+                         space.aggregator_socket, airlock_socket(space)):
                 assert socket_answers(path), path
         assert socket_answers(space.collector_socket)  # not ours: left running
         for path in (space.gateway_socket("cml-tki"), space.keyholder_socket,
-                     airlock_socket(space)):
+                     space.aggregator_socket, airlock_socket(space)):
             assert not socket_answers(path), path
     finally:
         collector.stop()

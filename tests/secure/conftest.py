@@ -43,24 +43,36 @@ def rossi() -> pd.DataFrame:
     return load_rossi()
 
 
+HOLDERS = ("hospital", "insurer", "pharma", "registry")  # split_round_robin's holder names
+
+
 @pytest.fixture(scope="module")
 def he_space():
-    """A data space with HE keys, a running collector and a running key holder process."""
+    """A data space with HE keys, holder signing keys, a running collector, key holder process
+    and aggregator process. Yields (space, collector, keyholder); the aggregator's handle is
+    ``keyholder.aggregator``."""
     from workbench.provenance.service import start_collector
     from workbench.secure.keys import create_keys
-    from workbench.secure.process import start_keyholder
+    from workbench.secure.process import start_aggregator, start_keyholder
+    from workbench.secure.signing import create_holder_keys
 
     root = Path(tempfile.mkdtemp(prefix="wb-secure-", dir="/tmp"))
     os.chmod(root, 0o755)
     space = Space(root)
     create_keys(space)
-    collector = start_collector(space)
-    keyholder = start_keyholder(space, min_cell_floor=5)
+    create_holder_keys(space, HOLDERS)
+    services = []
     try:
+        collector = start_collector(space)
+        services.append(collector)
+        keyholder = start_keyholder(space, min_cell_floor=5)
+        services.append(keyholder)
+        keyholder.aggregator = start_aggregator(space)
+        services.append(keyholder.aggregator)
         yield space, collector, keyholder
     finally:
-        keyholder.stop()
-        collector.stop()
+        for service in reversed(services):
+            service.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -89,3 +101,25 @@ def synthetic_cohort(n: int, seed: int = 0, bins: int = 1826) -> pd.DataFrame:
     df["days"], df["event"] = days, event.astype(int)
     df["arm"] = rng.integers(0, 2, n)
     return df
+
+
+def signed_round(space: Space, parts: dict[str, pd.DataFrame], kind: str, spec: dict,
+                 op: str | None = None, keys=None, thresholds=None):
+    """What an honest aggregator sends the key holder for one round: the pooled ciphertexts and
+    a decrypt-release header with every holder's signature. Returns (header, pooled, parts)."""
+    from workbench.secure.keys import load_public
+    from workbench.secure.nodes import Aggregator, HolderNode
+    from workbench.secure.signing import load_signers, new_nonce
+
+    keys = keys or load_public(space)
+    signers = load_signers(space, list(parts))
+    nonce = new_nonce()
+    contributions = [HolderNode(h, f, keys, signers[h]).contribute(kind, spec, nonce)
+                     for h, f in parts.items()]
+    pooled = Aggregator(keys).combine(contributions)
+    header = {"type": "decrypt-release", "kind": kind, "op": op or {"counts": "count"}[kind],
+              "spec": spec, "thresholds": thresholds or {"min_cell_count": 10},
+              "contributors": pooled.contributors, "fingerprint": pooled.fingerprint,
+              "context": {"study": "recidivism"}, "nonce": nonce,
+              "signatures": [c.envelope for c in contributions]}
+    return header, pooled, contributions

@@ -47,7 +47,7 @@ def gateway():
     from workbench.gateway.server import start_gateway
     from workbench.provenance.service import start_collector
     from workbench.secure.keys import create_keys
-    from workbench.secure.process import start_keyholder
+    from workbench.secure.process import start_aggregator, start_keyholder
     from workbench.views.sample import build_sample_space
 
     root = Path(tempfile.mkdtemp(prefix="wb-he-e2e-", dir="/tmp"))
@@ -73,6 +73,7 @@ def gateway():
     try:
         services.append(start_collector(space))
         services.append(start_keyholder(space, min_cell_floor=5))
+        services.append(start_aggregator(space))
         services.append(start_gateway(space, policy))
         yield space
     finally:

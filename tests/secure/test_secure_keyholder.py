@@ -17,10 +17,10 @@ from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 from workbench.secure import Federation, wire
 from workbench.secure.keys import PublicKeys, SecretKeys, load_public
-from workbench.secure.nodes import Aggregator, HolderNode
+from workbench.secure.nodes import Aggregator
 from workbench.secure.release import ReleaseRefused
 
-from .conftest import provenance_records, split_round_robin
+from .conftest import provenance_records, signed_round, split_round_robin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,11 +70,16 @@ def test_keyholder_process_runs_as_its_own_uid_behind_a_closed_socket(he_space):
         "import socket; s = socket.socket(socket.AF_UNIX); "
         f"s.connect({str(space.keyholder_socket)!r})")
     assert probe.returncode != 0 and "PermissionError" in probe.stderr
+    # only the aggregator may ask for decryptions; the gateway goes through it
     gateway = _as_gateway(
         "from workbench.secure.keyholder import KeyHolderClient; "
         f"print(KeyHolderClient({str(space.keyholder_socket)!r}).fingerprint)")
-    assert gateway.returncode == 0, gateway.stderr
-    assert gateway.stdout.strip() == load_public(space).fingerprint
+    assert gateway.returncode != 0 and "may not connect to the key holder" in gateway.stderr
+    via_aggregator = _as_gateway(
+        "from workbench.secure.aggregator import AggregatorClient; "
+        f"print(AggregatorClient({str(space.aggregator_socket)!r}).fingerprint)")
+    assert via_aggregator.returncode == 0, via_aggregator.stderr
+    assert via_aggregator.stdout.strip() == load_public(space).fingerprint
 
 
 def test_federation_through_the_process_and_its_provenance(he_space, rossi):
@@ -119,20 +124,16 @@ def test_model_rounds_release_only_pooled_derivatives(he_space, rossi):
     parts = split_round_robin(rossi)
     spec = {"duration_col": "week", "event_col": "arrest", "resolution": 1.0, "n_bins": 53,
             "by": [], "covariates": ["age", "prio"], "center": [0.0, 0.0], "beta": [0.0, 0.0]}
-    pooled = Aggregator(keys).combine(
-        [HolderNode(h, f, keys).contribute("cox", spec) for h, f in parts.items()])
-    released = keyholder.client().request(
-        {"type": "decrypt-release", "kind": "cox", "op": "cox_ph", "spec": spec,
-         "thresholds": {"min_cell_count": 10}, "contributors": pooled.contributors,
-         "fingerprint": pooled.fingerprint, "context": {"study": "recidivism"}}, pooled.blobs)
+    header, pooled, _ = signed_round(space, parts, "cox", spec, op="cox_ph", keys=keys)
+    released = keyholder.client().request(header, pooled.blobs)
     assert set(released) == {"loglik", "gradient", "hessian", "n", "events", "covariate_means"}
     assert released["n"] == len(rossi)
 
 
-def _request(pooled, kind="counts", op="count", spec=None):
-    return {"type": "decrypt-release", "kind": kind, "op": op, "spec": spec or {"by": []},
-            "thresholds": {"min_cell_count": 10}, "contributors": pooled.contributors,
-            "fingerprint": pooled.fingerprint, "context": {"study": "recidivism"}}
+def _request(space, parts, keys=None, **changes):
+    """A freshly signed count round (each nonce is accepted once), then ``changes``."""
+    header, pooled, _ = signed_round(space, parts, "counts", {"by": []}, keys=keys)
+    return header | changes, pooled
 
 
 def test_ciphertexts_from_another_context_get_a_clear_error(he_space, rossi):
@@ -140,21 +141,20 @@ def test_ciphertexts_from_another_context_get_a_clear_error(he_space, rossi):
     client = keyholder.client()
     foreign = SecretKeys.generate().public
     parts = split_round_robin(rossi)
-    pooled = Aggregator(foreign).combine(
-        [HolderNode(h, f, foreign).contribute("counts", {"by": []}) for h, f in parts.items()])
+    header, pooled = _request(space, parts, keys=foreign)
     with pytest.raises(WorkbenchUserError) as err:
-        client.request(_request(pooled), pooled.blobs)
+        client.request(header, pooled.blobs)
     assert err.value.reason == "wrong-context" and "another public context" in str(err.value)
-    # the same ciphertexts claiming the space's fingerprint: caught after decryption
+    # the same ciphertexts claiming the space's fingerprint (and signed so): caught after
+    # decryption
     forged = PublicKeys(foreign.bfv_bytes, foreign.ckks_bytes, load_public(space).fingerprint)
-    pooled = Aggregator(forged).combine(
-        [HolderNode(h, f, forged).contribute("counts", {"by": []}) for h, f in parts.items()])
+    header, pooled = _request(space, parts, keys=forged)
     with pytest.raises(WorkbenchUserError) as err:
-        client.request(_request(pooled), pooled.blobs)
+        client.request(header, pooled.blobs)
     assert err.value.reason == "wrong-context"
     # and the aggregator refuses to mix contexts at all
-    mine = HolderNode("hospital", rossi, load_public(space)).contribute("counts", {"by": []})
-    theirs = HolderNode("insurer", rossi, foreign).contribute("counts", {"by": []})
+    _, _, (mine, *_) = signed_round(space, parts, "counts", {"by": []})
+    _, _, (_, theirs, *_) = signed_round(space, parts, "counts", {"by": []}, keys=foreign)
     with pytest.raises(WorkbenchUserError) as err:
         Aggregator(load_public(space)).combine([mine, theirs])
     assert err.value.reason == "wrong-context"
@@ -175,25 +175,31 @@ def test_malformed_messages_get_a_clear_error(he_space, rossi):
         sock.shutdown(socket.SHUT_WR)
         reply, _ = wire.recv(sock)
     assert reply["error"]["reason"] == "malformed-message"
-    keys = load_public(space)
     parts = split_round_robin(rossi)
-    pooled = Aggregator(keys).combine(
-        [HolderNode(h, f, keys).contribute("counts", {"by": []}) for h, f in parts.items()])
+    header, _ = _request(space, parts)
     with pytest.raises(WorkbenchUserError) as err:
-        client.request(_request(pooled), [b"\x00" * 100])
+        client.request(header, [b"\x00" * 100])
     assert err.value.reason == "malformed-ciphertext"
+    header, pooled = _request(space, parts)
     with pytest.raises(WorkbenchUserError) as err:
-        client.request(_request(pooled), pooled.blobs * 2)
+        client.request(header, pooled.blobs * 2)
     assert err.value.reason == "malformed-message"
+    header, pooled = _request(space, parts, op="exfiltrate")
     with pytest.raises(WorkbenchUserError) as err:
-        client.request(_request(pooled, op="exfiltrate"), pooled.blobs)
+        client.request(header, pooled.blobs)
     assert err.value.reason == "malformed-message"
-    with pytest.raises(WorkbenchUserError) as err:
-        client.request(_request(pooled, kind="survival", op="kaplan_meier"), pooled.blobs)
-    assert err.value.reason == "malformed-message" and "spec" in str(err.value)
+    header, pooled = _request(space, parts, kind="survival", op="kaplan_meier")
+    with pytest.raises(WorkbenchUserError) as err:  # the signatures are for a counts round
+        client.request(header, pooled.blobs)
+    assert err.value.reason == "bad-signature"
+    header, pooled, _ = signed_round(space, parts, "counts", {"by": []})
+    header["spec"] = {"by": [{"column": "fin", "levels": ["0", "1"]}]}
+    with pytest.raises(WorkbenchUserError) as err:  # a spec the holders did not sign
+        client.request(header, pooled.blobs)
+    assert err.value.reason == "bad-signature"
     with pytest.raises(ReleaseRefused) as err:  # one holder's ciphertext, alone
-        single = HolderNode("hospital", rossi, keys).contribute("counts", {"by": []})
-        client.request(_request(single), single.blobs)
+        header, single = _request(space, {"hospital": rossi})
+        client.request(header, single.blobs)
     assert err.value.rule == "min-holders"
 
 
@@ -210,9 +216,11 @@ def test_wire_frames_roundtrip_and_bounds():
 def test_no_collector_means_no_decryption(open_tmp, rossi):
     from workbench.secure.keys import create_keys
     from workbench.secure.process import start_keyholder
+    from workbench.secure.signing import create_holder_keys
 
     space = Space(open_tmp)
     create_keys(space)
+    create_holder_keys(space, split_round_robin(rossi))
     with start_keyholder(space) as keyholder:
         fed = Federation(split_round_robin(rossi), keyholder=keyholder.client(),
                          public_keys=load_public(space), context={"study": "recidivism"})

@@ -90,15 +90,17 @@ def test_catalog_quality_reports_see_the_defects(space):
 
 @pytest.fixture(scope="module")
 def services(space):
-    """The space's provenance collector and HE key holder, as the gateway uses them."""
+    """The space's provenance collector, HE key holder and aggregator, as the gateway uses them."""
     from workbench.provenance.service import start_collector
-    from workbench.secure.process import start_keyholder
+    from workbench.secure.process import start_aggregator, start_keyholder
 
     collector = start_collector(space)
     keyholder = start_keyholder(space)
+    aggregator = start_aggregator(space)
     try:
         yield collector
     finally:
+        aggregator.stop()
         keyholder.stop()
         collector.stop()
 

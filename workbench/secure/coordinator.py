@@ -29,19 +29,27 @@ ERROR_BOUND = {"bfv": "exact (integer slots, no noise after decryption)",
 class Coordinator:
     def __init__(self, partitions: dict[str, pd.DataFrame], keys: PublicKeys, keyholder,
                  thresholds: dict | None = None, context: dict | None = None,
-                 holder_processes: bool = False):
+                 holder_processes: bool = False, *, aggregator=None, signers=None):
+        """``aggregator``: an ``AggregatorClient`` (the service) or None for an in-process
+        ``Aggregator`` that forwards to ``keyholder``. ``signers``: the holders' signing keys;
+        by default fresh ones trusted by an in-process key holder, or the space's own."""
+        from workbench.secure import signing
+
         if not partitions:
             raise WorkbenchUserError("no holder has rows for this operation.", reason="no-rows")
         check_federation(partitions)
         self.partitions = partitions
         self.keys, self.keyholder = keys, keyholder
-        self.holders = [HolderNode(name, frame, keys) for name, frame in partitions.items()]
+        if signers is None:
+            signers = signing.signers_for(aggregator or keyholder, list(partitions))
+        self.holders = [HolderNode(name, frame, keys, signers[name])
+                        for name, frame in partitions.items()]
         self.processes = None
         if holder_processes:  # holders encrypt in parallel, each in its own process
             from workbench.secure.holders import HolderProcesses
 
-            self.processes = HolderProcesses(partitions, keys)
-        self.aggregator = Aggregator(keys)
+            self.processes = HolderProcesses(partitions, keys, signers)
+        self.aggregator = aggregator or Aggregator(keys, keyholder)
         self.thresholds = dict(thresholds or {})
         from workbench.secure.release import Thresholds
 
@@ -51,18 +59,22 @@ class Coordinator:
 
     # -- one encrypted round ---------------------------------------------------------------------
     def round(self, kind: str, op: str, spec: dict) -> dict:
+        """One round: a fresh nonce, every holder encrypts and signs, the aggregator adds and
+        forwards the pooled sum with the signatures, the key holder decrypts what it may."""
+        from workbench.secure.signing import new_nonce
+
         started = time.perf_counter()
+        nonce = new_nonce()
         if self.processes is not None:
-            parts = self.processes.contribute(kind, spec)
+            parts = self.processes.contribute(kind, spec, nonce)
         else:
-            parts = [h.contribute(kind, spec) for h in self.holders]
-        pooled = self.aggregator.combine(parts)
-        header = {"type": "decrypt-release", "kind": kind, "op": op, "spec": spec,
-                  "thresholds": self.thresholds, "contributors": pooled.contributors,
-                  "fingerprint": pooled.fingerprint, "context": self.context}
-        result = self.keyholder.handle(header, pooled.blobs)
-        self.log.append({"kind": kind, "scheme": pooled.scheme, "ciphertexts": len(pooled.blobs),
-                         "per_scheme": pooled.per_scheme,
+            parts = [h.contribute(kind, spec, nonce) for h in self.holders]
+        header = {"kind": kind, "op": op, "spec": spec, "thresholds": self.thresholds,
+                  "context": self.context, "fingerprint": self.keys.fingerprint, "nonce": nonce}
+        result = self.aggregator.submit(header, parts)
+        first = parts[0]
+        self.log.append({"kind": kind, "scheme": first.scheme, "ciphertexts": len(first.blobs),
+                         "per_scheme": first.per_scheme,
                          "bytes_per_holder": {p.contributors[0]: p.nbytes for p in parts},
                          "seconds": time.perf_counter() - started})
         return result

@@ -1,8 +1,9 @@
 """Holder nodes as separate processes, so the holders encrypt in parallel.
 
-Each child (``python -m workbench.secure.holders``) gets one holder's rows (Arrow IPC) and the
-public contexts only; the secret key never reaches it. Requests and replies are ``wire`` frames
-over its stdin/stdout — the same frames a holder service on another host would take.
+Each child (``python -m workbench.secure.holders``) gets one holder's rows (Arrow IPC), the public
+contexts and that holder's signing key only; the HE secret key never reaches it. It encrypts and
+signs each round itself. Requests and replies are ``wire`` frames over its stdin/stdout — the same
+frames a holder service on another host would take.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import pandas as pd
 
 from workbench.errors import WorkbenchError, WorkbenchUserError
-from workbench.secure import wire
+from workbench.secure import signing, wire
 from workbench.secure.keys import PublicKeys
 from workbench.secure.nodes import Encrypted, HolderNode
 
@@ -43,7 +44,11 @@ def _reply(out, header: dict, blobs=()) -> None:
 def main() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     header, blobs = wire.read_stream(stdin, max_blob=0xFFFFFFFF)  # the holder's own rows
-    node = HolderNode(header["name"], _from_arrow(blobs[1]), PublicKeys.from_bytes(blobs[0]))
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    signer = signing.Signer(header["name"], Ed25519PrivateKey.from_private_bytes(blobs[2]))
+    node = HolderNode(header["name"], _from_arrow(blobs[1]), PublicKeys.from_bytes(blobs[0]),
+                      signer)
     node.keys.bfv, node.keys.ckks  # noqa: B018 - parse the contexts before the first request
     _reply(stdout, {"ready": True, "secret_key": node.has_secret_key})
     while True:
@@ -54,9 +59,9 @@ def main() -> None:
         if header.get("type") == "stop":
             return
         try:
-            out = node.contribute(header["kind"], header["spec"])
-            _reply(stdout, {"per_scheme": out.per_scheme, "fingerprint": out.fingerprint},
-                   out.blobs)
+            out = node.contribute(header["kind"], header["spec"], header["nonce"])
+            _reply(stdout, {"per_scheme": out.per_scheme, "fingerprint": out.fingerprint,
+                            "envelope": out.envelope}, out.blobs)
         except WorkbenchUserError as exc:
             _reply(stdout, {"error": {"reason": exc.reason, "message": str(exc)}})
         except Exception as exc:  # noqa: BLE001 - reported by type only, never row values
@@ -66,7 +71,10 @@ def main() -> None:
 class HolderProcesses:
     """One process per holder; ``contribute`` asks all at once, then collects all replies."""
 
-    def __init__(self, partitions: dict[str, pd.DataFrame], keys: PublicKeys):
+    def __init__(self, partitions: dict[str, pd.DataFrame], keys: PublicKeys,
+                 signers: dict[str, signing.Signer]):
+        from cryptography.hazmat.primitives import serialization
+
         self.names = list(partitions)
         self.procs: list[subprocess.Popen] = []
         try:
@@ -74,8 +82,11 @@ class HolderProcesses:
                 proc = subprocess.Popen([sys.executable, "-m", "workbench.secure.holders"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
                 self.procs.append(proc)
+                secret = signers[name].key.private_bytes(
+                    serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                    serialization.NoEncryption())
                 proc.stdin.write(wire.encode({"name": name},
-                                             [keys.to_bytes(), _to_arrow(frame)]))
+                                             [keys.to_bytes(), _to_arrow(frame), secret]))
                 proc.stdin.flush()
             for proc in self.procs:
                 header, _ = wire.read_stream(proc.stdout)
@@ -85,8 +96,8 @@ class HolderProcesses:
             self.close()
             raise WorkbenchError("a holder process failed to start") from None
 
-    def contribute(self, kind: str, spec: dict) -> list[Encrypted]:
-        request = wire.encode({"type": "contribute", "kind": kind, "spec": spec})
+    def contribute(self, kind: str, spec: dict, nonce: str) -> list[Encrypted]:
+        request = wire.encode({"type": "contribute", "kind": kind, "spec": spec, "nonce": nonce})
         for proc in self.procs:
             proc.stdin.write(request)
             proc.stdin.flush()
@@ -97,7 +108,7 @@ class HolderProcesses:
                 error = error or header["error"]
                 continue
             out.append(Encrypted(kind, header["fingerprint"], blobs, header["per_scheme"],
-                                 [name]))
+                                 [name], header.get("envelope")))
         if error:
             if error["reason"] == "internal-error":
                 raise WorkbenchError(f"a holder process failed ({error['message']})")

@@ -1,11 +1,14 @@
 """The key holder: the only holder of the HE secret key (security boundary).
 
 ``KeyHolder.handle(header, blobs)`` is the whole interface, used in-process by ``Federation`` and
-behind the ``workbench keyholder`` socket server. For every request it: checks the ciphertexts were
-made under this space's public context; decrypts the POOLED aggregate; checks that at least two
-holders contributed rows (the pooled holder-count slot, so a single holder's ciphertext is never
-released); applies the release policy (``release.py``); records an ``he-decryption`` provenance
-record (refusing when the collector cannot be reached: fail closed); and returns only the released
+behind the ``workbench keyholder`` socket server (which only the aggregator account may reach).
+For every request it: checks the ciphertexts were made under this space's public context; checks
+that every claimed contributor signed THIS round with its registered key and that the round's
+nonce was never accepted before (``signing.py``); decrypts the POOLED aggregate; checks that the
+holders counted inside it are no more than those that signed (a contribution nobody signed is
+refused) and at least two (so a single holder's ciphertext is never released); applies the
+release policy (``release.py``); records an ``he-decryption`` provenance record for every decision
+(refusing when the collector cannot be reached: fail closed); and returns only the released
 values. Intermediate decrypted vectors (per-bin risk sets, per-cell sums) never leave this object.
 """
 
@@ -23,18 +26,24 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError, WorkbenchUserError
-from workbench.secure import ops, release, wire
+from workbench.secure import ops, release, signing, wire
 from workbench.secure.keys import SecretKeys, parameters
 
 log = logging.getLogger(__name__)
+SIGNATURE_RULES = ("unsigned-contribution", "bad-signature", "replayed-round")
 
 
 class KeyHolder:
+    """``registry`` holds the holders' public keys (``signing.Registry``, or ``RegistryFile``
+    for the space's he/holders.json); without one, only holders ``trust``-ed in-process count."""
+
     def __init__(self, keys: SecretKeys, provenance=None, *, min_cell_floor: int = 1,
-                 require_provenance: bool = False):
+                 require_provenance: bool = False, registry=None):
         if require_provenance and provenance is None:
             raise WorkbenchError("the key holder service needs a provenance client")
         self.keys, self.provenance, self.min_cell_floor = keys, provenance, min_cell_floor
+        self.registry = registry if registry is not None else signing.Registry()
+        self.nonces = signing.NonceGuard()
         self._lock = threading.Lock()  # SEAL objects are not shared safely across threads
 
     @property
@@ -66,10 +75,15 @@ class KeyHolder:
                 f"the ciphertexts were made under another public context (fingerprint "
                 f"{fingerprint[:12]}; this key holder's is {self.fingerprint[:12]}). Encrypt with "
                 "this space's he/public.ctx.", reason="wrong-context")
-        if len(set(contributors)) < thresholds.min_holders:
+        try:
+            signed = self._verify_signatures(header, kind, spec, contributors, fingerprint)
+        except WorkbenchUserError as exc:
+            self._record(header, thresholds, "refused", exc.reason, len(blobs))
+            raise
+        if len(signed) < thresholds.min_holders:
             self._record(header, thresholds, "refused", "min-holders", len(blobs))
             raise release.ReleaseRefused(
-                "min-holders", f"{len(set(contributors))} holder(s) contributed; a pooled result "
+                "min-holders", f"{len(signed)} holder(s) contributed; a pooled result "
                                f"needs at least {thresholds.min_holders}, so no single holder's "
                                "contribution is ever decrypted.")
         from workbench.secure.nodes import slots
@@ -87,8 +101,18 @@ class KeyHolder:
         flat = {"bfv": self._decrypt("bfv", blobs[:needed["bfv"]])[:count["bfv"]],
                 "ckks": self._decrypt("ckks", blobs[needed["bfv"]:])[:count["ckks"]]}
         values = ops.split(kind, spec, flat)
+        counted = float(values["holders"][0])
+        if abs(counted - round(counted)) <= 1e-3 and len(signed) < round(counted) <= 64:
+            # each holder counts itself in this slot; more counted than signed means an added
+            # contribution that no registered holder signed (e.g. the aggregator's own). Values
+            # far outside come from another key and are reported as such by check_holders.
+            self._record(header, thresholds, "refused", "unsigned-contribution", len(blobs))
+            raise WorkbenchUserError(
+                "Contribution refused (unsigned-contribution): the pooled ciphertexts count more "
+                f"contributing holders than the {len(signed)} that signed this round.",
+                reason="unsigned-contribution")
         try:
-            release.check_holders(float(values["holders"][0]), len(contributors), thresholds)
+            release.check_holders(counted, len(signed), thresholds)
             result = rule(op, spec, values, thresholds)
         except release.ReleaseRefused as exc:
             self._record(header, thresholds, "refused", exc.rule, len(blobs))
@@ -98,6 +122,28 @@ class KeyHolder:
             raise wire.WireError(f"the spec does not describe a {op!r} operation") from None
         self._record(header, thresholds, "released", None, len(blobs), result)
         return result
+
+    def _verify_signatures(self, header: dict, kind: str, spec: dict, contributors: list[str],
+                           fingerprint: str) -> list[str]:
+        """Every claimed contributor signed this round; the round is new. Returns the signers."""
+        signatures = header.get("signatures")
+        if not isinstance(signatures, list) or not signatures:
+            raise WorkbenchUserError("Contribution refused (unsigned-contribution): the request "
+                                     "carries no holder signatures.",
+                                     reason="unsigned-contribution")
+        try:
+            spec_hash = signing.spec_sha256(spec)
+        except (TypeError, ValueError):
+            raise wire.WireError("the spec is not canonical JSON") from None
+        nonce = header.get("nonce")
+        signed = [self.registry.verify(env, nonce, kind, spec_hash, fingerprint)
+                  for env in signatures]
+        if len(set(signed)) != len(signed) or sorted(signed) != sorted(contributors):
+            raise WorkbenchUserError("Contribution refused (unsigned-contribution): the claimed "
+                                     "contributors are not exactly the holders that signed.",
+                                     reason="unsigned-contribution")
+        self.nonces.accept(nonce)
+        return signed
 
     def _decrypt(self, scheme: str, blobs: list[bytes]) -> np.ndarray:
         import tenseal as ts
@@ -128,6 +174,8 @@ class KeyHolder:
             "op": str(header.get("op")), "scheme": _scheme_label(header.get("kind")),
             "cells": n_blobs,
             "rules": [{"name": "same-public-context", "status": "pass"},
+                      {"name": "holder-signatures", "status": "fail" if rule in SIGNATURE_RULES
+                       else "pass"},
                       {"name": "min-holders", "status": "fail" if rule == "min-holders"
                        else "pass"},
                       {"name": "release-policy", "status": passed,
@@ -153,11 +201,12 @@ def _scheme_label(kind) -> str:
 
 
 # -- process boundary ------------------------------------------------------------------------------
-def _error(exc: Exception) -> dict:
+def _error(exc: Exception, reveal: bool = False) -> dict:
     reason = getattr(exc, "reason", "internal-error")
     # user errors and provenance outages carry messages written for users; anything else is a
-    # fault whose text could hold decrypted values, so only its type is sent back
-    message = str(exc) if hasattr(exc, "reason") else (
+    # fault whose text could hold decrypted values, so only its type is sent back (``reveal``:
+    # a service that never decrypts, the aggregator, may pass its faults' text on)
+    message = str(exc) if hasattr(exc, "reason") or reveal else (
         f"key holder internal error ({type(exc).__name__}); the request was refused.")
     out = {"ok": False, "error": {"reason": reason, "message": message}}
     if isinstance(exc, release.ReleaseRefused):
@@ -167,7 +216,8 @@ def _error(exc: Exception) -> dict:
 
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
-        keyholder: KeyHolder = self.server.keyholder  # type: ignore[attr-defined]
+        service = self.server.service  # type: ignore[attr-defined]
+        reveal = self.server.reveal_errors  # type: ignore[attr-defined]
         self.request.settimeout(60)
         try:
             header, blobs = wire.recv(self.request)
@@ -179,30 +229,45 @@ class _Handler(socketserver.BaseRequestHandler):
                 pass
             return
         try:
-            reply = {"ok": True, "result": keyholder.handle(header, blobs)}
+            reply = {"ok": True, "result": service.handle(header, blobs)}
         except Exception as exc:  # noqa: BLE001 - every failure becomes a refusal
             if not isinstance(exc, WorkbenchUserError):
-                log.exception("key holder request failed")
-            reply = _error(exc)
+                log.exception("request failed")
+            reply = _error(exc, reveal)
         wire.send(self.request, reply)
 
 
-class KeyHolderServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class FrameServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """One ``wire`` frame in, one reply frame out, per connection; ``service.handle`` decides."""
 
-    def __init__(self, path: Path, keyholder: KeyHolder | None):
+    daemon_threads = True
+    reveal_errors = False
+
+    def __init__(self, path: Path, service=None):
         path = Path(path)
         if path.exists() or path.is_symlink():
             path.unlink()
         super().__init__(str(path), _Handler)
-        self.keyholder = keyholder
+        self.service = service
 
 
-class KeyHolderClient:
-    """Talks to ``workbench keyholder`` over its socket; same ``handle`` as ``KeyHolder``."""
+KeyHolderServer = FrameServer
+
+
+class FrameClient:
+    """Sends one frame to a service socket and turns its reply back into a value or an error."""
+
+    label, command = "key holder", "workbench keyholder"
 
     def __init__(self, socket_path: str | os.PathLike, timeout: float = 120.0):
         self.path, self.timeout = str(socket_path), timeout
+
+    @property
+    def space(self):
+        """The space whose run/ directory holds this socket."""
+        from workbench.paths import Space
+
+        return Space(Path(self.path).parent.parent)
 
     def request(self, header: dict, blobs: list[bytes] = ()) -> dict:
         return self.raw(wire.encode(header, list(blobs)))
@@ -217,10 +282,10 @@ class KeyHolderClient:
             sock.sendall(frame)
             reply, _ = wire.recv(sock)
         except (FileNotFoundError, ConnectionRefusedError):
-            raise WorkbenchError(f"the key holder is not running at {self.path}: secure results "
-                                 "cannot be decrypted (start 'workbench keyholder').") from None
+            raise WorkbenchError(f"the {self.label} is not running at {self.path}: secure "
+                                 f"results cannot be computed (start '{self.command}').") from None
         except PermissionError:
-            raise WorkbenchUserError(f"this account may not connect to the key holder at "
+            raise WorkbenchUserError(f"this account may not connect to the {self.label} at "
                                      f"{self.path}.", reason="access-denied") from None
         finally:
             sock.close()
@@ -232,10 +297,14 @@ class KeyHolderClient:
             exc.args = (err.get("message", ""),)
             raise exc
         if err.get("reason") in ("internal-error", "provenance-unavailable"):
-            raise WorkbenchError(err.get("message", "key holder error"))
-        raise WorkbenchUserError(err.get("message", "key holder refused the request"),
+            raise WorkbenchError(err.get("message", f"{self.label} error"))
+        raise WorkbenchUserError(err.get("message", f"the {self.label} refused the request"),
                                  reason=err.get("reason", "bad-request"))
 
     @property
     def fingerprint(self) -> str:
         return self.request({"type": "ping"})["fingerprint"]
+
+
+class KeyHolderClient(FrameClient):
+    """Talks to ``workbench keyholder`` over its socket; same ``handle`` as ``KeyHolder``."""

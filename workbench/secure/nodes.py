@@ -1,13 +1,17 @@
 """Holder nodes and the aggregator: the roles that hold only the public HE contexts.
 
-A ``HolderNode`` reduces its own rows to one packed vector (``ops.holder_vector``) and encrypts it
-with the space's public context: ``ceil(values / slots)`` ciphertexts, whatever the number of
-patients. The ``Aggregator`` deserializes the holders' ciphertexts with the public context and adds
-them; it cannot decrypt (no secret key) and needs no relinearisation or Galois keys.
+A ``HolderNode`` reduces its own rows to one packed vector (``ops.holder_vector``), encrypts it
+with the space's public context (``ceil(values / slots)`` ciphertexts, whatever the number of
+patients) and signs the round (``signing.py``). The ``Aggregator`` checks every contribution's
+context, layout and signature envelope, adds the ciphertexts under the public context and forwards
+the pooled sum with the holders' envelopes to the key holder; it cannot decrypt (no secret key)
+and needs no relinearisation or Galois keys. In the service it runs as its own process
+(``aggregator.py``); ``Federation`` keeps it in-process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -15,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchUserError
-from workbench.secure import ops
+from workbench.secure import ops, signing
 from workbench.secure.keys import PublicKeys
 
 MAX_HOLDERS = 32  # more "holders" than this is a per-patient encryption pattern, not a federation
@@ -31,6 +35,7 @@ class Encrypted:
     blobs: list[bytes]
     per_scheme: dict[str, int]
     contributors: list[str] = field(default_factory=list)
+    envelope: dict | None = None  # the holder's signature over this round (signing.py)
 
     @property
     def nbytes(self) -> int:
@@ -69,25 +74,33 @@ def encrypt_vector(keys: PublicKeys, scheme: str, vector: np.ndarray) -> list[by
     return blobs
 
 
-class HolderNode:
-    """One data holder: its own rows and the public contexts only."""
+def seal(keys: PublicKeys, signer: signing.Signer, kind: str, spec: dict, nonce: str,
+         vectors: dict[str, np.ndarray]) -> Encrypted:
+    """Encrypt a holder's vectors and sign them for the round ``nonce``."""
+    blobs, per_scheme = [], {}
+    for scheme in ("bfv", "ckks"):
+        encrypted = encrypt_vector(keys, scheme, vectors[scheme])
+        blobs += encrypted
+        per_scheme[scheme] = len(encrypted)
+    envelope = signer.sign(nonce, kind, signing.spec_sha256(spec), keys.fingerprint, blobs)
+    return Encrypted(kind, keys.fingerprint, blobs, per_scheme, [signer.holder], envelope)
 
-    def __init__(self, name: str, frame: pd.DataFrame, keys: PublicKeys):
-        self.name, self.frame, self.keys = name, frame, keys
+
+class HolderNode:
+    """One data holder: its own rows, the public contexts and its signing key only."""
+
+    def __init__(self, name: str, frame: pd.DataFrame, keys: PublicKeys,
+                 signer: signing.Signer):
+        self.name, self.frame, self.keys, self.signer = name, frame, keys, signer
         self._cache: dict = {}  # beta-independent model statistics, reused across Newton rounds
 
     @property
     def has_secret_key(self) -> bool:
         return self.keys.bfv.has_secret_key() or self.keys.ckks.has_secret_key()
 
-    def contribute(self, kind: str, spec: dict) -> Encrypted:
+    def contribute(self, kind: str, spec: dict, nonce: str) -> Encrypted:
         vectors = ops.holder_vectors(kind, spec, self.frame, self._cache)
-        blobs, per_scheme = [], {}
-        for scheme in ("bfv", "ckks"):
-            encrypted = encrypt_vector(self.keys, scheme, vectors[scheme])
-            blobs += encrypted
-            per_scheme[scheme] = len(encrypted)
-        return Encrypted(kind, self.keys.fingerprint, blobs, per_scheme, [self.name])
+        return seal(self.keys, self.signer, kind, spec, nonce, vectors)
 
 
 def check_federation(partitions: dict[str, pd.DataFrame]) -> None:
@@ -103,10 +116,39 @@ def check_federation(partitions: dict[str, pd.DataFrame]) -> None:
 
 
 class Aggregator:
-    """Adds the holders' ciphertexts under the public context."""
+    """Adds the holders' ciphertexts under the public context and forwards the sum to
+    ``keyholder`` (anything with ``handle(header, blobs)``: ``KeyHolder`` or its client)."""
 
-    def __init__(self, keys: PublicKeys):
-        self.keys = keys
+    def __init__(self, keys: PublicKeys, keyholder=None):
+        self.keys, self.keyholder = keys, keyholder
+
+    def submit(self, header: dict, parts: list[Encrypted]) -> dict:
+        """One round: ``header`` holds kind, op, spec, thresholds, context, fingerprint and nonce
+        (the coordinator's); each part carries its holder's signature envelope."""
+        try:
+            kind, spec, nonce = header["kind"], header["spec"], header["nonce"]
+            spec_hash = signing.spec_sha256(spec)
+        except (KeyError, TypeError, ValueError):
+            raise WorkbenchUserError("a round needs kind, spec and nonce.",
+                                     reason="malformed-message") from None
+        for part in parts:
+            who = ", ".join(part.contributors)
+            holder = signing.check_shape(part.envelope, nonce, kind, spec_hash, part.fingerprint)
+            hashes = [hashlib.sha256(b).hexdigest() for b in part.blobs]
+            if part.contributors != [holder] or part.envelope["blobs_sha256"] != hashes:
+                raise WorkbenchUserError(f"the contribution of {who} does not match its signed "
+                                         "envelope (holder or ciphertexts differ).",
+                                         reason="bad-signature")
+        pooled = self.combine(parts)
+        if pooled.kind != kind:
+            raise WorkbenchUserError("the contributions are for another operation kind.",
+                                     reason="malformed-message")
+        request = {k: header.get(k) for k in ("kind", "op", "spec", "thresholds", "context",
+                                              "nonce")}
+        request |= {"type": "decrypt-release", "fingerprint": pooled.fingerprint,
+                    "contributors": pooled.contributors,
+                    "signatures": [p.envelope for p in parts]}
+        return self.keyholder.handle(request, pooled.blobs)
 
     def combine(self, parts: list[Encrypted]) -> Encrypted:
         import tenseal as ts

@@ -1,10 +1,15 @@
-"""``workbench keyholder``: the key holder as its own process and uid.
+"""``workbench keyholder`` and ``workbench aggregator``: HE roles as their own processes and uids.
 
-As root it binds ``Space.keyholder_socket`` (owner wb-keyholder, group wb-gateway, mode 0660: the
-gateway and root may connect, study kernels may not, and they cannot see the socket from inside
-their sandbox anyway), drops to the ``wb-keyholder`` account, and only then reads ``he/secret.ctx``
-(0600 wb-keyholder), so the secret key is never in a root process. Every decryption is recorded in
+The key holder, as root, binds ``Space.keyholder_socket`` (owner wb-keyholder, group
+wb-aggregator, mode 0660: only the aggregator and root may ask for a decryption; study kernels
+cannot even see the socket from inside their sandbox), drops to the ``wb-keyholder`` account, and
+only then reads ``he/secret.ctx`` (0600 wb-keyholder), so the secret key is never in a root
+process. It trusts the holders' public keys in ``he/holders.json``. Every decryption is recorded in
 provenance through the collector socket; if the collector is down, decryptions are refused.
+
+The aggregator binds ``Space.aggregator_socket`` (owner wb-aggregator, group wb-gateway, 0660: the
+gateway, which coordinates rounds and plays the holders, may connect), drops to ``wb-aggregator``
+and reads only ``he/public.ctx``.
 """
 
 from __future__ import annotations
@@ -21,24 +26,43 @@ from pathlib import Path
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
+from workbench.secure.signing import RegistryFile, create_holder_keys
 from workbench.services import ServiceProcess
 
 DEFAULT_MIN_CELL_FLOOR = 5  # the key holder never releases cells below this, whatever the request
 
 
-def _bind(space: Space):
-    from workbench.secure.keyholder import KeyHolderServer
+def _bind(path: Path, account: str, client_account: str):
+    """Bind ``path`` for ``account``, connectable by ``client_account``'s group; returns the
+    server and the (uid, gid) to drop to (None without root)."""
+    from workbench.secure.keyholder import FrameServer
 
-    space.run.mkdir(parents=True, exist_ok=True)
-    server = KeyHolderServer(space.keyholder_socket, None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    server = FrameServer(path)
     if accounts.is_root():
-        uid, gid = accounts.ensure_user(accounts.KEYHOLDER)
-        _, gateway_gid = accounts.ensure_user(accounts.GATEWAY)
-        os.chown(space.keyholder_socket, uid, gateway_gid)
-        os.chmod(space.keyholder_socket, 0o660)
+        uid, gid = accounts.ensure_user(account)
+        _, client_gid = accounts.ensure_user(client_account)
+        os.chown(path, uid, client_gid)
+        os.chmod(path, 0o660)
         return server, (uid, gid)
-    os.chmod(space.keyholder_socket, 0o600)
+    os.chmod(path, 0o600)
     return server, None
+
+
+def _drop(ids) -> None:
+    if ids:
+        os.setgroups([])
+        os.setgid(ids[1])
+        os.setuid(ids[0])
+
+
+def _serve(server, label: str, path: Path) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"{label} ready on {path} (uid {os.getuid()})", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
 
 
 def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) -> None:
@@ -51,28 +75,38 @@ def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) ->
     if not (space.he / SECRET_FILE).exists():
         raise WorkbenchUserError(f"{space.he / SECRET_FILE} is missing: build the space with "
                                  "'workbench init' first.", reason="no-he-keys")
-    server, ids = _bind(space)
-    if ids:
-        os.setgroups([])
-        os.setgid(ids[1])
-        os.setuid(ids[0])
+    server, ids = _bind(space.keyholder_socket, accounts.KEYHOLDER, accounts.AGGREGATOR)
+    _drop(ids)
     keys = load_secret(space)  # only now: as wb-keyholder
     keys.bfv, keys.ckks  # noqa: B018 - parse once at start, fail early on a broken file
-    server.keyholder = KeyHolder(keys, ProvenanceClient(space.collector_socket),
-                                 min_cell_floor=min_cell_floor, require_provenance=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"key holder ready on {space.keyholder_socket} (uid {os.getuid()})", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    server.service = KeyHolder(keys, ProvenanceClient(space.collector_socket),
+                               min_cell_floor=min_cell_floor, require_provenance=True,
+                               registry=RegistryFile(space.holder_registry))
+    _serve(server, "key holder", space.keyholder_socket)
+
+
+def run_aggregator(space: Space) -> None:
+    import tenseal  # noqa: F401 - loaded before dropping privileges
+
+    from workbench.secure.aggregator import AggregatorService
+    from workbench.secure.keyholder import KeyHolderClient
+    from workbench.secure.keys import load_public
+
+    server, ids = _bind(space.aggregator_socket, accounts.AGGREGATOR, accounts.GATEWAY)
+    server.reveal_errors = True  # it never decrypts: its faults hold no patient value
+    _drop(ids)
+    keys = load_public(space)  # as wb-aggregator: he/public.ctx is all it can read
+    keys.bfv, keys.ckks  # noqa: B018 - parse once at start, fail early on a broken file
+    server.service = AggregatorService(keys, KeyHolderClient(space.keyholder_socket))
+    _serve(server, "aggregator", space.aggregator_socket)
 
 
 class KeyHolderHandle(ServiceProcess):
-    """A key holder running as a child process (for tests, benchmarks and the gateway)."""
+    """A key holder (or aggregator) running as a child process (tests, benchmarks, services)."""
 
-    def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
-        self.space, self.socket = space, space.keyholder_socket
+    def __init__(self, space: Space, process: subprocess.Popen, log_path: Path,
+                 socket_path: Path | None = None):
+        self.space, self.socket = space, socket_path or space.keyholder_socket
         super().__init__(process, log_path, (self.socket,))
 
     def client(self):
@@ -87,27 +121,32 @@ class KeyHolderHandle(ServiceProcess):
         return status
 
 
-def start_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR,
-                    ready_timeout: float = 30.0) -> KeyHolderHandle:
-    """Start ``workbench keyholder`` for ``space`` as a subprocess; return once it answers."""
-    fd, name = tempfile.mkstemp(prefix="wb-keyholder-", suffix=".log")
+class AggregatorHandle(KeyHolderHandle):
+    def client(self):
+        from workbench.secure.aggregator import AggregatorClient
+
+        return AggregatorClient(self.socket)
+
+
+def _start(space: Space, label: str, args: list[str], handle_type, socket_path: Path,
+           ready_timeout: float):
+    fd, name = tempfile.mkstemp(prefix=f"wb-{label.replace(' ', '')}-", suffix=".log")
     os.close(fd)
     log_path = Path(name)
-    command = [sys.executable, "-m", "workbench.secure.cli", "--data-dir", str(space.root),
-               "--min-cell-floor", str(min_cell_floor)]
+    command = [sys.executable, "-m", "workbench.secure.cli", *args, "--data-dir", str(space.root)]
     with contextlib.suppress(FileNotFoundError):
-        if space.keyholder_socket.is_socket():
-            space.keyholder_socket.unlink()
+        if socket_path.is_socket():
+            socket_path.unlink()
     with open(log_path, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    handle = KeyHolderHandle(space, process, log_path)
+    handle = handle_type(space, process, log_path, socket_path)
     deadline = time.monotonic() + ready_timeout
     while True:
         if process.poll() is not None:
             output = handle.output()
             handle.stop()
-            raise WorkbenchError(f"key holder exited with {process.returncode}:\n{output}")
+            raise WorkbenchError(f"{label} exited with {process.returncode}:\n{output}")
         try:
             handle.client().request({"type": "ping"})
             return handle
@@ -115,6 +154,22 @@ def start_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR,
             if time.monotonic() > deadline:
                 output = handle.output()
                 handle.stop()
-                raise WorkbenchError(f"key holder did not answer within {ready_timeout}s:\n"
+                raise WorkbenchError(f"{label} did not answer within {ready_timeout}s:\n"
                                      f"{output}") from None
             time.sleep(0.05)
+
+
+def start_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR,
+                    ready_timeout: float = 30.0) -> KeyHolderHandle:
+    """Start ``workbench keyholder`` for ``space`` as a subprocess; return once it answers.
+    Holders of the space without a signing key get one first (spaces built before holder
+    signatures existed)."""
+    create_holder_keys(space)
+    return _start(space, "key holder", ["keyholder", "--min-cell-floor", str(min_cell_floor)],
+                  KeyHolderHandle, space.keyholder_socket, ready_timeout)
+
+
+def start_aggregator(space: Space, ready_timeout: float = 30.0) -> AggregatorHandle:
+    """Start ``workbench aggregator`` for ``space`` as a subprocess; return once it answers."""
+    return _start(space, "aggregator", ["aggregator"], AggregatorHandle,
+                  space.aggregator_socket, ready_timeout)

@@ -1,7 +1,8 @@
 """The gateway's entry point for ``POST /secure/{op}``.
 
 ``run_secure_op`` runs one operation over a view's per-holder partitions (holders encrypt with the
-space's public context, the aggregator adds, the ``workbench keyholder`` process decrypts what the
+space's public context and sign each round with their own keys, the ``workbench aggregator``
+process adds, the ``workbench keyholder`` process verifies the signatures and decrypts what the
 release policy allows) and records an ``he-operation`` provenance record with the path, scheme,
 parameters, contributing holders and numerical error bound. It returns plain JSON; nothing is
 returned unless that record is durable (fail closed).
@@ -66,8 +67,10 @@ def _columns(params: dict) -> list[str]:
 def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, thresholds: dict,
                   provenance, context: dict, *, space: Space | None = None, keyholder=None,
                   public_keys=None) -> dict:
-    """Run ``op`` securely; returns ``{"op", "params", "result", "meta"}`` (JSON)."""
-    from workbench.secure.keyholder import KeyHolderClient
+    """Run ``op`` securely; returns ``{"op", "params", "result", "meta"}`` (JSON). By default the
+    rounds go through the space's aggregator process; passing ``keyholder`` (with
+    ``public_keys``) aggregates in-process instead and talks to that key holder directly."""
+    from workbench.secure.aggregator import AggregatorClient
     from workbench.secure.keys import load_public
 
     if op not in OPS:
@@ -78,9 +81,11 @@ def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, th
     context.setdefault("request_id", uuid.uuid4().hex)
     if "kernel_id" in context:
         context.setdefault("kernel", context["kernel_id"])
+    aggregator = None
     if keyholder is None or public_keys is None:
         where = _space(space, provenance)
-        keyholder = keyholder or KeyHolderClient(where.keyholder_socket)
+        if keyholder is None:
+            aggregator = AggregatorClient(where.aggregator_socket)
         public_keys = public_keys or load_public(where)
     partitions = {h: f for h, f in partitions.items() if len(f)}  # holders without rows add 0
     fields = {"study": context.get("study", "in-process"), "op": op,
@@ -92,7 +97,8 @@ def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, th
             fields[field] = str(context[key])
     coordinator = None
     try:
-        coordinator = Coordinator(partitions, public_keys, keyholder, thresholds, context)
+        coordinator = Coordinator(partitions, public_keys, keyholder, thresholds, context,
+                                  aggregator=aggregator)
         payload = coordinator.run(op, params)
     except WorkbenchUserError as exc:
         log = coordinator.log if coordinator else []

@@ -1,0 +1,74 @@
+"""The aggregator as a service: ``workbench aggregator`` on ``run/aggregator.sock``.
+
+It holds the public contexts only (``he/public.ctx``: no secret, relinearisation or Galois keys).
+One request is one round, as ``wire`` frames:
+
+    header {"type": "aggregate", "round": {kind, op, spec, thresholds, context, fingerprint,
+            nonce}, "parts": [{"holder", "per_scheme", "blobs": n, "envelope"}, ...]}
+    blobs  every part's ciphertexts, in part order
+
+It checks each part's context, layout and signature envelope (the right round, the hashes of the
+blobs it came with), adds the ciphertexts, forwards the pooled sum with the holders' envelopes to
+the key holder and returns the key holder's reply. It cannot verify a signature's origin against
+forgery better than the key holder can, and need not: the key holder checks every signature.
+"""
+
+from __future__ import annotations
+
+from workbench.errors import WorkbenchUserError
+from workbench.secure import wire
+from workbench.secure.keyholder import FrameClient
+from workbench.secure.nodes import MAX_HOLDERS, Aggregator, Encrypted
+
+_PART_FIELDS = {"holder", "per_scheme", "blobs", "envelope"}
+
+
+class AggregatorService:
+    """``handle(header, blobs)`` behind the socket; ``keyholder`` is a ``KeyHolderClient``."""
+
+    def __init__(self, keys, keyholder):
+        self.keys, self.aggregator = keys, Aggregator(keys, keyholder)
+
+    def handle(self, header: dict, blobs: list[bytes]) -> dict:
+        kind = header.get("type")
+        if kind == "ping":
+            return {"fingerprint": self.keys.fingerprint, "role": "aggregator"}
+        if kind != "aggregate":
+            raise wire.WireError(f"unknown request type {kind!r}")
+        round_, parts = header.get("round"), header.get("parts")
+        if not isinstance(round_, dict) or not isinstance(parts, list) or not parts:
+            raise wire.WireError("an aggregate request needs a round and its parts")
+        if len(parts) > MAX_HOLDERS:
+            raise WorkbenchUserError(f"{len(parts)} contributions exceed {MAX_HOLDERS} holders: "
+                                     "per-patient encryption is refused.",
+                                     reason="per-patient-encryption")
+        out, start = [], 0
+        for part in parts:
+            if not isinstance(part, dict) or set(part) != _PART_FIELDS \
+                    or not isinstance(part["blobs"], int) or part["blobs"] < 0 \
+                    or not isinstance(part["per_scheme"], dict) \
+                    or not isinstance(part["holder"], str):
+                raise wire.WireError("each part is {holder, per_scheme, blobs, envelope}")
+            per_scheme = {s: part["per_scheme"].get(s, 0) for s in ("bfv", "ckks")}
+            if not all(isinstance(n, int) and n >= 0 for n in per_scheme.values()) \
+                    or sum(per_scheme.values()) != part["blobs"]:
+                raise wire.WireError(f"the layout of {part['holder']}'s part does not add up")
+            mine = blobs[start:start + part["blobs"]]
+            start += part["blobs"]
+            out.append(Encrypted(str(round_.get("kind")), str(round_.get("fingerprint")), mine,
+                                 per_scheme, [part["holder"]], part["envelope"]))
+        if start != len(blobs):
+            raise wire.WireError(f"{len(blobs)} ciphertexts sent, the parts declare {start}")
+        return self.aggregator.submit(round_, out)
+
+
+class AggregatorClient(FrameClient):
+    """What the coordinator (in the gateway) uses: ``submit(header, parts)`` as ``Aggregator``."""
+
+    label, command = "aggregator", "workbench aggregator"
+
+    def submit(self, header: dict, parts: list[Encrypted]) -> dict:
+        meta = [{"holder": p.contributors[0] if p.contributors else "", "blobs": len(p.blobs),
+                 "per_scheme": dict(p.per_scheme), "envelope": p.envelope} for p in parts]
+        blobs = [b for p in parts for b in p.blobs]
+        return self.request({"type": "aggregate", "round": header, "parts": meta}, blobs)
