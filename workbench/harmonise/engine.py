@@ -30,8 +30,13 @@ def _yyyymmdd(array: pa.Array) -> pa.Array:
 
 
 def _dmy(array: pa.Array) -> pa.Array:
-    """Day-first text dates (31.01.2024; anything else, e.g. 31.02.2024 or ISO text = none)."""
-    text = array.cast(pa.string())
+    """Day-first text dates (31.01.2024; anything else, e.g. 31.02.2024 or ISO text = none).
+    A column holds few distinct days: parse each once, then index (several times faster)."""
+    encoded = pc.dictionary_encode(array.cast(pa.string()))
+    return _dmy_distinct(encoded.dictionary).take(encoded.indices)
+
+
+def _dmy_distinct(text: pa.Array) -> pa.Array:
     ok = pc.match_substring_regex(text, r"^[0-9]{2}\.[0-9]{2}\.[0-9]{4}$").fill_null(False)
     text = pc.if_else(ok, text, "00.00.0000")
 
