@@ -25,9 +25,8 @@ class KaplanMeierResult:
         entrance = np.zeros(len(times), dtype=np.int64)
         entrance[:1] = group["n"]
 
-        def column(name, dtype=float):
-            return np.array([np.nan if v is None else v for v in group.get(name, [])]
-                            if dtype is float else group.get(name, []), dtype=dtype)
+        def column(name, dtype=float):  # withheld cells arrive as None: NumPy makes them NaN
+            return np.array(group.get(name, []), dtype=dtype)
 
         table = pd.DataFrame({
             "removed": column("removed"), "observed": column("observed", np.int64),

@@ -7,6 +7,8 @@ lifelines' formulas so results agree with lifelines to rounding.
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 from scipy import stats as sps
 
@@ -21,7 +23,7 @@ def kaplan_meier(at_risk: np.ndarray, observed: np.ndarray, alpha: float = 0.05)
     var[~np.isfinite(var)] = 0.0
     cum_sq = np.cumsum(var)
     survival = np.exp(log_s)
-    z = sps.norm.ppf(1 - alpha / 2)
+    z = NormalDist().inv_cdf(1 - alpha / 2)  # scipy's norm.ppf costs ~0.1 ms a call
     with np.errstate(divide="ignore", invalid="ignore"):
         v = np.log(survival)
         lower = np.exp(-np.exp(np.log(-v) - z * np.sqrt(cum_sq) / v))
