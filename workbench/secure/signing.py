@@ -25,6 +25,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -244,8 +245,8 @@ class RegistryFile:
     """The space's registry, re-read when the file changes (a holder registered later counts
     without restarting the key holder). A missing file registers nobody: everything is refused."""
 
-    def __init__(self, path):
-        self.path, self._stamp, self._registry = path, None, Registry()
+    def __init__(self, path: Path):
+        self.path, self._stamp, self._registry = Path(path), None, Registry()
 
     def verify(self, envelope: dict, nonce: str, kind: str, spec_hash: str,
                fingerprint: str) -> str:
@@ -255,8 +256,7 @@ class RegistryFile:
         except FileNotFoundError:
             stamp = None
         if stamp != self._stamp:
-            self._registry = (Registry.from_json(open(self.path, "rb").read()) if stamp
-                              else Registry())
+            self._registry = Registry.from_json(self.path.read_bytes()) if stamp else Registry()
             self._stamp = stamp
         return self._registry.verify(envelope, nonce, kind, spec_hash, fingerprint)
 

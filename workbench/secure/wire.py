@@ -1,4 +1,5 @@
-"""The key holder's wire format: one framed message = a JSON header plus raw binary blobs.
+"""The HE services' wire format (key holder, aggregator, holder processes): one framed message is
+a JSON header plus raw binary blobs.
 
     frame := b"WBHE" version:u8 header_len:u32 header:JSON blob_count:u32 (blob_len:u32 blob)*
 
@@ -26,7 +27,7 @@ _U32 = struct.Struct(">I")
 
 class WireError(WorkbenchUserError):
     def __init__(self, message: str):
-        super().__init__(f"Malformed key holder message: {message}", reason="malformed-message")
+        super().__init__(f"Malformed HE message: {message}", reason="malformed-message")
 
 
 def encode(header: dict, blobs: list[bytes] = ()) -> bytes:
