@@ -1,6 +1,7 @@
 """`workbench rerun` from the provenance log: a changed dataset makes the cells that read it (and
 what follows from them) stale, with exit code 3; --until stops at a record; a non-deterministic
-cell is reported, not hidden; the view versions rerun computes are the gateway's."""
+cell is reported, not hidden; a logged release request is checked but not sent to the airlock
+again; the view versions rerun computes are the gateway's."""
 
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ def test_rerun_reports_staleness_after_a_dataset_changes(public_space):
     reading = [c for c in report["cells"] if "lung_survival" in c["views"]]
     assert reading and all(c["status"] == "stale" for c in reading)
     assert all("lung_survival" in c["detail"] for c in reading)
-    assert statuses[:2] == ["match", "match"]  # parameters and imports: no data read
+    assert statuses[0] == "match"  # the parameters: no data read
+    # the imports cell describes the view (a recorded read of its version): stale, same output
+    assert statuses[1] == "stale" and "outputs still match" in report["cells"][1]["detail"]
     assert report["counts"]["differs"] == 0
 
 
@@ -91,6 +94,60 @@ def test_until_stops_at_a_record_and_unreproducible_output_is_reported(public_sp
     assert code == 0 and len(report["cells"]) == 1
     unknown = workbench("rerun", "--study", STUDY, "--until", "ab" * 32, *_args(public_space))
     assert unknown.returncode == 2 and "no logged cell" in unknown.stderr
+
+
+def _airlock_requests(space) -> list[tuple[str, str]]:
+    from workbench.release.store import AirlockStore
+
+    store = AirlockStore(space.airlock / "airlock.sqlite")
+    try:
+        return [(r["id"], r["state"]) for r in store.list(STUDY)]
+    finally:
+        store.close()
+
+
+def test_a_rerun_checks_release_requests_without_submitting_them(public_space):
+    """A logged release request is checked again in the re-run (same rules, output digest
+    compared) but nothing new reaches the airlock's queue, and the report says so."""
+    import nbformat
+
+    space, notebook = public_space["space"], public_space["base"] / "release.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in (
+        "import workbench as wb",
+        'km = wb.secure.kaplan_meier("lung_survival", duration_col="time", event_col="status")\n'
+        "curve = wb.release.coarsen_survival(km, k=5)",
+        'req = wb.release.request(curve, "lung_km", "NCCTG lung survival, coarsened",\n'
+        '                         view="lung_survival")\nprint(req.state)')]
+    nbformat.write(nb, notebook)
+    run = workbench("run", notebook, "--study", STUDY, "--user", "alice", *_args(public_space))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    requests = _airlock_requests(space)
+    assert len(requests) == 1 and requests[0][1] == "submitted"
+    request_id = requests[0][0]
+
+    code, report = _rerun(public_space)
+    assert _airlock_requests(space) == requests  # no new request, none changed
+    assert code == 0, report
+    release_cell = report["cells"][2]
+    assert release_cell["status"] == "match"
+    (release,) = release_cell["releases"]
+    assert release["request"] == request_id and release["name"] == "lung_km"
+    assert release["resubmitted"] is False and release["same"]
+    assert release["check"].startswith("rerun-")
+    assert "not re-submitted" in release_cell["detail"]
+    assert report["release_requests_not_resubmitted"] == 1
+    assert all(c["releases"] == [] for c in report["cells"][:2])
+
+    # a second re-run compares with the original again, not with the first re-run's check
+    text = workbench("rerun", "--study", STUDY, *_args(public_space))
+    assert text.returncode == 0, text.stdout[-2000:] + text.stderr[-2000:]
+    assert f"release request {request_id} 'lung_km' not re-submitted" in text.stdout
+    assert _airlock_requests(space) == requests
+    with ProvenanceReader(space) as reader:
+        checks = [r.fields for r in reader.records(study=STUDY, kinds=["release-request"])
+                  if r.fields.get("reason") == "rerun-not-submitted"]
+    assert len(checks) == 2 and all(c["status"] == "denied" for c in checks)
 
 
 def test_rerun_without_a_log_is_a_user_error(public_space):

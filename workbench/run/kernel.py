@@ -37,13 +37,16 @@ def run_user(user: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sandbox_kernel_manager(space: Space, study: str) -> Iterator[AsyncKernelManager]:
+def sandbox_kernel_manager(space: Space, study: str,
+                           rerun: bool = False) -> Iterator[AsyncKernelManager]:
     """A kernel manager that can only start the sandboxed kernel of ``study``; its kernelspec
-    lives in a fresh root-owned directory removed afterwards."""
+    lives in a fresh root-owned directory removed afterwards. ``rerun``: the kernel gets the
+    gateway's re-run socket (release requests are only checked, never submitted)."""
     jupyter = Path(tempfile.mkdtemp(prefix="wb-run-jupyter-"))
     try:
         install_kernelspec(jupyter)
-        config = Config({"SandboxProvisioner": {"study": study, "data_dir": str(space.root)}})
+        config = Config({"SandboxProvisioner": {"study": study, "data_dir": str(space.root),
+                                                "rerun": rerun}})
         ksm = StrictKernelSpecManager(kernel_dirs=[str(jupyter / "kernels")])
         yield AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm, config=config)
     finally:

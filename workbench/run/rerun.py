@@ -15,6 +15,13 @@ computed by the same code as the originals'. Each cell is then:
 
 The replay's own records are marked (``notebook_path`` = ``workbench-rerun``) and are never
 replayed themselves.
+
+Release requests are not sent again: the replay's kernels are given the gateway's re-run socket
+(``SandboxProvisioner.rerun``), whose release route makes the airlock only *check* a request (same
+rules, nothing stored, recorded as a ``release-request`` with reason ``rerun-not-submitted``). A
+cell whose original made release requests is compared by those records instead of its output
+digests (its output shows the request's random id): the output's digest and the rules' verdicts
+of each check must equal the original request's.
 """
 
 from __future__ import annotations
@@ -30,13 +37,15 @@ from dataclasses import asdict, dataclass, field
 
 from workbench.catalog.store import Catalog
 from workbench.errors import WorkbenchUserError
+from workbench.gateway import rerun_socket
 from workbench.paths import Space
 from workbench.policy import load_policy
 from workbench.policy.access import decide, ensure_allowed
 from workbench.provenance.reader import ProvenanceReader
+from workbench.release.airlock import RERUN_REASON
 from workbench.run.headless import first_line
 from workbench.run.kernel import run_user, sandbox_kernel_manager
-from workbench.services import space_services
+from workbench.services import socket_answers, space_services
 
 Echo = Callable[[str], None]
 RERUN_SESSION = "workbench-rerun"
@@ -55,6 +64,7 @@ class LoggedCell:
     completion: dict | None = None  # fields of the completion record
     completion_id: str | None = None
     views: dict = field(default_factory=dict)  # view -> version it read
+    releases: list[dict] = field(default_factory=list)  # the release requests it made
 
 
 @dataclass
@@ -65,6 +75,7 @@ class CellResult:
     status: str  # match | stale | differs | unverifiable
     detail: str = ""
     views: dict = field(default_factory=dict)
+    releases: list[dict] = field(default_factory=list)  # per original request: not re-submitted
 
 
 @dataclass
@@ -87,12 +98,14 @@ class RerunReport:
         return {"study": self.study, "exit_code": self.exit_code,
                 "counts": {s: self.count(s) for s in ("match", "stale", "differs",
                                                       "unverifiable")},
+                "release_requests_not_resubmitted": sum(
+                    1 for c in self.cells for r in c.releases if r.get("request")),
                 "cells": [asdict(c) for c in self.cells]}
 
     def summary(self) -> str:
         lines = []
         for n, cell in enumerate(self.cells, start=1):
-            if cell.status != "match":
+            if cell.status != "match" or cell.releases:
                 lines.append(f"  cell {n} [{cell.record_id[:12]}] {cell.status}: "
                              f"{cell.first_line}\n      {cell.detail}")
         counts = self.as_dict()["counts"]
@@ -123,8 +136,15 @@ def logged_sessions(reader: ProvenanceReader, study: str) -> list[list[LoggedCel
     by_id: dict[str, LoggedCell] = {}
     by_msg: dict[str, LoggedCell] = {}
     for record in reader.records(study=study, kinds=["cell-execution", "kernel-lifecycle",
-                                                     "view-read", "he-operation"]):
+                                                     "view-read", "he-operation",
+                                                     "release-request"]):
         fields = record.fields
+        if record.kind == "release-request":
+            cell = by_msg.get(fields.get("msg_id", ""))
+            if cell is not None and fields.get("reason") != RERUN_REASON and \
+                    fields.get("request_id") not in {r["request_id"] for r in cell.releases}:
+                cell.releases.append(_release_fields(fields))  # its first record: the check
+            continue
         if record.kind == "kernel-lifecycle":
             if fields.get("event") == "restart" and fields.get("status") == "ok":
                 kernel = fields.get("kernel_id", "")
@@ -148,6 +168,15 @@ def logged_sessions(reader: ProvenanceReader, study: str) -> list[list[LoggedCel
             cell = by_id[fields["ref"]]
             cell.completion, cell.completion_id = fields, record.id
     return [cells for _, cells in sorted(sessions.items(), key=lambda kv: kv[1][0].seq)]
+
+
+def _release_fields(fields: dict) -> dict:
+    """What a release-request record says about the output: which request, its digest, and the
+    verdict of each rule (never a count)."""
+    first = (fields.get("files") or [{}])[0]
+    return {"request_id": fields.get("request_id", ""),
+            "name": str(first.get("name", "")).removesuffix(".request.json"),
+            "sha256": first.get("sha256", ""), "checks": fields.get("checks", [])}
 
 
 def cut_at(sessions: list[list[LoggedCell]], until: str) -> list[list[LoggedCell]]:
@@ -198,17 +227,27 @@ async def _replay(km, cells: list[LoggedCell]) -> list[str]:
         await km.shutdown_kernel(now=False)
 
 
-def _completions(space: Space, study: str, msg_ids: list[str], timeout: float = 30.0) -> dict:
-    """The replay's completion records (written by the audit proxy just after each reply)."""
+def _completions(space: Space, study: str, msg_ids: list[str],
+                 timeout: float = 30.0) -> tuple[dict, dict]:
+    """The replay's completion records (written by the audit proxy just after each reply) and
+    the airlock's records of its release checks, by msg_id (those are written before the airlock
+    answers, so before the cell completes)."""
     wanted = set(msg_ids)
     deadline = time.monotonic() + timeout
     while True:
+        found: dict = {}
+        checks: dict[str, list[dict]] = {}
         with ProvenanceReader(space) as reader:
-            found = {r.fields["msg_id"]: r.fields for r in
-                     reader.records(study=study, kinds=["cell-execution"])
-                     if r.fields.get("msg_id") in wanted and r.fields.get("ref")}
+            for r in reader.records(study=study, kinds=["cell-execution", "release-request"]):
+                msg_id = r.fields.get("msg_id")
+                if msg_id not in wanted:
+                    continue
+                if r.kind == "release-request" and r.fields.get("reason") == RERUN_REASON:
+                    checks.setdefault(msg_id, []).append(_release_fields(r.fields))
+                elif r.kind == "cell-execution" and r.fields.get("ref"):
+                    found[msg_id] = r.fields
         if len(found) == len(wanted) or time.monotonic() > deadline:
-            return found
+            return found, checks
         time.sleep(0.2)
 
 
@@ -217,18 +256,29 @@ def _outputs(fields: dict | None) -> list[tuple[str, str]]:
                                                                                         [])]
 
 
-def _compare(cell: LoggedCell, replay: dict | None, current: dict, after_stale: bool) -> CellResult:
+def _compare(cell: LoggedCell, replay: dict | None, current: dict, after_stale: bool,
+             checks: list[dict] | None = None) -> CellResult:
     result = CellResult(cell.record_id, cell.kernel_id, first_line(cell.code), "match",
                         views=dict(cell.views))
     changed = sorted(v for v, version in cell.views.items() if current.get(v) != version)
+    checks = checks or []
+    if cell.releases or checks:
+        result.releases = _compare_releases(cell.releases, checks)
     if cell.completion is None:
         result.status, result.detail = "unverifiable", "the original run left no completion record"
         return result
     if replay is None:
         result.status, result.detail = "unverifiable", "the replay left no completion record"
         return result
-    before, after = _outputs(cell.completion), _outputs(replay)
-    same = before == after and cell.completion.get("status") == replay.get("status")
+    same_status = cell.completion.get("status") == replay.get("status")
+    if result.releases:  # the output shows each request's random id: compare the requests
+        same = same_status and all(r["same"] for r in result.releases)
+        why = "" if same_status else (f"status {cell.completion.get('status')} then, "
+                                      f"{replay.get('status')} now")
+    else:
+        before, after = _outputs(cell.completion), _outputs(replay)
+        same = before == after and same_status
+        why = "" if same else _difference(cell.completion, replay, before, after)
     if changed:
         result.status = "stale"
         result.detail = (f"read {', '.join(changed)}, whose data changed since the run"
@@ -237,9 +287,45 @@ def _compare(cell: LoggedCell, replay: dict | None, current: dict, after_stale: 
         if after_stale:
             result.status, result.detail = "stale", "outputs differ after a stale cell"
         else:
-            result.status = "differs"
-            result.detail = _difference(cell.completion, replay, before, after)
+            result.status, result.detail = "differs", why
+    if result.releases:
+        result.detail = "; ".join(p for p in (result.detail, _release_detail(result.releases))
+                                  if p)
     return result
+
+
+def _compare_releases(originals: list[dict], checks: list[dict]) -> list[dict]:
+    """Pair the original requests with the replay's checks, in order."""
+    out = []
+    for n in range(max(len(originals), len(checks))):
+        original = originals[n] if n < len(originals) else None
+        check = checks[n] if n < len(checks) else None
+        entry = {"request": original and original["request_id"],
+                 "name": (original or check)["name"], "resubmitted": False,
+                 "check": check and check["request_id"]}
+        if original is None:
+            entry.update(same=False, note="the re-run asked for a release the original did not")
+        elif check is None:
+            entry.update(same=False, note="the re-run did not ask for this release again")
+        else:
+            same_output = original["sha256"] == check["sha256"]
+            same_checks = original["checks"] == check["checks"]
+            entry.update(same=same_output and same_checks,
+                         note=("same output and rule verdicts" if same_output and same_checks
+                               else "output differs" if not same_output
+                               else "rule verdicts differ"))
+        out.append(entry)
+    return out
+
+
+def _release_detail(releases: list[dict]) -> str:
+    parts = []
+    for r in releases:
+        what = f"release request {r['request']} '{r['name']}'" if r["request"] \
+            else f"release '{r['name']}'"
+        checked = f", checked in the re-run ({r['check']})" if r["check"] else ""
+        parts.append(f"{what} not re-submitted{checked}: {r['note']}")
+    return "; ".join(parts)
 
 
 def _difference(original: dict, replay: dict, before: list, after: list) -> str:
@@ -275,15 +361,21 @@ def rerun_study(space: Space, policy_path: str | os.PathLike, study: str, until:
     echo(f"re-running {total} logged cells of study '{study}' in {len(sessions)} fresh "
          f"kernel session(s) as {run_as}")
     with space_services(space, policy_path, echo), run_user(run_as):
+        if not socket_answers(rerun_socket(space, study)):
+            raise WorkbenchUserError(
+                f"the running gateway has no re-run socket for study '{study}' (it predates "
+                "them), so a re-run could send release requests again; restart the gateway.",
+                reason="rerun-unavailable")
         for number, cells in enumerate(sessions, start=1):
             echo(f"session {number}/{len(sessions)}: {len(cells)} cells "
                  f"(logged kernel {cells[0].kernel_id[:8]})")
-            with sandbox_kernel_manager(space, study) as km:
+            with sandbox_kernel_manager(space, study, rerun=True) as km:
                 msg_ids = asyncio.run(_replay(km, cells))
-            replays = _completions(space, study, msg_ids)
+            replays, checks = _completions(space, study, msg_ids)
             after_stale = False
             for cell, msg_id in zip(cells, msg_ids, strict=True):
-                result = _compare(cell, replays.get(msg_id), current, after_stale)
+                result = _compare(cell, replays.get(msg_id), current, after_stale,
+                                  checks.get(msg_id))
                 after_stale = after_stale or result.status == "stale"
                 echo(f"  [{len(results) + 1}/{total}] {result.status:<12} {result.first_line}")
                 results.append(result)
