@@ -90,8 +90,11 @@ def run_aggregator(space: Space) -> None:
 
     from workbench.secure.aggregator import AggregatorService
     from workbench.secure.keyholder import KeyHolderClient
-    from workbench.secure.keys import load_public
+    from workbench.secure.keys import PUBLIC_FILE, load_public
 
+    if not (space.he / PUBLIC_FILE).exists():
+        raise WorkbenchUserError(f"{space.he / PUBLIC_FILE} is missing: build the space with "
+                                 "'workbench init' first.", reason="no-he-keys")
     server, ids = _bind(space.aggregator_socket, accounts.AGGREGATOR, accounts.GATEWAY)
     server.reveal_errors = True  # it never decrypts: its faults hold no patient value
     _drop(ids)
