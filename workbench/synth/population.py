@@ -135,6 +135,8 @@ def _persons(rng, n: int) -> dict[str, np.ndarray]:
         [coverage["pharma_share"][k] for k in ("cml", "t1d", "ip")],
         coverage["pharma_share"]["background"],
     )
+    # Draw order kept as before the second payer, so the hospitals' data stay the same.
+    region = rng.integers(0, 8, n).astype(np.int8)
     hospital_b = rng.random(n) < coverage["hospital_b_share"]
     # One draw decides insurance and payer: u < insured_share * share of the first payer -> 0.
     u = rng.random(n)
@@ -150,7 +152,7 @@ def _persons(rng, n: int) -> dict[str, np.ndarray]:
         "tki": tki, "tki_start": tki_start, "progression": progression,
         "tki_end": np.where(np.isnan(tki_start), NAN,
                             np.fmin(np.fmin(progression, death), CUTOFF)),
-        "region": rng.integers(0, 8, n).astype(np.int8),
+        "region": region,
         "hospital_b": hospital_b,
         "payer": payer,
         "in_pharma": rng.random(n) < pharma_share,
