@@ -133,6 +133,24 @@ def test_the_aggregator_process_refuses_unsigned_or_altered_parts(he_space, ross
     assert result["counts"] == [len(rossi)]
 
 
+def test_malformed_aggregate_requests_get_a_clear_error(he_space):
+    _, _, keyholder = he_space
+    client = keyholder.aggregator.client()
+    part = {"holder": "hospital", "per_scheme": {"bfv": 1}, "blobs": 1, "envelope": None}
+    for header, fragment in [
+            ({"type": "decrypt-release"}, "unknown request type"),  # it decrypts nothing
+            ({"type": "aggregate", "round": {}, "parts": []}, "needs a round"),
+            ({"type": "aggregate", "round": {"kind": "counts"}, "parts": [{"holder": "x"}]},
+             "each part is"),
+            ({"type": "aggregate", "round": {"kind": "counts"},
+              "parts": [part | {"per_scheme": {"bfv": 2}}]}, "does not add up"),
+            ({"type": "aggregate", "round": {"kind": "counts"}, "parts": [part]},
+             "0 ciphertexts sent, the parts declare 1")]:
+        with pytest.raises(WorkbenchUserError) as err:
+            client.request(header)
+        assert err.value.reason == "malformed-message" and fragment in str(err.value), header
+
+
 def test_a_replayed_round_is_refused(he_space, rossi):
     space, _, keyholder = he_space
     client = keyholder.client()

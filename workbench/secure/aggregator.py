@@ -52,7 +52,8 @@ class AggregatorService:
             per_scheme = {s: part["per_scheme"].get(s, 0) for s in ("bfv", "ckks")}
             if not all(isinstance(n, int) and n >= 0 for n in per_scheme.values()) \
                     or sum(per_scheme.values()) != part["blobs"]:
-                raise wire.WireError(f"the layout of {part['holder']}'s part does not add up")
+                raise wire.WireError(f"the layout of {part['holder'][:64]!r}'s part does not "
+                                     "add up")
             mine = blobs[start:start + part["blobs"]]
             start += part["blobs"]
             out.append(Encrypted(str(round_.get("kind")), str(round_.get("fingerprint")), mine,
