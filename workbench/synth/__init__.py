@@ -3,13 +3,13 @@
 ``generate_chunks(n_patients, seed, chunk_size)`` yields ``SourceChunk``s: each holds, per holder
 (``hospital-a``, ``hospital-b``, the payers ``insurer`` and ``insurer-b``, ``pharma``), that
 holder's raw source tables in its own shape, every table with the direct identifier
-``national_id``. Patients are simulated chunk by
-chunk with a random stream keyed by (seed, chunk index), so output is deterministic for the same
-arguments and memory stays bounded by the chunk size. ``generate`` concatenates the chunks (for
-small sizes). ``GROUND_TRUTH`` states every parameter the data is drawn from: cohort shares, who
-each holder sees (one hospital per patient, one payer per insured patient), the
-CML Weibull proportional-hazards model and its true hazard ratios, T1D and interstitial pneumonia
-facts, and the injected defect rates. See docs/data-model.md.
+``national_id``. Patients are simulated chunk by chunk with a random stream keyed by (seed, chunk
+index), so output is deterministic for the same arguments and memory stays bounded by the chunk
+size. ``generate`` concatenates the chunks (for small sizes). ``GROUND_TRUTH`` states every
+parameter the data is drawn from: cohort shares, who each holder sees (one hospital per patient,
+one payer per insured patient), the CML Weibull proportional-hazards model and its true hazard
+ratios, T1D and interstitial pneumonia facts, and the injected defect rates. See
+docs/data-model.md.
 """
 
 from __future__ import annotations
