@@ -80,6 +80,11 @@ def request(obj: Any, name: str, description: str, *, view: str | None = None,
 
 def status(request_id: str) -> ReleaseRequest:
     """The current state of one of the study's requests."""
+    if request_id is None:  # the id of a re-run's check (dry run): nothing was stored
+        from workbench.errors import WorkbenchUserError
+
+        raise WorkbenchUserError("a re-run only checks release requests: no request was made, "
+                                 "so there is no status to show.", reason="not-found")
     detail = _call("GET", f"/requests/{request_id}")
     return ReleaseRequest({k: v for k, v in detail.items() if k not in ("payload", "evidence")})
 
