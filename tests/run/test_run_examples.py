@@ -29,7 +29,7 @@ def release_route_enabled() -> bool:
 @pytest.fixture(scope="module")
 def running(demo_space):
     with space_services(demo_space["space"], demo_space["policy"], echo=lambda _l: None) as up:
-        assert up == ["provenance collector", "data gateway", "key holder", "airlock"]
+        assert up == ["provenance collector", "data gateway", "key holder", "aggregator", "airlock"]
         yield demo_space
 
 
