@@ -6,9 +6,10 @@ blobs and its own name. The key holder decrypts a pooled aggregate only when eve
 contributor's signature verifies under that holder's registered public key for THIS round's
 nonce, when no more holders are counted inside the ciphertexts than signed, and when the nonce was
 never accepted before. An aggregator (public key only) can thus encrypt a vector, but it cannot
-make a signature for it: a fabricated extra contribution is refused.
+make a signature for it: a fabricated extra contribution is refused. (One that *replaces* a
+signed contribution is not caught here: the key holder sees only the sum; docs/secure.md, Limits.)
 
-Files (``create_holder_keys``, run as root by ``workbench init`` / the service supervisor):
+Files (``create_holder_keys``, run as root by ``process.start_keyholder``, so by the supervisor):
 ``he/holders.json`` (0644, root) is the registry of public keys; ``he/holder-keys/<holder>.key``
 (0600, in a 0700 directory, owned by the gateway account, which plays the holders on one machine)
 holds each private key. The aggregator and the key holder cannot read the private keys.
@@ -143,8 +144,8 @@ class Registry:
             return cls({name: Ed25519PublicKey.from_public_bytes(base64.b64decode(value))
                         for name, value in doc["holders"].items()})
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise WorkbenchUserError("the holder key registry is not valid JSON of Ed25519 "
-                                     "keys; re-create it with 'workbench init'.",
+            raise WorkbenchUserError("the holder key registry (he/holders.json) is not JSON of "
+                                     "Ed25519 keys; restore it from the space's build.",
                                      reason="bad-registry") from None
 
 
@@ -289,8 +290,9 @@ def load_signers(space: Space, holders) -> dict[str, Signer]:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise _refuse("unsigned-contribution", f"holder {name!r} has no signing key in "
-                                                   f"{space.holder_keys}; register it with "
-                                                   "'workbench init'.") from None
+                                                   f"{space.holder_keys}; starting the key "
+                                                   "holder as root registers every holder of "
+                                                   "the space.") from None
         except PermissionError:
             raise WorkbenchUserError(f"{path} is readable only by the {accounts.GATEWAY} "
                                      "account, which plays the holders.",
