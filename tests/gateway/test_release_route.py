@@ -63,7 +63,13 @@ try:  # with a valid reviewer token, as a dashboard kernel sends it
     decided = None
 except WorkbenchUserError as exc:
     decided = exc.reason
-print(json.dumps({"made": dict(made), "repr": repr(made), "forced": forced, "decided": decided}))
+try:
+    wb.release.status(made.id)
+    status = None
+except WorkbenchUserError as exc:
+    status = str(exc)
+print(json.dumps({"made": dict(made), "repr": repr(made), "forced": forced, "decided": decided,
+                  "status": status}))
 """
 
 
@@ -96,6 +102,7 @@ def test_the_rerun_socket_only_checks_release_requests(gateway):
     assert made["dry_run"] and made["id"] is None and made["state"] == "not-submitted"
     assert made["verdict"] == "pass" and "not submitted" in out["repr"]
     assert forced["dry_run"] and forced["id"] is None
+    assert "no request was made" in out["status"]
     assert out["decided"] == "access-denied"
     assert control["decided"] is None and decided_after[real["id"]] == "reviewed"
     assert control["made"]["state"] == "submitted" and not control["made"].get("dry_run")

@@ -208,6 +208,8 @@ def test_a_dry_run_checks_like_a_request_but_stores_and_decides_nothing(airlock,
     assert checks[0]["files"][0]["sha256"] == original["files"][0]["sha256"] \
         == same["payload_sha256"]
     assert checks[0]["checks"] == original["checks"]
+    assert original["files"][1]["output_type"] == "rounded-values"
+    assert checks[0]["files"][1] == original["files"][1]  # the rounded fingerprint
     with pytest.raises(WorkbenchUserError) as refused:  # even a reviewer's dry-run context
         airlock.decide(Context("rita", dry_run=True), first["id"], "reject", "no")
     assert refused.value.reason == "access-denied"

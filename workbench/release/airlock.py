@@ -34,7 +34,7 @@ from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 from workbench.policy.access import decide, ensure_allowed
 from workbench.release import rules
-from workbench.release.outputs import Output, released_table
+from workbench.release.outputs import Output, released_table, rounded_fingerprint
 from workbench.release.serialize import from_payload
 from workbench.release.store import AirlockStore
 
@@ -45,6 +45,7 @@ OPEN_STATES = ("submitted", "reviewed")
 APPROVALS_NEEDED = 2
 AIRLOCK_ACTOR = "airlock"
 RERUN_REASON = "rerun-not-submitted"  # the record of a re-run's release check (see check())
+ROUNDED_TYPE = "rounded-values"  # output_type of the rounded fingerprint in release records
 
 
 def airlock_dir(space: Space) -> Path:
@@ -182,8 +183,7 @@ class Airlock:
             at = _now()
             common = {
                 "study": study, "user": ctx.actor, "request_id": request_id,
-                "files": [{"sha256": _sha256(payload_text.encode()), "size": len(payload_text),
-                           "name": f"{name}.request.json", "output_type": output.kind}],
+                "files": _digests(name, output, payload_text),
                 "checks": [{"name": r.rule, "status": _prov_status(r.verdict)} for r in results],
                 "kernel_id": ctx.kernel_id, "msg_id": ctx.msg_id, "output_kind": output.kind,
                 "ref": _sha256(evidence_text.encode()),
@@ -221,8 +221,7 @@ class Airlock:
         payload_sha256 = _sha256(payload_text.encode())
         self._record("release-request", {
             "study": ctx.study, "user": ctx.actor, "request_id": check_id,
-            "files": [{"sha256": payload_sha256, "size": len(payload_text),
-                       "name": f"{name}.request.json", "output_type": output.kind}],
+            "files": _digests(name, output, payload_text),
             "checks": [{"name": r.rule, "status": _prov_status(r.verdict)} for r in results],
             "kernel_id": ctx.kernel_id, "msg_id": ctx.msg_id, "output_kind": output.kind,
             "status": "denied", "reason": RERUN_REASON})
@@ -457,6 +456,17 @@ class Airlock:
         if _sha256(data) != names[filename]["sha256"]:
             raise WorkbenchError(f"released file {filename} of {request_id} was altered on disk")
         return data
+
+
+def _digests(name: str, output: Output, payload_text: str) -> list[dict]:
+    """What a release-request record says about the output: the digest of the request as sent
+    and the digest of its numbers rounded to 4 significant digits (``rounded_fingerprint``), so a
+    re-run can compare outputs without any value in the log."""
+    rounded, size = rounded_fingerprint(output)
+    return [{"sha256": _sha256(payload_text.encode()), "size": len(payload_text),
+             "name": f"{name}.request.json", "output_type": output.kind},
+            {"sha256": rounded, "size": size, "name": f"{name}.rounded.json",
+             "output_type": ROUNDED_TYPE}]
 
 
 def _prov_status(verdict: str) -> str:

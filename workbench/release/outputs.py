@@ -6,6 +6,10 @@ of the kernel) and is the only thing the disclosure rules look at.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -75,3 +79,48 @@ def released_table(output: Output) -> pd.DataFrame | None:
         return None
     keep = [c for c in output.table.columns if not str(c).endswith(MAGNITUDE_SUFFIXES)]
     return output.table[keep]
+
+
+FINGERPRINT_DIGITS = 4
+
+
+def _rounded(value, digits: int):
+    if value is None or (not isinstance(value, str) and pd.api.types.is_scalar(value)
+                         and pd.isna(value)):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Number):
+        number = float(value)
+        if not math.isfinite(number):
+            return str(number)
+        return float(f"{number:.{digits}g}") + 0.0  # + 0.0: no "-0.0"
+    return str(value)
+
+
+def _frame(table: pd.DataFrame | None, digits: int):
+    if table is None:
+        return None
+    return {"columns": [str(c) for c in table.columns],
+            "rows": [[_rounded(v, digits) for v in row]
+                     for row in table.itertuples(index=False, name=None)]}
+
+
+def rounded_fingerprint(output: Output, digits: int = FINGERPRINT_DIGITS) -> tuple[str, int]:
+    """SHA-256 (and size) of the output's content with every number rounded to ``digits``
+    significant digits: equal for two computations that differ only by floating-point noise
+    (a wb.secure model's CKKS aggregates differ around 1e-9 from run to run), so `workbench
+    rerun` can tell such a release from one whose numbers changed. Figures count by their exact
+    (cleaned) bytes."""
+    content = {
+        "kind": output.kind, "view": output.view, "count_columns": list(output.count_columns),
+        "table": _frame(output.table, digits),
+        "curves": [{"group": c.group, "table": _frame(c.table, digits)} for c in output.curves],
+        "model": None if output.model is None else {
+            "family": output.model.family, "n_obs": output.model.n_obs,
+            "n_params": output.model.n_params, "n_events": output.model.n_events,
+            "params": _frame(output.model.params, digits)},
+        "figure": None if output.figure is None else hashlib.sha256(output.figure).hexdigest(),
+        "figure_format": output.figure_format}
+    text = json.dumps(content, sort_keys=True).encode()
+    return hashlib.sha256(text).hexdigest(), len(text)

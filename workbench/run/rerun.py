@@ -42,7 +42,8 @@ from workbench.paths import Space
 from workbench.policy import load_policy
 from workbench.policy.access import decide, ensure_allowed
 from workbench.provenance.reader import ProvenanceReader
-from workbench.release.airlock import RERUN_REASON
+from workbench.release.airlock import RERUN_REASON, ROUNDED_TYPE
+from workbench.release.outputs import FINGERPRINT_DIGITS
 from workbench.run.headless import first_line
 from workbench.run.kernel import run_user, sandbox_kernel_manager
 from workbench.services import socket_answers, space_services
@@ -171,12 +172,15 @@ def logged_sessions(reader: ProvenanceReader, study: str) -> list[list[LoggedCel
 
 
 def _release_fields(fields: dict) -> dict:
-    """What a release-request record says about the output: which request, its digest, and the
-    verdict of each rule (never a count)."""
-    first = (fields.get("files") or [{}])[0]
+    """What a release-request record says about the output: which request, its digests (exact,
+    and of its numbers rounded, see ``rounded_fingerprint``) and the verdict of each rule (never
+    a count)."""
+    files = fields.get("files") or [{}]
+    rounded = next((f.get("sha256") for f in files if f.get("output_type") == ROUNDED_TYPE), None)
     return {"request_id": fields.get("request_id", ""),
-            "name": str(first.get("name", "")).removesuffix(".request.json"),
-            "sha256": first.get("sha256", ""), "checks": fields.get("checks", [])}
+            "name": str(files[0].get("name", "")).removesuffix(".request.json"),
+            "sha256": files[0].get("sha256", ""), "rounded": rounded,
+            "checks": fields.get("checks", [])}
 
 
 def cut_at(sessions: list[list[LoggedCell]], until: str) -> list[list[LoggedCell]]:
@@ -308,12 +312,15 @@ def _compare_releases(originals: list[dict], checks: list[dict]) -> list[dict]:
         elif check is None:
             entry.update(same=False, note="the re-run did not ask for this release again")
         else:
-            same_output = original["sha256"] == check["sha256"]
+            identical = original["sha256"] == check["sha256"]
+            close = identical or (original["rounded"] is not None
+                                  and original["rounded"] == check["rounded"])
             same_checks = original["checks"] == check["checks"]
-            entry.update(same=same_output and same_checks,
-                         note=("same output and rule verdicts" if same_output and same_checks
-                               else "output differs" if not same_output
-                               else "rule verdicts differ"))
+            output = ("same output" if identical else
+                      f"same output to {FINGERPRINT_DIGITS} significant digits (not "
+                      "bit-identical)" if close else "output differs")
+            entry.update(same=close and same_checks, note=f"{output}, " + (
+                "same rule verdicts" if same_checks else "rule verdicts differ"))
         out.append(entry)
     return out
 
