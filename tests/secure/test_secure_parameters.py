@@ -79,3 +79,19 @@ def test_nullable_integer_columns_are_checked_for_missing_values():
     with pytest.raises(WorkbenchUserError) as err:
         _survival(frame)
     assert err.value.reason == "missing-values"
+
+
+@pytest.mark.parametrize("magnitude", [1.0, 1e6, 1e9, 1e12])
+def test_ckks_sum_error_stays_within_the_stated_bound(keys, magnitude):
+    """The bound written into every he-operation record (coordinator.ERROR_BOUND):
+    |error| <= 1e-6 + 1e-12 x the largest |value| aggregated in the same ciphertext."""
+    rng = np.random.default_rng(int(magnitude))
+    vectors = [rng.uniform(-magnitude, magnitude, 4096) for _ in range(MAX_HOLDERS)]
+    vectors[0][1] = 0.5  # a small value beside large ones
+    total = None
+    for v in vectors:
+        ct = tenseal.ckks_vector(keys.public.ckks, v.tolist())
+        total = ct if total is None else total + ct
+    pooled = sum(vectors)
+    error = np.abs(np.asarray(total.decrypt(keys.ckks.secret_key())) - pooled)
+    assert error.max() <= 1e-6 + 1e-12 * np.abs(pooled).max()
