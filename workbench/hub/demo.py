@@ -1,8 +1,8 @@
 """``workbench demo``: a whole space on this machine, ready for the researcher to log in.
 
 Builds the space if missing (``workbench init``), starts the provenance collector, the data
-gateway, the key holder and the airlock (each the owning component's own helper, as its own
-uid), creates the demo users and prints their passwords once, then runs configurable-http-proxy
+gateway, the HE key holder and aggregator and the airlock (each the owning component's own
+helper, as its own uid), creates the demo users and prints their passwords once, then runs configurable-http-proxy
 and JupyterHub on 127.0.0.1:8000 in the foreground. Ctrl-C stops everything.
 """
 

@@ -166,6 +166,9 @@ def create_keys(space: Space) -> None:
     owner = accounts.ensure_user(accounts.KEYHOLDER) if accounts.is_root() else None
     _write(space.he / PUBLIC_FILE, keys.public.to_bytes(), 0o644, None)
     _write(space.he / SECRET_FILE, keys.to_bytes(), 0o600, owner)
+    from workbench.secure.signing import create_holder_keys
+
+    create_holder_keys(space)  # each holder signs its contributions (signing.py)
 
 
 def load_public(space: Space) -> PublicKeys:
