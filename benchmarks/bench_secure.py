@@ -65,31 +65,26 @@ def _floor_once(keys, secret, per_scheme: dict[str, int]) -> float:
 
 
 def _crypto_vs_floor(fed, kind: str, spec: dict, repeat: int = 9) -> tuple[float, dict]:
-    """The HE part of one round (holders encrypt + serialize, aggregator deserializes and adds,
-    key holder deserializes, decrypts and applies the release policy; binning excluded), timed
-    alternately with its floor so both see the same machine load. Returns medians."""
+    """The HE part of one round (holders encrypt, serialize and sign; the aggregator checks the
+    signatures, deserializes and adds; the key holder verifies the signatures, deserializes,
+    decrypts and applies the release policy; binning excluded), timed alternately with its floor
+    so both see the same machine load. Returns medians."""
     from workbench.secure import ops
-    from workbench.secure.nodes import Encrypted, encrypt_vector
+    from workbench.secure.nodes import seal
+    from workbench.secure.signing import new_nonce
 
     coord = fed.coordinator
     vectors = {h.name: ops.holder_vectors(kind, spec, h.frame) for h in coord.holders}
     op = {"survival": "kaplan_meier", "moments": "mean"}[kind]
 
-    def once():
-        parts = []
-        for name, vec in vectors.items():
-            blobs, per = [], {}
-            for scheme in ("bfv", "ckks"):
-                enc = encrypt_vector(coord.keys, scheme, vec[scheme])
-                blobs += enc
-                per[scheme] = len(enc)
-            parts.append(Encrypted(kind, coord.keys.fingerprint, blobs, per, [name]))
-        pooled = coord.aggregator.combine(parts)
-        coord.keyholder.handle({"type": "decrypt-release", "kind": kind, "op": op, "spec": spec,
-                                "thresholds": coord.thresholds,
-                                "contributors": pooled.contributors,
-                                "fingerprint": pooled.fingerprint}, pooled.blobs)
-        return pooled.per_scheme, {p.contributors[0]: p.nbytes for p in parts}
+    def once():  # holders encrypt and sign; the aggregator checks, adds and forwards
+        nonce = new_nonce()
+        parts = [seal(coord.keys, h.signer, kind, spec, nonce, vectors[h.name])
+                 for h in coord.holders]
+        coord.aggregator.submit({"kind": kind, "op": op, "spec": spec,
+                                 "thresholds": coord.thresholds, "context": {},
+                                 "fingerprint": coord.keys.fingerprint, "nonce": nonce}, parts)
+        return parts[0].per_scheme, {p.contributors[0]: p.nbytes for p in parts}
 
     per_scheme, nbytes = once()
     crypto, floor = [], []
@@ -114,7 +109,8 @@ def run(full: bool) -> list[dict]:
     sizes = [10_000, 100_000, 1_000_000] if full else [2_000, 10_000]
     km_goals = {10_000: 1.0, 100_000: 0.5, 1_000_000: 0.2}
     common = {"holders": 3, "bins": BINS,
-              "params": "BFV N=4096 t=1073750017 (counts); CKKS N=8192 [60,40,60] scale 2^40"}
+              "params": "BFV N=4096 [60,49] t=1073750017 (counts); CKKS N=8192 [60,40,60] "
+                        "scale 2^40"}
     seq = {"holders_ran": "in sequence (one process)"}
     par = {"holders_ran": "in parallel (one process per holder)"}
     for n in sizes:
