@@ -196,7 +196,8 @@ def test_one_holders_signature_passed_off_as_anothers_is_refused(he_space, rossi
         HolderNode("hospital", parts["hospital"], keys, signers["hospital"])
         .contribute("counts", COUNT, nonce),
         # the insurer's name on a contribution signed with the hospital's key
-        HolderNode("insurer", parts["insurer"], keys, Signer("insurer", signers["hospital"].key))
+        HolderNode("insurer", parts["insurer"], keys, Signer("insurer", signers["hospital"].key,
+                                                          signers["insurer"].mac_key))
         .contribute("counts", COUNT, nonce)]
     pooled = Aggregator(keys).combine(contributions)
     header = {"type": "decrypt-release", "kind": "counts", "op": "count", "spec": COUNT,

@@ -1,9 +1,9 @@
 """Holder nodes as separate processes, so the holders encrypt in parallel.
 
 Each child (``python -m workbench.secure.holders``) gets one holder's rows (Arrow IPC), the public
-contexts and that holder's signing key only; the HE secret key never reaches it. It encrypts and
-signs each round itself. Requests and replies are ``wire`` frames over its stdin/stdout — the same
-frames a holder service on another host would take.
+contexts and that holder's signing and MAC keys only; the HE secret key never reaches it. It
+encrypts, MACs and signs each round itself. Requests and replies are ``wire`` frames over its
+stdin/stdout — the same frames a holder service on another host would take.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def main() -> None:
     header, blobs = wire.read_stream(stdin, max_blob=0xFFFFFFFF)  # the holder's own rows
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    signer = signing.Signer(header["name"], Ed25519PrivateKey.from_private_bytes(blobs[2]))
+    signer = signing.Signer(header["name"], Ed25519PrivateKey.from_private_bytes(blobs[2]),
+                            blobs[3])
     node = HolderNode(header["name"], _from_arrow(blobs[1]), PublicKeys.from_bytes(blobs[0]),
                       signer)
     node.keys.bfv, node.keys.ckks  # noqa: B018 - parse the contexts before the first request
@@ -86,7 +87,8 @@ class HolderProcesses:
                     serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                     serialization.NoEncryption())
                 proc.stdin.write(wire.encode({"name": name},
-                                             [keys.to_bytes(), _to_arrow(frame), secret]))
+                                             [keys.to_bytes(), _to_arrow(frame), secret,
+                                              signers[name].mac_key_or_refuse()]))
                 proc.stdin.flush()
             for proc in self.procs:
                 header, _ = wire.read_stream(proc.stdout)

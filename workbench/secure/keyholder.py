@@ -5,6 +5,8 @@ behind the ``workbench keyholder`` socket server (which only the aggregator acco
 For every request it: checks the ciphertexts were made under this space's public context; checks
 that every claimed contributor signed THIS round with its registered key and that the round's
 nonce was never accepted before (``signing.py``); decrypts the POOLED aggregate; checks that the
+MAC slot of every ciphertext is the sum of the signers' MACs (``mac.py``: a contribution replaced,
+dropped, repeated or scaled by the aggregator is refused); checks that the
 holders counted inside it are no more than those that signed (a contribution nobody signed is
 refused) and at least two (so a single holder's ciphertext is never released); applies the
 release policy (``release.py``); records an ``he-decryption`` provenance record for every decision
@@ -26,16 +28,18 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError, WorkbenchUserError
-from workbench.secure import ops, release, signing, wire
+from workbench.secure import mac, ops, release, signing, wire
 from workbench.secure.keys import SecretKeys, parameters
 
 log = logging.getLogger(__name__)
 SIGNATURE_RULES = ("unsigned-contribution", "bad-signature", "replayed-round")
+MAC_RULES = ("mac-mismatch", "value-too-large")
 
 
 class KeyHolder:
-    """``registry`` holds the holders' public keys (``signing.Registry``, or ``RegistryFile``
-    for the space's he/holders.json); without one, only holders ``trust``-ed in-process count."""
+    """``registry`` holds the holders' public keys and MAC keys (``signing.Registry``, or
+    ``RegistryFile`` for the space's he/holders.json and he/holder-macs); without one, only
+    holders ``trust``-ed in-process count."""
 
     def __init__(self, keys: SecretKeys, provenance=None, *, min_cell_floor: int = 1,
                  require_provenance: bool = False, registry=None):
@@ -77,6 +81,7 @@ class KeyHolder:
                 "this space's he/public.ctx.", reason="wrong-context")
         try:
             signed = self._verify_signatures(header, kind, spec, contributors, fingerprint)
+            mac_keys = [self.registry.mac_key(h) for h in signed]
         except WorkbenchUserError as exc:
             self._record(header, thresholds, "refused", exc.reason, len(blobs))
             raise
@@ -98,8 +103,16 @@ class KeyHolder:
             raise wire.WireError(f"{len(blobs)} ciphertexts for an operation whose layout needs "
                                  f"{needed['bfv']} BFV + {needed['ckks']} CKKS")
         count = ops.sizes(kind, spec)
-        flat = {"bfv": self._decrypt("bfv", blobs[:needed["bfv"]])[:count["bfv"]],
-                "ckks": self._decrypt("ckks", blobs[needed["bfv"]:])[:count["ckks"]]}
+        schemes = ["bfv"] * needed["bfv"] + ["ckks"] * needed["ckks"]
+        decrypted = self._decrypt(schemes, blobs)
+        try:
+            self._check_macs(decrypted, schemes, mac_keys, header, kind, spec)
+        except WorkbenchUserError as exc:
+            self._record(header, thresholds, "refused", exc.reason, len(blobs))
+            raise
+        flat = {s: np.concatenate([np.zeros(0)] + [d[:-ops.MAC_SLOTS] for d, k in
+                                                  zip(decrypted, schemes, strict=True) if k == s]
+                                  )[:count[s]] for s in ("bfv", "ckks")}
         values = ops.split(kind, spec, flat)
         counted = float(values["holders"][0])
         if abs(counted - round(counted)) <= 1e-3 and len(signed) < round(counted) <= 64:
@@ -145,21 +158,44 @@ class KeyHolder:
         self.nonces.accept(nonce)
         return signed
 
-    def _decrypt(self, scheme: str, blobs: list[bytes]) -> np.ndarray:
+    @staticmethod
+    def _check_macs(decrypted: list[np.ndarray], schemes: list[str], mac_keys: list[bytes],
+                    header: dict, kind: str, spec: dict) -> None:
+        """Each ciphertext's last slot must be the sum of the signers' MACs for this round: the
+        aggregator added exactly the signed contributions, once each, unscaled (``mac.py``)."""
+        want = mac.expected(mac_keys, header.get("nonce"), kind, signing.spec_sha256(spec),
+                            schemes)
+        for scheme, values, expected in zip(schemes, decrypted, want, strict=True):
+            if scheme == "ckks" and len(values) and \
+                    float(np.max(np.abs(values))) > mac.MAX_CKKS_MAGNITUDE:
+                raise WorkbenchUserError(
+                    f"Contribution refused (value-too-large): a pooled CKKS value exceeds "
+                    f"{mac.MAX_CKKS_MAGNITUDE:.0e}, beyond which its MAC cannot be checked "
+                    "tightly; centre or rescale the column (e.g. thousands of EUR).",
+                    reason="value-too-large")
+            if len(values) != nodes_slots()[scheme] or not mac.matches(scheme, values, expected):
+                raise WorkbenchUserError(
+                    "Contribution refused (mac-mismatch): the pooled ciphertexts do not carry the "
+                    "MACs of exactly the holders that signed this round (a contribution was "
+                    "replaced, dropped, repeated or scaled on the way); nothing was released.",
+                    reason="mac-mismatch")
+
+    def _decrypt(self, schemes: list[str], blobs: list[bytes]) -> list[np.ndarray]:
+        """One decrypted slot vector per ciphertext (its last slot the MAC)."""
         import tenseal as ts
 
-        load = ts.bfv_vector_from if scheme == "bfv" else ts.ckks_vector_from
-        parts = [np.zeros(0)]
+        loaders = {"bfv": ts.bfv_vector_from, "ckks": ts.ckks_vector_from}
+        out = []
         with self._lock:
-            ctx = self.keys.context(scheme)
-            for blob in blobs:
+            for scheme, blob in zip(schemes, blobs, strict=True):
                 try:
-                    parts.append(np.asarray(load(ctx, blob).decrypt()))
+                    out.append(np.asarray(loaders[scheme](self.keys.context(scheme),
+                                                          blob).decrypt()))
                 except (ValueError, RuntimeError, TypeError):
                     raise WorkbenchUserError(
                         "a ciphertext is malformed or was made with other HE parameters; encrypt "
                         "with this space's he/public.ctx.", reason="malformed-ciphertext") from None
-        return np.concatenate(parts)
+        return out
 
     def _record(self, header, thresholds, decision: str, rule: str | None, n_blobs: int,
                 result: dict | None = None) -> None:
@@ -175,6 +211,8 @@ class KeyHolder:
             "cells": n_blobs,
             "rules": [{"name": "same-public-context", "status": "pass"},
                       {"name": "holder-signatures", "status": "fail" if rule in SIGNATURE_RULES
+                       else "pass"},
+                      {"name": "holder-macs", "status": "fail" if rule in MAC_RULES
                        else "pass"},
                       {"name": "min-holders", "status": "fail" if rule == "min-holders"
                        else "pass"},
@@ -192,6 +230,12 @@ class KeyHolder:
             fields["result_sha256"] = hashlib.sha256(blob).hexdigest()
             fields["result_size"] = len(blob)
         self.provenance.append("he-decryption", fields)  # raises when the collector is down
+
+
+def nodes_slots() -> dict[str, int]:
+    from workbench.secure.nodes import slots
+
+    return slots()
 
 
 def _scheme_label(kind) -> str:

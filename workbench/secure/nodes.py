@@ -1,8 +1,9 @@
 """Holder nodes and the aggregator: the roles that hold only the public HE contexts.
 
 A ``HolderNode`` reduces its own rows to one packed vector (``ops.holder_vector``), encrypts it
-with the space's public context (``ceil(values / slots)`` ciphertexts, whatever the number of
-patients) and signs the round (``signing.py``). The ``Aggregator`` checks every contribution's
+with the space's public context (``ceil(values / (slots - 1))`` ciphertexts, whatever the number
+of patients; the last slot of each carries the holder's MAC, ``mac.py``) and signs the round
+(``signing.py``). The ``Aggregator`` checks every contribution's
 context, layout and signature envelope, adds the ciphertexts under the public context and forwards
 the pooled sum with the holders' envelopes to the key holder; it cannot decrypt (no secret key)
 and needs no relinearisation or Galois keys. In the service it runs as its own process
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchUserError
-from workbench.secure import ops, signing
+from workbench.secure import mac, ops, signing
 from workbench.secure.keys import PublicKeys
 
 MAX_HOLDERS = 32  # more "holders" than this is a per-patient encryption pattern, not a federation
@@ -56,38 +57,44 @@ def slots() -> dict[str, int]:
     return {"bfv": BFV_POLY_DEGREE, "ckks": CKKS_POLY_DEGREE // 2}
 
 
-def encrypt_vector(keys: PublicKeys, scheme: str, vector: np.ndarray) -> list[bytes]:
-    """Pack a vector into as few ciphertexts as its length allows (full slots)."""
+def encrypt_vector(keys: PublicKeys, scheme: str, vector: np.ndarray,
+                   macs: list | None = None) -> list[bytes]:
+    """Pack a vector into ``ceil(values / (slots - 1))`` ciphertexts, the last slot of each
+    holding its MAC (``macs``, one per ciphertext; zeros when None: what anyone with the public
+    key can make, and what a genuine holder never sends)."""
     import tenseal as ts
 
     n = slots()[scheme]
+    vector = np.asarray(vector)
+    count = math.ceil(len(vector) / ops.data_slots(n))
     ctx = keys.context(scheme)
     blobs = []
-    for start in range(0, len(vector), n):
-        chunk = vector[start:start + n]
+    for full in ops.chunks(vector, n, macs if macs is not None else [0] * count):
         if scheme == "bfv":
-            ct = ts.bfv_vector(ctx, np.asarray(chunk, dtype=np.int64).tolist())
+            ct = ts.bfv_vector(ctx, full.astype(np.int64).tolist())
         else:
-            ct = ts.ckks_vector(ctx, np.asarray(chunk, dtype=float).tolist())
+            ct = ts.ckks_vector(ctx, full.astype(float).tolist())
         blobs.append(ct.serialize())
-    assert len(blobs) == math.ceil(len(vector) / n)
     return blobs
 
 
 def seal(keys: PublicKeys, signer: signing.Signer, kind: str, spec: dict, nonce: str,
          vectors: dict[str, np.ndarray]) -> Encrypted:
-    """Encrypt a holder's vectors and sign them for the round ``nonce``."""
-    blobs, per_scheme = [], {}
-    for scheme in ("bfv", "ckks"):
-        encrypted = encrypt_vector(keys, scheme, vectors[scheme])
-        blobs += encrypted
-        per_scheme[scheme] = len(encrypted)
-    envelope = signer.sign(nonce, kind, signing.spec_sha256(spec), keys.fingerprint, blobs)
+    """Encrypt a holder's vectors with its MAC in every ciphertext and sign them for the round
+    ``nonce``."""
+    spec_hash = signing.spec_sha256(spec)
+    per_scheme = {s: math.ceil(len(vectors[s]) / ops.data_slots(slots()[s]))
+                  for s in ("bfv", "ckks")}
+    schemes = ["bfv"] * per_scheme["bfv"] + ["ckks"] * per_scheme["ckks"]
+    macs = mac.slot_values(signer.mac_key_or_refuse(), nonce, kind, spec_hash, schemes)
+    blobs = (encrypt_vector(keys, "bfv", vectors["bfv"], macs[:per_scheme["bfv"]])
+             + encrypt_vector(keys, "ckks", vectors["ckks"], macs[per_scheme["bfv"]:]))
+    envelope = signer.sign(nonce, kind, spec_hash, keys.fingerprint, blobs)
     return Encrypted(kind, keys.fingerprint, blobs, per_scheme, [signer.holder], envelope)
 
 
 class HolderNode:
-    """One data holder: its own rows, the public contexts and its signing key only."""
+    """One data holder: its own rows, the public contexts and its signing and MAC keys only."""
 
     def __init__(self, name: str, frame: pd.DataFrame, keys: PublicKeys,
                  signer: signing.Signer):

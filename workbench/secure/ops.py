@@ -30,6 +30,7 @@ MAX_CELLS = 4096
 AT_RISK_SHIFT = 21
 MAX_SURVIVAL_ROWS = (1 << AT_RISK_SHIFT) - 1
 MAX_BINS = 20000
+MAC_SLOTS = 1  # the last slot of every ciphertext carries the holder's MAC (mac.py)
 
 
 def tri(p: int) -> int:
@@ -334,5 +335,28 @@ def _logistic(spec, frame):
     return [x.T @ (y - prob), hess[iu], [loglik], [len(y)], [int(y.sum())]]
 
 
+def data_slots(slots: int) -> int:
+    """Values per ciphertext: every ciphertext keeps its last slot for the holder's MAC
+    (``mac.py``), whatever the layout."""
+    return slots - MAC_SLOTS
+
+
 def ciphertexts_needed(kind: str, spec: dict, slots: dict[str, int]) -> dict[str, int]:
-    return {s: math.ceil(n / slots[s]) for s, n in sizes(kind, spec).items()}
+    return {s: math.ceil(n / data_slots(slots[s])) for s, n in sizes(kind, spec).items()}
+
+
+def chunks(vector: np.ndarray, slots: int, macs: list) -> list[np.ndarray]:
+    """One full slot vector per ciphertext: up to ``slots - 1`` values, zero padding, and the
+    MAC in the last slot (``macs``: one per ciphertext)."""
+    per = data_slots(slots)
+    count = math.ceil(len(vector) / per)
+    if len(macs) != count:
+        raise AssertionError(f"{len(macs)} MACs for {count} ciphertexts")
+    out = []
+    for i in range(count):
+        full = np.zeros(slots, dtype=vector.dtype if vector.dtype.kind in "iuf" else float)
+        part = vector[i * per:(i + 1) * per]
+        full[:len(part)] = part
+        full[-1] = macs[i]
+        out.append(full)
+    return out

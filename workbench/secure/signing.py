@@ -6,13 +6,16 @@ blobs and its own name. The key holder decrypts a pooled aggregate only when eve
 contributor's signature verifies under that holder's registered public key for THIS round's
 nonce, when no more holders are counted inside the ciphertexts than signed, and when the nonce was
 never accepted before. An aggregator (public key only) can thus encrypt a vector, but it cannot
-make a signature for it: a fabricated extra contribution is refused. (One that *replaces* a
-signed contribution is not caught here: the key holder sees only the sum; docs/secure.md, Limits.)
+make a signature for it: a fabricated extra contribution is refused. One that *replaces* a
+signed contribution is caught by the holders' MACs (``mac.py``), whose keys live here too.
 
-Files (``create_holder_keys``, run as root by ``process.start_keyholder``, so by the supervisor):
-``he/holders.json`` (0644, root) is the registry of public keys; ``he/holder-keys/<holder>.key``
-(0600, in a 0700 directory, owned by the gateway account, which plays the holders on one machine)
-holds each private key. The aggregator and the key holder cannot read the private keys.
+Files (``create_holder_keys``, run as root by ``keys.create_keys`` and ``process.start_keyholder``,
+so by ``workbench init`` and the supervisor): ``he/holders.json`` (0644, root) is the registry of
+public keys; ``he/holder-keys/<holder>.key`` (0600, in a 0700 directory, owned by the gateway
+account, which plays the holders on one machine) holds each private key; ``he/holder-macs/
+<holder>.key`` (0640, owner the gateway account, group the key holder's, in a 0750 directory of
+the same owner and group) holds each holder's MAC key, shared with the key holder only. The
+aggregator can read none of them; the key holder cannot read the private signing keys.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from workbench import accounts
 from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
+from workbench.secure import mac
 
 DOMAIN = "workbench-he-contribution-v1"  # a signature means nothing outside this protocol
 ENVELOPE_FIELDS = frozenset({"holder", "nonce", "kind", "spec_sha256", "fingerprint",
@@ -65,12 +69,25 @@ def _refuse(reason: str, message: str) -> WorkbenchUserError:
     return WorkbenchUserError(f"Contribution refused ({reason}): {message}", reason=reason)
 
 
+def mac_dir(he: Path) -> Path:
+    """The holders' MAC keys: readable by the gateway account and the key holder only."""
+    return Path(he) / "holder-macs"
+
+
 @dataclass
 class Signer:
-    """One holder's signing key."""
+    """One holder's signing key and its MAC key (shared with the key holder, ``mac.py``)."""
 
     holder: str
     key: Ed25519PrivateKey
+    mac_key: bytes | None = None
+
+    def mac_key_or_refuse(self) -> bytes:
+        if not self.mac_key:
+            raise _refuse("unsigned-contribution", f"holder {self.holder!r} has no MAC key; "
+                                                   "starting the key holder as root gives every "
+                                                   "holder of the space one.")
+        return self.mac_key
 
     def sign(self, nonce: str, kind: str, spec_hash: str, fingerprint: str,
              blobs: list[bytes]) -> dict:
@@ -114,12 +131,22 @@ def check_shape(envelope, nonce: str, kind: str, spec_hash: str, fingerprint: st
 class Registry:
     """The holders' registered public keys: what the key holder trusts."""
 
-    def __init__(self, keys: dict[str, Ed25519PublicKey] | None = None):
-        self.keys = dict(keys or {})
+    def __init__(self, keys: dict[str, Ed25519PublicKey] | None = None,
+                 macs: dict[str, bytes] | None = None):
+        self.keys, self.macs = dict(keys or {}), dict(macs or {})
 
-    def trust(self, holder: str, public_raw: bytes) -> None:
-        """Register a key in-process (``Federation``'s ephemeral holders); never over a socket."""
+    def trust(self, holder: str, public_raw: bytes, mac_key: bytes | None = None) -> None:
+        """Register a holder's keys in-process (``Federation``'s ephemeral holders); never over
+        a socket."""
         self.keys[holder] = Ed25519PublicKey.from_public_bytes(public_raw)
+        if mac_key:
+            self.macs[holder] = bytes(mac_key)
+
+    def mac_key(self, holder: str) -> bytes:
+        key = self.macs.get(holder)
+        if not key:
+            raise _no_mac_key(holder)
+        return key
 
     def verify(self, envelope: dict, nonce: str, kind: str, spec_hash: str,
                fingerprint: str) -> str:
@@ -175,13 +202,20 @@ class NonceGuard:
             self._seen[nonce] = issued
 
 
+def _no_mac_key(holder: str) -> WorkbenchUserError:
+    return _refuse("unsigned-contribution", f"holder {holder!r} has no MAC key the key holder can "
+                                            "read; starting the key holder as root gives every "
+                                            "holder of the space one.")
+
+
 # -- the space's holder keys -----------------------------------------------------------------------
 def ephemeral(holders) -> tuple[dict[str, Signer], Registry]:
-    """Fresh keys for in-process federations (tests, holders' own validation)."""
-    signers = {h: Signer(h, Ed25519PrivateKey.generate()) for h in holders}
+    """Fresh signing and MAC keys for in-process federations (tests, holders' own validation)."""
+    signers = {h: Signer(h, Ed25519PrivateKey.generate(), secrets.token_bytes(mac.KEY_BYTES))
+               for h in holders}
     registry = Registry()
     for name, signer in signers.items():
-        registry.trust(name, signer.public_raw)
+        registry.trust(name, signer.public_raw, signer.mac_key)
     return signers, registry
 
 
@@ -197,8 +231,9 @@ def _space_holders(space: Space) -> set[str]:
 
 
 def create_holder_keys(space: Space, holders=None) -> list[str]:
-    """Give every holder of the space (or ``holders``) a signing key if it has none yet; return
-    the holders keyed now. Existing keys are kept. Run as root (or the space's owner)."""
+    """Give every holder of the space (or ``holders``) a signing key and a MAC key if it has none
+    yet; return the holders given a signing key now. Existing keys are kept. Run as root (or the
+    space's owner)."""
     from cryptography.hazmat.primitives import serialization
 
     names = sorted(set(holders) if holders is not None else _space_holders(space))
@@ -209,10 +244,11 @@ def create_holder_keys(space: Space, holders=None) -> list[str]:
     registry = {}
     if space.holder_registry.exists():
         registry = json.loads(space.holder_registry.read_text())["holders"]
+    owner = accounts.ensure_user(accounts.GATEWAY) if accounts.is_root() else None
+    _create_mac_keys(space, names, owner)
     new = [n for n in names if n not in registry]
     if not new:
         return []
-    owner = accounts.ensure_user(accounts.GATEWAY) if accounts.is_root() else None
     space.holder_keys.mkdir(parents=True, exist_ok=True)
     os.chmod(space.holder_keys, 0o700)
     if owner:
@@ -233,6 +269,45 @@ def create_holder_keys(space: Space, holders=None) -> list[str]:
     os.chmod(tmp, 0o644)
     os.replace(tmp, space.holder_registry)
     return new
+
+
+def _create_mac_keys(space: Space, names: list[str], owner) -> None:
+    """``he/holder-macs/<holder>.key``: 0640, the gateway account's, group the key holder's."""
+    missing = [n for n in names if not (mac_dir(space.he) / f"{n}.key").exists()]
+    if not missing:
+        return
+    group = accounts.ensure_user(accounts.KEYHOLDER)[1] if owner else None
+    folder = mac_dir(space.he)
+    folder.mkdir(parents=True, exist_ok=True)
+    if owner:
+        os.chown(folder, owner[0], group)
+    os.chmod(folder, 0o750)  # noqa: S103 - the key holder's group reads the MAC keys
+    for name in missing:
+        path = folder / f"{name}.key"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+        with os.fdopen(fd, "wb") as out:
+            if owner:
+                os.fchown(out.fileno(), owner[0], group)
+            os.fchmod(out.fileno(), 0o640)
+            out.write(secrets.token_bytes(mac.KEY_BYTES))
+
+
+def read_mac_key(he: Path, holder: str) -> bytes:
+    """A holder's MAC key from the space (as the gateway account or the key holder)."""
+    if not isinstance(holder, str) or not HOLDER_NAME.match(holder):
+        raise _no_mac_key(str(holder)[:64])
+    path = mac_dir(he) / f"{holder}.key"
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        raise _no_mac_key(holder) from None
+    except PermissionError:
+        raise WorkbenchUserError(f"{path} is readable only by the {accounts.GATEWAY} and "
+                                 f"{accounts.KEYHOLDER} accounts.",
+                                 reason="access-denied") from None
+    if len(key) != mac.KEY_BYTES:
+        raise _no_mac_key(holder)
+    return key
 
 
 def load_registry(space: Space) -> Registry:
@@ -261,6 +336,15 @@ class RegistryFile:
             self._stamp = stamp
         return self._registry.verify(envelope, nonce, kind, spec_hash, fingerprint)
 
+    def mac_key(self, holder: str) -> bytes:
+        """Read on each round: a holder keyed later counts without a restart."""
+        try:
+            return read_mac_key(self.path.parent, holder)
+        except WorkbenchUserError as exc:
+            if exc.reason == "access-denied":  # fail closed, named as a missing key
+                raise _no_mac_key(holder) from None
+            raise
+
 
 def signers_for(keyholder, holders) -> dict[str, Signer]:
     """Signing keys for ``holders`` that ``keyholder`` will trust: fresh ones registered with an
@@ -270,7 +354,7 @@ def signers_for(keyholder, holders) -> dict[str, Signer]:
     if isinstance(registry, Registry):
         signers, _ = ephemeral(holders)
         for name, signer in signers.items():
-            registry.trust(name, signer.public_raw)
+            registry.trust(name, signer.public_raw, signer.mac_key)
         return signers
     space = getattr(keyholder, "space", None)
     if space is None:
@@ -280,7 +364,7 @@ def signers_for(keyholder, holders) -> dict[str, Signer]:
 
 
 def load_signers(space: Space, holders) -> dict[str, Signer]:
-    """The holders' private keys (as the account that plays the holders)."""
+    """The holders' private signing keys and MAC keys (as the account that plays the holders)."""
     out = {}
     for name in holders:
         if not isinstance(name, str) or not HOLDER_NAME.match(name):
@@ -297,5 +381,6 @@ def load_signers(space: Space, holders) -> dict[str, Signer]:
             raise WorkbenchUserError(f"{path} is readable only by the {accounts.GATEWAY} "
                                      "account, which plays the holders.",
                                      reason="access-denied") from None
-        out[name] = Signer(name, Ed25519PrivateKey.from_private_bytes(raw))
+        out[name] = Signer(name, Ed25519PrivateKey.from_private_bytes(raw),
+                           read_mac_key(space.he, name))
     return out
