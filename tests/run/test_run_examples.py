@@ -81,7 +81,8 @@ def test_descriptive_t1d_example_runs(running):
 
 def test_rerun_of_the_cml_example_reproduces_its_output_digests(running):
     """Plain reads, HE Kaplan-Meier, log-rank and Cox, the truth check and the release requests:
-    every output digest of the logged run comes out again in a fresh sealed kernel."""
+    every output digest of the logged run comes out again in a fresh sealed kernel, and the
+    release requests are checked again (same digests and verdicts), not re-submitted."""
     result = workbench("rerun", "--study", "cml-tki", "--json",
                        "--data-dir", running["space"].root, "--policy", running["policy"])
     report = json.loads(result.stdout)
@@ -89,4 +90,8 @@ def test_rerun_of_the_cml_example_reproduces_its_output_digests(running):
     assert report["counts"]["match"] == len(report["cells"]) >= 12
     reading = [c for c in report["cells"] if "cml_cohort" in c["views"]]
     assert len(reading) >= 4  # the plain read, KM, log-rank and Cox carry their view version
+    # the two release requests were checked again, not sent to the reviewers again
+    releases = [r for c in report["cells"] for r in c["releases"]]
+    assert report["release_requests_not_resubmitted"] == 2 == len(releases)
+    assert all(r["same"] and r["check"].startswith("rerun-") for r in releases)
     assert socket_answers(running["space"].collector_socket)  # left running: not rerun's own
