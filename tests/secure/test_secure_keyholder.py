@@ -146,12 +146,12 @@ def test_ciphertexts_from_another_context_get_a_clear_error(he_space, rossi):
         client.request(header, pooled.blobs)
     assert err.value.reason == "wrong-context" and "another public context" in str(err.value)
     # the same ciphertexts claiming the space's fingerprint (and signed so): caught after
-    # decryption
+    # decryption, by the MAC slots (what decrypts under the wrong key is noise)
     forged = PublicKeys(foreign.bfv_bytes, foreign.ckks_bytes, load_public(space).fingerprint)
     header, pooled = _request(space, parts, keys=forged)
     with pytest.raises(WorkbenchUserError) as err:
         client.request(header, pooled.blobs)
-    assert err.value.reason == "wrong-context"
+    assert err.value.reason == "mac-mismatch"
     # and the aggregator refuses to mix contexts at all
     _, _, (mine, *_) = signed_round(space, parts, "counts", {"by": []})
     _, _, (_, theirs, *_) = signed_round(space, parts, "counts", {"by": []}, keys=foreign)

@@ -1,0 +1,319 @@
+"""Holder MACs (``mac.py``): plays a malicious aggregator that keeps every holder's valid signature
+but changes what goes into the pooled sum (a holder's ciphertext replaced by a known vector or by
+zeros that still count one holder, scaled, dropped, repeated, or only its CKKS half replaced),
+against the real key holder process; checks the MAC key files' modes and that the aggregator's
+uid cannot read them, the in-process federation's throwaway MAC keys, and the slot layout."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench import accounts
+from workbench.errors import WorkbenchUserError
+from workbench.secure import Federation, mac, ops, signing
+from workbench.secure.keyholder import KeyHolder
+from workbench.secure.keys import BFV_PLAIN_MODULUS, SecretKeys, load_public
+from workbench.secure.nodes import Aggregator, Encrypted, encrypt_vector, slots
+
+from .conftest import HOLDERS, provenance_records, signed_round, split_round_robin
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+COUNT = {"by": []}
+MEAN = {"by": [], "column": "age", "dominance_n": 2}
+
+
+def _as(account: str, code: str) -> subprocess.CompletedProcess:
+    uid, gid = accounts.ensure_user(account)
+    return subprocess.run([sys.executable, "-c", code], user=uid, group=gid, extra_groups=[],
+                          capture_output=True, text=True, timeout=60, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+
+
+def _known(keys, kind: str, spec: dict, frame: pd.DataFrame, like: Encrypted) -> Encrypted:
+    """What the aggregator can encrypt itself (public key only): ``frame``'s vector, which counts
+    one holder, with zeros in the MAC slots, under ``like``'s name."""
+    vectors = ops.holder_vectors(kind, spec, frame)
+    blobs = encrypt_vector(keys, "bfv", vectors["bfv"]) + encrypt_vector(keys, "ckks",
+                                                                         vectors["ckks"])
+    return Encrypted(kind, keys.fingerprint, blobs, dict(like.per_scheme), like.contributors)
+
+
+def _pool(keys, blob_lists: list[list[bytes]], schemes: list[str]) -> list[bytes]:
+    """Adds ciphertexts slot by slot, as the aggregator does, in any combination it likes."""
+    import tenseal as ts
+
+    loaders = {"bfv": ts.bfv_vector_from, "ckks": ts.ckks_vector_from}
+    out = []
+    for i, scheme in enumerate(schemes):
+        cts = [loaders[scheme](keys.context(scheme), blobs[i]) for blobs in blob_lists]
+        total = cts[0]
+        for ct in cts[1:]:
+            total = total + ct
+        out.append(total.serialize())
+    return out
+
+
+def _refused_as_mac_mismatch(client, header, blobs, space, request_id: str) -> None:
+    header = header | {"context": {"study": "recidivism", "request_id": request_id}}
+    with pytest.raises(WorkbenchUserError) as err:
+        client.request(header, blobs)
+    assert err.value.reason == "mac-mismatch", (request_id, str(err.value))
+    assert "nothing was released" in str(err.value)
+    assert not any(ch.isdigit() for ch in str(err.value)), str(err.value)  # no values in it
+    (record,) = [r["fields"] for r in provenance_records(space, "he-decryption")
+                 if r["fields"].get("request_id") == request_id]
+    assert record["decision"] == "refused" and record["reason"] == "mac-mismatch"
+    assert {"name": "holder-macs", "status": "fail"} in record["rules"]
+    assert {"name": "holder-signatures", "status": "pass"} in record["rules"]
+
+
+def test_a_holder_replaced_by_a_known_vector_is_refused(he_space, rossi):
+    space, _, keyholder = he_space
+    client, keys = keyholder.client(), load_public(space)
+    parts = split_round_robin(rossi)
+    known = rossi.iloc[:40]  # the aggregator subtracts this from the reply to learn the others
+
+    header, _, honest = signed_round(space, parts, "counts", COUNT)
+    fake = _known(keys, "counts", COUNT, known, honest[0])
+    tampered = Aggregator(keys).combine([fake, *honest[1:]])  # the hospital's signature kept
+    _refused_as_mac_mismatch(client, header, tampered.blobs, space, "mac-known")
+
+    # zeros that still count one holder: the others' pooled figure would come back as is
+    header, _, honest = signed_round(space, parts, "counts", COUNT)
+    counts_cell_holders_holders = np.array([0, 1, 1])
+    zeros = Encrypted("counts", keys.fingerprint,
+                      encrypt_vector(keys, "bfv", counts_cell_holders_holders),
+                      {"bfv": 1, "ckks": 0}, honest[0].contributors)
+    tampered = Aggregator(keys).combine([zeros, *honest[1:]])
+    _refused_as_mac_mismatch(client, header, tampered.blobs, space, "mac-zeros")
+
+    # the honest sum of the same holders still goes through
+    header, pooled, _ = signed_round(space, parts, "counts", COUNT)
+    assert client.request(header, pooled.blobs)["counts"] == [len(rossi)]
+
+
+def test_scaled_dropped_or_repeated_contributions_are_refused(he_space, rossi):
+    space, _, keyholder = he_space
+    client, keys = keyholder.client(), load_public(space)
+    parts = split_round_robin(rossi)
+    schemes = ["bfv"]
+
+    # c·A + B + C: the hospital's ciphertext times 2 (a plaintext scalar needs no extra keys)
+    import tenseal as ts
+
+    header, _, honest = signed_round(space, parts, "counts", COUNT)
+    doubled = (ts.bfv_vector_from(keys.bfv, honest[0].blobs[0]) * 2).serialize()
+    blobs = _pool(keys, [[doubled], honest[1].blobs, honest[2].blobs], schemes)
+    _refused_as_mac_mismatch(client, header, blobs, space, "mac-scaled")
+
+    # the insurer's ciphertext dropped, its signature kept (the pooled sum counts two holders,
+    # so without the MAC this passed every other check)
+    header, _, honest = signed_round(space, parts, "counts", COUNT)
+    blobs = _pool(keys, [honest[0].blobs, honest[2].blobs], schemes)
+    _refused_as_mac_mismatch(client, header, blobs, space, "mac-dropped")
+
+    # the hospital's ciphertext added twice, once in place of the insurer's
+    header, _, honest = signed_round(space, parts, "counts", COUNT)
+    blobs = _pool(keys, [honest[0].blobs, honest[0].blobs, honest[2].blobs], schemes)
+    _refused_as_mac_mismatch(client, header, blobs, space, "mac-repeated")
+
+    # ... or on top of all three
+    header, _, honest = signed_round(space, parts, "counts", COUNT)
+    blobs = _pool(keys, [c.blobs for c in honest] + [honest[0].blobs], schemes)
+    _refused_as_mac_mismatch(client, header, blobs, space, "mac-repeated-extra")
+
+
+def test_one_holders_ckks_half_replaced_while_its_bfv_half_is_kept_is_refused(he_space, rossi):
+    space, _, keyholder = he_space
+    client, keys = keyholder.client(), load_public(space)
+    parts = split_round_robin(rossi)
+    header, pooled, honest = signed_round(space, parts, "moments", MEAN, op="mean")
+    assert honest[0].per_scheme == {"bfv": 1, "ckks": 1}
+    schemes = honest[0].schemes
+    known = _known(keys, "moments", MEAN, rossi.iloc[:40], honest[0])
+    spliced = [honest[0].blobs[0], known.blobs[1]]  # the hospital's counts, the aggregator's sums
+    blobs = _pool(keys, [spliced, honest[1].blobs, honest[2].blobs], schemes)
+    _refused_as_mac_mismatch(client, header, blobs, space, "mac-ckks-spliced")
+
+    # the hospital's CKKS ciphertext repeated
+    header, pooled, honest = signed_round(space, parts, "moments", MEAN, op="mean")
+    twice = [honest[0].blobs[0], _pool(keys, [honest[0].blobs[1:], honest[0].blobs[1:]],
+                                       ["ckks"])[0]]
+    blobs = _pool(keys, [twice, honest[1].blobs, honest[2].blobs], schemes)
+    _refused_as_mac_mismatch(client, header, blobs, space, "mac-ckks-twice")
+
+    # and the honest round: the pooled mean, checked against plaintext
+    header, pooled, _ = signed_round(space, parts, "moments", MEAN, op="mean")
+    result = client.request(header, pooled.blobs)
+    assert abs(result["mean"][0] - rossi["age"].mean()) <= 1e-9
+
+
+def test_a_signer_without_a_mac_key_is_refused_and_init_adds_missing_keys(he_space, rossi):
+    space, _, keyholder = he_space
+    client = keyholder.client()
+    parts = split_round_robin(rossi, holders=4)
+    header, pooled, _ = signed_round(space, parts, "counts", COUNT)
+    key_file = signing.mac_dir(space.he) / "registry.key"
+    key_file.unlink()  # the key holder can no longer check the registry's MAC
+    with pytest.raises(WorkbenchUserError) as err:
+        client.request(header, pooled.blobs)
+    assert err.value.reason == "unsigned-contribution" and "no MAC key" in str(err.value)
+    # the registry already has its signing key; the next key creation gives it a new MAC key
+    assert signing.create_holder_keys(space, HOLDERS) == []
+    assert key_file.stat().st_mode & 0o777 == 0o640
+    header, pooled, _ = signed_round(space, parts, "counts", COUNT)
+    assert client.request(header, pooled.blobs)["counts"] == [len(rossi)]
+
+
+def test_mac_keys_are_readable_by_the_holders_and_the_key_holder_only(he_space):
+    space, _, _ = he_space
+    gateway, keyholder_ids = accounts.ensure_user(accounts.GATEWAY), \
+        accounts.ensure_user(accounts.KEYHOLDER)
+    folder = signing.mac_dir(space.he)
+    st = folder.stat()
+    assert st.st_mode & 0o777 == 0o750
+    assert (st.st_uid, st.st_gid) == (gateway[0], keyholder_ids[1])
+    for holder in HOLDERS:
+        st = (folder / f"{holder}.key").stat()
+        assert st.st_mode & 0o777 == 0o640 and st.st_size == mac.KEY_BYTES
+        assert (st.st_uid, st.st_gid) == (gateway[0], keyholder_ids[1])
+    path = str(folder / "hospital.key")
+    for account, readable in ((accounts.AGGREGATOR, False), (accounts.GATEWAY, True),
+                              (accounts.KEYHOLDER, True)):
+        out = _as(account, f"print(len(open({path!r}, 'rb').read()))")
+        if readable:
+            assert out.returncode == 0 and out.stdout.strip() == str(mac.KEY_BYTES), out.stderr
+        else:
+            assert out.returncode != 0 and "PermissionError" in out.stderr
+    listing = _as(accounts.AGGREGATOR, f"import os; os.listdir({str(folder)!r})")
+    assert listing.returncode != 0 and "PermissionError" in listing.stderr
+    # the key holder reads them (as wb-keyholder) through its registry, the gateway through
+    # load_signers: both keys are the same bytes
+    signer = signing.load_signers(space, ["hospital"])["hospital"]
+    assert signer.mac_key == signing.RegistryFile(space.holder_registry).mac_key("hospital")
+
+
+class _SubstitutingAggregator(Aggregator):
+    """An in-process aggregator that swaps the first holder's contribution for its own."""
+
+    def __init__(self, keys, keyholder, frame):
+        super().__init__(keys, keyholder)
+        self.frame = frame
+
+    def submit(self, header, parts):
+        fake = _known(self.keys, header["kind"], header["spec"], self.frame, parts[0])
+        fake.envelope = parts[0].envelope
+        pooled = self.combine([fake, *parts[1:]])
+        request = {k: header.get(k) for k in ("kind", "op", "spec", "thresholds", "context",
+                                              "nonce")}
+        request |= {"type": "decrypt-release", "fingerprint": pooled.fingerprint,
+                    "contributors": pooled.contributors,
+                    "signatures": [p.envelope for p in parts]}
+        return self.keyholder.handle(request, pooled.blobs)
+
+
+def test_the_in_process_federation_uses_throwaway_mac_keys(rossi):
+    parts = split_round_robin(rossi)
+    fed = Federation(parts, min_cell_count=10)
+    signers = [h.signer for h in fed.holders]
+    assert all(len(s.mac_key) == mac.KEY_BYTES for s in signers)
+    assert len({s.mac_key for s in signers}) == len(signers)
+    assert fed.kaplan_meier("week", "arrest").event_table["observed"].sum() == \
+        rossi["arrest"].sum()
+    coordinator = fed.coordinator
+    coordinator.aggregator = _SubstitutingAggregator(coordinator.keys, coordinator.keyholder,
+                                                     rossi.iloc[:40])
+    for op, kwargs in (("count", {}), ("mean", {"column": "age"}),
+                       ("kaplan_meier", {"duration_col": "week", "event_col": "arrest"})):
+        with pytest.raises(WorkbenchUserError) as err:
+            getattr(fed, op)(**kwargs)
+        assert err.value.reason == "mac-mismatch", op
+
+
+def test_in_process_key_holder_refuses_a_signer_it_has_no_mac_key_for(rossi):
+    secret = SecretKeys.generate()
+    keyholder = KeyHolder(secret)
+    fed = Federation(split_round_robin(rossi, holders=2), keyholder=keyholder,
+                     public_keys=secret.public)
+    assert fed.count() == len(rossi)
+    keyholder.registry.macs.pop("insurer")  # its signature still verifies
+    with pytest.raises(WorkbenchUserError) as err:
+        fed.count()
+    assert err.value.reason == "unsigned-contribution" and "no MAC key" in str(err.value)
+
+
+# -- the layout and the PRF ------------------------------------------------------------------------
+def test_every_ciphertext_keeps_one_mac_slot_and_km_stays_one_ciphertext(rossi):
+    n = slots()
+    km = {"duration_col": "days", "resolution": 1.0, "n_bins": 1826, "event_col": "event",
+          "by": []}
+    assert ops.sizes("survival", km) == {"bfv": 3654, "ckks": 0}
+    assert ops.ciphertexts_needed("survival", km, n) == {"bfv": 1, "ckks": 0}
+    # counts by one axis of c levels: 2c + 1 values; 4095 fit one ciphertext, 4097 need two
+    for cells, needed in ((2047, 1), (2048, 2)):
+        spec = {"by": [{"column": "x", "levels": [str(i) for i in range(cells)]}]}
+        assert ops.ciphertexts_needed("counts", spec, n)["bfv"] == needed
+    cox = {"duration_col": "week", "resolution": 1.0, "n_bins": 53, "event_col": "arrest",
+           "by": [], "covariates": ["fin", "age", "prio"], "center": [0.0] * 3}
+    assert ops.ciphertexts_needed("cox", cox, n)["ckks"] == math.ceil(
+        ops.sizes("cox", cox)["ckks"] / (n["ckks"] - 1))
+    vector = np.arange(1, 5000)
+    chunks = ops.chunks(vector, 4096, [7, 8])
+    assert [len(c) for c in chunks] == [4096, 4096] and [c[-1] for c in chunks] == [7, 8]
+    assert (np.concatenate([c[:-1] for c in chunks])[:len(vector)] == vector).all()
+
+
+def test_the_km_round_stays_one_bfv_ciphertext_under_the_byte_budget():
+    from .conftest import synthetic_cohort
+
+    df = synthetic_cohort(3000)
+    fed = Federation({"a": df.iloc[0::3], "b": df.iloc[1::3], "c": df.iloc[2::3]},
+                     min_cell_count=5)
+    fed.kaplan_meier("days", "event")
+    (round_,) = fed.coordinator.log
+    assert round_["per_scheme"] == {"bfv": 1, "ckks": 0}
+    assert max(round_["bytes_per_holder"].values()) <= 90 * 1024
+
+
+def test_mac_slots_are_keyed_per_round_kind_spec_and_ciphertext():
+    key, other = b"k" * 32, b"o" * 32
+    nonce = signing.new_nonce()
+    schemes = ["bfv", "bfv", "ckks", "ckks"]
+    base = mac.slot_values(key, nonce, "cox", "ab" * 32, schemes)
+    assert base == mac.slot_values(key, nonce, "cox", "ab" * 32, schemes)
+    assert all(0 <= v < BFV_PLAIN_MODULUS and isinstance(v, int) for v in base[:2])
+    assert all(0 <= v < mac.CKKS_RANGE and isinstance(v, float) for v in base[2:])
+    assert len(set(base)) == 4  # one value per ciphertext
+    for changed in (mac.slot_values(other, nonce, "cox", "ab" * 32, schemes),
+                    mac.slot_values(key, signing.new_nonce(), "cox", "ab" * 32, schemes),
+                    mac.slot_values(key, nonce, "logistic", "ab" * 32, schemes),
+                    mac.slot_values(key, nonce, "cox", "cd" * 32, schemes)):
+        assert all(a != b for a, b in zip(base, changed, strict=True))
+    total = mac.expected([key, other], nonce, "cox", "ab" * 32, schemes)
+    pair = mac.slot_values(other, nonce, "cox", "ab" * 32, schemes)
+    assert total[0] == (base[0] + pair[0]) % BFV_PLAIN_MODULUS
+    assert total[2] == pytest.approx(base[2] + pair[2], abs=0)
+    # the CKKS check: within the tolerance passes, a guess off by more does not
+    decrypted = np.array([1.0e10, 3.0, total[2] + 5e-4])
+    assert mac.matches("ckks", decrypted, total[2])
+    decrypted[-1] = total[2] + 5e-3
+    assert not mac.matches("ckks", decrypted, total[2])
+    assert mac.matches("bfv", np.array([5, total[0] - BFV_PLAIN_MODULUS]), total[0])
+    assert not mac.matches("bfv", np.array([5, total[0] + 1]), total[0])
+
+
+def test_huge_ckks_values_are_refused_rather_than_loosening_the_check(rossi):
+    frame = rossi.assign(cost=1e9)  # sum of squares ~ 1e20 per holder: beyond 1e15
+    fed = Federation(split_round_robin(frame), min_cell_count=10)
+    with pytest.raises(WorkbenchUserError) as err:
+        fed.mean("cost")
+    assert err.value.reason == "value-too-large" and "rescale" in str(err.value)
+    assert float(fed.mean(column="age")) == pytest.approx(rossi["age"].mean(), abs=1e-9)
