@@ -317,3 +317,27 @@ def test_huge_ckks_values_are_refused_rather_than_loosening_the_check(rossi):
         fed.mean("cost")
     assert err.value.reason == "value-too-large" and "rescale" in str(err.value)
     assert float(fed.mean(column="age")) == pytest.approx(rossi["age"].mean(), abs=1e-9)
+
+
+def test_the_ckks_mac_slot_does_not_loosen_the_stated_error_bound():
+    """32 holders' MACs (up to 2^25 pooled) beside small values: the data slots stay within
+    coordinator.ERROR_BOUND computed from the data alone, and the MAC slot within its
+    tolerance."""
+    import tenseal as ts
+
+    from workbench.secure.nodes import MAX_HOLDERS
+
+    keys = SecretKeys.generate()
+    rng = np.random.default_rng(3)
+    n = slots()["ckks"]
+    nonce, total, pooled, macs = signing.new_nonce(), None, 0.0, 0.0
+    for h in range(MAX_HOLDERS):
+        data = rng.uniform(-1.0, 1.0, n - 1)
+        (r,) = mac.slot_values(bytes([h]) * 32, nonce, "moments", "ab" * 32, ["ckks"])
+        (full,) = ops.chunks(data, n, [r])
+        ct = ts.ckks_vector(keys.public.ckks, full.tolist())
+        total = ct if total is None else total + ct
+        pooled, macs = pooled + data, macs + r
+    decrypted = np.asarray(total.decrypt(keys.ckks.secret_key()))
+    assert np.abs(decrypted[:-1] - pooled).max() <= 1e-6 + 1e-12 * np.abs(pooled).max()
+    assert mac.matches("ckks", decrypted, macs)
