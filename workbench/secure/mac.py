@@ -29,6 +29,8 @@ import json
 
 import numpy as np
 
+from workbench.secure.keys import BFV_PLAIN_MODULUS
+
 DOMAIN = "workbench-he-mac-v1"
 KEY_BYTES = 32
 CKKS_RANGE = 2.0 ** 20
@@ -38,13 +40,14 @@ MAX_CKKS_MAGNITUDE = 1e15
 def slot_values(key: bytes, nonce: str, kind: str, spec_hash: str,
                 schemes: list[str]) -> list[int | float]:
     """The holder's MAC slot for each of its ciphertexts (``schemes``: one per ciphertext)."""
-    from workbench.secure.keys import BFV_PLAIN_MODULUS
-
+    # HMAC over the round's JSON (closed by "]", so unambiguous), then "|scheme|index"
+    prefix = json.dumps([DOMAIN, nonce, kind, spec_hash], separators=(",", ":")).encode()
+    keyed = hmac.new(key, prefix, hashlib.sha256)
     out: list[int | float] = []
     for index, scheme in enumerate(schemes):
-        message = json.dumps([DOMAIN, nonce, kind, spec_hash, scheme, index],
-                             separators=(",", ":")).encode()
-        digest = hmac.new(key, message, hashlib.sha256).digest()
+        one = keyed.copy()
+        one.update(f"|{scheme}|{index}".encode())
+        digest = one.digest()
         if scheme == "bfv":  # 128 bits mod a 30-bit prime: bias below 2^-98
             out.append(int.from_bytes(digest[:16], "big") % BFV_PLAIN_MODULUS)
         else:  # 53 random bits as a double in [0, 2^20)
@@ -55,8 +58,6 @@ def slot_values(key: bytes, nonce: str, kind: str, spec_hash: str,
 def expected(keys: list[bytes], nonce: str, kind: str, spec_hash: str,
              schemes: list[str]) -> list[int | float]:
     """What the pooled MAC slots must hold when exactly the holders of ``keys`` contributed."""
-    from workbench.secure.keys import BFV_PLAIN_MODULUS
-
     total = [0] * len(schemes)
     for key in keys:
         for i, value in enumerate(slot_values(key, nonce, kind, spec_hash, schemes)):
@@ -71,8 +72,6 @@ def tolerance(largest: float) -> float:
 
 def matches(scheme: str, decrypted: np.ndarray, want: int | float) -> bool:
     """Does one decrypted ciphertext (its last slot the MAC) carry the MAC ``want``?"""
-    from workbench.secure.keys import BFV_PLAIN_MODULUS
-
     if scheme == "bfv":
         return int(round(float(decrypted[-1]))) % BFV_PLAIN_MODULUS == want
     largest = float(np.max(np.abs(decrypted))) if len(decrypted) else 0.0
