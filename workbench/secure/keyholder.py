@@ -6,12 +6,12 @@ For every request it: checks the ciphertexts were made under this space's public
 that every claimed contributor signed THIS round with its registered key and that the round's
 nonce was never accepted before (``signing.py``); decrypts the POOLED aggregate; checks that the
 MAC slot of every ciphertext is the sum of the signers' MACs (``mac.py``: a contribution replaced,
-dropped, repeated or scaled by the aggregator is refused); checks that the
-holders counted inside it are no more than those that signed (a contribution nobody signed is
-refused) and at least two (so a single holder's ciphertext is never released); applies the
-release policy (``release.py``); records an ``he-decryption`` provenance record for every decision
-(refusing when the collector cannot be reached: fail closed); and returns only the released
-values. Intermediate decrypted vectors (per-bin risk sets, per-cell sums) never leave this object.
+dropped, repeated or scaled by the aggregator is refused); checks that the holders counted inside
+it are no more than those that signed (a contribution nobody signed is refused) and at least two
+(so a single holder's ciphertext is never released); applies the release policy (``release.py``);
+records an ``he-decryption`` provenance record for every decision (refusing when the collector
+cannot be reached: fail closed); and returns only the released values. Intermediate decrypted
+vectors (per-bin risk sets, per-cell sums) never leave this object.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class KeyHolder:
         schemes = ["bfv"] * needed["bfv"] + ["ckks"] * needed["ckks"]
         decrypted = self._decrypt(schemes, blobs)
         try:
-            self._check_macs(decrypted, schemes, mac_keys, header, kind, spec)
+            _check_macs(decrypted, schemes, mac_keys, header.get("nonce"), kind, spec, slots())
         except WorkbenchUserError as exc:
             self._record(header, thresholds, "refused", exc.reason, len(blobs))
             raise
@@ -157,28 +157,6 @@ class KeyHolder:
                                      reason="unsigned-contribution")
         self.nonces.accept(nonce)
         return signed
-
-    @staticmethod
-    def _check_macs(decrypted: list[np.ndarray], schemes: list[str], mac_keys: list[bytes],
-                    header: dict, kind: str, spec: dict) -> None:
-        """Each ciphertext's last slot must be the sum of the signers' MACs for this round: the
-        aggregator added exactly the signed contributions, once each, unscaled (``mac.py``)."""
-        want = mac.expected(mac_keys, header.get("nonce"), kind, signing.spec_sha256(spec),
-                            schemes)
-        for scheme, values, expected in zip(schemes, decrypted, want, strict=True):
-            if scheme == "ckks" and len(values) and \
-                    float(np.max(np.abs(values))) > mac.MAX_CKKS_MAGNITUDE:
-                raise WorkbenchUserError(
-                    f"Contribution refused (value-too-large): a pooled CKKS value exceeds "
-                    f"{mac.MAX_CKKS_MAGNITUDE:.0e}, beyond which its MAC cannot be checked "
-                    "tightly; centre or rescale the column (e.g. thousands of EUR).",
-                    reason="value-too-large")
-            if len(values) != nodes_slots()[scheme] or not mac.matches(scheme, values, expected):
-                raise WorkbenchUserError(
-                    "Contribution refused (mac-mismatch): the pooled ciphertexts do not carry the "
-                    "MACs of exactly the holders that signed this round (a contribution was "
-                    "replaced, dropped, repeated or scaled on the way); nothing was released.",
-                    reason="mac-mismatch")
 
     def _decrypt(self, schemes: list[str], blobs: list[bytes]) -> list[np.ndarray]:
         """One decrypted slot vector per ciphertext (its last slot the MAC)."""
@@ -232,10 +210,25 @@ class KeyHolder:
         self.provenance.append("he-decryption", fields)  # raises when the collector is down
 
 
-def nodes_slots() -> dict[str, int]:
-    from workbench.secure.nodes import slots
-
-    return slots()
+def _check_macs(decrypted: list[np.ndarray], schemes: list[str], mac_keys: list[bytes],
+                nonce, kind: str, spec: dict, n_slots: dict[str, int]) -> None:
+    """Each ciphertext's last slot must be the sum of the signers' MACs for this round: the
+    aggregator added exactly the signed contributions, once each, unscaled (``mac.py``)."""
+    want = mac.expected(mac_keys, nonce, kind, signing.spec_sha256(spec), schemes)
+    for scheme, values, expected in zip(schemes, decrypted, want, strict=True):
+        if scheme == "ckks" and len(values) and \
+                float(np.max(np.abs(values))) > mac.MAX_CKKS_MAGNITUDE:
+            raise WorkbenchUserError(
+                f"Contribution refused (value-too-large): a pooled CKKS value exceeds "
+                f"{mac.MAX_CKKS_MAGNITUDE:.0e}, beyond which its MAC cannot be checked "
+                "tightly; centre or rescale the column (e.g. thousands of EUR).",
+                reason="value-too-large")
+        if len(values) != n_slots[scheme] or not mac.matches(scheme, values, expected):
+            raise WorkbenchUserError(
+                "Contribution refused (mac-mismatch): the pooled ciphertexts do not carry the "
+                "MACs of exactly the holders that signed this round (a contribution was "
+                "replaced, dropped, repeated or scaled on the way); nothing was released.",
+                reason="mac-mismatch")
 
 
 def _scheme_label(kind) -> str:

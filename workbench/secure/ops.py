@@ -47,7 +47,8 @@ def _cells(spec: dict) -> int:
 def layout(kind: str, spec: dict) -> list[tuple[str, int]]:
     """Named segments of the flat slot vector, in order. ``cell_holders`` counts, per cell, the
     holders with rows in it; the last slot counts the holders with any row (each holder puts 1
-    there), so the key holder can refuse what only one holder contributed."""
+    there), so the key holder can refuse what only one holder contributed. (Apart from these
+    values, every ciphertext keeps its last slot for the holder's MAC: ``chunks``.)"""
     cells = _cells(spec)
     if cells > MAX_CELLS:
         raise WorkbenchUserError(f"{cells} cells is more than the {MAX_CELLS} a secure op allows: "
