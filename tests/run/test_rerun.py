@@ -150,6 +150,24 @@ def test_a_rerun_checks_release_requests_without_submitting_them(public_space):
     assert len(checks) == 2 and all(c["status"] == "denied" for c in checks)
 
 
+def test_a_rerun_kernel_does_not_start_without_the_rerun_socket(public_space):
+    """Fail closed: no re-run socket (no gateway, or one that predates it), no re-run kernel -
+    it never falls back to the study socket, where release requests would be submitted."""
+    import asyncio
+
+    from workbench.errors import WorkbenchUserError
+    from workbench.gateway import rerun_socket
+    from workbench.run.kernel import sandbox_kernel_manager
+
+    space = public_space["space"]
+    assert not rerun_socket(space, STUDY).exists()
+    with sandbox_kernel_manager(space, STUDY, rerun=True) as km:
+        with pytest.raises(WorkbenchUserError) as refused:
+            asyncio.run(km.start_kernel())
+    assert refused.value.reason == "rerun-unavailable"
+    assert not km.has_kernel
+
+
 def test_rerun_without_a_log_is_a_user_error(public_space):
     result = workbench("rerun", "--study", "cml-tki", *_args(public_space))
     assert result.returncode == 2 and "No provenance store" in result.stderr
