@@ -311,7 +311,7 @@ def test_mac_slots_are_keyed_per_round_kind_spec_and_ciphertext():
 
 
 def test_huge_ckks_values_are_refused_rather_than_loosening_the_check(rossi):
-    frame = rossi.assign(cost=1e9)  # sum of squares ~ 1e20 per holder: beyond 1e15
+    frame = rossi.assign(cost=1e13)  # the pooled sum, 432 x 1e13, is beyond 1e15
     fed = Federation(split_round_robin(frame), min_cell_count=10)
     with pytest.raises(WorkbenchUserError) as err:
         fed.mean("cost")

@@ -95,3 +95,28 @@ def test_ckks_sum_error_stays_within_the_stated_bound(keys, magnitude):
     pooled = sum(vectors)
     error = np.abs(np.asarray(total.decrypt(keys.ckks.secret_key())) - pooled)
     assert error.max() <= 1e-6 + 1e-12 * np.abs(pooled).max()
+
+
+def test_large_values_sum_and_vary_without_hitting_the_ckks_cap():
+    """Sums and means carry no sums of squares (which would be ~n x^2 and exceed the key
+    holder's CKKS magnitude cap); the variance round is centred on the pooled mean."""
+    from workbench.secure import Federation
+
+    rng = np.random.default_rng(3)
+    frames = {h: pd.DataFrame({"cost": rng.normal(1e8, 1e3, 4000)}) for h in ("a", "b", "c")}
+    pooled = pd.concat(frames.values())["cost"]
+    fed = Federation(frames, min_cell_count=10)
+    assert abs(fed.sum("cost") - pooled.sum()) <= 1e-6 + 1e-12 * pooled.abs().sum()
+    assert abs(fed.mean("cost") - pooled.mean()) <= 1e-6
+    assert abs(fed.var("cost") - pooled.var()) / pooled.var() <= 1e-7
+
+
+def test_a_variance_without_sums_of_squares_is_refused():
+    from workbench.secure import release
+
+    spec = {"by": [], "column": "x", "dominance_n": 2, "squares": False}
+    values = {"n": np.array([50.0]), "s1": np.array([1.0]), "s2": np.array([0.0]),
+              "abs": np.array([60.0]), "top": np.array([2.0]), "cell_holders": np.array([3.0])}
+    with pytest.raises(WorkbenchUserError) as err:
+        release.release_moments("var", spec, values, release.Thresholds.from_dict({}))
+    assert err.value.reason == "malformed-message"

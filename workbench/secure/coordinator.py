@@ -165,11 +165,14 @@ class Coordinator:
         return result | {"edges": edges, "column": column}
 
     def _moments(self, op: str, column: str, by=None) -> dict:
+        # Sums of squares only where a variance needs them: beside a sum in one CKKS ciphertext
+        # they would set its error (and the key holder's value-too-large cap), being ~n x^2.
         spec = {"by": self._by(by), "column": column,
-                "dominance_n": _dominance(self.thresholds)[0]}
+                "dominance_n": _dominance(self.thresholds)[0], "squares": False}
         if op == "var":  # first the pooled mean, then moments centred on it (no cancellation)
             first = self.round("moments", "mean", spec)
             spec["center"] = [0.0 if m is None else m for m in first["mean"]]
+            spec["squares"] = True
         return self.round("moments", op, spec) | {"by": by, "column": column}
 
     def _sum(self, column: str, by=None) -> dict:

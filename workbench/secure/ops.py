@@ -245,7 +245,8 @@ def _moments(spec, frame, cells, keep, n_cells):
         np.add.at(top, cs[rank < k], ax[rank < k])
     return [np.bincount(c, minlength=n_cells),
             np.bincount(c, weights=z, minlength=n_cells),
-            np.bincount(c, weights=z * z, minlength=n_cells),
+            np.bincount(c, weights=z * z, minlength=n_cells) if spec.get("squares", True)
+            else np.zeros(n_cells),
             np.bincount(c, weights=np.abs(x), minlength=n_cells), top]
 
 

@@ -132,6 +132,9 @@ def release_counts(op, spec, v, t: Thresholds) -> dict:
 
 
 def release_moments(op, spec, v, t: Thresholds) -> dict:
+    if op == "var" and not spec.get("squares", True):
+        raise WorkbenchUserError("a variance needs the holders' sums of squares: the spec must "
+                                 "say squares: true.", reason="malformed-message")
     n = np.rint(v["n"]).astype(np.int64)
     check_cell_holders(v, n, spec, t)
     _refuse_small(n, spec, t, "cell(s) have row counts", "Group by fewer or coarser columns.")
