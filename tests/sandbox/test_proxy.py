@@ -61,6 +61,34 @@ def test_execution_is_recorded_before_and_after_with_output_hashes(kernel):
     assert fields["started"] <= fields["ended"]
 
 
+def test_stream_digests_do_not_depend_on_how_output_is_flushed(kernel):
+    """print() may reach the proxy in one message or several: the digest is of the text a
+    notebook shows (consecutive writes to one stream are one output), so a re-run matches."""
+    digests = []
+    for code in ("import sys; sys.stdout.write('ab\\ncd\\n'); sys.stdout.flush()",
+                 "import sys, time\nfor part in ('ab\\n', 'cd\\n'):\n"
+                 "    sys.stdout.write(part); sys.stdout.flush(); time.sleep(0.3)"):
+        result = execute(kernel["kc"], code)
+        done = wait_for_records(kernel["space"], lambda r, m=result["msg_id"]: r["kind"]
+                                == "cell-execution" and r["fields"]["msg_id"] == m
+                                and r["fields"]["status"] == "ok")
+        digests.append(done[0]["fields"]["outputs"])
+    expected = [{"output_type": "stream", "sha256": hashlib.sha256(b"ab\ncd\n").hexdigest(),
+                 "size": 6}]
+    assert digests == [expected, expected]
+
+
+def test_interleaved_streams_and_malformed_stream_content_are_digested_apart():
+    execution = _Execution(record={}, record_id=None)
+    execution.add_stream("stdout", b"a")
+    execution.add_stream("stderr", b"b")
+    execution.add_stream("stdout", b"c")
+    execution.add_output("stream", b"{not json")  # what the proxy does with a malformed one
+    execution.add_stream("stdout", b"d")
+    assert [o["sha256"] for o in execution.outputs] == [
+        hashlib.sha256(x).hexdigest() for x in (b"a", b"b", b"c", b"{not json", b"d")]
+
+
 def test_unattributed_requests_are_the_servers_run_user(kernel):
     kc = kernel["kc"]
     msg = kc.session.msg("execute_request", {"code": "1", "silent": False, "store_history": True,

@@ -87,8 +87,23 @@ class _Execution:
     status: str | None = None
     idle: bool = False
     _overflow: Any = None  # one running digest for outputs beyond the record's limit
+    _stream: Any = None  # (name, running digest) of the stream output being written
+
+    def add_stream(self, name: str, text: bytes) -> None:
+        """Consecutive writes to one stream are one output (as a notebook shows them): how
+        print() happens to be split into messages must not change the cell's digests."""
+        last = self.outputs[-1] if self.outputs else None
+        if self._stream is not None and self._stream[0] == name and last is not None \
+                and last["output_type"] == "stream":
+            self._stream[1].update(text)
+            last["sha256"], last["size"] = self._stream[1].hexdigest(), last["size"] + len(text)
+            return
+        self.add_output("stream", text)
+        if self.outputs[-1]["output_type"] == "stream":
+            self._stream = (name, hashlib.sha256(text))
 
     def add_output(self, output_type: str, body: bytes) -> None:
+        self._stream = None
         if len(self.outputs) < MAX_OUTPUTS - 1:
             self.outputs.append({"output_type": output_type, "sha256": _sha256(body),
                                  "size": len(body)})
@@ -357,12 +372,25 @@ class AuditProxy:
             return
         msg_type = msg["header"]["msg_type"]
         if msg_type in OUTPUTS:
-            body = bytes(msg["content"]) + b"".join(bytes(b) for b in msg.get("buffers", []))
-            execution.add_output(_label(msg_type), body)
+            self._digest_output(execution, msg, msg_type)
         elif (msg_type == "status" and self.session.unpack(bytes(msg["content"]))
               .get("execution_state") == "idle"):
             execution.idle = True
             self._complete(msg["parent_header"]["msg_id"])
+
+    def _digest_output(self, execution: _Execution, msg: dict, msg_type: str) -> None:
+        body = bytes(msg["content"]) + b"".join(bytes(b) for b in msg.get("buffers", []))
+        content = None
+        if msg_type == "stream":
+            try:  # the kernel is untrusted: a malformed stream is digested as it came
+                content = self.session.unpack(bytes(msg["content"]))
+            except Exception:  # noqa: BLE001 - any parse failure means "not a proper stream"
+                content = None
+        if isinstance(content, dict) and isinstance(content.get("text"), str):
+            execution.add_stream(str(content.get("name", "")),
+                                 content["text"].encode("utf-8", "surrogatepass"))
+        else:
+            execution.add_output(_label(msg_type), body)
 
     def _observe_reply(self, frames: list[bytes]) -> None:
         msg = self._parse_out(frames)
