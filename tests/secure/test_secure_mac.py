@@ -297,7 +297,7 @@ def test_mac_slots_are_keyed_per_round_kind_spec_and_ciphertext():
                     mac.slot_values(key, nonce, "logistic", "ab" * 32, schemes),
                     mac.slot_values(key, nonce, "cox", "cd" * 32, schemes)):
         assert all(a != b for a, b in zip(base, changed, strict=True))
-    total = mac.expected([key, other], nonce, "cox", "ab" * 32, schemes)
+    total = mac.expected([key, other], b"w" * 32, nonce, "cox", "ab" * 32, schemes, [])
     pair = mac.slot_values(other, nonce, "cox", "ab" * 32, schemes)
     assert total[0] == (base[0] + pair[0]) % BFV_PLAIN_MODULUS
     assert total[2] == pytest.approx(base[2] + pair[2], abs=0)

@@ -1,9 +1,10 @@
 """Holder nodes as separate processes, so the holders encrypt in parallel.
 
 Each child (``python -m workbench.secure.holders``) gets one holder's rows (Arrow IPC), the public
-contexts and that holder's signing and MAC keys only; the HE secret key never reaches it. It
-encrypts, MACs and signs each round itself. Requests and replies are ``wire`` frames over its
-stdin/stdout — the same frames a holder service on another host would take.
+contexts, that holder's signing and MAC keys and the holders' round-weight key only; the HE
+secret key never reaches it. It encrypts, MACs and signs each round itself. Requests and replies
+are ``wire`` frames over its stdin/stdout — the same frames a holder service on another host
+would take.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     signer = signing.Signer(header["name"], Ed25519PrivateKey.from_private_bytes(blobs[2]),
-                            blobs[3])
+                            blobs[3], blobs[4])
     node = HolderNode(header["name"], _from_arrow(blobs[1]), PublicKeys.from_bytes(blobs[0]),
                       signer)
     node.keys.bfv, node.keys.ckks  # noqa: B018 - parse the contexts before the first request
@@ -88,7 +89,8 @@ class HolderProcesses:
                     serialization.NoEncryption())
                 proc.stdin.write(wire.encode({"name": name},
                                              [keys.to_bytes(), _to_arrow(frame), secret,
-                                              signers[name].mac_key_or_refuse()]))
+                                              signers[name].mac_key_or_refuse(),
+                                              signers[name].weight_key_or_refuse()]))
                 proc.stdin.flush()
             for proc in self.procs:
                 header, _ = wire.read_stream(proc.stdout)

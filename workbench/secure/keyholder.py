@@ -5,8 +5,9 @@ behind the ``workbench keyholder`` socket server (which only the aggregator acco
 For every request it: checks the ciphertexts were made under this space's public context; checks
 that every claimed contributor signed THIS round with its registered key and that the round's
 nonce was never accepted before (``signing.py``); decrypts the POOLED aggregate; checks that the
-MAC slot of every ciphertext is the sum of the signers' MACs (``mac.py``: a contribution replaced,
-dropped, repeated or scaled by the aggregator is refused); checks that the holders counted inside
+MAC slot of every ciphertext is the sum of the signers' MACs, bound to the decrypted counts for BFV
+(``mac.py``: a contribution replaced, dropped, repeated or scaled by the aggregator, or an offset it
+added to the counts, is refused); checks that the holders counted inside
 it are no more than those that signed (a contribution nobody signed is refused) and at least two
 (so a single holder's ciphertext is never released); applies the release policy (``release.py``);
 records an ``he-decryption`` provenance record for every decision (refusing when the collector
@@ -82,6 +83,7 @@ class KeyHolder:
         try:
             signed = self._verify_signatures(header, kind, spec, contributors, fingerprint)
             mac_keys = [self.registry.mac_key(h) for h in signed]
+            weight_key = self.registry.round_weight_key()
         except WorkbenchUserError as exc:
             self._record(header, thresholds, "refused", exc.reason, len(blobs))
             raise
@@ -106,7 +108,8 @@ class KeyHolder:
         schemes = ["bfv"] * needed["bfv"] + ["ckks"] * needed["ckks"]
         decrypted = self._decrypt(schemes, blobs)
         try:
-            _check_macs(decrypted, schemes, mac_keys, header.get("nonce"), kind, spec, slots())
+            _check_macs(decrypted, schemes, mac_keys, weight_key, header.get("nonce"), kind,
+                        spec, slots())
         except WorkbenchUserError as exc:
             self._record(header, thresholds, "refused", exc.reason, len(blobs))
             raise
@@ -211,10 +214,15 @@ class KeyHolder:
 
 
 def _check_macs(decrypted: list[np.ndarray], schemes: list[str], mac_keys: list[bytes],
-                nonce, kind: str, spec: dict, n_slots: dict[str, int]) -> None:
-    """Each ciphertext's last slot must be the sum of the signers' MACs for this round: the
-    aggregator added exactly the signed contributions, once each, unscaled (``mac.py``)."""
-    want = mac.expected(mac_keys, nonce, kind, signing.spec_sha256(spec), schemes)
+                weight_key: bytes, nonce, kind: str, spec: dict, n_slots: dict[str, int]) -> None:
+    """Each ciphertext's last slot must be the sum of the signers' MACs for this round (plus,
+    for BFV, the weighted sum of the decrypted values): the aggregator added exactly the signed
+    contributions, once each, unscaled, and nothing else to the counts (``mac.py``)."""
+    if any(len(v) != n_slots[s] for s, v in zip(schemes, decrypted, strict=True)):
+        raise _mac_mismatch()
+    bfv_data = [v[:-ops.MAC_SLOTS] for s, v in zip(schemes, decrypted, strict=True) if s == "bfv"]
+    want = mac.expected(mac_keys, weight_key, nonce, kind, signing.spec_sha256(spec), schemes,
+                        bfv_data)
     for scheme, values, expected in zip(schemes, decrypted, want, strict=True):
         if scheme == "ckks" and len(values) and \
                 float(np.max(np.abs(values))) > mac.MAX_CKKS_MAGNITUDE:
@@ -223,12 +231,16 @@ def _check_macs(decrypted: list[np.ndarray], schemes: list[str], mac_keys: list[
                 f"{mac.MAX_CKKS_MAGNITUDE:.0e}, beyond which its MAC cannot be checked "
                 "tightly; centre or rescale the column (e.g. thousands of EUR).",
                 reason="value-too-large")
-        if len(values) != n_slots[scheme] or not mac.matches(scheme, values, expected):
-            raise WorkbenchUserError(
-                "Contribution refused (mac-mismatch): the pooled ciphertexts do not carry the "
-                "MACs of exactly the holders that signed this round (a contribution was "
-                "replaced, dropped, repeated or scaled on the way); nothing was released.",
-                reason="mac-mismatch")
+        if not mac.matches(scheme, values, expected):
+            raise _mac_mismatch()
+
+
+def _mac_mismatch() -> WorkbenchUserError:
+    return WorkbenchUserError(
+        "Contribution refused (mac-mismatch): the pooled ciphertexts do not carry the MACs of "
+        "exactly the holders that signed this round (a contribution was replaced, dropped, "
+        "repeated or scaled, or an offset added to the counts, on the way); nothing was "
+        "released.", reason="mac-mismatch")
 
 
 def _scheme_label(kind) -> str:

@@ -18,8 +18,14 @@ ciphertext changes the slot by an amount it cannot predict:
   M > MAX_CKKS_MAGNITUDE, so a forger cannot widen the tolerance past ~2e-4 by packing huge
   values.
 
-What it does not stop: adding an encryption whose MAC slots are 0 on top of the genuine sum
-(docs/secure.md, Limits).
+Value binding (BFV only): r_i alone does not depend on the values, so an aggregator could add an
+encryption of its own offset with 0 in the MAC slot on top of the genuine sum and shift the counts
+the release rules check. So every holder and the key holder also share one round-weight key
+(never the aggregator): per round and per BFV ciphertext i it gives weights w_ij uniform in
+[0, t), and holder h's BFV MAC slot is r_hi + sum_j w_ij v_hij mod t. The slot stays linear in the
+values, so the pooled slot must equal sum_h r_hi + sum_j w_ij V_ij mod t for the pooled values V;
+an added offset d != 0 changes the two sides by sum_j w_ij d_j, which is 0 with probability 1/t
+for weights the aggregator does not know. CKKS MAC slots bind no values (docs/secure.md, Limits).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 from workbench.secure.keys import BFV_PLAIN_MODULUS
 
 DOMAIN = "workbench-he-mac-v1"
+WEIGHTS_DOMAIN = "workbench-he-weights-v1"
 KEY_BYTES = 32
 CKKS_RANGE = 2.0 ** 20
 MAX_CKKS_MAGNITUDE = 1e15
@@ -56,13 +63,51 @@ def slot_values(key: bytes, nonce: str, kind: str, spec_hash: str,
     return out
 
 
-def expected(keys: list[bytes], nonce: str, kind: str, spec_hash: str,
-             schemes: list[str]) -> list[int | float]:
-    """What the pooled MAC slots must hold when exactly the holders of ``keys`` contributed."""
+def weights(weight_key: bytes, nonce: str, kind: str, spec_hash: str, index: int,
+            size: int) -> np.ndarray:
+    """The round's weights for BFV ciphertext ``index``: ``size`` integers uniform in [0, t)."""
+    prefix = json.dumps([WEIGHTS_DOMAIN, nonce, kind, spec_hash, index], separators=(",", ":"))
+    digest = hmac.new(weight_key, prefix.encode(), hashlib.sha256).digest()
+    # Philox's 128-bit key from the HMAC; Generator.integers draws without modulo bias
+    rng = np.random.Generator(np.random.Philox(key=np.frombuffer(digest[:16], dtype="<u8")))
+    return rng.integers(0, BFV_PLAIN_MODULUS, size, dtype=np.int64)
+
+
+def value_tags(weight_key: bytes, nonce: str, kind: str, spec_hash: str,
+               data: list[np.ndarray]) -> list[int]:
+    """sum_j w_ij v_ij mod t for each BFV ciphertext's data slots (all but the MAC slot)."""
+    out = []
+    for index, values in enumerate(data):
+        w = weights(weight_key, nonce, kind, spec_hash, index, len(values))
+        v = np.asarray(values)
+        v = np.mod((np.rint(v) if v.dtype.kind == "f" else v).astype(np.int64),
+                   BFV_PLAIN_MODULUS)
+        # each product < 2^60 and reduced before summing: no int64 overflow
+        out.append(int(np.mod(w * v, BFV_PLAIN_MODULUS).sum() % BFV_PLAIN_MODULUS))
+    return out
+
+
+def holder_slots(key: bytes, weight_key: bytes, nonce: str, kind: str, spec_hash: str,
+                 schemes: list[str], bfv_data: list[np.ndarray]) -> list[int | float]:
+    """The MAC slot of each of a holder's ciphertexts: r_i, plus the value tag for BFV ones
+    (``bfv_data``: the data slots of its BFV ciphertexts, which come first)."""
+    tags = value_tags(weight_key, nonce, kind, spec_hash, bfv_data)
+    out = slot_values(key, nonce, kind, spec_hash, schemes)
+    for i, tag in enumerate(tags):
+        out[i] = (out[i] + tag) % BFV_PLAIN_MODULUS
+    return out
+
+
+def expected(keys: list[bytes], weight_key: bytes, nonce: str, kind: str, spec_hash: str,
+             schemes: list[str], bfv_data: list[np.ndarray]) -> list[int | float]:
+    """What the pooled MAC slots must hold when exactly the holders of ``keys`` contributed and
+    the pooled BFV ciphertexts' data slots hold ``bfv_data``."""
     total = [0] * len(schemes)
     for key in keys:
         for i, value in enumerate(slot_values(key, nonce, kind, spec_hash, schemes)):
             total[i] += value
+    for i, tag in enumerate(value_tags(weight_key, nonce, kind, spec_hash, bfv_data)):
+        total[i] += tag
     return [t % BFV_PLAIN_MODULUS if s == "bfv" else float(t)
             for t, s in zip(total, schemes, strict=True)]
 

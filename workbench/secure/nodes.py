@@ -2,7 +2,8 @@
 
 A ``HolderNode`` reduces its own rows to one packed vector (``ops.holder_vector``), encrypts it
 with the space's public context (``ceil(values / (slots - 1))`` ciphertexts, whatever the number
-of patients; the last slot of each carries the holder's MAC, ``mac.py``) and signs the round
+of patients; the last slot of each carries the holder's MAC, bound to the values for BFV,
+``mac.py``) and signs the round
 (``signing.py``). The ``Aggregator`` checks every contribution's
 context, layout and signature envelope, adds the ciphertexts under the public context and forwards
 the pooled sum with the holders' envelopes to the key holder; it cannot decrypt (no secret key)
@@ -80,13 +81,17 @@ def encrypt_vector(keys: PublicKeys, scheme: str, vector: np.ndarray,
 
 def seal(keys: PublicKeys, signer: signing.Signer, kind: str, spec: dict, nonce: str,
          vectors: dict[str, np.ndarray]) -> Encrypted:
-    """Encrypt a holder's vectors with its MAC in every ciphertext and sign them for the round
-    ``nonce``."""
+    """Encrypt a holder's vectors with its MAC in every ciphertext (for BFV, bound to the
+    ciphertext's values by the round weights) and sign them for the round ``nonce``."""
     spec_hash = signing.spec_sha256(spec)
     per_scheme = {s: math.ceil(len(vectors[s]) / ops.data_slots(slots()[s]))
                   for s in ("bfv", "ckks")}
     schemes = ["bfv"] * per_scheme["bfv"] + ["ckks"] * per_scheme["ckks"]
-    macs = mac.slot_values(signer.mac_key_or_refuse(), nonce, kind, spec_hash, schemes)
+    # the MAC of each BFV ciphertext binds its data slots (mac.value_tags)
+    bfv_data = [full[:-ops.MAC_SLOTS] for full in
+                ops.chunks(np.asarray(vectors["bfv"]), slots()["bfv"], [0] * per_scheme["bfv"])]
+    macs = mac.holder_slots(signer.mac_key_or_refuse(), signer.weight_key_or_refuse(), nonce,
+                            kind, spec_hash, schemes, bfv_data)
     blobs = (encrypt_vector(keys, "bfv", vectors["bfv"], macs[:per_scheme["bfv"]])
              + encrypt_vector(keys, "ckks", vectors["ckks"], macs[per_scheme["bfv"]:]))
     envelope = signer.sign(nonce, kind, spec_hash, keys.fingerprint, blobs)

@@ -14,8 +14,11 @@ so by ``workbench init`` and the supervisor): ``he/holders.json`` (0644, root) i
 public keys; ``he/holder-keys/<holder>.key`` (0600, in a 0700 directory, owned by the gateway
 account, which plays the holders on one machine) holds each private key; ``he/holder-macs/
 <holder>.key`` (0640, owner the gateway account, group the key holder's, in a 0750 directory of
-the same owner and group) holds each holder's MAC key, shared with the key holder only. The
-aggregator can read none of them; the key holder cannot read the private signing keys.
+the same owner and group) holds each holder's MAC key, shared with the key holder only, and
+``he/holder-macs/_weights.key`` (same mode and owners; holder names start with a letter or
+digit, so it names no holder) the round-weight key that every holder and the key holder share to
+bind the MAC slots to the values (``mac.py``). The aggregator can read none of them; the key
+holder cannot read the private signing keys.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ HOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NONCE = re.compile(r"^(\d{13})-([0-9a-f]{32})$")  # unix milliseconds - 128 random bits
 NONCE_WINDOW_MS = 10 * 60 * 1000  # a round older than this is refused (clock skew allowed)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+WEIGHTS_FILE = "_weights.key"  # cannot clash with a holder's "<holder>.key": see HOLDER_NAME
 
 
 def spec_sha256(spec: dict) -> str:
@@ -76,11 +80,13 @@ def mac_dir(he: Path) -> Path:
 
 @dataclass
 class Signer:
-    """One holder's signing key and its MAC key (shared with the key holder, ``mac.py``)."""
+    """One holder's signing key, its MAC key and the holders' round-weight key (both shared
+    with the key holder, ``mac.py``)."""
 
     holder: str
     key: Ed25519PrivateKey
     mac_key: bytes | None = None
+    weight_key: bytes | None = None
 
     def mac_key_or_refuse(self) -> bytes:
         if not self.mac_key:
@@ -88,6 +94,11 @@ class Signer:
                                                    "starting the key holder as root gives every "
                                                    "holder of the space one.")
         return self.mac_key
+
+    def weight_key_or_refuse(self) -> bytes:
+        if not self.weight_key:
+            raise _no_weight_key()
+        return self.weight_key
 
     def sign(self, nonce: str, kind: str, spec_hash: str, fingerprint: str,
              blobs: list[bytes]) -> dict:
@@ -132,8 +143,8 @@ class Registry:
     """The holders' registered public keys: what the key holder trusts."""
 
     def __init__(self, keys: dict[str, Ed25519PublicKey] | None = None,
-                 macs: dict[str, bytes] | None = None):
-        self.keys, self.macs = dict(keys or {}), dict(macs or {})
+                 macs: dict[str, bytes] | None = None, weight_key: bytes | None = None):
+        self.keys, self.macs, self.weight_key = dict(keys or {}), dict(macs or {}), weight_key
 
     def trust(self, holder: str, public_raw: bytes, mac_key: bytes | None = None) -> None:
         """Register a holder's keys in-process (``Federation``'s ephemeral holders); never over
@@ -147,6 +158,11 @@ class Registry:
         if not key:
             raise _no_mac_key(holder)
         return key
+
+    def round_weight_key(self) -> bytes:
+        if not self.weight_key:
+            raise _no_weight_key()
+        return self.weight_key
 
     def verify(self, envelope: dict, nonce: str, kind: str, spec_hash: str,
                fingerprint: str) -> str:
@@ -208,12 +224,20 @@ def _no_mac_key(holder: str) -> WorkbenchUserError:
                                             "holder of the space one.")
 
 
+def _no_weight_key() -> WorkbenchUserError:
+    return _refuse("unsigned-contribution", "the holders' round-weight key (he/holder-macs/"
+                                            f"{WEIGHTS_FILE}) is missing or unreadable; starting "
+                                            "the key holder as root creates it.")
+
+
 # -- the space's holder keys -----------------------------------------------------------------------
-def ephemeral(holders) -> tuple[dict[str, Signer], Registry]:
-    """Fresh signing and MAC keys for in-process federations (tests, holders' own validation)."""
-    signers = {h: Signer(h, Ed25519PrivateKey.generate(), secrets.token_bytes(mac.KEY_BYTES))
-               for h in holders}
-    registry = Registry()
+def ephemeral(holders, weight_key: bytes | None = None) -> tuple[dict[str, Signer], Registry]:
+    """Fresh signing and MAC keys, and a round-weight key shared by all (``weight_key`` if
+    given), for in-process federations (tests, holders' own validation)."""
+    weight_key = weight_key or secrets.token_bytes(mac.KEY_BYTES)
+    signers = {h: Signer(h, Ed25519PrivateKey.generate(), secrets.token_bytes(mac.KEY_BYTES),
+                         weight_key) for h in holders}
+    registry = Registry(weight_key=weight_key)
     for name, signer in signers.items():
         registry.trust(name, signer.public_raw, signer.mac_key)
     return signers, registry
@@ -272,8 +296,10 @@ def create_holder_keys(space: Space, holders=None) -> list[str]:
 
 
 def _create_mac_keys(space: Space, names: list[str], owner) -> None:
-    """``he/holder-macs/<holder>.key``: 0640, the gateway account's, group the key holder's."""
-    missing = [n for n in names if not (mac_dir(space.he) / f"{n}.key").exists()]
+    """``he/holder-macs/<holder>.key`` and the round-weight key ``_weights.key``: 0640, the
+    gateway account's, group the key holder's."""
+    files = [f"{n}.key" for n in names] + [WEIGHTS_FILE]
+    missing = [f for f in files if not (mac_dir(space.he) / f).exists()]
     if not missing:
         return
     group = accounts.ensure_user(accounts.KEYHOLDER)[1] if owner else None
@@ -283,7 +309,7 @@ def _create_mac_keys(space: Space, names: list[str], owner) -> None:
         os.chown(folder, owner[0], group)
     os.chmod(folder, 0o750)  # noqa: S103 - the key holder's group reads the MAC keys
     for name in missing:
-        path = folder / f"{name}.key"
+        path = folder / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
         with os.fdopen(fd, "wb") as out:
             if owner:
@@ -296,17 +322,25 @@ def read_mac_key(he: Path, holder: str) -> bytes:
     """A holder's MAC key from the space (as the gateway account or the key holder)."""
     if not isinstance(holder, str) or not HOLDER_NAME.match(holder):
         raise _no_mac_key(str(holder)[:64])
-    path = mac_dir(he) / f"{holder}.key"
+    return _read_key(mac_dir(he) / f"{holder}.key", lambda: _no_mac_key(holder))
+
+
+def read_weight_key(he: Path) -> bytes:
+    """The holders' round-weight key (as the gateway account or the key holder)."""
+    return _read_key(mac_dir(he) / WEIGHTS_FILE, _no_weight_key)
+
+
+def _read_key(path: Path, missing) -> bytes:
     try:
         key = path.read_bytes()
     except FileNotFoundError:
-        raise _no_mac_key(holder) from None
+        raise missing() from None
     except PermissionError:
         raise WorkbenchUserError(f"{path} is readable only by the {accounts.GATEWAY} and "
                                  f"{accounts.KEYHOLDER} accounts.",
                                  reason="access-denied") from None
     if len(key) != mac.KEY_BYTES:
-        raise _no_mac_key(holder)
+        raise missing()
     return key
 
 
@@ -345,6 +379,14 @@ class RegistryFile:
                 raise _no_mac_key(holder) from None
             raise
 
+    def round_weight_key(self) -> bytes:
+        try:
+            return read_weight_key(self.path.parent)
+        except WorkbenchUserError as exc:
+            if exc.reason == "access-denied":
+                raise _no_weight_key() from None
+            raise
+
 
 def signers_for(keyholder, holders) -> dict[str, Signer]:
     """Signing keys for ``holders`` that ``keyholder`` will trust: fresh ones registered with an
@@ -352,7 +394,9 @@ def signers_for(keyholder, holders) -> dict[str, Signer]:
     process of a space."""
     registry = getattr(keyholder, "registry", None)
     if isinstance(registry, Registry):
-        signers, _ = ephemeral(holders)
+        if not registry.weight_key:  # one round-weight key per in-process key holder
+            registry.weight_key = secrets.token_bytes(mac.KEY_BYTES)
+        signers, _ = ephemeral(holders, registry.weight_key)
         for name, signer in signers.items():
             registry.trust(name, signer.public_raw, signer.mac_key)
         return signers
@@ -364,7 +408,8 @@ def signers_for(keyholder, holders) -> dict[str, Signer]:
 
 
 def load_signers(space: Space, holders) -> dict[str, Signer]:
-    """The holders' private signing keys and MAC keys (as the account that plays the holders)."""
+    """The holders' private signing keys, MAC keys and round-weight key (as the account that
+    plays the holders)."""
     out = {}
     for name in holders:
         if not isinstance(name, str) or not HOLDER_NAME.match(name):
@@ -383,4 +428,7 @@ def load_signers(space: Space, holders) -> dict[str, Signer]:
                                      reason="access-denied") from None
         out[name] = Signer(name, Ed25519PrivateKey.from_private_bytes(raw),
                            read_mac_key(space.he, name))
+    weight_key = read_weight_key(space.he)
+    for signer in out.values():
+        signer.weight_key = weight_key
     return out
