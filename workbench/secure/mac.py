@@ -24,8 +24,9 @@ the release rules check. So every holder and the key holder also share one round
 (never the aggregator): per round and per BFV ciphertext i it gives weights w_ij uniform in
 [0, t), and holder h's BFV MAC slot is r_hi + sum_j w_ij v_hij mod t. The slot stays linear in the
 values, so the pooled slot must equal sum_h r_hi + sum_j w_ij V_ij mod t for the pooled values V;
-an added offset d != 0 changes the two sides by sum_j w_ij d_j, which is 0 with probability 1/t
-for weights the aggregator does not know. CKKS MAC slots bind no values (docs/secure.md, Limits).
+an offset d != 0 added with 0 in its MAC slot moves the expected value by sum_j w_ij d_j and the
+slot not at all, and that sum is 0 mod t with probability 1/t for weights the aggregator does
+not know. CKKS MAC slots bind no values (docs/secure.md, Limits).
 """
 
 from __future__ import annotations
