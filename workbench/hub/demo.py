@@ -2,8 +2,9 @@
 
 Builds the space if missing (``workbench init``), starts the provenance collector, the data
 gateway, the HE key holder and aggregator and the airlock (each the owning component's own
-helper, as its own uid), creates the demo users and prints their passwords once, then runs configurable-http-proxy
-and JupyterHub on 127.0.0.1:8000 in the foreground. Ctrl-C stops everything.
+helper, as its own uid), creates the demo users and prints their passwords once, then runs
+configurable-http-proxy and JupyterHub on 127.0.0.1:8000 in the foreground. Ctrl-C stops
+everything.
 """
 
 from __future__ import annotations
