@@ -88,6 +88,17 @@ def test_one_changed_byte_of_the_certificate_is_caught(cert_space, data, tmp_pat
     assert "NOT valid" in str(result.exception)
 
 
+@pytest.mark.parametrize("newline", [b"\r", b"\r\n"])
+def test_a_newline_rewritten_as_carriage_return_is_caught(cert_space, tmp_path, newline):
+    """Found by the byte-flip property above: "\n" xor 7 is "\r", which universal-newline
+    reading would have turned back into "\n"."""
+    space, cert = cert_space
+    forged = tmp_path / "cert.json"
+    forged.write_bytes(cert.read_bytes().replace(b"\n", newline, 1))
+    result = _verify(space, forged)
+    assert result.exit_code != 0 and "canonical form" in str(result.exception)
+
+
 def test_a_certificate_from_another_space_is_refused(cert_space, open_tmp):
     space, cert = cert_space
     other = init_space(open_tmp / "other", patients=0, echo=lambda _l: None)

@@ -137,7 +137,8 @@ def verify(space: Space, path: Path) -> Verified:
     """Check the signature with the space's public key, then that the held data and the catalog
     schema still hash to what was certified. Raises WorkbenchUserError naming what differs."""
     try:
-        text = Path(path).read_text()
+        # bytes, not read_text(): universal newlines would turn a forged "\r" back into "\n"
+        text = Path(path).read_bytes().decode("utf-8")
     except (FileNotFoundError, IsADirectoryError):
         raise WorkbenchUserError(f"{path}: no such certificate file", reason="no-file") from None
     except UnicodeDecodeError:
