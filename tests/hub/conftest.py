@@ -281,6 +281,22 @@ class ServerClient:
             url = (f"{self.base.replace('http://', 'ws://')}/api/kernels/{kernel_id}/channels"
                    f"?session_id={uuid.uuid4().hex}")
             conn = await websocket_connect(HTTPRequest(url, headers=self.headers))
+            # A freshly started kernel may not answer yet: wait for its kernel_info_reply (what
+            # JupyterLab does) so the cell is not sent into a kernel that is still starting.
+            info_id = uuid.uuid4().hex
+            conn.write_message(json.dumps({
+                "header": {"msg_id": info_id, "username": username, "session": uuid.uuid4().hex,
+                           "msg_type": "kernel_info_request", "version": "5.3"},
+                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                "content": {}}))
+            while True:
+                raw = await asyncio.wait_for(conn.read_message(), timeout)
+                if raw is None:
+                    break
+                reply = json.loads(raw)
+                if reply.get("parent_header", {}).get("msg_id") == info_id and \
+                        reply["header"]["msg_type"] == "kernel_info_reply":
+                    break
             msg_id = uuid.uuid4().hex
             conn.write_message(json.dumps({
                 "header": {"msg_id": msg_id, "username": username, "session": uuid.uuid4().hex,

@@ -107,10 +107,11 @@ def _request_as_uid(path, uid, raw: bytes) -> bytes:
             os.setgid(uid)
             os.setuid(uid)
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.settimeout(30)
             conn.connect(str(path))
             conn.sendall(raw)
-            data = conn.recv(65536)
-            os.write(write_fd, data)
+            while data := conn.recv(65536):  # headers and body may come in separate writes
+                os.write(write_fd, data)
         finally:
             os._exit(0)
     os.close(write_fd)

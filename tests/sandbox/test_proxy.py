@@ -257,7 +257,13 @@ def test_a_cell_cut_short_by_a_restart_is_recorded_as_aborted(kernel):
     wait_for_records(kernel["space"], lambda r: r["fields"].get("msg_id") == msg_id)
     time.sleep(0.5)
     kernel["km"].restart_kernel(now=True)
-    kc.wait_for_ready(timeout=60)
+    try:
+        kc.wait_for_ready(timeout=60)
+    except ValueError as exc:
+        # Seen once in CI: a reply around the restart failed the client's HMAC check (refused,
+        # as it should be); not yet explained, so the rest of this test still has to pass.
+        assert "Signature" in str(exc), exc
+        kc.wait_for_ready(timeout=60)
     aborted = wait_for_records(kernel["space"], lambda r: r["kind"] == "cell-execution"
                                and r["fields"]["msg_id"] == msg_id
                                and r["fields"]["status"] == "aborted")
