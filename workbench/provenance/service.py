@@ -37,6 +37,7 @@ from workbench.paths import Space
 from workbench.provenance import heads, merkle, records
 from workbench.provenance.client import MAX_LINE, ProvenanceClient, ProvenanceUnavailable
 from workbench.provenance.store import Store, open_store
+from workbench.services import ServiceProcess
 
 log = logging.getLogger("workbench.provenance.collector")
 
@@ -335,17 +336,13 @@ def configured_backend(space: Space) -> str | None:
 
 # -- a subprocess handle for tests and other components ------------------------------------------
 
-class CollectorHandle:
+class CollectorHandle(ServiceProcess):
     """A collector running as a child process. Use as a context manager or call ``stop()``."""
 
     def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
-        self.space, self.process, self.log_path = space, process, log_path
-        self.socket = space.collector_socket
+        super().__init__(process, log_path, (space.collector_socket,))
+        self.space, self.socket = space, space.collector_socket
         self._output: str | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     def client(self, timeout: float = 10.0) -> ProvenanceClient:
         return ProvenanceClient(self.socket, timeout=timeout)
@@ -353,48 +350,28 @@ class CollectorHandle:
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, wait for the final head to be signed; SIGKILL if it hangs. Returns the exit
         code (0 after a clean stop)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._finish()
+        super().stop(timeout)
+        self._keep_output()
         return self.process.returncode
-
-    def _remove_socket(self) -> None:
-        # the socket was bound before the collector dropped privileges: it cannot remove it itself
-        with contextlib.suppress(OSError):
-            if self.socket.is_socket():
-                self.socket.unlink()
 
     def kill(self) -> None:
         """SIGKILL (crash tests): no drain, no final head."""
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        self._finish()
+        super().stop()  # the process has ended: this only removes its socket file
+        self._keep_output()
 
-    def _finish(self) -> None:
-        """After the process ended: keep its output in memory, remove its log and socket."""
-        self._remove_socket()
+    def _keep_output(self) -> None:
+        """After the process ended: keep its output in memory and remove its log."""
         if self._output is None:
-            self._output = self.output()
+            self._output = super().output()
             with contextlib.suppress(OSError):
                 self.log_path.unlink()
 
     def output(self) -> str:
         """What the collector printed (its log lines; never record contents)."""
-        if self._output is not None:
-            return self._output
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> CollectorHandle:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return self._output if self._output is not None else super().output()
 
 
 def start_collector(space: Space, backend: str | None = None, sign_every: int = SIGN_EVERY,
