@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -123,3 +125,44 @@ def signed_round(space: Space, parts: dict[str, pd.DataFrame], kind: str, spec: 
               "context": {"study": "recidivism"}, "nonce": nonce,
               "signatures": [c.envelope for c in contributions]}
     return header, pooled, contributions
+
+
+def aggregator_round(space: Space, parts: dict[str, pd.DataFrame], kind: str, spec: dict):
+    """One honest round as the coordinator hands it to the aggregator: (round header, the
+    holders' signed contributions)."""
+    header, _, contributions = signed_round(space, parts, kind, spec)
+    round_ = {k: header[k] for k in ("kind", "op", "spec", "thresholds", "context",
+                                     "fingerprint", "nonce")}
+    return round_, contributions
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_as(account: str, code: str) -> subprocess.CompletedProcess:
+    """``python -c code`` as a service account (no supplementary groups): what that uid can do."""
+    from workbench import accounts
+
+    uid, gid = accounts.ensure_user(account)
+    return subprocess.run([sys.executable, "-c", code], user=uid, group=gid, extra_groups=[],
+                          capture_output=True, text=True, timeout=60, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+
+
+def assert_holder_secret_file(path: Path, size: int, try_reads: bool = True) -> None:
+    """A MAC or round-weight key: 0640 wb-gateway:wb-keyholder; with ``try_reads``, read as each
+    account: the holders (the gateway account) and the key holder can, the aggregator cannot."""
+    from workbench import accounts
+
+    gateway, keyholder = accounts.ensure_user(accounts.GATEWAY), \
+        accounts.ensure_user(accounts.KEYHOLDER)
+    st = path.stat()
+    assert st.st_mode & 0o777 == 0o640 and st.st_size == size
+    assert (st.st_uid, st.st_gid) == (gateway[0], keyholder[1])
+    for account, readable in ((accounts.AGGREGATOR, False), (accounts.GATEWAY, True),
+                              (accounts.KEYHOLDER, True)) if try_reads else ():
+        out = run_as(account, f"print(len(open({str(path)!r}, 'rb').read()))")
+        if readable:
+            assert out.returncode == 0 and out.stdout.strip() == str(size), out.stderr
+        else:
+            assert out.returncode != 0 and "PermissionError" in out.stderr

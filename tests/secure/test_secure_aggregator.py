@@ -28,10 +28,15 @@ from workbench.secure.release import ReleaseRefused
 from workbench.secure.service import run_secure_op
 from workbench.secure.signing import Signer, load_signers, new_nonce
 
-from .conftest import provenance_records, signed_round, split_round_robin
+from .conftest import (
+    aggregator_round,
+    provenance_records,
+    run_as,
+    signed_round,
+    split_round_robin,
+)
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 COUNT = {"by": []}
 
 
@@ -51,13 +56,6 @@ def _fabricated(keys, kind: str = "counts", spec: dict = COUNT, name: str = "mal
 def _decryptions(space, request_id: str) -> list[dict]:
     return [r["fields"] for r in provenance_records(space, "he-decryption")
             if r["fields"].get("request_id") == request_id]
-
-
-def _as(account: str, code: str) -> subprocess.CompletedProcess:
-    uid, gid = accounts.ensure_user(account)
-    return subprocess.run([sys.executable, "-c", code], user=uid, group=gid, extra_groups=[],
-                          capture_output=True, text=True, timeout=60, cwd="/",
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
 
 
 def test_a_fabricated_contribution_added_by_the_aggregator_is_refused(he_space, rossi):
@@ -113,14 +111,7 @@ def test_a_fabricated_contribution_added_by_the_aggregator_is_refused(he_space, 
 def test_the_aggregator_process_refuses_unsigned_or_altered_parts(he_space, rossi):
     space, _, keyholder = he_space
     aggregator, keys = keyholder.aggregator.client(), load_public(space)
-    parts = split_round_robin(rossi)
-    signers = load_signers(space, parts)
-    nonce = new_nonce()
-    round_ = {"kind": "counts", "op": "count", "spec": COUNT, "thresholds": {},
-              "context": {"study": "recidivism"}, "fingerprint": keys.fingerprint,
-              "nonce": nonce}
-    honest = [HolderNode(h, f, keys, signers[h]).contribute("counts", COUNT, nonce)
-              for h, f in parts.items()]
+    round_, honest = aggregator_round(space, split_round_robin(rossi), "counts", COUNT)
     with pytest.raises(WorkbenchUserError) as err:
         aggregator.submit(round_, [*honest, _fabricated(keys)])
     assert err.value.reason == "unsigned-contribution"
@@ -164,13 +155,7 @@ def test_a_replayed_round_is_refused(he_space, rossi):
     assert [r["decision"] for r in _decryptions(space, "replay")] == ["decrypted", "refused"]
 
     # through the aggregator process: the same frame twice
-    keys, signers = load_public(space), load_signers(space, parts)
-    nonce = new_nonce()
-    round_ = {"kind": "counts", "op": "count", "spec": COUNT, "thresholds": {},
-              "context": {"study": "recidivism"}, "fingerprint": keys.fingerprint,
-              "nonce": nonce}
-    honest = [HolderNode(h, f, keys, signers[h]).contribute("counts", COUNT, nonce)
-              for h, f in parts.items()]
+    round_, honest = aggregator_round(space, parts, "counts", COUNT)
     aggregator = keyholder.aggregator.client()
     aggregator.submit(round_, honest)
     with pytest.raises(WorkbenchUserError) as err:
@@ -179,6 +164,7 @@ def test_a_replayed_round_is_refused(he_space, rossi):
 
     # a properly signed round whose nonce was issued an hour ago (e.g. before a restart)
     old = f"{time.time_ns() // 1_000_000 - 3_600_000:013d}-{'ab' * 16}"
+    keys, signers = load_public(space), load_signers(space, parts)
     stale = [HolderNode(h, f, keys, signers[h]).contribute("counts", COUNT, old)
              for h, f in parts.items()]
     with pytest.raises(WorkbenchUserError) as err:
@@ -231,9 +217,9 @@ def test_the_aggregator_runs_as_its_own_uid_and_cannot_read_keys(he_space):
     assert sock.st_gid == accounts.ensure_user(accounts.GATEWAY)[1]
     secret, holder_key = space.he / "secret.ctx", space.holder_keys / "hospital.key"
     for path in (secret, holder_key):
-        out = _as(accounts.AGGREGATOR, f"open({str(path)!r}, 'rb').read()")
+        out = run_as(accounts.AGGREGATOR, f"open({str(path)!r}, 'rb').read()")
         assert out.returncode != 0 and "PermissionError" in out.stderr, path
-    public = _as(accounts.AGGREGATOR, f"print(len(open({str(space.he / 'public.ctx')!r}, "
+    public = run_as(accounts.AGGREGATOR, f"print(len(open({str(space.he / 'public.ctx')!r}, "
                                       "'rb').read()))")
     assert public.returncode == 0, public.stderr
     nobody = subprocess.run(

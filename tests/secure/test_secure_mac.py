@@ -7,9 +7,6 @@ uid cannot read them, the in-process federation's throwaway MAC keys, and the sl
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,19 +19,18 @@ from workbench.secure.keyholder import KeyHolder
 from workbench.secure.keys import BFV_PLAIN_MODULUS, SecretKeys, load_public
 from workbench.secure.nodes import Aggregator, Encrypted, encrypt_vector, slots
 
-from .conftest import HOLDERS, provenance_records, signed_round, split_round_robin
+from .conftest import (
+    HOLDERS,
+    assert_holder_secret_file,
+    provenance_records,
+    run_as,
+    signed_round,
+    split_round_robin,
+)
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 COUNT = {"by": []}
 MEAN = {"by": [], "column": "age", "dominance_n": 2}
-
-
-def _as(account: str, code: str) -> subprocess.CompletedProcess:
-    uid, gid = accounts.ensure_user(account)
-    return subprocess.run([sys.executable, "-c", code], user=uid, group=gid, extra_groups=[],
-                          capture_output=True, text=True, timeout=60, cwd="/",
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
 
 
 def _known(keys, kind: str, spec: dict, frame: pd.DataFrame, like: Encrypted) -> Encrypted:
@@ -182,18 +178,9 @@ def test_mac_keys_are_readable_by_the_holders_and_the_key_holder_only(he_space):
     assert st.st_mode & 0o777 == 0o750
     assert (st.st_uid, st.st_gid) == (gateway[0], keyholder_ids[1])
     for holder in HOLDERS:
-        st = (folder / f"{holder}.key").stat()
-        assert st.st_mode & 0o777 == 0o640 and st.st_size == mac.KEY_BYTES
-        assert (st.st_uid, st.st_gid) == (gateway[0], keyholder_ids[1])
-    path = str(folder / "hospital.key")
-    for account, readable in ((accounts.AGGREGATOR, False), (accounts.GATEWAY, True),
-                              (accounts.KEYHOLDER, True)):
-        out = _as(account, f"print(len(open({path!r}, 'rb').read()))")
-        if readable:
-            assert out.returncode == 0 and out.stdout.strip() == str(mac.KEY_BYTES), out.stderr
-        else:
-            assert out.returncode != 0 and "PermissionError" in out.stderr
-    listing = _as(accounts.AGGREGATOR, f"import os; os.listdir({str(folder)!r})")
+        assert_holder_secret_file(folder / f"{holder}.key", mac.KEY_BYTES,
+                                  try_reads=holder == "hospital")
+    listing = run_as(accounts.AGGREGATOR, f"import os; os.listdir({str(folder)!r})")
     assert listing.returncode != 0 and "PermissionError" in listing.stderr
     # the key holder reads them (as wb-keyholder) through its registry, the gateway through
     # load_signers: both keys are the same bytes
@@ -212,12 +199,7 @@ class _SubstitutingAggregator(Aggregator):
         fake = _known(self.keys, header["kind"], header["spec"], self.frame, parts[0])
         fake.envelope = parts[0].envelope
         pooled = self.combine([fake, *parts[1:]])
-        request = {k: header.get(k) for k in ("kind", "op", "spec", "thresholds", "context",
-                                              "nonce")}
-        request |= {"type": "decrypt-release", "fingerprint": pooled.fingerprint,
-                    "contributors": pooled.contributors,
-                    "signatures": [p.envelope for p in parts]}
-        return self.keyholder.handle(request, pooled.blobs)
+        return self.forward(header, pooled, [p.envelope for p in parts])
 
 
 def test_the_in_process_federation_uses_throwaway_mac_keys(rossi):

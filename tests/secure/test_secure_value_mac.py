@@ -8,16 +8,12 @@ the round-weight key file's modes and readers, and the weights' PRF."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import accounts
 from workbench.errors import WorkbenchUserError
 from workbench.secure import mac, ops, signing
 from workbench.secure.keyholder import KeyHolder
@@ -25,10 +21,9 @@ from workbench.secure.keys import BFV_PLAIN_MODULUS, PublicKeys, SecretKeys, loa
 from workbench.secure.nodes import Aggregator, HolderNode, encrypt_vector
 from workbench.secure.release import ReleaseRefused
 
-from .conftest import HOLDERS, provenance_records
+from .conftest import HOLDERS, assert_holder_secret_file, provenance_records
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 THRESHOLDS = {"min_cell_count": 10}
 SITE = {"by": [{"column": "site", "levels": ["a", "b"]}]}
 KM = {"duration_col": "days", "event_col": "event", "resolution": 1.0, "n_bins": 40, "by": []}
@@ -182,28 +177,9 @@ def test_an_offset_on_the_holders_slot_alone_is_refused(he_space):
 
 
 # -- the round-weight key --------------------------------------------------------------------------
-def _as(account: str, code: str) -> subprocess.CompletedProcess:
-    uid, gid = accounts.ensure_user(account)
-    return subprocess.run([sys.executable, "-c", code], user=uid, group=gid, extra_groups=[],
-                          capture_output=True, text=True, timeout=60, cwd="/",
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
-
-
 def test_the_weight_key_is_readable_by_the_holders_and_the_key_holder_only(he_space):
     space, _, _ = he_space
-    gateway, keyholder_ids = accounts.ensure_user(accounts.GATEWAY), \
-        accounts.ensure_user(accounts.KEYHOLDER)
-    path = signing.mac_dir(space.he) / signing.WEIGHTS_FILE
-    st = path.stat()
-    assert st.st_mode & 0o777 == 0o640 and st.st_size == mac.KEY_BYTES
-    assert (st.st_uid, st.st_gid) == (gateway[0], keyholder_ids[1])
-    for account, readable in ((accounts.AGGREGATOR, False), (accounts.GATEWAY, True),
-                              (accounts.KEYHOLDER, True)):
-        out = _as(account, f"print(len(open({str(path)!r}, 'rb').read()))")
-        if readable:
-            assert out.returncode == 0 and out.stdout.strip() == str(mac.KEY_BYTES), out.stderr
-        else:
-            assert out.returncode != 0 and "PermissionError" in out.stderr
+    assert_holder_secret_file(signing.mac_dir(space.he) / signing.WEIGHTS_FILE, mac.KEY_BYTES)
     # the holders (load_signers, as the gateway) and the key holder (its registry) share it
     signers = signing.load_signers(space, list(HOLDERS))
     assert {s.weight_key for s in signers.values()} == {

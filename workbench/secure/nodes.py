@@ -157,11 +157,14 @@ class Aggregator:
         if pooled.kind != kind:
             raise WorkbenchUserError("the contributions are for another operation kind.",
                                      reason="malformed-message")
+        return self.forward(header, pooled, [p.envelope for p in parts])
+
+    def forward(self, header: dict, pooled: Encrypted, signatures: list) -> dict:
+        """Send the pooled ciphertexts with the holders' signed envelopes to the key holder."""
         request = {k: header.get(k) for k in ("kind", "op", "spec", "thresholds", "context",
                                               "nonce")}
         request |= {"type": "decrypt-release", "fingerprint": pooled.fingerprint,
-                    "contributors": pooled.contributors,
-                    "signatures": [p.envelope for p in parts]}
+                    "contributors": pooled.contributors, "signatures": signatures}
         return self.keyholder.handle(request, pooled.blobs)
 
     def combine(self, parts: list[Encrypted]) -> Encrypted:
