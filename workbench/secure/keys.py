@@ -144,7 +144,8 @@ class SecretKeys:
                    ckks.serialize(save_secret_key=True, **no_extras), fingerprint, public)
 
 
-def _write(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+def write_key_file(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    """Write a key file atomically, owned and moded before it appears under its name."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -164,8 +165,8 @@ def create_keys(space: Space) -> None:
     space.he.mkdir(parents=True, exist_ok=True)
     os.chmod(space.he, 0o755)  # noqa: S103 - public.ctx must be reachable by services
     owner = accounts.ensure_user(accounts.KEYHOLDER) if accounts.is_root() else None
-    _write(space.he / PUBLIC_FILE, keys.public.to_bytes(), 0o644, None)
-    _write(space.he / SECRET_FILE, keys.to_bytes(), 0o600, owner)
+    write_key_file(space.he / PUBLIC_FILE, keys.public.to_bytes(), 0o644, None)
+    write_key_file(space.he / SECRET_FILE, keys.to_bytes(), 0o600, owner)
     from workbench.secure.signing import create_holder_keys
 
     create_holder_keys(space)  # each holder signs its contributions (signing.py)

@@ -41,6 +41,7 @@ from workbench import accounts
 from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
 from workbench.secure import mac
+from workbench.secure.keys import write_key_file
 
 DOMAIN = "workbench-he-contribution-v1"  # a signature means nothing outside this protocol
 ENVELOPE_FIELDS = frozenset({"holder", "nonce", "kind", "spec_sha256", "fingerprint",
@@ -90,9 +91,7 @@ class Signer:
 
     def mac_key_or_refuse(self) -> bytes:
         if not self.mac_key:
-            raise _refuse("unsigned-contribution", f"holder {self.holder!r} has no MAC key; "
-                                                   "starting the key holder as root gives every "
-                                                   "holder of the space one.")
+            raise _no_mac_key(self.holder)
         return self.mac_key
 
     def weight_key_or_refuse(self) -> bytes:
@@ -279,14 +278,10 @@ def create_holder_keys(space: Space, holders=None) -> list[str]:
         os.chown(space.holder_keys, *owner)
     for name in new:
         key = Ed25519PrivateKey.generate()
-        path = space.holder_keys / f"{name}.key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(key.private_bytes(serialization.Encoding.Raw,
-                                        serialization.PrivateFormat.Raw,
-                                        serialization.NoEncryption()))
-            if owner:
-                os.fchown(out.fileno(), *owner)
+        write_key_file(space.holder_keys / f"{name}.key",
+                       key.private_bytes(serialization.Encoding.Raw,
+                                         serialization.PrivateFormat.Raw,
+                                         serialization.NoEncryption()), 0o600, owner)
         registry[name] = base64.b64encode(Signer(name, key).public_raw).decode()
     tmp = space.holder_registry.with_name(".holders.json.tmp")
     tmp.write_text(json.dumps({"holders": registry}, indent=1, sort_keys=True) + "\n")
@@ -309,13 +304,8 @@ def _create_mac_keys(space: Space, names: list[str], owner) -> None:
         os.chown(folder, owner[0], group)
     os.chmod(folder, 0o750)  # noqa: S103 - the key holder's group reads the MAC keys
     for name in missing:
-        path = folder / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-        with os.fdopen(fd, "wb") as out:
-            if owner:
-                os.fchown(out.fileno(), owner[0], group)
-            os.fchmod(out.fileno(), 0o640)
-            out.write(secrets.token_bytes(mac.KEY_BYTES))
+        write_key_file(folder / name, secrets.token_bytes(mac.KEY_BYTES), 0o640,
+                       (owner[0], group) if owner else None)
 
 
 def read_mac_key(he: Path, holder: str) -> bytes:
