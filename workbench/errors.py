@@ -5,6 +5,9 @@ user interface (what happened, why, what to do next) and is shown without a trac
 ``WorkbenchError`` is an internal fault. Neither may ever carry a patient-level value.
 """
 
+import logging
+import traceback
+
 
 class WorkbenchError(Exception):
     """An internal fault of the workbench (a bug or a broken installation)."""
@@ -16,3 +19,11 @@ class WorkbenchUserError(WorkbenchError):
     def __init__(self, message: str, reason: str = "bad-request"):
         super().__init__(message)
         self.reason = reason
+
+
+def log_fault(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log an unexpected fault by its type and stack frames only. Its message may quote what the
+    failing code was handling (a decrypted sum, a row, a kernel's output), which must not reach
+    a log; the frames say where it failed."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error("%s: %s (message withheld)\n%s", what, type(exc).__name__, frames.rstrip())

@@ -28,7 +28,7 @@ import pyarrow as pa
 from aiohttp import web
 
 from workbench.accounts import study_kernel_user
-from workbench.errors import WorkbenchUserError
+from workbench.errors import WorkbenchUserError, log_fault
 from workbench.gateway.ledger import UsageLedger
 from workbench.gateway.openapi import MAX_ROWS, SPEC
 from workbench.paths import Space
@@ -199,8 +199,8 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
                       413: "too-large"}.get(exc.status, "bad-request")
             refused(request, reason, view, exc.status)
             return error_response(exc.status, reason, f"{exc.reason}: see GET /openapi.json")
-        except Exception:
-            log.exception("gateway fault on %s %s", request.method, request.path[:200])
+        except Exception as exc:
+            log_fault(log, f"gateway fault on {request.method} {request.path[:200]}", exc)
             return error_response(500, "internal-error",
                                   "the gateway failed on this request; the fault is logged.")
 

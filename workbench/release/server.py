@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.release.airlock import Airlock, Context
 from workbench.release.tokens import verify_token
 
@@ -148,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
             log.error("airlock fault: %s", exc)
             return self._error("unavailable", str(exc), 503)
         except Exception as exc:  # never a traceback (or a value) to the caller
-            log.exception("airlock bug")
+            log_fault(log, "airlock bug", exc)
             return self._error("internal", f"internal error ({type(exc).__name__})", 500)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming

@@ -29,6 +29,8 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
+from workbench.errors import log_fault
+
 log = logging.getLogger(__name__)
 
 DELIM = b"<IDS|MSG>"
@@ -236,8 +238,8 @@ class AuditProxy:
                     self._observe_output(frames)
                 elif side == "back" and channel == "shell":
                     self._observe_reply(frames)
-            except Exception:  # a malformed message must not stop the proxy
-                log.exception("audit proxy: cannot inspect a %s message", channel)
+            except Exception as exc:  # a malformed message must not stop the proxy
+                log_fault(log, f"audit proxy: cannot inspect a {channel} message", exc)
                 if side == "front":
                     continue  # fail closed: an uninspectable request is not forwarded
             await sink.send_multipart(frames)

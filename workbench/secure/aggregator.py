@@ -15,10 +15,9 @@ forgery better than the key holder can, and need not: the key holder checks ever
 
 from __future__ import annotations
 
-from workbench.errors import WorkbenchUserError
 from workbench.secure import wire
 from workbench.secure.keyholder import FrameClient
-from workbench.secure.nodes import MAX_HOLDERS, Aggregator, Encrypted
+from workbench.secure.nodes import Aggregator, Encrypted
 
 _PART_FIELDS = {"holder", "per_scheme", "blobs", "envelope"}
 
@@ -38,10 +37,6 @@ class AggregatorService:
         round_, parts = header.get("round"), header.get("parts")
         if not isinstance(round_, dict) or not isinstance(parts, list) or not parts:
             raise wire.WireError("an aggregate request needs a round and its parts")
-        if len(parts) > MAX_HOLDERS:
-            raise WorkbenchUserError(f"{len(parts)} contributions exceed {MAX_HOLDERS} holders: "
-                                     "per-patient encryption is refused.",
-                                     reason="per-patient-encryption")
         out, start = [], 0
         for part in parts:
             if not isinstance(part, dict) or set(part) != _PART_FIELDS \

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.secure import mac, ops, release, signing, wire
 from workbench.secure.keys import SecretKeys, parameters
 
@@ -281,7 +281,7 @@ class _Handler(socketserver.BaseRequestHandler):
             reply = {"ok": True, "result": service.handle(header, blobs)}
         except Exception as exc:  # noqa: BLE001 - every failure becomes a refusal
             if not isinstance(exc, WorkbenchUserError):
-                log.exception("request failed")
+                log_fault(log, "request failed", exc)
             reply = _error(exc, reveal)
         wire.send(self.request, reply)
 
@@ -299,8 +299,6 @@ class FrameServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(str(path), _Handler)
         self.service = service
 
-
-KeyHolderServer = FrameServer
 
 
 class FrameClient:
