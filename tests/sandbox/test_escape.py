@@ -17,6 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
+import pyseccomp
 import pytest
 from sandbox_support import OTHER, STUDY, execute, read_records, wait_for_records
 
@@ -100,10 +101,29 @@ def attempts(space, host_port: int, server_pid: int, outer_dir: str) -> dict[str
         "subprocess-tcp": "expect(subprocess.run([sys.executable, '-c', 'import socket; "
                           "socket.create_connection((\"127.0.0.1\", 5432), 3)'], "
                           "capture_output=True).returncode != 0)",
+        # refused by the seccomp filter (seccomp.py), not by permissions: unfiltered, each of
+        # these succeeds or fails otherwise for the kernel uid (tests/sandbox/test_seccomp.py)
+        "seccomp-user-namespace": "expect(libc.unshare(0x10000000) == -1 "
+                                  "and ctypes.get_errno() == 1)",
+        "seccomp-ptrace-own-child": "child = subprocess.Popen(['sleep', '30'])\n"
+                                    "expect(libc.ptrace(16, child.pid, 0, 0) == -1 "
+                                    "and ctypes.get_errno() == 1)\nchild.kill()",
+        "bang-unshare-user": "!unshare --user --map-root-user id 2>/dev/null "
+                             "&& echo ESCAPED || echo BLOCKED",
+        **{f"seccomp-{name}": f"expect(libc.syscall({nr}, 0, 0, 0, 0, 0) == -1 "
+                              "and ctypes.get_errno() == 1)"
+           for name, nr in _numbers(("io_uring_setup", "keyctl", "perf_event_open", "bpf",
+                                     "process_vm_readv")).items()},
         "subprocess-setuid-su": "expect(subprocess.run(['setpriv', '--reuid=0', 'id'], "
                                 "capture_output=True).returncode != 0)",
     })
     return table
+
+
+def _numbers(names) -> dict[str, int]:
+    """This machine's system call numbers (the attempts call them through libc.syscall)."""
+    arch = pyseccomp.system_arch()
+    return {name: pyseccomp.resolve_syscall(arch, name) for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +188,16 @@ def test_kernel_identity_and_privileges(kernel):
             "status = dict(line.split(':', 1) for line in lines)\n"
             "print(os.getuid(), os.geteuid(), os.getgid(), status['CapEff'].strip(), "
             "status['CapBnd'].strip(), status['NoNewPrivs'].strip(), "
+            "status['Seccomp'].strip(), "
             "[n for _, n in socket.if_nameindex()], os.getgroups())")
     result = execute(kernel["kc"], code)
-    uid, euid, gid, cap_eff, cap_bnd, nnp, *rest = result["text"].split(" ", 6)
+    uid, euid, gid, cap_eff, cap_bnd, nnp, mode, *rest = result["text"].split(" ", 7)
     expected_uid = pwd.getpwnam(accounts.study_kernel_user(STUDY)).pw_uid
     assert int(uid) == int(euid) == expected_uid != 0
     assert int(gid) != 0
     assert int(cap_eff, 16) == 0 and int(cap_bnd, 16) == 0
     assert nnp == "1"
+    assert mode == "2"  # SECCOMP_MODE_FILTER: bwrap loaded the filter of seccomp.py
     assert rest[0].startswith("['lo']")
     info = kernel["km"].get_connection_info()
     assert info["transport"] == "ipc" and info["ip"].startswith("/")  # Unix sockets, no TCP

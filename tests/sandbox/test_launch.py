@@ -28,11 +28,12 @@ def _split(argv):
 
 
 def test_root_launch_lists_namespaces_and_drops_to_the_kernel_uid():
-    bwrap, rest = _split(bwrap_argv(_spec(), ["python", "-m", "ipykernel_launcher"]))
+    bwrap, rest = _split(bwrap_argv(_spec(), ["python", "-m", "ipykernel_launcher"], 7))
     for flag in ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                  "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"):
         assert flag in bwrap
     assert "--unshare-all" not in bwrap and "--unshare-user" not in bwrap
+    assert bwrap[bwrap.index("--seccomp") + 1] == "7"  # the filter program's descriptor
     assert rest[0].endswith("setpriv")
     for flag in ("--reuid=990", "--regid=990", "--clear-groups", "--inh-caps=-all",
                  "--bounding-set=-all", "--no-new-privs"):
@@ -41,8 +42,9 @@ def test_root_launch_lists_namespaces_and_drops_to_the_kernel_uid():
 
 
 def test_unprivileged_launch_uses_a_user_namespace_without_caps():
-    bwrap, rest = _split(bwrap_argv(_spec(kernel_uid=None, kernel_gid=None), ["python"]))
+    bwrap, rest = _split(bwrap_argv(_spec(kernel_uid=None, kernel_gid=None), ["python"], 7))
     assert "--unshare-user" in bwrap and bwrap[bwrap.index("--cap-drop") + 1] == "ALL"
+    assert bwrap[bwrap.index("--seccomp") + 1] == "7"
     assert rest == ["python"]
 
 
@@ -51,7 +53,7 @@ def _mounts(argv, kind):
 
 
 def test_only_listed_paths_are_mounted_and_only_the_workspace_is_writable():
-    argv = bwrap_argv(_spec(), ["python"])
+    argv = bwrap_argv(_spec(), ["python"], 7)
     writable = _mounts(argv, "--bind")
     assert writable == [("/tmp/wbk-x/i", "/run/kernel"),
                         ("/srv/space/run/gateway/s1.sock", "/run/gateway.sock"),
@@ -63,7 +65,7 @@ def test_only_listed_paths_are_mounted_and_only_the_workspace_is_writable():
 
 
 def test_parents_of_mount_points_are_made_traversable():
-    argv = bwrap_argv(_spec(), ["python"])
+    argv = bwrap_argv(_spec(), ["python"], 7)
     dirs = [argv[i + 1] for i, a in enumerate(argv) if a == "--dir"]
     assert "/srv" in dirs and "/srv/space/studies/s1" in dirs
     for i, a in enumerate(argv):
@@ -72,7 +74,7 @@ def test_parents_of_mount_points_are_made_traversable():
 
 
 def test_environment_is_built_not_inherited():
-    argv = bwrap_argv(_spec(extra_env={}), ["python"])
+    argv = bwrap_argv(_spec(extra_env={}), ["python"], 7)
     env = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--setenv"}
     assert env["WORKBENCH_STUDY"] == "s1"
     assert env["WORKBENCH_GATEWAY_SOCKET"] == "/run/gateway.sock"
@@ -80,7 +82,7 @@ def test_environment_is_built_not_inherited():
 
 
 def test_without_a_gateway_socket_nothing_is_bound_at_its_place():
-    argv = bwrap_argv(_spec(gateway_socket=None), ["python"])
+    argv = bwrap_argv(_spec(gateway_socket=None), ["python"], 7)
     assert all(dest != "/run/gateway.sock" for _, dest in _mounts(argv, "--bind"))
 
 

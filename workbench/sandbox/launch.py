@@ -2,8 +2,8 @@
 
 SECURITY BOUNDARY. Everything the kernel can reach is listed here: nothing of the host file system
 is visible unless bound below, the network namespace holds only ``lo``, and the kernel runs as the
-study's kernel uid with no capabilities and no-new-privs. Guarded by tests/sandbox/test_escape.py
-and tests/sandbox/test_launch.py.
+study's kernel uid with no capabilities and no-new-privs, under the seccomp filter of
+``seccomp.py``. Guarded by tests/sandbox/test_escape.py and tests/sandbox/test_launch.py.
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ def _parents(path: str, made: set[str]) -> list[str]:
     return args
 
 
-def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str]) -> list[str]:
-    """bwrap [mounts, namespaces] -- setpriv [drop to the kernel uid] -- the kernel command."""
+def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str], seccomp_fd: int) -> list[str]:
+    """bwrap [mounts, namespaces, seccomp] -- setpriv [drop to the kernel uid] -- the kernel
+    command. ``seccomp_fd``: the filter program (``seccomp.program_fd``), passed to bwrap open."""
     argv = [tool_path(spec.bwrap)]
     privileged = spec.kernel_uid is not None
     if not privileged:
@@ -102,7 +103,7 @@ def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str]) -> list[str]:
     # fails with "setresuid: Invalid argument".
     argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
              "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-             "--hostname", "workbench-kernel"]
+             "--hostname", "workbench-kernel", "--seccomp", str(int(seccomp_fd))]
     argv += ["--ro-bind", "/usr", "/usr"]
     for link in ("bin", "lib", "lib64", "sbin"):
         if os.path.islink(f"/{link}"):

@@ -32,6 +32,7 @@ from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.hub.limits import inherit_limits
 from workbench.paths import Space
+from workbench.sandbox import seccomp
 from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
 
 log = logging.getLogger("workbench.sandbox.launcher")
@@ -114,10 +115,15 @@ class _Session:
                            gateway_socket=gateway if gateway.exists() else None)
         # the kernel joins its server's cgroups and takes its rlimits: a study's kernels count
         # against the study's resource limits although this service starts them
-        self.process = subprocess.Popen(
-            bwrap_argv(spec, kernel_command()), env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-            cwd="/", stdin=subprocess.DEVNULL, start_new_session=True, umask=0o007,
-            preexec_fn=inherit_limits(peer_pid))  # noqa: PLW1509 - writes files, setrlimit only
+        filter_fd = seccomp.program_fd()
+        try:
+            self.process = subprocess.Popen(
+                bwrap_argv(spec, kernel_command(), filter_fd), pass_fds=(filter_fd,),
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd="/",
+                stdin=subprocess.DEVNULL, start_new_session=True, umask=0o007,
+                preexec_fn=inherit_limits(peer_pid))  # noqa: PLW1509 - files, setrlimit only
+        finally:
+            os.close(filter_fd)  # bwrap holds its own copy
         log.info("study %s: kernel pid %d for uid %d", study, self.process.pid, peer)
 
     def run(self) -> None:

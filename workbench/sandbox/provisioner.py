@@ -28,6 +28,7 @@ from traitlets import Bool, Enum, Unicode, default
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
+from workbench.sandbox import seccomp
 from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
 from workbench.sandbox.launcher import LaunchedKernel, launcher_socket
 from workbench.sandbox.proxy import AuditProxy
@@ -105,6 +106,7 @@ class SandboxProvisioner(LocalProvisioner):
     _proxy: AuditProxy | None = None
     _base: Path | None = None
     _recorder = None
+    _seccomp_fd: int | None = None  # the kernel's seccomp program, open until bwrap starts
 
     def attribute(self, msg_id: str, user: str, notebook_path: str | None = None) -> None:
         """Called by the authenticated websocket handler before it sends ``msg_id`` on."""
@@ -116,6 +118,7 @@ class SandboxProvisioner(LocalProvisioner):
         try:
             return await self._prepare(**kwargs)
         except BaseException:
+            self._close_seccomp()
             await self.cleanup(restart=False)  # no half-made socket dirs or orphaned proxy
             raise
 
@@ -189,7 +192,10 @@ class SandboxProvisioner(LocalProvisioner):
             self._launch = (launcher_socket(space), study, inner)
             kwargs["cmd"] = ["workbench-kernel-launcher"]
         else:
-            kwargs["cmd"] = bwrap_argv(spec, kernel_cmd)
+            self._close_seccomp()
+            self._seccomp_fd = seccomp.program_fd()  # closed once bwrap has started
+            kwargs["cmd"] = bwrap_argv(spec, kernel_cmd, self._seccomp_fd)
+            kwargs["pass_fds"] = (self._seccomp_fd,)
         # bwrap's own environment; the kernel's is built by --clearenv/--setenv
         kwargs["env"] = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         kwargs["cwd"] = "/"
@@ -212,12 +218,20 @@ class SandboxProvisioner(LocalProvisioner):
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any):
         if self._mode != "launcher":
-            return await super().launch_kernel(cmd, **kwargs)
+            try:
+                return await super().launch_kernel(cmd, **kwargs)
+            finally:
+                self._close_seccomp()  # bwrap holds its own copy
         socket_path, study, inner = self._launch
         self.process = LaunchedKernel(socket_path, study, inner)
         self.pid, self.pgid = self.process.pid, None  # signals go through the launcher
         self.cwd = "/"
         return self.connection_info
+
+    def _close_seccomp(self) -> None:
+        if self._seccomp_fd is not None:
+            os.close(self._seccomp_fd)
+            self._seccomp_fd = None
 
     def _directories(self, kernel_uid: int | None, kernel_gid: int | None) -> tuple[Path, Path]:
         if self._base is None:
