@@ -228,20 +228,27 @@ class AuditProxy:
     async def _pump(self, channel: str, side: str) -> None:
         front, back = self.sockets[channel]
         source, sink = (front, back) if side == "front" else (back, front)
+        observe = {"iopub": self._observe_output, "shell": self._observe_reply}.get(channel)
         while True:
             frames = await source.recv_multipart()
-            try:
-                if side == "front" and channel in ("shell", "control", "stdin"):
-                    if not await self._admit(channel, frames):
-                        continue
-                elif side == "back" and channel == "iopub":
-                    self._observe_output(frames)
-                elif side == "back" and channel == "shell":
-                    self._observe_reply(frames)
-            except Exception as exc:  # a malformed message must not stop the proxy
-                log_fault(log, f"audit proxy: cannot inspect a {channel} message", exc)
-                if side == "front":
-                    continue  # fail closed: an uninspectable request is not forwarded
+            if side == "back":
+                # The kernel's messages are forwarded first and observed after: the record is
+                # made from the same frames either way, and the client does not wait for it.
+                await sink.send_multipart(frames)
+                if observe is not None:
+                    try:
+                        observe(frames)
+                    except Exception as exc:  # a malformed message must not stop the proxy
+                        log_fault(log, f"audit proxy: cannot inspect a {channel} message", exc)
+                continue
+            if channel in ("shell", "control", "stdin"):
+                try:
+                    admitted = await self._admit(channel, frames)
+                except Exception as exc:  # fail closed: an uninspectable request is not forwarded
+                    log_fault(log, f"audit proxy: cannot inspect a {channel} message", exc)
+                    continue
+                if not admitted:
+                    continue
             await sink.send_multipart(frames)
 
     def _split(self, frames: list[bytes]) -> tuple[list[bytes], dict | None]:
