@@ -2,8 +2,9 @@
 
 - kernel start: ``start_kernel`` until the kernel answers ``kernel_info`` (median of several);
 - trivial-cell latency: ``execute("1")`` until both the reply and the idle status arrived, one
-  cell on each kernel in turn (the median of the per-pair ratios). The sealed path includes the audit proxy's two provenance records per
-  cell (the first one acknowledged by the collector before the cell is forwarded).
+  cell on each kernel in turn (the median of the per-pair ratios). The sealed path includes the
+  audit proxy's two provenance records per cell (the first one acknowledged by the collector
+  before the cell is forwarded).
 Needs root (the sandbox drops to a study kernel uid) and bubblewrap.
 """
 

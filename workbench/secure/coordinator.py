@@ -108,7 +108,8 @@ class Coordinator:
             if column not in frame.columns:
                 raise WorkbenchUserError(f"column {column!r} is not in the data.",
                                          reason="no-such-column")
-            values.update(str(v) for v in frame[column].dropna().unique().tolist())
+            # unique first, then drop missing: no copy of the column without its missing values
+            values.update(str(v) for v in pd.unique(frame[column]).tolist() if not pd.isna(v))
         if len(values) > MAX_LEVELS:
             raise WorkbenchUserError(f"column {column!r} has more than {MAX_LEVELS} distinct "
                                      "values: group by a coarser column.", reason="too-many-levels")

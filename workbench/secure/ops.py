@@ -134,7 +134,7 @@ def _numeric(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 def cell_index(frame: pd.DataFrame, spec: dict) -> np.ndarray:
     """Cell number of each row (mixed radix over the spec's ``by`` axes); -1 = in no cell."""
-    index = np.zeros(len(frame), dtype=np.int64)
+    index = None
     for axis in spec.get("by", []):
         col = _column(frame, axis["column"])
         if "levels" in axis:
@@ -152,8 +152,11 @@ def cell_index(frame: pd.DataFrame, spec: dict) -> np.ndarray:
             codes[values == edges[-1]] = size - 1  # the last bin is closed, as in numpy
             codes[(values < edges[0]) | (values > edges[-1]) | np.isnan(values)] = -1
         codes = np.asarray(codes, dtype=np.int64)
-        index = np.where((index < 0) | (codes < 0), -1, index * size + codes)
-    return index
+        if index is None:  # the first axis: its codes are the cells
+            index = codes
+        else:
+            index = np.where((index < 0) | (codes < 0), -1, index * size + codes)
+    return np.zeros(len(frame), dtype=np.int64) if index is None else index
 
 
 def _plain_integers(column: pd.Series) -> bool:
@@ -204,7 +207,7 @@ def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame,
     if spec.get("by"):
         cells = cell_index(frame, spec)
         keep = cells >= 0
-        per_cell = np.bincount(cells[keep], minlength=n_cells)
+        per_cell = np.bincount(cells if keep.all() else cells[keep], minlength=n_cells)
     else:  # one cell holding every row: no per-row cell arithmetic
         cells = np.zeros(len(frame), dtype=np.int64)
         keep = np.ones(len(frame), dtype=bool)
@@ -254,8 +257,9 @@ def _survival(spec, frame, cells, keep, n_cells):
     n_bins = int(spec["n_bins"])
     bins, event = time_bins(frame, spec), _events(frame, spec["event_col"])
     if spec.get("by"):  # rows outside every cell drop out; without groups none do
-        bins, event = bins[keep], event[keep]
-        idx = cells[keep] * n_bins + bins
+        if not keep.all():
+            bins, event, cells = bins[keep], event[keep], cells[keep]
+        idx = cells * n_bins + bins
     else:
         idx = bins
     # One counting pass: slot 2i counts the rows leaving cell-bin i censored, slot 2i+1 the events.
