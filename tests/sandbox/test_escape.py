@@ -108,6 +108,8 @@ def attempts(space, host_port: int, server_pid: int, outer_dir: str) -> dict[str
         "seccomp-ptrace-own-child": "child = subprocess.Popen(['sleep', '30'])\n"
                                     "expect(libc.ptrace(16, child.pid, 0, 0) == -1 "
                                     "and ctypes.get_errno() == 1)\nchild.kill()",
+        "seccomp-socket-af-alg": "attempt(lambda: socket.socket(38, 5), PermissionError)",
+        "seccomp-socket-af-vsock": "attempt(lambda: socket.socket(40, 1), PermissionError)",
         "bang-unshare-user": "!unshare --user --map-root-user id 2>/dev/null "
                              "&& echo ESCAPED || echo BLOCKED",
         **{f"seccomp-{name}": f"expect(libc.syscall({nr}, 0, 0, 0, 0, 0) == -1 "

@@ -22,6 +22,7 @@ from sandbox_support import (
 )
 
 from workbench.provenance.service import start_collector
+from workbench.sandbox import seccomp
 from workbench.sandbox.proxy import MAX_OUTPUTS, _Execution
 
 pytestmark = pytest.mark.slow
@@ -227,6 +228,7 @@ def test_lifecycle_start_and_shutdown_are_recorded(own_space):
                   and r["fields"]["kernel_id"] == kernel_id]
     assert [e["event"] for e in events][0] == "start"
     assert events[0]["sandbox"] == "bwrap-setpriv" and events[0]["uid"] != 0
+    assert events[0]["seccomp_sha256"] == seccomp.sha256()  # which filter sealed the kernel
     assert "shutdown" in [e["event"] for e in events]
     assert not socket_dirs.exists()
 

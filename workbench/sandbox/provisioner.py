@@ -171,6 +171,7 @@ class SandboxProvisioner(LocalProvisioner):
             "kernel_name": km.kernel_name or "unknown",
             "sandbox": {"direct": "bwrap-setpriv", "launcher": "bwrap-setpriv-launcher",
                         "userns": "bwrap-userns"}[self._mode],
+            "seccomp_sha256": seccomp.sha256(),  # the filter this installation's bwrap loads
             "uid": (os.getuid() if self._mode == "userns" else
                     pwd.getpwnam(accounts.study_kernel_user(study)).pw_uid)})
         if self._proxy is None:

@@ -5,16 +5,19 @@ sandbox and before it runs setpriv and the kernel, so everything the kernel runs
 and ``ctypes`` included, is bound by it, and nothing inside can remove it (filters only stack, and
 no-new-privs is set). Namespaces, uids and mounts already keep the kernel in; this removes the
 kernel interfaces an escape would go through instead: new user or mount namespaces, ptrace and
-cross-process memory access, BPF, perf, io_uring, userfaultfd, the key ring, module loading and
-host-wide settings. Refused calls fail with EPERM (clone3 with ENOSYS, so the C library falls back
-to clone, whose namespace flags are checked); any other architecture's system calls (the 32-bit
-ABI) kill the process. Built with libseccomp through pyseccomp. Guarded by
+cross-process memory access, BPF, perf, io_uring, userfaultfd, the key ring, module loading,
+host-wide settings, and every socket family but Unix, IPv4/IPv6 and netlink. Refused calls fail
+with EPERM (clone3 with ENOSYS, so the C library falls back to clone, whose namespace flags are
+checked); any other architecture's system calls (the 32-bit ABI) kill the process. Built with
+libseccomp through pyseccomp. Guarded by
 tests/sandbox/test_escape.py (from inside a real kernel) and tests/sandbox/test_seccomp.py.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
+import hashlib
 import os
 
 # Never needed by a Python kernel, its scientific libraries, or setpriv (which runs under it).
@@ -34,6 +37,10 @@ DENIED = (
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "iopl", "ioperm", "vhangup",
     "uselib",
 )
+# Socket families a kernel may open: Unix (the gateway, ZMQ), IPv4/IPv6 (its own lo) and netlink
+# (reading its interfaces). The others (AF_PACKET, AF_ALG, AF_RDS, AF_TIPC, AF_VSOCK, ...) are
+# kernel code a kernel never needs and a source of escalations (<linux/socket.h>).
+SOCKET_FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16}
 # clone() flags that would make a new namespace (<linux/sched.h>)
 NAMESPACE_FLAGS = {"CLONE_NEWTIME": 0x80, "CLONE_NEWNS": 0x20000, "CLONE_NEWCGROUP": 0x2000000,
                    "CLONE_NEWUTS": 0x4000000, "CLONE_NEWIPC": 0x8000000,
@@ -53,15 +60,39 @@ def build():
     rules.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for flag in NAMESPACE_FLAGS.values():  # x86_64 and arm64: the flags are clone's first argument
         rules.add_rule(refuse, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    allowed = set(SOCKET_FAMILIES.values())
+    for call in ("socket", "socketpair"):  # the family is the first argument of both
+        rules.add_rule(refuse, call, sc.Arg(0, sc.GT, max(allowed)))
+        for family in range(1, max(allowed)):
+            if family not in allowed:
+                rules.add_rule(refuse, call, sc.Arg(0, sc.EQ, family))
     return rules
 
 
-def program_fd() -> int:
-    """A memory file holding the compiled BPF program, read from its start by ``bwrap --seccomp``.
-    The caller passes it to bwrap (``pass_fds``) and closes it once bwrap has started."""
+@functools.cache
+def program() -> bytes:
+    """The compiled BPF program bwrap loads (the same for every kernel of this installation; its
+    SHA-256 goes into the kernel's start record)."""
     fd = os.memfd_create("workbench-kernel-seccomp", os.MFD_CLOEXEC)
     try:
         build().export_bpf(_FileNo(fd))
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+    finally:
+        os.close(fd)
+
+
+def sha256() -> str:
+    return hashlib.sha256(program()).hexdigest()
+
+
+def program_fd() -> int:
+    """A memory file holding ``program()``, read from its start by ``bwrap --seccomp``. The caller
+    passes it to bwrap (``pass_fds``) and closes it once bwrap has started."""
+    fd = os.memfd_create("workbench-kernel-seccomp", os.MFD_CLOEXEC)
+    try:
+        data = program()
+        if os.write(fd, data) != len(data):
+            raise OSError("short write of the seccomp program")
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
         os.close(fd)
