@@ -8,6 +8,7 @@ import json
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -265,6 +266,8 @@ def test_a_cell_cut_short_by_a_restart_is_recorded_as_aborted(kernel):
         # Seen once in CI: a reply around the restart failed the client's HMAC check (refused,
         # as it should be); not yet explained, so the rest of this test still has to pass.
         assert "Signature" in str(exc), exc
+        # shown in the run's warnings summary: the next clue to the cause
+        warnings.warn(f"restart-time client HMAC error tolerated: {str(exc)[:120]}", stacklevel=1)
         kc.wait_for_ready(timeout=60)
     aborted = wait_for_records(kernel["space"], lambda r: r["kind"] == "cell-execution"
                                and r["fields"]["msg_id"] == msg_id
