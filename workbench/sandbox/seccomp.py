@@ -49,7 +49,8 @@ NAMESPACE_FLAGS = {"CLONE_NEWTIME": 0x80, "CLONE_NEWNS": 0x20000, "CLONE_NEWCGRO
 
 
 def build():
-    """The filter: allow by default, refuse ``DENIED`` and namespace-making clones."""
+    """The filter: allow by default; refuse ``DENIED``, namespace-making clones and sockets of
+    any family not in ``SOCKET_FAMILIES``."""
     import pyseccomp as sc
 
     refuse = sc.ERRNO(errno.EPERM)
