@@ -334,13 +334,6 @@ def _read_key(path: Path, missing) -> bytes:
     return key
 
 
-def load_registry(space: Space) -> Registry:
-    try:
-        return Registry.from_json(space.holder_registry.read_bytes())
-    except FileNotFoundError:
-        return Registry()  # no holder is registered: every contribution is refused
-
-
 class RegistryFile:
     """The space's registry, re-read when the file changes (a holder registered later counts
     without restarting the key holder). A missing file registers nobody: everything is refused."""
