@@ -17,9 +17,15 @@ import socket
 import sys
 from pathlib import Path
 
-import pyseccomp
 import pytest
-from sandbox_support import OTHER, STUDY, execute, read_records, wait_for_records
+from sandbox_support import (
+    OTHER,
+    STUDY,
+    execute,
+    read_records,
+    syscall_numbers,
+    wait_for_records,
+)
 
 import workbench
 from workbench import accounts
@@ -114,18 +120,12 @@ def attempts(space, host_port: int, server_pid: int, outer_dir: str) -> dict[str
                              "&& echo ESCAPED || echo BLOCKED",
         **{f"seccomp-{name}": f"expect(libc.syscall({nr}, 0, 0, 0, 0, 0) == -1 "
                               "and ctypes.get_errno() == 1)"
-           for name, nr in _numbers(("io_uring_setup", "keyctl", "perf_event_open", "bpf",
+           for name, nr in syscall_numbers(("io_uring_setup", "keyctl", "perf_event_open", "bpf",
                                      "process_vm_readv")).items()},
         "subprocess-setuid-su": "expect(subprocess.run(['setpriv', '--reuid=0', 'id'], "
                                 "capture_output=True).returncode != 0)",
     })
     return table
-
-
-def _numbers(names) -> dict[str, int]:
-    """This machine's system call numbers (the attempts call them through libc.syscall)."""
-    arch = pyseccomp.system_arch()
-    return {name: pyseccomp.resolve_syscall(arch, name) for name in names}
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import json
 import os
 import subprocess
 
-import pyseccomp
 import pytest
+from sandbox_support import syscall_numbers
 
 from workbench.sandbox import seccomp
 from workbench.sandbox.launch import tool_path
@@ -44,13 +44,16 @@ if len(sys.argv) > 2:  # under the filter only: a namespace clone must fail, nev
             except ChildProcessError:  # a child in a new pid namespace may be reaped elsewhere
                 pass
         out["clones"][name] = "ok" if pid != -1 else errno.errorcode.get(ctypes.get_errno())
-out["sockets"] = {}
+out["sockets"], out["socketpairs"] = {}, {}
 for family in range(1, 46):  # AF_UNIX .. AF_MCTP
-    try:
-        socket.socket(family, socket.SOCK_DGRAM).close()
-        out["sockets"][family] = "ok"
-    except OSError as exc:
-        out["sockets"][family] = errno.errorcode.get(exc.errno, "?")
+    for key, make in (("sockets", socket.socket), ("socketpairs", socket.socketpair)):
+        try:
+            made = make(family, socket.SOCK_DGRAM)
+            for one in made if isinstance(made, tuple) else (made,):
+                one.close()
+            out[key][family] = "ok"
+        except OSError as exc:
+            out[key][family] = errno.errorcode.get(exc.errno, "?")
 box = []
 worker = threading.Thread(target=box.append, args=(1,))
 worker.start(); worker.join()
@@ -64,14 +67,8 @@ print(json.dumps(out))
 """
 
 
-def _numbers() -> dict[str, int]:
-    arch = pyseccomp.system_arch()
-    return {name: pyseccomp.resolve_syscall(arch, name) for name in seccomp.DENIED}
-
-
 def _probe(with_filter: bool) -> dict:
-    arch = pyseccomp.system_arch()
-    payload = json.dumps([_numbers(), pyseccomp.resolve_syscall(arch, "clone"),
+    payload = json.dumps([syscall_numbers(seccomp.DENIED), syscall_numbers(["clone"])["clone"],
                           seccomp.NAMESPACE_FLAGS])
     argv = [tool_path("bwrap"), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--unshare-pid", "--unshare-net", "--die-with-parent"]
@@ -110,14 +107,17 @@ def test_namespace_clones_are_refused(filtered):
     assert filtered["clones"] == {name: "EPERM" for name in seccomp.NAMESPACE_FLAGS}
 
 
-def test_only_unix_inet_and_netlink_sockets_can_be_opened(filtered, unfiltered):
+# socket() opens every allowed family; socketpair() exists for AF_UNIX only
+@pytest.mark.parametrize("call, opens", [("sockets", ("1", "2", "10", "16")),
+                                         ("socketpairs", ("1",))])
+def test_only_unix_inet_and_netlink_sockets_can_be_opened(filtered, unfiltered, call, opens):
     allowed = {str(f) for f in seccomp.SOCKET_FAMILIES.values()}
-    refused = {f for f, answer in filtered["sockets"].items() if answer == "EPERM"}
-    assert refused == set(filtered["sockets"]) - allowed
-    assert all(filtered["sockets"][f] == "ok" for f in allowed)
+    refused = {f for f, answer in filtered[call].items() if answer == "EPERM"}
+    assert refused == set(filtered[call]) - allowed
+    assert all(filtered[call][f] == "ok" for f in opens)
     # unfiltered, nobody gets other answers (EAFNOSUPPORT, ENODEV...), except where a missing
     # capability refuses on its own (AF_PACKET 17, AF_XDP 44): the refusals above are the filter's
-    assert {f for f in refused if unfiltered["sockets"][f] == "EPERM"} <= {"17", "44"}
+    assert {f for f in refused if unfiltered[call][f] == "EPERM"} <= {"17", "44"}
 
 
 def test_a_kernel_still_gets_threads_fork_and_subprocesses(filtered):
