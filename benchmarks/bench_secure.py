@@ -131,7 +131,7 @@ def run(full: bool) -> list[dict]:
     sizes = [10_000, 100_000, 1_000_000] if full else [2_000, 10_000]
     km_goals = {10_000: 1.0, 100_000: 0.5, 1_000_000: 0.2}
     common = {"holders": 3, "bins": BINS,
-              "params": "BFV N=4096 [60,49] t=1073750017 (counts); CKKS N=8192 [60,40,60] "
+              "params": "BFV N=4096 [60] t=1073750017 (counts); CKKS N=8192 [60,40,60] "
                         "scale 2^40"}
     seq = {"holders_ran": "in sequence (one process)"}
     par = {"holders_ran": "in parallel (one process per holder)"}

@@ -21,8 +21,9 @@ def keys() -> SecretKeys:
 
 
 def test_bfv_noise_budget_survives_the_largest_federation(keys):
-    """One 60-bit data prime leaves 23 bits of noise budget; MAX_HOLDERS additions cost about
-    log2(32) = 5. Decryption stays exact with a margin, at the plain modulus' largest values."""
+    """One 60-bit prime without a key-switching prime leaves 19 bits of noise budget; MAX_HOLDERS
+    additions cost a few bits (16 left when measured). Decryption stays exact with a margin, at
+    the plain modulus' largest values."""
     from tenseal import sealapi
 
     rng = np.random.default_rng(7)
@@ -36,6 +37,25 @@ def test_bfv_noise_budget_survives_the_largest_federation(keys):
     assert decryptor.invariant_noise_budget(total.ciphertext()[0]) >= 12
     decrypted = np.asarray(total.decrypt(keys.bfv.secret_key())) % BFV_PLAIN_MODULUS
     assert (decrypted == sum(vectors) % BFV_PLAIN_MODULUS).all()
+
+
+def test_bfv_contexts_are_one_prime_and_hold_only_what_each_role_needs(keys):
+    """``keys._bfv_contexts`` writes TenSEAL's context message by hand: the public context has
+    the public key only, the secret one adds the secret key, and both are one 60-bit prime."""
+    public, secret = keys.public.bfv, keys.bfv
+    assert public.is_public() and not public.has_secret_key()
+    assert secret.has_secret_key() and not secret.is_public()
+    for ctx in (public, secret):
+        assert not ctx.has_relin_keys() and not ctx.has_galois_keys()
+        parms = ctx.seal_context().data.key_context_data().parms()
+        assert [m.bit_count() for m in parms.coeff_modulus()] == [60]
+        assert parms.plain_modulus().value() == BFV_PLAIN_MODULUS
+        assert parms.poly_modulus_degree() == 4096
+    values = list(range(4096))
+    ct = tenseal.bfv_vector(public, values)
+    assert ct.decrypt(secret.secret_key()) == values
+    other = SecretKeys.generate()  # fresh keys each time: another space's cannot decrypt it
+    assert ct.decrypt(other.bfv.secret_key()) != values
 
 
 def test_bfv_ciphertext_stays_under_the_byte_budget(keys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,12 +24,14 @@ from workbench.secure import wire
 
 BFV_POLY_DEGREE = 4096
 BFV_PLAIN_MODULUS = 1073750017  # smallest prime >= 2^30 with p = 1 mod 2N: batching, exact counts
-# 109 bits in all, the 128-bit-security maximum at N=4096 (as SEAL's default), but as one 60-bit
-# data prime plus the key-switching prime instead of two 36-bit data primes: only additions are ever
-# done, so one data prime's noise budget is plenty (23 bits fresh, 20 after 32 holders' additions;
-# tests/secure check it) and each ciphertext is half the words: 66 KB instead of 89 KB, and
-# serializing it costs 0.2 ms instead of 1.4 ms (zstd finds nothing to squeeze out of 60-bit words).
-BFV_COEFF_BITS = [60, 49]
+# One 60-bit coefficient prime and no key-switching prime: only additions are ever done, so no
+# relinearisation or Galois key is needed, and SEAL then encrypts at that one level instead of
+# encrypting at two primes and switching down: 0.6 ms per ciphertext instead of 1.1 ms. 60 bits
+# is far below the 109-bit maximum for 128-bit security at N=4096; the noise budget is 19 bits
+# fresh, 14 after 32 holders' additions (tests/secure/test_secure_parameters.py). The ciphertext is
+# one 60-bit prime's words: 66 KB, and zstd finds little to squeeze out of it (0.1 ms to
+# serialize). TenSEAL cannot make such a context itself: ``_bfv_contexts``.
+BFV_COEFF_BITS = [60]
 CKKS_POLY_DEGREE = 8192
 CKKS_COEFF_BITS = [60, 40, 60]  # one 40-bit data prime: additions only, so no rescale is needed
 CKKS_SCALE_BITS = 40
@@ -47,7 +50,8 @@ def parameters() -> dict:
     return {
         "bfv": {"poly_modulus_degree": BFV_POLY_DEGREE, "plain_modulus": BFV_PLAIN_MODULUS,
                 "coeff_mod_bit_sizes": BFV_COEFF_BITS, "slots": BFV_POLY_DEGREE,
-                "security": "128-bit (109-bit coefficient modulus at N=4096)"},
+                "security": "128-bit (60-bit coefficient modulus at N=4096; at most 109 bits "
+                            "keep 128-bit security)"},
         "ckks": {"poly_modulus_degree": CKKS_POLY_DEGREE, "coeff_mod_bit_sizes": CKKS_COEFF_BITS,
                  "scale_bits": CKKS_SCALE_BITS, "slots": CKKS_POLY_DEGREE // 2,
                  "security": "128-bit"},
@@ -130,18 +134,74 @@ class SecretKeys:
     @classmethod
     def generate(cls) -> SecretKeys:
         ts = _tenseal()
-        bfv = ts.context(ts.SCHEME_TYPE.BFV, poly_modulus_degree=BFV_POLY_DEGREE,
-                         plain_modulus=BFV_PLAIN_MODULUS, coeff_mod_bit_sizes=BFV_COEFF_BITS)
+        bfv_public, bfv_secret = _bfv_contexts()
         ckks = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=CKKS_POLY_DEGREE,
                           coeff_mod_bit_sizes=CKKS_COEFF_BITS)
         ckks.global_scale = 2**CKKS_SCALE_BITS
         no_extras = {"save_relin_keys": False, "save_galois_keys": False}
-        bfv_public = bfv.serialize(save_secret_key=False, **no_extras)
         ckks_public = ckks.serialize(save_secret_key=False, **no_extras)
         fingerprint = hashlib.sha256(bfv_public + ckks_public).hexdigest()[:32]
         public = PublicKeys(bfv_public, ckks_public, fingerprint)
-        return cls(bfv.serialize(save_secret_key=True, **no_extras),
-                   ckks.serialize(save_secret_key=True, **no_extras), fingerprint, public)
+        return cls(bfv_secret, ckks.serialize(save_secret_key=True, **no_extras), fingerprint,
+                   public)
+
+
+def _bfv_contexts() -> tuple[bytes, bytes]:
+    """The (public, secret) serialized TenSEAL BFV contexts at ``BFV_COEFF_BITS``.
+
+    ``tenseal.context`` always makes relinearisation keys, which SEAL cannot make without a
+    key-switching prime. So the keys are made with SEAL's own API as TenSEAL ships it
+    (``tenseal.sealapi``) and written into TenSEAL's context message
+    (``tenseal/proto/tensealcontext.proto``: parameters, then the public part — public key, the
+    flags and "no scale" TenSEAL writes for BFV — then the secret key), which
+    ``tenseal.context_from`` loads like one of its own."""
+    from tenseal import sealapi
+
+    parms = sealapi.EncryptionParameters(sealapi.SCHEME_TYPE.BFV)
+    parms.set_poly_modulus_degree(BFV_POLY_DEGREE)
+    parms.set_coeff_modulus(sealapi.CoeffModulus.Create(BFV_POLY_DEGREE, BFV_COEFF_BITS))
+    parms.set_plain_modulus(sealapi.Modulus(BFV_PLAIN_MODULUS))
+    context = sealapi.SEALContext(parms, True, sealapi.SEC_LEVEL_TYPE.TC128)
+    if not context.parameters_set():
+        raise WorkbenchError("SEAL refused the BFV parameters")
+    keygen = sealapi.KeyGenerator(context)
+    public_key = sealapi.PublicKey()
+    keygen.create_public_key(public_key)
+    public_part = (_proto_field(1, _seal_bytes(public_key)) + _proto_field(2, 7)  # auto flags
+                   + _proto_field(3, -1.0))
+    public = _proto_field(1, _seal_bytes(parms)) + _proto_field(2, public_part)
+    # encryption type 0 (public key) is proto3's default and so not written
+    return public, public + _proto_field(3, _proto_field(1, _seal_bytes(keygen.secret_key())))
+
+
+def _seal_bytes(seal_object) -> bytes:
+    """SEAL's own serialization of an object: ``tenseal.sealapi`` saves only to a path, so it
+    writes to a memfd (anonymous memory: the secret key never reaches a disk)."""
+    fd = os.memfd_create("workbench-he-key", os.MFD_CLOEXEC)
+    try:
+        seal_object.save(f"/proc/self/fd/{fd}")
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+    finally:
+        os.close(fd)
+
+
+def _proto_field(number: int, value: bytes | int | float) -> bytes:
+    """One protobuf field: bytes (or a message) length-delimited, an int as a varint, a float as
+    a 64-bit double."""
+    if isinstance(value, bytes):
+        return _varint(number << 3 | 2) + _varint(len(value)) + value
+    if isinstance(value, float):
+        return _varint(number << 3 | 1) + struct.pack("<d", value)
+    return _varint(number << 3) + _varint(value)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def write_key_file(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
