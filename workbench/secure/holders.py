@@ -9,6 +9,7 @@ would take.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import subprocess
 import sys
@@ -70,6 +71,9 @@ def main() -> None:
             _reply(stdout, {"error": {"reason": "internal-error", "message": type(exc).__name__}})
 
 
+PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size
+
+
 class HolderProcesses:
     """One process per holder; ``contribute`` asks all at once, then collects all replies."""
 
@@ -84,6 +88,10 @@ class HolderProcesses:
                 proc = subprocess.Popen([sys.executable, "-m", "workbench.secure.holders"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
                 self.procs.append(proc)
+                # A reply (a KM's 66 KB ciphertext) would not fit the default 64 KB pipe: the
+                # holder would wait, mid-write, for the coordinator to read, which reads the
+                # holders one after another (measured: 1.1 ms of latency per reply, against 0.15)
+                fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
                 secret = signers[name].key.private_bytes(
                     serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                     serialization.NoEncryption())
