@@ -31,6 +31,7 @@ not know. CKKS MAC slots bind no values (docs/secure.md, Limits).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -64,14 +65,19 @@ def slot_values(key: bytes, nonce: str, kind: str, spec_hash: str,
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def weights(weight_key: bytes, nonce: str, kind: str, spec_hash: str, index: int,
             size: int) -> np.ndarray:
-    """The round's weights for BFV ciphertext ``index``: ``size`` integers uniform in [0, t)."""
+    """The round's weights for BFV ciphertext ``index``: ``size`` integers uniform in [0, t),
+    read-only. Kept for the last rounds: every holder played by one process (the gateway) and
+    the key holder draw the same weights for a round."""
     prefix = json.dumps([WEIGHTS_DOMAIN, nonce, kind, spec_hash, index], separators=(",", ":"))
     digest = hmac.new(weight_key, prefix.encode(), hashlib.sha256).digest()
     # Philox's 128-bit key from the HMAC; Generator.integers draws without modulo bias
     rng = np.random.Generator(np.random.Philox(key=np.frombuffer(digest[:16], dtype="<u8")))
-    return rng.integers(0, BFV_PLAIN_MODULUS, size, dtype=np.int64)
+    out = rng.integers(0, BFV_PLAIN_MODULUS, size, dtype=np.int64)
+    out.flags.writeable = False
+    return out
 
 
 def value_tags(weight_key: bytes, nonce: str, kind: str, spec_hash: str,
