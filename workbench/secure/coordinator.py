@@ -134,9 +134,13 @@ class Coordinator:
         for frame in self.partitions.values():
             if len(frame) and duration_col in frame.columns:
                 column = frame[duration_col]
-                if not pd.api.types.is_numeric_dtype(column.dtype):
-                    column = pd.to_numeric(column, errors="coerce")  # the holders name bad cells
-                highest = float(column.max())  # skips missing values
+                values = column.to_numpy()
+                if values.dtype.kind in "iu":  # NumPy integers: nothing missing to skip
+                    highest = float(values.max())
+                else:
+                    if not pd.api.types.is_numeric_dtype(column.dtype):
+                        column = pd.to_numeric(column, errors="coerce")  # holders name bad cells
+                    highest = float(column.max())  # skips missing values
                 top = max(top, highest) if math.isfinite(highest) else top
         return {"duration_col": duration_col, "resolution": float(resolution),
                 "n_bins": int(math.ceil(top / resolution - 1e-9)) + 1}

@@ -264,8 +264,10 @@ def _survival(spec, frame, cells, keep, n_cells):
         idx = bins
     # One counting pass: slot 2i counts the rows leaving cell-bin i censored, slot 2i+1 the events.
     size = n_cells * n_bins
+    code = np.left_shift(idx, 1)  # a new array (idx may be the frame's own column): 2 idx + event
+    code += event
     try:
-        counts = np.bincount(2 * idx + event, minlength=2 * size)
+        counts = np.bincount(code, minlength=2 * size)
     except ValueError:  # bincount refuses negative numbers
         raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
                                  reason="bad-column") from None

@@ -22,27 +22,25 @@ class KaplanMeierResult:
         self.n = group["n"]
         self.truncated_after = group.get("truncated_after")
         times = np.asarray(group["times"], dtype=float)
+        at_risk = np.asarray(group.get("at_risk", []), dtype=np.int64)
+        observed = np.asarray(group.get("observed", []), dtype=np.int64)
         entrance = np.zeros(len(times), dtype=np.int64)
         entrance[:1] = group["n"]
-
-        def column(name, dtype=float):  # withheld cells arrive as None: NumPy makes them NaN
-            return np.array(group.get(name, []), dtype=dtype)
-
-        table = pd.DataFrame({
-            "removed": column("removed"), "observed": column("observed", np.int64),
-            "censored": column("censored"), "entrance": entrance,
-            "at_risk": column("at_risk", np.int64)}, index=pd.Index(times, name="event_at"))
-        self.event_table = table
+        # withheld cells arrive as None: NumPy makes them NaN
+        self.event_table = pd.DataFrame({
+            "removed": np.asarray(group.get("removed", []), dtype=float), "observed": observed,
+            "censored": np.asarray(group.get("censored", []), dtype=float),
+            "entrance": entrance, "at_risk": at_risk}, index=pd.Index(times, name="event_at"))
         self.timeline = times
-        survival, lower, upper = stats.kaplan_meier(table["at_risk"].to_numpy(),
-                                                    table["observed"].to_numpy(), alpha)
+        survival, lower, upper = stats.kaplan_meier(at_risk, observed, alpha)
         index = pd.Index(times, name="timeline")
-        self.survival_function_ = pd.DataFrame({label: survival}, index=index)
+        self.survival_function_ = pd.DataFrame(survival[:, None], index=index, columns=[label])
         level = f"{1 - alpha:g}"
         self.confidence_interval_ = pd.DataFrame(
-            {f"{label}_lower_{level}": lower, f"{label}_upper_{level}": upper}, index=index)
-        below = index[survival <= 0.5]
-        self.median_survival_time_ = float(below.min()) if len(below) else float("inf")
+            np.column_stack([lower, upper]), index=index,
+            columns=[f"{label}_lower_{level}", f"{label}_upper_{level}"])
+        half = np.flatnonzero(survival <= 0.5)  # times increase: the first is the median
+        self.median_survival_time_ = float(times[half[0]]) if len(half) else float("inf")
 
     def plot(self, ax=None, **kwargs):
         import matplotlib.pyplot as plt
