@@ -288,3 +288,17 @@ def test_the_supervisor_starts_the_aggregator_after_the_key_holder(open_tmp):
             load_public(space).fingerprint
     assert not socket_answers(space.aggregator_socket)
     assert pwd.getpwnam(accounts.AGGREGATOR).pw_shell == "/usr/sbin/nologin"
+
+
+def test_a_damaged_holder_signing_key_is_named(open_tmp):
+    """A holder's key file cut short is a clear error naming the file, not a traceback."""
+    from workbench.secure.signing import create_holder_keys
+
+    space = Space(open_tmp)
+    create_holder_keys(space, ["hospital", "insurer"])
+    key_file = space.holder_keys / "insurer.key"
+    key_file.write_bytes(key_file.read_bytes()[:31])
+    assert len(load_signers(space, ["hospital"])["hospital"].public_raw) == 32
+    with pytest.raises(WorkbenchUserError) as err:
+        load_signers(space, ["hospital", "insurer"])
+    assert err.value.reason == "bad-key" and str(key_file) in str(err.value)
