@@ -302,3 +302,31 @@ def test_a_damaged_holder_signing_key_is_named(open_tmp):
     with pytest.raises(WorkbenchUserError) as err:
         load_signers(space, ["hospital", "insurer"])
     assert err.value.reason == "bad-key" and str(key_file) in str(err.value)
+
+
+def test_the_nonce_guard_forgets_only_what_left_its_window(monkeypatch):
+    """Each nonce is accepted once; the guard drops nonces older than its window (oldest first,
+    so a busy key holder does not re-scan every round it remembers), and those stay refused as
+    stale."""
+    from workbench.secure import signing
+
+    clock = [time.time_ns()]
+    monkeypatch.setattr(signing.time, "time_ns", lambda: clock[0])
+    guard = signing.NonceGuard(window_ms=1000)
+    early = [signing.new_nonce() for _ in range(3)]
+    for nonce in early:
+        guard.accept(nonce)
+    with pytest.raises(WorkbenchUserError) as err:
+        guard.accept(early[1])
+    assert err.value.reason == "replayed-round"
+    clock[0] += 600 * 1_000_000
+    later = signing.new_nonce()
+    guard.accept(later)
+    assert len(guard._seen) == 4
+    clock[0] += 600 * 1_000_000  # the first three are 1.2 s old now, the last 0.6 s
+    guard.accept(signing.new_nonce())
+    assert list(guard._seen)[0] == later and len(guard._seen) == 2
+    for nonce in (early[0], later):
+        with pytest.raises(WorkbenchUserError) as err:
+            guard.accept(nonce)
+        assert err.value.reason == "replayed-round"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -213,7 +214,11 @@ class NonceGuard:
                 raise _refuse("replayed-round", "the round's nonce is stale (issued before this "
                                                 "key holder started or outside its time "
                                                 "window); run the operation again.")
-            self._seen = {n: t for n, t in self._seen.items() if now - t <= self.window_ms}
+            # forget what left the window, oldest first (rounds arrive about in issue order; one
+            # kept a little longer is refused by the window check anyway): no pass over them all
+            for old in list(itertools.takewhile(lambda n: now - self._seen[n] > self.window_ms,
+                                                self._seen)):
+                del self._seen[old]
             self._seen[nonce] = issued
 
 
