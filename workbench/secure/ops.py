@@ -208,9 +208,8 @@ def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame,
         cells = cell_index(frame, spec)
         keep = cells >= 0
         per_cell = np.bincount(cells if keep.all() else cells[keep], minlength=n_cells)
-    else:  # one cell holding every row: no per-row cell arithmetic
-        cells = np.zeros(len(frame), dtype=np.int64)
-        keep = np.ones(len(frame), dtype=bool)
+    else:  # one cell holding every row: no per-row cell numbers, every row kept (a view)
+        cells, keep = None, slice(None)
         per_cell = np.array([len(frame)])
     parts: list[np.ndarray]
     if kind == "counts":
@@ -233,7 +232,7 @@ def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame,
 
 def _moments(spec, frame, cells, keep, n_cells):
     x = _numeric(frame, spec["column"])[keep]
-    c = cells[keep]
+    c = np.zeros(len(x), dtype=np.int64) if cells is None else cells[keep]
     center = np.asarray(spec.get("center", [0.0] * n_cells), dtype=float)[c]
     z = x - center
     top = np.zeros(n_cells)
@@ -295,12 +294,13 @@ def _cox_setup(spec, frame, cells, keep, n_cells) -> dict:
     if len(bins) and bins.min() < 0:
         raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
                                  reason="bad-column")
-    idx = cells[keep] * n_bins + bins
+    idx = bins if cells is None else cells[keep] * n_bins + bins
     size, rows = n_cells * n_bins, len(idx)
     to_bins = sparse.csr_matrix((np.ones(rows), (idx, np.arange(rows))), shape=(size, rows))
     return {"x": x, "event": event, "to_bins": to_bins, "events_to_bins": to_bins[:, event],
             "d": np.bincount(idx[event], minlength=size),
-            "n": np.bincount(cells[keep], minlength=n_cells),
+            "n": np.array([rows]) if cells is None else np.bincount(cells[keep],
+                                                                       minlength=n_cells),
             "x_events": x[event].sum(axis=0), "x_all": x.sum(axis=0), "n_events": int(event.sum())}
 
 
