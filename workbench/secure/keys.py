@@ -28,7 +28,7 @@ BFV_PLAIN_MODULUS = 1073750017  # smallest prime >= 2^30 with p = 1 mod 2N: batc
 # relinearisation or Galois key is needed, and SEAL then encrypts at that one level instead of
 # encrypting at two primes and switching down: 0.6 ms per ciphertext instead of 1.1 ms. 60 bits
 # is far below the 109-bit maximum for 128-bit security at N=4096; the noise budget is 19 bits
-# fresh, 14 after 32 holders' additions (tests/secure/test_secure_parameters.py). The ciphertext is
+# fresh, 16 after 32 holders' additions (tests/secure/test_secure_parameters.py). The ciphertext is
 # one 60-bit prime's words: 66 KB, and zstd finds little to squeeze out of it (0.1 ms to
 # serialize). TenSEAL cannot make such a context itself: ``_bfv_contexts``.
 BFV_COEFF_BITS = [60]
