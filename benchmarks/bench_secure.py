@@ -45,8 +45,8 @@ def split(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def paired(fn, baseline, repeat: int, warm_up: bool = True) -> dict:
-    """Run ``fn`` and ``baseline`` alternately (after one warm-up each), so both see the same
-    machine load; the ratio is the median of the per-pair ratios."""
+    """Run ``fn`` and ``baseline`` alternately (after one warm-up each, unless ``warm_up`` is
+    False), so both see the same machine load; the ratio is the median of the per-pair ratios."""
     out, base_out = (fn(), baseline()) if warm_up else (None, None)
     mine, base = [], []
     for _ in range(repeat):
