@@ -198,7 +198,8 @@ class Aggregator:
                                          "layout.", reason="malformed-message")
             cts = [_load(loaders[s], self.keys.context(s), blob, who)
                    for s, blob in zip(part.schemes, part.blobs, strict=True)]
-            total = cts if total is None else [a + b for a, b in zip(total, cts, strict=True)]
+            # in place: the running sum is this method's own (no new ciphertext per addition)
+            total = cts if total is None else [a.add_(b) for a, b in zip(total, cts, strict=True)]
         return Encrypted(first.kind, first.fingerprint, [ct.serialize() for ct in total],
                          dict(first.per_scheme), names)
 

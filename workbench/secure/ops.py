@@ -275,7 +275,8 @@ def _survival(spec, frame, cells, keep, n_cells):
                                  reason="bad-request")
     counts = counts.reshape(n_cells, n_bins, 2)
     events = counts[..., 1]
-    at_risk = np.cumsum(counts.sum(axis=2)[:, ::-1], axis=1)[:, ::-1]
+    # rows leaving each bin (censored + events; two adds beat a sum over an axis of length 2)
+    at_risk = np.cumsum((counts[..., 0] + events)[:, ::-1], axis=1)[:, ::-1]
     if at_risk.size and at_risk.max() > MAX_SURVIVAL_ROWS:
         raise WorkbenchUserError(f"more than {MAX_SURVIVAL_ROWS} rows in one survival group: "
                                  "split the analysis by a grouping column.", reason="too-many-rows")

@@ -163,10 +163,12 @@ def release_moments(op, spec, v, t: Thresholds) -> dict:
 
 
 def _json_floats(a) -> list:
+    """Floats for JSON, a withheld or undefined value (NaN) as None."""
     a = np.asarray(a, dtype=float)
-    out = a.astype(object)
-    out[~np.isfinite(a)] = None
-    return out.tolist()
+    out = a.tolist()
+    for i in np.flatnonzero(~np.isfinite(a)).tolist():  # few: no object array for them
+        out[i] = None
+    return out
 
 
 def _survival_arrays(spec, v, with_holders: bool = False):

@@ -30,7 +30,8 @@ class KaplanMeierResult:
         self.event_table = pd.DataFrame({
             "removed": np.asarray(group.get("removed", []), dtype=float), "observed": observed,
             "censored": np.asarray(group.get("censored", []), dtype=float),
-            "entrance": entrance, "at_risk": at_risk}, index=pd.Index(times, name="event_at"))
+            "entrance": entrance, "at_risk": at_risk}, index=pd.Index(times, name="event_at"),
+            copy=False)  # the arrays are this object's own
         self.timeline = times
         survival, lower, upper = stats.kaplan_meier(at_risk, observed, alpha)
         index = pd.Index(times, name="timeline")
