@@ -256,6 +256,9 @@ def test_value_tags_are_linear_mod_t_and_exact_for_large_values():
     assert tag_a == sum(int(x) * int(y) for x, y in zip(w, a, strict=True)) % t  # big ints
     w1 = mac.weights(key, nonce, "counts", "ab" * 32, 1, 4095)
     assert tag_b == sum(int(x) * int(y) for x, y in zip(w1, b, strict=True)) % t
+    top = np.full(4095, t - 1)  # the largest values a slot holds: no int64 overflow
+    assert mac.value_tags(key, nonce, "counts", "ab" * 32, [top])[0] == \
+        sum(int(x) * (t - 1) for x in w) % t
     # the key holder sees the pooled values, possibly as negative representatives
     assert tag_sum == mac.value_tags(key, nonce, "counts", "ab" * 32, [a + b - t])[0]
     assert tag_sum == sum(int(x) * int(y) for x, y in zip(w, a + b, strict=True)) % t

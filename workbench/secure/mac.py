@@ -80,17 +80,37 @@ def weights(weight_key: bytes, nonce: str, kind: str, spec_hash: str, index: int
     return out
 
 
+_HALF_BITS = 15
+assert BFV_PLAIN_MODULUS < (1 << 30) + (1 << 14)  # the bound _weight_halves relies on
+
+
+@functools.lru_cache(maxsize=64)
+def _weight_halves(weight_key: bytes, nonce: str, kind: str, spec_hash: str, index: int,
+                   size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The weights split as w = hi * 2^15 + lo, so that a tag needs no per-slot modulo: t is
+    below 2^30 + 2^14, so hi <= 2^15 and, for values in [0, t), hi * v < 2^45.1; a dot product
+    of at most 2^16 of them stays below 2^62 (int64)."""
+    w = weights(weight_key, nonce, kind, spec_hash, index, size)
+    halves = w >> _HALF_BITS, w & ((1 << _HALF_BITS) - 1)
+    for half in halves:  # shared through the cache
+        half.flags.writeable = False
+    return halves
+
+
+
 def value_tags(weight_key: bytes, nonce: str, kind: str, spec_hash: str,
                data: list[np.ndarray]) -> list[int]:
     """sum_j w_ij v_ij mod t for each BFV ciphertext's data slots (all but the MAC slot)."""
     out = []
     for index, values in enumerate(data):
-        w = weights(weight_key, nonce, kind, spec_hash, index, len(values))
+        if len(values) > 1 << 16:
+            raise AssertionError("a BFV ciphertext has at most 2^16 data slots")
+        hi, lo = _weight_halves(weight_key, nonce, kind, spec_hash, index, len(values))
         v = np.asarray(values)
-        v = np.mod((np.rint(v) if v.dtype.kind == "f" else v).astype(np.int64),
-                   BFV_PLAIN_MODULUS)
-        # each product < 2^60 and reduced before summing: no int64 overflow
-        out.append(int(np.mod(w * v, BFV_PLAIN_MODULUS).sum() % BFV_PLAIN_MODULUS))
+        v = (np.rint(v) if v.dtype.kind == "f" else v).astype(np.int64, copy=False)
+        if len(v) and (v.min() < 0 or v.max() >= BFV_PLAIN_MODULUS):
+            v = np.mod(v, BFV_PLAIN_MODULUS)  # e.g. the key holder's negative representatives
+        out.append(((int(hi @ v) << _HALF_BITS) + int(lo @ v)) % BFV_PLAIN_MODULUS)
     return out
 
 
