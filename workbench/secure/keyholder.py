@@ -166,12 +166,13 @@ class KeyHolder:
         import tenseal as ts
 
         loaders = {"bfv": ts.bfv_vector_from, "ckks": ts.ckks_vector_from}
+        dtypes = {"bfv": np.int64, "ckks": float}  # a stated dtype: no inference over the list
         out = []
         with self._lock:
             for scheme, blob in zip(schemes, blobs, strict=True):
                 try:
-                    out.append(np.asarray(loaders[scheme](self.keys.context(scheme),
-                                                          blob).decrypt()))
+                    out.append(np.array(loaders[scheme](self.keys.context(scheme),
+                                                        blob).decrypt(), dtype=dtypes[scheme]))
                 except (ValueError, RuntimeError, TypeError):
                     raise WorkbenchUserError(
                         "a ciphertext is malformed or was made with other HE parameters; encrypt "

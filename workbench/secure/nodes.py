@@ -22,7 +22,7 @@ import pandas as pd
 
 from workbench.errors import WorkbenchUserError
 from workbench.secure import mac, ops, signing
-from workbench.secure.keys import PublicKeys
+from workbench.secure.keys import BFV_POLY_DEGREE, CKKS_POLY_DEGREE, PublicKeys
 
 MAX_HOLDERS = 32  # more "holders" than this is a per-patient encryption pattern, not a federation
 
@@ -53,8 +53,7 @@ class Encrypted:
 
 
 def slots() -> dict[str, int]:
-    from workbench.secure.keys import BFV_POLY_DEGREE, CKKS_POLY_DEGREE
-
+    """Slots per ciphertext: N for BFV batching, N/2 for CKKS."""
     return {"bfv": BFV_POLY_DEGREE, "ckks": CKKS_POLY_DEGREE // 2}
 
 

@@ -26,15 +26,15 @@ class KaplanMeierResult:
         observed = np.asarray(group.get("observed", []), dtype=np.int64)
         entrance = np.zeros(len(times), dtype=np.int64)
         entrance[:1] = group["n"]
+        index = pd.Index(times, name="timeline")
         # withheld cells arrive as None: NumPy makes them NaN
         self.event_table = pd.DataFrame({
             "removed": np.asarray(group.get("removed", []), dtype=float), "observed": observed,
             "censored": np.asarray(group.get("censored", []), dtype=float),
-            "entrance": entrance, "at_risk": at_risk}, index=pd.Index(times, name="event_at"),
+            "entrance": entrance, "at_risk": at_risk}, index=index.rename("event_at"),
             copy=False)  # the arrays are this object's own
         self.timeline = times
         survival, lower, upper = stats.kaplan_meier(at_risk, observed, alpha)
-        index = pd.Index(times, name="timeline")
         self.survival_function_ = pd.DataFrame(survival[:, None], index=index, columns=[label])
         level = f"{1 - alpha:g}"
         self.confidence_interval_ = pd.DataFrame(
