@@ -205,18 +205,17 @@ def release_kaplan_meier(op, spec, v, t: Thresholds) -> dict:
         keep = (n >= k) & (h >= t.min_holders)
         rows = np.nonzero(keep & ((exits > 0) | (np.arange(len(n)) == 0)))[0]
         last = int(np.nonzero(keep)[0].max())
-        censored = (exits - d)[rows].astype(float)
-        removed = exits[rows].astype(float)
+        censored, removed = (exits - d)[rows].tolist(), exits[rows].tolist()
         # If the curve is cut, the last released row's exits would reveal the first withheld
-        # at-risk count: withhold them.
-        hide = (rows == last) & (last + 1 < len(n)) & (n[min(last + 1, len(n) - 1)] > 0)
-        censored[hide] = np.nan
-        removed[hide] = np.nan
+        # at-risk count: withhold them (rows increase, so only the last row can be that one).
+        hide = rows[-1] == last and last + 1 < len(n) and n[last + 1] > 0
+        if hide:
+            censored[-1] = removed[-1] = None
         groups.append({
             "label": label, "n": int(n[0]), "times": (rows * res).tolist(),
             "at_risk": n[rows].tolist(), "observed": d[rows].tolist(),
-            "censored": _json_floats(censored), "removed": _json_floats(removed),
-            "truncated_after": float(last * res) if hide.any() else None,
+            "censored": censored, "removed": removed,
+            "truncated_after": float(last * res) if hide else None,
         })
     return {"groups": groups}
 
