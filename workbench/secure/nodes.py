@@ -111,9 +111,15 @@ class HolderNode:
     def has_secret_key(self) -> bool:
         return self.keys.bfv.has_secret_key() or self.keys.ckks.has_secret_key()
 
-    def contribute(self, kind: str, spec: dict, nonce: str) -> Encrypted:
-        vectors = ops.holder_vectors(kind, spec, self.frame, self._cache)
+    def vectors(self, kind: str, spec: dict) -> dict[str, np.ndarray]:
+        """This holder's statistics for one operation, in plaintext (they never leave it so)."""
+        return ops.holder_vectors(kind, spec, self.frame, self._cache)
+
+    def seal(self, kind: str, spec: dict, nonce: str, vectors: dict[str, np.ndarray]) -> Encrypted:
         return seal(self.keys, self.signer, kind, spec, nonce, vectors)
+
+    def contribute(self, kind: str, spec: dict, nonce: str) -> Encrypted:
+        return self.seal(kind, spec, nonce, self.vectors(kind, spec))
 
 
 def check_federation(partitions: dict[str, pd.DataFrame]) -> None:
