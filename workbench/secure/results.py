@@ -5,11 +5,20 @@ Fitted values end in ``_`` and carry lifelines' names where the concept is the s
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 from workbench.secure import stats
+
+
+@functools.lru_cache(maxsize=64)
+def _columns(*names: str) -> pd.Index:
+    """Column labels as one shared (immutable) Index: a list costs pandas a type inference on
+    every frame."""
+    return pd.Index(names)
 
 
 class KaplanMeierResult:
@@ -35,11 +44,12 @@ class KaplanMeierResult:
             copy=False)  # the arrays are this object's own
         self.timeline = times
         survival, lower, upper = stats.kaplan_meier(at_risk, observed, alpha)
-        self.survival_function_ = pd.DataFrame(survival[:, None], index=index, columns=[label])
+        self.survival_function_ = pd.DataFrame(survival[:, None], index=index,
+                                               columns=_columns(label))
         level = f"{1 - alpha:g}"
         self.confidence_interval_ = pd.DataFrame(
             np.column_stack([lower, upper]), index=index,
-            columns=[f"{label}_lower_{level}", f"{label}_upper_{level}"])
+            columns=_columns(f"{label}_lower_{level}", f"{label}_upper_{level}"))
         half = np.flatnonzero(survival <= 0.5)  # times increase: the first is the median
         self.median_survival_time_ = float(times[half[0]]) if len(half) else float("inf")
 
