@@ -304,7 +304,9 @@ class ServerClient:
                 "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
                 "content": {"code": code, "silent": False, "store_history": True,
                             "user_expressions": {}, "allow_stdin": False}}))
-            outputs, status = [], None
+            # The websocket merges the channels: iopub's idle can come before or after the
+            # shell's execute_reply, so the cell is done once both have arrived, in either order.
+            outputs, status, idle = [], None, False
             while True:
                 raw = await asyncio.wait_for(conn.read_message(), timeout)
                 if raw is None:
@@ -321,7 +323,9 @@ class ServerClient:
                     outputs.append(msg["content"])
                 if kind == "execute_reply":
                     status = msg["content"]["status"]
-                if kind == "status" and msg["content"]["execution_state"] == "idle" and status:
+                if kind == "status" and msg["content"]["execution_state"] == "idle":
+                    idle = True
+                if idle and status:
                     break
             conn.close()
             return {"msg_id": msg_id, "status": status, "outputs": outputs}
