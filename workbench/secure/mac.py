@@ -97,7 +97,6 @@ def _weight_halves(weight_key: bytes, nonce: str, kind: str, spec_hash: str, ind
     return halves
 
 
-
 def value_tags(weight_key: bytes, nonce: str, kind: str, spec_hash: str,
                data: list[np.ndarray]) -> list[int]:
     """sum_j w_ij v_ij mod t for each BFV ciphertext's data slots (all but the MAC slot)."""
