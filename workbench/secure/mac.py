@@ -65,19 +65,14 @@ def slot_values(key: bytes, nonce: str, kind: str, spec_hash: str,
     return out
 
 
-@functools.lru_cache(maxsize=64)
 def weights(weight_key: bytes, nonce: str, kind: str, spec_hash: str, index: int,
             size: int) -> np.ndarray:
-    """The round's weights for BFV ciphertext ``index``: ``size`` integers uniform in [0, t),
-    read-only. Kept for the last rounds: every holder played by one process (the gateway) and
-    the key holder draw the same weights for a round."""
+    """The round's weights for BFV ciphertext ``index``: ``size`` integers uniform in [0, t)."""
     prefix = json.dumps([WEIGHTS_DOMAIN, nonce, kind, spec_hash, index], separators=(",", ":"))
     digest = hmac.new(weight_key, prefix.encode(), hashlib.sha256).digest()
     # Philox's 128-bit key from the HMAC; Generator.integers draws without modulo bias
     rng = np.random.Generator(np.random.Philox(key=np.frombuffer(digest[:16], dtype="<u8")))
-    out = rng.integers(0, BFV_PLAIN_MODULUS, size, dtype=np.int64)
-    out.flags.writeable = False
-    return out
+    return rng.integers(0, BFV_PLAIN_MODULUS, size, dtype=np.int64)
 
 
 _HALF_BITS = 15
@@ -89,7 +84,8 @@ def _weight_halves(weight_key: bytes, nonce: str, kind: str, spec_hash: str, ind
                    size: int) -> tuple[np.ndarray, np.ndarray]:
     """The weights split as w = hi * 2^15 + lo, so that a tag needs no per-slot modulo: t is
     below 2^30 + 2^14, so hi <= 2^15 and, for values in [0, t), hi * v < 2^45.1; a dot product
-    of at most 2^16 of them stays below 2^62 (int64)."""
+    of at most 2^16 of them stays below 2^62 (int64). Kept for the last rounds, read-only: every
+    holder played by one process (the gateway) and the key holder use the same round's."""
     w = weights(weight_key, nonce, kind, spec_hash, index, size)
     halves = w >> _HALF_BITS, w & ((1 << _HALF_BITS) - 1)
     for half in halves:  # shared through the cache
