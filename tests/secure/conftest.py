@@ -34,6 +34,14 @@ def lung() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def lung_all() -> pd.DataFrame:
+    """R's lung: all 228 patients (time, status and sex are complete; status 1 = died)."""
+    df = load_lung()
+    assert len(df) == 228 and df[["time", "status", "sex"]].notna().all().all()
+    return df
+
+
+@pytest.fixture(scope="session")
 def gbsg2() -> pd.DataFrame:
     df = load_gbsg2()
     df["hormone"] = (df["horTh"] == "yes").astype(int)

@@ -17,9 +17,6 @@ Each reference is R's printed output, so the bound is half a unit in its last pr
 
 from __future__ import annotations
 
-import pytest
-from lifelines.datasets import load_lung
-
 from workbench.secure import Federation
 
 from .conftest import split_round_robin
@@ -34,14 +31,6 @@ ROSSI_COX = {  # covariate -> (coef, se(coef))
     "fin": (-0.3794, 0.1914), "age": (-0.0574, 0.0220), "race": (0.3139, 0.3080),
     "wexp": (-0.1498, 0.2122), "mar": (-0.4337, 0.3819), "paro": (-0.0849, 0.1958),
     "prio": (0.0915, 0.0286)}
-
-
-@pytest.fixture(scope="module")
-def lung_all():
-    """R's lung: all 228 patients (time, status and sex are complete; status 1 = died)."""
-    df = load_lung()
-    assert len(df) == 228 and df[["time", "status", "sex"]].notna().all().all()
-    return df
 
 
 def test_logrank_equals_r_survdiff(lung_all):
