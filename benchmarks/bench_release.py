@@ -3,13 +3,55 @@ kernel to the airlock (serialise + deserialise), measured in the same run."""
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from workbench.release import rules
 from workbench.release.serialize import from_payload, to_payload
+from workbench.release.store import AirlockStore
+
+CELLS_PER_RELEASE = 20
+
+
+def _store_with_releases(directory: Path, count: int, rng) -> AirlockStore:
+    """An airlock store holding ``count`` released 20-cell tables of one study and view."""
+    store = AirlockStore(directory / f"airlock-{count}.sqlite")
+    with store.transaction():
+        for i in range(count):
+            rid = f"rq-{i}"
+            store.insert_request({
+                "id": rid, "study": "s", "view": "v", "name": rid, "description": "d",
+                "author": "a", "kind": "table", "state": "released", "verdict": "pass",
+                "created_at": "t", "updated_at": "t", "payload": "{}", "evidence": "{}"})
+            values = rng.integers(10, 100_000, CELLS_PER_RELEASE)
+            cells = {f"g{j}::n": float(v) for j, v in enumerate(values)}
+            store.add_released(rid, "s", "v", cells, [], "t")
+    return store
+
+
+def _differencing_scaling(rng) -> dict:
+    """The airlock's differencing check against 1, 100 and 1000 earlier releases (its store's
+    value index): the cost should grow with log(releases), not with their number."""
+    t = rules.Thresholds()
+    new = {f"h{j}::n": float(v) for j, v in enumerate(rng.integers(10, 100_000,
+                                                                    CELLS_PER_RELEASE))}
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in (1, 100, 1000):
+            store = _store_with_releases(Path(tmp), count, rng)
+            index = store.released_index("s", "v")
+            times[count] = _best(lambda index=index: rules.differencing_rule(new, index, t),
+                                 repeat=20)
+            store.close()
+    return {"name": "differencing check: 1000 earlier releases vs 1 (store index)",
+            "ratio": times[1000] / times[1], "goal": 3.0,
+            "one_s": round(times[1], 6), "hundred_s": round(times[100], 6),
+            "thousand_s": round(times[1000], 6),
+            "ratio_100_vs_1": round(times[100] / times[1], 2)}
 
 
 def _best(fn, repeat=5):
@@ -31,13 +73,8 @@ def run(full: bool) -> list[dict]:
     t = rules.Thresholds()
     move = _best(lambda: from_payload(to_payload(table)))
     check = _best(lambda: rules.run_rules(output, t, []))
-    cells = rules.count_cells(output)
-    released = [{"id": f"rq-{i}", "cells": cells} for i in range(100)]
-    one = _best(lambda: rules.differencing_rule(cells, released[:1], t))
-    many = _best(lambda: rules.differencing_rule(cells, released, t))
     return [
         {"name": f"rules vs transfer ({rows}-row table)", "ratio": check / move, "goal": None,
          "rules_s": round(check, 4), "transfer_s": round(move, 4)},
-        {"name": "differencing 100 releases vs 1", "ratio": many / one, "goal": None,
-         "one_s": round(one, 5), "hundred_s": round(many, 4)},
+        _differencing_scaling(rng),
     ]

@@ -173,7 +173,7 @@ class Airlock:
         description = description[:MAX_DESCRIPTION]
         request_id = f"rq-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
         with self._lock, self.store.transaction() as store:
-            released = store.released_for(study, output.view)
+            released = store.released_index(study, output.view)
             thresholds = thresholds_for(self.policy, study)
             verdict, results = rules.run_rules(output, thresholds, released)
             evidence = self._evidence(request_id, ctx, output, thresholds, verdict, results,
@@ -213,7 +213,7 @@ class Airlock:
         re-run can compare them with the original request's record."""
         output = self._validated(ctx, payload, name, description)
         with self._lock:
-            released = self.store.released_for(ctx.study, output.view)
+            released = self.store.released_index(ctx.study, output.view)
         verdict, results = rules.run_rules(output, thresholds_for(self.policy, ctx.study),
                                            released)
         payload_text = json.dumps(payload, sort_keys=True)
@@ -246,7 +246,7 @@ class Airlock:
                            "min_dof": t.min_dof, "zeros_are_disclosive": t.zeros_are_disclosive},
             "rules": [r.as_dict() for r in results],
             "counts": rules.count_cells(output),
-            "compared_with": [r["id"] for r in released],
+            "compared_with": released.count,  # earlier releases of the study and view
             "claimed_user": ctx.claimed_user,
             "provenance": {"kernel_id": ctx.kernel_id, "msg_id": ctx.msg_id,
                            "cells": list(lookup.get("cells", [])),
@@ -305,7 +305,7 @@ class Airlock:
     def _release(self, store: AirlockStore, row: dict) -> None:
         """Re-check differencing against what was released meanwhile, then write the outbox."""
         output = from_payload(json.loads(row["payload"]))
-        released = store.released_for(row["study"], row["view"])
+        released = store.released_index(row["study"], row["view"])
         thresholds = thresholds_for(self.policy, row["study"])
         cells = rules.count_cells(output)
         recheck = rules.differencing_rule(cells, released, thresholds) if cells else None

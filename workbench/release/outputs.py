@@ -73,6 +73,15 @@ def label_columns(table: pd.DataFrame) -> list[str]:
     return [str(c) for c in table.columns if not is_value_column(table[c])]
 
 
+def row_labels(table: pd.DataFrame) -> list[str]:
+    """``col=value|col=value`` per row (for reviewers' evidence), ``row i`` without labels."""
+    labels = label_columns(table)
+    if not labels:
+        return [f"row {i + 1}" for i in range(len(table))]
+    columns = [[f"{c}={v}" for v in table[c].tolist()] for c in labels]
+    return ["|".join(parts) for parts in zip(*columns, strict=True)]
+
+
 def released_table(output: Output) -> pd.DataFrame | None:
     """The table as it will be written to the outbox: evidence columns removed."""
     if output.table is None:

@@ -12,19 +12,19 @@ Every rule returns a ``RuleResult``; the request's verdict is the worst of them
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from workbench.release.differencing import SortedReleases, count_cells, multiset_sha256
 from workbench.release.outputs import (
     MAGNITUDE_SUFFIXES,
     Output,
     guess_count_columns,
     is_value_column,
-    label_columns,
+    row_labels,
 )
 
 VERDICT_ORDER = {"pass": 0, "review": 1, "fail": 2}
@@ -108,14 +108,6 @@ def _evidence(**tables: pd.DataFrame):
     return SDCEvidence(interim_tables=dict(tables))
 
 
-def _row_labels(table: pd.DataFrame) -> list[str]:
-    labels = label_columns(table)
-    if not labels:
-        return [f"row {i + 1}" for i in range(len(table))]
-    columns = [[f"{c}={v}" for v in table[c].tolist()] for c in labels]
-    return ["|".join(parts) for parts in zip(*columns, strict=True)]
-
-
 def _flagged(mask: pd.DataFrame, counts: pd.DataFrame, rows: list[str], verdict: str) -> list[dict]:
     out = []
     positions = np.argwhere(np.asarray(mask.fillna(False).to_numpy(), dtype=bool))
@@ -137,7 +129,7 @@ def table_rules(output: Output, t: Thresholds) -> list[RuleResult]:
     table = output.table
     counts_cols = list(output.count_columns or guess_count_columns(table))
     results: list[RuleResult] = []
-    rows = _row_labels(table)
+    rows = row_labels(table)
     stat_cols = [c for c in table.columns
                  if is_value_column(table[c]) and str(c) not in counts_cols
                  and not str(c).endswith(MAGNITUDE_SUFFIXES)]
@@ -287,57 +279,29 @@ def figure_rules(output: Output, t: Thresholds) -> list[RuleResult]:
 
 # -- differencing ---------------------------------------------------------------------------------
 
-def count_cells(output: Output) -> dict[str, float]:
-    """The labelled counts an output releases: what later outputs are differenced against.
-
-    Labels name the population a count describes (``sex=F::n``, ``TOTAL::n``, ``cohort::all``),
-    so two outputs describing the same population under different filters line up.
-    """
-    cells: dict[str, float] = {}
-    if output.table is not None:
-        cols = list(output.count_columns or guess_count_columns(output.table))
-        rows = _row_labels(output.table)
-        for col in cols:
-            norm = "n" if col.lower() in ("n", "count", "counts", "freq", "frequency", "num",
-                                          "persons", "patients") else col
-            values = pd.to_numeric(output.table[col], errors="coerce").fillna(0)
-            for label, value in zip(rows, values, strict=True):
-                cells[f"{label}::{norm}"] = float(value)
-            cells[f"TOTAL::{norm}"] = float(values.sum())
-    if output.curves:
-        total = 0.0
-        for curve in output.curves:
-            start = float(curve.table["at_risk"].iloc[0]) if len(curve.table) else 0.0
-            cells[f"{curve.group}::n"] = start
-            total += start
-        cells["TOTAL::n"] = total
-    if output.model is not None:
-        cells["TOTAL::n"] = float(output.model.n_obs)
-        if output.model.n_events is not None:
-            cells["TOTAL::events"] = float(output.model.n_events)
-    return cells
-
-
-def differencing_rule(new: dict[str, float], released: list[dict], t: Thresholds) -> RuleResult:
-    """Fail when a count differs from an already released count of the same population label by
-    fewer than k people: subtracting the two would describe that small group."""
+def differencing_rule(new: dict[str, float], released, t: Thresholds) -> RuleResult:
+    """Fail when a new count differs from any count already released for the same study and view
+    by fewer than k people: subtracting the two could describe that small group. ``released`` is
+    an index of earlier releases (``SortedReleases``, the airlock store's) or a ``[{id, cells}]``
+    list. Values are compared, never labels (see ``workbench.release.differencing``)."""
     k = t.min_cell_count
+    index = released if hasattr(released, "nearest_within") else SortedReleases(released)
     flagged = []
-    for earlier in released:
+    if not index.same_counts_released(multiset_sha256(new)):
         for label, value in new.items():
-            old = earlier["cells"].get(label)
-            if old is None or math.isclose(old, value):
+            if index.released_as(label, value):
                 continue
-            diff = abs(value - old)
-            if diff < k:
-                flagged.append({"label": label, "count": _num(value), "released_count": _num(old),
-                                "difference": _num(diff), "released_request": earlier["id"],
-                                "verdict": "fail"})
-    scope = {r["id"] for r in released}
+            near = index.nearest_within(value, k)
+            if near is not None:
+                flagged.append({"label": label, "count": _num(value),
+                                "released_count": _num(near.value),
+                                "released_label": near.label,
+                                "difference": _num(abs(value - near.value)),
+                                "released_request": near.request_id, "verdict": "fail"})
     return RuleResult(
         "differencing", "fail" if flagged else "pass",
-        f"compared with {len(scope)} earlier release(s) of the same study and view: no count may "
-        f"differ from a released count of the same group by fewer than {k}",
+        f"compared with {index.count} earlier release(s) of the same study and view: no count "
+        f"(cell or total, whatever its label) may differ from any released count by 1 to {k - 1}",
         threshold=k, cells=flagged)
 
 

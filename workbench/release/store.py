@@ -10,6 +10,8 @@ import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
+from workbench.release.differencing import EQUAL, Near, multiset_sha256, nearest
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,
@@ -46,6 +48,22 @@ CREATE TABLE IF NOT EXISTS released (
     files TEXT NOT NULL,
     released_at TEXT NOT NULL
 );
+-- every released count by value, for the differencing rule's nearest-value look-ups
+CREATE TABLE IF NOT EXISTS released_values (
+    study TEXT NOT NULL,
+    view TEXT,
+    value REAL NOT NULL,
+    request_id TEXT NOT NULL REFERENCES requests(id),
+    label TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS released_values_near ON released_values(study, value);
+CREATE TABLE IF NOT EXISTS released_multisets (
+    study TEXT NOT NULL,
+    view TEXT,
+    sha256 TEXT NOT NULL,
+    request_id TEXT NOT NULL REFERENCES requests(id)
+);
+CREATE INDEX IF NOT EXISTS released_multisets_sha ON released_multisets(study, sha256);
 """
 
 
@@ -57,6 +75,15 @@ class AirlockStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._index_earlier_releases()
+
+    def _index_earlier_releases(self) -> None:
+        """A store written before the value index existed: index its releases once."""
+        if self._db.execute("SELECT 1 FROM released_values LIMIT 1").fetchone() is not None:
+            return
+        rows = self._db.execute("SELECT * FROM released").fetchall()
+        for r in rows:
+            self._index_release(r["request_id"], r["study"], r["view"], json.loads(r["cells"]))
 
     def close(self) -> None:
         self._db.close()
@@ -93,6 +120,20 @@ class AirlockStore:
             "INSERT INTO released (request_id, study, view, cells, files, released_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (request_id, study, view, json.dumps(cells), json.dumps(files), at))
+        self._index_release(request_id, study, view, cells)
+
+    def _index_release(self, request_id, study, view, cells: dict) -> None:
+        self._db.executemany(
+            "INSERT INTO released_values (study, view, value, request_id, label)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(study, view, float(v), request_id, label) for label, v in cells.items()])
+        self._db.execute(
+            "INSERT INTO released_multisets (study, view, sha256, request_id) VALUES (?, ?, ?, ?)",
+            (study, view, multiset_sha256(cells), request_id))
+
+    def released_index(self, study: str, view: str | None) -> ReleasedIndex:
+        """The differencing rule's view of what was released (see ``released_for``)."""
+        return ReleasedIndex(self._db, study, view)
 
     def get(self, request_id: str) -> dict | None:
         row = self._db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
@@ -131,3 +172,39 @@ class AirlockStore:
             return None
         return {"id": row["request_id"], "cells": json.loads(row["cells"]),
                 "files": json.loads(row["files"]), "released_at": row["released_at"]}
+
+
+class ReleasedIndex:
+    """Released counts of one study and view, looked up through the ``(study, value)`` index:
+    the same interface as ``differencing.SortedReleases``. Same scope as ``released_for``: the
+    view's releases and those without a view, or all the study's when the view is unknown."""
+
+    def __init__(self, db: sqlite3.Connection, study: str, view: str | None):
+        self._db, self._study, self._view = db, study, view
+        self._scope = "" if view is None else " AND (view = ? OR view IS NULL)"
+        self._scope_args = () if view is None else (view,)
+
+    @property
+    def count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM released_multisets WHERE study = ?"
+                                + self._scope, (self._study, *self._scope_args)).fetchone()[0]
+
+    def same_counts_released(self, fingerprint: str) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM released_multisets WHERE study = ? AND sha256 = ?" + self._scope
+            + " LIMIT 1", (self._study, fingerprint, *self._scope_args)).fetchone() is not None
+
+    def released_as(self, label: str, value: float) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM released_values WHERE study = ? AND value = ? AND label = ?"
+            + self._scope + " LIMIT 1",
+            (self._study, float(value), label, *self._scope_args)).fetchone() is not None
+
+    def nearest_within(self, value: float, k: int) -> Near | None:
+        """Two seeks in the (study, value) index: the released neighbours below and above."""
+        query = ("SELECT value, request_id, label FROM released_values WHERE study = ?"
+                 " AND value {} ?" + self._scope + " ORDER BY value {} LIMIT 1")
+        rows = [self._db.execute(query.format(op, order),
+                                 (self._study, bound, *self._scope_args)).fetchone()
+                for op, order, bound in (("<", "DESC", value - EQUAL), (">", "ASC", value + EQUAL))]
+        return nearest(value, [tuple(r) for r in rows if r is not None], k)
