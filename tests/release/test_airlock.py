@@ -27,7 +27,9 @@ def _table(n=(40, 35), view="cml_cohort"):
 def test_two_distinct_reviewers_release_and_every_transition_is_recorded(airlock, space,
                                                                          read_records):
     req = airlock.create(ALICE, _table(), "by_tki", "patients per TKI")
-    assert req["state"] == "submitted" and req["verdict"] == "pass"
+    # a table typed in the kernel is unverified: submitted, for the reviewers to judge
+    assert req["state"] == "submitted" and req["verdict"] == "review"
+    assert req["review_rules"] == ["unverified-output"]
     assert airlock.decide(RITA, req["id"], "approve")["state"] == "reviewed"
     with pytest.raises(WorkbenchUserError) as again:
         airlock.decide(RITA, req["id"], "approve")
@@ -199,7 +201,7 @@ def test_a_dry_run_checks_like_a_request_but_stores_and_decides_nothing(airlock,
     same = airlock.create(RERUN, _table(n=(40, 35)), "all", "all patients")
     small = airlock.create(RERUN, _table(n=(40, 32)), "excl", "after exclusion")
     assert same["dry_run"] and same["id"] is None and same["state"] == "not-submitted"
-    assert same["verdict"] == "pass" and small["failed_rules"] == ["differencing"]
+    assert same["verdict"] == "review" and small["failed_rules"] == ["differencing"]
     assert [r["id"] for r in airlock.list(RITA)] == [first["id"]]  # nothing new to review
     records = [r["fields"] for r in read_records("release-request")]
     original, checks = records[0], [f for f in records if f.get("msg_id") == "m-2"]

@@ -203,9 +203,11 @@ def test_gateway_route_sets_study_and_actor_whatever_the_kernel_claims(space, se
 
     created, detail = asyncio.run(scenario())
     assert created["study"] == "cml-tki" and created["author"] == "wbk-cml-tki"
-    assert detail["approvals"] == []
-    assert detail["evidence"]["provenance"]["msg_id"] == "msg-7"
-    assert detail["evidence"]["claimed_user"] == "alice"
+    assert detail["approvals"] == [] and "evidence" not in detail  # the author sees no evidence
+    evidence = UnixHTTP(airlock_socket(space)).json("GET", f"/requests/{created['id']}", None,
+                                                    _as("rita"))["evidence"]
+    assert evidence["provenance"]["msg_id"] == "msg-7"
+    assert evidence["claimed_user"] == "alice"
 
 
 def test_gateway_route_fails_closed_without_the_airlock(open_tmp):

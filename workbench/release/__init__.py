@@ -41,17 +41,29 @@ class ReleaseRequest(dict):
         else:
             lines = [f"release request {self.get('id')} '{self.get('name')}': "
                      f"{self.get('state')} (checks: {self.get('verdict')})"]
-        if self.get("failed_rules"):
-            lines.append(f"  failed: {', '.join(self['failed_rules'])} - fix the output and "
-                         "request again; the request stays a draft")
-        if self.get("review_rules"):
-            lines.append(f"  for the reviewers to judge: {', '.join(self['review_rules'])}")
+        findings = self.get("findings")
+        if findings is None:  # an airlock that sends rule names only
+            findings = [{"rule": r, "verdict": "fail"} for r in self.get("failed_rules") or []]
+            findings += [{"rule": r, "verdict": "review"} for r in self.get("review_rules") or []]
+        if any(f["verdict"] == "fail" for f in findings):
+            lines.append("  failed (fix the output and request again; the request stays a draft):")
+        lines += [_finding(f) for f in findings if f["verdict"] == "fail"]
+        if any(f["verdict"] == "review" for f in findings):
+            lines.append("  for the reviewers to judge:")
+        lines += [_finding(f) for f in findings if f["verdict"] == "review"]
         if self.get("approvals") is not None and self.get("state") in ("submitted", "reviewed"):
-            lines.append(f"  approvals: {len(self['approvals'])} of 2")
+            lines.append(f"  approvals: {len(self['approvals'])} of "
+                         f"{self.get('approvals_needed', 2)}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(repr(self))}</pre>"
+
+
+def _finding(f: dict) -> str:
+    cells = f" ({f['cells']} cell(s))" if f.get("cells") else ""
+    message = f": {f['message']}" if f.get("message") else ""
+    return f"    {f['rule']}{cells}{message}"
 
 
 def _call(method: str, path: str, payload: dict | None = None) -> Any:

@@ -34,8 +34,8 @@ from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 from workbench.policy.access import decide, ensure_allowed
 from workbench.release import rules
+from workbench.release.attested import output_from_payload
 from workbench.release.outputs import Output, released_table, rounded_fingerprint
-from workbench.release.serialize import from_payload
 from workbench.release.store import AirlockStore
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
@@ -43,6 +43,7 @@ MAX_DESCRIPTION = 4000
 MAX_COMMENT = 4000
 OPEN_STATES = ("submitted", "reviewed")
 APPROVALS_NEEDED = 2
+UNVERIFIED_APPROVALS = 2  # an unverified output never needs fewer, whatever the above becomes
 AIRLOCK_ACTOR = "airlock"
 RERUN_REASON = "rerun-not-submitted"  # the record of a re-run's release check (see check())
 ROUNDED_TYPE = "rounded-values"  # output_type of the rounded fingerprint in release records
@@ -156,7 +157,7 @@ class Airlock:
         if not isinstance(description, str) or not description.strip():
             raise WorkbenchUserError("say in the description what the output shows and why it "
                                      "must leave the study", reason="bad-request")
-        output = from_payload(payload)
+        output = output_from_payload(payload, ctx.study, self.space)
         if output.view is not None and output.view not in self.policy.studies[ctx.study].views:
             raise WorkbenchUserError(
                 f"study '{ctx.study}' is not granted the view '{output.view}'",
@@ -245,6 +246,8 @@ class Airlock:
                            "dominance_k": t.dominance_k, "p_percent": t.p_percent,
                            "min_dof": t.min_dof, "zeros_are_disclosive": t.zeros_are_disclosive},
             "rules": [r.as_dict() for r in results],
+            "verified": output.attested is not None, "attestation": output.attested,
+            "approvals_needed": approvals_needed(output.attested is not None),
             "counts": rules.count_cells(output),
             "compared_with": released.count,  # earlier releases of the study and view
             "claimed_user": ctx.claimed_user,
@@ -286,7 +289,8 @@ class Airlock:
             base = {"study": row["study"], "request_id": request_id, "reviewer": ctx.actor,
                     "user": row["author"], "ref": _sha256(row["evidence"].encode())}
             if decision == "approve":
-                new_state = "approved" if len(approvers) + 1 >= APPROVALS_NEEDED else "reviewed"
+                needed = approvals_needed(json.loads(row["evidence"]).get("verified", False))
+                new_state = "approved" if len(approvers) + 1 >= needed else "reviewed"
                 prov = self._record("release-decision", {**base, "decision": "approved",
                                                          "stage": new_state, "status": "ok"})
             else:
@@ -304,7 +308,7 @@ class Airlock:
 
     def _release(self, store: AirlockStore, row: dict) -> None:
         """Re-check differencing against what was released meanwhile, then write the outbox."""
-        output = from_payload(json.loads(row["payload"]))
+        output = output_from_payload(json.loads(row["payload"]), row["study"], self.space)
         released = store.released_index(row["study"], row["view"])
         thresholds = thresholds_for(self.policy, row["study"])
         cells = rules.count_cells(output)
@@ -394,6 +398,8 @@ class Airlock:
         return [t["actor"] for t in self.store.transitions(request_id) if t["action"] == "approve"]
 
     def summary(self, request_id: str) -> dict:
+        """What the author (a study kernel) may see: states, rule names, how many cells each
+        rule flagged and what to do; never a flagged label or count (see ``findings``)."""
         row = self._row(request_id)
         evidence = json.loads(row["evidence"])
         return {
@@ -401,13 +407,21 @@ class Airlock:
             "description": row["description"], "author": row["author"], "kind": row["kind"],
             "state": row["state"], "verdict": row["verdict"], "created_at": row["created_at"],
             "updated_at": row["updated_at"], "approvals": self._approvers(request_id),
+            "approvals_needed": evidence.get("approvals_needed",
+                                             approvals_needed(evidence.get("verified", False))),
+            "verified": evidence.get("verified", False),
             "failed_rules": [r["rule"] for r in evidence["rules"] if r["verdict"] == "fail"],
             "review_rules": [r["rule"] for r in evidence["rules"] if r["verdict"] == "review"],
+            "findings": findings(evidence["rules"]),
         }
 
     def _can_see(self, actor: str, study: str) -> bool:
         return any(decide(self.policy, actor, action, study)
                    for action in ("request-release", "review-release", "view-dashboard"))
+
+    def _reviews(self, actor: str, study: str) -> bool:
+        return any(decide(self.policy, actor, action, study)
+                   for action in ("review-release", "view-dashboard"))
 
     def list(self, ctx: Context, study: str | None = None, states=None) -> list[dict]:
         study = ctx.study or study
@@ -426,6 +440,11 @@ class Airlock:
                                      reason="access-denied")
         if not self._can_see(ctx.actor, row["study"]):
             ensure_allowed(self.policy, ctx.actor, "view-dashboard", row["study"])
+        if not self._reviews(ctx.actor, row["study"]):  # the author: no evidence cells
+            released = self.store.released_row(request_id)
+            return {**self.summary(request_id), "transitions": self.store.transitions(request_id),
+                    "released": None if released is None else {
+                        k: v for k, v in released.items() if k != "cells"}}
         return {**self.summary(request_id), "evidence": json.loads(row["evidence"]),
                 "payload": json.loads(row["payload"]),
                 "transitions": self.store.transitions(request_id),
@@ -456,6 +475,21 @@ class Airlock:
         if _sha256(data) != names[filename]["sha256"]:
             raise WorkbenchError(f"released file {filename} of {request_id} was altered on disk")
         return data
+
+
+def findings(rules_: list[dict]) -> list[dict]:
+    """Each rule that did not pass, as the author may see it: its name, verdict, how many cells
+    it flagged and its message (thresholds and what to do; rule messages hold no values)."""
+    return [{"rule": r["rule"], "verdict": r["verdict"],
+             "cells": sum(1 for c in r.get("cells") or [] if c.get("verdict") != "pass"),
+             "message": r["message"]}
+            for r in rules_ if r["verdict"] != "pass"]
+
+
+def approvals_needed(verified: bool) -> int:
+    """Two reviewers for every release; an unverified output (numbers on the kernel's word)
+    never fewer than ``UNVERIFIED_APPROVALS``, even if the general rule were relaxed."""
+    return APPROVALS_NEEDED if verified else max(APPROVALS_NEEDED, UNVERIFIED_APPROVALS)
 
 
 def _digests(name: str, output: Output, payload_text: str) -> list[dict]:

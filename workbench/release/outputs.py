@@ -52,6 +52,9 @@ class Output:
     figure: bytes | None = None
     figure_format: str | None = None  # "png" or "svg"
     view: str | None = None
+    # Set only by the airlock, for numbers it rebuilt from the release checker's signed result
+    # (op, request_id, key_id, spec_sha256); None: the numbers are the kernel's word.
+    attested: dict | None = None
 
 
 def is_value_column(series: pd.Series) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.release.differencing import SortedReleases, count_cells, multiset_sha256
+from workbench.release.identifying import text_rules
 from workbench.release.outputs import (
     MAGNITUDE_SUFFIXES,
     Output,
@@ -128,12 +129,14 @@ def _num(value):
 def table_rules(output: Output, t: Thresholds) -> list[RuleResult]:
     table = output.table
     counts_cols = list(output.count_columns or guess_count_columns(table))
-    results: list[RuleResult] = []
+    has_numbers = any(is_value_column(table[c]) for c in table.columns)
+    results: list[RuleResult] = text_rules(table, has_numbers, RuleResult)
     rows = row_labels(table)
     stat_cols = [c for c in table.columns
                  if is_value_column(table[c]) and str(c) not in counts_cols
                  and not str(c).endswith(MAGNITUDE_SUFFIXES)]
-    if stat_cols and not counts_cols:
+    # a signed test statistic (log-rank) has no count column: the key holder checked its groups
+    if stat_cols and not counts_cols and output.attested is None:
         results.append(RuleResult(
             "statistics-need-counts", "fail",
             f"columns {', '.join(map(str, stat_cols))} hold statistics but no column says how many "
@@ -165,11 +168,17 @@ def table_rules(output: Output, t: Thresholds) -> list[RuleResult]:
         if t.zeros_are_disclosive else "zeros are not disclosive under this study's policy",
         threshold=t.zeros_are_disclosive, acro_check="PresenceOfZeroCheck",
         cells=_flagged(zeros, counts, rows, "fail")))
-    results.extend(_dominance_rules(table, rows, stat_cols, checker, t))
+    results.extend(_dominance_rules(output, rows, stat_cols, checker, t))
     return results
 
 
-def _dominance_rules(table, rows, stat_cols, checker, t: Thresholds) -> list[RuleResult]:
+def _dominance_rules(output, rows, stat_cols, checker, t: Thresholds) -> list[RuleResult]:
+    table = output.table
+    if stat_cols and output.attested is not None:
+        return [RuleResult(
+            "dominance", "pass",
+            "the key holder applied the (n, k) dominance rule to every cell before it signed "
+            "these statistics", threshold={"n": t.dominance_n, "k": t.dominance_k})]
     magnitude = sorted({str(c)[: -len("__sum")] for c in table.columns if str(c).endswith("__sum")})
     if not magnitude:
         if stat_cols:
@@ -305,11 +314,31 @@ def differencing_rule(new: dict[str, float], released, t: Thresholds) -> RuleRes
         threshold=k, cells=flagged)
 
 
-def run_rules(output: Output, t: Thresholds, released: list[dict]) -> tuple[str, list[RuleResult]]:
-    """All rules for one output, differencing against ``released`` ({id, cells}) included."""
+UNVERIFIED_MESSAGE = (
+    "these numbers come from the study's kernel, not from the release checker: no signed secure "
+    "result stands behind them, so the automatic checks only see what the kernel chose to send "
+    "(a hand-made table, curve or model summary passes them as easily as a real one). Reviewers: "
+    "check in the producing cells where every number comes from, and that it is what the "
+    "description says. Two reviewers must approve it.")
+
+
+def provenance_rule(output: Output) -> RuleResult:
+    """Whether the airlock checked signed numbers or the kernel's word."""
+    if output.attested is None:
+        return RuleResult("unverified-output", "review", UNVERIFIED_MESSAGE)
+    a = output.attested
+    return RuleResult(
+        "verified-result", "pass",
+        f"numbers rebuilt from the release checker's signed '{a['op']}' result (request "
+        f"{a['request_id']}, key {a['key_id']}), not from the kernel's copy")
+
+
+def run_rules(output: Output, t: Thresholds, released) -> tuple[str, list[RuleResult]]:
+    """All rules for one output, differencing against ``released`` (an index of earlier releases
+    or a ``[{id, cells}]`` list) included."""
     by_kind = {"table": table_rules, "survival": survival_rules, "model": model_rules,
                "figure": figure_rules}
-    results = by_kind[output.kind](output, t)
+    results = [provenance_rule(output), *by_kind[output.kind](output, t)]
     cells = count_cells(output)
     if cells:
         results.append(differencing_rule(cells, released, t))

@@ -145,16 +145,45 @@ def _figure(obj: Any) -> tuple[bytes, str] | None:
     return None
 
 
+def attestation_of(obj: Any) -> dict | None:
+    """The release checker's signature a wb.secure result carries (``.attestation``, or
+    ``.attrs["attestation"]`` on pandas objects, where an attribute could be a column)."""
+    if isinstance(obj, pd.DataFrame | pd.Series):
+        found = obj.attrs.get("attestation")
+    else:
+        found = getattr(obj, "attestation", None)
+    return found if isinstance(found, dict) else None
+
+
+def _signed_table(obj: Any) -> pd.DataFrame:
+    """Some table for a signed result that is not a frame (a count, a Series, a histogram, a
+    log-rank test): the airlock rebuilds the numbers from the signature, not from this."""
+    if isinstance(obj, pd.Series):
+        return obj.to_frame().reset_index()
+    for attr in ("to_frame", "summary"):
+        value = getattr(obj, attr, None)
+        value = value() if callable(value) else value
+        if isinstance(value, pd.DataFrame):
+            return value
+    return pd.DataFrame({"value": [float(obj)]})
+
+
 def to_payload(obj: Any, *, view: str | None = None, counts: list[str] | None = None,
                data: pd.DataFrame | None = None) -> dict:
-    """Serialise a DataFrame, survival fit, model fit or figure for the airlock."""
+    """Serialise a DataFrame, survival fit, model fit or figure for the airlock, with the
+    release checker's signature when ``obj`` is a wb.secure result."""
     payload: dict[str, Any] = {"view": view or getattr(obj, "view", None)}
+    attestation = attestation_of(obj)
+    if attestation is not None:
+        payload["attestation"] = attestation
     if isinstance(obj, pd.DataFrame):
         payload.update(kind="table", table=table_bytes(obj), count_columns=counts)
     elif (curves := _curves(obj)) is not None:
         payload.update(kind="survival", curves=curves)
     elif (model := _model(obj)) is not None:
         payload.update(kind="model", model=model)
+    elif attestation is not None:
+        payload.update(kind="table", table=table_bytes(_signed_table(obj)), count_columns=counts)
     elif (figure := _figure(obj)) is not None:
         payload.update(kind="figure", figure=_b64(figure[0]), figure_format=figure[1],
                        table=None if data is None else table_bytes(data), count_columns=counts)
