@@ -16,8 +16,15 @@ from .conftest import split_by, split_round_robin
 TIGHT = {"precision": 1e-12}  # lifelines stops at ~1e-7 by default; compare with its exact MLE
 
 
+def _coarsened(result, durations):
+    """Each duration rounded up to the released time whose interval holds it: the released curve
+    is the KM of these (release.survival_rows merges adjacent time steps)."""
+    times = result.timeline[result.event_table["removed"].to_numpy() > 0]  # not the t=0 row
+    return times[np.searchsorted(times, np.asarray(durations, dtype=float), side="left")]
+
+
 def _km_error(result, durations, events) -> float:
-    kmf = KaplanMeierFitter().fit(durations, events)
+    kmf = KaplanMeierFitter().fit(_coarsened(result, durations), events)
     mine = result.survival_function_.iloc[:, 0]
     theirs = kmf.survival_function_["KM_estimate"].reindex(mine.index)
     assert not theirs.isna().any(), "released times must be lifelines' event times"
@@ -28,29 +35,33 @@ def test_km_lung_split_by_institution_matches_lifelines(lung):
     parts = split_by(lung, "inst")
     fed = Federation(parts, min_cell_count=1)
     result = fed.kaplan_meier(duration_col="time", event_col="status")
-    kmf = KaplanMeierFitter().fit(lung["time"], lung["status"])
-    # released up to the last time at which patients of two institutions are still at risk
+    exact = KaplanMeierFitter().fit(lung["time"], lung["status"])
+    # with k = 1 every step is its own row, until patients of two institutions are no longer
+    # at risk: that tail is one row, at the grid's end (no cut-off point is released)
     second_longest = sorted(p["time"].max() for p in parts.values())[-2]
-    assert list(result.timeline) == [t for t in kmf.timeline if t <= second_longest]
+    assert [t for t in result.timeline if t < second_longest] == \
+        [t for t in exact.timeline if t < second_longest]
+    assert result.timeline[-1] == lung["time"].max()  # the local grid's end
+    kmf = KaplanMeierFitter().fit(_coarsened(result, lung["time"]), lung["status"])
     assert _km_error(result, lung["time"], lung["status"]) <= 1e-12
     ci = kmf.confidence_interval_.reindex(result.timeline)
     assert np.abs(ci.to_numpy() - result.confidence_interval_.to_numpy()).max() <= 1e-12
     assert result.median_survival_time_ == kmf.median_survival_time_
     table = kmf.event_table.reindex(result.timeline)
-    for col in ("at_risk", "observed", "entrance"):
-        assert (table[col].to_numpy() == result.event_table[col].to_numpy()).all()
-    for col in ("censored", "removed"):  # withheld on the last row of a cut curve
-        assert (table[col].to_numpy()[:-1] == result.event_table[col].to_numpy()[:-1]).all()
-        assert np.isnan(result.event_table[col].iloc[-1])
+    for col in ("at_risk", "observed", "entrance", "censored", "removed"):
+        assert (table[col].to_numpy() == result.event_table[col].to_numpy()).all(), col
 
 
-def test_km_released_only_where_enough_are_at_risk(lung):
+def test_km_rows_are_merged_until_each_holds_k(lung):
     fed = Federation(split_by(lung, "inst"), min_cell_count=10)
     result = fed.kaplan_meier(duration_col="time", event_col="status")
-    assert (result.event_table["at_risk"] >= 10).all()
-    assert result.truncated_after is not None
-    assert result.survival_function_.index.max() < lung["time"].max()
-    assert np.isnan(result.event_table["censored"].iloc[-1])  # would reveal the next at-risk
+    rows = result.event_table
+    assert (rows["at_risk"] >= 10).all()
+    for col in ("observed", "censored"):
+        assert ((rows[col] == 0) | (rows[col] >= 10)).all(), col
+    drops = -np.diff(result.event_table["at_risk"].to_numpy())
+    assert ((drops == 0) | (drops >= 10)).all()
+    assert rows["removed"].sum() == len(lung)  # everyone is accounted for: no withheld tail
     assert _km_error(result, lung["time"], lung["status"]) <= 1e-12
 
 
@@ -173,5 +184,5 @@ def test_plots_draw_released_curves(gbsg2):
     fed.kaplan_meier("time", "cens").plot(ax=ax)
     fed.kaplan_meier("time", "cens", by="horTh").plot(ax=ax)
     assert len(ax.lines) == 3
-    assert ax.lines[0].get_xdata().max() <= gbsg2["time"].max()
+    assert ax.lines[0].get_xdata().max() <= gbsg2["time"].max()  # the local grid's end
     plt.close(fig)

@@ -15,7 +15,7 @@ import pytest
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
-from workbench.secure import Federation, wire
+from workbench.secure import Federation, attest, wire
 from workbench.secure.keys import PublicKeys, SecretKeys, load_public
 from workbench.secure.nodes import Aggregator
 from workbench.secure.release import ReleaseRefused
@@ -111,7 +111,7 @@ def test_refusals_cross_the_process_with_their_rule_and_are_recorded(he_space, r
                      context={"study": "recidivism", "request_id": "req-small"})
     with pytest.raises(ReleaseRefused) as err:
         fed.count(by="tiny")  # the request asked for 1: the key holder's floor still applies
-    assert err.value.rule == "min-cell-count" and "minimum of 5" in str(err.value)
+    assert err.value.rule == "min-cell-count" and "fewer than 5 people" in str(err.value)
     (record,) = [r for r in provenance_records(space, "he-decryption")
                  if r["fields"].get("request_id") == "req-small"]
     assert record["fields"]["decision"] == "refused"
@@ -126,6 +126,8 @@ def test_model_rounds_release_only_pooled_derivatives(he_space, rossi):
             "by": [], "covariates": ["age", "prio"], "center": [0.0, 0.0], "beta": [0.0, 0.0]}
     header, pooled, _ = signed_round(space, parts, "cox", spec, op="cox_ph", keys=keys)
     released = keyholder.client().request(header, pooled.blobs)
+    attestation = released.pop("attestation")  # the release checker's signature (attest.py)
+    assert attest.verify(attestation, attest.load_verify_key(space))["result"] == released
     assert set(released) == {"loglik", "gradient", "hessian", "n", "events", "covariate_means"}
     assert released["n"] == len(rossi)
 

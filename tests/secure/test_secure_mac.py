@@ -237,10 +237,10 @@ def test_every_ciphertext_keeps_one_mac_slot_and_km_stays_one_ciphertext(rossi):
     n = slots()
     km = {"duration_col": "days", "resolution": 1.0, "n_bins": 1826, "event_col": "event",
           "by": []}
-    assert ops.sizes("survival", km) == {"bfv": 3654, "ckks": 0}
+    assert ops.sizes("survival", km) == {"bfv": 3655, "ckks": 0}  # + the rows outside every cell
     assert ops.ciphertexts_needed("survival", km, n) == {"bfv": 1, "ckks": 0}
-    # counts by one axis of c levels: 2c + 1 values; 4095 fit one ciphertext, 4097 need two
-    for cells, needed in ((2047, 1), (2048, 2)):
+    # counts by one axis of c levels: 2c + 2 values; 4095 fit one ciphertext, 4096 need two
+    for cells, needed in ((2046, 1), (2047, 2)):
         spec = {"by": [{"column": "x", "levels": [str(i) for i in range(cells)]}]}
         assert ops.ciphertexts_needed("counts", spec, n)["bfv"] == needed
     cox = {"duration_col": "week", "resolution": 1.0, "n_bins": 53, "event_col": "arrest",

@@ -83,7 +83,6 @@ def test_survival_counts_match_a_direct_count():
 @pytest.mark.parametrize("days, event, reason, words", [
     ([1, -2, 3], [1, 0, 1], "bad-column", "negative durations"),
     ([1.0, -2.0, 3.0], [1, 0, 1], "bad-column", "negative durations"),
-    ([1, 2, 30], [1, 0, 1], "bad-request", "horizon"),
     ([1, 2, 3], [1, 2, 1], "bad-column", "0/1"),
     ([1, 2, 3], [1, -1, 1], "bad-column", "0/1"),
     ([1, 2, 3], [1.0, 0.5, 1.0], "bad-column", "0/1"),
@@ -92,6 +91,13 @@ def test_bad_survival_columns_get_a_clear_error(days, event, reason, words):
     with pytest.raises(WorkbenchUserError) as err:
         _survival(pd.DataFrame({"days": days, "event": event}))
     assert err.value.reason == reason and words in str(err.value)
+
+
+def test_durations_past_the_horizon_are_censored_in_its_last_bin():
+    values = _survival(pd.DataFrame({"days": [1, 2, 30, 9], "event": [1, 0, 1, 1]}))
+    at_risk = values["at_risk"] & ((1 << ops.AT_RISK_SHIFT) - 1)
+    # day 30 lies past the 10-day grid: at risk until day 9, then censored (no event)
+    assert at_risk[9] == 2 and values["events"][9] == 1 and values["events"].sum() == 2
 
 
 def test_nullable_integer_columns_are_checked_for_missing_values():

@@ -37,17 +37,25 @@ def split_cohorts(draw, min_rows=30, max_rows=300):
 @given(split_cohorts(), st.sampled_from([1, 5, 10]))
 def test_km_equals_lifelines_on_random_splits(data, k):
     df, parts = data
-    km = Federation(parts, min_cell_count=k).kaplan_meier("days", "event")
-    assert (km.event_table["at_risk"] >= k).all()
-    ref = KaplanMeierFitter().fit(df["days"], df["event"]).survival_function_["KM_estimate"]
+    try:
+        km = Federation(parts, min_cell_count=k).kaplan_meier("days", "event")
+    except ReleaseRefused as exc:  # only when no row could hold k events and k censorings
+        assert exc.rule in ("survival-step", "min-cell-count")
+        return
+    rows = km.event_table
+    for col in ("observed", "censored"):  # every released row holds 0 or >= k of each
+        assert ((rows[col] == 0) | (rows[col] >= k)).all()
+    assert (rows["at_risk"] >= k).all() and rows["removed"].sum() == len(df)
+    times = km.timeline[km.event_table["removed"].to_numpy() > 0]  # the curve is lifelines' on durations rounded up to the rows
+    coarse = times[np.searchsorted(times, df["days"].to_numpy(), side="left")]
+    ref = KaplanMeierFitter().fit(coarse, df["event"]).survival_function_["KM_estimate"]
     mine = km.survival_function_["KM_estimate"]
     assert np.abs(ref.reindex(mine.index) - mine).max() <= 1e-12
-    # released: a prefix of lifelines' timeline, up to where two holders still have patients
-    second_longest = sorted(p["days"].max() for p in parts.values())[-2]
-    expected = [t for t in ref.index if t <= second_longest]
-    if k == 1:
-        assert list(mine.index) == expected
-    assert list(mine.index) == expected[:len(mine)]
+    if k == 1:  # nothing to merge before the tail that fewer than two holders follow
+        second_longest = sorted(p["days"].max() for p in parts.values())[-2]
+        exact = KaplanMeierFitter().fit(df["days"], df["event"]).survival_function_.index
+        assert [t for t in mine.index if t < second_longest] == \
+            [t for t in exact if t < second_longest]
 
 
 @SETTINGS
@@ -87,8 +95,8 @@ def test_counts_are_exact_or_refused(data, k):
         small = ((truth > 0) & (truth < k)).any()
         one_holder = any(sum((p["band"] == b).any() for p in df_parts.values()) < 2
                          for b in truth.index)
-        assert (exc.rule == "min-cell-count" and small) or (exc.rule == "min-holders"
-                                                           and one_holder)
+        # small cells and one-holder cells are refused alike (no oracle for which it was)
+        assert exc.rule in ("min-cell-count", "min-holders") and (small or one_holder)
         return
     assert counts.to_dict() == truth.to_dict()
     assert ((counts == 0) | (counts >= k)).all()

@@ -13,10 +13,17 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Sensitivity = Literal["direct_identifier", "quasi_identifier", "sensitive", "general"]
 ColumnType = Literal["int64", "float64", "string", "date", "timestamp", "bool"]
+# What a column may be used as in a secure operation (workbench/secure/plan.py decides). A column
+# without a role takes part in none: a caller cannot turn a covariate into a time axis or an
+# outcome into a grouping.
+Role = Literal["identifier", "time", "event", "categorical", "covariate"]
+MAX_LEVELS = 40  # DataSHIELD's nfilter.levels.max: more levels than this is not a category
+MAX_TIME_BINS = 20000  # horizon / granularity: the largest public time grid a view may declare
+MAX_GRID_EDGES = 201
 
 SLUG = re.compile(r"^[a-z][a-z0-9_]*$")
 HOLDER = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -33,10 +40,54 @@ class _Model(BaseModel):
 
 
 class Column(_Model):
+    """One output column. Its role and public grid are what secure operations may use: the time
+    grid (granularity, horizon), the levels of a category and the histogram edges are declared
+    here, never taken from the data or from the caller."""
+
     name: str
     type: ColumnType
     description: str
     sensitivity: Sensitivity = "general"
+    role: Role | None = Field(default=None, description="use in secure operations; none = no use")
+    levels: tuple[str, ...] | None = Field(
+        default=None, description="categorical: every level, in order (public)")
+    granularity: float | None = Field(
+        default=None, gt=0, description="time: the finest time step a result may show")
+    horizon: float | None = Field(
+        default=None, gt=0, description="time: end of the public time grid; later times are "
+                                        "censored there (administrative censoring)")
+    grid: tuple[float, ...] | None = Field(
+        default=None, description="covariate or time: the public histogram edges")
+    derived_from: str | None = Field(
+        default=None, description="set by the catalog's checks: the sensitive column this "
+                                  "column's values reveal (the column is then sensitive)")
+
+    @model_validator(mode="after")
+    def _role_facts(self) -> Column:
+        role = self.role
+        if (self.levels is not None) != (role == "categorical"):
+            raise ValueError("'levels' is required for, and only for, role 'categorical'")
+        if role == "categorical" and not (1 <= len(self.levels) <= MAX_LEVELS
+                                          and len(set(self.levels)) == len(self.levels)):
+            raise ValueError(f"a categorical column lists 1 to {MAX_LEVELS} distinct levels")
+        if (self.granularity is not None or self.horizon is not None) and role != "time":
+            raise ValueError("'granularity' and 'horizon' belong to role 'time'")
+        if role == "time":
+            if self.granularity is None or self.horizon is None:
+                raise ValueError("a time column declares 'granularity' and 'horizon'")
+            if self.horizon / self.granularity > MAX_TIME_BINS:
+                raise ValueError(f"horizon / granularity may be at most {MAX_TIME_BINS}")
+        if role in ("time", "event", "covariate") and self.type not in ("int64", "float64",
+                                                                       "bool"):
+            raise ValueError(f"a '{role}' column must be numeric")
+        if self.grid is not None:
+            if role not in ("covariate", "time"):
+                raise ValueError("'grid' belongs to a covariate or time column")
+            edges = self.grid
+            if not 2 <= len(edges) <= MAX_GRID_EDGES or any(
+                    b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ValueError(f"'grid' is 2 to {MAX_GRID_EDGES} increasing edges")
+        return self
 
 
 class Dataset(_Model):
@@ -112,6 +163,9 @@ class View(_Model):
         if not SLUG.match(value):
             raise ValueError("view ids are lowercase letters, digits and '_'")
         return value
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
 
     @property
     def plaintext_columns(self) -> tuple[str, ...]:

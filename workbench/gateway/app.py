@@ -308,7 +308,7 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
                    "view_version": state.engine.versions[view_id], **_claims(request)}
         result = await loop.run_in_executor(None, lambda: run_secure_op(
             op, partitions, body.get("params", {}), thresholds, state.provenance, context,
-            space=state.space))
+            space=state.space, view=state.engine.view(view_id)))
         await loop.run_in_executor(None, lambda: state.ledger.record(
             study=study, kind="secure-op", view=view_id, op=op,
             rows_by_holder={h: len(f) for h, f in partitions.items()}))

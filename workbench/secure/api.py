@@ -33,8 +33,10 @@ def crosstab(view: str, index: str, columns: str):
     return _call("crosstab", view, index=index, columns=columns)
 
 
-def histogram(view: str, column: str, bins, range=None):  # noqa: A002 - numpy's name
-    """``bins``: a list of edges, or an int together with ``range=(low, high)``."""
+def histogram(view: str, column: str, bins=None, range=None):  # noqa: A002 - numpy's name
+    """Counts on the column's public grid (declared in the catalog; see ``wb.describe``),
+    adjacent bins merged until each holds the study's minimum. Caller-chosen edges are refused:
+    they could bisect a value."""
     return _call("histogram", view, column=column, bins=bins,
                  range=list(range) if range is not None else None)
 
@@ -66,7 +68,11 @@ def kaplan_meier(view: str, duration_col: str | None = None, event_col: str | No
                  by=None, resolution: float = 1.0, alpha: float = 0.05, *, time=None,
                  event=None):
     """Kaplan–Meier curve(s): ``survival_function_``, ``confidence_interval_``,
-    ``median_survival_time_``, ``event_table``, ``plot()``; one per level of ``by``."""
+    ``median_survival_time_``, ``event_table``, ``plot()``; one per level of ``by``.
+    ``duration_col`` must be the view's time column and ``event_col`` its event column;
+    ``resolution`` a whole multiple of the time granularity. Released rows merge adjacent
+    time steps until each holds 0 or at least the study's minimum of events and of
+    censorings: the curve is that of the durations rounded up to the released times."""
     duration_col, event_col = _survival_columns(duration_col, event_col, time, event)
     return _call("kaplan_meier", view, duration_col=duration_col, event_col=event_col, by=by,
                  resolution=resolution, alpha=alpha)

@@ -8,7 +8,6 @@ same JSON, which ``results.build`` turns into lifelines-shaped objects.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -17,11 +16,12 @@ import pandas as pd
 from workbench.errors import WorkbenchUserError
 from workbench.secure.keys import PublicKeys, parameters
 from workbench.secure.nodes import Aggregator, HolderNode, check_federation
+from workbench.secure.plan import Schema, check_size
 
 OPS = ("count", "crosstab", "histogram", "sum", "mean", "var", "kaplan_meier", "logrank_test",
        "cox_ph", "logistic_regression")
-MAX_LEVELS = 200
 MAX_NEWTON = 50
+MAX_SECONDS = 600.0  # one request's wall time: Newton rounds stop here, with one clear refusal
 ERROR_BOUND = {"bfv": "exact (integer slots, no noise after decryption)",
                # CKKS noise is ~2e-8 absolute; above that, encoding in double precision adds
                # ~1e-15 of the largest |value| in the same ciphertext (for sums and means, the
@@ -34,15 +34,23 @@ ERROR_BOUND = {"bfv": "exact (integer slots, no noise after decryption)",
 class Coordinator:
     def __init__(self, partitions: dict[str, pd.DataFrame], keys: PublicKeys, keyholder,
                  thresholds: dict | None = None, context: dict | None = None,
-                 holder_processes: bool = False, *, aggregator=None, signers=None):
+                 holder_processes: bool = False, *, aggregator=None, signers=None,
+                 schema: Schema | None = None, max_seconds: float = MAX_SECONDS):
         """``aggregator``: an ``AggregatorClient`` (the service) or None for an in-process
         ``Aggregator`` that forwards to ``keyholder``. ``signers``: the holders' signing keys;
-        by default fresh ones trusted by an in-process key holder, or the space's own."""
+        by default fresh ones trusted by an in-process key holder, or the space's own.
+        ``schema``: the view's declared roles and grids (``plan.Schema``); without one, the
+        local mode of ``Federation`` (roles from the call, grids from the data)."""
         from workbench.secure import signing
 
         if not partitions:
-            raise WorkbenchUserError("no holder has rows for this operation.", reason="no-rows")
+            # the same refusal as a selection of too few people: an empty view is no oracle
+            from workbench.secure.release import ReleaseRefused, too_few
+
+            raise ReleaseRefused("min-cell-count", too_few())
         check_federation(partitions)
+        self.schema = schema or Schema.local(partitions)
+        self.max_seconds, self.started = max_seconds, time.monotonic()
         self.partitions = partitions
         self.keys, self.keyholder = keys, keyholder
         if signers is None:
@@ -68,6 +76,11 @@ class Coordinator:
         forwards the pooled sum with the signatures, the key holder decrypts what it may."""
         from workbench.secure.signing import new_nonce
 
+        check_size(kind, spec)  # from the public spec: before any holder reads or encrypts
+        if time.monotonic() - self.started > self.max_seconds:
+            raise WorkbenchUserError(f"the operation ran longer than {self.max_seconds:g} s and "
+                                     "was stopped; use fewer covariates or a coarser resolution.",
+                                     reason="too-slow")
         started = time.perf_counter()
         nonce = new_nonce()
         if self.processes is not None:
@@ -83,6 +96,9 @@ class Coordinator:
         header = {"kind": kind, "op": op, "spec": spec, "thresholds": self.thresholds,
                   "context": self.context, "fingerprint": self.keys.fingerprint, "nonce": nonce}
         result = self.aggregator.submit(header, parts)
+        # the release checker's signature over this round's release (attest.py): the last
+        # round's travels with the result, for the airlock to verify
+        self.attestation = result.pop("attestation", None)
         first = parts[0]
         self.log.append({"kind": kind, "scheme": first.scheme, "ciphertexts": len(first.blobs),
                          "per_scheme": first.per_scheme,
@@ -103,82 +119,30 @@ class Coordinator:
         if op not in OPS:
             raise WorkbenchUserError(f"unknown secure operation {op!r}; one of: {', '.join(OPS)}",
                                      reason="unknown-op")
-        self.log = []
+        self.log, self.started, self.attestation = [], time.monotonic(), None
         result = getattr(self, f"_{op}")(**params)
-        return {"op": op, "params": params, "result": result, "meta": self.metadata()}
-
-    # -- specs from public facts -----------------------------------------------------------------
-    def _levels(self, column: str) -> dict:
-        values = set()
-        for frame in self.partitions.values():
-            if column not in frame.columns:
-                raise WorkbenchUserError(f"column {column!r} is not in the data.",
-                                         reason="no-such-column")
-            # unique first, then drop missing: no copy of the column without its missing values
-            values.update(str(v) for v in pd.unique(frame[column]).tolist() if not pd.isna(v))
-        if len(values) > MAX_LEVELS:
-            raise WorkbenchUserError(f"column {column!r} has more than {MAX_LEVELS} distinct "
-                                     "values: group by a coarser column.", reason="too-many-levels")
-        return {"column": column, "levels": sorted(values)}
-
-    def _by(self, by) -> list[dict]:
-        if by is None:
-            return []
-        return [self._levels(c) for c in ([by] if isinstance(by, str) else by)]
-
-    def _time_grid(self, duration_col: str, resolution: float) -> dict:
-        from workbench.secure.ops import MAX_SURVIVAL_ROWS
-
-        if sum(len(f) for f in self.partitions.values()) > MAX_SURVIVAL_ROWS:
-            raise WorkbenchUserError(f"secure survival analyses take at most {MAX_SURVIVAL_ROWS} "
-                                     "rows at once: split the analysis by a grouping column.",
-                                     reason="too-many-rows")
-        if not resolution or resolution <= 0:
-            raise WorkbenchUserError("resolution must be a positive number of time units.",
-                                     reason="bad-request")
-        top = 0.0
-        for frame in self.partitions.values():
-            if len(frame) and duration_col in frame.columns:
-                column = frame[duration_col]
-                values = column.to_numpy()
-                if values.dtype.kind in "iu":  # NumPy integers: nothing missing to skip
-                    highest = float(values.max())
-                else:
-                    if not pd.api.types.is_numeric_dtype(column.dtype):
-                        column = pd.to_numeric(column, errors="coerce")  # holders name bad cells
-                    highest = float(column.max())  # skips missing values
-                top = max(top, highest) if math.isfinite(highest) else top
-        return {"duration_col": duration_col, "resolution": float(resolution),
-                "n_bins": int(math.ceil(top / resolution - 1e-9)) + 1}
+        return {"op": op, "params": params, "result": result, "meta": self.metadata(),
+                "attestation": self.attestation}
 
     # -- aggregates ------------------------------------------------------------------------------
     def _count(self, by=None) -> dict:
-        return self.round("counts", "count", {"by": self._by(by)}) | {"by": by}
+        return self.round("counts", "count", {"by": self.schema.groups(by)}) | {"by": by}
 
     def _crosstab(self, index: str, columns: str) -> dict:
-        spec = {"by": [self._levels(index), self._levels(columns)]}
+        spec = {"by": self.schema.groups([index, columns])}
         return self.round("counts", "crosstab", spec) | {
             "index": index, "columns": columns,
             "index_levels": spec["by"][0]["levels"], "column_levels": spec["by"][1]["levels"]}
 
-    def _histogram(self, column: str, bins, range=None) -> dict:  # noqa: A002 - numpy's name
-        if isinstance(bins, int):
-            if range is None:
-                raise WorkbenchUserError("histogram(bins=int) also needs range=(low, high), since "
-                                         "the pooled minimum and maximum are not released; or "
-                                         "pass the bin edges as a list.", reason="bad-request")
-            edges = np.linspace(float(range[0]), float(range[1]), bins + 1).tolist()
-        else:
-            edges = [float(e) for e in bins]
-        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
-            raise WorkbenchUserError("histogram bin edges must increase.", reason="bad-request")
+    def _histogram(self, column: str, bins=None, range=None) -> dict:  # noqa: A002 - numpy's name
+        edges = self.schema.edges(column, bins, range)
         result = self.round("counts", "histogram", {"by": [{"column": column, "edges": edges}]})
         return result | {"edges": edges, "column": column}
 
     def _moments(self, op: str, column: str, by=None) -> dict:
         # Sums of squares only where a variance needs them: beside a sum in one CKKS ciphertext
         # they would set its error (and the key holder's value-too-large cap), being ~n x^2.
-        spec = {"by": self._by(by), "column": column,
+        spec = {"by": self.schema.groups(by), "column": self.schema.numeric(column),
                 "dominance_n": _dominance(self.thresholds)[0], "squares": False}
         if op == "var":  # first the pooled mean, then moments centred on it (no cancellation)
             first = self.round("moments", "mean", spec)
@@ -198,32 +162,33 @@ class Coordinator:
     # -- survival --------------------------------------------------------------------------------
     def _kaplan_meier(self, duration_col: str, event_col: str, by=None, resolution: float = 1.0,
                       alpha: float = 0.05) -> dict:
-        spec = self._time_grid(duration_col, resolution) | {"event_col": event_col,
-                                                             "by": self._by(by)}
+        spec = self.schema.time_grid(duration_col, resolution) | {
+            "event_col": self.schema.event(event_col), "by": self.schema.groups(by)}
         return self.round("survival", "kaplan_meier", spec) | {"by": by, "alpha": alpha}
 
     def _logrank_test(self, duration_col: str, event_col: str, group_col: str,
                       resolution: float = 1.0) -> dict:
-        spec = self._time_grid(duration_col, resolution) | {"event_col": event_col,
-                                                             "by": self._by(group_col)}
+        spec = self.schema.time_grid(duration_col, resolution) | {
+            "event_col": self.schema.event(event_col), "by": self.schema.groups(group_col)}
         return self.round("survival", "logrank_test", spec)
 
     def _cox_ph(self, duration_col: str, event_col: str, covariates: list[str], strata=None,
                 resolution: float = 1.0, alpha: float = 0.05) -> dict:
-        covariates = list(covariates)
+        covariates = self.schema.covariates(covariates)
         if not covariates:
             raise WorkbenchUserError("cox_ph needs at least one covariate; for a curve without "
                                      "covariates use kaplan_meier.", reason="bad-request")
-        spec = self._time_grid(duration_col, resolution) | {
-            "event_col": event_col, "by": self._by(strata), "covariates": covariates,
+        spec = self.schema.time_grid(duration_col, resolution) | {
+            "event_col": self.schema.event(event_col), "by": self.schema.groups(strata),
+            "covariates": covariates,
             "center": [0.0] * len(covariates)}
         fit = self._newton("cox", "cox_ph", spec, np.zeros(len(covariates)), recenter=True)
         return fit | {"covariates": covariates, "alpha": alpha, "strata": strata}
 
     def _logistic_regression(self, outcome_col: str, covariates: list[str],
                              alpha: float = 0.05) -> dict:
-        covariates = list(covariates)
-        spec = {"outcome_col": outcome_col, "covariates": covariates}
+        covariates = self.schema.covariates(covariates)
+        spec = {"outcome_col": self.schema.outcome(outcome_col), "covariates": covariates}
         fit = self._newton("logistic", "logistic_regression", spec,
                            np.zeros(len(covariates) + 1), recenter=False)
         return fit | {"covariates": ["Intercept", *covariates], "alpha": alpha}

@@ -17,7 +17,10 @@ class Federation:
     def __init__(self, partitions: dict[str, pd.DataFrame], min_cell_count: int = 10,
                  dominance: tuple[int, float] = (2, 0.85), *, min_holders: int = 2,
                  keyholder=None, public_keys=None, provenance=None, context: dict | None = None,
-                 holder_processes: bool = False):
+                 holder_processes: bool = False, view=None):
+        """``view``: a catalog ``View`` whose column roles and public grids the operations
+        must respect, as through the gateway; without one, roles are not enforced and levels
+        and the time grid come from the data (local analysis of rows the caller holds)."""
         if keyholder is None:
             from workbench.secure.keyholder import KeyHolder
             from workbench.secure.keys import SecretKeys
@@ -33,8 +36,11 @@ class Federation:
         public_keys = PublicKeys.from_bytes(public_keys.to_bytes())
         self.thresholds = {"min_cell_count": min_cell_count, "dominance": list(dominance),
                            "min_holders": min_holders}
+        from workbench.secure.plan import Schema
+
         self.coordinator = Coordinator(partitions, public_keys, keyholder, self.thresholds,
-                                       context, holder_processes=holder_processes)
+                                       context, holder_processes=holder_processes,
+                                       schema=Schema(view) if view is not None else None)
         self.last_run: dict | None = None
 
     def _run(self, op: str, **params):
@@ -57,7 +63,7 @@ class Federation:
     def crosstab(self, index: str, columns: str):
         return self._run("crosstab", index=index, columns=columns)
 
-    def histogram(self, column: str, bins, range=None):  # noqa: A002 - numpy's name
+    def histogram(self, column: str, bins=None, range=None):  # noqa: A002 - numpy's name
         return self._run("histogram", column=column, bins=bins, range=range)
 
     def sum(self, column: str, by=None):

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
-from workbench.secure import mac, ops, release, signing, wire
+from workbench.secure import attest, mac, ops, release, signing, wire
 from workbench.secure.keys import SecretKeys, parameters
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,14 @@ class KeyHolder:
     holders ``trust``-ed in-process count."""
 
     def __init__(self, keys: SecretKeys, provenance=None, *, min_cell_floor: int = 1,
-                 require_provenance: bool = False, registry=None):
+                 require_provenance: bool = False, registry=None, release_key=None):
+        """``release_key``: the Ed25519 key that signs every released result
+        (``attest.py``); an in-process key holder makes a fresh one."""
         if require_provenance and provenance is None:
             raise WorkbenchError("the key holder service needs a provenance client")
+        from nacl.signing import SigningKey
+
+        self.release_key = release_key or SigningKey.generate()
         self.keys, self.provenance, self.min_cell_floor = keys, provenance, min_cell_floor
         self.registry = registry if registry is not None else signing.Registry()
         self.nonces = signing.NonceGuard()
@@ -137,7 +142,12 @@ class KeyHolder:
             # a spec that fits the layout but not the rule; the text could quote values: drop it
             raise wire.WireError(f"the spec does not describe a {op!r} operation") from None
         self._record(header, thresholds, "released", None, len(blobs), result)
-        return result
+        context = header.get("context") or {}
+        body = {"study": str(context.get("study") or "in-process"),
+                "request_id": str(context.get("request_id") or "none"), "op": op, "kind": kind,
+                "spec_sha256": signing.spec_sha256(spec), "result": result,
+                "checks": {"thresholds": thresholds.to_dict(), "rules": rule.__name__}}
+        return result | {"attestation": attest.sign(self.release_key, body)}
 
     def _verify_signatures(self, header: dict, kind: str, spec: dict, contributors: list[str],
                            fingerprint: str) -> list[str]:

@@ -230,6 +230,9 @@ def create_keys(space: Space) -> None:
     from workbench.secure.signing import create_holder_keys
 
     create_holder_keys(space)  # each holder signs its contributions (signing.py)
+    from workbench.secure.attest import create_release_key
+
+    create_release_key(space)  # the key holder signs what it releases (attest.py)
 
 
 def load_public(space: Space) -> PublicKeys:

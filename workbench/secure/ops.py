@@ -22,7 +22,8 @@ KINDS = ("counts", "survival", "moments", "cox", "logistic")
 # Integer segments travel in BFV (exact); real-valued ones in CKKS. Keeping integers out of CKKS
 # matters: a CKKS slot's error grows with the largest value packed beside it (double-precision
 # encoding), so a small count next to a large sum of squares could round wrongly.
-INTEGER_SEGMENTS = {"counts", "at_risk", "events", "n", "d", "n_pos", "cell_holders", "holders"}
+INTEGER_SEGMENTS = {"counts", "at_risk", "events", "n", "d", "n_pos", "cell_holders", "outside",
+                    "holders"}
 MAX_CELLS = 4096
 # Each holder adds, above bit 21 of every at-risk slot, 1 while it still has patients at risk, so
 # the key holder can tell how many holders pool each at-risk count. Pooled at-risk counts must
@@ -73,7 +74,9 @@ def layout(kind: str, spec: dict) -> list[tuple[str, int]]:
     else:
         raise WorkbenchUserError(f"unknown secure operation kind {kind!r}", reason="bad-request")
     if kind != "logistic":
-        segs.append(("cell_holders", cells))
+        # rows in no cell (a missing or undeclared level, a value off the grid): the release
+        # checker needs their number for DataSHIELD's subset rule (a subset AND its complement)
+        segs += [("cell_holders", cells), ("outside", 1)]
     return segs + [("holders", 1)]
 
 
@@ -200,6 +203,15 @@ def _events(frame: pd.DataFrame, col: str) -> np.ndarray:
     return values.astype(bool)
 
 
+def _censor_at_horizon(bins: np.ndarray, event: np.ndarray, n_bins: int):
+    """Administrative censoring at the public horizon: a later time counts as censored in the
+    grid's last bin, so the grid (and the result's size) never depends on the data."""
+    over = bins >= n_bins
+    if over.any():
+        bins, event = np.minimum(bins, n_bins - 1), np.where(over, 0, event).astype(event.dtype)
+    return bins, event
+
+
 def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame,
                    cache: dict | None = None) -> dict[str, np.ndarray]:
     """This holder's contribution: one flat integer vector (BFV) and one real vector (CKKS)."""
@@ -225,7 +237,7 @@ def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame,
     else:
         raise WorkbenchUserError(f"unknown secure operation kind {kind!r}", reason="bad-request")
     if kind != "logistic":
-        parts.append((per_cell > 0).astype(np.int64))
+        parts += [(per_cell > 0).astype(np.int64), [len(frame) - int(per_cell.sum())]]
     parts.append([1 if per_cell.sum() > 0 else 0])
     return pack(kind, spec, parts)
 
@@ -254,7 +266,8 @@ def _moments(spec, frame, cells, keep, n_cells):
 
 def _survival(spec, frame, cells, keep, n_cells):
     n_bins = int(spec["n_bins"])
-    bins, event = time_bins(frame, spec), _events(frame, spec["event_col"])
+    bins, event = _censor_at_horizon(time_bins(frame, spec), _events(frame, spec["event_col"]),
+                                     n_bins)
     if spec.get("by"):  # rows outside every cell drop out; without groups none do
         if not keep.all():
             bins, event, cells = bins[keep], event[keep], cells[keep]
@@ -270,9 +283,6 @@ def _survival(spec, frame, cells, keep, n_cells):
     except ValueError:  # bincount refuses negative numbers
         raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
                                  reason="bad-column") from None
-    if len(counts) > 2 * size:
-        raise WorkbenchUserError("a duration lies beyond the time grid's horizon.",
-                                 reason="bad-request")
     counts = counts.reshape(n_cells, n_bins, 2)
     events = counts[..., 1]
     # rows leaving each bin (censored + events; two adds beat a sum over an axis of length 2)
@@ -290,8 +300,9 @@ def _cox_setup(spec, frame, cells, keep, n_cells) -> dict:
 
     n_bins = int(spec["n_bins"])
     x = np.column_stack([_numeric(frame, c)[keep] for c in spec["covariates"]])
-    event = _events(frame, spec["event_col"]).astype(bool)[keep]
-    bins = time_bins(frame, spec)[keep]
+    bins, event = _censor_at_horizon(time_bins(frame, spec),
+                                     _events(frame, spec["event_col"]).astype(bool), n_bins)
+    bins, event = bins[keep], event[keep]
     if len(bins) and bins.min() < 0:
         raise WorkbenchUserError(f"column {spec['duration_col']!r} has negative durations.",
                                  reason="bad-column")

@@ -26,6 +26,7 @@ from pathlib import Path
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
+from workbench.secure import attest
 from workbench.secure.signing import RegistryFile, create_holder_keys
 from workbench.services import ServiceProcess
 
@@ -81,7 +82,8 @@ def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) ->
     keys.bfv, keys.ckks  # noqa: B018 - parse once at start, fail early on a broken file
     server.service = KeyHolder(keys, ProvenanceClient(space.collector_socket),
                                min_cell_floor=min_cell_floor, require_provenance=True,
-                               registry=RegistryFile(space.holder_registry))
+                               registry=RegistryFile(space.holder_registry),
+                               release_key=attest.load_signing_key(space))
     _serve(server, "key holder", space.keyholder_socket)
 
 
@@ -168,6 +170,8 @@ def start_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR,
     Holders of the space without a signing key get one first (spaces built before holder
     signatures existed)."""
     create_holder_keys(space)
+    if not (space.he / attest.KEY_FILE).exists():  # spaces built before release attestations
+        attest.create_release_key(space)
     return _start(space, "key holder", ["keyholder", "--min-cell-floor", str(min_cell_floor)],
                   KeyHolderHandle, space.keyholder_socket, ready_timeout)
 

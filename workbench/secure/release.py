@@ -1,12 +1,16 @@
 """The release policy applied by the key holder to decrypted POOLED aggregates (security boundary).
 
 Each rule either lets a result out or raises ``ReleaseRefused`` naming the rule and what to change.
-Rules: at least ``min_holders`` (>= 2) holders contributed rows; every released count cell and every
-released at-risk count is >= ``min_cell_count`` (zero cells may be shown); for magnitude tables the
-(n, k) dominance rule: the n largest contributions may not exceed k of the cell total. Survival
-curves are cut where the at-risk count falls below ``min_cell_count``. Model fits need
-``min_cell_count`` rows, events and (for logistic) outcomes of each class.
-Messages name columns, levels and thresholds, never a patient-level value.
+Safe by construction where it can be: Kaplan-Meier rows are adjacent time bins merged until every
+row holds 0 or at least ``min_cell_count`` events and censorings (``survival_rows``), histogram
+bins of the public grid merged until each holds k people. Refused otherwise: fewer than
+``min_holders`` (>= 2) holders; a released cell, group or stratum with 1..k-1 people or rows of
+one holder; rows outside every cell (missing or undeclared values) numbering 1..k-1 (a subset
+and its complement must both reach k); the (n, k) dominance rule on magnitude tables; model fits
+with fewer than k events (and, for logistic, k of each outcome class).
+A refusal names the rule, how many cells failed and what to do: never a cell label, a count
+below a threshold or a size that depends on the data; an empty selection and a small one are
+refused alike (``too_few``).
 """
 
 from __future__ import annotations
@@ -79,6 +83,14 @@ def cell_labels(spec: dict) -> list[str]:
     return [", ".join(combo) for combo in itertools.product(*axes)]
 
 
+def too_few() -> str:
+    """The one refusal for a selection with too few people or holders, empty or not, so that a
+    refusal is no oracle for emptiness or for how many holders have rows."""
+    return ("this selection holds too few people, or rows of too few holders, for a result "
+            "to be released. Widen the selection, group by fewer or coarser columns, or use a "
+            "view with more holders.")
+
+
 def check_holders(pooled_flag: float, contributors: int, t: Thresholds) -> int:
     holders = int(round(pooled_flag))
     if abs(pooled_flag - holders) > 1e-3 or not 0 <= holders <= contributors:
@@ -87,37 +99,33 @@ def check_holders(pooled_flag: float, contributors: int, t: Thresholds) -> int:
             "not made under this space's public key (or were tampered with). Re-encrypt with the "
             "space's he/public.ctx.", reason="wrong-context")
     if holders < t.min_holders:
-        raise ReleaseRefused(
-            "min-holders", f"only {holders} holder(s) have rows in this selection; a secure "
-                           f"result needs at least {t.min_holders}, so that no single holder's "
-                           "contribution is ever decrypted. Widen the selection or the view.")
+        raise ReleaseRefused("min-holders", too_few())
     return holders
 
 
-def check_cell_holders(v: dict, counts, spec: dict, t: Thresholds) -> None:
-    """Every released non-empty cell (group, stratum) must pool at least ``min_holders``."""
+def check_cells(v: dict, counts, t: Thresholds, what: str, fix: str) -> None:
+    """Every released cell is 0 or holds at least ``min_cell_count`` people pooled from at least
+    ``min_holders`` holders; the rows in no cell (missing or undeclared values, values off the
+    grid) are 0 or at least ``min_cell_count`` too, so that a subset and its complement both
+    reach k (DataSHIELD's subset rule). The refusal says how many cells failed, never which."""
+    counts = np.asarray(counts)
     holders = np.rint(v["cell_holders"]).astype(np.int64)
-    bad = np.nonzero((np.asarray(counts) > 0) & (holders < t.min_holders))[0]
-    if len(bad):
-        labels = cell_labels(spec)
-        shown = "; ".join(labels[i] for i in bad[:3]) + (" ..." if len(bad) > 3 else "")
-        raise ReleaseRefused("min-holders", f"{len(bad)} cell(s) hold rows of fewer than "
-                                            f"{t.min_holders} holders ({shown}): such a cell "
-                                            "would be one holder's own figure. Group by "
-                                            "columns that every holder shares, or merge levels.")
+    bad = int(((counts > 0) & ((counts < t.min_cell_count) | (holders < t.min_holders))).sum())
+    if bad:
+        raise ReleaseRefused("min-cell-count", f"{bad} {what} hold fewer than "
+                                               f"{t.min_cell_count} people or rows of fewer "
+                                               f"than {t.min_holders} holders. {fix}")
+    _check_outside(v, t)
 
 
-def _small(counts: np.ndarray, t: Thresholds) -> np.ndarray:
-    return (counts > 0) & (counts < t.min_cell_count)
-
-
-def _refuse_small(counts, spec, t: Thresholds, what: str, fix: str) -> None:
-    bad = np.nonzero(_small(np.asarray(counts), t))[0]
-    if len(bad):
-        labels = cell_labels(spec)
-        shown = "; ".join(labels[i] for i in bad[:3]) + (" ..." if len(bad) > 3 else "")
-        raise ReleaseRefused("min-cell-count", f"{len(bad)} {what} below the minimum of "
-                                               f"{t.min_cell_count} ({shown}). {fix}")
+def _check_outside(v: dict, t: Thresholds) -> None:
+    outside = int(round(float(v["outside"][0])))
+    if 0 < outside < t.min_cell_count:
+        raise ReleaseRefused("subset-complement", "the rows outside every group (missing or "
+                                                  "undeclared values, or values off the grid) "
+                                                  "are too few to be told apart from the "
+                                                  "groups. Group by a column without missing "
+                                                  "values, or merge levels.")
 
 
 def release_counts(op, spec, v, t: Thresholds) -> dict:
@@ -125,10 +133,37 @@ def release_counts(op, spec, v, t: Thresholds) -> dict:
     if (counts < 0).any():
         raise WorkbenchUserError("decrypted counts are negative: the ciphertexts were not made "
                                  "under this space's key.", reason="wrong-context")
-    check_cell_holders(v, counts, spec, t)
-    _refuse_small(counts, spec, t, "cell(s) have counts",
-                  "Merge categories, widen the bins or drop a grouping column.")
+    axes = spec.get("by", [])
+    if op == "histogram" and len(axes) == 1 and "edges" in axes[0]:
+        return _coarsened_histogram(counts, v, axes[0]["edges"], t)
+    check_cells(v, counts, t, "cell(s)", "Merge categories or drop a grouping column.")
     return {"counts": counts.tolist(), "labels": cell_labels(spec)}
+
+
+def _coarsened_histogram(counts, v, edges, t: Thresholds) -> dict:
+    """Adjacent bins of the public grid merged until every released bin holds at least k
+    people of at least ``min_holders`` holders: coarsen rather than refuse."""
+    total = int(counts.sum())
+    if 0 < total < t.min_cell_count:
+        raise ReleaseRefused("min-cell-count", too_few())
+    _check_outside(v, t)
+    holders = np.rint(v["cell_holders"]).astype(np.int64)
+    merged, cut, run, run_holders = [], [0], 0, 0
+    for i, (c, h) in enumerate(zip(counts.tolist(), holders.tolist(), strict=True)):
+        # a merged bin pools at least as many holders as its busiest bin
+        run, run_holders = run + c, max(run_holders, h)
+        if run >= t.min_cell_count and run_holders >= t.min_holders:
+            merged.append(run)
+            cut.append(i + 1)
+            run, run_holders = 0, 0
+    if run or not merged:  # the tail joins the last released bin (or is the only one)
+        merged = merged[:-1] + [(merged[-1] if merged else 0) + run]
+        cut = cut[:-1] if len(cut) > 1 else cut
+        cut.append(len(counts))
+    cut[-1] = len(counts)
+    return {"counts": merged, "edges": [float(edges[i]) for i in cut],
+            "labels": [f"[{edges[a]:g}, {edges[b]:g}{']' if b == len(counts) else ')'}"
+                       for a, b in zip(cut, cut[1:], strict=False)]}
 
 
 def release_moments(op, spec, v, t: Thresholds) -> dict:
@@ -136,14 +171,11 @@ def release_moments(op, spec, v, t: Thresholds) -> dict:
         raise WorkbenchUserError("a variance needs the holders' sums of squares: the spec must "
                                  "say squares: true.", reason="malformed-message")
     n = np.rint(v["n"]).astype(np.int64)
-    check_cell_holders(v, n, spec, t)
-    _refuse_small(n, spec, t, "cell(s) have row counts", "Group by fewer or coarser columns.")
+    check_cells(v, n, t, "cell(s)", "Group by fewer or coarser columns.")
     total = v["abs"]
     dominated = (n > 0) & (v["top"] > t.dominance_k * total + 1e-9 * np.maximum(total, 1))
     if dominated.any():
-        labels = cell_labels(spec)
-        shown = "; ".join(labels[i] for i in np.nonzero(dominated)[0][:3])
-        raise ReleaseRefused("dominance", f"in {int(dominated.sum())} cell(s) ({shown}) the "
+        raise ReleaseRefused("dominance", f"in {int(dominated.sum())} cell(s) the "
                                           f"{t.dominance_n} largest values make up more than "
                                           f"{t.dominance_k:.0%} of the total. Group more rows "
                                           "together or use a count instead.")
@@ -188,11 +220,39 @@ def _survival_arrays(spec, v, with_holders: bool = False):
     return (at_risk, events, holders) if with_holders else (at_risk, events)
 
 
+def survival_rows(events, censored, holders, k: int, min_holders: int) -> list[list[int]]:
+    """Adjacent time bins merged into released rows ``[first bin, last bin, events, censored]``
+    so that every row's events and censorings are each 0 or at least ``k`` (then the drop in
+    at-risk between rows is >= k too) and every row starts with patients of at least
+    ``min_holders`` holders: the rule ACRO applies by suppressing rows, met here by coarsening.
+    The last row runs to the grid's end (the public horizon) and takes everyone still at risk,
+    so no cut-off point or remainder reveals a small number. Empty when no row can pass (the
+    whole group has fewer than k events, or fewer than k censorings)."""
+    rows: list[list[int]] = []
+    start, d, c = 0, 0, 0
+    for i, (di, ci) in enumerate(zip(events.tolist(), censored.tolist(), strict=True)):
+        d, c = d + di, c + ci
+        if d + c and (d == 0 or d >= k) and (c == 0 or c >= k) and holders[start] >= min_holders:
+            rows.append([start, i, d, c])
+            start, d, c = i + 1, 0, 0
+    if d + c:
+        rows.append([start, len(events) - 1, d, c])
+
+    def passes(row) -> bool:
+        return (row[2] == 0 or row[2] >= k) and (row[3] == 0 or row[3] >= k) \
+            and holders[row[0]] >= min_holders
+
+    while len(rows) > 1 and not passes(rows[-1]):  # the tail joins the row before it
+        last = rows.pop()
+        rows[-1] = [rows[-1][0], last[1], rows[-1][2] + last[2], rows[-1][3] + last[3]]
+    if rows:
+        rows[-1][1] = len(events) - 1
+    return rows if rows and passes(rows[-1]) else []
+
+
 def release_kaplan_meier(op, spec, v, t: Thresholds) -> dict:
     at_risk, events, holders = _survival_arrays(spec, v, with_holders=True)
-    check_cell_holders(v, at_risk[:, 0], spec, t)
-    _refuse_small(at_risk[:, 0], spec, t, "group(s) have fewer patients",
-                  "Drop the grouping column or merge its levels.")
+    check_cells(v, at_risk[:, 0], t, "group(s)", "Drop the grouping column or merge its levels.")
     res, k = float(spec["resolution"]), t.min_cell_count
     groups = []
     for n, d, h, label in zip(at_risk, events, holders, cell_labels(spec), strict=True):
@@ -200,22 +260,18 @@ def release_kaplan_meier(op, spec, v, t: Thresholds) -> dict:
             groups.append({"label": label, "n": 0, "times": []})
             continue
         exits = n - np.append(n[1:], 0)
-        # at-risk counts and their holder counts are non-increasing: this cuts the tail where
-        # fewer than k patients, or patients of fewer than two holders, remain at risk
-        keep = (n >= k) & (h >= t.min_holders)
-        rows = np.nonzero(keep & ((exits > 0) | (np.arange(len(n)) == 0)))[0]
-        last = int(np.nonzero(keep)[0].max())
-        censored, removed = (exits - d)[rows].tolist(), exits[rows].tolist()
-        # If the curve is cut, the last released row's exits would reveal the first withheld
-        # at-risk count: withhold them (rows increase, so only the last row can be that one).
-        hide = rows[-1] == last and last + 1 < len(n) and n[last + 1] > 0
-        if hide:
-            censored[-1] = removed[-1] = None
+        rows = survival_rows(d, exits - d, h, k, t.min_holders)
+        if not rows:
+            raise ReleaseRefused("survival-step", "too few events or censorings for every curve "
+                                                  f"row to hold 0 or at least {k} of each. Drop "
+                                                  "the grouping column or widen the cohort.")
+        first = [r[0] for r in rows]
+        observed, censored = [r[2] for r in rows], [r[3] for r in rows]
         groups.append({
-            "label": label, "n": int(n[0]), "times": (rows * res).tolist(),
-            "at_risk": n[rows].tolist(), "observed": d[rows].tolist(),
-            "censored": censored, "removed": removed,
-            "truncated_after": float(last * res) if hide else None,
+            "label": label, "n": int(n[0]), "times": [float(r[1] * res) for r in rows],
+            "at_risk": n[first].tolist(), "observed": observed, "censored": censored,
+            "removed": [o + c for o, c in zip(observed, censored, strict=True)],
+            "intervals": [[float(max(r[0] - 1, 0) * res), float(r[1] * res)] for r in rows],
         })
     return {"groups": groups}
 
@@ -226,9 +282,7 @@ def release_logrank(op, spec, v, t: Thresholds) -> dict:
     if present.sum() < 2:
         raise ReleaseRefused("two-groups", "the log-rank test needs at least two groups with "
                                            "rows; check the group column.")
-    check_cell_holders(v, at_risk[:, 0], spec, t)
-    _refuse_small(at_risk[:, 0], spec, t, "group(s) have fewer patients",
-                  "Merge small groups before testing.")
+    check_cells(v, at_risk[:, 0], t, "group(s)", "Merge small groups before testing.")
     stat, p, df = stats.logrank(at_risk[present], events[present])
     return {"test_statistic": stat, "p_value": p, "degrees_of_freedom": df,
             "groups": [lab for lab, keep in zip(cell_labels(spec), present, strict=True) if keep]}
@@ -236,8 +290,7 @@ def release_logrank(op, spec, v, t: Thresholds) -> dict:
 
 def release_cox(op, spec, v, t: Thresholds) -> dict:
     n = np.rint(v["n"]).astype(np.int64)
-    check_cell_holders(v, n, spec, t)
-    _refuse_small(n, spec, t, "strata have fewer patients", "Merge strata or drop `strata`.")
+    check_cells(v, n, t, "strata", "Merge strata or drop `strata`.")
     events = int(round(float(np.sum(v["d"]))))
     if events < t.min_cell_count:
         raise ReleaseRefused("min-events", f"fewer than {t.min_cell_count} events in total: a "

@@ -22,24 +22,31 @@ def _columns(*names: str) -> pd.Index:
 
 
 class KaplanMeierResult:
-    """One released Kaplan–Meier curve. Times beyond ``truncated_after`` were withheld because
-    fewer than the study's minimum were at risk."""
+    """One released Kaplan–Meier curve. Each released row merges adjacent time steps until it
+    holds 0 or at least the study's minimum of events and of censorings; its time is the end of
+    that interval, so the curve equals lifelines' on the durations rounded up to the released
+    times. A row at time 0 (everyone at risk, nothing observed) starts the curve, as in
+    lifelines."""
 
     def __init__(self, group: dict, alpha: float, label: str = "KM_estimate"):
         self.label, self.alpha = label, alpha
         self.group_label = group["label"]
         self.n = group["n"]
-        self.truncated_after = group.get("truncated_after")
+        self.intervals = group.get("intervals", [])
         times = np.asarray(group["times"], dtype=float)
         at_risk = np.asarray(group.get("at_risk", []), dtype=np.int64)
         observed = np.asarray(group.get("observed", []), dtype=np.int64)
+        removed = np.asarray(group.get("removed", []), dtype=float)
+        censored = np.asarray(group.get("censored", []), dtype=float)
+        if len(times) and times[0] > 0:
+            times, at_risk = np.r_[0.0, times], np.r_[group["n"], at_risk]
+            observed, removed, censored = np.r_[0, observed], np.r_[0.0, removed], \
+                np.r_[0.0, censored]
         entrance = np.zeros(len(times), dtype=np.int64)
         entrance[:1] = group["n"]
         index = pd.Index(times, name="timeline")
-        # withheld cells arrive as None: NumPy makes them NaN
         self.event_table = pd.DataFrame({
-            "removed": np.asarray(group.get("removed", []), dtype=float), "observed": observed,
-            "censored": np.asarray(group.get("censored", []), dtype=float),
+            "removed": removed, "observed": observed, "censored": censored,
             "entrance": entrance, "at_risk": at_risk}, index=index.rename("event_at"),
             copy=False)  # the arrays are this object's own
         self.timeline = times
@@ -162,12 +169,32 @@ def _by_index(by, labels: list[str]):
     return pd.MultiIndex.from_tuples([tuple(p) for p in parts], names=names)
 
 
+class ReleasedInt(int):
+    """A released count: an int that keeps the release checker's ``attestation``."""
+
+
+class ReleasedFloat(float):
+    """A released sum or mean: a float that keeps the release checker's ``attestation``."""
+
+
 def build(payload: dict):
-    """The user-facing object for a released secure result (JSON from the coordinator)."""
+    """The user-facing object for a released secure result (JSON from the coordinator). It
+    keeps the release checker's signature (``attestation``: an attribute, or ``.attrs`` for
+    pandas objects) so the airlock can verify its numbers instead of trusting the kernel."""
+    obj = _build(payload)
+    attestation = payload.get("attestation")
+    if isinstance(obj, (pd.Series, pd.DataFrame)):
+        obj.attrs["attestation"] = attestation
+    else:
+        obj.attestation = attestation
+    return obj
+
+
+def _build(payload: dict):
     op, data = payload["op"], payload["result"]
     if op == "count":
         if not data.get("by"):
-            return int(data["counts"][0])
+            return ReleasedInt(data["counts"][0])
         return pd.Series(data["counts"], index=_by_index(data["by"], data["labels"]),
                          name="count")
     if op == "crosstab":
@@ -179,7 +206,7 @@ def build(payload: dict):
     if op in ("sum", "mean", "var"):
         values = [np.nan if v is None else v for v in data[op]]
         if not data.get("by"):
-            return float(values[0])
+            return ReleasedFloat(values[0])
         return pd.Series(values, index=_by_index(data["by"], data["labels"]), name=op)
     if op == "kaplan_meier":
         groups = data["groups"]

@@ -20,6 +20,7 @@ import pandas as pd
 from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
 from workbench.secure.coordinator import OPS, Coordinator
+from workbench.secure.plan import Schema
 
 
 def _params_for(op: str, params: dict) -> dict:
@@ -66,10 +67,12 @@ def _columns(params: dict) -> list[str]:
 
 def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, thresholds: dict,
                   provenance, context: dict, *, space: Space | None = None, keyholder=None,
-                  public_keys=None) -> dict:
+                  public_keys=None, view=None) -> dict:
     """Run ``op`` securely; returns ``{"op", "params", "result", "meta"}`` (JSON). By default the
     rounds go through the space's aggregator process; passing ``keyholder`` (with
-    ``public_keys``) aggregates in-process instead and talks to that key holder directly."""
+    ``public_keys``) aggregates in-process instead and talks to that key holder directly.
+    ``view``: the catalog ``View`` whose declared roles and grids the operation must respect
+    (``plan.Schema``); the gateway always passes it."""
     from workbench.secure.aggregator import AggregatorClient
     from workbench.secure.keys import load_public
 
@@ -98,7 +101,8 @@ def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, th
     coordinator = None
     try:
         coordinator = Coordinator(partitions, public_keys, keyholder, thresholds, context,
-                                  aggregator=aggregator)
+                                  aggregator=aggregator,
+                                  schema=Schema(view) if view is not None else None)
         payload = coordinator.run(op, params)
     except WorkbenchUserError as exc:
         log = coordinator.log if coordinator else []
