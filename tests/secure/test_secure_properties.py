@@ -46,7 +46,8 @@ def test_km_equals_lifelines_on_random_splits(data, k):
     for col in ("observed", "censored"):  # every released row holds 0 or >= k of each
         assert ((rows[col] == 0) | (rows[col] >= k)).all()
     assert (rows["at_risk"] >= k).all() and rows["removed"].sum() == len(df)
-    times = km.timeline[km.event_table["removed"].to_numpy() > 0]  # the curve is lifelines' on durations rounded up to the rows
+    # the curve is lifelines' on durations rounded up to the released rows (not the t=0 row)
+    times = km.timeline[km.event_table["removed"].to_numpy() > 0]
     coarse = times[np.searchsorted(times, df["days"].to_numpy(), side="left")]
     ref = KaplanMeierFitter().fit(coarse, df["event"]).survival_function_["KM_estimate"]
     mine = km.survival_function_["KM_estimate"]
