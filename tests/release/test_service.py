@@ -311,3 +311,47 @@ def test_policy_changes_apply_at_once_and_a_broken_policy_refuses_everything(sta
         policy_file.write_text(original)
     assert http.json("POST", f"/requests/{rid}/decision", {"decision": "approve"},
                      _as("rita"))["state"] == "reviewed"
+
+
+def _numbers_and_texts(obj):
+    """Every number and string in a JSON reply."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield key
+            yield from _numbers_and_texts(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from _numbers_and_texts(value)
+    else:
+        yield obj
+
+
+def test_what_the_kernel_receives_names_rules_and_cell_counts_never_values(space, service):
+    """A refused request's replies to the study kernel (create, status, list, detail) say which
+    rules failed, how many cells and what to do; no flagged label, no count below threshold."""
+    from workbench.release import ReleaseRequest
+
+    http = UnixHTTP(airlock_socket(space))
+    kernel = _as("wbk-cml-tki", "cml-tki")
+    table = pd.DataFrame({"tki": ["secret-label-imatinib", "secret-label-nilotinib"],
+                          "n": [7, 4]})
+    status, body, _ = http.request("POST", "/requests", {
+        "name": "small", "description": "d", "payload": to_payload(table, view="cml_cohort")},
+        kernel)
+    created = json.loads(body)
+    assert status == 201 and created["state"] == "draft"
+    finding = next(f for f in created["findings"] if f["rule"] == "minimum-threshold")
+    assert finding["cells"] == 2 and "at least 10" in finding["message"]
+    replies = [created, http.json("GET", f"/requests/{created['id']}", None, kernel),
+               http.json("GET", "/requests", None, kernel)]
+    for reply in replies:
+        seen = list(_numbers_and_texts(reply))
+        assert not any(isinstance(v, str) and "secret-label" in v for v in seen), reply
+        assert not any(isinstance(v, int | float) and not isinstance(v, bool) and v in (4, 7)
+                       for v in seen), reply
+    assert "evidence" not in replies[1] and "payload" not in replies[1]
+    shown = repr(ReleaseRequest(created))
+    assert "minimum-threshold (2 cell(s))" in shown and "secret-label" not in shown
+    reviewer = http.json("GET", f"/requests/{created['id']}", None, _as("rita"))
+    assert any(c["label"].startswith("tki=secret-label") for r in reviewer["evidence"]["rules"]
+               for c in r["cells"])  # reviewers do see the evidence
