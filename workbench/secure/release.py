@@ -111,6 +111,8 @@ def check_cells(v: dict, counts, t: Thresholds, what: str, fix: str) -> None:
     counts = np.asarray(counts)
     holders = np.rint(v["cell_holders"]).astype(np.int64)
     bad = int(((counts > 0) & ((counts < t.min_cell_count) | (holders < t.min_holders))).sum())
+    if bad and len(counts) == 1:  # the whole selection: refused as an empty one is
+        raise ReleaseRefused("min-cell-count", too_few())
     if bad:
         raise ReleaseRefused("min-cell-count", f"{bad} {what} hold fewer than "
                                                f"{t.min_cell_count} people or rows of fewer "

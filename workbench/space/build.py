@@ -165,6 +165,7 @@ def _build(space: Space, patients: int, seed: int, echo: Echo, chunk_size: int) 
     for dataset in datasets:
         Catalog.write(space, dataset)
     _write_views(space, view_files, datasets)
+    _mark_derived_columns(space, echo)
     report = tally.report()
     linkage.write_report(space.catalog / "linkage.json", report)
     if patients:
@@ -283,6 +284,23 @@ def _pseudonymise(chunk_tables: dict[str, dict[str, pd.DataFrame]], linkage_key:
             frame.insert(position, "person_id", ids)
             out[holder][name] = frame
     return out
+
+
+def _mark_derived_columns(space: Space, echo) -> None:
+    """The catalog's derived-column check (catalog/derived.py) on every view's rows: a plaintext
+    column that gives a sensitive one away is made sensitive before any study can read it."""
+    from workbench.catalog.derived import mark_derived
+    from workbench.views.engine import ViewEngine
+
+    engine = ViewEngine(space, rekey_key=bytes(32))  # unprotected reads only: no study keys
+    for view in engine.views.values():
+        frame = engine.unprotected_frame(view.id, tuple(c.name for c in view.columns))
+        marked = mark_derived(view, frame)
+        if marked is not view:
+            Catalog.write(space, marked)
+            names = [c.name for c in marked.columns if c.derived_from]
+            echo(f"view {view.id}: {', '.join(names)} made sensitive (derived from a sensitive "
+                 "column)")
 
 
 def _write_views(space: Space, files: list[Path], datasets: list[Dataset]) -> None:
