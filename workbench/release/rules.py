@@ -296,7 +296,8 @@ def differencing_rule(new: dict[str, float], released, t: Thresholds) -> RuleRes
     k = t.min_cell_count
     index = released if hasattr(released, "nearest_within") else SortedReleases(released)
     flagged = []
-    if not index.same_counts_released(multiset_sha256(new)):
+    earlier = index.count
+    if earlier and not index.same_counts_released(multiset_sha256(new)):
         for label, value in new.items():
             if index.released_as(label, value):
                 continue
@@ -309,7 +310,7 @@ def differencing_rule(new: dict[str, float], released, t: Thresholds) -> RuleRes
                                 "released_request": near.request_id, "verdict": "fail"})
     return RuleResult(
         "differencing", "fail" if flagged else "pass",
-        f"compared with {index.count} earlier release(s) of the same study and view: no count "
+        f"compared with {earlier} earlier release(s) of the same study and view: no count "
         f"(cell or total, whatever its label) may differ from any released count by 1 to {k - 1}",
         threshold=k, cells=flagged)
 
