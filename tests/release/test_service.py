@@ -355,3 +355,32 @@ def test_what_the_kernel_receives_names_rules_and_cell_counts_never_values(space
     reviewer = http.json("GET", f"/requests/{created['id']}", None, _as("rita"))
     assert any(c["label"].startswith("tki=secret-label") for r in reviewer["evidence"]["rules"]
                for c in r["cells"])  # reviewers do see the evidence
+
+
+def test_the_service_verifies_signed_results_as_its_own_uid(space, service):
+    """After dropping privileges the airlock still reads he/release.pub (0644) and verifies."""
+    from nacl.signing import SigningKey
+
+    from workbench.secure.attest import sign
+
+    key = SigningKey.generate()
+    space.he.mkdir(mode=0o755, exist_ok=True)
+    (space.he / "release.pub").write_bytes(bytes(key.verify_key))
+    (space.he / "release.pub").chmod(0o644)
+    body = {"study": "cml-tki", "request_id": "sr-9", "op": "count", "kind": "counts",
+            "spec_sha256": "0" * 64, "checks": {},
+            "result": {"counts": [140, 160], "labels": ["sex=F", "sex=M"], "by": "sex"}}
+    series = pd.Series([1, 1], index=pd.Index(["F", "M"], name="sex"), name="count")
+    http = UnixHTTP(airlock_socket(space))
+    kernel = _as("wbk-cml-tki", "cml-tki")
+    series.attrs["attestation"] = sign(key, body)
+    made = http.json("POST", "/requests", {"name": "by_sex", "description": "d",
+                                           "payload": to_payload(series, view="cml_cohort")},
+                     kernel)
+    assert made["verified"] is True and made["verdict"] == "pass", made
+    series.attrs["attestation"] = sign(SigningKey.generate(), body)
+    status, reply, _ = http.request("POST", "/requests", {
+        "name": "forged", "description": "d", "payload": to_payload(series, view="cml_cohort")},
+        kernel)
+    error = json.loads(reply)["error"]
+    assert status == 400 and error["reason"] == "unverified-result" and "\n" not in error["message"]

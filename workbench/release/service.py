@@ -72,12 +72,15 @@ def _prime_imports() -> None:
     import acro.sdcchecks  # noqa: F401
     import acro.version  # noqa: F401
     import defusedxml.ElementTree  # noqa: F401
+    import nacl.signing  # noqa: F401
     import pandas  # noqa: F401
     import pyarrow  # noqa: F401
     from PIL import Image, PngImagePlugin  # noqa: F401
 
+    import workbench.release.attested  # noqa: F401
     import workbench.release.rules  # noqa: F401
     import workbench.release.svg  # noqa: F401
+    import workbench.secure.attest  # noqa: F401 - verifies signed results (reads he/release.pub)
 
 
 def run_airlock(space: Space, policy_file: str) -> None:
