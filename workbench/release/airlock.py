@@ -14,7 +14,12 @@ Rules enforced here, each guarded by tests/release/test_airlock.py:
 - every transition is written to the provenance collector *before* it is stored; if the
   collector is unreachable the transition does not happen (fail closed);
 - the disclosure rules are run here on the deserialised output, never trusted from the kernel,
-  and differencing is re-checked at release time against everything released since.
+  and differencing is re-checked at release time against everything released since;
+- a signed secure result is verified and its numbers rebuilt from the signature
+  (``attested.py``, tests/release/test_attested.py); anything else is unverified and needs
+  ``UNVERIFIED_APPROVALS`` whatever ``APPROVALS_NEEDED`` says (test_unverified.py);
+- the author (the study kernel) sees rule names, how many cells each flagged and what to do,
+  never the evidence's cells (``findings``; test_service.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,11 @@
 Table rules reuse SACRO's checker (``acro.sdcchecks.SDCChecks``) on evidence tables built here:
 minimum threshold, zeros, n,k dominance and p% dominance, residual degrees of freedom. The survival
 rules acro lacks (at-risk >= k at every released time point, >= k leaving the risk set between
-released points, events behind a Cox fit) and the differencing rule are written here.
+released points, events behind a Cox fit) and the differencing rule are written here; the rules
+for a table's text are in ``identifying.py``, the index of released counts in
+``differencing.py``. Every output first gets ``provenance_rule``: ``verified-result`` when the
+airlock rebuilt its numbers from a signed secure result (``attested.py``), else
+``unverified-output`` (review: the numbers are the kernel's word).
 
 Every rule returns a ``RuleResult``; the request's verdict is the worst of them
 (``fail`` > ``review`` > ``pass``). Evidence holds aggregate counts only, never a row.
