@@ -200,3 +200,18 @@ def test_the_kernel_payload_carries_the_attestation_unchanged(release_key):
     att = sign(release_key, _body("kaplan_meier", result))
     payload = to_payload(_km_object(result, att), view="cml_cohort")
     assert json.loads(json.dumps(payload))["attestation"] == att
+
+
+def test_signed_means_carry_their_signed_counts_and_the_key_holders_dominance_check(
+        airlock, release_key):
+    result = {"n": [40, 35], "mean": [51.5, None], "labels": ["tki=a", "tki=b"], "by": "tki",
+              "column": "age"}
+    means = pd.Series([99.0, 98.0], index=pd.Index(["a", "b"], name="tki"), name="mean")
+    means.attrs["attestation"] = sign(release_key, _body("mean", result))
+    req = _request(airlock, means, "mean_age")
+    assert req["verdict"] == "pass" and req["verified"], req
+    evidence = _evidence(airlock, req)
+    assert evidence["counts"]["TOTAL::n"] == 75
+    assert next(r for r in evidence["rules"] if r["rule"] == "dominance")["verdict"] == "pass"
+    payload = airlock.detail(RITA, req["id"])["payload"]
+    assert payload["attestation"]["body"]["result"]["mean"] == [51.5, None]
