@@ -78,6 +78,10 @@ class Space:
         return self.root / "he"
 
     @property
+    def keyholder_state(self) -> Path:  # the release checker's ledgers (privacy budgets), 0700
+        return self.root / "keyholder"
+
+    @property
     def run(self) -> Path:  # Unix sockets of the services
         return self.root / "run"
 

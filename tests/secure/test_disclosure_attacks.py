@@ -178,3 +178,25 @@ def test_released_results_carry_the_release_checkers_signature(demo):
     assert err.value.reason == "unverified-result"
     count = fed.count()
     assert attest.verify(count.attestation, key)["result"]["counts"] == [int(count)]
+
+
+# -- 6. differential privacy where a study wants it ------------------------------------------------
+def test_a_private_study_gets_noisy_results_that_state_their_epsilon_and_stops_at_its_budget(
+        demo):
+    view = demo.view("cml_cohort")
+    parts = demo.partitions(STUDY, "cml_cohort", None)
+    fed = Federation(parts, min_cell_count=10, view=view, context={"study": "private"},
+                     privacy={"epsilon_budget": 1.0, "epsilon_per_release": 0.5})
+    exact = federation(demo, "cml_cohort").count(by="tki")
+    noisy = fed.count(by="tki")
+    assert noisy.attrs["privacy"]["epsilon"] == pytest.approx(0.5)
+    assert (noisy >= 0).all() and abs(noisy - exact).max() < 200  # noise of scale 2
+    km = fed.kaplan_meier("days", "progressed")
+    assert km.privacy["epsilon"] == pytest.approx(0.5)
+    assert (km.event_table["at_risk"] >= 10).all()
+    with pytest.raises(ReleaseRefused) as err:  # the budget of 1.0 is spent
+        fed.count(by="sex")
+    assert err.value.rule == "privacy-budget"
+    with pytest.raises(ReleaseRefused) as err:  # no private release of a model fit
+        fed.cox_ph("days", "progressed", ["age_at_start"])
+    assert err.value.rule == "privacy-op"

@@ -304,11 +304,13 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
         partitions = await loop.run_in_executor(
             None, lambda: state.engine.partitions(study, view_id, columns))
         thresholds = policy.studies[study].thresholds.model_dump()
+        privacy = policy.studies[study].privacy
         context = {"study": study, "view": view_id,
                    "view_version": state.engine.versions[view_id], **_claims(request)}
         result = await loop.run_in_executor(None, lambda: run_secure_op(
             op, partitions, body.get("params", {}), thresholds, state.provenance, context,
-            space=state.space, view=state.engine.view(view_id)))
+            space=state.space, view=state.engine.view(view_id),
+            privacy=privacy.model_dump() if privacy else None))
         await loop.run_in_executor(None, lambda: state.ledger.record(
             study=study, kind="secure-op", view=view_id, op=op,
             rows_by_holder={h: len(f) for h, f in partitions.items()}))

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from workbench.secure.dp import PrivacySettings
+
 Role = Literal["researcher", "reviewer", "admin"]
 HolderKind = Literal["hospital", "insurer", "pharma", "public", "other"]
 
@@ -68,6 +70,9 @@ class Study(_Model):
     views: tuple[ViewId, ...] = Field(default=(), description="granted catalog view ids")
     expires: date
     thresholds: Thresholds = Thresholds()
+    privacy: PrivacySettings | None = Field(
+        default=None, description="differential privacy: the study's epsilon budget for its "
+                                  "life and the epsilon each release spends (OpenDP)")
     resources: Resources = Resources()
 
 

@@ -35,12 +35,15 @@ class Coordinator:
     def __init__(self, partitions: dict[str, pd.DataFrame], keys: PublicKeys, keyholder,
                  thresholds: dict | None = None, context: dict | None = None,
                  holder_processes: bool = False, *, aggregator=None, signers=None,
-                 schema: Schema | None = None, max_seconds: float = MAX_SECONDS):
+                 schema: Schema | None = None, max_seconds: float = MAX_SECONDS,
+                 privacy: dict | None = None):
         """``aggregator``: an ``AggregatorClient`` (the service) or None for an in-process
         ``Aggregator`` that forwards to ``keyholder``. ``signers``: the holders' signing keys;
         by default fresh ones trusted by an in-process key holder, or the space's own.
         ``schema``: the view's declared roles and grids (``plan.Schema``); without one, the
-        local mode of ``Federation`` (roles from the call, grids from the data)."""
+        local mode of ``Federation`` (roles from the call, grids from the data). ``privacy``:
+        the study's differential-privacy settings from the policy (``dp.PrivacySettings``),
+        applied by the key holder."""
         from workbench.secure import signing
 
         if not partitions:
@@ -51,6 +54,8 @@ class Coordinator:
         check_federation(partitions)
         self.schema = schema or Schema.local(partitions)
         self.max_seconds, self.started = max_seconds, time.monotonic()
+        self.privacy = dict(privacy) if privacy else None
+        self.attestation, self.spent = None, []  # the last release's signature; epsilon spent
         self.partitions = partitions
         self.keys, self.keyholder = keys, keyholder
         if signers is None:
@@ -77,6 +82,8 @@ class Coordinator:
         from workbench.secure.signing import new_nonce
 
         check_size(kind, spec)  # from the public spec: before any holder reads or encrypts
+        if self.privacy:  # in the spec the holders sign: no one on the way can strip it
+            spec = {**spec, "privacy": self.privacy}
         if time.monotonic() - self.started > self.max_seconds:
             raise WorkbenchUserError(f"the operation ran longer than {self.max_seconds:g} s and "
                                      "was stopped; use fewer covariates or a coarser resolution.",
@@ -99,6 +106,8 @@ class Coordinator:
         # the release checker's signature over this round's release (attest.py): the last
         # round's travels with the result, for the airlock to verify
         self.attestation = result.pop("attestation", None)
+        if "privacy" in result:  # what this release spent of the study's epsilon budget
+            self.spent.append(result.pop("privacy"))
         first = parts[0]
         self.log.append({"kind": kind, "scheme": first.scheme, "ciphertexts": len(first.blobs),
                          "per_scheme": first.per_scheme,
@@ -113,13 +122,15 @@ class Coordinator:
                 "parameters": {s: parameters()[s] for s in schemes},
                 "error_bound": "; ".join(ERROR_BOUND[s] for s in schemes),
                 "holders_ran": "in parallel (one process each)" if self.processes
-                else "in sequence"}
+                else "in sequence",
+                "privacy": {"epsilon": sum(p["epsilon"] for p in self.spent),
+                            "mechanism": self.spent[0]["mechanism"]} if self.spent else None}
 
     def run(self, op: str, params: dict) -> dict:
         if op not in OPS:
             raise WorkbenchUserError(f"unknown secure operation {op!r}; one of: {', '.join(OPS)}",
                                      reason="unknown-op")
-        self.log, self.started, self.attestation = [], time.monotonic(), None
+        self.log, self.started, self.attestation, self.spent = [], time.monotonic(), None, []
         result = getattr(self, f"_{op}")(**params)
         return {"op": op, "params": params, "result": result, "meta": self.metadata(),
                 "attestation": self.attestation}
@@ -137,7 +148,7 @@ class Coordinator:
     def _histogram(self, column: str, bins=None, range=None) -> dict:  # noqa: A002 - numpy's name
         edges = self.schema.edges(column, bins, range)
         result = self.round("counts", "histogram", {"by": [{"column": column, "edges": edges}]})
-        return result | {"edges": edges, "column": column}
+        return {"edges": edges, "column": column} | result  # the released (merged) edges
 
     def _moments(self, op: str, column: str, by=None) -> dict:
         # Sums of squares only where a variance needs them: beside a sum in one CKKS ciphertext

@@ -17,10 +17,12 @@ class Federation:
     def __init__(self, partitions: dict[str, pd.DataFrame], min_cell_count: int = 10,
                  dominance: tuple[int, float] = (2, 0.85), *, min_holders: int = 2,
                  keyholder=None, public_keys=None, provenance=None, context: dict | None = None,
-                 holder_processes: bool = False, view=None):
+                 holder_processes: bool = False, view=None, privacy: dict | None = None):
         """``view``: a catalog ``View`` whose column roles and public grids the operations
         must respect, as through the gateway; without one, roles are not enforced and levels
-        and the time grid come from the data (local analysis of rows the caller holds)."""
+        and the time grid come from the data (local analysis of rows the caller holds).
+        ``privacy``: differential-privacy settings (``epsilon_budget``, ``epsilon_per_release``)
+        as a study's policy sets them."""
         if keyholder is None:
             from workbench.secure.keyholder import KeyHolder
             from workbench.secure.keys import SecretKeys
@@ -40,7 +42,8 @@ class Federation:
 
         self.coordinator = Coordinator(partitions, public_keys, keyholder, self.thresholds,
                                        context, holder_processes=holder_processes,
-                                       schema=Schema(view) if view is not None else None)
+                                       schema=Schema(view) if view is not None else None,
+                                       privacy=privacy)
         self.last_run: dict | None = None
 
     def _run(self, op: str, **params):

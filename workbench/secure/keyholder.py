@@ -43,14 +43,24 @@ class KeyHolder:
     holders ``trust``-ed in-process count."""
 
     def __init__(self, keys: SecretKeys, provenance=None, *, min_cell_floor: int = 1,
-                 require_provenance: bool = False, registry=None, release_key=None):
+                 require_provenance: bool = False, registry=None, release_key=None,
+                 state_dir: Path | None = None):
         """``release_key``: the Ed25519 key that signs every released result
-        (``attest.py``); an in-process key holder makes a fresh one."""
+        (``attest.py``); an in-process key holder makes a fresh one. ``state_dir``: where its
+        ledgers live (the studies' privacy budgets); an in-process one uses a temporary
+        directory of its own."""
         if require_provenance and provenance is None:
             raise WorkbenchError("the key holder service needs a provenance client")
         from nacl.signing import SigningKey
 
         self.release_key = release_key or SigningKey.generate()
+        if state_dir is None:
+            import tempfile
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="wb-keyholder-")
+            state_dir = Path(self._tmp.name)
+        self.state_dir = Path(state_dir)
+        self._budget = None
         self.keys, self.provenance, self.min_cell_floor = keys, provenance, min_cell_floor
         self.registry = registry if registry is not None else signing.Registry()
         self.nonces = signing.NonceGuard()
@@ -134,7 +144,12 @@ class KeyHolder:
                 reason="unsigned-contribution")
         try:
             release.check_holders(counted, len(signed), thresholds)
-            result = rule(op, spec, values, thresholds)
+            privacy = spec.get("privacy")  # signed by every holder with the spec
+            if privacy:
+                result = self._private_release(op, spec, values, thresholds, privacy,
+                                               header.get("context") or {})
+            else:
+                result = rule(op, spec, values, thresholds)
         except release.ReleaseRefused as exc:
             self._record(header, thresholds, "refused", exc.rule, len(blobs))
             raise
@@ -148,6 +163,46 @@ class KeyHolder:
                 "spec_sha256": signing.spec_sha256(spec), "result": result,
                 "checks": {"thresholds": thresholds.to_dict(), "rules": rule.__name__}}
         return result | {"attestation": attest.sign(self.release_key, body)}
+
+    @property
+    def budget(self):
+        from workbench.secure.dp import PrivacyBudget
+
+        if self._budget is None:
+            self._budget = PrivacyBudget(self.state_dir / "privacy-budget.sqlite")
+        return self._budget
+
+    def _private_release(self, op, spec, values, t, privacy: dict, context: dict) -> dict:
+        """A study with an epsilon budget (``dp.py``): counts, histograms and KM with OpenDP's
+        discrete Laplace noise on the whole public grid (no exact merging or cutting first),
+        the epsilon spent on the study's durable ledger before anything is returned."""
+        from workbench.secure import dp
+
+        settings = dp.PrivacySettings.model_validate(privacy)
+        if not dp.supports(op):
+            raise release.ReleaseRefused(
+                "privacy-op", f"this study releases results under differential privacy: only "
+                              "counts, cross-tables, histograms and Kaplan-Meier curves; "
+                              f"{op} has no private release. Ask for one of those instead.")
+        k, eps = t.min_cell_count, settings.epsilon_per_release
+        if op == "kaplan_meier":
+            at_risk, events = release._survival_arrays(spec, values)
+            out = dp.privatize_survival(at_risk, events, release.cell_labels(spec),
+                                        float(spec["resolution"]), eps, k)
+        else:
+            counts = np.rint(values["counts"]).astype(np.int64)
+            release.check_cells(values, counts, release.Thresholds(1, t.dominance_n,
+                                                                   t.dominance_k,
+                                                                   t.min_holders),
+                                "cell(s)", "Group by columns that every holder shares.")
+            exact = {"counts": counts.tolist(), "labels": release.cell_labels(spec)}
+            if op == "histogram":
+                exact["edges"] = [float(e) for e in spec["by"][0]["edges"]]
+            out = dp.privatize(op, exact, eps, k, spec=spec)
+        self.budget.spend(str(context.get("study") or "in-process"),
+                          out["privacy"]["epsilon"], settings.epsilon_budget,
+                          str(context.get("request_id") or "none"))
+        return out
 
     def _verify_signatures(self, header: dict, kind: str, spec: dict, contributors: list[str],
                            fingerprint: str) -> list[str]:

@@ -77,13 +77,19 @@ def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) ->
         raise WorkbenchUserError(f"{space.he / SECRET_FILE} is missing: build the space with "
                                  "'workbench init' first.", reason="no-he-keys")
     server, ids = _bind(space.keyholder_socket, accounts.KEYHOLDER, accounts.AGGREGATOR)
+    state = space.keyholder_state  # its ledgers: nobody else reads or writes them
+    state.mkdir(mode=0o700, exist_ok=True)
+    if ids:
+        os.chown(state, *ids)
+    os.chmod(state, 0o700)
     _drop(ids)
     keys = load_secret(space)  # only now: as wb-keyholder
     keys.bfv, keys.ckks  # noqa: B018 - parse once at start, fail early on a broken file
     server.service = KeyHolder(keys, ProvenanceClient(space.collector_socket),
                                min_cell_floor=min_cell_floor, require_provenance=True,
                                registry=RegistryFile(space.holder_registry),
-                               release_key=attest.load_signing_key(space))
+                               release_key=attest.load_signing_key(space),
+                               state_dir=state)
     _serve(server, "key holder", space.keyholder_socket)
 
 

@@ -33,6 +33,7 @@ class KaplanMeierResult:
         self.group_label = group["label"]
         self.n = group["n"]
         self.intervals = group.get("intervals", [])
+        self.truncated_after = group.get("truncated_after")  # a private curve cut by noise
         times = np.asarray(group["times"], dtype=float)
         at_risk = np.asarray(group.get("at_risk", []), dtype=np.int64)
         observed = np.asarray(group.get("observed", []), dtype=np.int64)
@@ -183,10 +184,11 @@ def build(payload: dict):
     pandas objects) so the airlock can verify its numbers instead of trusting the kernel."""
     obj = _build(payload)
     attestation = payload.get("attestation")
+    privacy = (payload.get("meta") or {}).get("privacy")  # the epsilon it spent, if any
     if isinstance(obj, (pd.Series, pd.DataFrame)):
-        obj.attrs["attestation"] = attestation
+        obj.attrs.update(attestation=attestation, privacy=privacy)
     else:
-        obj.attestation = attestation
+        obj.attestation, obj.privacy = attestation, privacy
     return obj
 
 

@@ -67,12 +67,13 @@ def _columns(params: dict) -> list[str]:
 
 def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, thresholds: dict,
                   provenance, context: dict, *, space: Space | None = None, keyholder=None,
-                  public_keys=None, view=None) -> dict:
+                  public_keys=None, view=None, privacy: dict | None = None) -> dict:
     """Run ``op`` securely; returns ``{"op", "params", "result", "meta"}`` (JSON). By default the
     rounds go through the space's aggregator process; passing ``keyholder`` (with
     ``public_keys``) aggregates in-process instead and talks to that key holder directly.
     ``view``: the catalog ``View`` whose declared roles and grids the operation must respect
-    (``plan.Schema``); the gateway always passes it."""
+    (``plan.Schema``); the gateway always passes it. ``privacy``: the study's
+    differential-privacy settings from the policy, if it has any."""
     from workbench.secure.aggregator import AggregatorClient
     from workbench.secure.keys import load_public
 
@@ -102,7 +103,8 @@ def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, th
     try:
         coordinator = Coordinator(partitions, public_keys, keyholder, thresholds, context,
                                   aggregator=aggregator,
-                                  schema=Schema(view) if view is not None else None)
+                                  schema=Schema(view) if view is not None else None,
+                                  privacy=privacy)
         payload = coordinator.run(op, params)
     except WorkbenchUserError as exc:
         log = coordinator.log if coordinator else []
