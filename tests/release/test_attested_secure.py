@@ -1,0 +1,72 @@
+"""Real signed results (an in-process Federation's key holder, study context cml-tki) through
+the airlock: a secure curve, counts and a Cox fit are verified, rebuilt from their signatures
+and checked; the same results edited in the kernel still go out with the signed numbers."""
+
+from __future__ import annotations
+
+import pytest
+from lifelines.datasets import load_lung
+
+from workbench.release.airlock import Context
+from workbench.release.serialize import to_payload
+from workbench.secure import Federation, KeyHolder
+from workbench.secure.keys import SecretKeys
+
+ALICE = Context("alice", "cml-tki", kernel_id="k-1", msg_id="m-1")
+RITA = Context("rita")
+
+
+@pytest.fixture(scope="module")
+def federation():
+    lung = load_lung().dropna(subset=["inst"]).reset_index(drop=True)
+    parts = {name: lung.iloc[i::3] for i, name in enumerate(("hospital", "insurer", "pharma"))}
+    secret = SecretKeys.generate()
+    fed = Federation(parts, min_cell_count=10, keyholder=KeyHolder(secret),
+                     public_keys=secret.public, context={"study": "cml-tki",
+                                                         "request_id": "sr-test"})
+    yield fed
+    fed.close()
+
+
+@pytest.fixture
+def signed_airlock(airlock, space, federation):
+    space.he.mkdir(parents=True, exist_ok=True)
+    (space.he / "release.pub").write_bytes(
+        bytes(federation.coordinator.keyholder.release_key.verify_key))
+    return airlock
+
+
+def _check(airlock, obj, name):
+    req = airlock.create(ALICE, to_payload(obj, view="cml_cohort"), name, "secure result")
+    return req, airlock.detail(RITA, req["id"])["evidence"]
+
+
+def test_a_secure_curve_is_verified_and_passes(signed_airlock, federation):
+    km = federation.kaplan_meier("time", "status", by="sex")
+    req, evidence = _check(signed_airlock, km, "km")
+    assert req["verified"] and req["verdict"] == "pass", req
+    assert evidence["counts"]["TOTAL::n"] == sum(fit.n for fit in km.values())
+
+
+def test_secure_counts_and_a_cox_fit_are_verified(signed_airlock, federation):
+    counts = federation.count(by="sex")
+    counts.iloc[0] = 3  # the kernel's copy, edited: the signed counts are what is checked
+    req, evidence = _check(signed_airlock, counts, "by_sex")
+    assert req["verified"] and "minimum-threshold" not in req["failed_rules"], req
+    assert 3 not in evidence["counts"].values()
+    cox = federation.cox_ph("time", "status", covariates=["age", "sex"])
+    req, evidence = _check(signed_airlock, cox, "cox")
+    assert req["verified"] and req["verdict"] == "pass", req
+    assert evidence["counts"]["TOTAL::n"] == cox.n
+
+
+def test_a_result_signed_by_another_key_holder_is_refused(airlock, space, federation):
+    from nacl.signing import SigningKey
+
+    from workbench.errors import WorkbenchUserError
+
+    space.he.mkdir(parents=True, exist_ok=True)
+    (space.he / "release.pub").write_bytes(bytes(SigningKey.generate().verify_key))
+    with pytest.raises(WorkbenchUserError) as refused:
+        _check(airlock, federation.kaplan_meier("time", "status"), "km")
+    assert refused.value.reason == "unverified-result"
