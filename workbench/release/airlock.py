@@ -235,7 +235,9 @@ class Airlock:
                 "view": output.view, "name": name, "kind": output.kind, "state": "not-submitted",
                 "verdict": verdict, "payload_sha256": payload_sha256,
                 "failed_rules": [r.rule for r in results if r.verdict == "fail"],
-                "review_rules": [r.rule for r in results if r.verdict == "review"]}
+                "review_rules": [r.rule for r in results if r.verdict == "review"],
+                "verified": output.attested is not None,
+                "findings": findings([r.as_dict() for r in results])}
 
     def _evidence(self, request_id, ctx, output: Output, t, verdict, results, released) -> dict:
         from acro.version import __version__ as acro_version
