@@ -132,7 +132,7 @@ class AirlockStore:
             (study, view, multiset_sha256(cells), request_id))
 
     def released_index(self, study: str, view: str | None) -> ReleasedIndex:
-        """The differencing rule's view of what was released (see ``released_for``)."""
+        """The differencing rule's view of what was released for ``study`` and ``view``."""
         return ReleasedIndex(self._db, study, view)
 
     def get(self, request_id: str) -> dict | None:
@@ -153,18 +153,6 @@ class AirlockStore:
         return [dict(r) for r in self._db.execute(
             "SELECT * FROM transitions WHERE request_id = ? ORDER BY seq", (request_id,))]
 
-    def released_for(self, study: str, view: str | None) -> list[dict]:
-        """Released outputs to difference against: same study and view (all of the study's when
-        the view is not known)."""
-        if view is None:
-            rows = self._db.execute("SELECT * FROM released WHERE study = ?", (study,))
-        else:
-            rows = self._db.execute(
-                "SELECT * FROM released WHERE study = ? AND (view = ? OR view IS NULL)",
-                (study, view))
-        return [{"id": r["request_id"], "cells": json.loads(r["cells"]),
-                 "files": json.loads(r["files"]), "released_at": r["released_at"]} for r in rows]
-
     def released_row(self, request_id: str) -> dict | None:
         row = self._db.execute("SELECT * FROM released WHERE request_id = ?",
                                (request_id,)).fetchone()
@@ -176,8 +164,8 @@ class AirlockStore:
 
 class ReleasedIndex:
     """Released counts of one study and view, looked up through the ``(study, value)`` index:
-    the same interface as ``differencing.SortedReleases``. Same scope as ``released_for``: the
-    view's releases and those without a view, or all the study's when the view is unknown."""
+    the same interface as ``differencing.SortedReleases``. Scope: the view's releases and those
+    without a view, or all the study's when the view is unknown."""
 
     def __init__(self, db: sqlite3.Connection, study: str, view: str | None):
         self._db, self._study, self._view = db, study, view
