@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
-from workbench.secure import attest, mac, ops, release, signing, wire
+from workbench.secure import attest, audit, mac, ops, release, signing, wire
 from workbench.secure.keys import SecretKeys, parameters
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class KeyHolder:
             self._tmp = tempfile.TemporaryDirectory(prefix="wb-keyholder-")
             state_dir = Path(self._tmp.name)
         self.state_dir = Path(state_dir)
-        self._budget = None
+        self._budget = self._audit = None
         self.keys, self.provenance, self.min_cell_floor = keys, provenance, min_cell_floor
         self.registry = registry if registry is not None else signing.Registry()
         self.nonces = signing.NonceGuard()
@@ -150,6 +150,8 @@ class KeyHolder:
                                                header.get("context") or {})
             else:
                 result = rule(op, spec, values, thresholds)
+                self.audit.check(audit.scope_of(header.get("context") or {}), op, spec,
+                                 result, thresholds.min_cell_count)
         except release.ReleaseRefused as exc:
             self._record(header, thresholds, "refused", exc.rule, len(blobs))
             raise
@@ -163,6 +165,12 @@ class KeyHolder:
                 "spec_sha256": signing.spec_sha256(spec), "result": result,
                 "checks": {"thresholds": thresholds.to_dict(), "rules": rule.__name__}}
         return result | {"attestation": attest.sign(self.release_key, body)}
+
+    @property
+    def audit(self):
+        if self._audit is None:
+            self._audit = audit.ReleaseAudit(self.state_dir / "released.sqlite")
+        return self._audit
 
     @property
     def budget(self):

@@ -1,0 +1,208 @@
+"""Query auditing: the release checker remembers what each study was given (security boundary).
+
+Thresholds on each result alone fail against tracker attacks: two allowed results whose
+difference is one person (Denning 1979). So the key holder keeps, per study and view version,
+every person count it released as a *linear query*: the set of people it counts, written as a
+predicate over the view's columns (a category's levels, an interval of a time or grid column,
+the event flag), and the count. Before releasing more it asks: together with everything released
+before, does any set of people have a count that is determined and lies in 1..k-1?
+
+How: the columns' values split the people into *atoms* (a level, or an interval between two
+released boundaries, or "missing / off the grid"); every released count is a sum over atoms.
+Atoms that no released count tells apart form one *region*; a set of people can only be pinned
+down if it is a union of regions, and its count is determined exactly when its indicator lies in
+the row space of the released counts (then every solution of the released equations gives it
+the same value, so the least-squares one does). Checked: every union of regions when there are at
+most ``EXHAUSTIVE`` regions, otherwise every region and every union of two (up to ``MAX_PAIRS``
+regions; beyond, every region). Counts bounded but not determined (inequalities from
+non-negativity) are not audited: a stated limit.
+
+The memory is a SQLite file in the key holder's state directory; what it holds are the released
+numbers and public predicates, nothing a released result did not already show.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from workbench.secure.release import ReleaseRefused
+
+EXHAUSTIVE = 16
+MAX_PAIRS = 128
+MISSING = "\x00missing"  # the atom of rows outside every level or off the grid
+
+
+def cells_of(op: str, spec: dict, result: dict) -> list[tuple[dict, int]]:
+    """The person counts a release shows, as (predicate, count). A predicate maps a column to
+    ``["in", [levels]]`` or ``["range", [lo, inclusive], [hi, inclusive]]`` (a ``None`` value:
+    unbounded)."""
+    axes = spec.get("by", [])
+    groups = [dict(zip([a["column"] for a in axes], combo, strict=True))
+              for combo in itertools.product(*[_axis_values(a) for a in axes])] or [{}]
+    if op in ("count", "crosstab"):
+        return [(g, n) for g, n in zip(groups, result["counts"], strict=True)]
+    if op == "histogram":
+        edges, column = result["edges"], axes[0]["column"]
+        last = len(edges) - 2
+        return [({column: ["range", [edges[i], True], [edges[i + 1], i == last]]}, n)
+                for i, n in enumerate(result["counts"])]
+    if op in ("sum", "mean", "var"):
+        return [(g, n) for g, n in zip(groups, result["n"], strict=True)]
+    if op == "kaplan_meier":
+        time, event = spec["duration_col"], spec["event_col"]
+        out = []
+        for g, group in zip(groups, result["groups"], strict=True):
+            out.append((g, group["n"]))
+            rows = list(zip(group.get("intervals", []), group["observed"], group["censored"],
+                            strict=True))
+            for i, ((lo, hi), d, c) in enumerate(rows):
+                # (lo, hi]; the first row [0, hi]; the last takes everyone past the horizon too
+                span = ["range", [lo, i == 0], [None if i == len(rows) - 1 else hi, True]]
+                out += [(g | {time: span, event: ["in", ["1"]]}, d),
+                        (g | {time: span, event: ["in", ["0"]]}, c)]
+        return out
+    if op == "cox_ph":  # every Newton round shows n and the events (the same each round)
+        return [({}, result["n"]), ({spec["event_col"]: ["in", ["1"]]}, result["events"])]
+    if op == "logistic_regression":
+        return [({}, result["n"]), ({spec["outcome_col"]: ["in", ["1"]]}, result["events"])]
+    return []  # log-rank: a statistic, and the group sizes it needs are not released
+
+
+def _axis_values(axis: dict) -> list:
+    if "levels" in axis:
+        return [["in", [str(v)]] for v in axis["levels"]]
+    e = axis["edges"]
+    return [["range", [e[i], True], [e[i + 1], i == len(e) - 2]] for i in range(len(e) - 1)]
+
+
+class _Atoms:
+    """Each column's atoms: levels (plus missing) or intervals between released boundaries."""
+
+    def __init__(self, predicates: list[dict]):
+        self.levels: dict[str, list] = {}
+        self.points: dict[str, list] = {}
+        for predicate in predicates:
+            for column, cond in predicate.items():
+                if cond[0] == "in":
+                    known = self.levels.setdefault(column, [MISSING])
+                    known += [v for v in cond[1] if v not in known]
+                else:
+                    self.points.setdefault(column, [])
+                    for bound in (cond[1], cond[2]):
+                        if bound[0] is not None:
+                            self.points[column].append(_point(bound, bound is cond[2]))
+        for column in self.points:
+            self.points[column] = sorted(set(self.points[column]))
+        self.columns = sorted(self.levels) + sorted(self.points)
+        self.sizes = [len(self.levels[c]) if c in self.levels else len(self.points[c]) + 2
+                      for c in self.columns]
+
+    def mask(self, column: str, cond) -> np.ndarray:
+        """Which of the column's atoms the condition keeps (None: every atom)."""
+        if cond is None:
+            return np.ones(self.sizes[self.columns.index(column)], dtype=bool)
+        if cond[0] == "in":
+            return np.isin(np.array(self.levels[column], dtype=object), cond[1])
+        points = self.points[column]  # atom 0: missing; atom i + 1: between points i-1 and i
+        keep = np.zeros(len(points) + 2, dtype=bool)
+        lo = 0 if cond[1][0] is None else points.index(_point(cond[1], False)) + 1
+        hi = len(points) if cond[2][0] is None else points.index(_point(cond[2], True))
+        keep[1 + lo:1 + hi + 1] = True
+        return keep
+
+
+def _point(bound, upper: bool) -> tuple:
+    """A boundary as a sortable cut: (v, 0) just before v, (v, 1) just after it. A lower bound
+    [v cuts before v and (v after it; an upper bound v] cuts after v and v) before it."""
+    value, inclusive = bound
+    return (float(value), int(inclusive == upper))
+
+
+def isolated(cells: list[tuple[dict, int]], k: int) -> bool:
+    """True when the released counts pin down a set of 1..k-1 people."""
+    atoms = _Atoms([p for p, _ in cells])
+    if not atoms.columns:
+        return any(0 < n < k for _, n in cells)
+    rows = []
+    for predicate, _ in cells:
+        masks = [atoms.mask(c, predicate.get(c)) for c in atoms.columns]
+        row = masks[0]
+        for m in masks[1:]:
+            row = np.multiply.outer(row, m)
+        rows.append(row.ravel())
+    matrix = np.array(rows, dtype=float)
+    counts = np.array([n for _, n in cells], dtype=float)
+    regions = np.unique(matrix.T, axis=0).T  # one column per region (atoms told apart by none)
+    regions = regions[:, regions.any(axis=0)]  # atoms in no released cell pin nothing down
+    y = np.linalg.lstsq(regions, counts, rcond=None)[0]
+    _, s, vt = np.linalg.svd(regions)
+    rank = int(np.sum(s > 1e-9 * max(s.max(initial=0), 1)))
+    null = vt[rank:].T  # a union x is determined iff x is orthogonal to the null space
+    r = regions.shape[1]
+    if r <= EXHAUSTIVE:
+        unions = ((np.arange(1, 2 ** r)[:, None] >> np.arange(r)) & 1).astype(float)
+    elif r <= MAX_PAIRS:
+        pairs = [np.eye(r)[i] + np.eye(r)[j] for i, j in itertools.combinations(range(r), 2)]
+        unions = np.vstack([np.eye(r), *pairs])
+    else:
+        unions = np.eye(r)
+    determined = np.all(np.abs(unions @ null) < 1e-7, axis=1) if null.size else \
+        np.ones(len(unions), dtype=bool)
+    values = np.rint(unions[determined] @ y)
+    return bool(np.any((values > 0) & (values < k)))
+
+
+class ReleaseAudit:
+    """Per study and view version, every released person count (SQLite in the key holder's
+    state directory). ``check(...)`` refuses a release that isolates fewer than k people
+    together with the earlier ones, and records it when it passes."""
+
+    def __init__(self, path: str | Path):
+        self.path, self._lock = Path(path), threading.Lock()
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS released (scope TEXT NOT NULL, "
+                       "cells TEXT NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS released_scope ON released (scope)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def check(self, scope: str, op: str, spec: dict, result: dict, k: int) -> None:
+        new = cells_of(op, spec, result)
+        if not new:
+            return
+        with self._lock, self._connect() as db:
+            earlier = [c for (cells,) in db.execute(
+                "SELECT cells FROM released WHERE scope = ?", (scope,)) for c in json.loads(cells)]
+            seen = {json.dumps(c, sort_keys=True) for c in earlier}
+            new = [(p, int(n)) for p, n in new
+                   if json.dumps([p, int(n)], sort_keys=True) not in seen]
+            if not new:  # the same numbers again (a Newton round, a repeated query)
+                return
+            if isolated([(p, n) for p, n in earlier] + new, k):
+                raise ReleaseRefused(
+                    "query-audit", "together with what this study was already given, this "
+                                   "result would single out fewer than "
+                                   f"{k} people. Ask for a coarser grouping, or reuse results "
+                                   "already released.")
+            db.execute("INSERT INTO released (scope, cells) VALUES (?, ?)",
+                       (scope, json.dumps([[p, n] for p, n in new])))
+
+    def released(self, scope: str) -> int:
+        with self._connect() as db:
+            return int(db.execute("SELECT COUNT(*) FROM released WHERE scope = ?",
+                                  (scope,)).fetchone()[0])
+
+
+def scope_of(context: dict) -> str:
+    return json.dumps([str(context.get("study") or "in-process"), str(context.get("view") or ""),
+                       str(context.get("view_version") or "")])
+
