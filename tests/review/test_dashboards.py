@@ -5,27 +5,33 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from workbench.release.service import token_key_path
-from workbench.release.tokens import mint_token
 from workbench.review.inject import inject
+from workbench.review.relay import DecisionRelay
 from workbench.review.snapshot import admin_snapshot, study_snapshot
 
 DASHBOARDS = Path(__file__).parents[2] / "notebooks" / "dashboards"
 pytestmark = pytest.mark.slow
 
 
-def _run(env, name, snapshot, token=None, extra_cells=()):
+def _run(env, name, snapshot, reviewer=None, extra_cells=()):
+    """Run a dashboard with the snapshot injected; decisions go through a decision relay acting
+    for ``reviewer`` (as the review service's provisioner starts one per visit)."""
     nb = nbformat.read(DASHBOARDS / f"{name}.ipynb", as_version=4)
-    nb = inject(nb, snapshot, token)
+    nb = inject(nb, snapshot)
     for source in extra_cells:
         nb.cells.append(nbformat.v4.new_code_cell(source))
-    environ = {**os.environ, "WORKBENCH_GATEWAY_SOCKET": str(env.gateway_socket),
+    folder = Path(tempfile.mkdtemp(prefix="wb-relay-", dir="/tmp"))
+    relay = DecisionRelay(folder / "relay.sock", "cml-tki", reviewer or snapshot["viewer"], None,
+                          space=env.space)
+    environ = {**os.environ, "WORKBENCH_GATEWAY_SOCKET": str(folder / "relay.sock"),
                "MPLBACKEND": "Agg"}
     client = NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True)
     old = dict(os.environ)
@@ -35,6 +41,8 @@ def _run(env, name, snapshot, token=None, extra_cells=()):
     finally:
         os.environ.clear()
         os.environ.update(old)
+        relay.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     return nb
 
 
@@ -52,7 +60,6 @@ def _outputs(nb) -> str:
 def test_release_queue_shows_evidence_code_and_takes_a_decision(review_env):
     env = review_env
     snap = study_snapshot(env.space, env.policy, "cml-tki", "rita")
-    token = mint_token(token_key_path(env.space).read_bytes(), "rita", "cml-tki")
     click = """
 import ipywidgets as widgets
 def walk(x):
@@ -67,7 +74,7 @@ approve[0].click()
 print("STATES", [r["state"] for r in ctx.snapshot["requests"]])
 print("LOG", ctx.log)
 """
-    nb = _run(env, "release_queue", snap, token, [click])
+    nb = _run(env, "release_queue", snap, extra_cells=[click])
     text = _widget_text(nb)
     assert "by_tki" in text and "minimum-threshold" in text and "MinimumThresholdCheck" in text
     assert "wb.secure.kaplan_meier" in text  # the producing cell's code from provenance
@@ -86,13 +93,13 @@ def test_reviewer_of_another_study_sees_nothing(review_env):
     assert "Access denied" in text and "by_tki" not in text
 
 
-def test_a_forged_or_foreign_token_cannot_decide(review_env):
+def test_a_relay_for_another_reviewer_cannot_decide(review_env):
+    """The relay acts for the visit's reviewer, whatever snapshot the kernel shows."""
     env = review_env
     snap = study_snapshot(env.space, env.policy, "cml-tki", "remy")
-    olga = mint_token(token_key_path(env.space).read_bytes(), "olga", "cml-tki")
     cell = (f"try:\n    ctx.decide({env.model['id']!r}, 'approve')\n"
             "except Exception as exc:\n    print('REFUSED', type(exc).__name__, exc)\n")
-    out = _outputs(_run(env, "release_queue", snap, olga, [cell]))
+    out = _outputs(_run(env, "release_queue", snap, "olga", [cell]))
     assert "REFUSED WorkbenchUserError" in out and "may not review-release" in out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 
 import nbformat
@@ -34,6 +35,7 @@ def test_reviewers_get_only_their_study_service_never_servers(services, review_e
 
 
 def test_study_dashboards_use_the_sandboxed_kernelspec(services):
+    """... in dashboard mode, with no pre-started kernel (each kernel is one visitor's)."""
     svc, _ = services
     study = next(s for s in svc if s["name"] == "review-cml-tki")
     assert study["environment"]["WORKBENCH_STUDY"] == "cml-tki"
@@ -52,6 +54,9 @@ def test_study_dashboards_use_the_sandboxed_kernelspec(services):
     assert config.VoilaConfiguration.kernel_spec_manager_class is StrictKernelSpecManager
     assert config.VoilaConfiguration.strip_sources is True
     assert config.VoilaConfiguration.show_tracebacks is False
+    assert config.VoilaConfiguration.preheat_kernel is False
+    assert config.SandboxProvisioner.dashboard is True
+    assert config.SandboxProvisioner.study == "cml-tki"
     assert config.Voila.identity_provider_class is voila_app.ServiceIdentityProvider
     notebooks = sorted(p.name for p in Path(args.notebooks).iterdir())
     assert notebooks == ["provenance.ipynb", "release_queue.ipynb", "results.ipynb"]
@@ -76,18 +81,22 @@ def _request(path, user):
     return types.SimpleNamespace(request=types.SimpleNamespace(path=path), current_user=current)
 
 
-def test_prelaunch_hook_injects_snapshot_and_token_for_reviewers_only(review_env):
+def test_prelaunch_hook_injects_the_snapshot_and_no_token(review_env, monkeypatch):
+    """The injected cell is code (recorded by the audit proxy) and the kernel needs no token:
+    the visit's reviewer goes to the provisioner (its decision relay), not into the notebook."""
+    monkeypatch.setenv("WORKBENCH_RUN_USER", "")  # restored after the test
     hook = voila_app.make_prelaunch_hook(review_env.space, str(review_env.policy_file), "cml-tki",
                                          {"release_queue"}, "workbench-python")
     nb = nbformat.v4.new_notebook()
     out = hook(_request("/services/review-cml-tki/voila/render/release_queue.ipynb", "rita"),
                nb, "/")
     first = out.cells[0].source
-    assert "load_snapshot(" in first and "token=None" not in first
+    assert "load_snapshot(" in first and "token" not in first
+    assert os.environ["WORKBENCH_RUN_USER"] == "rita"
     assert out.metadata["kernelspec"]["name"] == "workbench-python"
     admin = hook(_request("/x/voila/render/release_queue.ipynb", "ada"),
                  nbformat.v4.new_notebook(), "/")
-    assert "token=None" in admin.cells[0].source  # admins see, never decide
+    assert "token" not in admin.cells[0].source and os.environ["WORKBENCH_RUN_USER"] == "ada"
     with pytest.raises(HTTPError) as other:
         hook(_request("/x/voila/render/admin_overview.ipynb", "rita"),
              nbformat.v4.new_notebook(), "/")

@@ -1,10 +1,11 @@
 """The dashboard kernel's side: the injected snapshot and how decisions travel.
 
 In a Voila dashboard the review service injects, as the notebook's first cell,
-``review.load_snapshot(<base64 JSON>, token=<reviewer token>)``. Decisions then go through the
-study gateway's ``/release/*`` route with the token (the kernel is sandboxed: the gateway socket is
-the only thing it can reach). ``WORKBENCH_REVIEW_DIRECT=1`` (trusted processes and tests) builds
-the snapshot in-process and talks to the airlock socket directly.
+``review.load_snapshot(<base64 JSON>)``. Decisions then go to the kernel's one socket,
+``/run/gateway.sock``: the decision relay of :mod:`workbench.review.relay`, which knows the
+reviewer and the study of this visit. The kernel holds no token or key: it says which request and
+which decision, nothing about who. ``WORKBENCH_REVIEW_DIRECT=1`` (trusted processes and tests)
+builds the snapshot in-process and talks to the airlock socket directly.
 """
 
 from __future__ import annotations
@@ -19,32 +20,24 @@ from workbench.errors import WorkbenchUserError
 _LOADED: dict = {}
 
 
-def load_snapshot(encoded: str, token: str | None = None) -> None:
+def load_snapshot(encoded: str) -> None:
     _LOADED["snapshot"] = json.loads(base64.b64decode(encoded))
-    _LOADED["token"] = token
 
 
-class GatewayActions:
-    """Decisions from a sandboxed dashboard kernel: gateway socket + reviewer token."""
-
-    def __init__(self, token: str | None):
-        self.token = token
+class RelayActions:
+    """Decisions from a sandboxed dashboard kernel, through its decision relay."""
 
     def _request(self, method: str, path: str, payload: dict | None = None):
         from workbench.release.http import UnixHTTP
 
-        if not self.token:
-            raise WorkbenchUserError("this dashboard was opened without a reviewer token: "
-                                     "decisions are not possible here", reason="unauthenticated")
         socket_path = os.environ.get("WORKBENCH_GATEWAY_SOCKET", "/run/gateway.sock")
         try:
-            return UnixHTTP(socket_path, timeout=60).json(
-                method, "/release" + path, payload,
-                {"X-Workbench-Reviewer-Token": self.token})
+            return UnixHTTP(socket_path, timeout=60).json(method, "/release" + path, payload)
         except OSError as exc:
             raise WorkbenchUserError(
-                f"the study gateway is not reachable ({type(exc).__name__}): try again later",
-                reason="gateway-unavailable") from None
+                f"decisions are not possible from this dashboard ({type(exc).__name__}: no "
+                "decision relay); reload the page, or ask the space's admin",
+                reason="relay-unavailable") from None
 
     def decide(self, request_id: str, decision: str, comment: str) -> dict:
         return self._request("POST", f"/requests/{request_id}/decision",
@@ -90,7 +83,7 @@ class ReviewContext:
 def context() -> ReviewContext:
     """The dashboard's data and actions (see the module docstring)."""
     if "snapshot" in _LOADED:
-        return ReviewContext(_LOADED["snapshot"], GatewayActions(_LOADED.get("token")))
+        return ReviewContext(_LOADED["snapshot"], RelayActions())
     if os.environ.get("WORKBENCH_REVIEW_DIRECT") == "1":
         from workbench.paths import Space
         from workbench.policy import load_policy

@@ -1,5 +1,6 @@
-"""Putting the snapshot (and the reviewer token) into a dashboard notebook before it runs: what
-the review service's Voila prelaunch hook does on every visit."""
+"""Putting the snapshot into a dashboard notebook before it runs: what the review service's Voila
+prelaunch hook does on every visit. Nothing secret goes in: the cell is code, so the audit proxy
+records it, and the kernel needs no token (decisions go through its relay)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,13 @@ import nbformat
 
 from workbench.review.snapshot import encode
 
-SANDBOX_KERNEL = "workbench-python"  # the sandbox engineer's kernelspec (provisioner: sandbox)
 
-
-def inject(notebook, snapshot: dict, token: str | None, kernel_name: str | None = None):
-    """Return ``notebook`` with a first cell that loads the snapshot. The literals are Python
-    reprs of base64/ASCII strings, so nothing in the snapshot can become code."""
+def inject(notebook, snapshot: dict, kernel_name: str | None = None):
+    """Return ``notebook`` with a first cell that loads the snapshot. The literal is the Python
+    repr of a base64 string, so nothing in the snapshot can become code."""
     cell = nbformat.v4.new_code_cell(
         "import workbench.review as _wb_review\n"
-        f"_wb_review.load_snapshot({encode(snapshot)!r}, token={token!r})")
+        f"_wb_review.load_snapshot({encode(snapshot)!r})")
     cell.metadata["tags"] = ["injected-snapshot"]
     notebook.cells.insert(0, cell)
     if kernel_name:

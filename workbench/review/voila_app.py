@@ -7,10 +7,16 @@
   to the hub's login, signed-in users without the scope get 403);
 - what runs: Voila drops every client ``execute_request`` and shows no sources or tracebacks;
   kernels start only through the sandboxed kernelspec (strict kernelspec manager: the
-  ``workbench-sandbox`` provisioner, the study's kernel uid, the audit proxy; the admin
-  overview's kernels run in a sandbox of their own with no gateway);
-- data: on each visit the prelaunch hook gathers the snapshot for the signed-in user and a
-  reviewer token, and injects both as the notebook's first cell (workbench.review.inject).
+  ``workbench-sandbox`` provisioner in dashboard mode, the audit proxy). A dashboard kernel is
+  out of the researcher's reach: it runs as the study's dashboard account (``wbr-<study>``),
+  never the study's kernel account; no workspace is mounted, it starts in the sandbox's
+  root-owned ``/`` and imports only from root-owned, read-only directories; it holds no token
+  and its one socket is a decision relay acting for this visit's reviewer
+  (workbench.review.relay). No kernel is pre-started: each belongs to one visit.
+- data: on each visit the prelaunch hook gathers the snapshot for the signed-in user and
+  injects it as the notebook's first cell (workbench.review.inject); the producing code and
+  reads in it come from the audit proxy's records (workbench.review.snapshot).
+Guarded by tests/review/test_services.py and tests/review/test_reviewer_isolation.py.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from tornado.web import HTTPError
 from traitlets.config import Config
 
 from workbench.paths import Space
+from workbench.review.services import ADMIN_SANDBOX
 
 
 class ServiceIdentityProvider(JupyterHubIdentityProvider):
@@ -41,8 +48,6 @@ class ServiceIdentityProvider(JupyterHubIdentityProvider):
 def make_prelaunch_hook(space: Space, policy_file: str, study: str | None, allowed: set[str],
                         kernel_name: str | None):
     from workbench.policy import load_policy
-    from workbench.release.service import token_key_path
-    from workbench.release.tokens import load_or_create_key, mint_token
     from workbench.review.inject import inject
     from workbench.review.snapshot import admin_snapshot, study_snapshot
 
@@ -53,15 +58,14 @@ def make_prelaunch_hook(space: Space, policy_file: str, study: str | None, allow
         user = req.current_user.username if req.current_user else None
         if not user:
             raise HTTPError(403)
-        os.environ["WORKBENCH_RUN_USER"] = user  # audit attribution of this visit's kernel
+        # This visit's kernel serves ``user`` (audit attribution, and its decision relay): Voila
+        # copies the environment into the kernel's start right after this hook, with no await
+        # between, so a concurrent visit cannot put its own user in between.
+        os.environ["WORKBENCH_RUN_USER"] = user
         if study is None:
-            return inject(notebook, admin_snapshot(space, policy_file, user), None, kernel_name)
+            return inject(notebook, admin_snapshot(space, policy_file, user), kernel_name)
         policy = load_policy(policy_file)  # re-read: revocations apply at the next visit
-        snapshot = study_snapshot(space, policy, study, user)
-        token = None
-        if snapshot.get("can_review"):
-            token = mint_token(load_or_create_key(token_key_path(space)), user, study)
-        return inject(notebook, snapshot, token, kernel_name)
+        return inject(notebook, study_snapshot(space, policy, study, user), kernel_name)
 
     return hook
 
@@ -84,11 +88,15 @@ def build_config(args) -> Config:
     c.VoilaConfiguration.strip_sources = True
     c.VoilaConfiguration.show_tracebacks = False
     c.VoilaConfiguration.file_allowlist = []  # no static file from the notebook directory
-    # Every dashboard kernel is sandboxed: the study's kernel uid and gateway for study
-    # dashboards, a study-less sandbox (WORKBENCH_STUDY=review-admin, no gateway) for the admin's.
+    c.VoilaConfiguration.preheat_kernel = False  # a kernel is one visitor's: never pooled
+    # Every dashboard kernel is sandboxed, in dashboard mode (see the module docstring): the
+    # study's dashboard account for study dashboards, the admin sandbox's for the admin's.
     from workbench.sandbox.kernelspec import KERNEL_NAME, StrictKernelSpecManager
 
     c.VoilaConfiguration.kernel_spec_manager_class = StrictKernelSpecManager
+    c.SandboxProvisioner.dashboard = True
+    c.SandboxProvisioner.data_dir = str(space.root)
+    c.SandboxProvisioner.study = args.study or ADMIN_SANDBOX
     kernel_name = KERNEL_NAME
     c.VoilaConfiguration.prelaunch_hook = make_prelaunch_hook(
         space, args.policy, args.study, allowed, kernel_name)

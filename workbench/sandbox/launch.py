@@ -40,10 +40,13 @@ def python_environment() -> tuple[str, ...]:
 @dataclass(frozen=True)
 class SandboxSpec:
     """What one sandboxed kernel gets. ``kernel_uid=None`` means the launcher is not root: the
-    kernel then runs in a user namespace as the launcher's own uid (development mode)."""
+    kernel then runs in a user namespace as the launcher's own uid (development mode).
+    ``workspace=None`` (a reviewer dashboard's kernel): no study directory is mounted and the
+    kernel starts in ``/`` of the sandbox (root-owned, read-only for it), so nothing a study
+    account wrote is on its import path."""
 
     study: str
-    workspace: Path
+    workspace: Path | None
     kernel_dir: Path  # host dir bound at KERNEL_DIR_INSIDE
     kernel_uid: int | None
     kernel_gid: int | None
@@ -124,8 +127,12 @@ def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str], seccomp_fd: int) -> lis
     argv += ["--bind", str(spec.kernel_dir), KERNEL_DIR_INSIDE]
     if spec.gateway_socket is not None:
         argv += ["--bind", str(spec.gateway_socket), GATEWAY_INSIDE]
-    workspace = str(spec.workspace)
-    argv += _parents(workspace, made) + ["--bind", workspace, workspace, "--chdir", workspace]
+    if spec.workspace is None:
+        argv += ["--chdir", "/"]
+    else:
+        workspace = str(spec.workspace)
+        argv += _parents(workspace, made) + ["--bind", workspace, workspace,
+                                             "--chdir", workspace]
     argv += ["--clearenv"]
     for key, value in spec.environment().items():
         argv += ["--setenv", key, value]

@@ -10,12 +10,20 @@ to the connection: signals are relayed, the exit code is sent back, and a closed
 the kernel. The kernel gets the server's gid so the server can reach its ZMQ sockets.
 Guarded by tests/sandbox/test_launcher.py.
 
-Protocol (JSON lines): -> {"study": S, "kernel_dir": D}  <- {"ok": true, "pid": P} | {"ok": false,
-"message": M}; then -> {"signal": N} any number of times; <- {"exit": CODE} when the kernel ends.
+A reviewer dashboard's server (``wbv-<study>``, the Voila review service) asks the same way with
+``"dashboard": true``: its kernel runs as the study's dashboard account (``wbr-<study>``), never the
+kernel account, with no workspace, in the sandbox's root-owned ``/``, and its one socket is the
+decision relay the server made in its socket directory (``relay.sock``, bound at
+``/run/gateway.sock``). Guarded by tests/review/test_reviewer_isolation.py too.
+
+Protocol (JSON lines): -> {"study": S, "kernel_dir": D[, "dashboard": true]}  <- {"ok": true,
+"pid": P} | {"ok": false, "message": M}; then -> {"signal": N} any number of times;
+<- {"exit": CODE} when the kernel ends.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -38,11 +46,31 @@ from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
 log = logging.getLogger("workbench.sandbox.launcher")
 
 SOCKET_NAME = "kernel-launcher.sock"
+RELAY_SOCKET = "relay.sock"  # a dashboard kernel's decision relay, in its socket directory
 _ALLOWED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGKILL}
 
 
 def launcher_socket(space: Space) -> Path:
     return space.run / SOCKET_NAME
+
+
+def _account(prefix: str, study: str) -> str:
+    """``accounts``' naming (at most 32 characters) for the dashboard accounts."""
+    name = f"{prefix}{study}"
+    if len(name) <= 32:
+        return name
+    digest = hashlib.sha256(study.encode()).hexdigest()[:6]
+    return f"{prefix}{study[:32 - len(prefix) - 7]}-{digest}"
+
+
+def dashboard_kernel_user(study: str) -> str:
+    """The uid of a study's reviewer-dashboard kernels (untrusted, but no researcher's)."""
+    return _account("wbr-", study)
+
+
+def dashboard_server_user(study: str) -> str:
+    """The uid of a study's review service (Voila; trusted like a study server)."""
+    return _account("wbv-", study)
 
 
 def kernel_command() -> list[str]:
@@ -77,6 +105,14 @@ def _check_kernel_dir(path: str, owners: set[int]) -> Path:
     return kernel_dir
 
 
+def _check_relay(path: Path, owner: int) -> Path:
+    """A dashboard server's decision relay: a socket it made itself in its socket directory."""
+    info = os.lstat(path)
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != owner:
+        raise WorkbenchUserError("kernel_dir/relay.sock must be a socket owned by the caller")
+    return path
+
+
 class _Session:
     """One kernel: started for one connection, killed when that connection goes away."""
 
@@ -97,19 +133,26 @@ class _Session:
         from workbench.sandbox.provisioner import check_study_id, prepare_workspace
 
         study = check_study_id(str(request.get("study", "")))
-        server_uid, server_gid = accounts.ensure_user(accounts.study_server_user(study))
+        dashboard = request.get("dashboard") is True
+        server, kernel = ((dashboard_server_user(study), dashboard_kernel_user(study)) if dashboard
+                          else (accounts.study_server_user(study),
+                                accounts.study_kernel_user(study)))
+        server_uid, server_gid = accounts.ensure_user(server)
         if peer not in (0, server_uid):
             raise WorkbenchUserError(f"uid {peer} is not the server of study {study}",
                                      reason="access-denied")
-        kernel_uid, _ = accounts.ensure_user(accounts.study_kernel_user(study))
+        kernel_uid, _ = accounts.ensure_user(kernel)
         kernel_dir = _check_kernel_dir(str(request.get("kernel_dir", "")), {peer, kernel_uid})
         # kernel uid owns its connection file; the server's group reaches the kernel's sockets
         os.chown(kernel_dir, kernel_uid, server_gid)
         os.chmod(kernel_dir, 0o770)  # noqa: S103 - kernel uid + its own server's group
         os.chown(kernel_dir / "kernel.json", kernel_uid, server_gid)
         os.chmod(kernel_dir / "kernel.json", 0o400)
-        workspace = prepare_workspace(self.space, study, kernel_uid)
-        gateway = self.space.gateway_socket(study)
+        if dashboard:  # no workspace; the server's relay is the one socket
+            workspace, gateway = None, _check_relay(kernel_dir / RELAY_SOCKET, peer)
+        else:
+            workspace = prepare_workspace(self.space, study, kernel_uid)
+            gateway = self.space.gateway_socket(study)
         spec = SandboxSpec(study=study, workspace=workspace, kernel_dir=kernel_dir,
                            kernel_uid=kernel_uid, kernel_gid=server_gid,
                            gateway_socket=gateway if gateway.exists() else None)
@@ -176,7 +219,8 @@ class LaunchedKernel:
     """The server's handle on a kernel the launcher started: a ``Popen``-like object for
     ``LocalProvisioner`` (poll, wait, send_signal, kill, terminate)."""
 
-    def __init__(self, socket_path: Path, study: str, kernel_dir: Path, timeout: float = 30):
+    def __init__(self, socket_path: Path, study: str, kernel_dir: Path, timeout: float = 30,
+                 dashboard: bool = False):
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.conn.settimeout(timeout)
         try:
@@ -185,8 +229,10 @@ class LaunchedKernel:
             self.conn.close()
             raise WorkbenchError(f"kernel launcher unreachable at {socket_path} "
                                  f"({exc.strerror}): start 'workbench sandbox launcher'") from None
-        self.conn.sendall(json.dumps({"study": study, "kernel_dir": str(kernel_dir)}).encode()
-                          + b"\n")
+        request = {"study": study, "kernel_dir": str(kernel_dir)}
+        if dashboard:
+            request["dashboard"] = True
+        self.conn.sendall(json.dumps(request).encode() + b"\n")
         self.reader = self.conn.makefile("rb")
         reply = json.loads(self.reader.readline() or b'{"ok": false, "message": "no reply"}')
         if not reply.get("ok"):

@@ -30,7 +30,12 @@ from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 from workbench.sandbox import seccomp
 from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
-from workbench.sandbox.launcher import LaunchedKernel, launcher_socket
+from workbench.sandbox.launcher import (
+    RELAY_SOCKET,
+    LaunchedKernel,
+    dashboard_kernel_user,
+    launcher_socket,
+)
 from workbench.sandbox.proxy import AuditProxy
 from workbench.sandbox.recorder import CollectorRecorder
 
@@ -84,6 +89,13 @@ class SandboxProvisioner(LocalProvisioner):
                  help="A `workbench rerun` kernel: bind the study's re-run gateway socket, whose "
                       "release route only checks outputs (nothing reaches the reviewers). "
                       "Needs direct mode; without that socket the kernel does not start.")
+    dashboard = Bool(False, config=True,
+                     help="A reviewer dashboard's kernel (Voila review services): it runs as the "
+                          "study's dashboard account (wbr-<study>), never its kernel account, "
+                          "mounts no workspace, starts in the sandbox's root-owned '/' and has "
+                          "one socket, a decision relay acting for the reviewer of this visit "
+                          "(the kernel's WORKBENCH_RUN_USER, set by the service's prelaunch "
+                          "hook; without it the kernel does not start).")
     allow_same_uid_kernel = Bool(False, config=True,
                                  help="Allow 'userns' mode, where the kernel runs as the server's "
                                       "own uid. Weaker: for development without root only.")
@@ -106,6 +118,7 @@ class SandboxProvisioner(LocalProvisioner):
     _proxy: AuditProxy | None = None
     _base: Path | None = None
     _recorder = None
+    _relay = None  # a dashboard kernel's decision relay (workbench.review.relay)
     _seccomp_fd: int | None = None  # the kernel's seccomp program, open until bwrap starts
 
     def attribute(self, msg_id: str, user: str, notebook_path: str | None = None) -> None:
@@ -138,16 +151,27 @@ class SandboxProvisioner(LocalProvisioner):
                     "mode); restart the gateway with this version of workbench.",
                     reason="rerun-unavailable")
         kernel_uid = kernel_gid = None
+        account = (dashboard_kernel_user(study) if self.dashboard
+                   else accounts.study_kernel_user(study))
+        server_env = dict(kwargs.get("env") or {})
+        if self.dashboard:
+            # this visit's reviewer, from the hook's environment of this very kernel start (the
+            # process environment may already hold the next visitor's)
+            self.run_user = server_env.get("WORKBENCH_RUN_USER", "")
+            if not self.run_user:
+                raise WorkbenchError("a dashboard kernel needs the reviewer it serves "
+                                     "(WORKBENCH_RUN_USER)")
         if self._mode == "direct":
-            kernel_uid, kernel_gid = accounts.ensure_user(accounts.study_kernel_user(study))
-            workspace = prepare_workspace(space, study, kernel_uid)
+            kernel_uid, kernel_gid = accounts.ensure_user(account)
+            workspace = None if self.dashboard else prepare_workspace(space, study, kernel_uid)
         else:
-            workspace = space.workspace(study)  # made by the launcher / the hub
+            workspace = None if self.dashboard else space.workspace(study)  # the launcher's
         outer, inner = self._directories(kernel_uid, kernel_gid)
         km.transport, km.cache_ports = "ipc", False
         km.ip = str(outer / "k")
         km.connection_file = str(outer / "kernel.json")
-        server_env = dict(kwargs.get("env") or {})
+        if self.dashboard:
+            gateway = self._start_relay(space, study, inner, account)
         kwargs = await super().pre_launch(**kwargs)
 
         info = json.loads(Path(km.connection_file).read_text())
@@ -172,8 +196,7 @@ class SandboxProvisioner(LocalProvisioner):
             "sandbox": {"direct": "bwrap-setpriv", "launcher": "bwrap-setpriv-launcher",
                         "userns": "bwrap-userns"}[self._mode],
             "seccomp_sha256": seccomp.sha256(),  # the filter this installation's bwrap loads
-            "uid": (os.getuid() if self._mode == "userns" else
-                    pwd.getpwnam(accounts.study_kernel_user(study)).pw_uid)})
+            "uid": (os.getuid() if self._mode == "userns" else pwd.getpwnam(account).pw_uid)})
         if self._proxy is None:
             self._proxy = AuditProxy(info, dict(info, ip=str(inner / "k")), context,
                                      self._recorder, self.run_user)
@@ -190,7 +213,7 @@ class SandboxProvisioner(LocalProvisioner):
         kernel_cmd = [f"{KERNEL_DIR_INSIDE}/kernel.json" if a == outer_file else a
                       for a in kwargs["cmd"]]
         if self._mode == "launcher":  # the launcher builds the command line itself
-            self._launch = (launcher_socket(space), study, inner)
+            self._launch = (launcher_socket(space), study, inner, self.dashboard)
             kwargs["cmd"] = ["workbench-kernel-launcher"]
         else:
             self._close_seccomp()
@@ -223,11 +246,22 @@ class SandboxProvisioner(LocalProvisioner):
                 return await super().launch_kernel(cmd, **kwargs)
             finally:
                 self._close_seccomp()  # bwrap holds its own copy
-        socket_path, study, inner = self._launch
-        self.process = LaunchedKernel(socket_path, study, inner)
+        socket_path, study, inner, dashboard = self._launch
+        self.process = LaunchedKernel(socket_path, study, inner, dashboard=dashboard)
         self.pid, self.pgid = self.process.pid, None  # signals go through the launcher
         self.cwd = "/"
         return self.connection_info
+
+    def _start_relay(self, space: Space, study: str, inner: Path, account: str) -> Path:
+        """The dashboard kernel's one socket (bound at /run/gateway.sock): decisions, for this
+        visit's reviewer only. Kept across restarts, like the audit proxy."""
+        from workbench.review.relay import DecisionRelay
+
+        path = inner / RELAY_SOCKET
+        if self._relay is None:
+            uid = None if self._mode == "userns" else pwd.getpwnam(account).pw_uid
+            self._relay = DecisionRelay(path, study, self.run_user, uid, space=space)
+        return path
 
     def _close_seccomp(self) -> None:
         if self._seccomp_fd is not None:
@@ -259,6 +293,9 @@ class SandboxProvisioner(LocalProvisioner):
                 except Exception as exc:
                     self.log.error("kernel %s: cleanup not recorded: %s", self.kernel_id, exc)
         finally:  # even when cancelled half-way: no socket directories left behind
+            if self._relay is not None:
+                self._relay.stop()
+                self._relay = None
             if self._recorder is not None:
                 self._recorder.close()
                 self._recorder = None

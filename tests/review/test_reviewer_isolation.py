@@ -1,0 +1,232 @@
+"""The reviewer's side is out of the researcher's reach (issue 22 item 7).
+
+A malicious researcher controls everything their study kernel can write: the study workspace.
+These tests plant modules there (named like libraries the dashboards import, the kernel's own
+extension, ``sitecustomize``) and then open a dashboard exactly as the review service does (its
+hub service description, its Voila configuration and prelaunch hook, a real sandboxed kernel):
+no planted module may run, the dashboard kernel must not run as the study's kernel account nor
+start in, or import from, anything a study account can write, and no reviewer token or service
+secret may be reachable from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+from workbench import accounts
+from workbench.review import voila_app
+from workbench.review.services import hub_services
+from workbench.sandbox.launcher import dashboard_kernel_user
+from workbench.sandbox.provisioner import prepare_workspace
+
+pytestmark = pytest.mark.slow
+
+STUDY = "cml-tki"
+DASHBOARDS = Path(__file__).parents[2] / "notebooks" / "dashboards"
+# Each planted file writes a marker named after itself into the workspace when it is imported.
+PLANTED = ("ipywidgets.py", "pandas.py", "workbench_kernel.py", "sitecustomize.py",
+           "usercustomize.py", "ipykernel_launcher.py")
+STEAL = '''
+import json as _j, os as _o, sys as _s
+_ctx = _s.modules.get("workbench.review.context")
+_loaded = getattr(_ctx, "_LOADED", {{}}) if _ctx else {{}}
+with open({marker!r}, "w") as _f:
+    _f.write(_j.dumps({{"uid": _o.getuid(), "token": _loaded.get("token"),
+                       "env": dict(_o.environ)}}))
+# then step aside for the real module, so the dashboard works and nothing looks wrong
+_here = _o.path.dirname(_o.path.abspath(__file__))
+_s.path[:] = [p for p in _s.path if _o.path.abspath(p or ".") != _here]
+if __name__ == "__main__":
+    import runpy as _r
+    _r.run_module(__spec__.name, run_name="__main__", alter_sys=True)
+else:
+    import importlib as _i
+    del _s.modules[__name__]
+    _s.modules[__name__] = _i.import_module(__name__)
+'''
+PROBE = r'''
+import json, os, stat, sys
+def owners(path):
+    path = os.path.abspath(path or os.getcwd())
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    chain = []
+    while True:
+        info = os.stat(path)
+        chain.append([path, info.st_uid, stat.S_IMODE(info.st_mode)])
+        if path == "/":
+            return chain
+        path = os.path.dirname(path)
+_loaded = sys.modules["workbench.review.context"]._LOADED
+print("PROBE" + json.dumps({"uid": os.getuid(), "cwd": os.getcwd(), "env": dict(os.environ),
+                            "token": _loaded.get("token"),
+                            "path": {p: owners(p) for p in sys.path}}))
+'''
+
+
+@pytest.fixture(scope="module")
+def service(review_env):
+    if not accounts.is_root():
+        pytest.fail("the isolation tests run as root (per-study accounts and the sandbox)")
+    services, _ = hub_services(review_env.policy, review_env.space, review_env.policy_file)
+    return next(s for s in services if s["name"] == f"review-{STUDY}")
+
+
+@pytest.fixture
+def planted(review_env):
+    """What a researcher's kernel leaves in the study workspace (owned by its kernel account)."""
+    kernel_uid, server_gid = accounts.ensure_user(accounts.study_kernel_user(STUDY))
+    workspace = prepare_workspace(review_env.space, STUDY, kernel_uid)
+    made = []
+    for name in PLANTED:
+        path = workspace / name
+        path.write_text(STEAL.format(marker=str(workspace / f"stolen-{name}.json")))
+        os.chown(path, kernel_uid, server_gid)
+        made.append(path)
+    pth = workspace / "planted.pth"
+    pth.write_text(f"import os; open({str(workspace / 'stolen-pth.json')!r}, 'w').write('{{}}')\n")
+    os.chown(pth, kernel_uid, server_gid)
+    made.append(pth)
+    yield workspace
+    for path in made + sorted(workspace.glob("stolen-*.json")):
+        path.unlink(missing_ok=True)
+
+
+def _args(service) -> types.SimpleNamespace:
+    command = service["command"]
+
+    def option(name):
+        return command[command.index(name) + 1] if name in command else None
+
+    return types.SimpleNamespace(notebooks=option("--notebooks"), data_dir=option("--data-dir"),
+                                 policy=option("--policy"), study=option("--study"),
+                                 dashboards=option("--dashboards"))
+
+
+def _visit(service, reviewer: str, extra_cells=()):
+    """Open the release queue as the review service does for ``reviewer``: its environment, its
+    Voila configuration (kernelspec manager, provisioner settings, prelaunch hook), a sandboxed
+    kernel; then run ``extra_cells`` in that kernel. Returns (notebook, kernel manager)."""
+    args = _args(service)
+    config = voila_app.build_config(args)
+    ksm = config.VoilaConfiguration.kernel_spec_manager_class(
+        kernel_dirs=[os.path.join(service["environment"]["JUPYTER_PATH"], "kernels")])
+    notebook = nbformat.read(Path(args.notebooks) / "release_queue.ipynb", as_version=4)
+    request = types.SimpleNamespace(
+        request=types.SimpleNamespace(path=f"/services/review-{STUDY}/voila/render/"
+                                           "release_queue.ipynb"),
+        current_user=types.SimpleNamespace(username=reviewer))
+    saved = dict(os.environ)
+    os.environ.update(service["environment"])
+    os.environ["JUPYTERHUB_API_TOKEN"] = "service-secret-canary"  # noqa: S105 - a canary
+    try:
+        notebook = config.VoilaConfiguration.prelaunch_hook(request, notebook, args.notebooks)
+        for source in extra_cells:
+            notebook.cells.append(nbformat.v4.new_code_cell(source))
+        km = KernelManager(kernel_name=notebook.metadata["kernelspec"]["name"],
+                           kernel_spec_manager=ksm, config=config)
+        client = NotebookClient(notebook, km=km, timeout=120, store_widget_state=True,
+                                allow_errors=True,
+                                resources={"metadata": {"path": args.notebooks}})
+        try:
+            client.execute(env=dict(os.environ))
+        finally:
+            if km.has_kernel:  # nbclient leaves a kernel it did not start running
+                km.shutdown_kernel(now=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return notebook
+
+
+def _text(output) -> str:
+    if output["output_type"] == "error":
+        return f"{output['ename']}: {output['evalue']}"
+    return output.get("text", "") or json.dumps(output.get("data", {}))
+
+
+def _outputs(nb) -> str:
+    return "\n".join(_text(o) for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []))
+
+
+def _widget_text(nb) -> str:
+    state = nb.metadata.get("widgets", {}).get(
+        "application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    return "\n".join(str(m.get("state", {}).get("value", "")) for m in state.values())
+
+
+def _probe(nb) -> dict:
+    text = _outputs(nb)
+    assert "PROBE" in text, text[-2000:]
+    return json.loads(text.split("PROBE", 1)[1].splitlines()[0])
+
+
+def test_a_module_planted_in_the_study_workspace_never_runs_in_a_dashboard(
+        review_env, service, planted):
+    nb = _visit(service, "rita", [PROBE])
+    stolen = sorted(p.name for p in planted.glob("stolen-*.json"))
+    assert stolen == [], f"planted modules ran in the reviewer's kernel: {stolen}"
+    assert "by_tki" in _widget_text(nb)  # the dashboard itself worked
+    probe = _probe(nb)
+    study_uid = pwd.getpwnam(accounts.study_kernel_user(STUDY)).pw_uid
+    assert probe["uid"] == pwd.getpwnam(dashboard_kernel_user(STUDY)).pw_uid
+    assert probe["uid"] not in (0, study_uid)
+    assert probe["cwd"] == "/"
+    assert not any(p and p.startswith(str(review_env.space.study_dir(STUDY)))
+                   for p in probe["path"])
+
+
+def test_the_dashboard_import_path_is_writable_by_nobody_else(review_env, service):
+    """Every directory on the dashboard kernel's sys.path (and each of its parents) is owned by
+    root and writable by no group or other account: no study account can put a module there."""
+    probe = _probe(_visit(service, "rita", [PROBE]))
+    bad = [(entry, path, owner, oct(mode)) for entry, chain in probe["path"].items()
+           for path, owner, mode in chain if owner != 0 or mode & 0o022]
+    assert bad == []
+
+
+def test_no_token_or_service_secret_is_reachable_from_the_dashboard_kernel(service):
+    nb = _visit(service, "rita", [PROBE, "print('CELLS', [c for c in In if 'token' in c])"])
+    probe = _probe(nb)
+    assert probe["token"] is None
+    assert "JUPYTERHUB_API_TOKEN" not in probe["env"]
+    assert not any("TOKEN" in key or "SECRET" in key for key in probe["env"])
+    assert "token=" not in _outputs(nb).split("CELLS", 1)[1]
+
+
+
+DECIDE = '''
+from workbench.release.http import UnixHTTP
+import workbench.review as review
+try:
+    print("DECIDED", review.context().decide({rid!r}, "approve")["state"])
+except Exception as exc:
+    print("REFUSED", type(exc).__name__, exc)
+# a kernel naming someone else: the relay takes nothing but the request and the decision
+status, body, _ = UnixHTTP("/run/gateway.sock").request(
+    "POST", "/release/requests/{rid}/decision", {{"decision": "approve"}},
+    {{"X-Workbench-Actor": "rita", "X-Workbench-Reviewer-Token": "forged",
+      "X-Workbench-Study": "lonely"}})
+print("AS-RITA", status, body.decode()[:300])
+'''
+
+
+def test_decisions_travel_through_the_relay_for_this_visits_reviewer_only(review_env, service):
+    rid = review_env.model["id"]
+    out = _outputs(_visit(service, "olga", [DECIDE.format(rid=rid)]))  # not cml-tki's reviewer
+    assert "REFUSED WorkbenchUserError" in out and "may not review-release" in out, out
+    assert "AS-RITA 403" in out and "may not review-release" in out.split("AS-RITA", 1)[1]
+    out = _outputs(_visit(service, "remy", [DECIDE.format(rid=rid)]))
+    assert "DECIDED reviewed" in out, out
+    # the kernel named rita; the airlock saw remy, who had just approved
+    assert "AS-RITA 409" in out and "you already approved" in out.split("AS-RITA", 1)[1], out
