@@ -70,3 +70,28 @@ def test_a_result_signed_by_another_key_holder_is_refused(airlock, space, federa
     with pytest.raises(WorkbenchUserError) as refused:
         _check(airlock, federation.kaplan_meier("time", "status"), "km")
     assert refused.value.reason == "unverified-result"
+
+
+def test_a_cox_fit_with_the_kernels_own_coefficients_is_refused(signed_airlock, federation):
+    from workbench.errors import WorkbenchUserError
+
+    cox = federation.cox_ph("time", "status", covariates=["age", "sex"])
+    cox.params_.iloc[1] = -2.0  # a stronger effect than the signed round gives
+    cox.summary.loc["sex", "coef"] = -2.0
+    with pytest.raises(WorkbenchUserError) as err:
+        _check(signed_airlock, cox, "cox_edited")
+    assert "coefficients differ" in str(err.value)
+
+
+def test_a_result_signed_for_another_view_is_refused(signed_airlock, federation):
+    from workbench.errors import WorkbenchUserError
+
+    fed = Federation(federation.coordinator.partitions, min_cell_count=10,
+                     keyholder=federation.coordinator.keyholder,
+                     public_keys=federation.coordinator.keys,
+                     context={"study": "cml-tki", "view": "lung_survival",
+                              "request_id": "sr-view"})
+    km = fed.kaplan_meier("time", "status")
+    with pytest.raises(WorkbenchUserError) as err:
+        _check(signed_airlock, km, "km_other_view")  # the request names cml_cohort
+    assert "another view" in str(err.value)

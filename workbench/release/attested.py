@@ -49,6 +49,9 @@ def output_from_payload(payload: dict, study: str, space: Space) -> Output:
     view = payload.get("view")
     if view is not None and not isinstance(view, str):
         raise WorkbenchUserError("'view' must be a view id")
+    if body.get("view") and view is not None and view != body["view"]:
+        raise _refuse("was made on another view than the one the request names")
+    view = body.get("view") or view
     build = _BUILDERS.get(body["op"])
     if build is None or not isinstance(body["result"], dict):
         raise _refuse(f"covers an operation the airlock cannot release ({str(body['op'])[:40]})")
@@ -57,9 +60,28 @@ def output_from_payload(payload: dict, study: str, space: Space) -> Output:
     except (KeyError, IndexError, TypeError, ValueError):
         raise _refuse("holds a result of an unexpected shape") from None
     output.view = view
+    if body.get("spec") is not None and body["op"] in ("cox_ph", "logistic_regression"):
+        _check_coefficients(body, output)
     output.attested = {"op": body["op"], "request_id": str(body["request_id"])[:80],
                        "key_id": key_id(verify_key), "spec_sha256": body["spec_sha256"]}
     return output
+
+
+def _check_coefficients(body: dict, output: Output) -> None:
+    """The fit's coefficients are the signed round's plus its Newton step (the coordinator's
+    last step, coordinator._newton): a kernel's own coefficients do not pass."""
+    result = body["result"]
+    try:
+        beta = np.asarray(body["spec"]["beta"], dtype=float)
+        step = np.linalg.solve(-np.asarray(result["hessian"], dtype=float),
+                               np.asarray(result["gradient"], dtype=float))
+    except (KeyError, TypeError, ValueError, np.linalg.LinAlgError):
+        raise _refuse("holds a model round of an unexpected shape") from None
+    params = pd.to_numeric(output.model.params["coef"], errors="coerce").to_numpy(dtype=float) \
+        if "coef" in output.model.params.columns else None
+    if params is None or params.shape != beta.shape or \
+            not np.allclose(params, beta + step, rtol=1e-6, atol=1e-9):
+        raise _refuse("does not match the fit: its coefficients differ from the signed round's")
 
 
 def _labels(result: dict, size: int) -> list[str]:

@@ -29,6 +29,10 @@ DOMAIN = b"workbench-release-attestation-v1\n"  # a signature means nothing outs
 KEY_FILE, PUB_FILE = "release.key", "release.pub"
 BODY_FIELDS = frozenset({"study", "request_id", "op", "kind", "spec_sha256", "result",
                          "checks"})
+# The view the result describes and the public spec (its levels, grid, for a model the
+# coefficients of the round): the key holder signs them too, so the airlock can check the
+# view a request names and a model's final coefficients.
+OPTIONAL_FIELDS = frozenset({"view", "spec"})
 
 
 def canonical(body: dict) -> bytes:
@@ -51,7 +55,8 @@ def verify(attestation, verify_key: VerifyKey) -> dict:
     try:
         body = attestation["body"]
         signature = base64.b64decode(attestation["signature"], validate=True)
-        if not isinstance(body, dict) or set(body) != BODY_FIELDS:
+        if not isinstance(body, dict) or not BODY_FIELDS <= set(body) <= BODY_FIELDS | \
+                OPTIONAL_FIELDS:
             raise ValueError
         verify_key.verify(DOMAIN + canonical(body), signature)
     except (KeyError, TypeError, ValueError, BadSignatureError):
