@@ -112,15 +112,22 @@ def review_env():
 
 
 def _populate(env):
-    """A cell-execution record as the audit proxy writes it, then requests in several states."""
+    """A study kernel's start and a cell-execution record as the provisioner and the audit proxy
+    write them; requests in several states made while that cell ran; then its completion."""
     import hashlib
     from datetime import UTC, datetime
 
+    from workbench import accounts
+
+    provenance = ProvenanceClient(env.space.collector_socket)
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    provenance.append("kernel-lifecycle", {
+        "study": "cml-tki", "kernel_id": "k-1", "user": "alice", "event": "start",
+        "status": "ok", "uid": accounts.ensure_user(accounts.study_kernel_user("cml-tki"))[0]})
     code = "km = wb.secure.kaplan_meier('cml_cohort', time='days', event='progressed')"
-    ProvenanceClient(env.space.collector_socket).append("cell-execution", {
-        "study": "cml-tki", "user": "alice", "kernel_id": "k-1", "msg_id": "m-1",
-        "code_sha256": hashlib.sha256(code.encode()).hexdigest(), "code": code,
-        "status": "submitted", "started": datetime.now(UTC).isoformat().replace("+00:00", "Z")})
+    cell = {"study": "cml-tki", "user": "alice", "kernel_id": "k-1", "msg_id": "m-1",
+            "code_sha256": hashlib.sha256(code.encode()).hexdigest(), "started": now}
+    provenance.append("cell-execution", {**cell, "code": code, "status": "submitted"})
     kernel = UnixHTTP(airlock_socket(env.space), headers={
         "X-Workbench-Actor": "wbk-cml-tki", "X-Workbench-Study": "cml-tki",
         "X-Workbench-Kernel": "k-1", "X-Workbench-Msg-Id": "m-1"})
@@ -139,3 +146,4 @@ def _populate(env):
     env.pending = create(table, "by_tki", view="cml_cohort")
     env.failed = create(pd.DataFrame({"tki": ["x", "y"], "n": [40, 3]}), "small", view="cml_cohort")
     env.model = create(CoxPHFitter().fit(rossi, "week", "arrest"), "cox", view="cml_cohort")
+    provenance.append("cell-execution", {**cell, "status": "ok", "ended": now})

@@ -110,19 +110,28 @@ def evidence_html(evidence: dict) -> str:
 
 
 def code_html(producing: dict | None, evidence: dict) -> str:
-    prov = evidence.get("provenance", {})
-    head = (f"<p>kernel {esc(prov.get('kernel_id'))}, cell message {esc(prov.get('msg_id'))}"
-            f"; the kernel says it ran for {esc(evidence.get('claimed_user'))} (a claim)</p>")
-    if not producing:
-        return head + "<p>no provenance records were found for this kernel.</p>"
+    """The producing cells and reads as the audit proxy recorded them (snapshot.producing_cells);
+    what the kernel claimed is shown only as a claim."""
+    if not producing or producing.get("status") == "not-found":
+        note = (producing or {}).get("note") or "the provenance log could not be read"
+        return f"<p><b>producing code not found:</b> {esc(note)}.</p>"
+    head = ""
+    if producing["status"] == "ambiguous":
+        head = f"<p><b>ambiguous:</b> {esc(producing['note'])}.</p>"
+    elif not producing.get("claim_matches", True):
+        head = f"<p><b>the kernel's claim does not match:</b> {esc(producing['note'])}.</p>"
+    head += (f"<p>the kernel says it ran for {esc(evidence.get('claimed_user'))} (a claim); "
+             "cells and reads below are the audit proxy's records</p>")
     cells = "".join(
         f"<p>cell record <code>{esc(c['id'][:16])}</code> at {esc(c['ts'])} by "
-        f"{esc(c['user'])} ({esc(c['status'])})</p><pre>{esc(c['code'])}</pre>"
-        for c in producing.get("cells", []))
+        f"{esc(c['user'])} in kernel {esc(c['kernel_id'])} ({esc(c['status'])})</p>"
+        f"<pre>{esc(c['code'])}</pre>" for c in producing.get("cells", []))
     reads = "".join(f"<li>{esc(r['kind'])} {esc(r['view'])} ({esc(r['rows'])} rows) "
-                    f"<code>{esc(r['id'][:16])}</code> {esc(r['ts'])}</li>"
-                    for r in producing.get("reads", []))
-    return head + cells + (f"<h5>reads by this kernel</h5><ul>{reads}</ul>" if reads else "")
+                    f"<code>{esc(r['id'][:16])}</code> {esc(r['ts'])}"
+                    + (" (another kernel of the study was running too)" if r["shared"] else "")
+                    + "</li>" for r in producing.get("reads", []))
+    return head + cells + (f"<h5>reads while these cells ran</h5><ul>{reads}</ul>"
+                           if reads else "")
 
 
 def diff_html(request: dict, released: list[dict]) -> str:

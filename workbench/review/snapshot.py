@@ -2,17 +2,31 @@
 collector's reader): release requests with evidence from the airlock, the producing cells and
 reads from the provenance log, the log's verification, and for admins the policy and usage.
 
+The producing code and reads come from the audit proxy's own records, never from the kernel and
+message ids the kernel put in its release request (it sets them and could name any cell): the
+airlock's record of the request fixes *when* it arrived in the log, and the cell that was running
+in one of the study's kernels at that moment (its ``submitted`` record before, its completion
+after) is the producing cell. Only records the audit proxy wrote count (writer root or the study
+server's account, for a kernel the provisioner recorded as the study kernel account's); a
+dashboard kernel's cells never do. When no cell or several were running, the reviewer is told so
+plainly, and a claim that disagrees with the records is shown as such.
+Guarded by tests/review/test_snapshot.py.
+
 The snapshot holds aggregate outputs and code, never rows: the same things a reviewer is shown.
 """
 
 from __future__ import annotations
 
 import json
+import pwd
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from workbench import accounts
 from workbench.paths import Space
 from workbench.policy.access import decide
+from workbench.provenance.reader import ProvenanceRecord
 from workbench.release.airlock import airlock_socket
 from workbench.release.http import UnixHTTP
 
@@ -62,29 +76,103 @@ def provenance_view(space: Space, study: str, requests: list[dict]) -> dict:
     timeline = [{"seq": r.seq, "id": r.id, "ts": r.ts, "kind": r.kind,
                  "user": r.fields.get("reviewer") or r.fields.get("user") or "",
                  "summary": _summary(r)} for r in records[-MAX_TIMELINE:]]
-    producing = {}
-    for req in requests:
-        prov = req.get("evidence", {}).get("provenance", {})
-        kernel, msg = prov.get("kernel_id"), prov.get("msg_id")
-        cells = [r for r in records if r.kind == "cell-execution" and kernel
-                 and r.fields.get("kernel_id") == kernel and r.ts <= req["created_at"]
-                 .replace("+00:00", "Z")]
-        exact = [r for r in cells if r.fields.get("msg_id") == msg]
-        chosen = (cells[-CELLS_PER_REQUEST:] if not exact
-                  else [r for r in cells if r.seq <= exact[-1].seq][-CELLS_PER_REQUEST:])
-        reads = [r for r in records if r.kind in ("view-read", "he-decryption") and kernel
-                 and r.fields.get("kernel_id") == kernel]
-        producing[req["id"]] = {
-            "cells": [{"id": r.id, "ts": r.ts, "user": r.fields.get("user"),
-                       "msg_id": r.fields.get("msg_id"), "status": r.fields.get("status"),
-                       "code": r.fields.get("code", "(code not recorded)")} for r in chosen],
-            "reads": [{"id": r.id, "ts": r.ts, "kind": r.kind, "view": r.fields.get("view"),
-                       "rows": r.fields.get("rows")} for r in reads],
-        }
+    executions = study_executions(records, study)
+    producing = {req["id"]: producing_cells(
+        records, executions, req["id"], req.get("evidence", {}).get("provenance", {}))
+        for req in requests}
     return {"available": True, "timeline": timeline, "producing": producing,
             "verification": {"ok": report.ok, "summary": report.summary(),
                              "records": report.records, "signed_heads": report.signed_heads,
                              "unsigned_tail": report.unsigned_tail, "checked_at": _now()}}
+
+
+@dataclass
+class Execution:
+    """One execute_request in a study kernel, as the audit proxy recorded it."""
+
+    kernel_id: str
+    msg_id: str
+    submitted: ProvenanceRecord
+    completed: ProvenanceRecord | None = None
+
+    def running_at(self, seq: int) -> bool:
+        return self.submitted.seq < seq and (self.completed is None or self.completed.seq > seq)
+
+
+def study_executions(records, study: str) -> list[Execution]:
+    """The study kernels' cells, from the audit proxy's records only: written by root or the
+    study server's account, in a kernel whose start the provisioner recorded with the study
+    kernel account's uid (a dashboard kernel runs as another account and is left out)."""
+    trusted = {"root", accounts.study_server_user(study)}
+    try:
+        kernel_uid = pwd.getpwnam(accounts.study_kernel_user(study)).pw_uid
+    except KeyError:  # never created: no study kernel ever ran here
+        return []
+    kernels = {r.fields.get("kernel_id") for r in records
+               if r.kind == "kernel-lifecycle" and r.writer.get("user") in trusted
+               and r.fields.get("event") in ("start", "restart")
+               and r.fields.get("uid") == kernel_uid}
+    found: dict[tuple[str, str], Execution] = {}
+    for r in records:
+        if (r.kind != "cell-execution" or r.writer.get("user") not in trusted
+                or r.fields.get("kernel_id") not in kernels):
+            continue
+        key = (r.fields["kernel_id"], r.fields.get("msg_id", ""))
+        if r.fields.get("status") == "submitted":
+            found.setdefault(key, Execution(*key, submitted=r))
+        elif key in found and found[key].completed is None:
+            found[key].completed = r
+    return sorted(found.values(), key=lambda e: e.submitted.seq)
+
+
+def _cell(e: Execution) -> dict:
+    r = e.submitted
+    return {"id": r.id, "ts": r.ts, "user": r.fields.get("user"), "kernel_id": e.kernel_id,
+            "msg_id": e.msg_id, "status": (e.completed or r).fields.get("status"),
+            "code": r.fields.get("code", "(code not recorded)")}
+
+
+def producing_cells(records, executions: list[Execution], request_id: str,
+                    claimed: dict) -> dict:
+    """The cell that was running in a study kernel when the airlock recorded ``request_id``,
+    with that kernel's earlier cells and the reads made while they ran. ``claimed``: the
+    kernel and message ids the kernel put in its request, only ever compared with the records.
+    ``status``: ``resolved``, ``ambiguous`` (several cells were running) or ``not-found``."""
+    arrival = next((r for r in records if r.kind == "release-request"
+                    and r.writer.get("user") in ("root", accounts.AIRLOCK)
+                    and r.fields.get("request_id") == request_id), None)
+    claim = {"kernel_id": claimed.get("kernel_id"), "msg_id": claimed.get("msg_id")}
+    if arrival is None:
+        return {"status": "not-found", "claimed": claim, "cells": [], "reads": [],
+                "note": "the provenance log holds no record of this request's arrival, so the "
+                        "cell that produced it is not known"}
+    running = [e for e in executions if e.running_at(arrival.seq)]
+    if not running:
+        return {"status": "not-found", "claimed": claim, "cells": [], "reads": [],
+                "note": "no cell of this study's kernels was running when the request arrived "
+                        "(per the audit proxy's records), so the code that produced it is not "
+                        "known"}
+    if len(running) > 1:
+        return {"status": "ambiguous", "claimed": claim, "cells": [_cell(e) for e in running],
+                "reads": [],
+                "note": f"{len(running)} cells of this study's kernels were running when the "
+                        "request arrived: any of them may have produced it"}
+    producer = running[0]
+    earlier = [e for e in executions if e.kernel_id == producer.kernel_id
+               and e.submitted.seq <= producer.submitted.seq][-CELLS_PER_REQUEST:]
+    reads = [r for r in records if r.kind in ("view-read", "he-decryption")
+             and r.seq < arrival.seq and any(e.running_at(r.seq) for e in earlier)]
+    matches = claim == {"kernel_id": producer.kernel_id, "msg_id": producer.msg_id}
+    note = ("" if matches else
+            f"the kernel claimed cell {claim['msg_id']} of kernel {claim['kernel_id']}; the audit "
+            f"proxy's records show cell {producer.msg_id} of kernel {producer.kernel_id}")
+    return {"status": "resolved", "claimed": claim, "claim_matches": matches, "note": note,
+            "cells": [_cell(e) for e in earlier],
+            "reads": [{"id": r.id, "ts": r.ts, "kind": r.kind, "view": r.fields.get("view"),
+                       "rows": r.fields.get("rows"),
+                       # another kernel of the study was running too: the read may be its
+                       "shared": any(e.running_at(r.seq) for e in executions
+                                     if e.kernel_id != producer.kernel_id)} for r in reads]}
 
 
 def study_snapshot(space: Space, policy, study: str, viewer: str) -> dict:
