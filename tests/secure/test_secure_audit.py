@@ -128,3 +128,15 @@ def test_the_ledger_survives_a_restart_and_repeats_cost_nothing(tmp_path):
     with pytest.raises(ReleaseRefused):
         again.check("s", "count", {"by": []}, {"counts": [43]}, 10)
     again.check("other-study", "count", {"by": []}, {"counts": [43]}, 10)
+
+
+def test_a_study_past_its_rounds_for_the_day_is_refused(tmp_path):
+    frame = pd.DataFrame({"a": ["x", "y"] * 20})
+    parts = {"h0": frame.iloc[::2], "h1": frame.iloc[1::2]}
+    fed = Federation(parts, min_cell_count=5, context={"study": "busy"})
+    fed.thresholds["max_rounds_per_day"] = 2
+    fed.coordinator.thresholds["max_rounds_per_day"] = 2
+    assert fed.count() == 40 and fed.count() == 40
+    with pytest.raises(ReleaseRefused) as err:
+        fed.count()
+    assert err.value.rule == "round-budget"

@@ -47,6 +47,10 @@ class Thresholds(_Model):
     min_cell_count: int = Field(default=10, ge=1,
                                 description="smallest count a released cell may have")
     dominance: Dominance = Dominance()
+    max_rounds_per_day: int = Field(
+        default=2000, ge=1, description="secure rounds the study may have decrypted per UTC day "
+                                        "(a Cox fit takes one per Newton step): a cap on "
+                                        "differencing by repetition")
 
 
 class Resources(_Model):

@@ -27,6 +27,7 @@ import itertools
 import json
 import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,8 @@ class ReleaseAudit:
             db.execute("CREATE TABLE IF NOT EXISTS released (scope TEXT NOT NULL, "
                        "cells TEXT NOT NULL)")
             db.execute("CREATE INDEX IF NOT EXISTS released_scope ON released (scope)")
+            db.execute("CREATE TABLE IF NOT EXISTS rounds (study TEXT NOT NULL, day TEXT NOT "
+                       "NULL, n INTEGER NOT NULL, PRIMARY KEY (study, day))")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -195,6 +198,21 @@ class ReleaseAudit:
                                    "already released.")
             db.execute("INSERT INTO released (scope, cells) VALUES (?, ?)",
                        (scope, json.dumps([[p, n] for p, n in new])))
+
+    def count_round(self, study: str, limit: int) -> None:
+        """One more decrypted round for ``study`` today (UTC), or ``round-budget`` past
+        ``limit``: repetition, the raw material of differencing, is capped."""
+        day = datetime.now(UTC).date().isoformat()
+        with self._lock, self._connect() as db:
+            row = db.execute("SELECT n FROM rounds WHERE study = ? AND day = ?",
+                             (study, day)).fetchone()
+            if row and row[0] >= limit:
+                raise ReleaseRefused("round-budget", f"this study has had its {limit} secure "
+                                                     "rounds for today (UTC). Reuse released "
+                                                     "results, or ask the admin to raise "
+                                                     "max_rounds_per_day.")
+            db.execute("INSERT INTO rounds (study, day, n) VALUES (?, ?, 1) ON CONFLICT "
+                       "(study, day) DO UPDATE SET n = n + 1", (study, day))
 
     def released(self, scope: str) -> int:
         with self._connect() as db:

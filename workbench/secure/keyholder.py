@@ -108,6 +108,12 @@ class KeyHolder:
                 "min-holders", f"{len(signed)} holder(s) contributed; a pooled result "
                                f"needs at least {thresholds.min_holders}, so no single holder's "
                                "contribution is ever decrypted.")
+        try:
+            self.audit.count_round(str((header.get("context") or {}).get("study")
+                                       or "in-process"), thresholds.max_rounds_per_day)
+        except release.ReleaseRefused as exc:
+            self._record(header, thresholds, "refused", exc.rule, len(blobs))
+            raise
         from workbench.secure.nodes import slots
 
         if kind not in ops.KINDS:

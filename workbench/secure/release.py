@@ -37,6 +37,7 @@ class Thresholds:
     dominance_n: int = 2
     dominance_k: float = 0.85
     min_holders: int = 2
+    max_rounds_per_day: int = 2000  # secure rounds one study may have decrypted per UTC day
 
     @classmethod
     def from_dict(cls, data: dict | None, floor: int = 1) -> Thresholds:
@@ -48,11 +49,13 @@ class Thresholds:
             raise WorkbenchUserError("dominance must be (n, k) with n >= 1 and 0 < k <= 1 "
                                      "(or k a percentage).", reason="bad-thresholds")
         return cls(max(int(data.get("min_cell_count", 10)), floor, 1), n, k,
-                   max(int(data.get("min_holders", 2)), 2))
+                   max(int(data.get("min_holders", 2)), 2),
+                   max(int(data.get("max_rounds_per_day", 2000)), 1))
 
     def to_dict(self) -> dict:
         return {"min_cell_count": self.min_cell_count,
-                "dominance": [self.dominance_n, self.dominance_k], "min_holders": self.min_holders}
+                "dominance": [self.dominance_n, self.dominance_k], "min_holders": self.min_holders,
+                "max_rounds_per_day": self.max_rounds_per_day}
 
 
 def dominance_pair(value) -> tuple[int, float]:
