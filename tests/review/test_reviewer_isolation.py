@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
+import tempfile
 import types
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from nbclient import NotebookClient
 from workbench import accounts
 from workbench.review import voila_app
 from workbench.review.services import hub_services
-from workbench.sandbox.launcher import dashboard_kernel_user
+from workbench.sandbox.launcher import dashboard_kernel_user, dashboard_server_user
 from workbench.sandbox.provisioner import prepare_workspace
 
 pytestmark = pytest.mark.slow
@@ -112,10 +114,37 @@ def _args(service) -> types.SimpleNamespace:
                                  dashboards=option("--dashboards"))
 
 
+VISIT_AS = """
+import importlib.util, json, sys
+import nbformat
+spec = importlib.util.spec_from_file_location("isolation", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+nb = module._visit(json.loads(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]))
+sys.stdout.write("NOTEBOOK" + nbformat.writes(nb))
+"""
+
+
+def _visit_as(account: str, service, reviewer: str, extra_cells=()):
+    """:func:`_visit` in a process of ``account`` (the hub runs the service so)."""
+    import subprocess
+    import sys
+
+    uid, gid = accounts.ensure_user(account)
+    done = subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
+         sys.executable, "-c", VISIT_AS, __file__, json.dumps(service), reviewer,
+         json.dumps(list(extra_cells))],
+        capture_output=True, text=True, timeout=300, check=False, cwd="/",
+        env={"PATH": os.environ["PATH"], "HOME": service["environment"]["HOME"]})
+    assert "NOTEBOOK" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    return nbformat.reads(done.stdout.split("NOTEBOOK", 1)[1], as_version=4)
+
+
 def _visit(service, reviewer: str, extra_cells=()):
     """Open the release queue as the review service does for ``reviewer``: its environment, its
     Voila configuration (kernelspec manager, provisioner settings, prelaunch hook), a sandboxed
-    kernel; then run ``extra_cells`` in that kernel. Returns (notebook, kernel manager)."""
+    kernel; then run ``extra_cells`` in that kernel. Returns the executed notebook."""
     args = _args(service)
     config = voila_app.build_config(args)
     ksm = config.VoilaConfiguration.kernel_spec_manager_class(
@@ -230,3 +259,95 @@ def test_decisions_travel_through_the_relay_for_this_visits_reviewer_only(review
     assert "DECIDED reviewed" in out, out
     # the kernel named rita; the airlock saw remy, who had just approved
     assert "AS-RITA 409" in out and "you already approved" in out.split("AS-RITA", 1)[1], out
+
+
+@pytest.mark.parametrize(("caller", "dashboard"), [
+    (accounts.study_server_user(STUDY), True),  # a study server cannot get a dashboard kernel
+    (dashboard_server_user(STUDY), False),  # a review service cannot get a study kernel
+    (dashboard_server_user("lonely"), True),  # nor another study's dashboard kernel
+    (dashboard_kernel_user(STUDY), True),
+])
+def test_the_launcher_gives_dashboard_kernels_to_the_studys_review_service_only(
+        review_env, caller, dashboard):
+    import socket
+
+    from workbench.errors import WorkbenchUserError
+    from workbench.sandbox.launcher import _Session
+
+    here, there = socket.socketpair()
+    try:
+        session = _Session(review_env.space, here)
+        request = {"study": STUDY, "kernel_dir": "/nonexistent", "dashboard": dashboard}
+        with pytest.raises(WorkbenchUserError, match="is not the server of study"):
+            session.start(request, accounts.ensure_user(caller)[0], os.getpid())
+        assert session.process is None
+    finally:
+        here.close()
+        there.close()
+
+
+def test_the_launcher_wants_the_callers_own_relay(review_env):
+    """The one socket bound into a dashboard kernel is one its server made itself."""
+    import socket
+
+    from workbench.errors import WorkbenchUserError
+    from workbench.sandbox.launcher import RELAY_SOCKET, _Session
+
+    server_uid, server_gid = accounts.ensure_user(dashboard_server_user(STUDY))
+    kernel_dir = Path(tempfile.mkdtemp(prefix="wbk-", dir="/tmp"))
+    relay = socket.socket(socket.AF_UNIX)
+    here, there = socket.socketpair()
+    try:
+        (kernel_dir / "kernel.json").write_text("{}")
+        relay.bind(str(kernel_dir / RELAY_SOCKET))  # made by root, not by the caller
+        for path in (kernel_dir, kernel_dir / "kernel.json"):
+            os.chown(path, server_uid, server_gid)
+        session = _Session(review_env.space, here)
+        with pytest.raises(WorkbenchUserError, match="relay.sock must be a socket owned"):
+            session.start({"study": STUDY, "kernel_dir": str(kernel_dir), "dashboard": True},
+                          server_uid, os.getpid())
+        assert session.process is None
+        assert kernel_dir.stat().st_uid == server_uid  # refused before anything was changed
+    finally:
+        relay.close()
+        here.close()
+        there.close()
+        shutil.rmtree(kernel_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def privileged_services(review_env):
+    """The root side an unprivileged review service relies on: the kernel launcher and the
+    review broker (both stopped again)."""
+    from workbench.hub.services import start_kernel_launcher
+    from workbench.review.broker import start_review_broker
+
+    launcher = start_kernel_launcher(review_env.space)
+    try:
+        broker = start_review_broker(review_env.space, review_env.policy_file)
+        try:
+            yield launcher, broker
+        finally:
+            broker.stop()
+    finally:
+        launcher.stop()
+
+
+def test_an_unprivileged_review_service_gets_its_kernel_from_the_launcher(
+        review_env, service, planted, privileged_services):
+    """The service as the hub runs it (``wbv-cml-tki``): snapshot from the broker, a sandboxed
+    dashboard kernel from the root launcher, decisions through relay and broker."""
+    launcher, broker = privileged_services
+    assert service["user"] == dashboard_server_user(STUDY)
+    rid = review_env.failed["id"]
+    nb = _visit_as(service["user"], service, "rita", [PROBE, DECIDE.format(rid=rid)])
+    assert sorted(p.name for p in planted.glob("stolen-*.json")) == []
+    assert "by_tki" in _widget_text(nb), launcher.output() + broker.output()
+    probe = _probe(nb)
+    assert probe["uid"] == pwd.getpwnam(dashboard_kernel_user(STUDY)).pw_uid
+    assert probe["cwd"] == "/" and probe["token"] is None
+    out = _outputs(nb)
+    # the failed request cannot be approved (bad state): the airlock heard rita, through the
+    # broker, and the kernel's claim to be rita in another study changed nothing
+    assert "REFUSED WorkbenchUserError" in out and "only submitted or reviewed" in out, out
+    assert "AS-RITA 409" in out and "bad-state" in out.split("AS-RITA", 1)[1], out

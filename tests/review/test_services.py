@@ -21,7 +21,8 @@ def services(review_env):
 def test_reviewers_get_only_their_study_service_never_servers(services, review_env):
     svc, roles = services
     names = {s["name"] for s in svc}
-    assert names == {"review-cml-tki", "review-lonely", "review-admin", "review-files"}
+    assert names == {"review-cml-tki", "review-lonely", "review-admin", "review-files",
+                     "review-broker"}
     by_name = {r["name"]: r for r in roles}
     assert by_name["review-cml-tki"]["groups"] == ["cml-tki-reviewers"]
     assert by_name["review-cml-tki"]["scopes"] == ["access:services!service=review-cml-tki"]
@@ -29,9 +30,32 @@ def test_reviewers_get_only_their_study_service_never_servers(services, review_e
     for role in roles:
         assert all(s.startswith("access:services!service=") for s in role["scopes"])
         assert not any("servers" in s for s in role["scopes"])
-    ports = [s["url"].rsplit(":", 1)[1] for s in svc]
-    assert len(set(ports)) == len(ports)
-    assert all(s["url"].startswith("http://127.0.0.1:") for s in svc)
+    ports = [s["url"].rsplit(":", 1)[1] for s in svc if "url" in s]
+    assert len(set(ports)) == len(ports) == len(svc) - 1  # the broker has no URL
+    assert all(s["url"].startswith("http://127.0.0.1:") for s in svc if "url" in s)
+
+
+def test_dashboard_servers_run_as_their_own_accounts_and_only_the_broker_as_root(services):
+    import pwd
+    import stat
+    from pathlib import Path
+
+    svc, _ = services
+    by_name = {s["name"]: s for s in svc}
+    assert by_name["review-cml-tki"]["user"] == "wbv-cml-tki"
+    assert by_name["review-lonely"]["user"] == "wbv-lonely"
+    assert by_name["review-admin"]["user"] == "wbv-review-admin"
+    assert by_name["review-files"]["user"] == "wb-review-files"
+    assert "user" not in by_name["review-broker"] and "url" not in by_name["review-broker"]
+    for name in ("wbr-cml-tki", "wbr-lonely", "wbr-review-admin"):  # their kernels' accounts
+        pwd.getpwnam(name)
+    for name in ("review-cml-tki", "review-admin"):
+        env = by_name[name]["environment"]
+        runtime = Path(env["JUPYTER_RUNTIME_DIR"]).stat()
+        assert pwd.getpwuid(runtime.st_uid).pw_name == by_name[name]["user"]
+        for key in ("JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "IPYTHONDIR"):
+            info = Path(env[key]).stat()  # the service cannot change its own configuration
+            assert info.st_uid == 0 and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def test_study_dashboards_use_the_sandboxed_kernelspec(services):

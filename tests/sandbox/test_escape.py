@@ -21,6 +21,7 @@ import pytest
 from sandbox_support import (
     OTHER,
     STUDY,
+    SocketListener,
     execute,
     read_records,
     syscall_numbers,
@@ -31,6 +32,7 @@ import workbench
 from workbench import accounts
 from workbench.paths import Space
 from workbench.provenance.store import SQLITE_FILE
+from workbench.review.broker import broker_socket
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +90,12 @@ def attempts(space, host_port: int, server_pid: int, outer_dir: str) -> dict[str
                            f".read(16), {MISSING})",
         "collector-socket": f"attempt(lambda: unix({str(space.collector_socket)!r}), {MISSING}, "
                             "ConnectionRefusedError)",
+        # the reviewer's side (issue 22 item 7): the broker that gathers dashboards and carries
+        # decisions, and the dashboards' own files, are out of a study kernel's reach
+        "review-broker-socket": f"attempt(lambda: unix({str(broker_socket(space))!r}), "
+                                f"{MISSING}, ConnectionRefusedError)",
+        "plant-in-review-dir": "attempt(lambda: write("
+                               f"{str(review_dir(space) / 'ipywidgets.py')!r}), OSError)",
         "proxy-client-sockets": f"attempt(lambda: os.listdir({outer_dir!r}), {MISSING})",
         "server-proc": f"attempt(lambda: open('/proc/{server_pid}/environ', 'rb').read(), "
                        f"{MISSING})",
@@ -142,8 +150,26 @@ def host_listener():
     abstract.close()
 
 
+def review_dir(space) -> Path:
+    return space.root / "review"
+
+
 @pytest.fixture(scope="module")
-def escape_kernel(kernel):
+def reviewer_side(sandbox_space):
+    """The reviewer's side as the host has it: a broker socket that answers anyone who reaches
+    it and a dashboard directory anyone could write, so only the sandbox keeps the kernel out."""
+    space = sandbox_space["space"]
+    review_dir(space).mkdir(exist_ok=True)
+    os.chmod(review_dir(space), 0o777)  # noqa: S103 - the point: permissions do not stop it
+    listener = SocketListener(broker_socket(space), b"review-broker\n")
+    yield
+    listener.close()
+    broker_socket(space).unlink(missing_ok=True)
+    (review_dir(space) / "ipywidgets.py").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def escape_kernel(kernel, reviewer_side):
     assert execute(kernel["kc"], PRELUDE)["status"] == "ok"
     return kernel
 

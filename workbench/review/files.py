@@ -5,11 +5,16 @@ fetch which file is then decided by the airlock itself (members and reviewers of
 ``workbench.policy.access``), which it asks over its socket as a trusted caller acting for the
 signed-in user. Routes: ``GET <prefix>`` (a list of what the user may download) and
 ``GET <prefix>files/<request id>/<file name>``.
+
+Under the hub it runs as its own unprivileged account (``wb-review-files``) and reaches the
+airlock through the review broker (workbench.review.broker), which lets it only read released
+requests and their files for the signed-in user; run as root (tests) it calls the airlock itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import signal
 import sys
@@ -21,10 +26,25 @@ from tornado import ioloop, web
 
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
+from workbench.release.http import decode_reply
+from workbench.review.broker import ask
 from workbench.review.render import esc
 from workbench.review.snapshot import airlock_client
 
 STATUS = {"access-denied": 403, "not-found": 404}
+
+
+def airlock_get(space: Space, user: str, path: str) -> tuple[int, bytes]:
+    """GET ``path`` from the airlock for ``user``: (status, body)."""
+    if os.geteuid() == 0:
+        status, data, _ = airlock_client(space, user).request("GET", path)
+        return status, data
+    reply = ask(space, {"op": "airlock-get", "user": user, "path": path})
+    return reply["status"], base64.b64decode(reply["body"])
+
+
+def airlock_json(space: Space, user: str, path: str):
+    return decode_reply(*airlock_get(space, user, path))
 
 
 class _Base(HubOAuthenticated, web.RequestHandler):
@@ -42,12 +62,12 @@ class ListHandler(_Base):
     def get(self):
         user = self.current_user["name"]
         try:
-            requests = airlock_client(self.space, user).json("GET", "/requests?state=released")
+            requests = airlock_json(self.space, user, "/requests?state=released")
         except WorkbenchUserError as exc:
             raise web.HTTPError(STATUS.get(exc.reason, 400), reason=exc.reason) from None
         rows = []
         for req in requests:
-            detail = airlock_client(self.space, user).json("GET", f"/requests/{req['id']}")
+            detail = airlock_json(self.space, user, f"/requests/{req['id']}")
             for file in (detail.get("released") or {}).get("files", []):
                 href = url_path_join(self.settings["prefix"], "files", req["id"],
                                      quote(file["name"]))
@@ -66,9 +86,9 @@ class FileHandler(_Base):
     def get(self, request_id: str, name: str):
         user = self.current_user["name"]
         try:
-            status, data, _ = airlock_client(self.space, user).request(
-                "GET", f"/requests/{request_id}/files/{quote(name)}")
-        except OSError:
+            status, data = airlock_get(self.space, user,
+                                       f"/requests/{request_id}/files/{quote(name)}")
+        except (OSError, WorkbenchError):
             raise web.HTTPError(503, reason="airlock-unavailable") from None
         if status != 200:
             raise web.HTTPError(status)

@@ -10,14 +10,17 @@ anyone else act as the reviewer, and nothing in the kernel can name another revi
 
 Accepted: ``POST /release/requests/<id>/decision {"decision", "comment"}`` from the kernel's own
 uid (SO_PEERCRED); forwarded to the airlock as the reviewer, for the relay's study, where the
-airlock decides (``review-release``, two different reviewers, never the author). Everything else
-is refused with the gateway's error shape.
+airlock decides (``review-release``, two different reviewers, never the author): directly when
+the service runs as root, else through the review broker (workbench.review.broker), which only
+lets a study's review service decide in that study. Everything else is refused with the
+gateway's error shape.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import socket
 import socketserver
@@ -25,6 +28,8 @@ import struct
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from workbench.errors import WorkbenchError, WorkbenchUserError
 
 log = logging.getLogger("workbench.review.relay")
 
@@ -76,7 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, "bad-request", "send {\"decision\": ..., \"comment\": ...}")
         try:
             status, data = relay.forward(match[1], decision, comment)
-        except OSError as exc:
+        except WorkbenchUserError as exc:  # the broker refused
+            return self._error(403, exc.reason, str(exc))
+        except (OSError, WorkbenchError) as exc:
             return self._error(503, "airlock-unavailable",
                                f"the output airlock is not reachable ({type(exc).__name__}): "
                                "try again later")
@@ -104,6 +111,13 @@ class DecisionRelay(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def forward(self, request_id: str, decision: str, comment: str) -> tuple[int, bytes]:
         if self._forward is not None:
             return self._forward(request_id, decision, comment)
+        if os.geteuid() != 0:  # an unprivileged review service: the broker is the way
+            from workbench.review.broker import ask
+
+            reply = ask(self._space, {"op": "decide", "user": self.reviewer,
+                                      "request_id": request_id, "decision": decision,
+                                      "comment": comment})
+            return reply["status"], reply["body"].encode()
         from workbench.release.airlock import airlock_socket
         from workbench.release.http import UnixHTTP
 

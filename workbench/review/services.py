@@ -5,10 +5,18 @@
   queue, provenance and results; role ``review-<study>`` grants
   ``access:services!service=review-<study>`` to the group ``<study>-reviewers`` and to admins;
 - ``review-admin``: the admin overview, for the policy's admins;
-- ``review-files``: released files for members and reviewers (the airlock decides per file).
+- ``review-files``: released files for members and reviewers (the airlock decides per file);
+- ``review-broker``: no URL; the dashboards' one privileged helper (workbench.review.broker).
 
 Reviewers get no ``access:servers`` scope anywhere: that would be code execution.
 Ports: ``$WORKBENCH_REVIEW_PORT_BASE`` upwards when set, else free ports, on 127.0.0.1.
+
+Accounts (when the hub runs as root): each dashboard server runs unprivileged as its own account,
+``wbv-<study>`` (``wbv-review-admin``, ``wb-review-files``), and asks the root kernel launcher
+for its kernels, which run as ``wbr-<study>``: one pair per study rather than one review
+account, so one study's dashboard kernel (or server) cannot reach another study's reviewers'
+kernels, sessions or decisions, and never the study's own kernel account (``wbk-<study>``), which
+is the researcher's. Only the broker runs as root.
 """
 
 from __future__ import annotations
@@ -20,15 +28,19 @@ import socket
 import sys
 from pathlib import Path
 
+from workbench import accounts
 from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
+from workbench.review.broker import ADMIN, FILES_ACCOUNT
+from workbench.sandbox.launcher import dashboard_kernel_user, dashboard_server_user
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "notebooks" / "dashboards"
 STUDY_DASHBOARDS = ("release_queue", "provenance", "results")
 ADMIN_DASHBOARDS = ("admin_overview",)
 FILES_SERVICE = "review-files"
+BROKER_SERVICE = "review-broker"
 ADMIN_SERVICE = "review-admin"
-ADMIN_SANDBOX = "review-admin"  # the admin overview's kernels: a sandbox that is no study's
+ADMIN_SANDBOX = ADMIN  # the admin overview's kernels: a sandbox that is no study's
 
 
 def service_name(study: str) -> str:
@@ -55,17 +67,27 @@ def _notebook_dir(space: Space, name: str, notebooks: tuple[str, ...]) -> Path:
     return target
 
 
-def _jupyter_env(space: Space, name: str, with_kernelspec: bool) -> dict[str, str]:
-    """Voila needs writable-free but explicit Jupyter dirs (HOME may be /nonexistent)."""
+def _jupyter_env(space: Space, name: str, with_kernelspec: bool,
+                 owner: tuple[int, int] | None = None) -> dict[str, str]:
+    """Voila needs writable-free but explicit Jupyter dirs (HOME may be /nonexistent): all
+    root-owned and read-only for the service, but its runtime directory, which ``owner`` (the
+    service's account) gets for itself."""
     base = review_root(space) / name
     data = base / "data"
     data.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o755)  # noqa: S103 - root-owned, read-only for the service
     if with_kernelspec:
         from workbench.sandbox.kernelspec import install_kernelspec
 
         install_kernelspec(data)
     for sub in ("config", "ipython", "runtime"):
         (base / sub).mkdir(exist_ok=True)
+    # jupyter_core's one-time IPython 3 migration would write this marker into the (read-only)
+    # config dir; present and read-only, it is skipped
+    (base / "config" / "migrated").touch()
+    if owner is not None:
+        os.chown(base / "runtime", *owner)
+        os.chmod(base / "runtime", 0o700)
     return {"JUPYTER_DATA_DIR": str(data), "JUPYTER_PATH": str(data),
             "JUPYTER_CONFIG_DIR": str(base / "config"), "IPYTHONDIR": str(base / "ipython"),
             "JUPYTER_RUNTIME_DIR": str(base / "runtime"), "PYTHONNOUSERSITE": "1",
@@ -98,6 +120,16 @@ def _policy_file(policy, space: Space, policy_path) -> str:
     return str(copy)
 
 
+def _account(name: str, kernels: str | None = None) -> tuple[dict, tuple[int, int] | None]:
+    """As root: the service's account (and its kernels'), created now, since the service and
+    the launcher cannot; ({"user": name}, (uid, gid)). Without root: the hub's own user."""
+    if not accounts.is_root():
+        return {}, None
+    if kernels is not None:
+        accounts.ensure_user(kernels)
+    return {"user": name}, accounts.ensure_user(name)
+
+
 def hub_services(policy, space: Space, policy_path: str | os.PathLike | None = None,
                  ) -> tuple[list[dict], list[dict]]:
     if ADMIN_SANDBOX in policy.studies:
@@ -113,36 +145,49 @@ def hub_services(policy, space: Space, policy_path: str | os.PathLike | None = N
     admins = policy.admins()
     for index, study in enumerate(sorted(policy.studies)):
         name = service_name(study)
+        user, owner = _account(dashboard_server_user(study), dashboard_kernel_user(study))
         services.append({
-            "name": name, "display": True, "oauth_no_confirm": True,
+            "name": name, "display": True, "oauth_no_confirm": True, **user,
+            "cwd": str(review_root(space) / name),
             "url": f"http://127.0.0.1:{ports[1 + index]}",
             "command": [python, "-m", "workbench.review.voila_app",
                         "--notebooks", str(_notebook_dir(space, name, STUDY_DASHBOARDS)),
                         "--data-dir", str(space.root), "--policy", policy_path,
                         "--study", study, "--dashboards", ",".join(STUDY_DASHBOARDS)],
-            "environment": {**common, **_jupyter_env(space, name, True),
+            "environment": {**common, **_jupyter_env(space, name, True, owner),
                             "WORKBENCH_STUDY": study},
         })
         roles.append({"name": name,
                       "description": f"Reviewers of {study}: its release queue and dashboards.",
                       "scopes": [f"access:services!service={name}"],
                       "groups": [reviewers_group(study)], "users": admins})
+    user, owner = _account(dashboard_server_user(ADMIN_SANDBOX),
+                           dashboard_kernel_user(ADMIN_SANDBOX))
     services.append({
-        "name": ADMIN_SERVICE, "display": True, "oauth_no_confirm": True,
+        "name": ADMIN_SERVICE, "display": True, "oauth_no_confirm": True, **user,
+        "cwd": str(review_root(space) / ADMIN_SERVICE),
         "url": f"http://127.0.0.1:{ports[0]}",
         "command": [python, "-m", "workbench.review.voila_app",
                     "--notebooks", str(_notebook_dir(space, ADMIN_SERVICE, ADMIN_DASHBOARDS)),
                     "--data-dir", str(space.root), "--policy", policy_path,
                     "--dashboards", ",".join(ADMIN_DASHBOARDS)],
-        "environment": {**common, **_jupyter_env(space, ADMIN_SERVICE, True),
+        "environment": {**common, **_jupyter_env(space, ADMIN_SERVICE, True, owner),
                         "WORKBENCH_STUDY": ADMIN_SANDBOX},
     })
     roles.append({"name": ADMIN_SERVICE, "description": "Admins: the admin overview dashboard.",
                   "scopes": [f"access:services!service={ADMIN_SERVICE}"], "users": admins})
+    user, _ = _account(FILES_ACCOUNT)
     services.append({
-        "name": FILES_SERVICE, "display": True, "oauth_no_confirm": True,
+        "name": FILES_SERVICE, "display": True, "oauth_no_confirm": True, **user,
+        "cwd": str(review_root(space)),
         "url": f"http://127.0.0.1:{ports[-1]}",
         "command": [python, "-m", "workbench.review.files", "--data-dir", str(space.root)],
+        "environment": dict(common),
+    })
+    services.append({  # root: the hub's own user
+        "name": BROKER_SERVICE, "display": False, "cwd": str(review_root(space)),
+        "command": [python, "-m", "workbench.review.broker", "--data-dir", str(space.root),
+                    "--policy", policy_path],
         "environment": dict(common),
     })
     groups = sorted(policy.studies) + [reviewers_group(s) for s in sorted(policy.studies)]

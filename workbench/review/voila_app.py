@@ -16,6 +16,10 @@
 - data: on each visit the prelaunch hook gathers the snapshot for the signed-in user and
   injects it as the notebook's first cell (workbench.review.inject); the producing code and
   reads in it come from the audit proxy's records (workbench.review.snapshot).
+- privilege: none. Under the hub the service runs as its own account (``wbv-<study>``,
+  ``wbv-review-admin``); kernels come from the root kernel launcher, the snapshot and the
+  relay's decisions from the review broker (workbench.review.broker). Run as root (tests), it
+  does both itself.
 Guarded by tests/review/test_services.py and tests/review/test_reviewer_isolation.py.
 """
 
@@ -47,7 +51,9 @@ class ServiceIdentityProvider(JupyterHubIdentityProvider):
 
 def make_prelaunch_hook(space: Space, policy_file: str, study: str | None, allowed: set[str],
                         kernel_name: str | None):
+    from workbench.errors import WorkbenchError
     from workbench.policy import load_policy
+    from workbench.review.broker import ask
     from workbench.review.inject import inject
     from workbench.review.snapshot import admin_snapshot, study_snapshot
 
@@ -62,10 +68,16 @@ def make_prelaunch_hook(space: Space, policy_file: str, study: str | None, allow
         # copies the environment into the kernel's start right after this hook, with no await
         # between, so a concurrent visit cannot put its own user in between.
         os.environ["WORKBENCH_RUN_USER"] = user
-        if study is None:
-            return inject(notebook, admin_snapshot(space, policy_file, user), kernel_name)
-        policy = load_policy(policy_file)  # re-read: revocations apply at the next visit
-        return inject(notebook, study_snapshot(space, policy, study, user), kernel_name)
+        if os.geteuid() != 0:  # the service's own account: the broker gathers it
+            try:
+                snapshot = ask(space, {"op": "snapshot", "user": user})["snapshot"]
+            except WorkbenchError as exc:
+                raise HTTPError(503, reason="review-broker-unavailable") from exc
+        elif study is None:
+            snapshot = admin_snapshot(space, policy_file, user)
+        else:  # re-read: revocations apply at the next visit
+            snapshot = study_snapshot(space, load_policy(policy_file), study, user)
+        return inject(notebook, snapshot, kernel_name)
 
     return hook
 
@@ -89,6 +101,9 @@ def build_config(args) -> Config:
     c.VoilaConfiguration.show_tracebacks = False
     c.VoilaConfiguration.file_allowlist = []  # no static file from the notebook directory
     c.VoilaConfiguration.preheat_kernel = False  # a kernel is one visitor's: never pooled
+    # the service cannot (and need not) write its data dir: no stored notebook signatures
+    c.NotebookNotary.db_file = ":memory:"
+    c.NotebookNotary.secret = os.urandom(32)
     # Every dashboard kernel is sandboxed, in dashboard mode (see the module docstring): the
     # study's dashboard account for study dashboards, the admin sandbox's for the admin's.
     from workbench.sandbox.kernelspec import KERNEL_NAME, StrictKernelSpecManager

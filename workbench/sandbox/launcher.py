@@ -143,13 +143,14 @@ class _Session:
                                      reason="access-denied")
         kernel_uid, _ = accounts.ensure_user(kernel)
         kernel_dir = _check_kernel_dir(str(request.get("kernel_dir", "")), {peer, kernel_uid})
+        relay = _check_relay(kernel_dir / RELAY_SOCKET, peer) if dashboard else None
         # kernel uid owns its connection file; the server's group reaches the kernel's sockets
         os.chown(kernel_dir, kernel_uid, server_gid)
         os.chmod(kernel_dir, 0o770)  # noqa: S103 - kernel uid + its own server's group
         os.chown(kernel_dir / "kernel.json", kernel_uid, server_gid)
         os.chmod(kernel_dir / "kernel.json", 0o400)
         if dashboard:  # no workspace; the server's relay is the one socket
-            workspace, gateway = None, _check_relay(kernel_dir / RELAY_SOCKET, peer)
+            workspace, gateway = None, relay
         else:
             workspace = prepare_workspace(self.space, study, kernel_uid)
             gateway = self.space.gateway_socket(study)

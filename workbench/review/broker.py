@@ -1,0 +1,241 @@
+"""The review broker: the dashboards' one privileged helper (root), so that the dashboard servers
+themselves need no privilege.
+
+SECURITY BOUNDARY. The dashboard servers run unprivileged, each as its own account: a study's
+Voila review service as ``wbv-<study>``, the admin overview as ``wbv-review-admin``, review-files
+as ``wb-review-files``; their kernels come from the root kernel launcher (dashboard mode), as a
+study server's do. What needs more than they have (the airlock as a trusted caller, the provenance
+log, the usage ledger) they ask here, over ``DATA_DIR/run/review-broker.sock``. The caller's
+account (SO_PEERCRED, not anything it says) fixes what it may ask:
+
+- ``wbv-<study>``: ``snapshot`` (the study's dashboards, for a user) and ``decide`` (that user's
+  decision on a request, in that study only);
+- ``wbv-review-admin``: ``snapshot`` (the admin overview, for a user);
+- ``wb-review-files``: ``airlock-get`` (released requests and their files, for a user; GET only);
+- root: any of these, naming the study (tests, the admin's tools).
+
+The user is the one the hub signed in, in the server's word (as the airlock takes the gateway's):
+the broker never widens it, the policy and the airlock decide what that user may see or do, and a
+server can only ever speak for its own study. Any other account, including every kernel account,
+is refused. Guarded by tests/review/test_broker.py.
+
+Protocol (one JSON line each way): -> ``{"op": ..., "user": U, ...}``  <- ``{"ok": true, ...}`` |
+``{"ok": false, "reason": R, "message": M}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import logging
+import os
+import pwd
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from workbench import accounts
+from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
+from workbench.paths import Space
+from workbench.sandbox.launcher import dashboard_server_user
+from workbench.services import ServiceProcess
+
+log = logging.getLogger("workbench.review.broker")
+
+SOCKET_NAME = "review-broker.sock"
+FILES_ACCOUNT = "wb-review-files"
+ADMIN = "review-admin"  # = services.ADMIN_SANDBOX (services imports this module's names)
+_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_REQUEST_ID = r"rq-[A-Za-z0-9-]{1,64}"
+_FILES_PATHS = (re.compile(r"^/requests\?state=released$"),
+                re.compile(rf"^/requests/{_REQUEST_ID}$"),
+                re.compile(rf"^/requests/{_REQUEST_ID}/files/[A-Za-z0-9_.%-]{{1,360}}$"))
+MAX_LINE = 64 * 1024
+
+
+def broker_socket(space: Space) -> Path:
+    return space.run / SOCKET_NAME
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+class Broker:
+    def __init__(self, space: Space, policy_file: str):
+        self.space, self.policy_file = space, policy_file
+
+    def role(self, uid: int, request: dict) -> tuple[str, str | None]:
+        """(what the caller is, its study) from its uid: 'study', 'admin', 'files' or 'root'."""
+        if uid == 0:
+            return "root", request.get("study")
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = None
+        if name == FILES_ACCOUNT:
+            return "files", None
+        if name == dashboard_server_user(ADMIN):
+            return "admin", ADMIN
+        from workbench.policy import load_policy
+
+        for study in load_policy(self.policy_file).studies:
+            if name == dashboard_server_user(study):
+                return "study", study
+        raise WorkbenchUserError(f"uid {uid} is not a dashboard server", reason="access-denied")
+
+    def handle(self, uid: int, request: dict) -> dict:
+        role, study = self.role(uid, request)
+        op, user = request.get("op"), request.get("user")
+        if not isinstance(user, str) or not _USER.match(user):
+            raise WorkbenchUserError("no valid user given", reason="bad-request")
+        if op == "snapshot" and role in ("study", "admin", "root") and study:
+            return {"snapshot": self._snapshot(study, user)}
+        if op == "decide" and role in ("study", "root") and study and study != ADMIN:
+            return self._decide(study, user, request)
+        if op == "airlock-get" and role in ("files", "root"):
+            return self._airlock_get(user, str(request.get("path", "")))
+        raise WorkbenchUserError(f"{op!r} is not something this account may ask",
+                                 reason="access-denied")
+
+    def _snapshot(self, study: str, user: str) -> dict:
+        from workbench.policy import load_policy
+        from workbench.review.snapshot import admin_snapshot, study_snapshot
+
+        if study == ADMIN:
+            return admin_snapshot(self.space, self.policy_file, user)
+        policy = load_policy(self.policy_file)  # re-read: revocations apply at the next visit
+        if study not in policy.studies:
+            raise WorkbenchUserError(f"no study {study}", reason="not-found")
+        return study_snapshot(self.space, policy, study, user)
+
+    def _decide(self, study: str, user: str, request: dict) -> dict:
+        from workbench.review.snapshot import airlock_client
+
+        request_id = str(request.get("request_id", ""))
+        if not re.fullmatch(_REQUEST_ID, request_id):
+            raise WorkbenchUserError("no valid request id given", reason="bad-request")
+        client = airlock_client(self.space, user)
+        client.headers["X-Workbench-Study"] = study
+        status, data, _ = client.request("POST", f"/requests/{request_id}/decision", {
+            "decision": request.get("decision"), "comment": str(request.get("comment") or "")})
+        return {"status": status, "body": data.decode("utf-8", "replace")}
+
+    def _airlock_get(self, user: str, path: str) -> dict:
+        from workbench.review.snapshot import airlock_client
+
+        if not any(p.match(path) for p in _FILES_PATHS):
+            raise WorkbenchUserError("not a released-files path", reason="access-denied")
+        status, data, content_type = airlock_client(self.space, user).request("GET", path)
+        return {"status": status, "content_type": content_type,
+                "body": base64.b64encode(data).decode("ascii")}
+
+    def serve_connection(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                uid = _peer_uid(conn)
+                line = conn.makefile("rb").readline(MAX_LINE)
+                reply = {"ok": True, **self.handle(uid, json.loads(line or b"{}"))}
+            except WorkbenchUserError as exc:
+                reply = {"ok": False, "reason": exc.reason, "message": str(exc)}
+            except (ValueError, OSError) as exc:
+                reply = {"ok": False, "reason": "bad-request", "message": type(exc).__name__}
+            except Exception as exc:  # never a traceback, never a value, to the caller
+                log_fault(log, "review broker", exc)
+                reply = {"ok": False, "reason": "internal", "message": type(exc).__name__}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+
+
+def ask(space: Space, request: dict, timeout: float = 120) -> dict:
+    """One request to the broker, from a dashboard server; a refusal is raised."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
+    try:
+        conn.connect(str(broker_socket(space)))
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        reply = json.loads(conn.makefile("rb").readline() or b"{}")
+    except OSError as exc:
+        raise WorkbenchError(f"the review broker is not reachable ({type(exc).__name__}): "
+                             "is the hub's review-broker service running?") from None
+    finally:
+        conn.close()
+    if not reply.get("ok"):
+        raise WorkbenchUserError(reply.get("message", "refused"),
+                                 reason=reply.get("reason", "access-denied"))
+    return reply
+
+
+def serve(space: Space, policy_file: str) -> None:
+    if not accounts.is_root():
+        raise WorkbenchUserError("the review broker must run as root (it reads the provenance "
+                                 "log and calls the airlock for the dashboards)",
+                                 reason="not-root")
+    broker = Broker(space, policy_file)
+    path = broker_socket(space)
+    space.run.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o666)  # noqa: S103 - any dashboard server may ask; SO_PEERCRED decides
+    listener.listen(64)
+    log.info("review broker ready on %s", path)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=broker.serve_connection, args=(conn,), daemon=True).start()
+
+
+def start_review_broker(space: Space, policy_file: str | os.PathLike,
+                        ready_timeout: float = 30.0) -> ServiceProcess:
+    """``python -m workbench.review.broker`` as a child process; returns once its socket
+    exists (tests; the hub runs it as a managed service)."""
+    path = broker_socket(space)
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_socket():
+            path.unlink()  # a stale socket must not pass for the new broker
+    fd, name = tempfile.mkstemp(prefix="wb-review-broker-", suffix=".log")
+    os.close(fd)
+    with open(name, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workbench.review.broker", "--data-dir", str(space.root),
+             "--policy", str(policy_file)],
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    handle = ServiceProcess(process, Path(name), (path,))
+    deadline = time.monotonic() + ready_timeout
+    while not path.is_socket():
+        if process.poll() is not None or time.monotonic() > deadline:
+            handle.stop()
+            raise WorkbenchError(f"review broker did not start:\n{handle.output()}")
+        time.sleep(0.05)
+    return handle
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workbench-review-broker", description=__doc__)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--policy", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s review-broker %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        serve(Space.at(args.data_dir), args.policy)
+    except WorkbenchUserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
