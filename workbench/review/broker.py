@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from workbench import accounts
@@ -177,60 +176,64 @@ def ask(space: Space, request: dict, timeout: float = 120) -> dict:
     return reply
 
 
-def serve(space: Space, policy_file: str) -> None:
+def bind(space: Space) -> socket.socket:
+    """The broker's listening socket (a stale socket file is replaced)."""
+    path = broker_socket(space)
+    space.run.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_socket():
+            path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o666)  # noqa: S103 - any dashboard server may ask; SO_PEERCRED decides
+    listener.listen(64)
+    return listener
+
+
+def serve(space: Space, policy_file: str, listener: socket.socket | None = None) -> None:
     if not accounts.is_root():
         raise WorkbenchUserError("the review broker must run as root (it reads the provenance "
                                  "log and calls the airlock for the dashboards)",
                                  reason="not-root")
     broker = Broker(space, policy_file)
-    path = broker_socket(space)
-    space.run.mkdir(parents=True, exist_ok=True)
-    if path.is_socket():
-        path.unlink()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    os.chmod(path, 0o666)  # noqa: S103 - any dashboard server may ask; SO_PEERCRED decides
-    listener.listen(64)
-    log.info("review broker ready on %s", path)
+    listener = listener or bind(space)
+    log.info("review broker ready on %s", broker_socket(space))
     while True:
         conn, _ = listener.accept()
         threading.Thread(target=broker.serve_connection, args=(conn,), daemon=True).start()
 
 
-def start_review_broker(space: Space, policy_file: str | os.PathLike,
-                        ready_timeout: float = 30.0) -> ServiceProcess:
-    """``python -m workbench.review.broker`` as a child process; returns once its socket
-    exists (tests; the hub runs it as a managed service)."""
-    path = broker_socket(space)
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_socket():
-            path.unlink()  # a stale socket must not pass for the new broker
+def start_review_broker(space: Space, policy_file: str | os.PathLike) -> ServiceProcess:
+    """``python -m workbench.review.broker`` as a child process (tests; the hub runs it as a
+    managed service). The socket is bound here and handed over, so it answers (queued until
+    the child accepts) as soon as this returns: no waiting for the child."""
+    listener = bind(space)
     fd, name = tempfile.mkstemp(prefix="wb-review-broker-", suffix=".log")
     os.close(fd)
-    with open(name, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "workbench.review.broker", "--data-dir", str(space.root),
-             "--policy", str(policy_file)],
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    handle = ServiceProcess(process, Path(name), (path,))
-    deadline = time.monotonic() + ready_timeout
-    while not path.is_socket():
-        if process.poll() is not None or time.monotonic() > deadline:
-            handle.stop()
-            raise WorkbenchError(f"review broker did not start:\n{handle.output()}")
-        time.sleep(0.05)
-    return handle
+    try:
+        with open(name, "wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "workbench.review.broker", "--data-dir", str(space.root),
+                 "--policy", str(policy_file), "--listen-fd", str(listener.fileno())],
+                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                pass_fds=(listener.fileno(),))
+    finally:
+        listener.close()  # the child holds its own copy
+    return ServiceProcess(process, Path(name), (broker_socket(space),))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="workbench-review-broker", description=__doc__)
     parser.add_argument("--data-dir")
     parser.add_argument("--policy", required=True)
+    parser.add_argument("--listen-fd", type=int,
+                        help="an inherited listening socket (start_review_broker binds it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s review-broker %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    listener = (socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None)
     try:
-        serve(Space.at(args.data_dir), args.policy)
+        serve(Space.at(args.data_dir), args.policy, listener)
     except WorkbenchUserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
