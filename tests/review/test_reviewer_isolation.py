@@ -68,9 +68,17 @@ def owners(path):
         if path == "/":
             return chain
         path = os.path.dirname(path)
+def environs():
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            found[pid] = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
+        except OSError as exc:
+            found[pid] = type(exc).__name__
+    return found
 _loaded = sys.modules["workbench.review.context"]._LOADED
 print("PROBE" + json.dumps({"uid": os.getuid(), "cwd": os.getcwd(), "env": dict(os.environ),
-                            "token": _loaded.get("token"),
+                            "token": _loaded.get("token"), "environs": environs(),
                             "path": {p: owners(p) for p in sys.path}}))
 '''
 
@@ -229,6 +237,9 @@ def test_no_token_or_service_secret_is_reachable_from_the_dashboard_kernel(servi
     probe = _probe(nb)
     assert probe["token"] is None
     assert "JUPYTERHUB_API_TOKEN" not in probe["env"]
+    # every process the kernel can see (its pid namespace only) and read: no secret there
+    assert probe["environs"] and not any("TOKEN" in text or "service-secret-canary" in text
+                                         for text in probe["environs"].values())
     assert not any("TOKEN" in key or "SECRET" in key for key in probe["env"])
     assert "token=" not in _outputs(nb).split("CELLS", 1)[1]
 
@@ -346,6 +357,7 @@ def test_an_unprivileged_review_service_gets_its_kernel_from_the_launcher(
     probe = _probe(nb)
     assert probe["uid"] == pwd.getpwnam(dashboard_kernel_user(STUDY)).pw_uid
     assert probe["cwd"] == "/" and probe["token"] is None
+    assert not any("TOKEN" in text for text in probe["environs"].values())
     out = _outputs(nb)
     # the failed request cannot be approved (bad state): the airlock heard rita, through the
     # broker, and the kernel's claim to be rita in another study changed nothing
