@@ -9,6 +9,9 @@ proxy's sockets in a sibling directory that only this (trusted) process can reac
 Configuration: ``c.SandboxProvisioner.data_dir`` / ``study`` (defaults: ``$WORKBENCH_DATA_DIR``,
 ``$WORKBENCH_STUDY``), ``run_user`` (``$WORKBENCH_RUN_USER``, else ``$JUPYTERHUB_USER``, else the
 process's own user) for requests that did not come through an authenticated websocket.
+``dashboard`` (set by the Voila review services, workbench.review.voila_app): a reviewer
+dashboard's kernel, out of the researcher's reach (own account, no workspace, no token, a
+decision relay as its one socket); guarded by tests/review/test_reviewer_isolation.py.
 """
 
 from __future__ import annotations
