@@ -14,8 +14,9 @@ down if it is a union of regions, and its count is determined exactly when its i
 the row space of the released counts (then every solution of the released equations gives it
 the same value, so the least-squares one does). Checked: every union of regions when there are at
 most ``EXHAUSTIVE`` regions, otherwise every region and every union of two (up to ``MAX_PAIRS``
-regions; beyond, every region). Counts bounded but not determined (inequalities from
-non-negativity) are not audited: a stated limit.
+regions; beyond, every region). Past ``MAX_REGIONS`` regions the check falls back to counts nested
+in one another differing by 1..k-1 (weaker; the limit is stated in docs/secure.md). Counts
+bounded but not determined (inequalities from non-negativity) are not audited: a stated limit.
 
 The memory is a SQLite file in the key holder's state directory; what it holds are the released
 numbers and public predicates, nothing a released result did not already show.
@@ -36,6 +37,11 @@ from workbench.secure.release import ReleaseRefused
 
 EXHAUSTIVE = 16
 MAX_PAIRS = 128
+MAX_REGIONS = 1500  # past this, the linear algebra would take seconds: the nested fallback
+# Releases safe by construction on their own (every cell, row and remainder 0 or >= k): the
+# first of a study needs no linear algebra. A model's n and events are not: n - events may be
+# small.
+SAFE_ALONE = frozenset({"count", "crosstab", "histogram", "sum", "mean", "var", "kaplan_meier"})
 MISSING = "\x00missing"  # the atom of rows outside every level or off the grid
 
 
@@ -125,22 +131,44 @@ def _point(bound, upper: bool) -> tuple:
     return (float(value), int(inclusive == upper))
 
 
+def _regions(cells: list[tuple[dict, int]], atoms: _Atoms) -> np.ndarray | None:
+    """Cells x regions (bool): the distinct membership patterns of the atoms, built column by
+    column (a pattern is the AND of each column's atom pattern), never enumerating the product
+    of every column's atoms. None past ``MAX_REGIONS``."""
+    m = len(cells)
+    patterns = np.packbits(np.ones((1, m), dtype=bool), axis=1)
+    for column in atoms.columns:
+        masks = np.array([atoms.mask(column, p.get(column)) for p, _ in cells])  # m x atoms
+        classes = np.unique(np.packbits(masks.T, axis=1), axis=0)
+        combined = (patterns[:, None, :] & classes[None, :, :]).reshape(-1, patterns.shape[1])
+        patterns = np.unique(combined[combined.any(axis=1)], axis=0)  # in no cell: no matter
+        if len(patterns) > MAX_REGIONS:
+            return None
+    return np.unpackbits(patterns, axis=1, count=m).T.astype(bool)
+
+
+def _nested_differences(cells: list[tuple[dict, int]], k: int) -> bool:
+    """The fallback past ``MAX_REGIONS``: a count nested in another (its predicate implies the
+    other's) may not differ from it by 1..k-1."""
+    atoms = _Atoms([p for p, _ in cells])
+    masks = [np.concatenate([atoms.mask(c, p.get(c)) for c in atoms.columns]) for p, _ in cells]
+    for (i, (_, a)), (j, (_, b)) in itertools.combinations(enumerate(cells), 2):
+        inside = np.all(masks[i] <= masks[j]) or np.all(masks[j] <= masks[i])
+        if inside and 0 < abs(a - b) < k:
+            return True
+    return False
+
+
 def isolated(cells: list[tuple[dict, int]], k: int) -> bool:
     """True when the released counts pin down a set of 1..k-1 people."""
     atoms = _Atoms([p for p, _ in cells])
     if not atoms.columns:
         return any(0 < n < k for _, n in cells)
-    rows = []
-    for predicate, _ in cells:
-        masks = [atoms.mask(c, predicate.get(c)) for c in atoms.columns]
-        row = masks[0]
-        for m in masks[1:]:
-            row = np.multiply.outer(row, m)
-        rows.append(row.ravel())
-    matrix = np.array(rows, dtype=float)
+    regions = _regions(cells, atoms)
+    if regions is None:
+        return _nested_differences(cells, k)
+    regions = regions.astype(float)
     counts = np.array([n for _, n in cells], dtype=float)
-    regions = np.unique(matrix.T, axis=0).T  # one column per region (atoms told apart by none)
-    regions = regions[:, regions.any(axis=0)]  # atoms in no released cell pin nothing down
     y = np.linalg.lstsq(regions, counts, rcond=None)[0]
     _, s, vt = np.linalg.svd(regions)
     rank = int(np.sum(s > 1e-9 * max(s.max(initial=0), 1)))
@@ -159,65 +187,98 @@ def isolated(cells: list[tuple[dict, int]], k: int) -> bool:
     return bool(np.any((values > 0) & (values < k)))
 
 
+def _essence(op: str, spec: dict, result: dict) -> str:
+    """What ``cells_of`` reads of a release, as JSON: stored as it is (cheap), turned into
+    cells only when a later release of the study must be checked against it."""
+    keep = {"by": spec.get("by", []), **{k: spec[k] for k in ("duration_col", "event_col",
+                                                              "outcome_col") if k in spec}}
+    if op == "kaplan_meier":
+        result = {"groups": [{k: g.get(k) for k in ("n", "intervals", "observed", "censored")
+                              if k in g} for g in result["groups"]]}
+    else:
+        result = {k: result[k] for k in ("counts", "edges", "n", "events") if k in result}
+    return json.dumps([op, keep, result], separators=(",", ":"))
+
+
 class ReleaseAudit:
-    """Per study and view version, every released person count (SQLite in the key holder's
-    state directory). ``check(...)`` refuses a release that isolates fewer than k people
-    together with the earlier ones, and records it when it passes."""
+    """Per study and view version, every release's person counts (SQLite in the key holder's
+    state directory, the cells of a study's releases cached in memory once read).
+    ``check(...)`` refuses a release that isolates fewer than k people together with the
+    earlier ones, and records it when it passes."""
 
     def __init__(self, path: str | Path):
         self.path, self._lock = Path(path), threading.Lock()
-        with self._connect() as db:
+        self._cells: dict[str, list] = {}  # scope -> the cells of its releases, once read
+        # one connection, used under the lock: opening one per release costs more than the audit
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        # WAL: one fsync per commit (a rollback journal takes several), still durable
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._lock, self._db as db:
             db.execute("CREATE TABLE IF NOT EXISTS released (scope TEXT NOT NULL, "
-                       "cells TEXT NOT NULL)")
-            db.execute("CREATE INDEX IF NOT EXISTS released_scope ON released (scope)")
+                       "essence TEXT NOT NULL, UNIQUE (scope, essence))")
             db.execute("CREATE TABLE IF NOT EXISTS rounds (study TEXT NOT NULL, day TEXT NOT "
                        "NULL, n INTEGER NOT NULL, PRIMARY KEY (study, day))")
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+    def _earlier(self, scope: str) -> list:
+        if scope not in self._cells:
+            cells = []
+            for (essence,) in self._db.execute("SELECT essence FROM released WHERE scope = ?",
+                                               (scope,)):
+                cells += cells_of(*json.loads(essence))
+            self._cells[scope] = cells
+        return self._cells[scope]
 
     def check(self, scope: str, op: str, spec: dict, result: dict, k: int) -> None:
-        new = cells_of(op, spec, result)
-        if not new:
-            return
-        with self._lock, self._connect() as db:
-            earlier = [c for (cells,) in db.execute(
-                "SELECT cells FROM released WHERE scope = ?", (scope,)) for c in json.loads(cells)]
-            seen = {json.dumps(c, sort_keys=True) for c in earlier}
-            new = [(p, int(n)) for p, n in new
-                   if json.dumps([p, int(n)], sort_keys=True) not in seen]
-            if not new:  # the same numbers again (a Newton round, a repeated query)
-                return
-            if isolated([(p, n) for p, n in earlier] + new, k):
-                raise ReleaseRefused(
-                    "query-audit", "together with what this study was already given, this "
-                                   "result would single out fewer than "
-                                   f"{k} people. Ask for a coarser grouping, or reuse results "
-                                   "already released.")
-            db.execute("INSERT INTO released (scope, cells) VALUES (?, ?)",
-                       (scope, json.dumps([[p, n] for p, n in new])))
+        essence = _essence(op, spec, result)
+        with self._lock, self._db as db:
+            if db.execute("SELECT 1 FROM released WHERE scope = ? AND essence = ?",
+                          (scope, essence)).fetchone():
+                return  # the same numbers again (a repeated query)
+            earlier = self._earlier(scope)
+            if earlier or op not in SAFE_ALONE:
+                new = cells_of(*json.loads(essence))
+                seen = {json.dumps(c, sort_keys=True) for c in earlier}
+                fresh = [c for c in new if json.dumps(list(c), sort_keys=True) not in seen]
+                if fresh and isolated(earlier + fresh, k):
+                    raise ReleaseRefused(
+                        "query-audit", "together with what this study was already given, "
+                                       "this result would single out fewer than "
+                                       f"{k} people. Ask for a coarser grouping, or reuse "
+                                       "results already released.")
+                if not fresh:  # nothing new (a Newton round's n and events again)
+                    return
+                earlier += fresh
+            else:  # the study's first release, safe alone: its cells are read when needed
+                self._cells.pop(scope, None)
+            db.execute("INSERT INTO released (scope, essence) VALUES (?, ?)", (scope, essence))
 
     def count_round(self, study: str, limit: int) -> None:
         """One more decrypted round for ``study`` today (UTC), or ``round-budget`` past
         ``limit``: repetition, the raw material of differencing, is capped."""
         day = datetime.now(UTC).date().isoformat()
-        with self._lock, self._connect() as db:
-            row = db.execute("SELECT n FROM rounds WHERE study = ? AND day = ?",
-                             (study, day)).fetchone()
-            if row and row[0] >= limit:
-                raise ReleaseRefused("round-budget", f"this study has had its {limit} secure "
-                                                     "rounds for today (UTC). Reuse released "
-                                                     "results, or ask the admin to raise "
-                                                     "max_rounds_per_day.")
-            db.execute("INSERT INTO rounds (study, day, n) VALUES (?, ?, 1) ON CONFLICT "
-                       "(study, day) DO UPDATE SET n = n + 1", (study, day))
+        with self._lock:
+            # a counter: kept across a process crash without an fsync of its own (WAL,
+            # NORMAL); the next release's FULL commit makes it durable on disk too
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self._db as db:
+                    row = db.execute("SELECT n FROM rounds WHERE study = ? AND day = ?",
+                                     (study, day)).fetchone()
+                    if row and row[0] >= limit:
+                        raise ReleaseRefused(
+                            "round-budget", f"this study has had its {limit} secure rounds for "
+                                            "today (UTC). Reuse released results, or ask the "
+                                            "admin to raise max_rounds_per_day.")
+                    db.execute("INSERT INTO rounds (study, day, n) VALUES (?, ?, 1) ON "
+                               "CONFLICT (study, day) DO UPDATE SET n = n + 1", (study, day))
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def released(self, scope: str) -> int:
-        with self._connect() as db:
-            return int(db.execute("SELECT COUNT(*) FROM released WHERE scope = ?",
-                                  (scope,)).fetchone()[0])
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM released WHERE scope = ?",
+                                        (scope,)).fetchone()[0])
 
 
 def scope_of(context: dict) -> str:
