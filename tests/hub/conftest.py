@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from textwrap import dedent
 
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from workbench import accounts
+from workbench.hub import processes
 from workbench.hub.layout import ensure_interpreter_reachable
 from workbench.hub.services import start_kernel_launcher
 from workbench.hub.users import create_users
@@ -72,33 +74,41 @@ def provenance_records(space: Space) -> list[dict]:
 class LiveHub:
     def __init__(self, root: Path, policy_text: str = POLICY, with_data: bool = False,
                  review_services: bool = False):
-        from workbench.provenance.service import start_collector
-
         self.review_services = review_services
         self.root = root
         self.space = Space(root / "space")
         self.policy = root / "policy.yaml"
         self.policy.write_text(policy_text)
         os.chmod(self.policy, 0o644)
-        self.gateway = None
+        self.collector = self.launcher = self.gateway = None
+        self.process: subprocess.Popen | None = None
+        self.log = None
+        self.service_token = secrets.token_hex(32)
+        self.passwords: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}
+        self.port, self.hub_port, self.proxy_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        try:
+            self._start_services(with_data)
+        except BaseException:
+            self.stop()  # no collector or launcher left running by a half-made hub
+            raise
+
+    def _start_services(self, with_data: bool) -> None:
+        from workbench.provenance.service import start_collector
+
         if with_data:  # a real (small) space and the gateway serving its views
             from workbench.space.build import init_space
 
             init_space(self.space.root, patients=300, echo=lambda _line: None)
         else:
             self.space.root.mkdir(mode=0o755)
-        self.port, self.hub_port, self.proxy_port = free_port(), free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.collector = start_collector(self.space)
         self.launcher = start_kernel_launcher(self.space)
         if with_data:
             from workbench.gateway.server import start_gateway
 
             self.gateway = start_gateway(self.space, self.policy)
-        self.service_token = secrets.token_hex(32)
-        self.passwords: dict[str, str] = {}
-        self.process: subprocess.Popen | None = None
-        self.tokens: dict[str, str] = {}
 
     def write_config(self) -> Path:
         config = self.root / "jupyterhub_config.py"
@@ -129,9 +139,13 @@ class LiveHub:
                    WORKBENCH_PROXY_API_PORT=str(self.proxy_port),
                    CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(16))
         self.log = open(self.root / "hub.log", "wb")  # noqa: SIM115
+        # stdin: not the terminal pytest may run in. Jupyter servers whose stdin is a terminal
+        # answer SIGINT (how the hub stops its services and servers) with a shutdown prompt
+        # instead of stopping, and the hub's cleanup then waits out its timeouts for each.
         self.process = subprocess.Popen(
             [str(VENV_BIN / "jupyterhub"), "-f", str(self.write_config())], cwd=self.root,
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -184,33 +198,60 @@ class LiveHub:
             time.sleep(0.5)
 
     def server_pid(self, user: str, server: str) -> int:
-        """The single-user server process, found by its hub environment (as root)."""
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if (f"JUPYTERHUB_USER={user}".encode() in environ
-                    and f"JUPYTERHUB_SERVER_NAME={server}".encode() in environ
-                    and b"jupyterhub-singleuser" in (entry / "cmdline").read_bytes()):
-                return int(entry.name)
-        raise AssertionError(f"no server process for {user}/{server}")
+        """The single-user server process of ``user``/``server``: the pid its spawner reports
+        (the server's ``state``, which the test-driver's ``admin:servers`` scope may read),
+        checked to be a ``jupyterhub-singleuser`` started by this hub. Not a search by
+        account or environment: a server left running by another hub (an earlier module or
+        run) has the same study account and the same JUPYTERHUB_USER."""
+        entry = self.api("GET", f"/users/{user}").json().get("servers", {}).get(server)
+        assert entry and entry.get("ready"), f"{user}/{server} is not running: {entry}"
+        pid = int(entry["state"]["pid"])
+        child = processes.proc(pid)
+        assert child is not None and child.stat()[1] == self.process.pid, \
+            f"pid {pid} of {user}/{server} is not a process of this hub"
+        assert "jupyterhub-singleuser" in child.cmdline(), child.cmdline()
+        return pid
+
+    def children(self, marker: str) -> list[int]:
+        """Running processes this hub started whose command line contains ``marker``."""
+        return [p.pid for p in processes.descendants(self.process.pid)
+                if p.running() and marker in p.cmdline()]
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
+        """Stop the hub, then whatever it started and did not stop itself (its proxy, managed
+        services, study servers: each in a session of its own), then the services started for
+        it (their children too: the launcher's kernels). Every step runs even if one fails."""
+        services = [h for h in (self.launcher, self.gateway, self.collector) if h is not None]
+        steps = [self._stop_hub] + [lambda h=h: stop_service(h) for h in services]
+        errors = []
+        for step in steps:
             try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait()
-        self.log.close()
-        self.launcher.stop()
-        if self.gateway is not None:
-            self.gateway.stop()
-        self.collector.stop()
+                step()
+            except Exception as exc:  # noqa: BLE001 - the next step must still run
+                errors.append(exc)
+        if self.log is not None:
+            self.log.close()
+        if errors:
+            raise errors[0]
+
+    def _stop_hub(self) -> None:
+        if self.process is None:
+            return
+        # JupyterHub's own cleanup stops its managed services one after the other, then the
+        # study servers and the proxy (2-6 s here); a child that ignores SIGINT costs it
+        # 10 + 5 + 5 s (SIGINT, SIGTERM, SIGKILL): after 45 s its children are stopped for it.
+        left: list[str] = []
+        status = processes.stop_tree(self.process, timeout=45, left=left)
+        if left:  # stopped now; shown in the warnings summary
+            warnings.warn(f"the hub (exit status {status}) left {len(left)} process(es) "
+                          f"running: {[line[:100] for line in left]}", stacklevel=1)
+
+
+def stop_service(handle) -> None:
+    """ServiceProcess.stop, then anything the service started that is still running."""
+    tree = processes.descendants(handle.pid)
+    handle.stop()
+    processes.terminate(tree)
 
 
 @pytest.fixture
@@ -227,12 +268,14 @@ def _running_hub(**kwargs):
     ensure_interpreter_reachable(fix=True)  # as `workbench demo` does
     root = Path(tempfile.mkdtemp(prefix="wb-hub-", dir="/tmp"))
     os.chmod(root, 0o755)
-    hub = LiveHub(root, **kwargs)
+    hub = None
     try:
+        hub = LiveHub(root, **kwargs)
         hub.start()
         yield hub
     finally:
-        hub.stop()
+        if hub is not None:
+            hub.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from workbench.hub import processes
+
 pytestmark = pytest.mark.slow
 POLICY = Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml"
 
@@ -52,6 +54,7 @@ def test_demo_runs_and_stops_cleanly(demo_dir):
          str(demo_dir / "space"), "--policy", str(POLICY), "--port", str(port),
          "--patients", "200"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    started: list[processes.Proc] = []
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -77,12 +80,19 @@ def test_demo_runs_and_stops_cleanly(demo_dir):
             home = client.get("/hub/home").text
             assert 'href="/hub/spawn/alice/cml-tki"' in home
             assert 'href="/hub/spawn/alice/lung-validation"' in home
+        # everything the demo started: its services, the hub, and what the hub started in
+        # sessions of their own (proxy, culler); the session is their subreaper, so they stay
+        # findable even once their parent is gone
+        started = processes.descendants(demo.pid)
+        assert any("configurable-http-proxy" in p.cmdline() for p in started)
     finally:
         demo.send_signal(signal.SIGTERM)
         try:
             demo.wait(90)
         finally:
             log.close()
+            left = processes.wait_gone(processes.descendants(demo.pid) + started, timeout=30)
+            processes.terminate(left)  # not left to the next test, whatever happens here
     assert demo.returncode is not None
-    time.sleep(1)
+    assert [p.cmdline() for p in left] == []
     assert _processes_mentioning(str(demo_dir)) == []

@@ -40,15 +40,16 @@ def test_member_server_runs_as_study_account_with_limits(live_hub, records):
     response = live_hub.spawn("alice", "cml-tki")
     assert response.status_code in (201, 202), live_hub.output()
     live_hub.wait_ready("alice", "cml-tki")
-    pid = live_hub.server_pid("alice", "cml-tki")
-    status = open(f"/proc/{pid}/status").read()
+    pid = live_hub.server_pid("alice", "cml-tki")  # this hub's server, by its spawner's pid
+    status = Path(f"/proc/{pid}/status").read_text()
     uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
     assert pwd.getpwuid(uid).pw_name == accounts.study_server_user("cml-tki")
-    limits = open(f"/proc/{pid}/limits").read()
+    limits = Path(f"/proc/{pid}/limits").read_text()
     assert "Max processes" in limits and "512" in limits
-    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"PYTHONNOUSERSITE=1" in environ
     config_dir = next(e for e in environ if e.startswith(b"JUPYTER_CONFIG_DIR=")).split(b"=")[1]
+    assert config_dir.startswith(bytes(live_hub.space.root) + b"/")  # this hub's, not another's
     info = os.stat(config_dir)
     assert info.st_uid == 0 and not info.st_mode & 0o022
     spawns = [r["fields"] for r in records(live_hub.space)
@@ -108,18 +109,10 @@ def test_passwords_are_stored_hashed_only(live_hub):
 
 
 def test_idle_culler_runs_as_its_own_account_with_its_scoped_role(live_hub):
-    culler = None
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"jupyterhub_idle_culler" in cmdline and live_hub.url.encode() not in cmdline:
-                environ = (entry / "environ").read_bytes()
-                if f"127.0.0.1:{live_hub.hub_port}".encode() in environ:
-                    culler = entry
-    assert culler is not None, live_hub.output()
+    # this hub's culler: a process it started (not one of any other hub on this machine)
+    cullers = live_hub.children("jupyterhub_idle_culler")
+    assert len(cullers) == 1, live_hub.output()
+    culler = Path(f"/proc/{cullers[0]}")
     status = (culler / "status").read_text()
     uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
     assert pwd.getpwuid(uid).pw_name == "wb-culler"

@@ -75,9 +75,9 @@ def hub():
     ensure_interpreter_reachable(fix=True)
     root = Path(tempfile.mkdtemp(prefix="wb-review-hub-", dir="/tmp"))
     os.chmod(root, 0o755)
-    live = harness.LiveHub(root, POLICY, review_services=True)
-    airlock = None
+    live = airlock = None
     try:
+        live = harness.LiveHub(root, POLICY, review_services=True)
         HubLayout(live.space).ensure()
         extra = create_users(HubLayout(live.space).default_db_url, EXTRA_USERS)
         airlock = start_airlock(live.space, live.policy)
@@ -85,14 +85,17 @@ def hub():
         live.passwords.update(extra)
         yield live
     finally:
-        live.stop()
-        if airlock is not None:
-            airlock.stop()
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        for log in ("hub.log",):
-            if (root / log).exists():
-                shutil.copyfile(root / log, ARTIFACTS / log)
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            if live is not None:
+                live.stop()  # the hub, everything it started, its collector and launcher
+        finally:
+            if airlock is not None:
+                harness.stop_service(airlock)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            for log in ("hub.log",):
+                if (root / log).exists():
+                    shutil.copyfile(root / log, ARTIFACTS / log)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def login(hub, user: str) -> httpx.Client:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workbench.errors import WorkbenchUserError
+from workbench.hub import processes
 from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
 from workbench.hub.users import create_demo_users
 from workbench.paths import Space
@@ -66,6 +67,9 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
 
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started in the background
+    # What the hub starts (proxy, culler, study servers) runs in sessions of its own: if the
+    # hub dies before stopping them, they come back to us instead of init, and are stopped.
+    processes.become_subreaper()
     echo("starting the space's services:")
     with space_services(space, policy_path, echo, services=DEMO_SERVICES):
         passwords = create_demo_users(layout.default_db_url, parsed)
@@ -87,14 +91,20 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
                    WORKBENCH_PROXY_API_PORT=str(_free_port()),
                    CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(32),
                    PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+        services = [p.pid for p in processes.descendants(os.getpid())]  # the space's services
+        # stdin: not this terminal. Jupyter servers reading a terminal answer SIGINT (how the
+        # hub stops its services and servers) with a prompt instead of stopping.
         hub = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f",
-                                str(HUB_CONFIG)], cwd=layout.state, env=env)
+                                str(HUB_CONFIG)], cwd=layout.state, env=env,
+                               stdin=subprocess.DEVNULL)
         try:
             return hub.wait()
         except KeyboardInterrupt:
-            hub.send_signal(signal.SIGTERM)  # the hub stops its proxy and servers
-            try:
-                return hub.wait(60)
-            except subprocess.TimeoutExpired:
-                hub.kill()
-                return hub.wait()
+            # the hub stops its proxy, services and servers; stop_tree whatever it did not
+            return processes.stop_tree(hub, timeout=60)
+        finally:
+            # a hub that exited on its own leaves what it started to us (its subreaper); the
+            # services and what they run are stopped next, by space_services
+            keep = set(services) | {p.pid for p in processes.descendants(*services)}
+            processes.terminate([p for p in processes.descendants(os.getpid())
+                                 if p.pid not in keep])
