@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,7 +12,72 @@ from pathlib import Path
 import pytest
 from space_support import BUILD_LOG, CHUNK, PATIENTS, SEED
 
+from workbench.hub import processes
 from workbench.space.build import init_space
+
+# What no test may leave running: the hub and what it starts (proxy, culler, dashboards, study
+# servers), sandboxed kernels, the space's services, and anything running as a workbench account.
+_PROGRAMS = ("configurable-http-proxy", "jupyterhub", "voila", "bwrap", "workbench")
+_ACCOUNTS = ("wb-", "wbs-", "wbk-", "wbr-", "wbv-")
+
+
+def _ours(argv: list[str], account: str) -> bool:
+    """A program or module of the list above (by name, not by a path that mentions it), or a
+    workbench account."""
+    names = [os.path.basename(a) for a in argv[:2]]
+    names += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-m"]
+    return account.startswith(_ACCOUNTS) or any(
+        name.startswith(_PROGRAMS) for name in names)
+
+
+def _left_running() -> list[tuple[processes.Proc, str, str]]:
+    found = []
+    for item in processes.descendants(os.getpid()):
+        argv, uid = item.argv(), item.uid()
+        try:
+            account = pwd.getpwuid(uid).pw_name if uid is not None else ""
+        except KeyError:
+            account = str(uid)
+        if item.running() and _ours(argv, account):
+            found.append((item, account, " ".join(argv)))
+    return found
+
+
+def _reap_orphans() -> None:
+    """Wait for the exited processes re-parented to this session (a sandbox's inner bwrap whose
+    outer one was killed, a fork bomb's children): left as zombies, they would pass to init
+    when the session ends, which does not always reap them."""
+    me = os.getpid()
+    for item in processes.descendants(me):
+        found = item.stat()
+        if found is not None and found == ("Z", me):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(item.pid, os.WNOHANG)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_processes_left_running():
+    """The session is the child subreaper of everything its tests start: a process whose parent
+    exits (a study server of a hub that was killed, a kernel of a launcher that died) stays a
+    descendant of this session instead of becoming init's, so none can slip away unseen. After
+    every other fixture is torn down, none of them may still run: they are stopped, and the
+    session fails with their list (left running, they hold ports and accounts, and a later test
+    or run that looks a process up by account can find one of them)."""
+    if not processes.become_subreaper():
+        yield  # no prctl (not Linux): nothing can be watched reliably
+        return
+    yield
+    _reap_orphans()
+    left = _left_running()
+    # one stopped by the very last teardown may still be exiting: wait for that (bounded)
+    still = processes.wait_gone([item for item, _account, _cmd in left], timeout=15)
+    left = [entry for entry in left if entry[0] in still]
+    if left:
+        processes.terminate(still)
+        listing = "\n".join(f"  pid {item.pid} ({account}): {cmd[:200]}"
+                             for item, account, cmd in left)
+        pytest.fail(f"the tests left {len(left)} process(es) running (stopped now):\n{listing}",
+                    pytrace=False)
 
 
 @pytest.fixture
