@@ -16,6 +16,7 @@ Guarded by tests/sandbox/test_proxy.py and tests/sandbox/test_escape.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -47,6 +48,7 @@ PASSED = frozenset({  # read-only requests: forwarded without a record
     "list_subshell_request",
 })
 OUTPUTS = frozenset({"stream", "display_data", "update_display_data", "execute_result", "error"})
+REQUEST_CHANNELS = ("shell", "control", "stdin")  # client -> kernel, checked and recorded
 _MAX_ATTRIBUTIONS = 10_000
 IOPUB_HWM = 5_000
 MAX_OUTPUTS = 10_000  # the cell-execution schema's limit: later outputs share one digest
@@ -136,6 +138,9 @@ class AuditProxy:
         self._executions: dict[str, _Execution] = {}
         self._background: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ctx: zmq.asyncio.Context | None = None
+        self._tasks: dict[tuple[str, str], asyncio.Task] = {}
+        self._generation = 0  # which kernel: +1 at each restart
         self._stopped: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -158,10 +163,19 @@ class AuditProxy:
         if not self._ready.is_set():
             raise RuntimeError("the audit proxy did not start")
 
-    def abort_pending(self) -> None:
-        """The kernel is gone (restart): cells still running will never complete."""
+    def restarted(self) -> None:
+        """The kernel is gone and a new one is about to start (restart): cells the old one was
+        running will never complete (recorded as aborted), and no request sent to the old
+        kernel reaches the new one. A request still queued for the old kernel, or still being
+        recorded when it died, would otherwise be delivered to its successor: a cell recorded
+        as aborted would run after all, and the interrupt a restart sends first would hit the
+        new kernel (SIGINT at any point of its start, even half-way through sending a reply,
+        which the client then rejects for its signature). Also binds again the client-side
+        socket files, which the kernel manager deletes at a restart. Returns once done."""
         if self._loop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._abort_pending)
+            asyncio.run_coroutine_threadsafe(self._restarted(), self._loop).result(timeout=10)
+
+    abort_pending = restarted  # what the provisioner calls at each restart
 
     def stop(self) -> None:
         if self._loop is not None and self._stopped is not None and self._thread.is_alive():
@@ -180,17 +194,14 @@ class AuditProxy:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        ctx = zmq.asyncio.Context()
+        ctx = self._ctx = zmq.asyncio.Context()
         sockets: dict[str, tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]] = {}
+        self.sockets = sockets
         try:
-            # the kernel answers an input request to the identity the shell request came from,
-            # on its stdin socket: both of our kernel-side sockets must carry one identity
-            shared_identity = os.urandom(16)
+            kernel_side = self._kernel_side()
             for channel in ("shell", "control", "stdin", "hb"):
-                front, back = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
-                if channel in ("shell", "stdin"):
-                    back.identity = shared_identity
-                sockets[channel] = (front, back)
+                sockets[channel] = (ctx.socket(zmq.ROUTER), kernel_side.get(channel)
+                                    or ctx.socket(zmq.DEALER))
             front, back = ctx.socket(zmq.XPUB), ctx.socket(zmq.XSUB)
             front.setsockopt(zmq.XPUB_VERBOSE, 1)
             # room for output bursts (a kernel's PUB drops what does not fit; bounded on purpose:
@@ -201,14 +212,12 @@ class AuditProxy:
                 front.linger = back.linger = 0
                 front.bind(_url(self.outer, channel))
                 back.connect(_url(self.inner, channel))
-            self.sockets = sockets
-            tasks = [asyncio.create_task(self._pump(channel, side))
-                     for channel in sockets for side in ("front", "back")]
-            for task in tasks:
-                task.add_done_callback(self._pump_ended)
+            for channel in sockets:
+                for side in ("front", "back"):
+                    self._start_pump(channel, side)
             self._ready.set()
             await self._stopped.wait()
-            for task in tasks:
+            for task in self._tasks.values():
                 task.cancel()
             self._abort_pending()
             if self._background:  # let completion records reach the collector
@@ -218,6 +227,49 @@ class AuditProxy:
                 front.close(linger=0)
                 back.close(linger=0)
             ctx.term()
+
+    def _kernel_side(self) -> dict[str, zmq.asyncio.Socket]:
+        """New sockets towards the kernel for the request channels (not connected yet)."""
+        # the kernel answers an input request to the identity the shell request came from,
+        # on its stdin socket: both of our kernel-side sockets must carry one identity
+        shared_identity = os.urandom(16)
+        made = {}
+        for channel in REQUEST_CHANNELS:
+            made[channel] = self._ctx.socket(zmq.DEALER)
+            made[channel].linger = 0
+            if channel in ("shell", "stdin"):
+                made[channel].identity = shared_identity
+        return made
+
+    def _start_pump(self, channel: str, side: str) -> None:
+        task = asyncio.create_task(self._pump(channel, side))
+        task.add_done_callback(self._pump_ended)
+        self._tasks[channel, side] = task
+
+    async def _restarted(self) -> None:
+        self._generation += 1
+        self._abort_pending()
+        # What was sent towards the old kernel and not taken by it is still queued in these
+        # sockets (ZMQ delivers it on reconnect, i.e. to the new kernel): drop it with them.
+        fresh = self._kernel_side()
+        for channel in REQUEST_CHANNELS:
+            task = self._tasks.pop((channel, "back"))
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            front, old = self.sockets[channel]
+            old.close(linger=0)
+            fresh[channel].connect(_url(self.inner, channel))
+            self.sockets[channel] = (front, fresh[channel])
+            self._start_pump(channel, "back")
+        # The kernel manager deletes its connection's ipc files (ours: the client side) when it
+        # restarts a kernel. Connected clients keep working, but no new one could connect (a
+        # second notebook, a reconnecting browser, the manager's own next interrupt): bind
+        # again, which makes the files anew beside the existing connections.
+        for channel, (front, _back) in self.sockets.items():
+            url = _url(self.outer, channel)
+            if not os.path.exists(url.removeprefix("ipc://")):
+                front.bind(url)
 
     def _pump_ended(self, task: asyncio.Task) -> None:
         """A channel that stops relaying stays stopped (nothing unrecorded gets through); say so."""
@@ -231,6 +283,7 @@ class AuditProxy:
         observe = {"iopub": self._observe_output, "shell": self._observe_reply}.get(channel)
         while True:
             frames = await source.recv_multipart()
+            generation = self._generation  # the kernel this request was sent to
             if side == "back":
                 # The kernel's messages are forwarded first and observed after: the record is
                 # made from the same frames either way, and the client does not wait for it.
@@ -241,14 +294,15 @@ class AuditProxy:
                     except Exception as exc:  # a malformed message must not stop the proxy
                         log_fault(log, f"audit proxy: cannot inspect a {channel} message", exc)
                 continue
-            if channel in ("shell", "control", "stdin"):
+            if channel in REQUEST_CHANNELS:
                 try:
-                    admitted = await self._admit(channel, frames)
+                    admitted = await self._admit(channel, frames, generation)
                 except Exception as exc:  # fail closed: an uninspectable request is not forwarded
                     log_fault(log, f"audit proxy: cannot inspect a {channel} message", exc)
                     continue
                 if not admitted:
                     continue
+                sink = self.sockets[channel][1]  # towards the kernel of ``generation``
             await sink.send_multipart(frames)
 
     def _split(self, frames: list[bytes]) -> tuple[list[bytes], dict | None]:
@@ -268,8 +322,9 @@ class AuditProxy:
             return self.default_user, "server", None
         return found[0], "websocket", found[1]
 
-    async def _admit(self, channel: str, frames: list[bytes]) -> bool:
-        """Record the request and say whether it may reach the kernel."""
+    async def _admit(self, channel: str, frames: list[bytes], generation: int) -> bool:
+        """Record the request and say whether it may reach the kernel (the one it was sent to,
+        ``generation``: not its successor)."""
         try:
             idents, msg = self._split(frames)
         except ValueError as exc:  # bad signature, replayed or malformed
@@ -279,7 +334,7 @@ class AuditProxy:
             return False
         header, msg_type = msg["header"], msg["header"]["msg_type"]
         if msg_type in PASSED:
-            return True
+            return generation == self._generation  # a client asking the old kernel asks again
         user, source, ws_path = self._sender(header["msg_id"])
         metadata = msg.get("metadata") or {}
         base = {"study": self.context["study"], "kernel_id": self.context["kernel_id"],
@@ -320,6 +375,15 @@ class AuditProxy:
             return False
         if msg_type == "execute_request":
             self._executions[header["msg_id"]] = _Execution(record, record_id)
+        if generation != self._generation:  # the kernel restarted while this was recorded
+            if msg_type == "execute_request":
+                self._executions[header["msg_id"]].status = "aborted"
+                self._executions[header["msg_id"]].idle = True
+                self._complete(header["msg_id"])
+            await self._refuse(channel, idents, msg, "KernelRestarted",
+                               "The kernel restarted before this request reached it: it was "
+                               "not run. Send it again.")
+            return False
         return True
 
     @staticmethod
