@@ -166,8 +166,13 @@ class ViewEngine:
             "title": view.title,
             "description": view.description,
             "version": self.versions[view.id],
+            # with each column's role and public grid: what wb.secure may use it for
             "columns": [{"name": c.name, "type": c.type, "description": c.description,
-                         "sensitivity": c.sensitivity, "plaintext": c.name in plain}
+                         "sensitivity": c.sensitivity, "plaintext": c.name in plain,
+                         "role": c.role, "levels": list(c.levels) if c.levels else None,
+                         "granularity": c.granularity, "horizon": c.horizon,
+                         "grid": list(c.grid) if c.grid else None,
+                         "derived_from": c.derived_from}
                         for c in view.columns],
             "person_column": view.person_column,
             "date_columns": list(view.date_columns),

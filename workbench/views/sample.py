@@ -23,14 +23,15 @@ HOLDERS = ("hospital-a", "insurer-b")
 
 VISIT_COLUMNS = (
     Column(name="person_id", type="string", description="space-wide pseudonym",
-           sensitivity="quasi_identifier"),
+           sensitivity="quasi_identifier", role="identifier"),
     Column(name="visit_date", type="date", description="day of the visit",
            sensitivity="quasi_identifier"),
     Column(name="age", type="int64", description="age in years at the visit",
-           sensitivity="quasi_identifier"),
-    Column(name="diagnosis", type="string", description="ICD-10 chapter"),
+           sensitivity="quasi_identifier", role="covariate", grid=(0, 20, 40, 60, 80, 100)),
+    Column(name="diagnosis", type="string", description="ICD-10 chapter", role="categorical",
+           levels=("C92", "I10", "E11", "J45")),
     Column(name="cost", type="float64", description="cost of the visit in EUR",
-           sensitivity="sensitive"),
+           sensitivity="sensitive", role="covariate"),
     Column(name="mrn", type="string", description="hospital record number",
            sensitivity="direct_identifier"),
 )
