@@ -181,3 +181,16 @@ def test_curve_tail_held_by_one_holder_is_not_released():
     assert (km.timeline[:-1] <= cut).all() and km.intervals[-1][0] < cut
     assert (km.event_table["at_risk"] >= 5).all()
     assert km.event_table["removed"].sum() == 600
+
+
+def test_the_p_percent_rule_refuses_a_sum_whose_largest_value_the_second_could_estimate():
+    df = _frame(300)
+    df["cost"] = 0.01
+    df.loc[[0, 1], "cost"] = [50_000.0, 40_000.0]  # the rest adds up to ~3: far below 10 %
+    fed = Federation(split_round_robin(df), min_cell_count=10, dominance=(2, 1.0))
+    with pytest.raises(ReleaseRefused) as err:
+        fed.sum("cost")
+    assert err.value.rule == "p-percent" and "50000" not in str(err.value)
+    df.loc[2:60, "cost"] = 1_000.0  # 59,000 beyond the two largest: more than 10 % of 50,000
+    assert Federation(split_round_robin(df), min_cell_count=10,
+                      dominance=(2, 1.0)).sum("cost") > 0

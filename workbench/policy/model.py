@@ -47,6 +47,10 @@ class Thresholds(_Model):
     min_cell_count: int = Field(default=10, ge=1,
                                 description="smallest count a released cell may have")
     dominance: Dominance = Dominance()
+    p_percent: float = Field(
+        default=0.10, gt=0, lt=1, description="the p% rule on sums: what the two largest "
+                                              "contributions leave must be at least p of the "
+                                              "largest")
     max_rounds_per_day: int = Field(
         default=2000, ge=1, description="secure rounds the study may have decrypted per UTC day "
                                         "(a Cox fit takes one per Newton step): a cap on "

@@ -17,6 +17,7 @@ vectors (per-bin risk sets, per-cell sums) never leave this object.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -206,9 +207,7 @@ class KeyHolder:
                                         float(spec["resolution"]), eps, k)
         else:
             counts = np.rint(values["counts"]).astype(np.int64)
-            release.check_cells(values, counts, release.Thresholds(1, t.dominance_n,
-                                                                   t.dominance_k,
-                                                                   t.min_holders),
+            release.check_cells(values, counts, dataclasses.replace(t, min_cell_count=1),
                                 "cell(s)", "Group by columns that every holder shares.")
             exact = {"counts": counts.tolist(), "labels": release.cell_labels(spec)}
             if op == "histogram":

@@ -57,7 +57,7 @@ def layout(kind: str, spec: dict) -> list[tuple[str, int]]:
     if kind == "counts":
         segs = [("counts", cells)]
     elif kind == "moments":
-        segs = [(name, cells) for name in ("n", "s1", "s2", "abs", "top")]
+        segs = [(name, cells) for name in ("n", "s1", "s2", "abs", "top", "top1", "top2")]
     elif kind == "survival":
         bins = int(spec["n_bins"])
         if bins > MAX_BINS:
@@ -247,21 +247,34 @@ def _moments(spec, frame, cells, keep, n_cells):
     c = np.zeros(len(x), dtype=np.int64) if cells is None else cells[keep]
     center = np.asarray(spec.get("center", [0.0] * n_cells), dtype=float)[c]
     z = x - center
-    top = np.zeros(n_cells)
-    k = int(spec.get("dominance_n", 1))
-    if len(x) and n_cells == 1:  # one cell: a partial sort is enough
-        top[0] = np.sort(np.partition(np.abs(x), max(len(x) - k, 0))[-k:]).sum()
-    elif len(x):
-        order = np.lexsort((-np.abs(x), c))  # by cell, largest |x| first
-        cs, ax = c[order], np.abs(x)[order]
-        starts = np.searchsorted(cs, np.arange(n_cells))
-        rank = np.arange(len(cs)) - starts[cs]
-        np.add.at(top, cs[rank < k], ax[rank < k])
+    tops = _largest(np.abs(x), c, n_cells, int(spec.get("dominance_n", 1)))
     return [np.bincount(c, minlength=n_cells),
             np.bincount(c, weights=z, minlength=n_cells),
             np.bincount(c, weights=z * z, minlength=n_cells) if spec.get("squares", True)
             else np.zeros(n_cells),
-            np.bincount(c, weights=np.abs(x), minlength=n_cells), top]
+            np.bincount(c, weights=np.abs(x), minlength=n_cells), *tops]
+
+
+def _largest(ax: np.ndarray, c: np.ndarray, n_cells: int, n: int) -> list[np.ndarray]:
+    """Per cell, the sum of this holder's n largest |x| (the (n, k) dominance rule), its
+    largest and the sum of its two largest (the p% rule). Pooled over holders these bound the
+    pooled values from above, so the key holder's checks are conservative."""
+    out = [np.zeros(n_cells) for _ in range(3)]
+    if not len(ax):
+        return out
+    if n_cells == 1:  # one cell: a partial sort is enough
+        m = min(max(n, 2), len(ax))
+        top = np.sort(np.partition(ax, len(ax) - m)[-m:])[::-1]
+        for target, k in zip(out, (n, 1, 2), strict=True):
+            target[0] = top[:k].sum()
+        return out
+    order = np.lexsort((-ax, c))  # by cell, largest |x| first
+    cs, sorted_ax = c[order], ax[order]
+    starts = np.searchsorted(cs, np.arange(n_cells))
+    rank = np.arange(len(cs)) - starts[cs]
+    for target, k in zip(out, (n, 1, 2), strict=True):
+        np.add.at(target, cs[rank < k], sorted_ax[rank < k])
+    return out
 
 
 def _survival(spec, frame, cells, keep, n_cells):

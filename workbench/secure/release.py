@@ -6,7 +6,7 @@ row holds 0 or at least ``min_cell_count`` events and censorings (``survival_row
 bins of the public grid merged until each holds k people. Refused otherwise: fewer than
 ``min_holders`` (>= 2) holders; a released cell, group or stratum with 1..k-1 people or rows of
 one holder; rows outside every cell (missing or undeclared values) numbering 1..k-1 (a subset
-and its complement must both reach k); the (n, k) dominance rule on magnitude tables; model fits
+and its complement must both reach k); the (n, k) dominance and p% rules on sums; model fits
 with fewer than k events (and, for logistic, k of each outcome class).
 A refusal names the rule, how many cells failed and what to do: never a cell label, a count
 below a threshold or a size that depends on the data; an empty selection and a small one are
@@ -38,6 +38,7 @@ class Thresholds:
     dominance_k: float = 0.85
     min_holders: int = 2
     max_rounds_per_day: int = 2000  # secure rounds one study may have decrypted per UTC day
+    p_percent: float = 0.10  # the p% rule: what the two largest leave must be >= p x the largest
 
     @classmethod
     def from_dict(cls, data: dict | None, floor: int = 1) -> Thresholds:
@@ -50,12 +51,13 @@ class Thresholds:
                                      "(or k a percentage).", reason="bad-thresholds")
         return cls(max(int(data.get("min_cell_count", 10)), floor, 1), n, k,
                    max(int(data.get("min_holders", 2)), 2),
-                   max(int(data.get("max_rounds_per_day", 2000)), 1))
+                   max(int(data.get("max_rounds_per_day", 2000)), 1),
+                   min(max(float(data.get("p_percent", 0.10)), 0.0), 1.0))
 
     def to_dict(self) -> dict:
         return {"min_cell_count": self.min_cell_count,
                 "dominance": [self.dominance_n, self.dominance_k], "min_holders": self.min_holders,
-                "max_rounds_per_day": self.max_rounds_per_day}
+                "max_rounds_per_day": self.max_rounds_per_day, "p_percent": self.p_percent}
 
 
 def dominance_pair(value) -> tuple[int, float]:
@@ -184,6 +186,14 @@ def release_moments(op, spec, v, t: Thresholds) -> dict:
                                           f"{t.dominance_n} largest values make up more than "
                                           f"{t.dominance_k:.0%} of the total. Group more rows "
                                           "together or use a count instead.")
+    # p%: what is left after the two largest must be at least p of the largest, or the second
+    # largest contributor could estimate the largest within p (bounds from above, as above)
+    exposed = (n > 0) & (total - v["top2"] < t.p_percent * v["top1"] - 1e-9 * np.maximum(total, 1))
+    if exposed.any():
+        raise ReleaseRefused("p-percent", f"in {int(exposed.sum())} cell(s) the values beyond the "
+                                          "two largest are too few to hide the largest within "
+                                          f"{t.p_percent:.0%}. Group more rows together or use "
+                                          "a count instead.")
     center = np.asarray(spec.get("center", [0.0] * len(n)), dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.where(n > 0, center + v["s1"] / n, np.nan)
