@@ -15,6 +15,7 @@ import json
 import os
 import pwd
 import shutil
+import stat
 import tempfile
 import types
 from pathlib import Path
@@ -225,10 +226,13 @@ def test_a_module_planted_in_the_study_workspace_never_runs_in_a_dashboard(
 
 def test_the_dashboard_import_path_is_writable_by_nobody_else(review_env, service):
     """Every directory on the dashboard kernel's sys.path (and each of its parents) is owned by
-    root and writable by no group or other account: no study account can put a module there."""
+    root and writable by no group or other account: no study account can put a module there.
+    A root-owned sticky directory writable by all (``/tmp``, where a clone may live) is as safe:
+    nobody but the owner of the root-owned entry below it may rename or remove that entry."""
     probe = _probe(_visit(service, "rita", [PROBE]))
     bad = [(entry, path, owner, oct(mode)) for entry, chain in probe["path"].items()
-           for path, owner, mode in chain if owner != 0 or mode & 0o022]
+           for path, owner, mode in chain
+           if owner != 0 or (mode & 0o022 and not mode & stat.S_ISVTX)]
     assert bad == []
 
 
