@@ -43,9 +43,23 @@ def key_id(verify_key: VerifyKey) -> str:
     return hashlib.sha256(bytes(verify_key)).hexdigest()[:16]
 
 
-def sign(key: SigningKey, body: dict) -> dict:
+def _message(body: dict, result_sha256: str) -> bytes:
+    """What is signed: the body with its result replaced by the result's digest (the key
+    holder has that digest already, for its provenance record: the result is encoded once)."""
+    head = {k: v for k, v in body.items() if k != "result"} | {"result_sha256": result_sha256}
+    return DOMAIN + canonical(head)
+
+
+def result_digest(result: dict) -> tuple[bytes, str]:
+    """The result's canonical encoding and its sha256."""
+    encoded = canonical(result)
+    return encoded, hashlib.sha256(encoded).hexdigest()
+
+
+def sign(key: SigningKey, body: dict, result_sha256: str | None = None) -> dict:
     """``{"body", "key_id", "signature"}`` for one released result."""
-    signature = key.sign(DOMAIN + canonical(body)).signature
+    digest = result_sha256 or result_digest(body["result"])[1]
+    signature = key.sign(_message(body, digest)).signature
     return {"body": body, "key_id": key_id(key.verify_key),
             "signature": base64.b64encode(signature).decode()}
 
@@ -58,7 +72,7 @@ def verify(attestation, verify_key: VerifyKey) -> dict:
         if not isinstance(body, dict) or not BODY_FIELDS <= set(body) <= BODY_FIELDS | \
                 OPTIONAL_FIELDS:
             raise ValueError
-        verify_key.verify(DOMAIN + canonical(body), signature)
+        verify_key.verify(_message(body, result_digest(body["result"])[1]), signature)
     except (KeyError, TypeError, ValueError, BadSignatureError):
         raise WorkbenchUserError("the result does not carry a valid signature of this space's "
                                  "release checker: it is treated as unverified output.",

@@ -24,6 +24,7 @@ numbers and public predicates, nothing a released result did not already show.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import sqlite3
@@ -66,8 +67,10 @@ def cells_of(op: str, spec: dict, result: dict) -> list[tuple[dict, int]]:
         out = []
         for g, group in zip(groups, result["groups"], strict=True):
             out.append((g, group["n"]))
-            rows = list(zip(group.get("intervals", []), group["observed"], group["censored"],
-                            strict=True))
+            ends = group.get("times", [])  # each row runs from the previous row's end
+            spans = group.get("intervals") or [[0 if i == 0 else ends[i - 1], end]
+                                                for i, end in enumerate(ends)]
+            rows = list(zip(spans, group["observed"], group["censored"], strict=True))
             for i, ((lo, hi), d, c) in enumerate(rows):
                 # (lo, hi]; the first row [0, hi]; the last takes everyone past the horizon too
                 span = ["range", [lo, i == 0], [None if i == len(rows) - 1 else hi, True]]
@@ -187,17 +190,10 @@ def isolated(cells: list[tuple[dict, int]], k: int) -> bool:
     return bool(np.any((values > 0) & (values < k)))
 
 
-def _essence(op: str, spec: dict, result: dict) -> str:
-    """What ``cells_of`` reads of a release, as JSON: stored as it is (cheap), turned into
-    cells only when a later release of the study must be checked against it."""
-    keep = {"by": spec.get("by", []), **{k: spec[k] for k in ("duration_col", "event_col",
+def _spec_part(spec: dict) -> dict:
+    """What ``cells_of`` reads of a spec."""
+    return {"by": spec.get("by", []), **{k: spec[k] for k in ("duration_col", "event_col",
                                                               "outcome_col") if k in spec}}
-    if op == "kaplan_meier":
-        result = {"groups": [{k: g.get(k) for k in ("n", "intervals", "observed", "censored")
-                              if k in g} for g in result["groups"]]}
-    else:
-        result = {k: result[k] for k in ("counts", "edges", "n", "events") if k in result}
-    return json.dumps([op, keep, result], separators=(",", ":"))
 
 
 class ReleaseAudit:
@@ -215,29 +211,36 @@ class ReleaseAudit:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         with self._lock, self._db as db:
+            # unique on a digest of the release: an index on its text would copy every
+            # release into the index
             db.execute("CREATE TABLE IF NOT EXISTS released (scope TEXT NOT NULL, "
-                       "essence TEXT NOT NULL, UNIQUE (scope, essence))")
+                       "digest TEXT NOT NULL, op TEXT NOT NULL, spec TEXT NOT NULL, "
+                       "result TEXT NOT NULL, UNIQUE (scope, digest))")
             db.execute("CREATE TABLE IF NOT EXISTS rounds (study TEXT NOT NULL, day TEXT NOT "
                        "NULL, n INTEGER NOT NULL, PRIMARY KEY (study, day))")
 
     def _earlier(self, scope: str) -> list:
         if scope not in self._cells:
             cells = []
-            for (essence,) in self._db.execute("SELECT essence FROM released WHERE scope = ?",
-                                               (scope,)):
-                cells += cells_of(*json.loads(essence))
+            for op, spec, result in self._db.execute(
+                    "SELECT op, spec, result FROM released WHERE scope = ?", (scope,)):
+                cells += cells_of(op, json.loads(spec), json.loads(result))
             self._cells[scope] = cells
         return self._cells[scope]
 
-    def check(self, scope: str, op: str, spec: dict, result: dict, k: int) -> None:
-        essence = _essence(op, spec, result)
+    def check(self, scope: str, op: str, spec: dict, result: dict, k: int, *,
+              encoded: bytes | None = None) -> None:
+        """``encoded``: the result's JSON if the caller has it already (stored as it is)."""
+        encoded = encoded if encoded is not None else json.dumps(result).encode()
+        part = json.dumps(_spec_part(spec), sort_keys=True)
+        digest = hashlib.sha256(b"\0".join([op.encode(), part.encode(), encoded])).hexdigest()
         with self._lock, self._db as db:
-            if db.execute("SELECT 1 FROM released WHERE scope = ? AND essence = ?",
-                          (scope, essence)).fetchone():
+            if db.execute("SELECT 1 FROM released WHERE scope = ? AND digest = ?",
+                          (scope, digest)).fetchone():
                 return  # the same numbers again (a repeated query)
             earlier = self._earlier(scope)
             if earlier or op not in SAFE_ALONE:
-                new = cells_of(*json.loads(essence))
+                new = [(p, int(n)) for p, n in cells_of(op, spec, result)]
                 seen = {json.dumps(c, sort_keys=True) for c in earlier}
                 fresh = [c for c in new if json.dumps(list(c), sort_keys=True) not in seen]
                 if fresh and isolated(earlier + fresh, k):
@@ -251,7 +254,8 @@ class ReleaseAudit:
                 earlier += fresh
             else:  # the study's first release, safe alone: its cells are read when needed
                 self._cells.pop(scope, None)
-            db.execute("INSERT INTO released (scope, essence) VALUES (?, ?)", (scope, essence))
+            db.execute("INSERT INTO released (scope, digest, op, spec, result) VALUES "
+                       "(?, ?, ?, ?, ?)", (scope, digest, op, part, encoded.decode()))
 
     def count_round(self, study: str, limit: int) -> None:
         """One more decrypted round for ``study`` today (UTC), or ``round-budget`` past

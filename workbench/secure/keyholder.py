@@ -18,8 +18,6 @@ vectors (per-bin risk sets, per-cell sums) never leave this object.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import socket
@@ -157,22 +155,25 @@ class KeyHolder:
                                                header.get("context") or {})
             else:
                 result = rule(op, spec, values, thresholds)
+            # encoded once: for the provenance record, the signature and the audit's ledger
+            encoded, digest = attest.result_digest(result)
+            if not privacy:
                 self.audit.check(audit.scope_of(header.get("context") or {}), op, spec,
-                                 result, thresholds.min_cell_count)
+                                 result, thresholds.min_cell_count, encoded=encoded)
         except release.ReleaseRefused as exc:
             self._record(header, thresholds, "refused", exc.rule, len(blobs))
             raise
         except (KeyError, IndexError, TypeError, ValueError):
             # a spec that fits the layout but not the rule; the text could quote values: drop it
             raise wire.WireError(f"the spec does not describe a {op!r} operation") from None
-        self._record(header, thresholds, "released", None, len(blobs), result)
+        self._record(header, thresholds, "released", None, len(blobs), (encoded, digest))
         context = header.get("context") or {}
         body = {"study": str(context.get("study") or "in-process"),
                 "request_id": str(context.get("request_id") or "none"), "op": op, "kind": kind,
                 "spec_sha256": signing.spec_sha256(spec), "result": result,
                 "checks": {"thresholds": thresholds.to_dict(), "rules": rule.__name__},
                 "view": str(context.get("view") or ""), "spec": spec}
-        return result | {"attestation": attest.sign(self.release_key, body)}
+        return result | {"attestation": attest.sign(self.release_key, body, digest)}
 
     @property
     def audit(self):
@@ -259,7 +260,7 @@ class KeyHolder:
         return out
 
     def _record(self, header, thresholds, decision: str, rule: str | None, n_blobs: int,
-                result: dict | None = None) -> None:
+                result: tuple[bytes, str] | None = None) -> None:
         if self.provenance is None:
             return
         context = header.get("context") or {}
@@ -287,9 +288,8 @@ class KeyHolder:
         if context.get("kernel"):
             fields["kernel_id"] = str(context["kernel"])
         if result is not None:
-            blob = json.dumps(result, sort_keys=True).encode()
-            fields["result_sha256"] = hashlib.sha256(blob).hexdigest()
-            fields["result_size"] = len(blob)
+            encoded, digest = result  # the canonical encoding of what was released
+            fields["result_sha256"], fields["result_size"] = digest, len(encoded)
         self.provenance.append("he-decryption", fields)  # raises when the collector is down
 
 

@@ -282,11 +282,14 @@ def release_kaplan_meier(op, spec, v, t: Thresholds) -> dict:
                                                   "the grouping column or widen the cohort.")
         first = [r[0] for r in rows]
         observed, censored = [r[2] for r in rows], [r[3] for r in rows]
+        # whole time units as JSON integers: half the cost of floats to encode, sign and store
+        step = int(res) if res.is_integer() else res
+        ends = [r[1] * step for r in rows]
         groups.append({
-            "label": label, "n": int(n[0]), "times": [float(r[1] * res) for r in rows],
+            "label": label, "n": int(n[0]), "times": ends,
             "at_risk": n[first].tolist(), "observed": observed, "censored": censored,
             "removed": [o + c for o, c in zip(observed, censored, strict=True)],
-            "intervals": [[float(max(r[0] - 1, 0) * res), float(r[1] * res)] for r in rows],
+            "intervals": [[0 if i == 0 else ends[i - 1], end] for i, end in enumerate(ends)],
         })
     return {"groups": groups}
 
