@@ -9,6 +9,7 @@ used in a UDP connect(), which sends no packet.
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ from workbench import accounts
 from workbench.paths import Space
 from workbench.provenance.store import SQLITE_FILE
 from workbench.review.broker import broker_socket
+from workbench.sandbox.launcher import dashboard_kernel_user, dashboard_server_user
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +65,25 @@ MISSING = "FileNotFoundError, PermissionError"
 ABSTRACT = f"\0wb-sandbox-test-{os.getpid()}"
 
 
+def study_accounts(study: str) -> tuple[str, ...]:
+    return (accounts.study_kernel_user(study), accounts.study_server_user(study),
+            dashboard_kernel_user(study), dashboard_server_user(study))
+
+
+SERVICE_ACCOUNTS = (accounts.GATEWAY, accounts.COLLECTOR, accounts.KEYHOLDER, accounts.AGGREGATOR,
+                    accounts.AIRLOCK)
+
+
+def foreign_accounts() -> tuple[list[str], list[str]]:
+    """Host users and groups a study kernel must not see: everyone but root, nobody and its
+    own study's accounts (another study's names, the services', the admins')."""
+    own = {"root", "nobody", "nogroup", *study_accounts(STUDY)}
+    return (sorted({p.pw_name for p in pwd.getpwall()} - own),
+            sorted({g.gr_name for g in grp.getgrall()} - own))
+
+
 def attempts(space, host_port: int, server_pid: int, outer_dir: str) -> dict[str, str]:
+    users, groups = foreign_accounts()
     venv_file = os.path.join(sys.prefix, "lib", "planted.py")
     package_file = os.path.join(os.path.dirname(workbench.__file__), "planted.py")
     raw = space.holder_dir("hospital_a") / "person.parquet"
@@ -82,6 +102,18 @@ def attempts(space, host_port: int, server_pid: int, outer_dir: str) -> dict[str
         "read-raw-data": f"attempt(lambda: open({str(raw)!r}, 'rb').read(), {MISSING})",
         "read-signing-key": f"attempt(lambda: open({str(space.signing_key)!r}).read(), {MISSING})",
         "read-shadow": f"attempt(lambda: open('/etc/shadow').read(), {MISSING})",
+        # the account database names no other study and no service (issue 19 item 9)
+        "passwd-names-others": "seen = {l.split(':')[0] for l in open('/etc/passwd')}\n"
+                               f"expect(not seen & set({users!r}), seen)",
+        "group-names-others": "seen = {l.split(':')[0] for l in open('/etc/group')}\n"
+                              f"expect(not seen & set({groups!r}), seen)",
+        "getpwnam-other-study": "import pwd\n"
+                                f"attempt(lambda: pwd.getpwnam({study_accounts(OTHER)[0]!r}), "
+                                "KeyError)",
+        "bang-getent-other-study": f"!getent passwd {study_accounts(OTHER)[1]} "
+                                   f"{accounts.KEYHOLDER} | grep -q . && echo ESCAPED "
+                                   "|| echo BLOCKED",
+        "write-passwd": "attempt(lambda: write('/etc/passwd'), OSError)",
         "other-study-workspace": f"attempt(lambda: os.listdir({str(space.workspace(OTHER))!r}), "
                                  f"{MISSING})",
         "other-study-socket": f"attempt(lambda: unix({str(space.gateway_socket(OTHER))!r}), "
@@ -169,7 +201,15 @@ def reviewer_side(sandbox_space):
 
 
 @pytest.fixture(scope="module")
-def escape_kernel(kernel, reviewer_side):
+def other_accounts():
+    """Another study's accounts and the services' exist on the host, as on a shared machine, so
+    the account-database attempts have names to leak."""
+    for name in (*study_accounts(OTHER), *SERVICE_ACCOUNTS):
+        accounts.ensure_user(name)
+
+
+@pytest.fixture(scope="module")
+def escape_kernel(kernel, reviewer_side, other_accounts):
     assert execute(kernel["kc"], PRELUDE)["status"] == "ok"
     return kernel
 
@@ -261,3 +301,23 @@ def test_harness_reports_an_escape(escape_kernel):
     result = execute(escape_kernel["kc"], "attempt(lambda: unix('/run/gateway.sock'), OSError)\n"
                                           "expect(False, 'forced')")
     assert result["text"].count("ESCAPED") == 2, result
+
+
+def test_kernel_knows_itself_from_its_own_account_database(kernel, other_accounts):
+    """What Python asks of the account database still works; the files are root's, read-only."""
+    code = ("import getpass, os, pwd, grp, json\n"
+            "me = pwd.getpwuid(os.getuid())\n"
+            "print(json.dumps({'user': getpass.getuser(), 'home': me.pw_dir, "
+            "'expand': os.path.expanduser('~'), 'group': grp.getgrgid(os.getgid()).gr_name, "
+            "'files': {n: [os.stat(f'/etc/{n}').st_uid, oct(os.stat(f'/etc/{n}').st_mode), "
+            "os.access(f'/etc/{n}', os.W_OK)] for n in ('passwd', 'group', 'nsswitch.conf')}, "
+            "'passwd': open('/etc/passwd').read().splitlines()}))")
+    seen = json.loads(execute(kernel["kc"], code)["text"])
+    own = accounts.study_kernel_user(STUDY)
+    assert seen["user"] == own and seen["home"] == seen["expand"] == "/tmp/home"
+    assert seen["group"] == grp.getgrgid(pwd.getpwnam(own).pw_gid).gr_name
+    assert [line.split(":")[0] for line in seen["passwd"]] == ["root", own, "nobody"]
+    for uid, mode, writable in seen["files"].values():
+        assert uid == 0 and mode == "0o100444" and not writable
+    users, _ = foreign_accounts()
+    assert {accounts.study_kernel_user(OTHER), accounts.KEYHOLDER} <= set(users)  # can fail

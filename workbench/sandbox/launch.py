@@ -8,9 +8,12 @@ study's kernel uid with no capabilities and no-new-privs, under the seccomp filt
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +26,13 @@ HOME_INSIDE = "/tmp/home"  # noqa: S108 - the sandbox's private tmpfs
 EXTENSIONS_DIR = Path(workbench.__file__).resolve().parent.parent / "extensions"
 EXTENSIONS_INSIDE = "/opt/workbench/extensions"
 
-# Files of /etc a Python kernel needs; everything else of /etc stays invisible.
-ETC_FILES = ("passwd", "group", "nsswitch.conf", "hosts", "ld.so.cache", "ld.so.conf",
-             "ld.so.conf.d", "localtime", "mime.types")
+# Files of /etc a Python kernel needs, bound from the host; everything else of /etc stays
+# invisible. The account database is not among them: the host's lists every study's accounts.
+ETC_FILES = ("hosts", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "mime.types")
+# Generated per launch (account_files) and bound read-only in their place.
+ACCOUNT_FILES = ("passwd", "group", "nsswitch.conf")
+NOBODY = 65534  # the overflow uid/gid: owner of whatever is not mapped into a user namespace
+NOLOGIN = "/usr/sbin/nologin"
 # Parents that --dir must not (re)create: they are mounts of their own.
 _MOUNTED = {"/", "/usr", "/tmp", "/proc", "/dev", "/run", "/etc"}  # noqa: S108
 
@@ -74,6 +81,72 @@ class SandboxSpec:
         return env
 
 
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise WorkbenchError(f"uid {uid} has no account on this machine") from None
+
+
+def _group_name(gid: int, fallback: str) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return fallback
+
+
+def account_files(spec: SandboxSpec) -> dict[str, bytes]:
+    """The kernel's account database: root, the kernel's own account and group, and nobody.
+    Enough for getpass.getuser(), pwd.getpwuid(os.getuid()), `id` and `ls -l`; it names no
+    other study and no service account (the host's /etc/passwd names them all). nsswitch.conf
+    says "files" only, so no NSS module (systemd, sss, ldap) is asked for more."""
+    uid = os.getuid() if spec.kernel_uid is None else spec.kernel_uid
+    gid = os.getgid() if spec.kernel_gid is None else spec.kernel_gid
+    user = _user_name(uid)
+    group = _group_name(gid, user)
+    nobody = _group_name(NOBODY, "nogroup")
+    users = {0: f"root:x:0:0:root:/root:{NOLOGIN}",
+             NOBODY: f"nobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:{NOLOGIN}"}
+    users[uid] = f"{user}:x:{uid}:{gid}:{spec.study} kernel:{HOME_INSIDE}:/bin/sh"
+    groups = {0: "root:x:0:", NOBODY: f"{nobody}:x:{NOBODY}:", gid: f"{group}:x:{gid}:"}
+    nsswitch = "".join(f"{db}: files\n" for db in ("passwd", "group", "shadow", "gshadow",
+                                                   "hosts", "networks"))
+    return {"passwd": "".join(f"{users[k]}\n" for k in sorted(users)).encode(),
+            "group": "".join(f"{groups[k]}\n" for k in sorted(groups)).encode(),
+            "nsswitch.conf": nsswitch.encode()}
+
+
+def memory_file(name: str, data: bytes) -> int:
+    """A memory file holding ``data``, positioned at its start, for bwrap to read from a passed
+    descriptor. The caller closes it once bwrap has started."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write of {name}")
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def account_fds(spec: SandboxSpec) -> dict[str, int]:
+    """``account_files`` as memory files for ``bwrap_argv`` (pass them to bwrap, then close)."""
+    fds: dict[str, int] = {}
+    try:
+        for name, data in account_files(spec).items():
+            fds[name] = memory_file(f"workbench-kernel-{name}", data)
+    except BaseException:
+        close_fds(fds.values())
+        raise
+    return fds
+
+
+def close_fds(fds) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 def tool_path(name: str) -> str:
     found = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
     if not found:
@@ -95,9 +168,13 @@ def _parents(path: str, made: set[str]) -> list[str]:
     return args
 
 
-def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str], seccomp_fd: int) -> list[str]:
+def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str], seccomp_fd: int,
+               accounts: Mapping[str, int]) -> list[str]:
     """bwrap [mounts, namespaces, seccomp] -- setpriv [drop to the kernel uid] -- the kernel
-    command. ``seccomp_fd``: the filter program (``seccomp.program_fd``), passed to bwrap open."""
+    command. ``seccomp_fd``: the filter program (``seccomp.program_fd``); ``accounts``: the
+    account database (``account_fds(spec)``); all passed to bwrap open."""
+    if set(accounts) != set(ACCOUNT_FILES):
+        raise WorkbenchError(f"the sandbox needs its own {', '.join(ACCOUNT_FILES)}")
     argv = [tool_path(spec.bwrap)]
     privileged = spec.kernel_uid is not None
     if not privileged:
@@ -115,6 +192,8 @@ def bwrap_argv(spec: SandboxSpec, kernel_cmd: list[str], seccomp_fd: int) -> lis
     for name in ETC_FILES:
         if os.path.exists(f"/etc/{name}"):
             argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    for name in ACCOUNT_FILES:  # copied by bwrap into its root-owned tmpfs, bound read-only
+        argv += ["--perms", "0444", "--ro-bind-data", str(int(accounts[name])), f"/etc/{name}"]
     argv += ["--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--tmpfs", "/tmp",  # noqa: S108 - a fresh tmpfs per kernel
              "--perms", "1777", "--dir", HOME_INSIDE, "--perms", "0755", "--dir", "/run"]

@@ -41,7 +41,13 @@ from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.hub.limits import inherit_limits
 from workbench.paths import Space
 from workbench.sandbox import seccomp
-from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
+from workbench.sandbox.launch import (
+    KERNEL_DIR_INSIDE,
+    SandboxSpec,
+    account_fds,
+    bwrap_argv,
+    close_fds,
+)
 
 log = logging.getLogger("workbench.sandbox.launcher")
 
@@ -160,14 +166,17 @@ class _Session:
         # the kernel joins its server's cgroups and takes its rlimits: a study's kernels count
         # against the study's resource limits although this service starts them
         filter_fd = seccomp.program_fd()
+        fds = {}
         try:
+            fds = account_fds(spec)
             self.process = subprocess.Popen(
-                bwrap_argv(spec, kernel_command(), filter_fd), pass_fds=(filter_fd,),
+                bwrap_argv(spec, kernel_command(), filter_fd, fds),
+                pass_fds=(filter_fd, *fds.values()),
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd="/",
                 stdin=subprocess.DEVNULL, start_new_session=True, umask=0o007,
                 preexec_fn=inherit_limits(peer_pid))  # noqa: PLW1509 - files, setrlimit only
         finally:
-            os.close(filter_fd)  # bwrap holds its own copy
+            close_fds((filter_fd, *fds.values()))  # bwrap holds its own copies
         log.info("study %s: kernel pid %d for uid %d", study, self.process.pid, peer)
 
     def run(self) -> None:

@@ -32,7 +32,13 @@ from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 from workbench.sandbox import seccomp
-from workbench.sandbox.launch import KERNEL_DIR_INSIDE, SandboxSpec, bwrap_argv
+from workbench.sandbox.launch import (
+    KERNEL_DIR_INSIDE,
+    SandboxSpec,
+    account_fds,
+    bwrap_argv,
+    close_fds,
+)
 from workbench.sandbox.launcher import (
     RELAY_SOCKET,
     LaunchedKernel,
@@ -122,7 +128,7 @@ class SandboxProvisioner(LocalProvisioner):
     _base: Path | None = None
     _recorder = None
     _relay = None  # a dashboard kernel's decision relay (workbench.review.relay)
-    _seccomp_fd: int | None = None  # the kernel's seccomp program, open until bwrap starts
+    _fds: tuple[int, ...] = ()  # the seccomp program and account files, open until bwrap starts
 
     def attribute(self, msg_id: str, user: str, notebook_path: str | None = None) -> None:
         """Called by the authenticated websocket handler before it sends ``msg_id`` on."""
@@ -134,7 +140,7 @@ class SandboxProvisioner(LocalProvisioner):
         try:
             return await self._prepare(**kwargs)
         except BaseException:
-            self._close_seccomp()
+            self._close_fds()
             await self.cleanup(restart=False)  # no half-made socket dirs or orphaned proxy
             raise
 
@@ -219,10 +225,13 @@ class SandboxProvisioner(LocalProvisioner):
             self._launch = (launcher_socket(space), study, inner, self.dashboard)
             kwargs["cmd"] = ["workbench-kernel-launcher"]
         else:
-            self._close_seccomp()
-            self._seccomp_fd = seccomp.program_fd()  # closed once bwrap has started
-            kwargs["cmd"] = bwrap_argv(spec, kernel_cmd, self._seccomp_fd)
-            kwargs["pass_fds"] = (self._seccomp_fd,)
+            self._close_fds()
+            filter_fd = seccomp.program_fd()  # closed once bwrap has started, like the others
+            self._fds = (filter_fd,)
+            accounts_fds = account_fds(spec)
+            self._fds += tuple(accounts_fds.values())
+            kwargs["cmd"] = bwrap_argv(spec, kernel_cmd, filter_fd, accounts_fds)
+            kwargs["pass_fds"] = self._fds
         # bwrap's own environment; the kernel's is built by --clearenv/--setenv
         kwargs["env"] = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         kwargs["cwd"] = "/"
@@ -248,7 +257,7 @@ class SandboxProvisioner(LocalProvisioner):
             try:
                 return await super().launch_kernel(cmd, **kwargs)
             finally:
-                self._close_seccomp()  # bwrap holds its own copy
+                self._close_fds()  # bwrap holds its own copy
         socket_path, study, inner, dashboard = self._launch
         self.process = LaunchedKernel(socket_path, study, inner, dashboard=dashboard)
         self.pid, self.pgid = self.process.pid, None  # signals go through the launcher
@@ -266,10 +275,9 @@ class SandboxProvisioner(LocalProvisioner):
             self._relay = DecisionRelay(path, study, self.run_user, uid, space=space)
         return path
 
-    def _close_seccomp(self) -> None:
-        if self._seccomp_fd is not None:
-            os.close(self._seccomp_fd)
-            self._seccomp_fd = None
+    def _close_fds(self) -> None:
+        fds, self._fds = self._fds, ()
+        close_fds(fds)
 
     def _directories(self, kernel_uid: int | None, kernel_gid: int | None) -> tuple[Path, Path]:
         if self._base is None:

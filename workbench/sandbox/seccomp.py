@@ -89,16 +89,9 @@ def sha256() -> str:
 def program_fd() -> int:
     """A memory file holding ``program()``, read from its start by ``bwrap --seccomp``. The caller
     passes it to bwrap (``pass_fds``) and closes it once bwrap has started."""
-    fd = os.memfd_create("workbench-kernel-seccomp", os.MFD_CLOEXEC)
-    try:
-        data = program()
-        if os.write(fd, data) != len(data):
-            raise OSError("short write of the seccomp program")
-        os.lseek(fd, 0, os.SEEK_SET)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    from workbench.sandbox.launch import memory_file
+
+    return memory_file("workbench-kernel-seccomp", program())
 
 
 class _FileNo:
