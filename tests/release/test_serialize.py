@@ -1,4 +1,5 @@
-"""What may cross from the kernel to the airlock (security boundary: serialize.py, svg.py)."""
+"""What may cross from the kernel to the airlock (security boundary: serialize.py; SVG figures:
+test_svg.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from lifelines.datasets import load_rossi
 
 from workbench.errors import WorkbenchUserError
 from workbench.release.serialize import clean_png, from_payload, to_payload
-from workbench.release.svg import clean_svg
 
 matplotlib.use("Agg")
 
@@ -52,33 +52,6 @@ def test_png_text_chunks_do_not_survive():
     clean = clean_png(smuggled)
     assert b"SECRET-ROWS" not in clean and b"SECRET-ROWS" not in zlib.compress(clean)
     assert clean.startswith(b"\x89PNG")
-
-
-@pytest.mark.parametrize("svg", [
-    b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
-    b'<svg xmlns="http://www.w3.org/2000/svg"><rect onload="alert(1)"/></svg>',
-    b'<svg xmlns="http://www.w3.org/2000/svg"><foreignObject><div/></foreignObject></svg>',
-    b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:x="http://www.w3.org/1999/xlink">'
-    b'<image x:href="http://example.invalid/beacon.png"/></svg>',
-    b'<!DOCTYPE svg [<!ENTITY x "y">]><svg xmlns="http://www.w3.org/2000/svg">&x;</svg>',
-    b'<svg xmlns="http://www.w3.org/2000/svg"><style>rect{fill:url(http://e.invalid/)}</style>'
-    b'</svg>',
-])
-def test_unsafe_svg_is_refused(svg):
-    with pytest.raises(WorkbenchUserError):
-        clean_svg(svg)
-
-
-def test_matplotlib_svg_passes():
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots()
-    ax.plot([1, 2, 3])
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    plt.close(fig)
-    out = from_payload(to_payload(buf.getvalue()))
-    assert out.kind == "figure" and out.figure_format == "svg" and b"<svg" in out.figure[:400]
 
 
 def test_cox_fit_carries_what_the_rules_need():
