@@ -48,6 +48,12 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:
+        if exc.filename is None:
+            raise
+        # a path the user gave (or one inside it) cannot be used: say which, and why
+        click.echo(f"error: cannot use {exc.filename}: {exc.strerror}", err=True)
+        sys.exit(2)
     sys.exit(status if isinstance(status, int) else 0)
 
 

@@ -23,10 +23,11 @@ def gateway(data_dir: str | None, policy_path: str, max_rows: int | None) -> Non
 
     from workbench.gateway.openapi import MAX_ROWS
     from workbench.gateway.server import run_gateway
+    from workbench.space.cli import existing_space
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stdout)
-    run_gateway(data_dir, policy_path, max_rows or MAX_ROWS)
+    run_gateway(str(existing_space(data_dir).root), policy_path, max_rows or MAX_ROWS)
 
 
 @click.group("usage")

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from workbench.errors import WorkbenchUserError
-from workbench.paths import Space
+from workbench.space.cli import existing_space
 
 DEMO_POLICY = Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml"
 
@@ -43,7 +43,7 @@ def run_command(notebook, study, user, parameters, data_dir, policy):
     workspace. Starts the space's services for the run if they are not running."""
     from workbench.run.headless import parse_parameters, run_notebook
 
-    result = run_notebook(Space.at(data_dir), resolve_policy(policy), study, user, notebook,
+    result = run_notebook(existing_space(data_dir), resolve_policy(policy), study, user, notebook,
                           parse_parameters(list(parameters)), echo=click.echo)
     click.echo(f"executed notebook: {result.notebook}")
     if result.failed:
@@ -70,7 +70,7 @@ def rerun_command(study, until, user, as_json, data_dir, policy):
 
     from workbench.run.rerun import rerun_study
 
-    report = rerun_study(Space.at(data_dir), resolve_policy(policy), study, until=until,
+    report = rerun_study(existing_space(data_dir), resolve_policy(policy), study, until=until,
                          user=user, echo=(lambda _line: None) if as_json else click.echo)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))

@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
+from pathlib import Path
 
 import click
 
-from workbench.paths import ENV_VAR
+from workbench.errors import WorkbenchUserError
+from workbench.paths import ENV_VAR, Space
+
+
+def existing_space(data_dir: str | os.PathLike | None) -> Space:
+    """The space at ``data_dir`` (or $WORKBENCH_DATA_DIR), checked before any service starts for
+    it: it was built by `workbench init`, and the services' accounts can reach it (every parent
+    directory traversable by others, which a root-run command would not notice itself)."""
+    space = Space.at(data_dir)
+    for parent in reversed(space.root.parents):
+        mode = _mode(parent)
+        if mode is not None and not mode & stat.S_IXOTH:
+            raise WorkbenchUserError(
+                f"{parent} (a parent of the data space {space.root}) is not traversable by other "
+                "users, so the workbench's service accounts cannot reach the space: run "
+                f"'chmod o+x {parent}' or build the space elsewhere.",
+                reason="data-dir-not-traversable")
+    if not space.manifest.is_file():
+        raise WorkbenchUserError(
+            f"{space.root} is not a data space (no space.json): build one with "
+            f"'workbench init --data-dir {space.root}'.", reason="no-data-space")
+    return space
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return path.stat().st_mode
+    except OSError:  # missing or unreadable: the manifest check says so
+        return None
 
 
 def _terminate(signum, _frame):
