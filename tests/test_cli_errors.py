@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from workbench.errors import WorkbenchUserError
+
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = str(REPO / "notebooks" / "lung_validation.ipynb")
@@ -61,11 +63,28 @@ def test_run_under_a_parent_others_cannot_traverse(root):
     ("run", "--study", "cml-tki", "--user", "alice", NOTEBOOK),
     ("rerun", "--study", "cml-tki"),
     ("gateway", "--policy", POLICY),
+    ("hub", "users", "alice"),
 ])
 def test_a_directory_that_is_no_space(root, command):
     done = workbench(*command, "--data-dir", str(root))
     _one_line(done, "is not a data space")
     assert not (root / "run").exists()  # nothing was started or made for it
+
+
+def test_without_root_a_private_parent_is_the_callers_own(root, monkeypatch):
+    """Without root the services run as the caller: a space in a 0700 home is fine."""
+    from workbench import accounts
+    from workbench.space.cli import existing_space
+
+    space = root / "home" / "space"
+    space.mkdir(parents=True)
+    os.chmod(root / "home", 0o700)
+    (space / "space.json").write_text("{}")
+    monkeypatch.setattr(accounts, "is_root", lambda: False)
+    assert existing_space(str(space)).root == space
+    monkeypatch.setattr(accounts, "is_root", lambda: True)
+    with pytest.raises(WorkbenchUserError, match="chmod o\\+x"):
+        existing_space(str(space))
 
 
 def test_no_data_space_given():

@@ -37,9 +37,9 @@ def users(data_dir: str, db_url: str | None, reset: bool, names: tuple[str, ...]
     """Create approved password accounts NAMES and print their passwords once."""
     from workbench.hub.layout import HubLayout
     from workbench.hub.users import create_users
-    from workbench.paths import Space
+    from workbench.space.cli import existing_space
 
-    layout = HubLayout(Space.at(data_dir))
+    layout = HubLayout(existing_space(data_dir))
     layout.ensure()
     created = create_users(db_url or layout.default_db_url, names, reset=reset)
     for name in names:

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import click
 
+from workbench import accounts
 from workbench.errors import WorkbenchUserError
 from workbench.paths import ENV_VAR, Space
 
 
 def existing_space(data_dir: str | os.PathLike | None) -> Space:
     """The space at ``data_dir`` (or $WORKBENCH_DATA_DIR), checked before any service starts for
-    it: it was built by `workbench init`, and the services' accounts can reach it (every parent
-    directory traversable by others, which a root-run command would not notice itself)."""
+    it: it was built by `workbench init`, and, as root, the services' accounts can reach it
+    (every parent directory traversable by others, which root itself would not notice; without
+    root the services run as the caller, who reaches what they do)."""
     space = Space.at(data_dir)
-    for parent in reversed(space.root.parents):
+    for parent in reversed(space.root.parents if accounts.is_root() else ()):
         mode = _mode(parent)
         if mode is not None and not mode & stat.S_IXOTH:
             raise WorkbenchUserError(
