@@ -144,5 +144,5 @@ def test_a_variance_without_sums_of_squares_is_refused():
     values = {"n": np.array([50.0]), "s1": np.array([1.0]), "s2": np.array([0.0]),
               "abs": np.array([60.0]), "top": np.array([2.0]), "cell_holders": np.array([3.0])}
     with pytest.raises(WorkbenchUserError) as err:
-        release.release_moments("var", spec, values, release.Thresholds.from_dict({}))
+        release.release_moments("var", spec, values, release.thresholds_from({}))
     assert err.value.reason == "malformed-message"

@@ -137,10 +137,11 @@ def test_one_ciphertext_per_patient_is_refused():
 def test_thresholds_cannot_be_disabled():
     df = _frame(300)
     df.loc[:1, "rare"] = "rare"
-    fed = Federation(split_round_robin(df), min_cell_count=0)
-    # a floor of one: counts of 2 pass with min_cell_count <= 2, but never a negative/zero rule
-    assert fed.thresholds["min_cell_count"] == 0
-    assert fed.count(by="rare")["rare"] == 2
+    with pytest.raises(WorkbenchUserError) as err:  # a zero rule is no rule: refused at once
+        Federation(split_round_robin(df), min_cell_count=0)
+    assert err.value.reason == "bad-thresholds"
+    # the smallest rule there is: counts of 2 pass with min_cell_count 1
+    assert Federation(split_round_robin(df), min_cell_count=1).count(by="rare")["rare"] == 2
     with pytest.raises(WorkbenchUserError):
         Federation(split_round_robin(df), dominance=(0, 0.5)).sum("age")
 

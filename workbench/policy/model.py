@@ -44,6 +44,10 @@ class Dominance(_Model):
 
 
 class Thresholds(_Model):
+    """A study's disclosure thresholds: the one definition that the key holder's release check
+    (``workbench/secure/release.py``) and the airlock (``workbench/release/rules.py``) both
+    apply, taken from the study's policy entry."""
+
     min_cell_count: int = Field(default=10, ge=1,
                                 description="smallest count a released cell may have")
     dominance: Dominance = Dominance()
@@ -51,10 +55,38 @@ class Thresholds(_Model):
         default=0.10, gt=0, lt=1, description="the p% rule on sums: what the two largest "
                                               "contributions leave must be at least p of the "
                                               "largest")
+    min_dof: int = Field(default=10, ge=1, description="residual degrees of freedom a released "
+                                                       "model must keep")
+    zeros_are_disclosive: bool = Field(
+        default=True, description="whether a zero cell in a released table is disclosive "
+                                  "(class disclosure: nobody in a group has a trait)")
+    min_holders: int = Field(default=2, ge=2, description="holders a secure result must pool, "
+                                                          "in every released cell")
     max_rounds_per_day: int = Field(
         default=2000, ge=1, description="secure rounds the study may have decrypted per UTC day "
                                         "(a Cox fit takes one per Newton step): a cap on "
                                         "differencing by repetition")
+
+    @property
+    def dominance_n(self) -> int:
+        return self.dominance.n
+
+    @property
+    def dominance_k(self) -> float:
+        return self.dominance.k
+
+    def at_least(self, floor: int) -> Thresholds:
+        """These thresholds with ``min_cell_count`` raised to a service's floor."""
+        if self.min_cell_count >= floor:
+            return self
+        return self.model_copy(update={"min_cell_count": int(floor)})
+
+    def acro_risk_appetite(self) -> dict:
+        """The same thresholds in the words of SACRO's ``acro.sdcchecks.SDCChecks``."""
+        return {"safe_threshold": self.min_cell_count, "safe_dof_threshold": self.min_dof,
+                "safe_nk_n": self.dominance.n, "safe_nk_k": self.dominance.k,
+                "safe_pratio_p": self.p_percent,
+                "zeros_are_disclosive": self.zeros_are_disclosive, "check_missing_values": False}
 
 
 class Resources(_Model):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench.policy.model import Thresholds  # the one definition, from the study's policy
 from workbench.release.differencing import SortedReleases, count_cells, multiset_sha256
 from workbench.release.identifying import text_rules
 from workbench.release.outputs import (
@@ -33,29 +34,6 @@ from workbench.release.outputs import (
 )
 
 VERDICT_ORDER = {"pass": 0, "review": 1, "fail": 2}
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """A study's disclosure thresholds (from the policy; these are the safe defaults)."""
-
-    min_cell_count: int = 10
-    dominance_n: int = 2
-    dominance_k: float = 0.9  # the n largest contributors may hold less than this share
-    p_percent: float = 0.10
-    min_dof: int = 10
-    zeros_are_disclosive: bool = True
-
-    def acro_risk_appetite(self) -> dict[str, Any]:
-        return {
-            "safe_threshold": self.min_cell_count,
-            "safe_dof_threshold": self.min_dof,
-            "safe_nk_n": self.dominance_n,
-            "safe_nk_k": self.dominance_k,
-            "safe_pratio_p": self.p_percent,
-            "zeros_are_disclosive": self.zeros_are_disclosive,
-            "check_missing_values": False,
-        }
 
 
 @dataclass

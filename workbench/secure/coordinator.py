@@ -69,9 +69,9 @@ class Coordinator:
             self.processes = HolderProcesses(partitions, keys, signers)
         self.aggregator = aggregator or Aggregator(keys, keyholder)
         self.thresholds = dict(thresholds or {})
-        from workbench.secure.release import Thresholds
+        from workbench.secure.release import thresholds_from
 
-        Thresholds.from_dict(self.thresholds)  # bad thresholds fail here, before any encryption
+        thresholds_from(self.thresholds)  # bad thresholds fail here, before any encryption
         self.context = dict(context or {})
         self.log: list[dict] = []  # per round: what was sent, for provenance and benchmarks
 

@@ -15,7 +15,7 @@ from workbench.secure.coordinator import Coordinator
 
 class Federation:
     def __init__(self, partitions: dict[str, pd.DataFrame], min_cell_count: int = 10,
-                 dominance: tuple[int, float] = (2, 0.85), *, min_holders: int = 2,
+                 dominance: tuple[int, float] = (2, 0.9), *, min_holders: int = 2,
                  keyholder=None, public_keys=None, provenance=None, context: dict | None = None,
                  holder_processes: bool = False, view=None, privacy: dict | None = None):
         """``view``: a catalog ``View`` whose column roles and public grids the operations
@@ -36,8 +36,10 @@ class Federation:
 
         # Holders get contexts rebuilt from the public bytes: no secret key object in them.
         public_keys = PublicKeys.from_bytes(public_keys.to_bytes())
-        self.thresholds = {"min_cell_count": min_cell_count, "dominance": list(dominance),
-                           "min_holders": min_holders}
+        # the policy's Thresholds, as the gateway passes them; min_holders is never below 2
+        self.thresholds = {"min_cell_count": min_cell_count,
+                           "dominance": {"n": dominance[0], "k": dominance[1]},
+                           "min_holders": max(int(min_holders), 2)}
         from workbench.secure.plan import Schema
 
         self.coordinator = Coordinator(partitions, public_keys, keyholder, self.thresholds,

@@ -17,7 +17,6 @@ vectors (per-bin risk sets, per-cell sums) never leave this object.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -88,7 +87,7 @@ class KeyHolder:
         rule = release.RULES.get((kind, op))
         if rule is None or not isinstance(spec, dict):
             raise wire.WireError(f"no release rule for operation {op!r} of kind {kind!r}")
-        thresholds = release.Thresholds.from_dict(header.get("thresholds"), self.min_cell_floor)
+        thresholds = release.thresholds_from(header.get("thresholds"), self.min_cell_floor)
         if fingerprint != self.fingerprint:
             raise WorkbenchUserError(
                 f"the ciphertexts were made under another public context (fingerprint "
@@ -171,7 +170,7 @@ class KeyHolder:
         body = {"study": str(context.get("study") or "in-process"),
                 "request_id": str(context.get("request_id") or "none"), "op": op, "kind": kind,
                 "spec_sha256": signing.spec_sha256(spec), "result": result,
-                "checks": {"thresholds": thresholds.to_dict(), "rules": rule.__name__},
+                "checks": {"thresholds": thresholds.model_dump(), "rules": rule.__name__},
                 "view": str(context.get("view") or ""), "spec": spec}
         return result | {"attestation": attest.sign(self.release_key, body, digest)}
 
@@ -208,7 +207,7 @@ class KeyHolder:
                                         float(spec["resolution"]), eps, k)
         else:
             counts = np.rint(values["counts"]).astype(np.int64)
-            release.check_cells(values, counts, dataclasses.replace(t, min_cell_count=1),
+            release.check_cells(values, counts, t.model_copy(update={"min_cell_count": 1}),
                                 "cell(s)", "Group by columns that every holder shares.")
             exact = {"counts": counts.tolist(), "labels": release.cell_labels(spec)}
             if op == "histogram":
@@ -279,7 +278,7 @@ class KeyHolder:
                       {"name": "min-holders", "status": "fail" if rule == "min-holders"
                        else "pass"},
                       {"name": "release-policy", "status": passed,
-                       "rule": f"{rule or 'all'}; thresholds {thresholds.to_dict()}"}],
+                       "rule": f"{rule or 'all'}; thresholds {_compact(thresholds)}"}],
         }
         if rule:
             fields["reason"] = rule
@@ -291,6 +290,12 @@ class KeyHolder:
             encoded, digest = result  # the canonical encoding of what was released
             fields["result_sha256"], fields["result_size"] = digest, len(encoded)
         self.provenance.append("he-decryption", fields)  # raises when the collector is down
+
+
+def _compact(t) -> str:
+    """The thresholds in a provenance record's rule text (short: the field is bounded)."""
+    return (f"k={t.min_cell_count} dominance=({t.dominance_n}, {t.dominance_k:g}) "
+            f"p={t.p_percent:g} holders={t.min_holders}")
 
 
 def _check_macs(decrypted: list[np.ndarray], schemes: list[str], mac_keys: list[bytes],

@@ -16,11 +16,12 @@ refused alike (``too_few``).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
+from pydantic import ValidationError
 
 from workbench.errors import WorkbenchUserError
+from workbench.policy.model import Thresholds
 from workbench.secure import stats
 from workbench.secure.ops import AT_RISK_SHIFT
 
@@ -31,39 +32,21 @@ class ReleaseRefused(WorkbenchUserError):
         self.rule = rule
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    min_cell_count: int = 10
-    dominance_n: int = 2
-    dominance_k: float = 0.85
-    min_holders: int = 2
-    max_rounds_per_day: int = 2000  # secure rounds one study may have decrypted per UTC day
-    p_percent: float = 0.10  # the p% rule: what the two largest leave must be >= p x the largest
-
-    @classmethod
-    def from_dict(cls, data: dict | None, floor: int = 1) -> Thresholds:
-        data = dict(data or {})
-        n, k = dominance_pair(data.get("dominance"))
-        if k > 1:  # given as a percentage
-            k /= 100.0
-        if not (n >= 1 and 0 < k <= 1):
-            raise WorkbenchUserError("dominance must be (n, k) with n >= 1 and 0 < k <= 1 "
-                                     "(or k a percentage).", reason="bad-thresholds")
-        return cls(max(int(data.get("min_cell_count", 10)), floor, 1), n, k,
-                   max(int(data.get("min_holders", 2)), 2),
-                   max(int(data.get("max_rounds_per_day", 2000)), 1),
-                   min(max(float(data.get("p_percent", 0.10)), 0.0), 1.0))
-
-    def to_dict(self) -> dict:
-        return {"min_cell_count": self.min_cell_count,
-                "dominance": [self.dominance_n, self.dominance_k], "min_holders": self.min_holders,
-                "max_rounds_per_day": self.max_rounds_per_day, "p_percent": self.p_percent}
+def thresholds_from(data: dict | None, floor: int = 1) -> Thresholds:
+    """The study's thresholds as the gateway passes them (the policy's ``Thresholds``, dumped),
+    with ``min_cell_count`` never below the key holder's floor."""
+    try:
+        return Thresholds.model_validate(dict(data or {})).at_least(max(floor, 1))
+    except ValidationError as exc:
+        field = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "thresholds"
+        raise WorkbenchUserError(f"the study's thresholds are invalid ({field}): fix the policy "
+                                 "file.", reason="bad-thresholds") from None
 
 
 def dominance_pair(value) -> tuple[int, float]:
     """(n, k) from a pair or from the policy's {"n": .., "k": ..}."""
     if value is None:
-        return 2, 0.85
+        return Thresholds().dominance_n, Thresholds().dominance_k
     try:
         if isinstance(value, dict):
             return int(value["n"]), float(value["k"])
