@@ -118,3 +118,18 @@ def test_catalog_mistakes(space):
     _one_line(workbench("catalog", "show", "--data-dir", space, "no-such-dataset"),
               "no-such-dataset")
     _one_line(workbench("provenance", "log", "--data-dir", space), "No provenance store")
+
+
+def test_sandbox_check_without_its_tools(monkeypatch, capsys):
+    """An installation without bubblewrap (an admin's mistake) is told what to install
+    (in-process: this machine has the tools, so their absence is simulated)."""
+    from workbench import cli
+    from workbench.sandbox import launch
+
+    monkeypatch.setattr(launch.shutil, "which", lambda *_a, **_k: None)
+    monkeypatch.setattr(sys, "argv", ["workbench", "sandbox", "check"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: bwrap is not installed")

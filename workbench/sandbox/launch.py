@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import workbench
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, WorkbenchUserError
 
 KERNEL_DIR_INSIDE = "/run/kernel"  # the kernel's private connection file and ZMQ sockets
 GATEWAY_INSIDE = "/run/gateway.sock"
@@ -150,8 +150,9 @@ def close_fds(fds) -> None:
 def tool_path(name: str) -> str:
     found = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
     if not found:
-        raise WorkbenchError(f"{name} is not installed: the kernel sandbox needs it "
-                             "(Debian packages bubblewrap and util-linux; see the Makefile)")
+        raise WorkbenchUserError(f"{name} is not installed: the kernel sandbox needs it "
+                                 "(Debian packages bubblewrap and util-linux; see the Makefile)",
+                                 reason="sandbox-tool-missing")
     return found
 
 
