@@ -8,6 +8,7 @@ is added under /root (everything else is the host's file system).
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -75,8 +76,10 @@ def test_non_root_server_gets_a_kernel_as_the_study_kernel_uid(launcher):
             kc.execute_interactive(code, timeout=60, output_hook=lambda m: out.append(
                 m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
             return "".join(out).split()
-        first = run("import os, resource; print(os.getuid(), os.getgid(), "
-                    "resource.getrlimit(resource.RLIMIT_AS)[0])")
+        first = run("import getpass, grp, os, resource; print(os.getuid(), os.getgid(), "
+                    "resource.getrlimit(resource.RLIMIT_AS)[0], getpass.getuser(), "
+                    "grp.getgrgid(os.getgid()).gr_name, "
+                    "','.join(l.split(':')[0] for l in open('/etc/passwd')))")
         km.restart_kernel(now=True); kc.wait_for_ready(timeout=60)
         second = run("import os; print(os.getuid(), os.getgid(), os.getpid())")
         kernel_id = km.kernel_id
@@ -93,6 +96,11 @@ def test_non_root_server_gets_a_kernel_as_the_study_kernel_uid(launcher):
     for run in ("first", "second"):
         assert [int(x) for x in report[run][:2]] == [kernel_uid, server_gid]
     assert int(report["first"][2]) == 6 << 30  # the kernel took its server's rlimit
+    # the launcher's kernels get the sandbox's own account database too: its account, its
+    # server's group (its gid here), root and nobody, and no other account of the host
+    assert report["first"][3:] == [accounts.study_kernel_user(STUDY),
+                                   grp.getgrgid(server_gid).gr_name,
+                                   f"root,{accounts.study_kernel_user(STUDY)},nobody"]
     assert report["alive"] is False
     events = [r["fields"] for r in read_records(space) if r["kind"] == "kernel-lifecycle"
               and r["fields"]["kernel_id"] == report["kernel_id"]]
