@@ -240,6 +240,21 @@ def clean_png(data: bytes) -> bytes:
 
 
 def from_payload(payload: dict) -> Output:
+    """The output a kernel sent, decoded with bounded sizes and plain types only. A payload with
+    a missing or wrong-typed field is refused as the sender's mistake (found by fuzzing the
+    airlock: tests/release/test_fuzz.py), naming the fault's type, never a value."""
+    if not isinstance(payload, dict):
+        raise WorkbenchUserError("the release payload must be a JSON object: build it with "
+                                 "wb.release.request", reason="bad-request")
+    try:
+        return _decoded(payload)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise WorkbenchUserError(
+            f"the release payload is malformed ({type(exc).__name__}: a field is missing or has "
+            "the wrong type); build it with wb.release.request", reason="bad-request") from None
+
+
+def _decoded(payload: dict) -> Output:
     kind = payload.get("kind")
     view = payload.get("view")
     if view is not None and not isinstance(view, str):

@@ -1,13 +1,17 @@
-"""The airlock service: HTTP/1.1 over its own Unix socket (``run/airlock.sock``).
+"""The airlock's HTTP app (aiohttp) on its own Unix socket (``run/airlock.sock``).
 
-Who may connect is decided by the kernel, not by headers: the peer uid of each connection
-(SO_PEERCRED) must be one of the trusted callers (root, the gateway, the airlock itself). Those
-callers assert the acting user and study in headers, having established them themselves (the
-gateway from the study socket's peer uid, the review service from hub OAuth). A reviewer's
-dashboard kernel, which is not trusted, proves its reviewer with a signed token instead
-(``workbench.release.tokens``), relayed by the gateway.
+Security boundary (guarded by tests/release/test_service.py and tests/release/test_fuzz.py):
+- who may connect is decided by the kernel, not by headers: the peer uid of each connection
+  (SO_PEERCRED) must be one of the trusted callers (root, the gateway, the airlock itself), and
+  it is checked in the one middleware, after the headers and before any body is read;
+- those callers assert the acting user and study in headers, having established them themselves
+  (the gateway from the study socket's peer uid, the review service from hub OAuth); a reviewer's
+  dashboard kernel, which is not trusted, proves its reviewer with a signed token instead
+  (``workbench.release.tokens``), relayed by the gateway;
+- every error, including unknown routes and oversized bodies, has the one shape
+  ``{"error": {"reason", "message"}}``; a fault is logged by type and frames, never by value.
 
-Routes (JSON; errors are ``{"error": {"reason", "message"}}``)::
+Routes (JSON; the OpenAPI document is ``workbench.release.openapi.SPEC``)::
 
     POST /requests                         {name, description, payload}  -> summary
                                            (X-Workbench-Dry-Run: 1 -> checked, not stored)
@@ -16,159 +20,219 @@ Routes (JSON; errors are ``{"error": {"reason", "message"}}``)::
     POST /requests/{id}/decision           {decision, comment}  -> summary
     GET  /requests/{id}/files/{name}       -> bytes of a released file
     GET  /health                           -> {"ok": true}
+    GET  /openapi.json                     -> the OpenAPI document
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
-import re
+import signal
 import socket
-import socketserver
 import struct
-from http.server import BaseHTTPRequestHandler
+from functools import partial
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+
+from aiohttp import web
 
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.release.airlock import Airlock, Context
+from workbench.release.openapi import MAX_BODY, SPEC
 from workbench.release.tokens import verify_token
 
 log = logging.getLogger("workbench.airlock")
-MAX_BODY = 32 * 1024 * 1024
-_STATUS = {"access-denied": 403, "own-request": 403, "same-reviewer": 409, "bad-state": 409,
-           "not-found": 404, "release-too-large": 413, "unauthenticated": 401,
-           "policy-unavailable": 503}
+STATUS = {"access-denied": 403, "own-request": 403, "same-reviewer": 409, "bad-state": 409,
+          "not-found": 404, "method-not-allowed": 405, "release-too-large": 413,
+          "unauthenticated": 401, "policy-unavailable": 503}
+_HTTP_REASONS = {404: "not-found", 405: "method-not-allowed", 413: "release-too-large"}
 DRY_RUN_HEADER = "X-Workbench-Dry-Run"  # set only by trusted callers (the gateway's re-run route)
-_REQUEST = re.compile(r"^/requests/(?P<id>[A-Za-z0-9-]{1,64})(?P<rest>/.*)?$")
+READY = "airlock serving"
+_REQUEST_ID = "{request_id:[A-Za-z0-9-]{1,64}}"
 
 
-def peer_uid(sock: socket.socket) -> int:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
+def error_response(status: int, reason: str, message: str) -> web.Response:
+    """The one error shape of the airlock: {"error": {"reason", "message"}}."""
+    return web.json_response({"error": {"reason": reason, "message": message}}, status=status,
+                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+def peer_uid(request: web.Request) -> int | None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
     return uid
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: AirlockHTTPServer
-    protocol_version = "HTTP/1.1"
-
-    def address_string(self) -> str:  # Unix sockets have no client address
-        return "unix"
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
-        log.info("%s %s", self.command, urlsplit(self.path).path)
-
-    # -- plumbing -----------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, obj) -> None:
-        self._send(status, json.dumps(obj, default=str).encode())
-
-    def _error(self, reason: str, message: str, status: int | None = None) -> None:
-        self._json(status or _STATUS.get(reason, 400),
-                   {"error": {"reason": reason, "message": message}})
-
-    def _body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise WorkbenchUserError(f"request body larger than {MAX_BODY} bytes",
-                                     reason="release-too-large")
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            raise WorkbenchUserError("the request body is not JSON") from None
-        if not isinstance(body, dict):
-            raise WorkbenchUserError("the request body must be a JSON object")
-        return body
-
-    def _context(self) -> Context:
-        uid = peer_uid(self.connection)
-        if uid not in self.server.trusted_uids:
-            raise WorkbenchUserError("this account may not call the airlock directly",
+def _context(request: web.Request, token_key: bytes) -> Context:
+    """Who acts: a reviewer token's signed claims, or the trusted caller's asserted actor."""
+    headers = request.headers
+    study = headers.get("X-Workbench-Study") or None
+    # Any value but "0" means dry run: a garbled marker errs on the side of doing less.
+    dry_run = headers.get(DRY_RUN_HEADER, "0") != "0"
+    token = headers.get("X-Workbench-Reviewer-Token")
+    if token:
+        claims = verify_token(token_key, token)
+        if study is not None and claims["study"] != study:
+            raise WorkbenchUserError("the reviewer token is for another study",
                                      reason="access-denied")
-        study = self.headers.get("X-Workbench-Study") or None
-        # Any value but "0" means dry run: a garbled marker errs on the side of doing less.
-        dry_run = self.headers.get(DRY_RUN_HEADER, "0") != "0"
-        token = self.headers.get("X-Workbench-Reviewer-Token")
-        if token:
-            claims = verify_token(self.server.token_key, token)
-            if study is not None and claims["study"] != study:
-                raise WorkbenchUserError("the reviewer token is for another study",
-                                         reason="access-denied")
-            return Context(actor=claims["user"], study=claims["study"], dry_run=dry_run)
-        actor = self.headers.get("X-Workbench-Actor")
-        if not actor:
-            raise WorkbenchUserError("no acting user given", reason="unauthenticated")
-        return Context(actor=actor, study=study,
-                       kernel_id=self.headers.get("X-Workbench-Kernel") or None,
-                       msg_id=self.headers.get("X-Workbench-Msg-Id") or None,
-                       claimed_user=self.headers.get("X-Workbench-User") or None,
-                       dry_run=dry_run)
+        return Context(actor=claims["user"], study=claims["study"], dry_run=dry_run)
+    actor = headers.get("X-Workbench-Actor")
+    if not actor:
+        raise WorkbenchUserError("no acting user given", reason="unauthenticated")
+    return Context(actor=actor, study=study,
+                   kernel_id=headers.get("X-Workbench-Kernel") or None,
+                   msg_id=headers.get("X-Workbench-Msg-Id") or None,
+                   claimed_user=headers.get("X-Workbench-User") or None,
+                   dry_run=dry_run)
 
-    def _dispatch(self, method: str) -> None:
+
+async def _body(request: web.Request) -> dict:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise WorkbenchUserError(f"request body larger than {MAX_BODY} bytes",
+                                 reason="release-too-large")
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise WorkbenchUserError("the request body is not JSON", reason="bad-request") from None
+    if not isinstance(body, dict):
+        raise WorkbenchUserError("the request body must be a JSON object", reason="bad-request")
+    return body
+
+
+def _json(obj, status: int = 200) -> web.Response:
+    return web.json_response(obj, status=status, dumps=partial(json.dumps, default=str),
+                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+def make_app(airlock: Airlock, trusted_uids: set[int], token_key: bytes) -> web.Application:
+    """The airlock's app: every route behind the peer-uid check and the one error shape."""
+
+    async def blocking(function, *args):
+        """The airlock's work (SQLite, provenance, the rules) runs off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+    @web.middleware
+    async def errors(request: web.Request, handler):
         try:
-            url = urlsplit(self.path)
-            body = self._body() if method == "POST" else {}
-            if url.path == "/health":
-                return self._json(200, {"ok": True})
-            ctx = self._context()
-            airlock = self.server.airlock
-            if url.path == "/requests" and method == "POST":
-                made = airlock.create(ctx, body.get("payload") or {}, body.get("name"),
-                                      body.get("description"))
-                return self._json(200 if ctx.dry_run else 201, made)
-            if url.path == "/requests" and method == "GET":
-                query = parse_qs(url.query)
-                return self._json(200, airlock.list(ctx, (query.get("study") or [None])[0],
-                                                    query.get("state")))
-            match = _REQUEST.match(url.path)
-            if match is None:
-                return self._error("not-found", f"no route {method} {url.path[:100]}", 404)
-            rid, rest = match["id"], match["rest"] or ""
-            if rest == "" and method == "GET":
-                return self._json(200, airlock.detail(ctx, rid))
-            if rest == "/decision" and method == "POST":
-                return self._json(200, airlock.decide(ctx, rid, body.get("decision"),
-                                                      body.get("comment") or ""))
-            if rest.startswith("/files/") and method == "GET":
-                data = airlock.download(ctx, rid, unquote(rest[len("/files/"):]))
-                return self._send(200, data, "application/octet-stream")
-            return self._error("not-found", f"no route {method} {url.path[:100]}", 404)
+            if peer_uid(request) not in trusted_uids:
+                raise WorkbenchUserError("this account may not call the airlock directly",
+                                         reason="access-denied")
+            response = await handler(request)
         except WorkbenchUserError as exc:
-            return self._error(exc.reason, str(exc))
+            response = error_response(STATUS.get(exc.reason, 400), exc.reason, str(exc))
         except WorkbenchError as exc:
             log.error("airlock fault: %s", exc)
-            return self._error("unavailable", str(exc), 503)
+            response = error_response(503, "unavailable", str(exc))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(exc.status, _HTTP_REASONS.get(exc.status, "bad-request"),
+                                      f"{exc.reason}: see GET /openapi.json")
         except Exception as exc:  # never a traceback (or a value) to the caller
-            log_fault(log, "airlock bug", exc)
-            return self._error("internal", f"internal error ({type(exc).__name__})", 500)
+            log_fault(log, f"airlock bug on {request.method} {request.path[:200]}", exc)
+            response = error_response(500, "internal", f"internal error ({type(exc).__name__})")
+        log.info("%s %s %s", request.method, request.path[:200], response.status)
+        return response
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._dispatch("GET")
+    async def create(request: web.Request) -> web.Response:
+        ctx = _context(request, token_key)
+        body = await _body(request)
+        made = await blocking(airlock.create, ctx, body.get("payload") or {}, body.get("name"),
+                              body.get("description"))
+        return _json(made, 200 if ctx.dry_run else 201)
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
+    async def list_requests(request: web.Request) -> web.Response:
+        ctx = _context(request, token_key)
+        states = request.query.getall("state", []) or None
+        return _json(await blocking(airlock.list, ctx, request.query.get("study") or None,
+                                    states))
+
+    async def detail(request: web.Request) -> web.Response:
+        ctx = _context(request, token_key)
+        return _json(await blocking(airlock.detail, ctx, request.match_info["request_id"]))
+
+    async def decide(request: web.Request) -> web.Response:
+        ctx = _context(request, token_key)
+        body = await _body(request)
+        return _json(await blocking(airlock.decide, ctx, request.match_info["request_id"],
+                                    body.get("decision"), body.get("comment") or ""))
+
+    async def download(request: web.Request) -> web.Response:
+        ctx = _context(request, token_key)
+        data = await blocking(airlock.download, ctx, request.match_info["request_id"],
+                              request.match_info["name"])
+        return web.Response(body=data, content_type="application/octet-stream",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    async def health(request: web.Request) -> web.Response:
+        return _json({"ok": True})
+
+    async def openapi(request: web.Request) -> web.Response:
+        return _json(SPEC)
+
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+    app.router.add_post("/requests", create)
+    app.router.add_get("/requests", list_requests)
+    app.router.add_get(f"/requests/{_REQUEST_ID}", detail)
+    app.router.add_post(f"/requests/{_REQUEST_ID}/decision", decide)
+    app.router.add_get(f"/requests/{_REQUEST_ID}/files/{{name:.+}}", download)
+    app.router.add_get("/health", health)
+    app.router.add_get("/openapi.json", openapi)
+    return app
 
 
-class AirlockHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+def bind(path: Path) -> socket.socket:
+    """The airlock's listening socket, reachable by every local account: SO_PEERCRED decides
+    who may actually use it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        path.unlink()  # a stale socket of an earlier airlock
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o666)  # noqa: S103 - access is decided per connection by peer uid
+    listener.listen(64)
+    listener.setblocking(False)
+    return listener
 
-    def __init__(self, path: Path, airlock: Airlock, trusted_uids: set[int], token_key: bytes):
-        self.airlock = airlock
-        self.trusted_uids = trusted_uids
-        self.token_key = token_key
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_socket():
-            path.unlink()
-        super().__init__(str(path), _Handler)
-        # Reachable by every local account; SO_PEERCRED decides who may actually use it.
-        os.chmod(path, 0o666)  # noqa: S103 - access is decided per connection by peer uid
+
+class _Connection(web.RequestHandler):
+    """One connection. aiohttp answers a request it cannot parse (a bad Content-Length, a broken
+    header line) itself, before any middleware, in plain text and logging a traceback that
+    quotes the request's bytes; here that answer has the one error shape and its log line names
+    only the fault's type."""
+
+    def handle_error(self, request, status=500, exc=None, message=None) -> web.Response:
+        log.warning("unparsable request refused: %s", type(exc).__name__)
+        response = error_response(
+            status, "bad-request" if status < 500 else "internal",
+            "the request is not valid HTTP/1.1 (check its Content-Length and header lines)")
+        response.force_close()
+        return response
+
+
+def serve(app: web.Application, listener: socket.socket) -> None:
+    """Serve until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        listening = await loop.create_unix_server(
+            # lingering_time=0: a refused body (an untrusted peer's, one over the limit) is never
+            # read; aiohttp would otherwise read it for up to 10 s to keep the connection.
+            lambda: _Connection(runner.server, loop=loop, access_log=None, lingering_time=0),
+            sock=listener)
+        log.info(READY)
+        await stop.wait()
+        listening.close()
+        await runner.cleanup()
+
+    asyncio.run(main())

@@ -2,16 +2,15 @@
 
 As root it creates the airlock account, gives it the airlock directory and every study's outbox
 (0700), binds the socket, loads everything it will need and then drops to that uid. For tests and
-other components ``start_airlock(space, policy_file)`` runs it as a subprocess.
+other components ``start_airlock(space, policy_file)`` runs it as a subprocess, through the same
+click command (``workbench airlock``) an admin runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -86,7 +85,7 @@ def _prime_imports() -> None:
 def run_airlock(space: Space, policy_file: str) -> None:
     from workbench.provenance.client import ProvenanceClient
     from workbench.release.airlock import PolicyFile
-    from workbench.release.server import AirlockHTTPServer
+    from workbench.release.server import bind, make_app, serve
     from workbench.release.tokens import load_or_create_key
 
     policy_source = PolicyFile(policy_file)
@@ -103,21 +102,15 @@ def run_airlock(space: Space, policy_file: str) -> None:
             sidecar = Path(f"{airlock.store.path}{suffix}")
             if sidecar.exists():
                 os.chown(sidecar, *ids)
-    server = AirlockHTTPServer(airlock_socket(space), airlock, trusted_uids(ids[0] if ids else
-                                                                            os.getuid()), key)
+    listener = bind(airlock_socket(space))  # as root: the socket's directory may be root's
+    app = make_app(airlock, trusted_uids(ids[0] if ids else os.getuid()), key)
     if ids:
         uid, gid = ids
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
-    log.info("airlock serving on %s", airlock_socket(space))
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    log.info("airlock on %s", airlock_socket(space))
+    serve(app, listener)
 
 
 class AirlockHandle(ServiceProcess):
@@ -139,7 +132,7 @@ def start_airlock(space: Space, policy_file: str | os.PathLike,
             airlock_socket(space).unlink()
     with open(log_path, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "workbench.release.service", "--data-dir", str(space.root),
+            [sys.executable, "-m", "workbench.cli", "airlock", "--data-dir", str(space.root),
              "--policy", str(policy_file)],
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     handle = AirlockHandle(space, process, log_path)
@@ -155,22 +148,3 @@ def start_airlock(space: Space, policy_file: str | os.PathLike,
                 handle.stop()
                 raise WorkbenchError(f"airlock did not answer:\n{handle.output()}") from None
             time.sleep(0.1)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workbench airlock", description=__doc__)
-    parser.add_argument("--data-dir")
-    parser.add_argument("--policy", required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s airlock %(message)s")
-    try:
-        run_airlock(Space.at(args.data_dir), args.policy)
-    except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-

@@ -1,0 +1,83 @@
+"""The airlock's HTTP API as OpenAPI 3.1 (served at GET /openapi.json, fuzzed by
+tests/release/test_fuzz.py). Callers are trusted uids only; the acting user is a header claim
+(``X-Workbench-Actor``) or a reviewer token (``X-Workbench-Reviewer-Token``)."""
+
+from __future__ import annotations
+
+MAX_BODY = 32 * 1024 * 1024  # a release request carries its output (tables, figures) inline
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_ERRORS = {str(code): {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+           for code, text in [(400, "bad request"), (401, "no or bad identity"),
+                              (403, "refused"), (404, "unknown"), (405, "method not allowed"),
+                              (409, "wrong state"), (413, "too large"), (500, "airlock fault"),
+                              (503, "policy or provenance unavailable")]}
+_ACTOR = {"name": "X-Workbench-Actor", "in": "header", "required": False,
+          "schema": {"type": "string", "maxLength": 64}}
+_STUDY = {"name": "X-Workbench-Study", "in": "header", "required": False,
+          "schema": {"type": "string", "maxLength": 64}}
+_ID = {"name": "request_id", "in": "path", "required": True,
+       "schema": {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"}}
+_OBJECT = {"application/json": {"schema": {"type": "object"}}}
+_LIST = {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}
+
+SPEC = {
+    "openapi": "3.1.0",
+    "info": {"title": "workbench output airlock", "version": "1",
+             "description": "One Unix socket; the caller is the peer uid (root, the gateway or "
+                            "the airlock). Every error has the shape {error: {reason, message}}."},
+    "paths": {
+        "/requests": {
+            "post": {"summary": "check a release request and, unless a rule fails, submit it",
+                     "parameters": [_ACTOR, _STUDY],
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": {"$ref": "#/components/schemas/ReleaseRequest"}}}},
+                     "responses": {"201": {"description": "stored", "content": _OBJECT},
+                                   "200": {"description": "dry run", "content": _OBJECT},
+                                   **_ERRORS}},
+            "get": {"summary": "the requests the actor may see",
+                    "parameters": [_ACTOR, _STUDY,
+                                   {"name": "study", "in": "query", "required": False,
+                                    "schema": {"type": "string"}},
+                                   {"name": "state", "in": "query", "required": False,
+                                    "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "summaries", "content": _LIST},
+                                  **_ERRORS}}},
+        "/requests/{request_id}": {"get": {
+            "summary": "one request (evidence for its reviewers)", "parameters": [_ID, _ACTOR],
+            "responses": {"200": {"description": "detail", "content": _OBJECT}, **_ERRORS}}},
+        "/requests/{request_id}/decision": {"post": {
+            "summary": "a reviewer's decision", "parameters": [_ID, _ACTOR],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Decision"}}}},
+            "responses": {"200": {"description": "summary", "content": _OBJECT}, **_ERRORS}}},
+        "/requests/{request_id}/files/{name}": {"get": {
+            "summary": "a released file",
+            "parameters": [_ID, _ACTOR, {"name": "name", "in": "path", "required": True,
+                                         "schema": {"type": "string", "maxLength": 200}}],
+            "responses": {"200": {"description": "the file", "content": {
+                "application/octet-stream": {"schema": {"type": "string",
+                                                        "format": "binary"}}}},
+                **_ERRORS}}},
+        "/health": {"get": {"summary": "liveness", "responses": {
+            "200": {"description": "ok", "content": _OBJECT}, **_ERRORS}}},
+        "/openapi.json": {"get": {"summary": "this document", "responses": {
+            "200": {"description": "OpenAPI", "content": _OBJECT}, **_ERRORS}}},
+    },
+    "components": {"schemas": {
+        "Error": {"type": "object", "required": ["error"], "additionalProperties": False,
+                  "properties": {"error": {
+                      "type": "object", "required": ["reason", "message"],
+                      "additionalProperties": False,
+                      "properties": {"reason": {"type": "string", "pattern": "^[a-z-]+$"},
+                                     "message": {"type": "string"}}}}},
+        "ReleaseRequest": {"type": "object", "required": ["name", "description", "payload"],
+                           "properties": {"name": {"type": "string"},
+                                          "description": {"type": "string"},
+                                          "payload": {"type": "object"}}},
+        "Decision": {"type": "object", "required": ["decision"],
+                     "properties": {"decision": {"type": "string",
+                                                 "enum": ["approve", "reject", "return"]},
+                                    "comment": {"type": "string"}}},
+    }},
+}
