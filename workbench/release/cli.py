@@ -1,4 +1,5 @@
-"""``workbench airlock``: the airlock service (see workbench/release/service.py)."""
+"""``workbench airlock``: the airlock service (see workbench/release/service.py). The only way
+to start it: ``start_airlock`` runs this command too."""
 
 from __future__ import annotations
 
