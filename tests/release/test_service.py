@@ -384,3 +384,17 @@ def test_the_service_verifies_signed_results_as_its_own_uid(space, service):
         kernel)
     error = json.loads(reply)["error"]
     assert status == 400 and error["reason"] == "unverified-result" and "\n" not in error["message"]
+
+
+def test_the_service_is_started_through_its_click_command(service):
+    """One CLI per service: start_airlock runs ``workbench airlock`` (no argparse twin)."""
+    from click.testing import CliRunner
+
+    import workbench.release.service as service_module
+    from workbench.release.cli import airlock
+
+    cmdline = open(f"/proc/{service.process.pid}/cmdline", "rb").read().split(b"\0")
+    assert cmdline[1:4] == [b"-m", b"workbench.cli", b"airlock"]
+    assert not hasattr(service_module, "main")
+    missing = CliRunner().invoke(airlock, ["--data-dir", "/nonexistent"])
+    assert missing.exit_code == 2 and "--policy" in missing.output

@@ -68,6 +68,8 @@ def trusted_uids(own_uid: int) -> set[int]:
 
 def _prime_imports() -> None:
     """After dropping privileges the interpreter's files may be unreadable: import now."""
+    import concurrent.futures.thread  # noqa: F401 - the server's executor, imported lazily
+
     import acro.sdcchecks  # noqa: F401
     import acro.version  # noqa: F401
     import defusedxml.ElementTree  # noqa: F401
