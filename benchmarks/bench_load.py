@@ -5,14 +5,18 @@ space), holding one kernel started through the real sandbox provisioner and attr
 user (``c.SandboxProvisioner.run_user``), all writing to one real collector. After a warm-up,
 the users start together on a signal and each runs M cells ``1`` as fast as it can; a cell's
 latency is execute_request sent -> execute_reply received. The baseline, in the same run, is one
-user alone doing the same M cells.
+user alone doing the same M cells. Back to back, the p95 of 20 users on 2 cores is queueing; so
+a second pair of sessions has people in it: each user thinks 2-5 s (uniform, seeded per user)
+between cells, as in a real session, and its p95 is compared with one user thinking the same way
+(goal <= 3).
 
 Then, as root, the provenance log is read back: every cell sent must have its "submitted"
 record and its completion record, attributed to the user who sent it, and every kernel its start
 and shutdown records. Nothing missing is the goal (the ``lost-provenance-records`` row).
 Needs root (the sandbox drops to the study kernel uid) and bubblewrap.
 
-``python benchmarks/bench_load.py --worker DATA_DIR JUPYTER_DIR USER CELLS`` is one user (used
+``python benchmarks/bench_load.py --worker DATA_DIR JUPYTER_DIR USER CELLS THINK_MIN THINK_MAX``
+is one user (used
 by :func:`run`; it speaks a line protocol on stdin/stdout, see :func:`_worker`).
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import shutil
 import signal
 import statistics
@@ -40,6 +45,7 @@ WARMUP = 3
 TAG = "@@bench-load "  # marks the protocol lines (the kernel shares the worker's stdout)
 START_TIMEOUT = 300.0  # 20 kernels starting at once on 2 cores
 CELL_TIMEOUT = 120.0
+THINK = (2.0, 5.0)  # seconds a person takes between two cells
 
 
 # -- one user (runs in its own process) ---------------------------------------------------------
@@ -67,9 +73,11 @@ def _cell(kc) -> tuple[str, float]:
             return msg_id, took
 
 
-def _worker(data_dir: str, jupyter: str, user: str, cells: int) -> int:
+def _worker(data_dir: str, jupyter: str, user: str, cells: int,
+            think: tuple[float, float] = (0.0, 0.0)) -> int:
     """Start a sealed kernel as ``user``, say ``ready``, wait for ``go`` on stdin, run the
-    cells, say ``done`` with the latencies and msg_ids, shut the kernel down."""
+    cells (``think``: seconds the user pauses before each, uniform), say ``done`` with the
+    latencies and msg_ids, shut the kernel down."""
     from jupyter_client.manager import KernelManager
     from traitlets.config import Config
 
@@ -94,7 +102,12 @@ def _worker(data_dir: str, jupyter: str, user: str, cells: int) -> int:
         if sys.stdin.readline().strip() != "go":
             return 1
         began = time.monotonic()  # system-wide clock: comparable across the workers
-        measured = [_cell(kc) for _ in range(cells)]
+        pause = random.Random(user)  # noqa: S311 - a simulated person, not a secret
+        measured = []
+        for _ in range(cells):
+            if think[1] > 0:
+                time.sleep(pause.uniform(*think))  # the person reading the last output
+            measured.append(_cell(kc))
         ended = time.monotonic()
         sent += [msg_id for msg_id, _ in measured]
         _say("done", latencies=[took for _, took in measured], msg_ids=sent, began=began,
@@ -110,13 +123,14 @@ def _worker(data_dir: str, jupyter: str, user: str, cells: int) -> int:
 
 # -- the driver ---------------------------------------------------------------------------------
 class _User:
-    def __init__(self, root: Path, space: Space, jupyter: Path, name: str, cells: int):
+    def __init__(self, root: Path, space: Space, jupyter: Path, name: str, cells: int,
+                 think: tuple[float, float]):
         self.name = name
         self.log = root / f"{name}.log"
         with open(self.log, "wb") as errors:
             self.process = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
                 [sys.executable, __file__, "--worker", str(space.root), str(jupyter), name,
-                 str(cells)],
+                 str(cells), str(think[0]), str(think[1])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
         self.kernel_id: str | None = None
         self.result: dict = {}
@@ -142,13 +156,13 @@ class _User:
                 self.process.wait()
 
 
-def _session(root: Path, space: Space, jupyter: Path, names: list[str], cells: int
-             ) -> list[_User]:
+def _session(root: Path, space: Space, jupyter: Path, names: list[str], cells: int,
+             think: tuple[float, float] = (0.0, 0.0)) -> list[_User]:
     """Start every user's kernel, then let them all go at once; return them finished."""
     users: list[_User] = []
     try:
         for name in names:
-            users.append(_User(root, space, jupyter, name, cells))
+            users.append(_User(root, space, jupyter, name, cells, think))
         for user in users:  # all start concurrently; this only waits for each in turn
             user.kernel_id = user.expect("ready")["kernel_id"]
         for user in users:
@@ -225,17 +239,27 @@ def run(full: bool) -> list[dict]:
     jupyter = root / "jupyter"
     install_kernelspec(jupyter)
     collector = start_collector(space)
+    thinking_cells = 20 if full else 5
     try:
         alone = _session(root, space, jupyter, ["bench-solo"], cells)
         crowd = _session(root, space, jupyter, [f"bench-user-{i:02d}" for i in range(count)],
                          cells)
-        audit = _audit(space, alone + crowd)
+        alone_thinking = _session(root, space, jupyter, ["bench-solo-t"], thinking_cells, THINK)
+        people = _session(root, space, jupyter, [f"bench-person-{i:02d}" for i in range(count)],
+                          thinking_cells, THINK)
+        audit = _audit(space, alone + crowd + alone_thinking + people)
     finally:
         collector.stop()
         shutil.rmtree(root, ignore_errors=True)
     one, many = _figures(alone), _figures(crowd)
+    one_thinking, thinking = _figures(alone_thinking), _figures(people)
     lost = sum(audit["missing"].values())
     return [
+        {"name": f"p95-cell-latency-{count}-people-thinking-2-5s-vs-1",
+         "ratio": thinking["p95"] / one_thinking["p95"], "goal": 3,
+         "p95_ms": round(thinking["p95"] * 1e3, 2),
+         "one_user_p95_ms": round(one_thinking["p95"] * 1e3, 2),
+         "median_ms": round(thinking["median"] * 1e3, 2), "cells_per_user": thinking_cells},
         {"name": f"p95-cell-latency-{count}-users-vs-1", "ratio": many["p95"] / one["p95"],
          "goal": None, "p95_ms": round(many["p95"] * 1e3, 2),
          "one_user_p95_ms": round(one["p95"] * 1e3, 2),
@@ -256,7 +280,8 @@ def run(full: bool) -> list[dict]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
-        data_dir, jupyter_dir, user_name, cell_count = sys.argv[2:6]
-        sys.exit(_worker(data_dir, jupyter_dir, user_name, int(cell_count)))
+        data_dir, jupyter_dir, user_name, cell_count, low, high = sys.argv[2:8]
+        sys.exit(_worker(data_dir, jupyter_dir, user_name, int(cell_count),
+                         (float(low), float(high))))
     for row in run(full="--quick" not in sys.argv):
         print(row)
