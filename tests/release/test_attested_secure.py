@@ -95,3 +95,20 @@ def test_a_result_signed_for_another_view_is_refused(signed_airlock, federation)
     with pytest.raises(WorkbenchUserError) as err:
         _check(signed_airlock, km, "km_other_view")  # the request names cml_cohort
     assert "another view" in str(err.value)
+
+
+def test_a_private_curve_passes_on_its_epsilon_not_on_count_thresholds(airlock, space,
+                                                                        federation):
+    keyholder = federation.coordinator.keyholder
+    fed = Federation(federation.coordinator.partitions, min_cell_count=10, keyholder=keyholder,
+                     public_keys=federation.coordinator.keys,
+                     context={"study": "cml-tki", "request_id": "sr-dp"},
+                     privacy={"epsilon_budget": 5.0, "epsilon_per_release": 1.0})
+    space.he.mkdir(parents=True, exist_ok=True)
+    (space.he / "release.pub").write_bytes(bytes(keyholder.release_key.verify_key))
+    km = fed.kaplan_meier("time", "status")
+    assert km.privacy["epsilon"] == pytest.approx(1.0)
+    req, evidence = _check(airlock, km, "km_private")
+    assert req["verified"] and req["verdict"] == "pass", req
+    rules_seen = {r["rule"] for r in evidence["rules"]}
+    assert "differential-privacy" in rules_seen and "survival-step" not in rules_seen

@@ -62,7 +62,9 @@ def output_from_payload(payload: dict, study: str, space: Space) -> Output:
     output.view = view
     if body.get("spec") is not None and body["op"] in ("cox_ph", "logistic_regression"):
         _check_coefficients(body, output)
+    privacy = body["result"].get("privacy")  # a private release: noised by the key holder
     output.attested = {"op": body["op"], "request_id": str(body["request_id"])[:80],
+                       "privacy": privacy if isinstance(privacy, dict) else None,
                        "key_id": key_id(verify_key), "spec_sha256": body["spec_sha256"]}
     return output
 

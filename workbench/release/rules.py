@@ -305,6 +305,19 @@ UNVERIFIED_MESSAGE = (
     "description says. Two reviewers must approve it.")
 
 
+def private_rule(output: Output) -> RuleResult:
+    """A signed differentially private release: its counts are noisy by construction, so count
+    thresholds and differencing say nothing about it; what protects it is the epsilon it spent
+    of the study's budget, which the key holder enforced before signing."""
+    p = output.attested["privacy"]
+    return RuleResult(
+        "differential-privacy", "pass",
+        f"released under differential privacy by the key holder: epsilon {p.get('epsilon')} "
+        f"({p.get('mechanism')}), spent from the study's budget before it was signed; count "
+        "thresholds and differencing do not apply to noisy counts",
+        threshold={"epsilon": p.get("epsilon")})
+
+
 def provenance_rule(output: Output) -> RuleResult:
     """Whether the airlock checked signed numbers or the kernel's word."""
     if output.attested is None:
@@ -321,6 +334,8 @@ def run_rules(output: Output, t: Thresholds, released) -> tuple[str, list[RuleRe
     or a ``[{id, cells}]`` list) included."""
     by_kind = {"table": table_rules, "survival": survival_rules, "model": model_rules,
                "figure": figure_rules}
+    if output.attested is not None and output.attested.get("privacy"):
+        return "pass", [provenance_rule(output), private_rule(output)]
     results = [provenance_rule(output), *by_kind[output.kind](output, t)]
     cells = count_cells(output)
     if cells:

@@ -170,7 +170,8 @@ class KeyHolder:
         body = {"study": str(context.get("study") or "in-process"),
                 "request_id": str(context.get("request_id") or "none"), "op": op, "kind": kind,
                 "spec_sha256": signing.spec_sha256(spec), "result": result,
-                "checks": {"thresholds": thresholds.model_dump(), "rules": rule.__name__},
+                "checks": {"thresholds": thresholds.model_dump(),
+                           "rules": "differential-privacy" if privacy else rule.__name__},
                 "view": str(context.get("view") or ""), "spec": spec}
         return result | {"attestation": attest.sign(self.release_key, body, digest)}
 
