@@ -17,8 +17,6 @@ import hashlib
 import json
 import logging
 import re
-import socket
-import struct
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from workbench.errors import WorkbenchUserError, log_fault
 from workbench.gateway.ledger import UsageLedger
 from workbench.gateway.openapi import MAX_ROWS, SPEC
 from workbench.paths import Space
+from workbench.peercred import request_peer_uid as peer_uid
 from workbench.policy.access import decide, ensure_allowed
 from workbench.policy.loader import load_policy
 from workbench.policy.model import Policy
@@ -63,15 +62,6 @@ MAX_BODY = 256 * 1024
 def error_response(status: int, reason: str, message: str) -> web.Response:
     """The one error shape of the gateway: {"error": {"reason", "message"}}."""
     return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
-
-
-def peer_uid(request: web.Request) -> int | None:
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is None or sock.family != socket.AF_UNIX:
-        return None
-    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid
 
 
 @dataclass

@@ -22,7 +22,6 @@ import os
 import pwd
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
+from workbench.peercred import peer_credentials
 from workbench.provenance import heads, merkle, records
 from workbench.provenance.client import MAX_LINE, ProvenanceClient, ProvenanceUnavailable
 from workbench.provenance.store import Store, open_store
@@ -51,8 +51,7 @@ def _now() -> str:
 
 
 def _peer(sock: socket.socket) -> dict:
-    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    _pid, uid, _gid = peer_credentials(sock)
     try:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:

@@ -31,13 +31,13 @@ import logging
 import os
 import signal
 import socket
-import struct
 from functools import partial
 from pathlib import Path
 
 from aiohttp import web
 
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
+from workbench.peercred import request_peer_uid as peer_uid
 from workbench.release.airlock import Airlock, Context
 from workbench.release.openapi import MAX_BODY, SPEC
 from workbench.release.tokens import verify_token
@@ -56,15 +56,6 @@ def error_response(status: int, reason: str, message: str) -> web.Response:
     """The one error shape of the airlock: {"error": {"reason", "message"}}."""
     return web.json_response({"error": {"reason": reason, "message": message}}, status=status,
                              headers={"X-Content-Type-Options": "nosniff"})
-
-
-def peer_uid(request: web.Request) -> int | None:
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is None or sock.family != socket.AF_UNIX:
-        return None
-    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid
 
 
 def _context(request: web.Request, token_key: bytes) -> Context:

@@ -35,7 +35,6 @@ import pwd
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pathlib import Path
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.paths import Space
+from workbench.peercred import peer_credentials
 from workbench.sandbox.launcher import dashboard_server_user
 from workbench.services import ServiceProcess
 
@@ -66,9 +66,7 @@ def broker_socket(space: Space) -> Path:
 
 
 def _peer_uid(conn: socket.socket) -> int:
-    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid
+    return peer_credentials(conn)[1]
 
 
 class Broker:

@@ -24,12 +24,12 @@ import os
 import re
 import socket
 import socketserver
-import struct
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.peercred import peer_credentials
 
 log = logging.getLogger("workbench.review.relay")
 
@@ -38,9 +38,7 @@ MAX_BODY = 16 * 1024
 
 
 def _peer_uid(sock: socket.socket) -> int:
-    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid
+    return peer_credentials(sock)[1]
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -30,7 +30,6 @@ import os
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import threading
@@ -40,6 +39,7 @@ from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.hub.limits import inherit_limits
 from workbench.paths import Space
+from workbench.peercred import peer_credentials
 from workbench.sandbox import seccomp
 from workbench.sandbox.launch import (
     KERNEL_DIR_INSIDE,
@@ -90,8 +90,7 @@ def kernel_command() -> list[str]:
 
 def _peer(conn: socket.socket) -> tuple[int, int]:
     """(pid, uid) of the connected process, from the kernel (not from anything it says)."""
-    pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    pid, uid, _gid = peer_credentials(conn)
     return pid, uid
 
 
