@@ -138,19 +138,15 @@ def _coarsened_histogram(counts, v, edges, t: Thresholds) -> dict:
         raise ReleaseRefused("min-cell-count", too_few())
     _check_outside(v, t)
     holders = np.rint(v["cell_holders"]).astype(np.int64)
-    merged, cut, run, run_holders = [], [0], 0, 0
+    closes, run, run_holders = [], 0, 0  # where a released bin may end
     for i, (c, h) in enumerate(zip(counts.tolist(), holders.tolist(), strict=True)):
         # a merged bin pools at least as many holders as its busiest bin
         run, run_holders = run + c, max(run_holders, h)
         if run >= t.min_cell_count and run_holders >= t.min_holders:
-            merged.append(run)
-            cut.append(i + 1)
+            closes.append(i + 1)
             run, run_holders = 0, 0
-    if run or not merged:  # the tail joins the last released bin (or is the only one)
-        merged = merged[:-1] + [(merged[-1] if merged else 0) + run]
-        cut = cut[:-1] if len(cut) > 1 else cut
-        cut.append(len(counts))
-    cut[-1] = len(counts)
+    cut = [0, *closes[:-1], len(counts)]  # the tail joins the last released bin
+    merged = np.add.reduceat(counts, cut[:-1]).tolist()
     return {"counts": merged, "edges": [float(edges[i]) for i in cut],
             "labels": [f"[{edges[a]:g}, {edges[b]:g}{']' if b == len(counts) else ')'}"
                        for a, b in zip(cut, cut[1:], strict=False)]}
