@@ -200,3 +200,29 @@ def test_a_private_study_gets_noisy_results_that_state_their_epsilon_and_stops_a
     with pytest.raises(ReleaseRefused) as err:  # no private release of a model fit
         fed.cox_ph("days", "progressed", ["age_at_start"])
     assert err.value.rule == "privacy-op"
+
+
+# -- 7. cost limits before work -------------------------------------------------------------------
+def test_a_model_too_large_to_encrypt_is_refused_from_its_spec_before_any_holder_works():
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    n = 400
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(10)})
+    frame["days"], frame["event"] = rng.integers(0, 1000, n), rng.integers(0, 2, n)
+    frame["site"] = [f"s{i % 40}" for i in range(n)]  # 40 strata x 1000 days x 10 covariates
+    fed = Federation({"a": frame.iloc[::2], "b": frame.iloc[1::2]})
+    with pytest.raises(WorkbenchUserError) as err:
+        fed.cox_ph("days", "event", [f"x{i}" for i in range(10)], strata="site")
+    assert err.value.reason == "too-large" and not fed.coordinator.log
+
+
+def test_a_request_past_its_time_cap_stops_with_one_clear_refusal():
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": ["x", "y"] * 20})
+    fed = Federation({"h0": frame.iloc[::2], "h1": frame.iloc[1::2]})
+    fed.coordinator.max_seconds = 0.0  # every round starts past the cap
+    with pytest.raises(WorkbenchUserError) as err:
+        fed.count()
+    assert err.value.reason == "too-slow" and not fed.coordinator.log
