@@ -1,6 +1,11 @@
 """A real JupyterHub (with configurable-http-proxy) on free 127.0.0.1 ports, configured by
 workbench.hub.config from a test policy, with a real provenance collector. Shared by the live
-hub tests of this folder (module-scoped: one hub per test module)."""
+hub tests of this folder (module-scoped: one hub per test module).
+
+The hub keeps its database in SQLite, except for test_hub_live.py, which runs whole once on
+SQLite and once on PostgreSQL (a database of its own, ``workbench_hub_<random>``, dropped after):
+every test there reads or writes what the hub stores (users, passwords, servers, tokens), and
+the module takes about 20 s, so all of it is the representative set."""
 
 from __future__ import annotations
 
@@ -73,8 +78,9 @@ def provenance_records(space: Space) -> list[dict]:
 
 class LiveHub:
     def __init__(self, root: Path, policy_text: str = POLICY, with_data: bool = False,
-                 review_services: bool = False):
+                 review_services: bool = False, db: str = "sqlite"):
         self.review_services = review_services
+        self.db_url = self._database(db, root)
         self.root = root
         self.space = Space(root / "space")
         self.policy = root / "policy.yaml"
@@ -93,6 +99,29 @@ class LiveHub:
         except BaseException:
             self.stop()  # no collector or launcher left running by a half-made hub
             raise
+
+    def _database(self, db: str, root: Path) -> str:
+        from workbench.hub.database import ensure_database, sqlalchemy_url
+
+        if db == "sqlite":
+            return f"sqlite:///{root / 'space' / 'hub' / 'state' / 'jupyterhub.sqlite'}"
+        url = f"postgresql://postgres@127.0.0.1:5432/workbench_hub_{secrets.token_hex(4)}"
+        ensure_database(url)
+        return sqlalchemy_url(url)
+
+    def database_bytes(self) -> bytes:
+        """Everything the hub stored, as bytes: the SQLite file, or every row of every table."""
+        if self.db_url.startswith("sqlite"):
+            return Path(self.db_url.removeprefix("sqlite:///")).read_bytes()
+        import psycopg
+
+        out = []
+        with psycopg.connect(self.db_url.replace("+psycopg", "")) as db:
+            tables = db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            for (table,) in tables.fetchall():
+                for row in db.execute(f'SELECT * FROM "{table}"'):
+                    out += [v if isinstance(v, bytes) else str(v).encode() for v in row]
+        return b"\n".join(out)
 
     def _start_services(self, with_data: bool) -> None:
         from workbench.provenance.service import start_collector
@@ -116,7 +145,7 @@ class LiveHub:
             from workbench.hub.config import configure
             c = get_config()
             configure(c, {str(self.policy)!r}, {str(self.space.root)!r},
-                      review_services={self.review_services!r})
+                      review_services={self.review_services!r}, db_url={self.db_url!r})
             c.JupyterHub.services.append({{"name": "test-driver",
                                            "api_token": {self.service_token!r}}})
             c.JupyterHub.load_roles.append({{
@@ -132,8 +161,7 @@ class LiveHub:
         from workbench.hub.layout import HubLayout
 
         HubLayout(self.space).ensure()
-        self.passwords = create_users(HubLayout(self.space).default_db_url,
-                                      ["alice", "bob", "rita", "ada"])
+        self.passwords = create_users(self.db_url, ["alice", "bob", "rita", "ada"])
         env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                    WORKBENCH_HUB_BIND_URL=self.url, WORKBENCH_HUB_PORT=str(self.hub_port),
                    WORKBENCH_PROXY_API_PORT=str(self.proxy_port),
@@ -223,6 +251,10 @@ class LiveHub:
         it (their children too: the launcher's kernels). Every step runs even if one fails."""
         services = [h for h in (self.launcher, self.gateway, self.collector) if h is not None]
         steps = [self._stop_hub] + [lambda h=h: stop_service(h) for h in services]
+        if not self.db_url.startswith("sqlite"):
+            from workbench.hub.database import drop_database
+
+            steps.append(lambda: drop_database(self.db_url))
         errors = []
         for step in steps:
             try:
@@ -279,9 +311,24 @@ def _running_hub(**kwargs):
         shutil.rmtree(root, ignore_errors=True)
 
 
+HUB_DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def pytest_generate_tests(metafunc):
+    """test_hub_live.py runs on each hub database (see the module docstring)."""
+    if Path(metafunc.module.__file__) == Path(__file__).parent / "test_hub_live.py" and \
+            "hub_db" in metafunc.fixturenames:
+        metafunc.parametrize("hub_db", HUB_DATABASES, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def live_hub():
-    yield from _running_hub()
+def hub_db(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="module")
+def live_hub(hub_db):
+    yield from _running_hub(db=hub_db)
 
 
 DEMO_POLICY = Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml"

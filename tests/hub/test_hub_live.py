@@ -102,7 +102,7 @@ def test_login_with_password_is_recorded(live_hub, records):
 
 
 def test_passwords_are_stored_hashed_only(live_hub):
-    database = (live_hub.space.root / "hub" / "state" / "jupyterhub.sqlite").read_bytes()
+    database = live_hub.database_bytes()  # the SQLite file, or every PostgreSQL row
     for password in live_hub.passwords.values():
         assert password.encode() not in database
     assert database.count(b"$2b$") >= len(live_hub.passwords)

@@ -30,18 +30,20 @@ def hub() -> None:
 
 @hub.command("users")
 @click.option("--data-dir", envvar=ENV_VAR, required=True, help=f"the space (or ${ENV_VAR})")
-@click.option("--db-url", default=None, help="the hub database (default: the space's SQLite)")
+@click.option("--db-url", envvar="WORKBENCH_HUB_DB_URL", default=None,
+              help="the hub database (or $WORKBENCH_HUB_DB_URL; default: the space's SQLite)")
 @click.option("--reset", is_flag=True, help="give existing accounts new passwords")
 @click.argument("names", nargs=-1, required=True)
 def users(data_dir: str, db_url: str | None, reset: bool, names: tuple[str, ...]) -> None:
     """Create approved password accounts NAMES and print their passwords once."""
+    from workbench.hub.database import hub_db_url
     from workbench.hub.layout import HubLayout
     from workbench.hub.users import create_users
     from workbench.space.cli import existing_space
 
     layout = HubLayout(existing_space(data_dir))
     layout.ensure()
-    created = create_users(db_url or layout.default_db_url, names, reset=reset)
+    created = create_users(hub_db_url(layout, db_url), names, reset=reset)
     for name in names:
         click.echo(f"{name}: {created[name]}" if name in created else f"{name}: exists (kept)")
 

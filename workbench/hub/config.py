@@ -2,7 +2,7 @@
 
 Environment overrides (for ``jupyterhub -f hub_config/jupyterhub_config.py``):
 ``WORKBENCH_POLICY``, ``WORKBENCH_DATA_DIR``, ``WORKBENCH_HUB_DB_URL`` (default: SQLite in the
-space's ``hub/state``; e.g. ``postgresql+psycopg://hub@db/jupyterhub`` in production),
+space's ``hub/state``; e.g. ``postgresql://hub@db/jupyterhub``: see workbench.hub.database),
 ``WORKBENCH_HUB_BIND_URL`` (default ``http://127.0.0.1:8000``), ``WORKBENCH_HUB_PORT`` (the hub's
 internal API port, default 8081), ``WORKBENCH_PROXY_API_PORT`` (default 8001),
 ``WORKBENCH_CULL_TIMEOUT`` (seconds, default 3600).
@@ -17,6 +17,7 @@ import sys
 from workbench import accounts
 from workbench.errors import WorkbenchError
 from workbench.hub import roles as hub_roles
+from workbench.hub.database import hub_db_url
 from workbench.hub.home import studies_of, write_templates
 from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
 from workbench.paths import Space
@@ -72,7 +73,7 @@ def configure(c, policy_path: str | os.PathLike | None = None,
     hub.hub_port = int(os.environ.get("WORKBENCH_HUB_PORT", "8081"))
     c.ConfigurableHTTPProxy.api_url = (
         f"http://127.0.0.1:{int(os.environ.get('WORKBENCH_PROXY_API_PORT', '8001'))}")
-    hub.db_url = db_url or os.environ.get("WORKBENCH_HUB_DB_URL") or layout.default_db_url
+    hub.db_url = hub_db_url(layout, db_url)
     hub.cookie_secret_file = str(layout.cookie_secret)
     hub.pid_file = str(layout.state / "jupyterhub.pid")
     hub.data_files_path = os.path.join(sys.prefix, "share", "jupyterhub")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchUserError
 from workbench.hub import processes
+from workbench.hub.database import hub_db_url
 from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
 from workbench.hub.users import create_demo_users
 from workbench.paths import Space
@@ -72,7 +73,7 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
     processes.become_subreaper()
     echo("starting the space's services:")
     with space_services(space, policy_path, echo, services=DEMO_SERVICES):
-        passwords = create_demo_users(layout.default_db_url, parsed)
+        passwords = create_demo_users(hub_db_url(layout), parsed)  # $WORKBENCH_HUB_DB_URL
         echo("")
         if passwords:
             echo("demo accounts (shown once; only their bcrypt hashes are stored):")
