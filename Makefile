@@ -7,7 +7,7 @@ PYTHON ?= /usr/bin/python3.11
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= /var/lib/workbench/demo
-DEMO_POLICY ?= hub_config/policy.yaml
+DEMO_POLICY ?= workbench/hub_config/policy.yaml
 # "command:package" pairs: a package is installed only when its command is missing (NodeSource's
 # nodejs ships npm and conflicts with Debian's npm package, so npm is looked for, not dpkg'd).
 APT_COMMANDS := bwrap:bubblewrap setpriv:util-linux npm:npm chromium:chromium
@@ -41,7 +41,7 @@ demo: system-deps $(STAMP)
 	$(VENV)/bin/workbench demo --data-dir $(DEMO_DIR) --policy $(DEMO_POLICY)
 
 test: system-deps $(STAMP)
-	$(VENV)/bin/ruff check workbench tests benchmarks hub_config extensions
+	$(VENV)/bin/ruff check workbench tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: system-deps $(STAMP)

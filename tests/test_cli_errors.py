@@ -16,8 +16,8 @@ from workbench.errors import WorkbenchUserError
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = str(REPO / "notebooks" / "lung_validation.ipynb")
-POLICY = str(REPO / "hub_config" / "policy.yaml")
+NOTEBOOK = str(REPO / "workbench" / "notebooks" / "lung_validation.ipynb")
+POLICY = str(REPO / "workbench" / "hub_config" / "policy.yaml")
 
 
 def workbench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from workbench.policy import load_policy
 from workbench.provenance.service import start_collector
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_POLICY = ROOT / "hub_config" / "policy.yaml"
+DEMO_POLICY = ROOT / "workbench" / "hub_config" / "policy.yaml"
 WORKBENCH = str(Path(sys.executable).parent / "workbench")  # the console script
 
 

@@ -331,7 +331,7 @@ def live_hub(hub_db):
     yield from _running_hub(db=hub_db)
 
 
-DEMO_POLICY = Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml"
+DEMO_POLICY = Path(__file__).resolve().parents[2] / "workbench" / "hub_config" / "policy.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from workbench.hub import roles
 from workbench.hub.config import configure
 from workbench.policy import load_policy, parse_policy
 
-DEMO_POLICY = Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml"
+DEMO_POLICY = Path(__file__).resolve().parents[2] / "workbench" / "hub_config" / "policy.yaml"
 # scopes that would let someone run code in, or read, a researcher's server
 SERVER_ACCESS = {"access:servers", "shares", "users:shares", "groups:shares", "tokens", "admin"}
 

@@ -19,7 +19,7 @@ import pytest
 from workbench.hub import processes
 
 pytestmark = pytest.mark.slow
-POLICY = Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml"
+POLICY = Path(__file__).resolve().parents[2] / "workbench" / "hub_config" / "policy.yaml"
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -8,12 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from workbench import accounts
 from workbench.hub import singleuser
 from workbench.hub.layout import HubLayout
 from workbench.policy import load_policy
+from workbench.resources import DEMO_POLICY
 
 STUDY = "cml-tki"
 PROBE = r"""
@@ -51,7 +51,7 @@ def test_server_uid_cannot_write_store_keys_data_or_its_config(open_tmp):
     from workbench.space.build import init_space
 
     space = init_space(open_tmp / "space", patients=100, echo=lambda _line: None)
-    policy = load_policy(Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml")
+    policy = load_policy(DEMO_POLICY)
     layout = HubLayout(space)
     layout.ensure()
     singleuser.prepare_config(layout, STUDY, "alice", policy.studies[STUDY], 3600, 0)

@@ -16,7 +16,7 @@ from workbench.errors import WorkbenchUserError
 from workbench.hub.users import create_demo_users, create_users
 from workbench.policy import load_policy, parse_policy
 
-DEMO_POLICY = Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml"
+DEMO_POLICY = Path(__file__).resolve().parents[2] / "workbench" / "hub_config" / "policy.yaml"
 
 
 def _check_accounts(db_url: str, passwords: dict[str, str]) -> None:

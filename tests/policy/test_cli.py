@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
-DEMO = ROOT / "hub_config" / "policy.yaml"
+DEMO = ROOT / "workbench" / "hub_config" / "policy.yaml"
 
 
 def run(*args):

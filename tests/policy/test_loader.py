@@ -15,7 +15,7 @@ from workbench.policy.cli import policy_schema
 from workbench.policy.loader import _PolicyLoader
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "hub_config" / "policy.yaml"
+DEMO = ROOT / "workbench" / "hub_config" / "policy.yaml"
 
 GOOD = textwrap.dedent("""\
     users:

@@ -3,16 +3,15 @@ that value's field path (Hypothesis picks the value)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workbench.policy import PolicyError, parse_policy
+from workbench.resources import DEMO_POLICY
 
-DEMO = (Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml").read_text()
+DEMO = DEMO_POLICY.read_text()
 
 
 def leaves(node, path=()):

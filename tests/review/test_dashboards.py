@@ -17,7 +17,7 @@ from workbench.review.inject import inject
 from workbench.review.relay import DecisionRelay
 from workbench.review.snapshot import admin_snapshot, study_snapshot
 
-DASHBOARDS = Path(__file__).parents[2] / "notebooks" / "dashboards"
+DASHBOARDS = Path(__file__).parents[2] / "workbench" / "notebooks" / "dashboards"
 pytestmark = pytest.mark.slow
 
 

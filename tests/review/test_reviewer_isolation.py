@@ -34,7 +34,7 @@ from workbench.sandbox.provisioner import prepare_workspace
 pytestmark = pytest.mark.slow
 
 STUDY = "cml-tki"
-DASHBOARDS = Path(__file__).parents[2] / "notebooks" / "dashboards"
+DASHBOARDS = Path(__file__).parents[2] / "workbench" / "notebooks" / "dashboards"
 # Each planted file writes a marker named after itself into the workspace when it is imported.
 PLANTED = ("ipywidgets.py", "pandas.py", "workbench_kernel.py", "sitecustomize.py",
            "usercustomize.py", "ipykernel_launcher.py")

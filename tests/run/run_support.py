@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_POLICY = ROOT / "hub_config" / "policy.yaml"
-NOTEBOOKS = ROOT / "notebooks"
+DEMO_POLICY = ROOT / "workbench" / "hub_config" / "policy.yaml"
+NOTEBOOKS = ROOT / "workbench" / "notebooks"
 # The descriptive example needs a study granted t1d_cohort; the demo policy has none yet.
 
 

@@ -11,7 +11,7 @@ from workbench.paths import ENV_VAR
 @click.option("--data-dir", envvar=ENV_VAR, required=True,
               help=f"the demo space, built when missing (or ${ENV_VAR})")
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
-              help="the hub policy file, e.g. hub_config/policy.yaml")
+              help="the hub policy file, e.g. workbench/hub_config/policy.yaml")
 @click.option("--port", default=8000, show_default=True, help="public port on 127.0.0.1")
 @click.option("--patients", default=10_000, show_default=True,
               help="synthetic patients when the space is built")

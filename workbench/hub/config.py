@@ -1,6 +1,7 @@
-"""Everything ``hub_config/jupyterhub_config.py`` sets, from the policy file and the data space.
+"""Everything ``workbench/hub_config/jupyterhub_config.py`` sets, from the policy file and the
+data space.
 
-Environment overrides (for ``jupyterhub -f hub_config/jupyterhub_config.py``):
+Environment overrides (for ``jupyterhub -f workbench/hub_config/jupyterhub_config.py``):
 ``WORKBENCH_POLICY``, ``WORKBENCH_DATA_DIR``, ``WORKBENCH_HUB_DB_URL`` (default: SQLite in the
 space's ``hub/state``; e.g. ``postgresql://hub@db/jupyterhub``: see workbench.hub.database),
 ``WORKBENCH_HUB_BIND_URL`` (default ``http://127.0.0.1:8000``), ``WORKBENCH_HUB_PORT`` (the hub's

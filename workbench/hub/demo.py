@@ -26,9 +26,9 @@ from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
 from workbench.hub.users import create_demo_users
 from workbench.paths import Space
 from workbench.policy import load_policy
+from workbench.resources import JUPYTERHUB_CONFIG
 from workbench.services import KERNEL_LAUNCHER, SERVICES, space_services
 
-HUB_CONFIG = Path(__file__).resolve().parents[2] / "hub_config" / "jupyterhub_config.py"
 Echo = Callable[[str], None]
 
 # Study servers are not root, so their kernels come from the root kernel launcher.
@@ -96,7 +96,7 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
         # stdin: not this terminal. Jupyter servers reading a terminal answer SIGINT (how the
         # hub stops its services and servers) with a prompt instead of stopping.
         hub = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f",
-                                str(HUB_CONFIG)], cwd=layout.state, env=env,
+                                str(JUPYTERHUB_CONFIG)], cwd=layout.state, env=env,
                                stdin=subprocess.DEVNULL)
         try:
             return hub.wait()

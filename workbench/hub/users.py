@@ -55,5 +55,5 @@ def create_demo_users(db_url: str, policy: Policy, reset: bool = False) -> dict[
     if missing:
         raise WorkbenchUserError(
             f"the policy has no user {', '.join(missing)}: the demo needs alice, rita, remy and "
-            "ada under 'users' (see hub_config/policy.yaml).", reason="bad-policy")
+            "ada under 'users' (see workbench/hub_config/policy.yaml).", reason="bad-policy")
     return create_users(db_url, DEMO_USERS, reset=reset)

@@ -1,5 +1,5 @@
 """Reviewer and admin dashboards (Voila): the logic behind the thin notebooks in
-notebooks/dashboards/. See docs/review.md.
+workbench/notebooks/dashboards/. See docs/review.md.
 
 Each dashboard notebook starts with ``ctx = review.context()``: the data it shows is a
 *snapshot* gathered by the trusted review service when the page is opened

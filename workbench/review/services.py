@@ -31,10 +31,10 @@ from pathlib import Path
 from workbench import accounts
 from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
+from workbench.resources import DASHBOARDS
 from workbench.review.broker import ADMIN, FILES_ACCOUNT
 from workbench.sandbox.launcher import dashboard_kernel_user, dashboard_server_user
 
-DASHBOARDS = Path(__file__).resolve().parents[2] / "notebooks" / "dashboards"
 STUDY_DASHBOARDS = ("release_queue", "provenance", "results")
 ADMIN_DASHBOARDS = ("admin_overview",)
 FILES_SERVICE = "review-files"

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
-from workbench.errors import WorkbenchUserError
+from workbench.resources import DEMO_POLICY
 from workbench.space.cli import existing_space
-
-DEMO_POLICY = Path(__file__).resolve().parents[2] / "hub_config" / "policy.yaml"
 
 
 def resolve_policy(policy: str | None) -> str:
-    """``--policy``, else ``$WORKBENCH_POLICY``, else the demo policy of this checkout."""
-    value = policy or os.environ.get("WORKBENCH_POLICY")
-    if value:
-        return value
-    if DEMO_POLICY.exists():
-        return str(DEMO_POLICY)
-    raise WorkbenchUserError("no policy file: pass --policy FILE or set WORKBENCH_POLICY.",
-                             reason="no-policy")
+    """``--policy``, else ``$WORKBENCH_POLICY``, else the demo policy shipped with the package."""
+    return policy or os.environ.get("WORKBENCH_POLICY") or str(DEMO_POLICY)
 
 
 _policy_option = click.option("--policy", help="the hub policy file (default: $WORKBENCH_POLICY, "
-                                               "else hub_config/policy.yaml)")
+                                               "else the demo policy shipped with the package)")
 _data_option = click.option("--data-dir", help="the data space (default: $WORKBENCH_DATA_DIR)")
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import workbench
 from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.resources import EXTENSIONS_DIR
 
 KERNEL_DIR_INSIDE = "/run/kernel"  # the kernel's private connection file and ZMQ sockets
 GATEWAY_INSIDE = "/run/gateway.sock"
 HOME_INSIDE = "/tmp/home"  # noqa: S108 - the sandbox's private tmpfs
-EXTENSIONS_DIR = Path(workbench.__file__).resolve().parent.parent / "extensions"
 EXTENSIONS_INSIDE = "/opt/workbench/extensions"
 
 # Files of /etc a Python kernel needs, bound from the host; everything else of /etc stays

@@ -17,7 +17,7 @@ from workbench.sandbox.kernelspec import KERNEL_NAME
 from workbench.sandbox.launch import EXTENSIONS_DIR
 from workbench.sandbox.provisioner import PROVISIONER_NAME
 
-SERVER_EXTENSION = "workbench_server"  # extensions/workbench_server.py
+SERVER_EXTENSION = "workbench_server"  # workbench/extensions/workbench_server.py
 
 # Kernel idle culling (MappingKernelManager): an idle kernel holds a study uid, memory and a
 # gateway socket; culling it is recorded (its shutdown_request goes through the audit proxy).
@@ -32,7 +32,7 @@ KERNEL_CULLING = {
 def configure(c, *, study: str | None = None, data_dir: str | None = None,
               run_user: str | None = None) -> None:
     """Apply the sandbox's settings to a traitlets config object ``c``."""
-    if str(EXTENSIONS_DIR) not in sys.path:  # extensions/ holds the server extension module
+    if str(EXTENSIONS_DIR) not in sys.path:  # holds the server extension module
         sys.path.insert(0, str(EXTENSIONS_DIR))
     c.ServerApp.kernel_spec_manager_class = "workbench.sandbox.kernelspec.StrictKernelSpecManager"
     # the per-kernel class, so the hub's own mapping kernel manager (limits) keeps working

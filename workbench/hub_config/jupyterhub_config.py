@@ -1,7 +1,7 @@
 """JupyterHub configuration of the workbench: thin glue, the logic is in workbench.hub.config.
 
-Run: WORKBENCH_DATA_DIR=/var/lib/workbench/demo WORKBENCH_POLICY=hub_config/policy.yaml \
-     jupyterhub -f hub_config/jupyterhub_config.py
+Run: WORKBENCH_DATA_DIR=/var/lib/workbench/demo WORKBENCH_POLICY=workbench/hub_config/policy.yaml \
+     jupyterhub -f workbench/hub_config/jupyterhub_config.py
 (`workbench demo` does this and starts the proxy and the space's services first.)
 """
 
