@@ -18,7 +18,7 @@ from workbench.space.build import init_space
 # What no test may leave running: the hub and what it starts (proxy, culler, dashboards, study
 # servers), sandboxed kernels, the space's services, and anything running as a workbench account.
 _PROGRAMS = ("configurable-http-proxy", "jupyterhub", "voila", "bwrap", "workbench")
-_ACCOUNTS = ("wb-", "wbs-", "wbk-", "wbr-", "wbv-")
+_ACCOUNTS = ("wb-", "wbs-", "wbk-", "wbr-", "wbv-", "wbh-")
 
 
 def _ours(argv: list[str], account: str) -> bool:

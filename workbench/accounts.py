@@ -47,6 +47,11 @@ def study_kernel_user(study: str) -> str:
     return _study_account("wbk-", study)
 
 
+def holder_node_user(holder: str) -> str:
+    """The uid of a holder's node on a shared machine: the only reader of its store and keys."""
+    return _study_account("wbh-", holder)
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "workbench.release.cli",
     "workbench.sandbox.cli",
     "workbench.run.cli",
+    "workbench.node.cli",
 ]
 
 

@@ -36,28 +36,33 @@ class Coordinator:
                  thresholds: dict | None = None, context: dict | None = None,
                  holder_processes: bool = False, *, aggregator=None, signers=None,
                  schema: Schema | None = None, max_seconds: float = MAX_SECONDS,
-                 privacy: dict | None = None):
+                 privacy: dict | None = None, remote=None):
         """``aggregator``: an ``AggregatorClient`` (the service) or None for an in-process
         ``Aggregator`` that forwards to ``keyholder``. ``signers``: the holders' signing keys;
         by default fresh ones trusted by an in-process key holder, or the space's own.
         ``schema``: the view's declared roles and grids (``plan.Schema``); without one, the
         local mode of ``Federation`` (roles from the call, grids from the data). ``privacy``:
         the study's differential-privacy settings from the policy (``dp.PrivacySettings``),
-        applied by the key holder."""
+        applied by the key holder. ``remote``: holder nodes that play the holders
+        (``node.client.RemoteHolders``); then ``partitions`` is None and the thresholds travel
+        inside the spec every node signs, so each node can insist on its own floors and no one
+        on the way can loosen them."""
         from workbench.secure import signing
 
+        if remote is not None:
+            self._init_common(keys, keyholder, thresholds, context, aggregator, schema,
+                              max_seconds, privacy)
+            self.holders, self.processes, self.partitions = [], remote, {}
+            return
         if not partitions:
             # the same refusal as a selection of too few people: an empty view is no oracle
             from workbench.secure.release import ReleaseRefused, too_few
 
             raise ReleaseRefused("min-cell-count", too_few())
         check_federation(partitions)
-        self.schema = schema or Schema.local(partitions)
-        self.max_seconds, self.started = max_seconds, time.monotonic()
-        self.privacy = dict(privacy) if privacy else None
-        self.attestation, self.spent = None, []  # the last release's signature; epsilon spent
+        self._init_common(keys, keyholder, thresholds, context, aggregator,
+                          schema or Schema.local(partitions), max_seconds, privacy)
         self.partitions = partitions
-        self.keys, self.keyholder = keys, keyholder
         if signers is None:
             signers = signing.signers_for(aggregator or keyholder, list(partitions))
         self.holders = [HolderNode(name, frame, keys, signers[name])
@@ -67,10 +72,18 @@ class Coordinator:
             from workbench.secure.holders import HolderProcesses
 
             self.processes = HolderProcesses(partitions, keys, signers)
-        self.aggregator = aggregator or Aggregator(keys, keyholder)
-        self.thresholds = dict(thresholds or {})
+
+    def _init_common(self, keys, keyholder, thresholds, context, aggregator, schema,
+                     max_seconds, privacy) -> None:
         from workbench.secure.release import thresholds_from
 
+        self.schema = schema
+        self.max_seconds, self.started = max_seconds, time.monotonic()
+        self.privacy = dict(privacy) if privacy else None
+        self.attestation, self.spent = None, []  # the last release's signature; epsilon spent
+        self.keys, self.keyholder = keys, keyholder
+        self.aggregator = aggregator or Aggregator(keys, keyholder)
+        self.thresholds = dict(thresholds or {})
         thresholds_from(self.thresholds)  # bad thresholds fail here, before any encryption
         self.context = dict(context or {})
         self.log: list[dict] = []  # per round: what was sent, for provenance and benchmarks
@@ -84,6 +97,8 @@ class Coordinator:
         check_size(kind, spec)  # from the public spec: before any holder reads or encrypts
         if self.privacy:  # in the spec the holders sign: no one on the way can strip it
             spec = {**spec, "privacy": self.privacy}
+        if not self.holders:  # holder nodes: each checks the thresholds against its floors
+            spec = {**spec, "thresholds": self.thresholds}
         if time.monotonic() - self.started > self.max_seconds:
             raise WorkbenchUserError(f"the operation ran longer than {self.max_seconds:g} s and "
                                      "was stopped; use fewer covariates or a coarser resolution.",
@@ -117,12 +132,15 @@ class Coordinator:
 
     def metadata(self) -> dict:
         schemes = [s for s in ("bfv", "ckks") if any(r["per_scheme"].get(s) for r in self.log)]
-        return {"holders": [h.name for h in self.holders], "rounds": len(self.log),
+        holders = [h.name for h in self.holders] or sorted(
+            {name for r in self.log for name in r["bytes_per_holder"]})
+        return {"holders": holders, "rounds": len(self.log),
                 "scheme": "-".join(schemes),
                 "parameters": {s: parameters()[s] for s in schemes},
                 "error_bound": "; ".join(ERROR_BOUND[s] for s in schemes),
-                "holders_ran": "in parallel (one process each)" if self.processes
-                else "in sequence",
+                "holders_ran": ("in parallel (one holder node each, over mTLS)"
+                                if not self.holders else "in parallel (one process each)")
+                if self.processes else "in sequence",
                 "privacy": {"epsilon": sum(p["epsilon"] for p in self.spent),
                             "mechanism": self.spent[0]["mechanism"]} if self.spent else None}
 

@@ -87,7 +87,12 @@ class KeyHolder:
         rule = release.RULES.get((kind, op))
         if rule is None or not isinstance(spec, dict):
             raise wire.WireError(f"no release rule for operation {op!r} of kind {kind!r}")
-        thresholds = release.thresholds_from(header.get("thresholds"), self.min_cell_floor)
+        # holder nodes sign the thresholds inside the spec (each checked them against its own
+        # floors): those bind; the coordinator's header copy is for in-process holders
+        signed_thresholds = spec.get("thresholds") if isinstance(spec, dict) else None
+        thresholds = release.thresholds_from(
+            signed_thresholds if isinstance(signed_thresholds, dict)
+            else header.get("thresholds"), self.min_cell_floor)
         if fingerprint != self.fingerprint:
             raise WorkbenchUserError(
                 f"the ciphertexts were made under another public context (fingerprint "

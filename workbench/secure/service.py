@@ -67,13 +67,15 @@ def _columns(params: dict) -> list[str]:
 
 def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, thresholds: dict,
                   provenance, context: dict, *, space: Space | None = None, keyholder=None,
-                  public_keys=None, view=None, privacy: dict | None = None) -> dict:
+                  public_keys=None, view=None, privacy: dict | None = None,
+                  remote=None) -> dict:
     """Run ``op`` securely; returns ``{"op", "params", "result", "meta"}`` (JSON). By default the
     rounds go through the space's aggregator process; passing ``keyholder`` (with
     ``public_keys``) aggregates in-process instead and talks to that key holder directly.
     ``view``: the catalog ``View`` whose declared roles and grids the operation must respect
     (``plan.Schema``); the gateway always passes it. ``privacy``: the study's
-    differential-privacy settings from the policy, if it has any."""
+    differential-privacy settings from the policy, if it has any. ``remote``: the holder nodes
+    (``node.client.RemoteHolders``) play the holders; ``partitions`` is then None."""
     from workbench.secure.aggregator import AggregatorClient
     from workbench.secure.keys import load_public
 
@@ -91,10 +93,11 @@ def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, th
         if keyholder is None:
             aggregator = AggregatorClient(where.aggregator_socket)
         public_keys = public_keys or load_public(where)
-    partitions = {h: f for h, f in partitions.items() if len(f)}  # holders without rows add 0
+    if remote is None:
+        partitions = {h: f for h, f in partitions.items() if len(f)}  # rowless holders add 0
     fields = {"study": context.get("study", "in-process"), "op": op,
               "request_id": str(context["request_id"]),
-              "holders": sorted(partitions), "columns": _columns(params)}
+              "holders": sorted(partitions or remote.names), "columns": _columns(params)}
     for key, field in (("user", "user"), ("kernel", "kernel_id"), ("msg_id", "msg_id"),
                        ("view", "view"), ("view_version", "view_version")):
         if context.get(key):
@@ -104,7 +107,7 @@ def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, th
         coordinator = Coordinator(partitions, public_keys, keyholder, thresholds, context,
                                   aggregator=aggregator,
                                   schema=Schema(view) if view is not None else None,
-                                  privacy=privacy)
+                                  privacy=privacy, remote=remote)
         payload = coordinator.run(op, params)
     except WorkbenchUserError as exc:
         log = coordinator.log if coordinator else []
@@ -115,6 +118,8 @@ def run_secure_op(op: str, partitions: dict[str, pd.DataFrame], params: dict, th
         raise
     meta = payload["meta"]
     body = json.dumps(payload, sort_keys=True, allow_nan=False).encode()
+    if remote is not None:  # exactly the nodes whose contributions are in the result
+        fields["holders"] = meta["holders"]
     he_params = {"path": "secure-he", "holders_ran": meta["holders_ran"],
                  "error_bound": meta["error_bound"]}
     for scheme, values in meta["parameters"].items():

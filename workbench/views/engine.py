@@ -63,17 +63,25 @@ class ViewEngine:
     or coarsened dates and the minimum-rows rule."""
 
     def __init__(self, space: Space, catalog: Catalog | None = None,
-                 rekey_key: bytes | None = None):
-
+                 rekey_key: bytes | None = None, *, data: bool = True):
+        """``data=False``: the catalog only, for a coordinator whose holders are nodes (it
+        describes views and knows their versions; the nodes check and read them)."""
         self.space = space
         self.catalog = catalog or Catalog.load(space)
+        self.problems: dict[str, str] = {}
+        self.views: dict[str, View] = {}
+        if not data:
+            self._con = None
+            self.tables = {t: [d.holder for d in self.catalog.holders_of(t)]
+                           for t in sorted({d.table for d in self.catalog.datasets.values()})}
+            self.views = dict(self.catalog.views)
+            self.versions = {v.id: self._version(v) for v in self.catalog.views.values()}
+            return
         self._study_keys = protect.StudyKeys(
             rekey_key if rekey_key is not None else study_rekey_key(space))
         self._con = duckdb.connect(":memory:", config=dict(_LOCKED_CONFIG))
         self.tables = self._load_tables()
         self._lock()
-        self.problems: dict[str, str] = {}
-        self.views: dict[str, View] = {}
         for view in self.catalog.views.values():
             problem = self._check_view(view)
             if problem:

@@ -1,0 +1,180 @@
+"""A space whose holders are nodes: each its own account, directory and mTLS service.
+
+``node_space`` builds the sample space with the e2e survival view, registers an admin key and
+signs the study policy, makes the HE keys, enrols every holder as a node and starts the collector,
+key holder, aggregator, the nodes and the gateway. ``netns=True`` (the namespaced fixture) puts
+every node in its own network namespace behind a veth pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workbench.accounts import ensure_user, study_kernel_user
+from workbench.catalog.models import Column, View
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDY = "node-e2e"
+POLICY = f"""\
+users:
+  alice: {{roles: [researcher]}}
+studies:
+  {STUDY}:
+    title: nodes end to end
+    purpose: holder node tests
+    sponsor: tests
+    members: [alice]
+    views: [visit_survival, visits_by_diagnosis]
+    expires: 2099-12-31
+    thresholds: {{min_cell_count: 10}}
+"""
+SQL = ("SELECT person_id, age, holder, CAST(date_diff('day', DATE '2020-01-01', visit_date) "
+       "AS BIGINT) AS days, CAST(cost > 800 AS INTEGER) AS event FROM visit")
+VIEW = View(id="visit_survival", title="visit survival", description="days to a visit",
+            tables=("visit",), sql=SQL, min_rows=5, person_column="person_id", columns=(
+                Column(name="person_id", type="string", description="pseudonym",
+                       sensitivity="quasi_identifier"),
+                Column(name="age", type="int64", description="age", role="covariate",
+                       grid=(0, 20, 40, 60, 80, 100)),
+                Column(name="holder", type="string", description="data holder"),
+                Column(name="days", type="int64", description="days since 2020-01-01",
+                       sensitivity="sensitive", role="time", granularity=1, horizon=1500,
+                       grid=(0, 250, 500, 750, 1000, 1250, 1500)),
+                Column(name="event", type="int64", description="an expensive visit",
+                       sensitivity="sensitive", role="event")))
+
+
+@dataclass
+class NodeSpace:
+    space: object
+    policy: Path
+    admin_key: object
+    admin_id: str
+    nodes: dict = field(default_factory=dict)  # holder -> ServiceProcess
+    services: list = field(default_factory=list)
+    netns: dict = field(default_factory=dict)  # holder -> namespace
+    addresses: dict = field(default_factory=dict)
+
+    def sign(self, text: str, serial: int) -> None:
+        from workbench.policy.signed import sign_policy, signature_path
+
+        self.policy.write_text(text)
+        record = sign_policy(text.encode(), self.admin_key, self.admin_id, serial)
+        signature_path(self.policy).write_text(json.dumps(record))
+        for path in (self.policy, signature_path(self.policy)):
+            os.chmod(path, 0o644)
+
+
+def pooled_rows(space) -> pd.DataFrame:
+    """Every holder's rows, read as root from the nodes' own directories."""
+    frames = [pd.read_parquet(p) for p in sorted(space.nodes.rglob("visit.parquet"))]
+    df = pd.concat(frames, ignore_index=True)
+    df["days"] = (pd.to_datetime(df["visit_date"]) - pd.Timestamp("2020-01-01")).dt.days
+    df["event"] = (df["cost"] > 800).astype(int)
+    return df
+
+
+def run_as_kernel(space, code: str, check: bool = True) -> dict:
+    uid = pwd.getpwnam(study_kernel_user(STUDY)).pw_uid
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": "/nonexistent",
+           "WORKBENCH_GATEWAY_SOCKET": str(space.gateway_socket(STUDY)),
+           "WORKBENCH_STUDY": STUDY, "WORKBENCH_USER": "alice", "WORKBENCH_KERNEL_ID": "k-node"}
+    prelude = "import json, workbench as wb\n"
+    out = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                          sys.executable, "-c", prelude + textwrap.dedent(code)], env=env,
+                         capture_output=True, text=True, timeout=300, cwd="/")
+    assert out.returncode == 0, out.stderr + out.stdout
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def namespaces(holders: list[str], tag: str):
+    """One network namespace per holder, each behind a veth pair to the root namespace: the
+    node listens on 10.77.<i>.2, the gateway reaches it through 10.77.<i>.1."""
+    made, addresses = {}, {}
+    try:
+        for i, holder in enumerate(holders, start=1):
+            ns, host_if, node_if = f"wbn{tag}{i}", f"wbv{tag}{i}h", f"wbv{tag}{i}n"
+            _ip("netns", "add", ns)
+            made[holder] = ns
+            _ip("link", "add", host_if, "type", "veth", "peer", "name", node_if)
+            _ip("link", "set", node_if, "netns", ns)
+            _ip("addr", "add", f"10.77.{i}.1/24", "dev", host_if)
+            _ip("link", "set", host_if, "up")
+            _ip("-n", ns, "addr", "add", f"10.77.{i}.2/24", "dev", node_if)
+            _ip("-n", ns, "link", "set", node_if, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+            addresses[holder] = f"10.77.{i}.2:8443"
+        yield made, addresses
+    finally:
+        for i, ns in enumerate(made.values(), start=1):
+            subprocess.run(["ip", "link", "del", f"wbv{tag}{i}h"], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
+                     listen: dict | None = None) -> NodeSpace:
+    from workbench.gateway.server import start_gateway
+    from workbench.node.enroll import enroll_space
+    from workbench.node.process import start_nodes
+    from workbench.policy.signed import create_admin_key, register_admin_key
+    from workbench.provenance.service import start_collector
+    from workbench.secure.keys import create_keys
+    from workbench.secure.process import start_aggregator, start_keyholder
+    from workbench.views.sample import build_sample_space
+
+    space = build_sample_space(root / "space", rows=rows, extra_views=[VIEW])
+    os.chmod(space.root, 0o755)
+    key = create_admin_key(root / "admin.key")
+    key_id = register_admin_key(space, "test-admin", key.public_key())
+    made = NodeSpace(space, root / "policy.yaml", key, key_id, netns=netns or {})
+    made.sign(POLICY, 1)
+    ensure_user(study_kernel_user(STUDY))
+    create_keys(space)
+    enroll_space(space)
+    try:
+        made.services.append(start_collector(space))
+        made.services.append(start_keyholder(space, min_cell_floor=5))
+        made.services.append(start_aggregator(space))
+        made.nodes = start_nodes(space, listen=listen, netns=netns)
+        made.services.append(start_gateway(space, made.policy))
+    except BaseException:
+        stop_node_space(made)
+        raise
+    return made
+
+
+def stop_node_space(made: NodeSpace) -> None:
+    for service in reversed(made.services):
+        service.stop()
+    for node in made.nodes.values():
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def node_space():
+    root = Path(tempfile.mkdtemp(prefix="wb-nodes-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    made = build_node_space(root)
+    try:
+        yield made
+    finally:
+        stop_node_space(made)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""``workbench node``: enrol holders as nodes, run a node, revoke certificates, check a journal."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from workbench.errors import WorkbenchUserError
+
+
+@click.group("node")
+def node_group() -> None:
+    """Holder nodes: each holder's store, keys and rules behind its own mTLS service."""
+
+
+@node_group.command("enroll")
+@click.option("--data-dir", type=click.Path(), help="the space (default $WORKBENCH_DATA_DIR)")
+@click.option("--holder", "holders", multiple=True, help="only these holders (default: all)")
+def enroll(data_dir: str | None, holders: tuple[str, ...]) -> None:
+    """Make every holder of the space a node (own account, directory, keys, certificate)."""
+    from workbench import accounts
+    from workbench.node import enroll as enrolment
+    from workbench.paths import Space
+
+    space = Space.at(data_dir)
+    if not space.manifest.exists():
+        raise WorkbenchUserError(f"{space.root} is not a space: build one with 'workbench init'.",
+                                 reason="no-space")
+    for holder in holders or enrolment.space_holders(space):
+        config = enrolment.enroll_node(space, holder)
+        click.echo(f"node {holder}: {config.root} (account {accounts.holder_node_user(holder)})")
+    enrolment.enroll_role(space, "coordinator", accounts.GATEWAY)
+    enrolment.enroll_role(space, "aggregator", accounts.AGGREGATOR)
+    if not holders:
+        enrolment.finish(space)
+    click.echo(f"certificates from the space CA in {space.pki}")
+
+
+@node_group.command("serve")
+@click.option("--node-dir", required=True, type=click.Path(), help="the node's own directory")
+@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT")
+def serve(node_dir: str, listen: str) -> None:
+    """Run a holder node (as root it drops to the account that owns NODE_DIR first)."""
+    from workbench.node.config import NodeConfig
+    from workbench.node.server import serve as run
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise WorkbenchUserError(f"--listen {listen!r} is not HOST:PORT.", reason="bad-listen")
+    root = Path(node_dir).resolve()
+    if os.geteuid() == 0:
+        import tenseal  # noqa: F401 - loaded before dropping privileges
+
+        owner = root.stat()
+        if owner.st_uid != 0:
+            os.setgroups([])
+            os.setgid(owner.st_gid)
+            os.setuid(owner.st_uid)
+    run(NodeConfig.load(root), host, int(port))
+
+
+@node_group.command("revoke")
+@click.argument("role", type=click.Choice(["node", "coordinator", "aggregator"]))
+@click.argument("name")
+@click.option("--serial", type=int, help="only this certificate (default: all of NAME's)")
+@click.option("--data-dir", type=click.Path())
+def revoke(role: str, name: str, serial: int | None, data_dir: str | None) -> None:
+    """Revoke a certificate: nodes and the coordinator refuse it at the next request."""
+    from workbench.node.pki import Authority
+    from workbench.paths import Space
+
+    serials = Authority(Space.at(data_dir).pki).revoke(role, name, serial)
+    click.echo(f"revoked {role} {name}: serial(s) {', '.join(map(str, serials))}")
+
+
+@node_group.command("list")
+@click.option("--data-dir", type=click.Path())
+def list_certificates(data_dir: str | None) -> None:
+    """Every certificate the space CA issued, and whether it is revoked."""
+    from workbench.node.pki import Authority
+    from workbench.paths import Space
+
+    for entry in Authority(Space.at(data_dir).pki).ledger()["issued"]:
+        state = f"revoked {entry['revoked']}" if entry["revoked"] else "valid"
+        click.echo(f"{entry['role']:<12} {entry['name']:<16} {entry['serial']:>40}  "
+                   f"issued {entry['issued']}  {state}")
+
+
+@node_group.command("journal")
+@click.option("--node-dir", required=True, type=click.Path())
+def journal(node_dir: str) -> None:
+    """Verify the node's hash-chained journal and print how many entries it holds."""
+    from workbench.node.config import NodeConfig
+    from workbench.node.journal import Journal
+
+    count = Journal(NodeConfig.load(Path(node_dir)).journal).verify()
+    click.echo(f"{count} entries; the hash chain is intact")
+commands = [node_group]

@@ -1,0 +1,262 @@
+"""The coordinator's side: asks every holder node at once, over mTLS, and names the one that fails.
+
+``NodeSet`` keeps one HTTPS connection pool per node on a background event loop, so the gateway's
+worker threads (and the secure ``Coordinator``) call it synchronously while the requests to all
+nodes run concurrently: a round takes as long as the slowest node. Each node is reached under the
+host name ``<holder>.node.workbench`` whatever its address, so TLS refuses any other holder's
+certificate; the peer's certificate is checked against the CRL too.
+
+Any node that is down, slow, refuses, or replies with something malformed makes the whole call
+fail with one line naming the node and the reason, unless the study allows a quorum: then the
+nodes that answered are used and the result says exactly which ones contributed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pyarrow as pa
+
+from workbench.errors import WorkbenchUserError
+from workbench.node import pki
+from workbench.paths import Space
+from workbench.secure import wire
+from workbench.secure.nodes import Encrypted
+
+TIMEOUT = 120.0  # seconds a node may take for one request (a KM at 1e6 rows takes ~2 s)
+
+
+@dataclass(frozen=True)
+class Node:
+    holder: str
+    address: str  # host:port
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.address}"
+
+
+class NodeError(WorkbenchUserError):
+    def __init__(self, holder: str, message: str, reason: str = "node-failed"):
+        super().__init__(f"holder {holder}: {message}", reason=reason)
+        self.holder = holder
+
+
+def read_registry(space: Space) -> list[Node]:
+    try:
+        data = json.loads(space.node_registry.read_text())
+    except FileNotFoundError:
+        raise WorkbenchUserError(f"{space.node_registry} is missing: start the holder nodes "
+                                 "('workbench node serve' or 'workbench demo').",
+                                 reason="no-nodes") from None
+    return [Node(holder, entry["address"]) for holder, entry in sorted(data["nodes"].items())]
+
+
+def write_registry(space: Space, nodes: dict[str, str]) -> None:
+    tmp = space.node_registry.with_name(".nodes.json.tmp")
+    tmp.write_text(json.dumps({"nodes": {h: {"address": a} for h, a in sorted(nodes.items())}},
+                              indent=1) + "\n")
+    tmp.chmod(0o644)
+    tmp.replace(space.node_registry)
+
+
+class NodeSet:
+    """The coordinator's connections to the holder nodes."""
+
+    def __init__(self, nodes: list[Node], ca: Path, cert: Path, key: Path, crl: Path,
+                 timeout: float = TIMEOUT):
+        self.nodes = {n.holder: n for n in nodes}
+        self.files = (ca, cert, key, crl)
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="node-client",
+                                        daemon=True)
+        self._thread.start()
+        self._crl_stamp: tuple | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def for_space(cls, space: Space, timeout: float = TIMEOUT) -> NodeSet:
+        tls = space.role_tls("coordinator")
+        return cls(read_registry(space), space.pki / "ca.pem", tls / "cert.pem",
+                   tls / "key.pem", space.pki / "crl.pem", timeout)
+
+    async def _fresh(self) -> aiohttp.ClientSession:
+        """The session, made anew (with a new TLS context) when the CA's CRL changed: a revoked
+        node is refused by the very next request, and pooled connections to it are dropped."""
+        crl = self.files[3]
+        try:
+            stat = crl.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except OSError:
+            raise WorkbenchUserError(f"{crl} cannot be read, so no node is trusted; ask the "
+                                     "space's admin.", reason="no-crl") from None
+        if self._session is None or stamp != self._crl_stamp:
+            if self._session is not None:
+                await self._session.close()
+            ctx = pki.client_context(*self.files)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx,
+                                                                                 limit=64))
+            self._crl_stamp = stamp
+        return self._session
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            if self._session is not None:
+                self._call(self._session.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    @property
+    def holders(self) -> list[str]:
+        return list(self.nodes)
+
+    # -- one request to one node --------------------------------------------------------------
+    async def _post(self, holder: str, path: str, body: dict) -> tuple[int, bytes]:
+        node = self.nodes[holder]
+        session = await self._fresh()
+        try:
+            # TLS checks the name: only this holder's node certificate, unrevoked, answers
+            async with session.post(
+                    node.url + path, json=body | {"holder": holder},
+                    server_hostname=pki.host_name("node", holder),
+                    timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
+                data = await response.read()
+                return response.status, data
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise NodeError(holder, "its certificate is not a valid, unrevoked certificate of "
+                                    "the space CA for this holder "
+                                    f"({_verify_message(exc)}); the connection was refused.",
+                            "wrong-certificate") from None
+        except aiohttp.ClientSSLError as exc:
+            raise NodeError(holder, f"the TLS handshake failed ({type(exc).__name__}).",
+                            "tls-failed") from None
+        except TimeoutError:
+            raise NodeError(holder, f"no answer within {self.timeout:g} s.", "node-timeout") \
+                from None
+        except aiohttp.ClientConnectionError as exc:
+            raise NodeError(holder, f"it is unreachable or went away mid-request "
+                                    f"({type(exc).__name__}).", "node-down") from None
+
+    @staticmethod
+    def _refusal(holder: str, status: int, data: bytes) -> NodeError:
+        try:
+            error = json.loads(data)["error"]
+            message, reason = str(error["message"])[:300], str(error["reason"])[:40]
+        except (ValueError, KeyError, TypeError):
+            return NodeError(holder, f"it replied HTTP {status} with no valid error.",
+                             "malformed-reply")
+        if reason == "holder-rule":  # already "holder X refused: ..."
+            return WorkbenchUserError(message, reason=reason)
+        return NodeError(holder, message, reason)
+
+    async def _all(self, path: str, body: dict, holders, parse, quorum: int | None):
+        holders = list(holders or self.nodes)
+
+        async def one(holder):
+            status, data = await self._post(holder, path, body)
+            if status >= 400:
+                raise self._refusal(holder, status, data)
+            return parse(holder, status, data)
+
+        results = await asyncio.gather(*(one(h) for h in holders), return_exceptions=True)
+        out, failures = {}, []
+        for holder, result in zip(holders, results, strict=True):
+            if isinstance(result, WorkbenchUserError):
+                failures.append(result)
+            elif isinstance(result, BaseException):
+                failures.append(NodeError(holder, f"its reply could not be read "
+                                                  f"({type(result).__name__}).",
+                                          "malformed-reply"))
+            else:
+                out[holder] = result
+        refused = [f for f in failures if f.reason == "holder-rule"]
+        if refused or (failures and (quorum is None or len(out) < quorum)):
+            raise (refused or failures)[0]
+        return out, failures
+
+    # -- what the gateway asks --------------------------------------------------------------
+    def read_view(self, body: dict) -> dict[str, pa.Table | None]:
+        """Each node's protected rows of a view (None: the node holds none of its tables)."""
+        def parse(holder, status, data):
+            if status == 204:
+                return None
+            try:
+                return pa.ipc.open_stream(data).read_all()
+            except (pa.ArrowInvalid, OSError):
+                raise NodeError(holder, "its rows are not a valid Arrow stream.",
+                                "malformed-reply") from None
+
+        out, _ = self._call(self._all("/v1/view", body, None, parse, None))
+        return out
+
+    def rules(self) -> dict[str, dict]:
+        async def fetch(holder):
+            node = self.nodes[holder]
+            session = await self._fresh()
+            async with session.get(node.url + "/v1/rules",
+                                   server_hostname=pki.host_name("node", holder),
+                                   timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
+                if r.status != 200:
+                    raise self._refusal(holder, r.status, await r.read())
+                return await r.json()
+
+        async def every():
+            return await asyncio.gather(*(fetch(h) for h in self.nodes))
+
+        return dict(zip(self.nodes, self._call(every()), strict=True))
+
+    def contribute(self, body: dict, quorum: int | None = None) -> tuple[list[Encrypted],
+                                                                         list[str]]:
+        """Every node's signed contribution to one round; returns the contributions and the
+        nodes that failed (only when a quorum allowed going on without them)."""
+        def parse(holder, status, data):
+            header, blobs = wire.decode(data)
+            if header.get("empty"):
+                return None
+            try:
+                return Encrypted(body["kind"], str(header["fingerprint"]), blobs,
+                                 {str(k): int(v) for k, v in header["per_scheme"].items()},
+                                 [holder], header["envelope"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise NodeError(holder, "its contribution is malformed.",
+                                "malformed-reply") from None
+
+        out, failures = self._call(self._all("/v1/round", body, None, parse, quorum))
+        return [p for p in out.values() if p is not None], [f.holder for f in failures]
+
+
+def _verify_message(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    error = getattr(exc, "certificate_error", None)
+    return str(getattr(error, "verify_message", None) or type(error).__name__)[:80]
+
+
+class RemoteHolders:
+    """The holder side of one secure operation, played by the nodes (what ``Coordinator`` calls
+    for every round, in place of in-process holders)."""
+
+    def __init__(self, nodes: NodeSet, request: dict, quorum: int | None = None):
+        self.nodes, self.request, self.quorum = nodes, request, quorum
+        self.names = nodes.holders
+        self.missing: list[str] = []
+
+    def contribute(self, kind: str, spec: dict, nonce: str) -> list[Encrypted]:
+        parts, missing = self.nodes.contribute(
+            self.request | {"kind": kind, "spec": spec, "nonce": nonce}, self.quorum)
+        self.missing = sorted(set(self.missing) | set(missing))
+        if not parts:
+            from workbench.secure.release import ReleaseRefused, too_few
+
+            raise ReleaseRefused("min-cell-count", too_few())
+        return parts
+
+    def close(self) -> None:
+        pass

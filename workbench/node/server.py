@@ -1,0 +1,324 @@
+"""A holder node's HTTPS service: the only process that reads this holder's store and keys.
+
+Security boundary (guarded by tests/node/):
+- TLS 1.3 with a client certificate of the space CA, checked by OpenSSL; then the peer must be
+  the coordinator's certificate and not revoked (the CRL is re-read when it changes);
+- every request carries the policy the coordinator acts on, with its admin signature: the node
+  checks the signature against the space's admin keys, refuses a serial older than the newest it
+  has seen (a rolled-back policy), and asks that policy whether the study may read the view;
+- then the holder's own rules (``rules.py``): studies and views it serves, threshold floors, a
+  per-study budget of secure rounds per UTC day;
+- a round must name this holder and carry a fresh nonce never seen before (no replay, no
+  re-targeting);
+- what leaves: for a view, only the plaintext columns the grant allows, already protected here
+  (per-study pseudonyms, shifted or coarsened dates, the view's minimum rows); for a round, the
+  signed, MAC-tagged ciphertexts of this holder's local statistics. Nothing else.
+Every request, served or refused, goes into the node's own hash-chained journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from aiohttp import web
+
+from workbench.accounts import study_kernel_user
+from workbench.errors import WorkbenchUserError, log_fault
+from workbench.node import pki
+from workbench.node.config import NodeConfig
+from workbench.node.journal import Journal
+from workbench.node.rules import load_rules, refusal
+from workbench.policy.access import ensure_allowed
+from workbench.policy.loader import parse_policy
+from workbench.policy.model import Thresholds
+from workbench.secure import wire
+
+log = logging.getLogger("workbench.node")
+
+STATUS = {"bad-request": 400, "malformed-message": 400, "wrong-peer": 403,
+          "revoked-certificate": 403, "no-crl": 403, "access-denied": 403,
+          "holder-rule": 403, "unsigned-policy": 403, "bad-policy-signature": 403,
+          "stale-policy": 403, "replayed-round": 409, "wrong-holder": 409,
+          "budget-exhausted": 429, "too-few-rows": 403, "unknown-view": 404,
+          "invalid-view": 409, "sensitive-column": 403, "unknown-column": 400}
+MAX_BODY = 4 * 1024 * 1024  # a policy and a round spec; never data
+ARROW_TYPE = "application/vnd.apache.arrow.stream"
+WIRE_TYPE = "application/vnd.workbench.he-frame"
+
+
+def error_response(status: int, reason: str, message: str) -> web.Response:
+    return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
+
+
+@dataclass
+class NodeState:
+    """What the node keeps between requests: its engine over its own store, its keys, the
+    newest policy serial seen, the nonces of the time window and the day's round counts."""
+
+    config: NodeConfig
+    journal: Journal
+    engine: object = None
+    keys: object = None
+    signer: object = None
+    nonces: object = None
+    _serial: int = 0
+    _budget: dict = field(default_factory=dict)
+    _holders: collections.OrderedDict = field(default_factory=collections.OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def load(self) -> None:
+        from workbench.paths import Space
+        from workbench.secure.keys import PublicKeys
+        from workbench.secure.signing import NonceGuard
+        from workbench.views import ViewEngine
+
+        cfg = self.config
+        self.engine = ViewEngine(Space(cfg.root))
+        self.keys = PublicKeys.from_bytes(cfg.public_context.read_bytes())
+        self.keys.bfv, self.keys.ckks  # noqa: B018 - parse the contexts before the first round
+        self.signer = cfg.signer()
+        self.nonces = NonceGuard()
+        state = cfg.state_file
+        if state.exists():
+            saved = json.loads(state.read_text())
+            self._serial, self._budget = saved.get("policy_serial", 0), saved.get("budget", {})
+
+    def _save(self) -> None:
+        tmp = self.config.state_file.with_name(".state.json.tmp")
+        tmp.write_text(json.dumps({"policy_serial": self._serial, "budget": self._budget}))
+        os.replace(tmp, self.config.state_file)
+
+    def policy(self, body: dict):
+        """The signed policy the coordinator acts on, verified; a rollback is refused."""
+        from workbench.paths import Space
+        from workbench.policy.signed import load_admin_keys, verify_policy
+
+        doc = body.get("policy")
+        if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+            raise WorkbenchUserError("the request carries no policy.", reason="unsigned-policy")
+        text = doc["text"].encode()
+        # admins.json: the space's on one machine, the node's own copy at a holder's site
+        admins = load_admin_keys(Space(self.config.admins.parent))
+        record = verify_policy(text, doc.get("signature"), admins)
+        serial = int(record["serial"])
+        with self._lock:
+            if serial < self._serial:
+                raise WorkbenchUserError(f"the policy's serial {serial} is older than "
+                                         f"{self._serial}, which this node has already seen.",
+                                         reason="stale-policy")
+            if serial > self._serial:
+                self._serial = serial
+                self._save()
+        return parse_policy(doc["text"], f"policy serial {serial}")
+
+    def spend_round(self, study: str, allowed: int) -> None:
+        day = dt.datetime.now(dt.UTC).date().isoformat()
+        with self._lock:
+            counts = self._budget.setdefault(day, {})
+            for old in [d for d in self._budget if d != day]:
+                del self._budget[old]
+            if counts.get(study, 0) >= allowed:
+                raise refusal(self.config.holder, f"study {study} used its {allowed} secure "
+                                                  "rounds for today at this holder")
+            counts[study] = counts.get(study, 0) + 1
+            self._save()
+
+    def holder_for(self, request_id: str, study: str, view: str, columns):
+        """This holder's node for one operation: its rows of the view and its keys. Kept for the
+        operation's rounds so Newton steps reuse the beta-independent statistics."""
+        from workbench.secure.nodes import HolderNode
+
+        key = (request_id, study, view, tuple(columns or ()))
+        with self._lock:
+            if key in self._holders:
+                self._holders.move_to_end(key)
+                return self._holders[key]
+        frame = self.engine.partitions(study, view, columns).get(self.config.holder)
+        node = None if frame is None or not len(frame) else HolderNode(
+            self.config.holder, frame, self.keys, self.signer)
+        with self._lock:
+            self._holders[key] = node
+            while len(self._holders) > 16:
+                self._holders.popitem(last=False)
+        return node
+
+
+def _peer(request: web.Request) -> pki.Identity:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+    if not der:
+        raise WorkbenchUserError("a client certificate of the space CA is required.",
+                                 reason="wrong-peer")
+    return pki.Identity.of(der)
+
+
+def make_app(state: NodeState) -> web.Application:
+    cfg = state.config
+    revocations = pki.Revocations(cfg.crl, cfg.ca)
+
+    def record(request, body, decision: str, reason: str | None = None, **extra) -> None:
+        peer = request.get("peer")
+        state.journal.append({
+            "peer": f"{peer.role}:{peer.name}:{peer.serial}" if peer else None,
+            "path": request.path[:100], "study": str(body.get("study"))[:64] if body else None,
+            "view": str(body.get("view"))[:64] if body else None,
+            "kind": str(body.get("kind"))[:32] if body and body.get("kind") else None,
+            "nonce": str(body.get("nonce"))[:64] if body and body.get("nonce") else None,
+            "decision": decision, "reason": reason, **extra})
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        body = None
+        try:
+            peer = _peer(request)
+            request["peer"] = peer
+            revocations.check(peer)
+            if peer.role != "coordinator":
+                raise WorkbenchUserError(f"this node serves the space's coordinator only, not "
+                                         f"{peer.role} {peer.name!r}.", reason="wrong-peer")
+            if request.method == "POST":
+                try:
+                    body = await request.json()
+                except (ValueError, UnicodeDecodeError):
+                    raise WorkbenchUserError("the body must be a JSON object.",
+                                             reason="bad-request") from None
+                if not isinstance(body, dict):
+                    raise WorkbenchUserError("the body must be a JSON object.",
+                                             reason="bad-request")
+            request["body"] = body
+            return await handler(request)
+        except WorkbenchUserError as exc:
+            status = STATUS.get(exc.reason, 400)
+            record(request, body, "refused", exc.reason)
+            return error_response(status, exc.reason, str(exc))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            record(request, body, "refused", f"http-{exc.status}")
+            return error_response(exc.status, "bad-request", exc.reason)
+        except Exception as exc:  # noqa: BLE001 - reported by type only, never row values
+            log_fault(log, f"node fault on {request.method} {request.path[:100]}", exc)
+            record(request, body, "failed", "internal-error")
+            return error_response(500, "internal-error", "the node failed on this request; "
+                                                         "the fault is in its log.")
+
+    def check_request(body: dict, action: str) -> tuple[str, str, list | None]:
+        study, view, columns = body.get("study"), body.get("view"), body.get("columns")
+        if not isinstance(study, str) or not isinstance(view, str) or (
+                columns is not None and not (isinstance(columns, list)
+                                             and all(isinstance(c, str) for c in columns))):
+            raise WorkbenchUserError("a request names a study, a view and optional columns.",
+                                     reason="bad-request")
+        if body.get("holder") != cfg.holder:
+            raise WorkbenchUserError(f"this request is for holder {body.get('holder')!r}, not "
+                                     f"{cfg.holder}.", reason="wrong-holder")
+        policy = state.policy(body)
+        ensure_allowed(policy, study_kernel_user(study), action, study, view)
+        rules = load_rules(cfg.rules)
+        why = rules.serves(study, view)
+        if why:
+            raise refusal(cfg.holder, why)
+        state.nonces.accept(body.get("nonce"))
+        return study, view, columns, policy, rules
+
+    async def rules_route(request: web.Request) -> web.Response:
+        rules = load_rules(cfg.rules)
+        return web.json_response({"holder": cfg.holder,
+                                  "thresholds": rules.thresholds.model_dump(exclude_none=True),
+                                  "rounds_per_day": rules.rounds_per_day})
+
+    async def view_route(request: web.Request) -> web.Response:
+        body = request["body"] or {}
+        study, view, columns, _, _ = check_request(body, "read-view")
+        limit = body.get("limit")
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise WorkbenchUserError("limit must be a whole number.", reason="bad-request")
+        loop = asyncio.get_running_loop()
+        if view not in state.engine.views and view in state.engine.catalog.views:
+            record(request, body, "served", None, rows=0)  # this holder has none of its tables
+            return web.Response(status=204)
+        result = await loop.run_in_executor(
+            None, lambda: state.engine.read(study, view, columns, limit))
+        data = await loop.run_in_executor(None, _arrow_bytes, result.table)
+        record(request, body, "served", None, rows=result.rows, bytes=len(data))
+        return web.Response(body=data, content_type=ARROW_TYPE,
+                            headers={"X-Workbench-Rows": str(result.rows)})
+
+    async def round_route(request: web.Request) -> web.Response:
+        body = request["body"] or {}
+        study, view, columns, _, rules = check_request(body, "secure-op")
+        kind, spec, nonce = body.get("kind"), body.get("spec"), body.get("nonce")
+        request_id = str(body.get("request_id", ""))[:64]
+        if not isinstance(kind, str) or not isinstance(spec, dict):
+            raise WorkbenchUserError("a round names its kind and spec.", reason="bad-request")
+        try:
+            asked = Thresholds.model_validate(spec.get("thresholds") or {})
+        except ValueError:
+            raise WorkbenchUserError("the round's thresholds are malformed.",
+                                     reason="bad-request") from None
+        looser = rules.looser(asked)
+        if looser:
+            raise refusal(cfg.holder, looser)
+        state.spend_round(study, rules.rounds_per_day)
+        loop = asyncio.get_running_loop()
+        node = await loop.run_in_executor(
+            None, lambda: state.holder_for(request_id, study, view, columns))
+        if node is None:
+            record(request, body, "served", None, rows=0)
+            return web.Response(body=wire.encode({"empty": True}), content_type=WIRE_TYPE)
+        out = await loop.run_in_executor(None, lambda: node.contribute(kind, spec, nonce))
+        frame = wire.encode({"per_scheme": out.per_scheme, "fingerprint": out.fingerprint,
+                             "envelope": out.envelope}, out.blobs)
+        record(request, body, "served", None, rows=len(node.frame), bytes=len(frame))
+        return web.Response(body=frame, content_type=WIRE_TYPE)
+
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app.router.add_get("/v1/rules", rules_route)
+    app.router.add_post("/v1/view", view_route)
+    app.router.add_post("/v1/round", round_route)
+    return app
+
+
+def _arrow_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def serve(config: NodeConfig, host: str, port: int) -> None:
+    """Load the store and keys, then serve until SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s node %(message)s")
+    state = NodeState(config, Journal(config.journal))
+    state.load()
+    ctx = pki.server_context(config.ca, config.cert, config.key)
+    started = time.monotonic()
+    app = make_app(state)
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()  # noqa: SLF001 - the port chosen for 0
+        print(f"holder node {config.holder} ready on {bound[0]}:{bound[1]} (uid {os.getuid()}, "
+              f"loaded in {time.monotonic() - started:.1f} s)", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
