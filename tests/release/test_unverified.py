@@ -12,6 +12,7 @@ import pytest
 from workbench.release import airlock as airlock_module
 from workbench.release import rules
 from workbench.release.airlock import Context
+from workbench.release.outputs import with_data
 from workbench.release.serialize import from_payload, to_payload
 
 ALICE = Context("alice", "cml-tki", kernel_id="k-1", msg_id="m-1")
@@ -63,8 +64,12 @@ def test_figures_are_unverified_and_manual():
     buf = io.BytesIO()
     Image.new("RGB", (4, 4)).save(buf, format="PNG")
     png = buf.getvalue()
-    verdict, results = _run(png)
-    assert verdict == "review" and {"unverified-output", "figure-manual"} <= set(results)
+    table = pd.DataFrame({"arm": ["a", "b"], "n": [120, 130]})
+    payload = to_payload(png, data=table)
+    figure = with_data(from_payload(payload), from_payload(payload["data"]))
+    verdict, results = rules.run_rules(figure, T, [])
+    assert verdict == "review"
+    assert {"unverified-output", "figure-manual", "minimum-threshold"} <= {r.rule for r in results}
 
 
 def test_an_unverified_output_needs_two_approvals_even_if_the_general_rule_were_relaxed(

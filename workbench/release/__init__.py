@@ -1,8 +1,10 @@
 """``wb.release``: ask for an output to leave the study.
 
-    req = wb.release.request(km, "km_by_tki", "Kaplan-Meier of progression by TKI, 30-day bins")
+    req = wb.release.request(km, "km_by_tki", "Kaplan-Meier of progression by TKI, 30-day bins",
+                             justification="figure 2 of the paper", controls=["coarsened to k"])
     req                     # verdict of the automatic disclosure checks, state of the request
     wb.release.status(req.id)
+    wb.release.comment(req.id, "the 30-day bins follow the protocol")   # the reviewers read it
 
 The kernel is untrusted: this module only serialises the output (Arrow, JSON, PNG/SVG bytes) and
 sends it through the study's gateway to the airlock, which re-runs every check itself, stores the
@@ -18,7 +20,7 @@ from typing import Any
 
 from workbench.release.helpers import coarsen_survival, magnitude_table
 
-__all__ = ["coarsen_survival", "magnitude_table", "request", "requests", "status"]
+__all__ = ["coarsen_survival", "comment", "magnitude_table", "request", "requests", "status"]
 
 GATEWAY_PREFIX = "/release"
 
@@ -73,7 +75,8 @@ def _call(method: str, path: str, payload: dict | None = None) -> Any:
 
 
 def request(obj: Any, name: str, description: str, *, view: str | None = None,
-            counts: list[str] | None = None, data=None) -> ReleaseRequest:
+            counts: list[str] | None = None, data=None, justification: str | None = None,
+            controls: list[str] | None = None) -> ReleaseRequest:
     """Ask for ``obj`` to be released as ``name``.
 
     ``obj``: a pandas DataFrame (a table of counts or statistics), a Kaplan-Meier fit
@@ -81,13 +84,24 @@ def request(obj: Any, name: str, description: str, *, view: str | None = None,
     or a figure (matplotlib figure, PNG or SVG bytes). ``view``: the view it was computed from
     (differencing is checked against that view's earlier releases). ``counts``: which columns of
     a table are counts of people (guessed from integer columns and names like ``n`` otherwise).
-    ``data``: for a figure, the table it draws, so that its numbers are checked too.
+    ``data``: for a figure, the numbers it draws (a table, a Kaplan-Meier fit, a model); a
+    figure without them is refused, and they must pass the same rules as if released alone.
+    ``justification``: why the output must leave the study; ``controls``: the disclosure
+    controls you applied (e.g. ``["coarsened with coarsen_survival(k=10)"]``). The reviewers
+    read both, as OpenSAFELY's airlock asks for context and controls.
     """
     from workbench.release.serialize import to_payload
 
     payload = to_payload(obj, view=view, counts=counts, data=data)
-    return ReleaseRequest(_call("POST", "/requests", {"name": name, "description": description,
-                                                      "payload": payload}))
+    body = {"name": name, "description": description, "payload": payload,
+            "justification": justification,
+            "controls": [controls] if isinstance(controls, str) else list(controls or [])}
+    return ReleaseRequest(_call("POST", "/requests", body))
+
+
+def comment(request_id: str, text: str) -> list[dict]:
+    """Add to a request's comment thread (its reviewers answer there); returns the thread."""
+    return _call("POST", f"/requests/{request_id}/comments", {"comment": text})["comments"]
 
 
 def status(request_id: str) -> ReleaseRequest:

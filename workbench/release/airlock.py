@@ -40,12 +40,16 @@ from workbench.paths import Space
 from workbench.policy.access import decide, ensure_allowed
 from workbench.release import rules
 from workbench.release.attested import output_from_payload
-from workbench.release.outputs import Output, released_table, rounded_fingerprint
+from workbench.release.outputs import Output, released_table, rounded_fingerprint, with_data
 from workbench.release.store import AirlockStore
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 MAX_DESCRIPTION = 4000
 MAX_COMMENT = 4000
+MAX_JUSTIFICATION = 4000
+MAX_CONTROLS = 20  # disclosure controls the requester says they applied, each one short line
+MAX_CONTROL = 200
+MAX_COMMENTS = 200  # per request: a thread, not a chat
 OPEN_STATES = ("submitted", "reviewed")
 APPROVALS_NEEDED = 2
 UNVERIFIED_APPROVALS = 2  # an unverified output never needs fewer, whatever the above becomes
@@ -163,19 +167,28 @@ class Airlock:
             raise WorkbenchUserError("say in the description what the output shows and why it "
                                      "must leave the study", reason="bad-request")
         output = output_from_payload(payload, ctx.study, self.space)
+        if output.kind == "figure" and isinstance(payload, dict) and payload.get("data"):
+            # the numbers the figure draws, decoded (and verified when signed) like any output
+            output = with_data(output, output_from_payload(payload["data"], ctx.study,
+                                                           self.space))
         if output.view is not None and output.view not in self.policy.studies[ctx.study].views:
             raise WorkbenchUserError(
                 f"study '{ctx.study}' is not granted the view '{output.view}'",
                 reason="access-denied")
         return output
 
-    def create(self, ctx: Context, payload: dict, name: str, description: str) -> dict:
+    def create(self, ctx: Context, payload: dict, name: str, description: str,
+               justification: str | None = None, controls=None) -> dict:
         """Check an output and, unless a rule fails, submit it for review. In a dry-run context
-        (a re-run kernel) the output is only checked: see ``check``."""
+        (a re-run kernel) the output is only checked: see ``check``. ``justification`` (why it
+        must leave) and ``controls`` (the disclosure controls the requester applied, e.g.
+        "rounded to 5", "groups under 10 merged") are the context the reviewers read, as
+        OpenSAFELY's airlock asks for them: stored with the request, never in provenance."""
         if ctx.dry_run:
             return self.check(ctx, payload, name, description)
         study = ctx.study
         output = self._validated(ctx, payload, name, description)
+        context = _request_context(justification, controls, ctx.claimed_user)
         description = description[:MAX_DESCRIPTION]
         request_id = f"rq-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
         with self._lock, self.store.transaction() as store:
@@ -202,7 +215,8 @@ class Airlock:
                 "id": request_id, "study": study, "view": output.view, "name": name,
                 "description": description, "author": ctx.actor, "kind": output.kind,
                 "state": "draft", "verdict": verdict, "created_at": at, "updated_at": at,
-                "payload": payload_text, "evidence": evidence_text})
+                "payload": payload_text, "evidence": evidence_text,
+                "context": json.dumps(context, sort_keys=True)})
             store.add_transition(request_id, None, "draft", ctx.actor, "create", "", at, draft_id)
             if not failed:
                 sub_id = self._record("release-request", {**common, "status": "submitted"})
@@ -420,6 +434,7 @@ class Airlock:
             "failed_rules": [r["rule"] for r in evidence["rules"] if r["verdict"] == "fail"],
             "review_rules": [r["rule"] for r in evidence["rules"] if r["verdict"] == "review"],
             "findings": findings(evidence["rules"]),
+            **json.loads(row.get("context") or "{}"),
         }
 
     def _can_see(self, actor: str, study: str) -> bool:
@@ -447,15 +462,51 @@ class Airlock:
                                      reason="access-denied")
         if not self._can_see(ctx.actor, row["study"]):
             ensure_allowed(self.policy, ctx.actor, "view-dashboard", row["study"])
+        comments = self.store.comments(request_id)
         if not self._reviews(ctx.actor, row["study"]):  # the author: no evidence cells
             released = self.store.released_row(request_id)
             return {**self.summary(request_id), "transitions": self.store.transitions(request_id),
-                    "released": None if released is None else {
+                    "comments": comments, "released": None if released is None else {
                         k: v for k, v in released.items() if k != "cells"}}
         return {**self.summary(request_id), "evidence": json.loads(row["evidence"]),
-                "payload": json.loads(row["payload"]),
+                "payload": json.loads(row["payload"]), "comments": comments,
                 "transitions": self.store.transitions(request_id),
                 "released": self.store.released_row(request_id)}
+
+    def comment(self, ctx: Context, request_id: str, body: str) -> dict:
+        """Add to a request's comment thread: its reviewers and its requester (the study kernel
+        that sent it, with the person it claims) may write; the text stays in the airlock, the
+        provenance record holds its digest (a comment may quote a number; a record never does).
+        Recorded before it is stored (fail closed)."""
+        if ctx.dry_run:
+            raise WorkbenchUserError("a re-run cannot comment on release requests",
+                                     reason="access-denied")
+        body = body.strip() if isinstance(body, str) else ""
+        if not body:
+            raise WorkbenchUserError("write the comment's text", reason="bad-request")
+        if len(body) > MAX_COMMENT:
+            raise WorkbenchUserError(f"a comment is at most {MAX_COMMENT} characters: shorten it",
+                                     reason="bad-request")
+        with self._lock, self.store.transaction() as store:
+            row = self._row(request_id)
+            if ctx.study is not None and ctx.study != row["study"]:
+                raise WorkbenchUserError("this request belongs to another study",
+                                         reason="access-denied")
+            if ctx.actor == row["author"]:
+                role, claimed = "requester", ctx.claimed_user
+            else:
+                ensure_allowed(self.policy, ctx.actor, "review-release", row["study"])
+                role, claimed = "reviewer", None
+            if len(store.comments(request_id)) >= MAX_COMMENTS:
+                raise WorkbenchUserError(f"request {request_id} already has {MAX_COMMENTS} "
+                                         "comments: decide it or send a new request",
+                                         reason="bad-state")
+            prov = self._record("release-comment", {
+                "study": row["study"], "request_id": request_id, "user": ctx.actor,
+                "claimed_user": claimed, "role": role, "status": "ok",
+                "ref": _sha256(body.encode())})
+            store.add_comment(request_id, ctx.actor, claimed, role, body, _now(), prov)
+        return {"id": request_id, "comments": self.store.comments(request_id)}
 
     def download(self, ctx: Context, request_id: str, filename: str) -> bytes:
         """A released file, for the study's members and reviewers only."""
@@ -482,6 +533,29 @@ class Airlock:
         if _sha256(data) != names[filename]["sha256"]:
             raise WorkbenchError(f"released file {filename} of {request_id} was altered on disk")
         return data
+
+
+def _request_context(justification, controls, claimed_user: str | None) -> dict:
+    """What the requester says about the request: why it must leave, the disclosure controls
+    they applied, and who they claim to be (the kernel's word: the acting account is the study
+    kernel's; the audit proxy's record of the producing cell names the person)."""
+    if justification is not None and not isinstance(justification, str):
+        raise WorkbenchUserError("the justification is text: say why the output must leave the "
+                                 "study", reason="bad-request")
+    if controls is None:
+        controls = []
+    if isinstance(controls, str):
+        controls = [controls]
+    if (not isinstance(controls, list) or len(controls) > MAX_CONTROLS
+            or not all(isinstance(c, str) and 0 < len(c.strip()) <= MAX_CONTROL
+                       for c in controls)):
+        raise WorkbenchUserError(
+            f"controls is a list of at most {MAX_CONTROLS} short lines (up to {MAX_CONTROL} "
+            "characters each), e.g. ['counts rounded to 5', 'groups under 10 merged']",
+            reason="bad-request")
+    return {"justification": (justification or "").strip()[:MAX_JUSTIFICATION],
+            "controls": [c.strip() for c in controls],
+            "claimed_user": (claimed_user or "")[:64] or None}
 
 
 def findings(rules_: list[dict]) -> list[dict]:

@@ -51,6 +51,12 @@ SPEC = {
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Decision"}}}},
             "responses": {"200": {"description": "summary", "content": _OBJECT}, **_ERRORS}}},
+        "/requests/{request_id}/comments": {"post": {
+            "summary": "a comment by a reviewer or the requester", "parameters": [_ID, _ACTOR],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Comment"}}}},
+            "responses": {"201": {"description": "the thread", "content": _OBJECT},
+                          **_ERRORS}}},
         "/requests/{request_id}/files/{name}": {"get": {
             "summary": "a released file",
             "parameters": [_ID, _ACTOR, {"name": "name", "in": "path", "required": True,
@@ -74,7 +80,12 @@ SPEC = {
         "ReleaseRequest": {"type": "object", "required": ["name", "description", "payload"],
                            "properties": {"name": {"type": "string"},
                                           "description": {"type": "string"},
+                                          "justification": {"type": "string"},
+                                          "controls": {"type": "array",
+                                                       "items": {"type": "string"}},
                                           "payload": {"type": "object"}}},
+        "Comment": {"type": "object", "required": ["comment"],
+                    "properties": {"comment": {"type": "string"}}},
         "Decision": {"type": "object", "required": ["decision"],
                      "properties": {"decision": {"type": "string",
                                                  "enum": ["approve", "reject", "return"]},

@@ -45,7 +45,7 @@ class ModelFit:
 @dataclass
 class Output:
     kind: OutputKind
-    table: pd.DataFrame | None = None  # tables; figures may carry their data here
+    table: pd.DataFrame | None = None  # tables; a figure's data (see with_data)
     count_columns: tuple[str, ...] = ()
     curves: list[SurvivalCurve] = field(default_factory=list)
     model: ModelFit | None = None
@@ -55,6 +55,25 @@ class Output:
     # Set only by the airlock, for numbers it rebuilt from the release checker's signed result
     # (op, request_id, key_id, spec_sha256); None: the numbers are the kernel's word.
     attested: dict | None = None
+
+
+def with_data(figure: Output, data: Output | None) -> Output:
+    """A figure carrying the numbers it draws (``wb.release.request(fig, ..., data=km)``): the
+    data's table, curves or model become the figure's, so every rule and the differencing index
+    see them as if they were released themselves. ``data`` is decoded (and, when signed,
+    rebuilt from its signature) by the caller."""
+    if data is None:
+        return figure
+    if data.kind == "figure":
+        from workbench.errors import WorkbenchUserError
+
+        raise WorkbenchUserError("a figure's data must be the numbers it draws (a table, a "
+                                 "Kaplan-Meier fit or a model), not another figure",
+                                 reason="bad-request")
+    figure.table, figure.count_columns = data.table, data.count_columns
+    figure.curves, figure.model = data.curves, data.model
+    figure.view = figure.view or data.view
+    return figure
 
 
 def is_value_column(series: pd.Series) -> bool:

@@ -258,13 +258,27 @@ def model_rules(output: Output, t: Thresholds) -> list[RuleResult]:
 # -- figures --------------------------------------------------------------------------------------
 
 def figure_rules(output: Output, t: Thresholds) -> list[RuleResult]:
+    """A picture's numbers cannot be read back by a machine, so a figure is released only with
+    the numbers it draws (``data=``: a table, a Kaplan-Meier fit or a model), and those pass the
+    same rules as if they were released themselves: a KM figure of a curve that fails
+    survival-step fails. The reviewers still check that the picture shows these numbers."""
+    has_data = output.table is not None or bool(output.curves) or output.model is not None
+    if not has_data:
+        return [RuleResult(
+            "figure-data", "fail",
+            "a figure is released only with the numbers it draws: pass them with data=... (the "
+            "table, Kaplan-Meier fit or model the figure plots) so they are checked too")]
     results = [RuleResult(
-        "figure-manual", "review",
-        "a picture's numbers cannot be read back by a machine: the reviewers must check it"
-        + ("" if output.table is not None
-           else " (send its data with data=... to have it checked)"))]
+        "figure-data", "pass", "the numbers the figure draws were sent and checked below"),
+        RuleResult("figure-manual", "review",
+                   "reviewers: check that the picture shows the numbers checked here and "
+                   "nothing more (a machine cannot read a picture back)")]
     if output.table is not None:
         results.extend(table_rules(output, t))
+    if output.curves:
+        results.extend(survival_rules(output, t))
+    if output.model is not None:
+        results.extend(model_rules(output, t))
     return results
 
 

@@ -169,7 +169,7 @@ def _signed_table(obj: Any) -> pd.DataFrame:
 
 
 def to_payload(obj: Any, *, view: str | None = None, counts: list[str] | None = None,
-               data: pd.DataFrame | None = None) -> dict:
+               data: Any = None) -> dict:
     """Serialise a DataFrame, survival fit, model fit or figure for the airlock, with the
     release checker's signature when ``obj`` is a wb.secure result."""
     payload: dict[str, Any] = {"view": view or getattr(obj, "view", None)}
@@ -185,8 +185,10 @@ def to_payload(obj: Any, *, view: str | None = None, counts: list[str] | None = 
     elif attestation is not None:
         payload.update(kind="table", table=table_bytes(_signed_table(obj)), count_columns=counts)
     elif (figure := _figure(obj)) is not None:
+        # the numbers the figure draws travel as their own payload: the airlock checks them
+        # with the rules of their kind (workbench.release.outputs.with_data)
         payload.update(kind="figure", figure=_b64(figure[0]), figure_format=figure[1],
-                       table=None if data is None else table_bytes(data), count_columns=counts)
+                       data=None if data is None else to_payload(data, view=view, counts=counts))
     else:
         raise WorkbenchUserError(
             f"cannot release a {type(obj).__name__}: release a pandas DataFrame, a Kaplan-Meier or "

@@ -13,11 +13,13 @@ Security boundary (guarded by tests/release/test_service.py and tests/release/te
 
 Routes (JSON; the OpenAPI document is ``workbench.release.openapi.SPEC``)::
 
-    POST /requests                         {name, description, payload}  -> summary
+    POST /requests                         {name, description, payload[, justification,
+                                           controls]}  -> summary
                                            (X-Workbench-Dry-Run: 1 -> checked, not stored)
     GET  /requests?study=S&state=X         -> [summary]
     GET  /requests/{id}                    -> detail (evidence, output, history)
     POST /requests/{id}/decision           {decision, comment}  -> summary
+    POST /requests/{id}/comments           {comment}  -> {id, comments}
     GET  /requests/{id}/files/{name}       -> bytes of a released file
     GET  /health                           -> {"ok": true}
     GET  /openapi.json                     -> the OpenAPI document
@@ -133,7 +135,8 @@ def make_app(airlock: Airlock, trusted_uids: set[int], token_key: bytes) -> web.
         ctx = _context(request, token_key)
         body = await _body(request)
         made = await blocking(airlock.create, ctx, body.get("payload") or {}, body.get("name"),
-                              body.get("description"))
+                              body.get("description"), body.get("justification"),
+                              body.get("controls"))
         return _json(made, 200 if ctx.dry_run else 201)
 
     async def list_requests(request: web.Request) -> web.Response:
@@ -151,6 +154,12 @@ def make_app(airlock: Airlock, trusted_uids: set[int], token_key: bytes) -> web.
         body = await _body(request)
         return _json(await blocking(airlock.decide, ctx, request.match_info["request_id"],
                                     body.get("decision"), body.get("comment") or ""))
+
+    async def comment(request: web.Request) -> web.Response:
+        ctx = _context(request, token_key)
+        body = await _body(request)
+        return _json(await blocking(airlock.comment, ctx, request.match_info["request_id"],
+                                    body.get("comment")), 201)
 
     async def download(request: web.Request) -> web.Response:
         ctx = _context(request, token_key)
@@ -170,6 +179,7 @@ def make_app(airlock: Airlock, trusted_uids: set[int], token_key: bytes) -> web.
     app.router.add_get("/requests", list_requests)
     app.router.add_get(f"/requests/{_REQUEST_ID}", detail)
     app.router.add_post(f"/requests/{_REQUEST_ID}/decision", decide)
+    app.router.add_post(f"/requests/{_REQUEST_ID}/comments", comment)
     app.router.add_get(f"/requests/{_REQUEST_ID}/files/{{name:.+}}", download)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)

@@ -26,7 +26,9 @@ CREATE TABLE IF NOT EXISTS requests (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     payload TEXT NOT NULL,
-    evidence TEXT NOT NULL
+    evidence TEXT NOT NULL,
+    -- the requester's justification, disclosure controls and claimed name (JSON)
+    context TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS requests_study ON requests(study, state);
 CREATE TABLE IF NOT EXISTS transitions (
@@ -40,6 +42,18 @@ CREATE TABLE IF NOT EXISTS transitions (
     at TEXT NOT NULL,
     provenance_id TEXT NOT NULL
 );
+-- the comment thread of a request: reviewers and the requester
+CREATE TABLE IF NOT EXISTS comments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL REFERENCES requests(id),
+    actor TEXT NOT NULL,
+    claimed_user TEXT,
+    role TEXT NOT NULL,
+    body TEXT NOT NULL,
+    at TEXT NOT NULL,
+    provenance_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_request ON comments(request_id, seq);
 CREATE TABLE IF NOT EXISTS released (
     request_id TEXT PRIMARY KEY REFERENCES requests(id),
     study TEXT NOT NULL,
@@ -74,8 +88,15 @@ class AirlockStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._add_missing_columns()
         self._db.executescript(SCHEMA)
         self._index_earlier_releases()
+
+    def _add_missing_columns(self) -> None:
+        """A store written before requests had a context column: add it (empty contexts)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(requests)")}
+        if columns and "context" not in columns:
+            self._db.execute("ALTER TABLE requests ADD COLUMN context TEXT NOT NULL DEFAULT '{}'")
 
     def _index_earlier_releases(self) -> None:
         """A store written before the value index existed: index its releases once."""
@@ -152,6 +173,17 @@ class AirlockStore:
     def transitions(self, request_id: str) -> list[dict]:
         return [dict(r) for r in self._db.execute(
             "SELECT * FROM transitions WHERE request_id = ? ORDER BY seq", (request_id,))]
+
+    def add_comment(self, request_id, actor, claimed_user, role, body, at, provenance_id) -> None:
+        self._db.execute(
+            "INSERT INTO comments (request_id, actor, claimed_user, role, body, at, provenance_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (request_id, actor, claimed_user, role, body, at, provenance_id))
+
+    def comments(self, request_id: str) -> list[dict]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT actor, claimed_user, role, body, at, provenance_id FROM comments"
+            " WHERE request_id = ? ORDER BY seq", (request_id,))]
 
     def released_row(self, request_id: str) -> dict | None:
         row = self._db.execute("SELECT * FROM released WHERE request_id = ?",
