@@ -65,6 +65,11 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
         echo(f"made {', '.join(map(str, fixed))} traversable so study accounts can run Python")
     layout = HubLayout(space)
     layout.ensure()
+    # the services act on the space's signed policy; --policy is only its first version
+    from workbench.policy.cli import install_demo_policy
+
+    policy_path = str(install_demo_policy(space, policy_path, echo))
+    parsed = load_policy(policy_path)
 
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started in the background

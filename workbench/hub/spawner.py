@@ -27,8 +27,8 @@ from workbench.hub import singleuser
 from workbench.hub.layout import HubLayout
 from workbench.hub.limits import Limits, ServerCgroup, make_preexec
 from workbench.paths import Space
-from workbench.policy import load_policy
 from workbench.policy.access import ensure_allowed
+from workbench.policy.signed import active_policy
 
 
 def prepare_workspace(space: Space, study: str) -> Path:
@@ -96,7 +96,8 @@ class StudySpawner(LocalProcessSpawner):
             self._refuse("Open a study: each study has its own server, named after the study "
                          "(e.g. /hub/spawn/<you>/cml-tki). There is no default server.")
         try:
-            policy = load_policy(self.policy_file)
+            policy = active_policy(self.policy_file, Space.at(self.data_dir or None),
+                                   "the hub").current()
         except WorkbenchUserError as exc:
             self.log.error("policy unreadable, refusing every start: %s", exc)
             self._refuse("The hub policy cannot be read, so no study server can start. "

@@ -44,8 +44,11 @@ Echo = Callable[[str], None]
 
 
 def init_space(data_dir: str | os.PathLike | None, patients: int = 10_000, seed: int = 42,
-               force: bool = False, echo: Echo = print, chunk_size: int = 100_000) -> Space:
-    """Build a complete space at ``data_dir`` or leave nothing behind."""
+               force: bool = False, echo: Echo = print, chunk_size: int = 100_000,
+               admin_key: str | os.PathLike | None = None, admin_name: str = "admin") -> Space:
+    """Build a complete space at ``data_dir`` or leave nothing behind. With ``admin_key``, an
+    admin signing key is written there (0600) and registered: from the start, the space's
+    services act only on a policy that key (or another registered one) signed."""
     target = Space.at(data_dir).root
     if patients < 0:
         raise WorkbenchUserError("--patients must be 0 or more", reason="bad-option")
@@ -58,6 +61,8 @@ def init_space(data_dir: str | os.PathLike | None, patients: int = 10_000, seed:
     started = time.perf_counter()
     try:
         _build(Space(aside), patients, seed, echo, chunk_size)
+        if admin_key is not None:
+            _register_admin(Space(aside), Path(admin_key), admin_name, echo)
         permissions.apply(Space(aside))
         _swap_into_place(aside, target, force)
     except BaseException:
@@ -65,6 +70,15 @@ def init_space(data_dir: str | os.PathLike | None, patients: int = 10_000, seed:
         raise
     echo(f"space ready at {target} ({time.perf_counter() - started:.1f}s)")
     return Space(target)
+
+
+def _register_admin(space: Space, path: Path, name: str, echo: Echo) -> None:
+    from workbench.policy import signed
+
+    key = signed.create_admin_key(path)
+    key_id = signed.register_admin_key(space, name, key.public_key())
+    echo(f"admin key {key_id} written to {path} and registered: sign the policy with "
+         "'workbench policy apply FILE --key KEY'")
 
 
 def _refuse_non_empty(target: Path, force: bool) -> None:

@@ -56,7 +56,13 @@ def _terminate(signum, _frame):
               help="patients generated and written per chunk (bounds memory)")
 @click.option("--force", is_flag=True,
               help="replace a non-empty DIR (deleted only once the new space is complete)")
-def init(data_dir: str | None, patients: int, seed: int, chunk_size: int, force: bool) -> None:
+@click.option("--admin-key", type=click.Path(dir_okay=False), default=None,
+              help="create an admin signing key here (0600) and register it: the services then "
+                   "act only on a signed policy ('workbench policy apply')")
+@click.option("--admin-name", default="admin", show_default=True,
+              help="the admin the --admin-key belongs to")
+def init(data_dir: str | None, patients: int, seed: int, chunk_size: int, force: bool,
+         admin_key: str | None, admin_name: str) -> None:
     """Build a data space: holders' stores, catalog, keys. Built aside, then renamed into place."""
     from workbench.space.build import init_space
 
@@ -64,7 +70,7 @@ def init(data_dir: str | None, patients: int, seed: int, chunk_size: int, force:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         init_space(data_dir, patients=patients, seed=seed, force=force, chunk_size=chunk_size,
-                   echo=click.echo)
+                   echo=click.echo, admin_key=admin_key, admin_name=admin_name)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
