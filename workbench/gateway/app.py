@@ -32,8 +32,8 @@ from workbench.gateway.openapi import MAX_ROWS, SPEC
 from workbench.paths import Space
 from workbench.peercred import request_peer_uid as peer_uid
 from workbench.policy.access import decide, ensure_allowed
-from workbench.policy.loader import load_policy
 from workbench.policy.model import Policy
+from workbench.policy.signed import ActivePolicy
 from workbench.provenance.client import ProvenanceClient, ProvenanceUnavailable
 from workbench.release.forward import release_forwarder
 from workbench.views import ViewEngine
@@ -75,27 +75,15 @@ class GatewayState:
     provenance: ProvenanceClient
     ledger: UsageLedger
     max_rows: int = MAX_ROWS
-    _policy: Policy | None = None
-    _policy_stamp: tuple | None = None
-    _policy_problem: str | None = field(default=None, repr=False)
+    _policy_source: ActivePolicy | None = field(default=None, repr=False)
 
     def policy(self) -> Policy:
         """The current policy; a changed file is re-read (revocations take effect at once). If the
-        file cannot be read or is invalid, everything is refused (fail closed)."""
-        try:
-            stat = self.policy_path.stat()
-            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-            if stamp != self._policy_stamp:
-                self._policy_stamp = stamp
-                self._policy, self._policy_problem = load_policy(self.policy_path), None
-        except (OSError, WorkbenchUserError) as exc:
-            self._policy, self._policy_problem = None, type(exc).__name__
-            self._policy_stamp = None
-        if self._policy is None:
-            raise WorkbenchUserError("the gateway cannot read a valid policy file, so every "
-                                     "request is refused; ask the space's admin to run "
-                                     "'workbench policy check'.", reason="policy-unavailable")
-        return self._policy
+        file cannot be read, is invalid or, once the space has admin keys, is not signed by one
+        (or is older than one in force before), everything is refused (fail closed)."""
+        if self._policy_source is None:
+            self._policy_source = ActivePolicy(self.policy_path, self.space, "the gateway")
+        return self._policy_source.current()
 
 
 def _claims(request: web.Request) -> dict:

@@ -97,31 +97,17 @@ def thresholds_for(policy, study: str) -> rules.Thresholds:
 
 class PolicyFile:
     """The policy file, re-read when it changes so revocations apply at once; an unreadable or
-    invalid file refuses everything (fail closed)."""
+    invalid file, or (once the space has admin keys) one not signed by an admin or older than
+    one already in force, refuses everything (fail closed): ``workbench.policy.signed``."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, space: Space):
+        from workbench.policy.signed import ActivePolicy
+
         self.path = Path(path)
-        self._stamp = None
-        self._policy = None
-        self._lock = threading.Lock()
+        self._source = ActivePolicy(self.path, space, "the airlock")
 
     def current(self):
-        from workbench.policy import load_policy
-
-        with self._lock:
-            try:
-                st = self.path.stat()
-                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-                if stamp != self._stamp:
-                    self._policy, self._stamp = load_policy(self.path), stamp
-            except (OSError, WorkbenchUserError):
-                self._policy, self._stamp = None, None
-            if self._policy is None:
-                raise WorkbenchUserError(
-                    "the airlock cannot read a valid policy file, so every request is refused; "
-                    "ask the space's admin to run 'workbench policy check'.",
-                    reason="policy-unavailable")
-            return self._policy
+        return self._source.current()
 
 
 class Airlock:

@@ -90,7 +90,7 @@ def run_airlock(space: Space, policy_file: str) -> None:
     from workbench.release.server import bind, make_app, serve
     from workbench.release.tokens import load_or_create_key
 
-    policy_source = PolicyFile(policy_file)
+    policy_source = PolicyFile(policy_file, space)
     policy = policy_source.current()  # a bad file stops the start with file, line and field
     ids = prepare_dirs(space, policy)
     key = load_or_create_key(token_key_path(space))
