@@ -19,10 +19,10 @@ from workbench import accounts
 from workbench.errors import WorkbenchError
 from workbench.hub import roles as hub_roles
 from workbench.hub.database import hub_db_url
-from workbench.hub.home import studies_of, write_templates
+from workbench.hub.home import policy_history_of, studies_of, write_templates
 from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
 from workbench.paths import Space
-from workbench.policy import load_policy
+from workbench.policy.signed import active_policy
 
 SERVER_SCOPES = {"access:servers", "servers", "admin:servers", "shares", "users:shares",
                  "groups:shares", "tokens", "admin:users"}
@@ -62,8 +62,10 @@ def configure(c, policy_path: str | os.PathLike | None = None,
     """Fill a JupyterHub config object ``c``. ``review_services=False`` leaves out the
     reviewer dashboards (hub tests that are not about them start faster)."""
     policy_path = str(policy_path or os.environ.get("WORKBENCH_POLICY", ""))
-    policy = load_policy(policy_path)  # a bad policy stops the hub with file, line and field
     space = Space.at(data_dir)
+    # a bad policy stops the hub with file, line and field; so does one the space's admin keys
+    # do not sign (workbench.policy.signed)
+    policy = active_policy(policy_path, space, "the hub").current()
     layout = HubLayout(space)
     layout.ensure()
     ensure_interpreter_reachable(fix=False)
@@ -85,7 +87,8 @@ def configure(c, policy_path: str | os.PathLike | None = None,
     # (StudySpawner), and a refused or stopped one holds no resources.
     hub.named_server_limit_per_user = 0
     hub.template_paths = [str(write_templates(layout.root / "templates"))]
-    hub.template_vars = {"studies": studies_of(policy_path)}
+    hub.template_vars = {"studies": studies_of(policy_path, space),
+                         "policy_history": policy_history_of(policy_path, space)}
     hub.default_url = "/hub/home"  # the study list; there is no default server to spawn
     hub.admin_access = False  # no admin route into a researcher's server
     hub.load_groups = hub_roles.groups(policy)

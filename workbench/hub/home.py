@@ -1,13 +1,16 @@
 """The hub's home page lists the user's studies (each one a named server) instead of asking
-for a server name; written as a template into the hub's directory at configure time."""
+for a server name, and shows an admin the policy's history; written as a template into the
+hub's directory at configure time."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from workbench.policy import load_policy
+from workbench.errors import WorkbenchError
+from workbench.paths import Space
 from workbench.policy.access import decide
+from workbench.policy.signed import active_policy
 
 HOME_TEMPLATE = """\
 {% extends "page.html" %}
@@ -43,6 +46,23 @@ HOME_TEMPLATE = """\
     </tbody>
   </table>
   {% endif %}
+  {% if policy_history %}
+  <h2>Policy history</h2>
+  <p id="policy-in-force">In force: serial {{ policy_history.serial }}, signed with
+    <code>{{ policy_history.key_id }}</code>. Change it with
+    <code>workbench policy apply FILE --key KEY</code>.</p>
+  <table class="table table-condensed" id="policy-history">
+    <thead><tr><th>Serial</th><th>Recorded</th><th>Key</th><th>By</th><th>What changed</th>
+    </tr></thead>
+    <tbody>
+    {% for row in policy_history.rows %}
+      <tr data-serial="{{ row.serial }}"><td>{{ row.serial }}</td><td>{{ row.ts[:19] }}</td>
+        <td><code>{{ row.key_id }}</code></td><td>{{ row.actor }}</td><td>{{ row.what }}</td>
+      </tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% endif %}
 </div>
 {% endblock main %}
 {% block script %}
@@ -52,13 +72,18 @@ HOME_TEMPLATE = """\
 """
 
 
-def studies_of(policy_path: str):
-    """``template_vars`` callable: the studies a user is a member of, re-read from the policy."""
+def studies_of(policy_path: str, space: Space):
+    """``template_vars`` callable: the studies a user is a member of, from the policy in force
+    (verified as the spawner verifies it; a refused policy lists nothing)."""
+    source = active_policy(policy_path, space, "the hub")
 
     def studies(user) -> list[dict]:
         if user is None:
             return []
-        policy = load_policy(policy_path)
+        try:
+            policy = source.current()
+        except WorkbenchError:
+            return []
         listed = []
         for study_id, study in sorted(policy.studies.items()):
             if user.name not in study.members:
@@ -70,6 +95,31 @@ def studies_of(policy_path: str):
         return listed
 
     return studies
+
+
+def policy_history_of(policy_path: str, space: Space):
+    """``template_vars`` callable: for an admin of the policy in force, the signed policy's
+    serial and key and every recorded ``policy-change`` (from provenance); None for others."""
+    from workbench.policy.changes import history
+
+    source = active_policy(policy_path, space, "the hub")
+
+    def policy_history(user) -> dict | None:
+        try:
+            policy = source.current()
+        except WorkbenchError:
+            return None
+        if user is None or not decide(policy, user.name, "admin", None).allowed:
+            return None
+        record = source.record or {}
+        try:
+            rows = history(space)
+        except WorkbenchError:
+            rows = []
+        return {"serial": record.get("serial", "- (unsigned)"),
+                "key_id": record.get("key_id", "-"), "rows": rows}
+
+    return policy_history
 
 
 def write_templates(directory: Path) -> Path:
