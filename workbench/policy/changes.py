@@ -14,7 +14,8 @@ _STUDY_FIELDS = ("title", "purpose", "sponsor", "reviewers", "views", "expires",
 
 def describe_changes(old: Policy | None, new: Policy) -> dict:
     """{studies_added, studies_removed, members_added, members_removed, changes}; members as
-    ``<study>/<user>``, changes as field paths (``studies.cml-tki.views``, ``users.bob``)."""
+    ``<study>/<user>``, changes as field paths (``studies.cml-tki.views``, ``users.bob``, and
+    ``users.carol (added)`` / ``(removed)``)."""
     before = old.studies if old is not None else {}
     after = new.studies
     added = sorted(set(after) - set(before))
@@ -31,20 +32,30 @@ def describe_changes(old: Policy | None, new: Policy) -> dict:
     for section in ("users", "holders"):
         was = getattr(old, section) if old is not None else {}
         now = getattr(new, section)
-        changes += [f"{section}.{name}" for name in sorted(set(was) | set(now))
-                    if was.get(name) != now.get(name)]
+        for name in sorted(set(was) | set(now)):
+            if name not in was:
+                changes.append(f"{section}.{name} (added)")
+            elif name not in now:
+                changes.append(f"{section}.{name} (removed)")
+            elif was[name] != now[name]:
+                changes.append(f"{section}.{name}")
     return {"studies_added": added, "studies_removed": removed,
             "members_added": members_added, "members_removed": members_removed,
             "changes": changes}
 
 
 def summary(fields: dict) -> str:
-    """One line for a person: '+study new-study; +member new-study/alice; changed users.bob'."""
+    """One line for a person: '+study new-study; +member new-study/alice; +user carol;
+    changed users.bob'."""
     parts = [f"+study {s}" for s in fields.get("studies_added", [])]
     parts += [f"-study {s}" for s in fields.get("studies_removed", [])]
     parts += [f"+member {m}" for m in fields.get("members_added", [])]
     parts += [f"-member {m}" for m in fields.get("members_removed", [])]
-    parts += [f"changed {c}" for c in fields.get("changes", [])]
+    for change in fields.get("changes", []):
+        path, _, how = change.partition(" (")
+        kind, _, name = path.partition(".")
+        sign = {"added)": "+", "removed)": "-"}.get(how)
+        parts.append(f"{sign}{kind.rstrip('s')} {name}" if sign else f"changed {change}")
     return "; ".join(parts) or "no change in studies, members or users"
 
 
