@@ -367,3 +367,33 @@ def test_an_unprivileged_review_service_gets_its_kernel_from_the_launcher(
     # broker, and the kernel's claim to be rita in another study changed nothing
     assert "REFUSED WorkbenchUserError" in out and "only submitted or reviewed" in out, out
     assert "AS-RITA 409" in out and "bad-state" in out.split("AS-RITA", 1)[1], out
+
+
+def test_a_visit_is_recorded_as_review_views_not_study_cell_executions(review_env, service):
+    """Voila runs the dashboard's cells through the audit proxy: each is recorded (first, fail
+    closed) as a review-view of the visit's reviewer, never as a cell-execution of the study
+    (which `workbench rerun` and the producing-code lookup read), and without its code: the
+    injected first cell holds the snapshot, evidence counts included."""
+    from workbench.provenance.reader import ProvenanceReader
+
+    dashboard_uid = pwd.getpwnam(dashboard_kernel_user(STUDY)).pw_uid
+
+    def kernels_and_records():
+        with ProvenanceReader(review_env.space) as reader:
+            records = list(reader.records(study=STUDY))
+        kernels = {r.fields["kernel_id"] for r in records if r.kind == "kernel-lifecycle"
+                   and r.fields.get("uid") == dashboard_uid}
+        return kernels, records
+
+    before, _ = kernels_and_records()
+    _visit(service, "rita")
+    kernels, records = kernels_and_records()
+    visit = kernels - before
+    assert len(visit) == 1
+    mine = [r for r in records if r.fields.get("kernel_id") in visit]
+    kinds = {r.kind for r in mine}
+    assert "cell-execution" not in kinds and "review-view" in kinds, kinds
+    views = [r for r in mine if r.kind == "review-view"]
+    assert all(r.fields["user"] == "rita" for r in views)
+    assert not any("code" in r.fields for r in views)
+    assert any(r.fields.get("code_sha256") for r in views)

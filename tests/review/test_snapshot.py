@@ -108,3 +108,21 @@ def test_records_not_written_by_the_audit_proxy_or_the_airlock_do_not_count(kern
     log.cell("k-1", "m-real", "wb.release.request(x)")
     log.request("rq-2", writer=other)  # an arrival the airlock did not write
     assert log.resolve(request_id="rq-2")["status"] == "not-found"
+
+
+def test_the_person_is_the_audited_cells_user_and_a_missing_claim_is_no_disagreement(
+        kernel_uid):
+    """The request's acting account is the study kernel's: the person who asked is the hub user
+    the audit proxy recorded for the producing cell. A kernel that sent no kernel id (only its
+    cell's message id) does not contradict the records."""
+    log = Log()
+    log.kernel("k-1", kernel_uid)
+    log.cell("k-1", "m-1", "wb.release.request(km, 'km', 'd')")
+    log.request()
+    log.done("k-1", "m-1")
+    found = log.resolve({"kernel_id": None, "msg_id": "m-1"})
+    assert found["status"] == "resolved" and found["claim_matches"] and found["note"] == ""
+    assert found["requester"] == "alice"
+    wrong = log.resolve({"kernel_id": None, "msg_id": "m-other"})
+    assert not wrong["claim_matches"] and "claimed cell m-other" in wrong["note"]
+    assert "kernel None" not in wrong["note"]

@@ -19,7 +19,12 @@ from workbench import accounts
 from workbench.errors import WorkbenchError
 from workbench.hub import roles as hub_roles
 from workbench.hub.database import hub_db_url
-from workbench.hub.home import policy_history_of, studies_of, write_templates
+from workbench.hub.home import (
+    policy_history_of,
+    review_queues_of,
+    studies_of,
+    write_templates,
+)
 from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
 from workbench.paths import Space
 from workbench.policy.signed import active_policy
@@ -88,7 +93,8 @@ def configure(c, policy_path: str | os.PathLike | None = None,
     hub.named_server_limit_per_user = 0
     hub.template_paths = [str(write_templates(layout.root / "templates"))]
     hub.template_vars = {"studies": studies_of(policy_path, space),
-                         "policy_history": policy_history_of(policy_path, space)}
+                         "policy_history": policy_history_of(policy_path, space),
+                         "review_queues": review_queues_of(policy_path, space)}
     hub.default_url = "/hub/home"  # the study list; there is no default server to spawn
     hub.admin_access = False  # no admin route into a researcher's server
     hub.load_groups = hub_roles.groups(policy)

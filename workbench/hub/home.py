@@ -16,11 +16,34 @@ HOME_TEMPLATE = """\
 {% extends "page.html" %}
 {% block main %}
 <div class="container">
-  <h1>Your studies</h1>
-  {% if not studies %}
+  {% set queues = review_queues.queues if review_queues else [] %}
+  {% if queues %}
+  <h1>Your review queues</h1>
+  <table class="table table-striped" id="workbench-review-queues">
+    <thead><tr><th>Study</th><th>Title</th><th>Waiting for a decision</th><th></th></tr></thead>
+    <tbody>
+    {% for queue in queues %}
+      <tr class="review-queue-row" data-study="{{ queue.id }}">
+        <td><code>{{ queue.id }}</code></td>
+        <td>{{ queue.title }}</td>
+        <td class="pending">{% if queue.pending is none %}-{% else %}<span
+          class="badge{{ ' bg-primary' if queue.pending else '' }}">{{ queue.pending
+          }}</span>{% endif %}</td>
+        <td><a role="button" class="btn btn-xs btn-primary" id="review-{{ queue.id }}"
+               href="{{ prefix }}{{ queue.path }}">open the release queue</a></td>
+      </tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% if not review_queues.counts %}
+    <p class="text-muted">Pending counts are not available: {{ review_queues.reason }}.</p>
+  {% endif %}
+  {% endif %}
+  {% if studies or not queues %}<h1>Your studies</h1>{% endif %}
+  {% if not studies and not queues %}
     <p class="alert alert-info">You are not a member of any study. An admin grants studies in
       the hub policy file.</p>
-  {% else %}
+  {% elif studies %}
   <table class="server-table table table-striped" id="workbench-studies">
     <thead><tr><th>Study</th><th>Title</th><th>Expires</th><th>Actions</th></tr></thead>
     <tbody>
@@ -120,6 +143,39 @@ def policy_history_of(policy_path: str, space: Space):
                 "key_id": record.get("key_id", "-"), "rows": rows}
 
     return policy_history
+
+
+class _Queues:
+    """A reviewer's queues, gathered only when a template reads them: the hub evaluates every
+    template variable on every page, and only the home page shows these."""
+
+    def __init__(self, gather):
+        self._gather, self._found = gather, None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._found is None:
+            try:
+                self._found = self._gather()
+            except WorkbenchError:  # a refused policy: no queues
+                self._found = {"queues": [], "counts": True, "reason": ""}
+        return self._found[name]
+
+
+def review_queues_of(policy_path: str, space: Space):
+    """``template_vars`` callable: a reviewer's queues with their pending counts, asked afresh
+    on every render of the home page (workbench.review.queues)."""
+    from workbench.review.queues import review_queues
+
+    source = active_policy(policy_path, space, "the hub")
+
+    def queues(user) -> _Queues | None:
+        if user is None:
+            return None
+        return _Queues(lambda: review_queues(source.current(), space, user.name))
+
+    return queues
 
 
 def write_templates(directory: Path) -> Path:

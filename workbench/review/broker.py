@@ -8,8 +8,9 @@ study server's do. What needs more than they have (the airlock as a trusted call
 log, the usage ledger) they ask here, over ``DATA_DIR/run/review-broker.sock``. The caller's
 account (SO_PEERCRED, not anything it says) fixes what it may ask:
 
-- ``wbv-<study>``: ``snapshot`` (the study's dashboards, for a user) and ``decide`` (that user's
-  decision on a request, in that study only);
+- ``wbv-<study>``: ``snapshot`` (the study's dashboards, for a user), ``decide`` (that user's
+  decision on a request, in that study only) and ``comment`` (that user's comment on a request
+  of that study);
 - ``wbv-review-admin``: ``snapshot`` (the admin overview, for a user);
 - ``wb-review-files``: ``airlock-get`` (released requests and their files, for a user; GET only);
 - root: any of these, naming the study (tests, the admin's tools).
@@ -99,8 +100,8 @@ class Broker:
             raise WorkbenchUserError("no valid user given", reason="bad-request")
         if op == "snapshot" and role in ("study", "admin", "root") and study:
             return {"snapshot": self._snapshot(study, user)}
-        if op == "decide" and role in ("study", "root") and study and study != ADMIN:
-            return self._decide(study, user, request)
+        if op in ("decide", "comment") and role in ("study", "root") and study and study != ADMIN:
+            return self._act(op, study, user, request)
         if op == "airlock-get" and role in ("files", "root"):
             return self._airlock_get(user, str(request.get("path", "")))
         raise WorkbenchUserError(f"{op!r} is not something this account may ask",
@@ -117,7 +118,9 @@ class Broker:
             raise WorkbenchUserError(f"no study {study}", reason="not-found")
         return study_snapshot(self.space, policy, study, user)
 
-    def _decide(self, study: str, user: str, request: dict) -> dict:
+    def _act(self, op: str, study: str, user: str, request: dict) -> dict:
+        """A decision or a comment by ``user`` on a request of ``study`` (the airlock checks
+        that the user may review it)."""
         from workbench.review.snapshot import airlock_client
 
         request_id = str(request.get("request_id", ""))
@@ -125,8 +128,12 @@ class Broker:
             raise WorkbenchUserError("no valid request id given", reason="bad-request")
         client = airlock_client(self.space, user)
         client.headers["X-Workbench-Study"] = study
-        status, data, _ = client.request("POST", f"/requests/{request_id}/decision", {
-            "decision": request.get("decision"), "comment": str(request.get("comment") or "")})
+        comment = str(request.get("comment") or "")
+        if op == "decide":
+            path, body = "decision", {"decision": request.get("decision"), "comment": comment}
+        else:
+            path, body = "comments", {"comment": comment}
+        status, data, _ = client.request("POST", f"/requests/{request_id}/{path}", body)
         return {"status": status, "body": data.decode("utf-8", "replace")}
 
     def _airlock_get(self, user: str, path: str) -> dict:

@@ -43,6 +43,12 @@ class RelayActions:
         return self._request("POST", f"/requests/{request_id}/decision",
                              {"decision": decision, "comment": comment})
 
+    def comment(self, request_id: str, text: str) -> dict:
+        return self._request("POST", f"/requests/{request_id}/comments", {"comment": text})
+
+    def snapshot(self) -> dict:
+        return self._request("GET", "/snapshot")["snapshot"]
+
 
 class DirectActions:
     """Decisions from a trusted process: the airlock socket, acting for ``actor``."""
@@ -50,11 +56,22 @@ class DirectActions:
     def __init__(self, space, actor: str):
         from workbench.review.snapshot import airlock_client
 
+        self.space, self.actor = space, actor
         self.http = airlock_client(space, actor)
 
     def decide(self, request_id: str, decision: str, comment: str) -> dict:
         return self.http.json("POST", f"/requests/{request_id}/decision",
                               {"decision": decision, "comment": comment})
+
+    def comment(self, request_id: str, text: str) -> dict:
+        return self.http.json("POST", f"/requests/{request_id}/comments", {"comment": text})
+
+    def snapshot(self) -> dict:
+        from workbench.policy import load_policy
+        from workbench.review.snapshot import study_snapshot
+
+        return study_snapshot(self.space, load_policy(os.environ["WORKBENCH_POLICY"]),
+                              os.environ["WORKBENCH_STUDY"], self.actor)
 
 
 @dataclass
@@ -78,6 +95,24 @@ class ReviewContext:
                             if k in summary})
         self.log.append(f"{decision} {request_id}: now {summary.get('state')}")
         return summary
+
+    def _actions(self):
+        if self.actions is None:
+            raise WorkbenchUserError("this dashboard cannot act", reason="access-denied")
+        return self.actions
+
+    def comment(self, request_id: str, text: str) -> list[dict]:
+        """Add the reviewer's comment to a request's thread; returns the thread."""
+        thread = self._actions().comment(request_id, text)["comments"]
+        for req in self.snapshot.get("requests", []):
+            if req["id"] == request_id:
+                req["comments"] = thread
+        self.log.append(f"comment {request_id}")
+        return thread
+
+    def refresh(self) -> None:
+        """A fresh snapshot (after a decision, the queue shows what the airlock now holds)."""
+        self.snapshot = self._actions().snapshot()
 
 
 def context() -> ReviewContext:

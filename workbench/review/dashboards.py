@@ -26,28 +26,33 @@ def _header(snap: dict, title: str) -> w.HTML:
                   f"{esc(snap['generated_at'])} (reload the page to refresh)</p>")
 
 
-def _decision_box(ctx: ReviewContext, req: dict, status: w.HTML) -> w.Widget:
+def _decision_box(ctx: ReviewContext, req: dict, status: w.HTML, on_done,
+                  decisions=("approve", "reject", "return")) -> w.Widget:
     comment = w.Textarea(placeholder="comment (needed to reject or return)",
                          layout=w.Layout(width="60%"))
-    buttons = {name: w.Button(description=name.capitalize(), button_style=style)
-               for name, style in (("approve", "success"), ("reject", "danger"),
-                                   ("return", "warning"))}
+    styles = {"approve": "success", "reject": "danger", "return": "warning"}
+    buttons = {name: w.Button(description=name.capitalize(), button_style=styles[name])
+               for name in decisions}
 
     def act(decision):
         def handler(_button):
+            for b in buttons.values():
+                b.disabled = True
             try:
                 result = ctx.decide(req["id"], decision, comment.value)
-                colour = render.STATE_COLOUR.get(result["state"], "#333")
-                status.value = (f"{render.badge(result['state'], colour)}"
-                                f" approvals: {esc(', '.join(result.get('approvals', [])))}")
-                if result["state"] not in OPEN:
-                    for b in buttons.values():
-                        b.disabled = True
             except WorkbenchError as exc:  # user errors and an unreachable airlock alike
                 status.value = f"<b style='color:#cf222e'>refused:</b> {esc(exc)}"
             except Exception as exc:  # shown, not swallowed: tracebacks are hidden in Voila
                 status.value = (f"<b style='color:#cf222e'>refused:</b> the decision failed "
                                 f"({esc(type(exc).__name__)}: {esc(str(exc)[:200])})")
+            else:
+                colour = render.STATE_COLOUR.get(result["state"], "#333")
+                status.value = (f"{render.badge(result['state'], colour)}"
+                                f" approvals: {esc(', '.join(result.get('approvals', [])))}")
+                on_done(f"{decision} {req['name']}: now {result['state']}")
+                return
+            for b in buttons.values():
+                b.disabled = False
         return handler
 
     for name, button in buttons.items():
@@ -56,27 +61,73 @@ def _decision_box(ctx: ReviewContext, req: dict, status: w.HTML) -> w.Widget:
     return w.VBox([comment, w.HBox(list(buttons.values()))])
 
 
-def _request_panel(ctx: ReviewContext, req: dict, released: list[dict]) -> w.Widget:
+def _comment_box(ctx: ReviewContext, req: dict) -> w.Widget:
+    thread = w.HTML(render.comments_html(req.get("comments") or []))
+    thread.add_class("wb-thread")
+    text = w.Textarea(placeholder="a comment for the requester and the other reviewers",
+                      layout=w.Layout(width="60%"))
+    send = w.Button(description="Comment", button_style="info")
+    send.add_class("wb-comment-send")
+    note = w.HTML()
+
+    def handler(_button):
+        try:
+            thread.value = render.comments_html(ctx.comment(req["id"], text.value))
+            text.value, note.value = "", ""
+        except WorkbenchError as exc:
+            note.value = f"<b style='color:#cf222e'>refused:</b> {esc(exc)}"
+        except Exception as exc:
+            note.value = (f"<b style='color:#cf222e'>refused:</b> the comment failed "
+                          f"({esc(type(exc).__name__)})")
+
+    send.on_click(handler)
+    parts = [thread]
+    if ctx.actions is not None and ctx.snapshot.get("can_review"):
+        parts += [text, send, note]
+    return w.VBox(parts)
+
+
+def _request_panel(ctx: ReviewContext, req: dict, released: list[dict], on_done) -> w.Widget:
     snap = ctx.snapshot
     producing = snap.get("provenance", {}).get("producing", {}).get(req["id"])
     state = render.badge(req["state"], render.STATE_COLOUR.get(req["state"], "#333"))
     status = w.HTML(f"{state} approvals: {esc(', '.join(req['approvals']) or 'none')}")
     head = w.HTML(f"<p><b>{esc(req['name'])}</b> ({esc(req['kind'])}, view "
-                  f"{esc(req['view'])}) by {esc(req['author'])} at {esc(req['created_at'])}; "
-                  f"checks {render.badge(req['verdict'], render.VERDICT_COLOUR[req['verdict']])}"
-                  f"</p><p>{esc(req['description'])}</p>")
-    tabs = w.Tab(children=[w.HTML(render.output_html(req)),
-                           w.HTML(render.evidence_html(req["evidence"])),
-                           w.HTML(render.code_html(producing, req["evidence"])),
-                           w.HTML(render.diff_html(req, released)),
-                           w.HTML(_history_html(req))])
-    for i, title in enumerate(("Output", "Evidence", "Code and reads", "Diff vs releases",
-                               "History")):
+                  f"{esc(req['view'])}) requested by {render.requester_html(req, producing)} at "
+                  f"{esc(req['created_at'])}; checks "
+                  f"{render.badge(req['verdict'], render.VERDICT_COLOUR[req['verdict']])}</p>"
+                  + render.context_html(req))
+    head.add_class("wb-request-head")
+    pages = (("Output", w.HTML(render.output_html(req))),
+             ("Evidence", w.HTML(render.evidence_html(req["evidence"]))),
+             ("Code and reads", w.HTML(render.code_html(producing, req["evidence"]))),
+             ("Diff vs releases", w.HTML(render.diff_html(req, released))),
+             ("Comments", _comment_box(ctx, req)),
+             ("History", w.HTML(_history_html(req))))
+    tabs = w.Tab(children=[page for _, page in pages])
+    for i, (title, _) in enumerate(pages):
         tabs.set_title(i, title)
     parts = [head, status, tabs]
     if snap.get("can_review") and req["state"] in OPEN:
-        parts.append(_decision_box(ctx, req, status))
+        parts.append(_decision_box(ctx, req, status, on_done))
     return w.VBox(parts)
+
+
+def _fallback_panel(ctx: ReviewContext, req: dict, exc: Exception, on_done) -> w.Widget:
+    """One request that could not be drawn (a malformed label, an output of an unexpected
+    shape): escaped text, so the reviewer can still send it back; never approved unseen."""
+    status = w.HTML(esc(req.get("state", "")))
+    parts = [w.HTML(render.fallback_html(req, exc)), status]
+    if ctx.snapshot.get("can_review") and req.get("state") in OPEN:
+        parts.append(_decision_box(ctx, req, status, on_done, ("reject", "return")))
+    return w.VBox(parts)
+
+
+def _panel(ctx: ReviewContext, req: dict, released: list[dict], on_done) -> w.Widget:
+    try:
+        return _request_panel(ctx, req, released, on_done)
+    except Exception as exc:  # one bad request must not take the queue down with it
+        return _fallback_panel(ctx, req, exc, on_done)
 
 
 def _history_html(req: dict) -> str:
@@ -89,24 +140,44 @@ def _history_html(req: dict) -> str:
 
 
 def release_queue(ctx: ReviewContext) -> w.Widget:
-    snap = ctx.snapshot
-    if (refused := _refused(snap)) is not None:
+    """Open requests first, each drawn on its own; after a decision the queue is drawn again
+    from a fresh snapshot (what the airlock now holds)."""
+    if (refused := _refused(ctx.snapshot)) is not None:
         return refused
-    requests = snap.get("requests", [])
-    released = [r for r in requests if r["state"] == "released"]
-    ordered = ([r for r in requests if r["state"] in OPEN]
-               + [r for r in requests if r["state"] not in OPEN])
-    counts = Counter(r["state"] for r in requests)
-    summary = w.HTML("<p>" + (", ".join(f"{esc(k)}: {v}" for k, v in sorted(counts.items()))
-                              or "no release requests yet") + "</p>")
-    if not snap.get("airlock", {}).get("available", True):
-        summary.value += f"<p>airlock unreachable: {esc(snap['airlock']['reason'])}</p>"
-    accordion = w.Accordion(children=[_request_panel(ctx, r, released) for r in ordered])
-    for i, req in enumerate(ordered):
-        accordion.set_title(i, f"{req['name']} [{req['state']}] {req['id']}")
-    if ordered and ordered[0]["state"] in OPEN:
-        accordion.selected_index = 0
-    return w.VBox([_header(snap, "Release queue"), summary, accordion])
+    header, summary, accordion = w.HTML(), w.HTML(), w.Accordion()
+    summary.add_class("wb-queue-summary")
+
+    def draw(note: str = "") -> None:
+        snap = ctx.snapshot
+        header.value = _header(snap, "Release queue").value
+        requests = snap.get("requests", [])
+        released = [r for r in requests if r["state"] == "released"]
+        ordered = ([r for r in requests if r["state"] in OPEN]
+                   + [r for r in requests if r["state"] not in OPEN])
+        counts = Counter(r["state"] for r in requests)
+        pending = sum(counts[s] for s in OPEN)
+        summary.value = (f"<p><b class='wb-pending'>{pending} pending</b>; "
+                         + (", ".join(f"{esc(k)}: {v}" for k, v in sorted(counts.items()))
+                            or "no release requests yet") + "</p>"
+                         + (f"<p class='wb-note'>{esc(note)}</p>" if note else ""))
+        if not snap.get("airlock", {}).get("available", True):
+            summary.value += f"<p>airlock unreachable: {esc(snap['airlock']['reason'])}</p>"
+        accordion.children = [_panel(ctx, r, released, refresh) for r in ordered]
+        for i, req in enumerate(ordered):
+            accordion.set_title(i, f"{req.get('name')} [{req.get('state')}] {req.get('id')}")
+        accordion.selected_index = 0 if ordered and ordered[0]["state"] in OPEN else None
+
+    def refresh(note: str) -> None:
+        try:
+            ctx.refresh()
+        except Exception as exc:  # the decision stands; only the redraw failed
+            summary.value += (f"<p class='wb-warn'>{esc(note)}; the queue could not be "
+                              f"refreshed ({esc(type(exc).__name__)}): reload the page</p>")
+            return
+        draw(f"{note}; queue refreshed at {ctx.snapshot.get('generated_at')}")
+
+    draw()
+    return w.VBox([header, summary, accordion])
 
 
 def provenance(ctx: ReviewContext) -> w.Widget:

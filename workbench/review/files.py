@@ -28,6 +28,7 @@ from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 from workbench.release.http import decode_reply
 from workbench.review.broker import ask
+from workbench.review.framing import FILES_CSP, deny_framing
 from workbench.review.render import esc
 from workbench.review.snapshot import airlock_client
 
@@ -50,7 +51,8 @@ def airlock_json(space: Space, user: str, path: str):
 class _Base(HubOAuthenticated, web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        self.set_header("Content-Security-Policy", FILES_CSP)
+        self.set_header("X-Frame-Options", "DENY")
 
     @property
     def space(self) -> Space:
@@ -103,7 +105,8 @@ def make_app(space: Space, prefix: str) -> web.Application:
         (url_path_join(prefix, r"files/(rq-[A-Za-z0-9-]{1,64})/([A-Za-z0-9_.-]{1,120})"),
          FileHandler),
         (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
-    ], space=space, prefix=prefix, cookie_secret=os.urandom(32))
+    ], space=space, prefix=prefix, cookie_secret=os.urandom(32),
+        transforms=[deny_framing(FILES_CSP)])  # errors and redirects too
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,9 @@ def km_png(curves) -> bytes:
     for curve in curves:
         tab = curve.table
         if "survival" in tab.columns and len(tab):
-            ax.step(tab["time"], tab["survival"], where="post", label=str(curve.group))
+            # a group label is researcher text: shown as written, never parsed as mathtext
+            ax.step(tab["time"], tab["survival"], where="post",
+                    label=str(curve.group).replace("$", r"\$"))
     ax.set_xlabel("time")
     ax.set_ylabel("survival")
     ax.set_ylim(0, 1.05)
@@ -60,28 +62,40 @@ def _img(data: bytes, fmt: str) -> str:
 
 def output_html(detail: dict) -> str:
     """The output as it would be released."""
-    from workbench.release.outputs import released_table
+    from workbench.release.outputs import with_data
     from workbench.release.serialize import from_payload
 
     try:
         output = from_payload(detail["payload"])
+        if output.kind == "figure" and detail["payload"].get("data"):
+            output = with_data(output, from_payload(detail["payload"]["data"]))
     except Exception as exc:  # show the problem, never crash the queue
         return f"<p>cannot show this output: {esc(type(exc).__name__)}</p>"
-    if output.kind == "table":
-        return table_html(released_table(output))
-    if output.kind == "survival":
+    if output.kind == "figure":
+        return (_img(output.figure, output.figure_format)
+                + "<h5>the numbers the figure draws (checked, not released)</h5>"
+                + (_numbers_html(output, draw=False) if _has_numbers(output)
+                   else "<p>none were sent: the figure is refused</p>"))
+    return _numbers_html(output)
+
+
+def _has_numbers(output) -> bool:
+    return output.table is not None or bool(output.curves) or output.model is not None
+
+
+def _numbers_html(output, draw: bool = True) -> str:
+    from workbench.release.outputs import released_table
+
+    if output.curves:
         tables = "".join(f"<h5>{esc(c.group)}</h5>{table_html(c.table)}" for c in output.curves)
-        return _img(km_png(output.curves), "png") + tables
-    if output.kind == "model":
+        return (_img(km_png(output.curves), "png") if draw else "") + tables
+    if output.model is not None:
         fit = output.model
         facts = (f"<p>{esc(fit.family)} model: {fit.n_obs} observations, {fit.n_params} "
                  f"parameters" + (f", {fit.n_events} events" if fit.n_events is not None else "")
                  + "</p>")
         return facts + table_html(fit.params)
-    body = _img(output.figure, output.figure_format)
-    if output.table is not None:
-        body += "<h5>data behind the figure (checked, not released)</h5>" + table_html(output.table)
-    return body
+    return table_html(released_table(output))
 
 
 def evidence_html(evidence: dict) -> str:
@@ -120,8 +134,8 @@ def code_html(producing: dict | None, evidence: dict) -> str:
         head = f"<p><b>ambiguous:</b> {esc(producing['note'])}.</p>"
     elif not producing.get("claim_matches", True):
         head = f"<p><b>the kernel's claim does not match:</b> {esc(producing['note'])}.</p>"
-    head += (f"<p>the kernel says it ran for {esc(evidence.get('claimed_user'))} (a claim); "
-             "cells and reads below are the audit proxy's records</p>")
+    head += ("<p>the cells and reads below are the audit proxy's records of the study's kernels "
+             "(what ran, whoever the kernel says it is)</p>")
     cells = "".join(
         f"<p>cell record <code>{esc(c['id'][:16])}</code> at {esc(c['ts'])} by "
         f"{esc(c['user'])} in kernel {esc(c['kernel_id'])} ({esc(c['status'])})</p>"
@@ -132,6 +146,61 @@ def code_html(producing: dict | None, evidence: dict) -> str:
                     + "</li>" for r in producing.get("reads", []))
     return head + cells + (f"<h5>reads while these cells ran</h5><ul>{reads}</ul>"
                            if reads else "")
+
+
+def requester_html(req: dict, producing: dict | None) -> str:
+    """Who asked. The request's acting account is the study kernel's; the person is the hub
+    user the audit proxy recorded for the producing cell, else the kernel's claim, labelled."""
+    recorded = (producing or {}).get("requester") if (producing or {}).get(
+        "status") == "resolved" else None
+    claimed = req.get("claimed_user") or req.get("evidence", {}).get("claimed_user")
+    if recorded:
+        text = (f"<b>{esc(recorded)}</b> <span class='wb-note'>(signed in to the hub when the "
+                "producing cell ran, per the audit proxy)</span>")
+        if claimed and claimed != recorded:
+            text += f" <span class='wb-warn'>the kernel claimed {esc(claimed)}</span>"
+        return text
+    if claimed:
+        return (f"<b>{esc(claimed)}</b> <span class='wb-note'>(claimed by the study kernel, not "
+                "confirmed: no audited cell was found for this request)</span>")
+    return (f"unknown <span class='wb-note'>(sent by the study kernel account "
+            f"{esc(req.get('author'))}; nobody is named)</span>")
+
+
+def context_html(req: dict) -> str:
+    """The requester's context and controls (OpenSAFELY asks for both)."""
+    justification = req.get("justification") or ""
+    controls = req.get("controls") or []
+    return (f"<p><b>What it shows:</b> {esc(req.get('description', ''))}</p>"
+            "<p><b>Why it must leave:</b> "
+            + (esc(justification) if justification else "<i>no justification given</i>")
+            + "</p><p><b>Disclosure controls applied:</b> "
+            + ("<ul class='wb-controls'>" + "".join(f"<li>{esc(c)}</li>" for c in controls)
+               + "</ul>" if controls else "<i>none named</i>") + "</p>")
+
+
+def comments_html(comments: list[dict]) -> str:
+    if not comments:
+        return "<p class='wb-note'>no comments yet</p>"
+    rows = []
+    for c in comments:
+        who = (f"{esc(c['claimed_user'])} (claimed, via {esc(c['actor'])})"
+               if c.get("role") == "requester" and c.get("claimed_user") else esc(c["actor"]))
+        rows.append(f"<div class='wb-comment'><b>{who}</b> <span class='wb-note'>"
+                    f"{esc(c['role'])}, {esc(c['at'])}</span><div>{esc(c['body'])}</div></div>")
+    return "".join(rows)
+
+
+def fallback_html(req: dict, exc: BaseException) -> str:
+    """A request that could not be drawn, as escaped text: the rest of the queue still shows."""
+    import json
+
+    facts = {k: req.get(k) for k in ("id", "name", "kind", "view", "state", "verdict",
+                                     "description", "justification", "controls",
+                                     "failed_rules", "review_rules")}
+    return (f"<p class='wb-warn'>this request could not be drawn ({esc(type(exc).__name__)}); "
+            "shown as text:</p><pre>" + esc(json.dumps(facts, indent=1, default=str))
+            + "</pre>")
 
 
 def diff_html(request: dict, released: list[dict]) -> str:
@@ -156,4 +225,7 @@ def diff_html(request: dict, released: list[dict]) -> str:
 STYLE = """<style>
 .wb-table {border-collapse: collapse; font-size: 90%}
 .wb-table td, .wb-table th {border: 1px solid #d0d7de; padding: 2px 6px; text-align: left}
+.wb-note {color: #57606a; font-size: 90%}
+.wb-warn {color: #9a6700}
+.wb-comment {border-left: 3px solid #d0d7de; padding: 2px 8px; margin: 4px 0}
 </style>"""

@@ -31,7 +31,8 @@ from workbench.release.airlock import airlock_socket
 from workbench.release.http import UnixHTTP
 
 TIMELINE_KINDS = ("cell-execution", "view-read", "he-operation", "he-decryption",
-                  "release-request", "release-decision", "kernel-lifecycle", "server-spawn")
+                  "release-request", "release-decision", "release-comment", "review-view",
+                  "kernel-lifecycle", "server-spawn")
 MAX_TIMELINE = 2000
 CELLS_PER_REQUEST = 5
 
@@ -58,6 +59,10 @@ def _summary(record) -> str:
         return f"request {f.get('request_id')} {f.get('status', '')}"
     if kind == "release-decision":
         return f"{f.get('decision')} {f.get('request_id')} by {f.get('reviewer')}"
+    if kind == "release-comment":
+        return f"comment on {f.get('request_id')} by the {f.get('role')}"
+    if kind == "review-view":
+        return f"dashboard visit {f.get('status', '')}".strip()
     return f.get("event", "") or f.get("status", "")
 
 
@@ -162,11 +167,17 @@ def producing_cells(records, executions: list[Execution], request_id: str,
                and e.submitted.seq <= producer.submitted.seq][-CELLS_PER_REQUEST:]
     reads = [r for r in records if r.kind in ("view-read", "he-decryption")
              and r.seq < arrival.seq and any(e.running_at(r.seq) for e in earlier)]
-    matches = claim == {"kernel_id": producer.kernel_id, "msg_id": producer.msg_id}
-    note = ("" if matches else
-            f"the kernel claimed cell {claim['msg_id']} of kernel {claim['kernel_id']}; the audit "
-            f"proxy's records show cell {producer.msg_id} of kernel {producer.kernel_id}")
+    # a claim the kernel did not make (no id sent) is no disagreement
+    actual = {"kernel_id": producer.kernel_id, "msg_id": producer.msg_id}
+    disagree = [k for k, v in claim.items() if v is not None and v != actual[k]]
+    matches = not disagree
+    claimed = " of ".join(f"{what} {claim[k]}" for k, what in (("msg_id", "cell"),
+                                                             ("kernel_id", "kernel")) if claim[k])
+    note = ("" if matches else f"the kernel claimed {claimed}; the audit proxy's records show "
+            f"cell {producer.msg_id} of kernel {producer.kernel_id}")
     return {"status": "resolved", "claimed": claim, "claim_matches": matches, "note": note,
+            # who ran the producing cell: the hub's signed-in user, as the audit proxy recorded
+            "requester": producer.submitted.fields.get("user"),
             "cells": [_cell(e) for e in earlier],
             "reads": [{"id": r.id, "ts": r.ts, "kind": r.kind, "view": r.fields.get("view"),
                        "rows": r.fields.get("rows"),

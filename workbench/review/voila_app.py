@@ -16,6 +16,9 @@
 - data: on each visit the prelaunch hook gathers the snapshot for the signed-in user and
   injects it as the notebook's first cell (workbench.review.inject); the producing code and
   reads in it come from the audit proxy's records (workbench.review.snapshot).
+- pages: the service's root and Voila's file tree redirect to its first dashboard (the
+  release queue, or the admin overview), so a link to the service never lands on a bare file
+  list; every response refuses to be framed (workbench.review.framing).
 - privilege: none. Under the hub the service runs as its own account (``wbv-<study>``,
   ``wbv-review-admin``); kernels come from the root kernel launcher, the snapshot and the
   relay's decisions from the review broker (workbench.review.broker). Run as root (tests), it
@@ -36,6 +39,7 @@ from tornado.web import HTTPError
 from traitlets.config import Config
 
 from workbench.paths import Space
+from workbench.review.framing import VOILA_CSP, deny_framing
 from workbench.review.services import ADMIN_SANDBOX
 
 
@@ -82,6 +86,26 @@ def make_prelaunch_hook(space: Space, policy_file: str, study: str | None, allow
     return hook
 
 
+def review_app_class(first_dashboard: str):
+    """Voila as a review service: its file tree (the service's root, ``voila/tree``) redirects
+    to ``first_dashboard``, and every response carries the framing headers."""
+    from tornado.web import RedirectHandler
+    from voila.app import Voila
+    from voila.tornado.treehandler import TornadoVoilaTreeHandler
+
+    class ReviewVoila(Voila):
+        def init_settings(self):
+            return {**super().init_settings(), "transforms": [deny_framing(VOILA_CSP)]}
+
+        def init_handlers(self):
+            target = url_path_join(self.server_url, "voila/render", f"{first_dashboard}.ipynb")
+            return [(pattern, RedirectHandler, {"url": target})
+                    if handler is TornadoVoilaTreeHandler else (pattern, handler, *rest)
+                    for pattern, handler, *rest in super().init_handlers()]
+
+    return ReviewVoila
+
+
 def build_config(args) -> Config:
     service_url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8866"))
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
@@ -95,8 +119,8 @@ def build_config(args) -> Config:
     c.Voila.base_url = prefix
     c.Voila.server_url = prefix
     c.Voila.identity_provider_class = ServiceIdentityProvider
-    c.Voila.tornado_settings = {"headers": {
-        "Content-Security-Policy": "frame-ancestors 'self'; object-src 'none'; base-uri 'self'"}}
+    c.Voila.tornado_settings = {"headers": {"Content-Security-Policy": VOILA_CSP,
+                                            "X-Frame-Options": "DENY"}}
     c.VoilaConfiguration.strip_sources = True
     c.VoilaConfiguration.show_tracebacks = False
     c.VoilaConfiguration.file_allowlist = []  # no static file from the notebook directory
@@ -127,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboards", required=True,
                         help="comma-separated notebook names this service may render")
     args = parser.parse_args(argv)
-    from voila.app import Voila
-
-    app = Voila(config=build_config(args))
+    app = review_app_class(args.dashboards.split(",")[0])(config=build_config(args))
     app.initialize([])
     app.start()
     return 0

@@ -195,6 +195,10 @@ class SandboxProvisioner(LocalProvisioner):
                    "notebook_path": server_env.get("JPY_SESSION_NAME") or None}
         if self._recorder is None:
             self._recorder = CollectorRecorder(space.collector_socket)
+            if self.dashboard:  # a review page's visit is not study code: its own kind
+                from workbench.review.visits import ReviewViewRecorder
+
+                self._recorder = ReviewViewRecorder(self._recorder)
         if self._proxy is not None:  # a restart: cells the old kernel was running are aborted
             self._proxy.abort_pending()
         # Fail closed: a kernel whose start cannot be recorded does not start.
