@@ -82,9 +82,10 @@ def _message(head: dict) -> bytes:
                                 sort_keys=True, separators=(",", ":")).encode()
 
 
-def sign_head(key: Ed25519PrivateKey, log_id: str, tree_size: int, root: bytes) -> dict:
+def sign_head(key: Ed25519PrivateKey, log_id: str, tree_size: int, root: bytes,
+              timestamp: datetime | None = None) -> dict:
     head = {"log_id": log_id, "tree_size": tree_size, "root_hash": root.hex(),
-            "timestamp": datetime.now(UTC).isoformat(timespec="microseconds")}
+            "timestamp": (timestamp or datetime.now(UTC)).isoformat(timespec="microseconds")}
     head["key_id"] = key_id(key.public_key())
     head["signature"] = base64.b64encode(key.sign(_message(head))).decode()
     return head

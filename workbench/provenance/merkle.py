@@ -8,7 +8,7 @@ records plus ~one 65-byte node hash per record. Interior nodes are ``H(0x01 ‖ 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from hashlib import sha256
 
 GENESIS = bytes(32)  # the "previous hash" of the first record
@@ -44,6 +44,22 @@ class Frontier:
             width <<= 1
         stack.append((width, digest))
         self.size += 1
+
+    @classmethod
+    def at(cls, size: int, subtrees: Sequence[bytes]) -> Frontier:
+        """The frontier of a tree of ``size`` leaves, from its ``subtrees()``."""
+        ranges = subtree_ranges(size)
+        if len(ranges) != len(subtrees):
+            raise ValueError("subtrees do not match the tree size")
+        frontier = cls()
+        frontier.size = size
+        frontier._stack = [(hi - lo, digest)
+                           for (lo, hi), digest in zip(ranges, subtrees, strict=True)]
+        return frontier
+
+    def subtrees(self) -> list[bytes]:
+        """The roots of the perfect subtrees, largest first (ranges: ``subtree_ranges(size)``)."""
+        return [digest for _, digest in self._stack]
 
     def root(self) -> bytes:
         if not self._stack:
@@ -107,36 +123,72 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
     return sn == 0 and digest == root_hash
 
 
-def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
-    """PROOF(m, D[n]) of RFC 9162 section 2.1.4.1: the tree over ``leaves`` extends its first
-    ``old_size`` leaves."""
-    n = len(leaves)
-    if not 0 < old_size <= n:
-        raise ValueError("old tree size must be between 1 and the current size")
+def _subproof(old_size: int, new_size: int, mth: Callable[[int, int], bytes]) -> list[bytes]:
+    """SUBPROOF(m, D[0:n], true) of RFC 9162 section 2.1.4.1, with ``mth(lo, hi)`` = MTH(D[lo:hi]).
+
+    Every range it asks for lies either inside the old tree, where it is one of the old tree's
+    perfect subtrees (its frontier), or inside the leaves added since: never across the two."""
 
     def subproof(m: int, lo: int, hi: int, complete: bool) -> list[bytes]:
         if m == hi - lo:
-            return [] if complete else [_mth(leaves, lo, hi)]
+            return [] if complete else [mth(lo, hi)]
         k = _split(hi - lo)
         if m <= k:
-            return subproof(m, lo, lo + k, complete) + [_mth(leaves, lo + k, hi)]
-        return subproof(m - k, lo + k, hi, False) + [_mth(leaves, lo, lo + k)]
+            return subproof(m, lo, lo + k, complete) + [mth(lo + k, hi)]
+        return subproof(m - k, lo + k, hi, False) + [mth(lo, lo + k)]
 
-    return subproof(old_size, 0, n, True)
+    return subproof(old_size, 0, new_size, True)
+
+
+def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """PROOF(m, D[n]) of RFC 9162 section 2.1.4.1: the tree over ``leaves`` extends its first
+    ``old_size`` leaves (``old_size == len(leaves)`` gives the empty proof)."""
+    if not 0 < old_size <= len(leaves):
+        raise ValueError("old tree size must be between 1 and the current size")
+    return _subproof(old_size, len(leaves), lambda lo, hi: _mth(leaves, lo, hi))
+
+
+def subtree_ranges(size: int) -> list[tuple[int, int]]:
+    """The leaf ranges of the perfect subtrees a tree of ``size`` leaves decomposes into, largest
+    first: the ranges of ``Frontier.subtrees()``."""
+    ranges, lo = [], 0
+    for bit in reversed(range(size.bit_length())):
+        if size >> bit & 1:
+            ranges.append((lo, lo + (1 << bit)))
+            lo += 1 << bit
+    return ranges
+
+
+def consistency_proof_from(old_size: int, old_subtrees: Sequence[bytes],
+                           added: Sequence[bytes]) -> list[bytes]:
+    """The same PROOF(m, D[n]) from the old tree's perfect-subtree roots (``Frontier.subtrees()``
+    at size m) and only the leaves added since, D[m:n]: the cost is that of the added leaves,
+    not of the whole log, which is what lets the collector answer each witness cheaply."""
+    ranges = subtree_ranges(old_size)
+    if old_size < 1 or len(old_subtrees) != len(ranges):
+        raise ValueError("old_subtrees must be the frontier of a tree of old_size leaves")
+    known = dict(zip(ranges, old_subtrees, strict=True))
+
+    def mth(lo: int, hi: int) -> bytes:
+        if hi <= old_size:
+            return known[(lo, hi)]
+        return _mth(added, lo - old_size, hi - old_size)
+
+    return _subproof(old_size, old_size + len(added), mth)
 
 
 def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,
                        proof: Sequence[bytes]) -> bool:
-    """RFC 9162 section 2.1.4.2."""
+    """RFC 9162 section 2.1.4.2, step by step."""
     if not 0 < old_size <= new_size:
         return False
-    if old_size == new_size:
+    if old_size == new_size:  # outside the RFC (it defines m < n): the same tree, no proof
         return not proof and old_root == new_root
-    path = list(proof)
-    if old_size & (old_size - 1) == 0:  # an exact power of two: the old root is itself a node
-        path.insert(0, old_root)
-    if not path:
+    if not proof:  # step 1, before the old root may be prepended
         return False
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # step 2, an exact power of two: the old root is a node
+        path.insert(0, old_root)
     fn, sn = old_size - 1, new_size - 1
     while fn & 1:
         fn >>= 1

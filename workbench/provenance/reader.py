@@ -12,17 +12,18 @@ DATA_DIR/provenance: writers never get it. A reader opens SQLite read-only.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
+from workbench.provenance import cosign, merkle
 from workbench.provenance import heads as heads_mod
-from workbench.provenance import merkle
 from workbench.provenance.service import configured_backend
 from workbench.provenance.store import Store, open_store
-from workbench.provenance.verify import VerifyReport, verify_rows
+from workbench.provenance.verify import VerifyReport, Witnessing, verify_rows
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,22 @@ class ProvenanceReader:
         unique = {json.dumps(h, sort_keys=True): h for h in found}
         return sorted(unique.values(), key=lambda h: (h.get("tree_size", -1), h.get("timestamp")))
 
-    def verify(self, anchors: Iterable[Path] = ()) -> VerifyReport:
+    def verify(self, anchors: Iterable[Path] = (), cosignatures: Iterable[Path] = (),
+               witnesses: Path | None = None, now: float | None = None) -> VerifyReport:
+        """``cosignatures``: files of cosignatures a witness handed over (``workbench provenance
+        witness show``); ``witnesses`` pins the witness list instead of the space's copy."""
         return verify_rows(self.store.rows, self.store.log_id, self.public_key(),
-                           self.heads(anchors))
+                           self.heads(anchors), self.witnessing(cosignatures, witnesses, now))
+
+    def witnessing(self, files: Iterable[Path] = (), witnesses: Path | None = None,
+                   now: float | None = None) -> Witnessing | None:
+        listing = cosign.load_witnesses(witnesses or self.space.witnesses)
+        if listing is None:
+            return None
+        found = cosign.read_jsonl(cosign.cosignatures_path(self.space))
+        for path in files:
+            found += cosign.read_jsonl(Path(path))
+        return Witnessing(listing, found, time.time() if now is None else now)
 
     def leaf_hashes(self) -> list[bytes]:
         return list(self.store.hashes())
