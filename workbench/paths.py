@@ -54,6 +54,10 @@ class Space:
         return self.root / "signing.pub"
 
     @property
+    def witnesses(self) -> Path:  # public: the provenance log's witnesses (ids, keys, quorum)
+        return self.root / "witnesses.json"
+
+    @property
     def linkage_key(self) -> Path:
         return self.keys / "linkage.key"
 

@@ -53,12 +53,18 @@ def _reader(data_dir, backend, public_key=None):
               help="A heads file exported earlier ('provenance heads export'); repeatable.")
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
               help="Pin the tree-head public key (PEM) instead of the space's copy.")
+@click.option("--cosignatures", "cosigned", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Cosignatures a witness handed over ('provenance witness show'); repeatable.")
+@click.option("--witnesses", type=click.Path(exists=True, dir_okay=False),
+              help="Pin the witness list instead of the space's DATA_DIR/witnesses.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(data_dir, backend, anchors, public_key, as_json):
-    """Check the chain, the Merkle tree and every signed head; exit 1 naming the first bad
-    record."""
+def verify(data_dir, backend, anchors, public_key, cosigned, witnesses, as_json):
+    """Check the chain, the Merkle tree, every signed head and the witnesses' cosignatures; exit
+    1 naming the first bad record."""
     with _reader(data_dir, backend, public_key) as reader:
-        report = reader.verify([Path(a) for a in anchors])
+        report = reader.verify([Path(a) for a in anchors], [Path(c) for c in cosigned],
+                               Path(witnesses) if witnesses else None)
     if as_json:
         click.echo(json.dumps({**report.__dict__, "unsigned_tail": report.unsigned_tail}))
     else:
@@ -152,5 +158,10 @@ def init_postgres(owner_dsn, writer_role, schema):
     click.echo(f"created schema {schema} (log id {log_id}); run the collector with "
                f"--backend postgresql://{writer_role}@HOST/DB#{schema}")
 
+
+from workbench.provenance.witness_cli import COMMANDS as _WITNESSING  # noqa: E402
+
+for _command in _WITNESSING:  # provenance witnesses / witness / cosign
+    provenance.add_command(_command)
 
 commands = [collector, provenance]
