@@ -58,6 +58,18 @@ class Space:
         return self.root / "witnesses.json"
 
     @property
+    def admin_keys(self) -> Path:  # public, root-written: the keys that may sign the policy
+        return self.root / "admins.json"
+
+    @property
+    def policy_dir(self) -> Path:  # public, root-written: the signed policy and its history
+        return self.root / "policy"
+
+    @property
+    def policy(self) -> Path:  # the policy in force (+ ``.sig``), written by `policy apply`
+        return self.policy_dir / "policy.yaml"
+
+    @property
     def linkage_key(self) -> Path:
         return self.keys / "linkage.key"
 
