@@ -47,7 +47,7 @@ class Env:
         os.chmod(self.space.root, 0o755)
         self.key_file = root / "ada.key"
         self.key = register_admin(self.space, "ada", self.key_file)
-        self.policy = signed.active_policy_path(self.space)
+        self.policy = self.space.policy
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "workbench.cli", *args], input=stdin,
@@ -209,7 +209,7 @@ def test_a_policy_signed_by_an_unregistered_key_is_refused(env):
 
 
 def test_an_older_signed_policy_put_back_is_refused(env):
-    history = signed.policy_dir(env.space) / "history"
+    history = env.space.policy_dir / "history"
     oldest = history / "v000001.yaml"
     env.policy.write_bytes(oldest.read_bytes())
     signed.signature_path(env.policy).write_bytes(signed.signature_path(oldest).read_bytes())
@@ -234,7 +234,7 @@ def test_without_the_collector_nothing_changes(open_tmp):
     key = register_admin(space, "ada", open_tmp / "ada.key")
     with pytest.raises(Exception, match="could not be recorded"):
         sign_test_policy(space, POLICY, key)
-    assert not signed.active_policy_path(space).exists()
+    assert not space.policy.exists()
 
 
 def test_the_demo_signs_its_first_policy_once_and_keeps_the_one_in_force(open_tmp):
@@ -246,7 +246,7 @@ def test_the_demo_signs_its_first_policy_once_and_keeps_the_one_in_force(open_tm
     first.write_text(POLICY)
     lines: list[str] = []
     path = install_demo_policy(space, str(first), echo=lines.append)  # starts its own collector
-    assert path == signed.active_policy_path(space) and path.read_text() == POLICY
+    assert path == space.policy and path.read_text() == POLICY
     (key_id,) = signed.load_admin_keys(space)
     assert key_id.startswith("ada-")  # the policy's first admin
     assert os.stat(space.keys / "admin.key").st_mode & 0o777 == 0o600

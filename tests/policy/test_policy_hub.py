@@ -54,7 +54,7 @@ class SignedHub(hub_support.LiveHub):
         self.key_file = self.root / "ada.key"
         self.key = register_admin(self.space, "ada", self.key_file)
         sign_test_policy(self.space, self.policy.read_text(), self.key)
-        self.policy = signed.active_policy_path(self.space)
+        self.policy = self.space.policy
 
     def apply(self, text: str) -> subprocess.CompletedProcess:
         source = self.root / "next-policy.yaml"

@@ -154,7 +154,7 @@ def test_removing_the_admin_keys_does_not_turn_verification_off(space, tmp_path)
     _put(path, DATA, sign_policy(DATA, key, signed.key_id_of(space, key), 1))
     source = ActivePolicy(path, space, "the test")
     source.current()
-    signed.admin_keys_path(space).unlink()
+    space.admin_keys.unlink()
     _put(path, DATA.replace(b"[alice]", b"[alice, bob]"), None)
     with pytest.raises(WorkbenchUserError, match="unsigned-policy"):
         source.current()
@@ -163,7 +163,7 @@ def test_removing_the_admin_keys_does_not_turn_verification_off(space, tmp_path)
 def test_a_broken_admin_registry_refuses_everything(space, tmp_path):
     path = tmp_path / "policy.yaml"
     _put(path, DATA, None)
-    signed.admin_keys_path(space).write_text("{not json")
+    space.admin_keys.write_text("{not json")
     with pytest.raises(WorkbenchUserError, match="bad-admin-keys"):
         ActivePolicy(path, space, "the test").current()
 
@@ -175,7 +175,7 @@ def test_keygen_writes_a_0600_key_registers_it_and_never_overwrites(space, tmp_p
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
-    registry = signed.admin_keys_path(space)
+    registry = space.admin_keys
     assert stat.S_IMODE(os.stat(registry).st_mode) == 0o644
     entries = json.loads(registry.read_text())["keys"]
     assert [e["name"] for e in entries] == ["ada"] and entries[0]["id"].startswith("ada-")
@@ -199,5 +199,5 @@ def test_registering_a_key_is_root_only(open_tmp):
          "mallory", "--out", "/tmp/never-written.key"],
         capture_output=True, text=True, check=False, cwd="/")
     assert result.returncode != 0 and "root action" in result.stderr
-    assert not signed.admin_keys_path(space).exists()
+    assert not space.admin_keys.exists()
     assert not os.path.exists("/tmp/never-written.key")

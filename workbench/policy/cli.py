@@ -115,7 +115,7 @@ def keygen(data_dir: str | None, name: str, out: str) -> None:
     key = signed.create_admin_key(out)
     key_id = signed.register_admin_key(space, name, key.public_key())
     click.echo(f"admin key {key_id} written to {out} (mode 0600, keep it offline) and registered "
-               f"in {signed.admin_keys_path(space)}; from now on the space's services act only "
+               f"in {space.admin_keys}; from now on the space's services act only "
                "on a policy signed by a registered admin key")
 
 
@@ -134,7 +134,7 @@ def keys(data_dir: str | None) -> None:
 
 def _in_force(space: Space) -> tuple[bytes, dict | None, Policy | None]:
     """The active policy's bytes, record and parsed form (b"", None, None when there is none)."""
-    path = signed.active_policy_path(space)
+    path = space.policy
     if not path.exists():
         return b"", None, None
     data, record = signed.read_signed(path)
@@ -185,7 +185,7 @@ def apply_policy(space: Space, new_bytes: bytes, source: str, key, *, echo=click
     actor = next((e.get("name") for e in signed.admin_key_entries(space)
                   if e["id"] == key_id), None) or key_id
     fields = {"actor": actor, "status": "ok", "policy_sha256": record["sha256"],
-              "policy_path": str(signed.active_policy_path(space)), "serial": record["serial"],
+              "policy_path": str(space.policy), "serial": record["serial"],
               "previous_serial": previous, "key_id": key_id, "issued_at": record["issued_at"],
               **({"previous_sha256": old_record["sha256"]} if old_record else {}), **changes}
     client = ProvenanceClient(space.collector_socket, timeout=10)
@@ -249,7 +249,7 @@ def install_demo_policy(space: Space, initial: str, echo=click.echo) -> Path:
                else signed.create_admin_key(key_file))
         key_id = signed.register_admin_key(space, name, key.public_key())
         echo(f"admin key {key_id} of '{name}' registered (private key {key_file})")
-    path = signed.active_policy_path(space)
+    path = space.policy
     if path.exists():
         echo(f"the space's signed policy is in force ({path}); change it with 'workbench policy "
              f"apply FILE --data-dir {space.root} --key {key_file}'")

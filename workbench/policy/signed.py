@@ -42,21 +42,7 @@ SIGNED_FIELDS = ("serial", "issued_at", "sha256", "key_id")
 SIGNATURE_SUFFIX = ".sig"
 
 
-# -- where things live (one place) ---------------------------------------------------------------
-def admin_keys_path(space: Space) -> Path:
-    """The admins' public keys: root writes it, everyone reads it."""
-    return space.root / "admins.json"
-
-
-def policy_dir(space: Space) -> Path:
-    return space.root / "policy"
-
-
-def active_policy_path(space: Space) -> Path:
-    """The policy the space's services act on (``workbench demo`` starts them with it)."""
-    return policy_dir(space) / "policy.yaml"
-
-
+# -- where things live: Space.admin_keys, Space.policy_dir, Space.policy (workbench/paths.py) --
 def signature_path(policy_path: str | os.PathLike) -> Path:
     path = Path(policy_path)
     return path.with_name(path.name + SIGNATURE_SUFFIX)
@@ -143,7 +129,7 @@ def read_signed(policy_path: Path) -> tuple[bytes, dict | None]:
 
 # -- the space's active policy ------------------------------------------------------------------
 def _history(space: Space) -> Path:
-    return policy_dir(space) / "history"
+    return space.policy_dir / "history"
 
 
 def newest_serial(space: Space) -> int:
@@ -171,7 +157,7 @@ def stage(space: Space, policy_bytes: bytes, record: dict) -> Path:
     is never reused. Nothing acts on it until ``activate``."""
     folder = _history(space)
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-    os.chmod(policy_dir(space), 0o755)  # noqa: S103 - public, root-owned: services read it
+    os.chmod(space.policy_dir, 0o755)  # noqa: S103 - public, root-owned: services read it
     version = folder / f"v{record['serial']:06d}.yaml"
     try:
         _write_public(version, policy_bytes, exclusive=True)
@@ -185,7 +171,7 @@ def stage(space: Space, policy_bytes: bytes, record: dict) -> Path:
 def activate(space: Space, version: Path) -> Path:
     """Put a staged version in force: the policy, then its signature, each in one rename (a
     reader between the two sees a mismatch, refuses, and reads again: ``ActivePolicy``)."""
-    path = active_policy_path(space)
+    path = space.policy
     _write_public(path, version.read_bytes())
     _write_public(signature_path(path), signature_path(version).read_bytes())
     return path
@@ -206,7 +192,7 @@ def key_id_for(name: str, key: Ed25519PublicKey) -> str:
 
 
 def _registry(space: Space) -> list[dict]:
-    path = admin_keys_path(space)
+    path = space.admin_keys
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -231,7 +217,7 @@ def load_admin_keys(space: Space) -> dict[str, Ed25519PublicKey]:
             raw = base64.b64decode(entry["public_key"], validate=True)
             keys[entry["id"]] = Ed25519PublicKey.from_public_bytes(raw)
         except ValueError:
-            raise WorkbenchUserError(f"{admin_keys_path(space)}: key '{entry['id'][:64]}' is not "
+            raise WorkbenchUserError(f"{space.admin_keys}: key '{entry['id'][:64]}' is not "
                                      "a base64 Ed25519 public key", reason="bad-admin-keys") \
                 from None
     return keys
@@ -283,7 +269,7 @@ def register_admin_key(space: Space, name: str, key: Ed25519PublicKey) -> str:
     entries.append({"id": key_id, "name": name,
                     "public_key": base64.b64encode(_raw(key)).decode(),
                     "added_at": datetime.now(UTC).isoformat(timespec="seconds")})
-    _write_public(admin_keys_path(space), (json.dumps({"keys": entries}, indent=2) + "\n").encode())
+    _write_public(space.admin_keys, (json.dumps({"keys": entries}, indent=2) + "\n").encode())
     return key_id
 
 
@@ -327,7 +313,7 @@ class ActivePolicy:
     def _stamp_now(self) -> tuple:
         real = Path(os.path.realpath(self.path))
         return tuple(_stat(path) for path in (real, signature_path(real),
-                                              admin_keys_path(self.space)))
+                                              self.space.admin_keys))
 
     def _load(self) -> tuple[Policy, dict | None]:
         data, record = read_signed(self.path)
