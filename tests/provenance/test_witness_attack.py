@@ -18,7 +18,7 @@ from workbench.provenance import cosign, heads, merkle, records
 from workbench.provenance.cosigner import Cosigner, SocketWitnessClient
 from workbench.provenance.reader import ProvenanceReader
 from workbench.provenance.service import start_collector
-from workbench.provenance.store import SQLITE_FILE
+from workbench.provenance.store import PG_SCHEMA, SQLITE_FILE
 from workbench.runtime import socket_answers, start_service, workbench_command
 
 HOUR = 3600.0
@@ -42,42 +42,72 @@ def cosign_round(space, clients):
         return Cosigner(reader, cosign.load_witnesses(space.witnesses)).round(clients)
 
 
-def rewrite_and_resign(space, target_seq):
+class Raw:
+    """The attacker's raw access to a stopped store, triggers off: {S} prefixes the tables."""
+
+    def __init__(self, space, pg):
+        if pg:
+            import psycopg
+
+            self.db = psycopg.connect(pg["admin"], autocommit=True)
+            self.db.execute("SET session_replication_role = replica")
+            self.prefix, self.mark = f"{PG_SCHEMA}.", "%s"
+        else:
+            self.db = sqlite3.connect(space.provenance / SQLITE_FILE, isolation_level=None)
+            for trigger in ("records_no_update", "records_no_delete", "heads_no_delete"):
+                self.db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+            self.prefix, self.mark = "", "?"
+
+    def run(self, statement, params=()):
+        cursor = self.db.execute(statement.replace("{S}", self.prefix).replace("?", self.mark),
+                                 params)
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                for row in cursor.fetchall()] if cursor.description else []
+
+
+def rewrite_and_resign(space, target_seq, pg=None):
     """What root can do to a stopped log: change a record, recompute every later hash and link,
     and sign every head again with the collector's key (root can read it)."""
-    db = sqlite3.connect(space.provenance / SQLITE_FILE, isolation_level=None)
-    for trigger in ("records_no_update", "records_no_delete", "heads_no_delete"):
-        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-    log_id = db.execute("SELECT value FROM meta WHERE key='log_id'").fetchone()[0]
+    raw = Raw(space, pg)
+    log_id = raw.run("SELECT value FROM {S}meta WHERE key='log_id'")[0][0]
     prev, leaves = merkle.GENESIS, []
-    for seq, _prev, _hash, body in db.execute(
-            "SELECT seq, prev, hash, body FROM records ORDER BY seq").fetchall():
+    for seq, _prev, _hash, body in raw.run("SELECT seq, prev, hash, body FROM {S}records "
+                                           "ORDER BY seq"):
         if seq == target_seq:
             data = json.loads(body)
             data["fields"]["user"] = "mallory"
             body = records.canonical(data)
         digest = merkle.record_hash(prev, body)
-        db.execute("UPDATE records SET prev=?, hash=?, body=? WHERE seq=?",
-                   (prev, digest, body, seq))
+        raw.run("UPDATE {S}records SET prev=?, hash=?, body=? WHERE seq=?",
+                (prev, digest, body, seq))
         prev = digest
         leaves.append(digest)
-    sizes = [size for (size,) in db.execute("SELECT tree_size FROM tree_heads")]
+    sizes = [size for (size,) in raw.run("SELECT tree_size FROM {S}tree_heads")]
     key = heads.load_or_create_key(space)
     resigned = [heads.sign_head(key, log_id, size, merkle.root(leaves[:size])) for size in sizes]
-    db.execute("DELETE FROM tree_heads")
+    raw.run("DELETE FROM {S}tree_heads")
     for head in resigned:
-        db.execute("INSERT INTO tree_heads VALUES (?, ?)",
-                   (head["tree_size"], json.dumps(head, sort_keys=True)))
-    db.close()
+        raw.run("INSERT INTO {S}tree_heads VALUES (?, ?)",
+                (head["tree_size"], json.dumps(head, sort_keys=True)))
+    raw.db.close()
     heads.heads_log_path(space).write_text(
         "".join(json.dumps(h, sort_keys=True) + "\n" for h in resigned))
 
 
 @pytest.fixture
-def witnessed(space, open_tmp):
+def backend(request):
+    """None (SQLite) unless a test asks for PostgreSQL with indirect parametrisation."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("pg_backend")
+    return None
+
+
+@pytest.fixture
+def witnessed(space, open_tmp, backend):
     """A collector's log with three listed witnesses (quorum 2): two in this process, one
     answering on a Unix socket from `workbench provenance witness serve`."""
-    handle = start_collector(space, sign_every=4, sign_interval=3600)
+    url = backend["backend"] if backend else None
+    handle = start_collector(space, backend=url, sign_every=4, sign_interval=3600)
     pem = heads.public_key_path(space).read_bytes()
     local = {}
     for name in ("hospital-a", "insurer-b", "pharma-c"):
@@ -97,8 +127,9 @@ def witnessed(space, open_tmp):
     handle.stop()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_rewrite_re_signed_with_the_collectors_key_is_caught_by_the_witnesses(space, witnessed,
-                                                                             open_tmp):
+                                                                             open_tmp, backend):
     handle, local, clients = witnessed
     append(handle, 10)                       # heads at 4 and 8
     first = cosign_round(space, clients)
@@ -111,7 +142,7 @@ def test_rewrite_re_signed_with_the_collectors_key_is_caught_by_the_witnesses(sp
     honest = verify(space, now=time.time() + HOUR)
     assert honest.ok and honest.witnessed_size == 16, honest.summary()
 
-    rewrite_and_resign(space, target_seq=3)
+    rewrite_and_resign(space, target_seq=3, pg=backend)
     # chain, tree and signatures alone cannot tell: the attack works against them
     empty = open_tmp / "no-witnesses.json"
     empty.write_text(json.dumps({"witnesses": [{"id": "x", "public_key": json.loads(
@@ -125,7 +156,8 @@ def test_rewrite_re_signed_with_the_collectors_key_is_caught_by_the_witnesses(sp
     assert "cosigned the log at size 8 with another root" in caught.summary()  # its first
 
     # the collector restarts on the rewritten store and goes on; no witness cosigns it again
-    handle = start_collector(space, sign_every=4, sign_interval=3600)
+    handle = start_collector(space, backend=backend["backend"] if backend else None,
+                             sign_every=4, sign_interval=3600)
     try:
         append(handle, 4, start=16)          # head at 20
         third = cosign_round(space, clients)

@@ -141,8 +141,11 @@ class Cosigner:
         if old_size == 0 or old_size >= size:
             return []
         frontier = self._frontier(old_size)
-        added = [digest for _seq, _prev, digest, _body in
-                 islice(self.reader.store.rows(start=old_size + 1), size - old_size)]
+        rows = self.reader.store.rows(start=old_size + 1)
+        try:
+            added = [digest for _seq, _prev, digest, _body in islice(rows, size - old_size)]
+        finally:
+            rows.close()
         proof = merkle.consistency_proof_from(old_size, frontier.subtrees(), added)
         for digest in added:
             frontier.append(digest)
