@@ -255,3 +255,20 @@ def test_the_demo_signs_its_first_policy_once_and_keeps_the_one_in_force(open_tm
     assert install_demo_policy(space, str(first), echo=lines.append) == path
     assert path.read_text() == POLICY and signed.newest_serial(space) == 1
     assert any("change it with 'workbench policy apply" in line for line in lines)
+
+
+def test_the_admin_overview_dashboard_lists_the_policy_history(env):
+    from types import SimpleNamespace
+
+    from workbench.review.dashboards import admin_overview
+    from workbench.review.snapshot import admin_snapshot
+
+    snap = admin_snapshot(env.space, str(env.policy), "ada")
+    rows = snap["policy_history"]["rows"]
+    assert [row["serial"] for row in rows] == sorted((r["serial"] for r in rows), reverse=True)
+    assert rows[-1]["serial"] == 1 and "+study pol-one" in rows[-1]["what"]
+    page = "".join(child.value for child in admin_overview(SimpleNamespace(snapshot=snap)).children
+                   if hasattr(child, "value"))
+    assert "<h3>Policy history</h3>" in page and "+study pol-one" in page
+    assert rows[0]["key_id"] in page
+    assert "policy_history" not in admin_snapshot(env.space, str(env.policy), "rita")

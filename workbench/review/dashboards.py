@@ -261,7 +261,18 @@ def admin_overview(ctx: ReviewContext) -> w.Widget:
                       + "</table>")
     else:
         usage_html = f"<p>usage ledger not readable: {esc(usage.get('reason'))}</p>"
+    history = snap.get("policy_history", {})
+    if history.get("available"):
+        history_html = ("<table class='wb-table' id='policy-history'><tr><th>serial</th>"
+                        "<th>recorded</th><th>key</th><th>by</th><th>what changed</th></tr>"
+                        + "".join(f"<tr><td>{esc(h['serial'])}</td><td>{esc(h['ts'][:19])}</td>"
+                                  f"<td>{esc(h['key_id'])}</td><td>{esc(h['actor'])}</td>"
+                                  f"<td>{esc(h['what'])}</td></tr>" for h in history["rows"])
+                        + "</table>")
+    else:
+        history_html = f"<p>policy history not readable: {esc(history.get('reason'))}</p>"
     return w.VBox([head, w.HTML(
         "<h3>Studies</h3><table class='wb-table'><tr><th>study</th><th>title</th><th>members</th>"
         "<th>reviewers</th><th>views</th><th>expires</th><th>min cell</th><th>airlock</th></tr>"
-        + studies + "</table><h3>Usage per data holder</h3>" + usage_html)])
+        + studies + "</table><h3>Usage per data holder</h3>" + usage_html
+        + "<h3>Policy history</h3>" + history_html)])

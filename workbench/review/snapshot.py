@@ -242,6 +242,13 @@ def admin_snapshot(space: Space, policy_file: str | Path, viewer: str) -> dict:
         snap["usage"] = {"available": True, "rows": usage_report(read_ledger(space))}
     except Exception as exc:
         snap["usage"] = {"available": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
+    try:  # the recorded policy changes (workbench policy apply), newest first
+        from workbench.policy.changes import history
+
+        snap["policy_history"] = {"available": True, "rows": history(space)[:100]}
+    except Exception as exc:
+        snap["policy_history"] = {"available": False,
+                                  "reason": f"{type(exc).__name__}: {exc}"[:300]}
     queue = {}
     try:
         for item in airlock_client(space, viewer).json("GET", "/requests"):
