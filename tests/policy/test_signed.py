@@ -201,3 +201,13 @@ def test_registering_a_key_is_root_only(open_tmp):
     assert result.returncode != 0 and "root action" in result.stderr
     assert not space.admin_keys.exists()
     assert not os.path.exists("/tmp/never-written.key")
+
+
+def test_a_key_path_that_cannot_be_written_is_one_line_and_registers_nothing(space, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "policy", "keygen", "--data-dir",
+         str(space.root), "--name", "ada", "--out", str(tmp_path / "missing" / "ada.key")],
+        capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "cannot create the admin key" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not space.admin_keys.exists()

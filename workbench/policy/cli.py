@@ -181,7 +181,12 @@ def apply_policy(space: Space, new_bytes: bytes, source: str, key, *, echo=click
         return None
     previous = signed.newest_serial(space)
     record = signed.sign_policy(new_bytes, key, key_id, previous + 1)
-    version = signed.stage(space, new_bytes, record)
+    try:
+        version = signed.stage(space, new_bytes, record)
+    except OSError as exc:
+        raise WorkbenchUserError(f"cannot write {space.policy_dir}: {exc.strerror}; putting a "
+                                 "policy in force is a root action on the space",
+                                 reason="permission-denied") from None
     actor = next((e.get("name") for e in signed.admin_key_entries(space)
                   if e["id"] == key_id), None) or key_id
     fields = {"actor": actor, "status": "ok", "policy_sha256": record["sha256"],

@@ -238,6 +238,9 @@ def create_admin_key(path: str | os.PathLike) -> Ed25519PrivateKey:
     except FileExistsError:
         raise WorkbenchUserError(f"{path} exists: an admin key is never overwritten; choose "
                                  "another path", reason="key-exists") from None
+    except OSError as exc:
+        raise WorkbenchUserError(f"cannot create the admin key {path}: {exc.strerror}",
+                                 reason="bad-key") from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
     return key
