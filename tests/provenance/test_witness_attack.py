@@ -237,3 +237,13 @@ def test_a_stale_view_of_a_witness_is_corrected_not_alarmed(space, witnessed):
     append(handle, 4, start=4)
     result = cosign_round(space, clients)     # it asks from 0; each witness says 4; retried
     assert sorted(result.cosigned) == sorted(clients) and not result.refused, result.lines()
+    # a listed endpoint the cosigner cannot reach is said, not skipped in silence
+    listing = cosign.load_witnesses(space.witnesses)
+    odd = cosign.WitnessList(listing.witnesses, 2, 600, {"hospital-a": "https://node-a:8443",
+                                                         "pharma-c": "unix:/nonexistent.sock"})
+    with ProvenanceReader(space) as reader:
+        append(handle, 4, start=8)
+        result = Cosigner(reader, odd).round()
+    assert "no client for endpoint 'https://node-a:8443'" in result.unreachable["hospital-a"]
+    assert "no answer at /nonexistent.sock" in result.unreachable["pharma-c"]
+    assert any("not reached" in line for line in result.lines())

@@ -205,9 +205,19 @@ def serve(witness: Witness, socket_path: Path) -> None:
     the collector's signature on the head and the consistency proof are what the witness checks."""
 
     class Handler(socketserver.StreamRequestHandler):
+        timeout = 10  # a caller that sends nothing does not hold the witness
+
         def handle(self) -> None:
-            line = self.rfile.readline(MAX_REQUEST)
-            self.wfile.write(json.dumps(answer(witness, line)).encode() + b"\n")
+            try:
+                line = self.rfile.readline(MAX_REQUEST)
+            except OSError:
+                return
+            reply = answer(witness, line)
+            self.wfile.write(json.dumps(reply).encode() + b"\n")
+            # the operator's log: sizes and reasons only (heads hold hashes, never a value)
+            print(f"cosigned size {reply['cosignature']['tree_size']}" if reply["ok"] else
+                  f"{'ALARM ' if reply['reason'] in _ALARMS else ''}refused "
+                  f"({reply['reason']}): {reply['message']}", flush=True)
 
     socket_path = Path(socket_path)
     if socket_path.is_socket():

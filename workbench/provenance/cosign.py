@@ -142,6 +142,9 @@ def load_witnesses(path: Path) -> WitnessList | None:
     except (ValueError, KeyError, TypeError) as exc:
         raise WorkbenchUserError(f"{path}: not a witness list ({type(exc).__name__}: needs "
                                  "'witnesses' and 'quorum')", reason="bad-witness-list") from None
+    if not isinstance(entries, list):
+        raise WorkbenchUserError(f"{path}: field 'witnesses' must be a list",
+                                 reason="bad-witness-list")
     witnesses, endpoints = {}, {}
     for number, entry in enumerate(entries, start=1):
         name = entry.get("id") if isinstance(entry, dict) else None

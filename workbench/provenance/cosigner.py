@@ -171,7 +171,12 @@ class Cosigner:
         head = result.head
         if head is None:
             return result
-        for name, client in (clients if clients is not None else clients_for(self.listing)).items():
+        if clients is None:
+            clients = clients_for(self.listing)
+            for name, endpoint in self.listing.endpoints.items():
+                if name not in clients:
+                    result.unreachable[name] = f"no client for endpoint {endpoint[:80]!r}"
+        for name, client in clients.items():
             if self.last.get(name) == (head["tree_size"], head["root_hash"]):
                 continue
             try:
