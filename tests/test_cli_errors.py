@@ -64,6 +64,8 @@ def test_run_under_a_parent_others_cannot_traverse(root):
     ("rerun", "--study", "cml-tki"),
     ("gateway", "--policy", POLICY),
     ("hub", "users", "alice"),
+    ("collector",),
+    ("usage", "report"),
 ])
 def test_a_directory_that_is_no_space(root, command):
     done = workbench(*command, "--data-dir", str(root))

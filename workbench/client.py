@@ -16,7 +16,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
@@ -25,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.unixhttp import UnixHTTPConnection
 
 DEFAULT_SOCKET = "/run/gateway.sock"
 TIMEOUT = 600.0  # seconds: a large view or a Cox model may take a while
@@ -77,25 +77,6 @@ def _hide_traceback() -> None:
     ip._workbench_errors = True
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP/1.1 over the gateway's Unix socket (the stdlib client: it reads a large Arrow body
-    in a few big reads, noticeably faster than pure-Python HTTP stacks)."""
-
-    def __init__(self, path: str, timeout: float):
-        super().__init__("gateway", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 @dataclass(frozen=True)
 class _Response:
     status: int
@@ -124,7 +105,7 @@ def _request(method: str, path: str, view: str | None = None, params: dict | Non
              body: bytes | None = None, headers: dict | None = None) -> _Response:
     _hide_traceback()
     target = path + ("?" + urlencode(params) if params else "")
-    connection = _UnixHTTPConnection(_socket(), TIMEOUT)
+    connection = UnixHTTPConnection(_socket(), TIMEOUT, host="gateway")
     try:
         connection.request(method, target, body=body, headers={**_headers(), **(headers or {})})
         raw = connection.getresponse()

@@ -124,6 +124,19 @@ class Space:
     def gateway_socket(self, study: str) -> Path:
         return self.run / "gateway" / f"{study}.sock"
 
+    def rerun_socket(self, study: str) -> Path:
+        """The study's second gateway socket, bound into ``workbench rerun`` kernels: the same
+        reads, release requests only checked (dry run). Study ids have no '.': no collision."""
+        return self.run / "gateway" / f"{study}.rerun.sock"
+
+    @property
+    def kernel_launcher_socket(self) -> Path:  # the root kernel launcher (non-root servers)
+        return self.run / "kernel-launcher.sock"
+
+    @property
+    def review_broker_socket(self) -> Path:  # the dashboards' privileged helper
+        return self.run / "review-broker.sock"
+
     @property
     def airlock(self) -> Path:  # release requests and evidence, owned by the airlock uid
         return self.root / "airlock"

@@ -9,11 +9,12 @@ import socket
 import stat
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from workbench import accounts
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.provenance.client import ProvenanceClient, ProvenanceRefused, ProvenanceUnavailable
 
 LOGIN = {"user": "alice", "event": "login"}
@@ -165,8 +166,14 @@ def test_start_collector_reports_a_collector_that_cannot_start(space):
 
     space.run.mkdir(parents=True)
     space.collector_socket.mkdir()  # the socket path is taken by a directory
-    with pytest.raises(WorkbenchError, match="not a socket"):
+    with pytest.raises(WorkbenchUserError) as info:
         start_collector(space, ready_timeout=10)
+    message = str(info.value)  # one line: the service, the collector's own words, its log
+    assert "\n" not in message and message.startswith("the provenance collector did not start")
+    assert "exists and is not a socket" in message
+    log = Path(message.rsplit("its log is ", 1)[1])
+    assert "exists and is not a socket" in log.read_text()
+    log.unlink()
 
 
 def test_socket_and_run_dir_modes(collector, space):
@@ -237,6 +244,8 @@ def test_workbench_collector_command(space):
     import subprocess
     import sys
 
+    space.root.mkdir(parents=True, exist_ok=True)
+    space.manifest.write_text('{"space_id": "test"}')  # what `workbench init` leaves
     command = [sys.executable, "-c", "from workbench.cli import main; main()", "collector",
                "--data-dir", str(space.root), "--sign-every", "2"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -43,9 +43,9 @@ def usage() -> None:
 def report(data_dir: str | None, study: str | None, holder: str | None, as_json: bool) -> None:
     """Requests and rows per study, holder and kind (view-read, secure-op)."""
     from workbench.gateway.ledger import read_ledger, usage_report
-    from workbench.paths import Space
+    from workbench.space.cli import existing_space
 
-    rows = usage_report(read_ledger(Space.at(data_dir)), study=study, holder=holder)
+    rows = usage_report(read_ledger(existing_space(data_dir)), study=study, holder=holder)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -3,7 +3,7 @@
 Started as root, it (1) loads the policy and the holders' data and the study re-keying key,
 (2) creates one socket per study at ``Space.gateway_socket(study)``, owned by the study's kernel
 account with mode 0600 so only that uid (and root, which the peer check then refuses) can connect,
-and a second one, ``rerun_socket(space, study)``, for re-run kernels (release requests dry-run),
+and a second one, ``Space.rerun_socket(study)``, for re-run kernels (release requests dry-run),
 (3) drops to the ``wb-gateway`` account and serves. Without root everything runs as the current
 user (development only). New studies need a restart (sockets are made at start); grants and
 revocations in the policy file take effect on the next request.
@@ -11,30 +11,25 @@ revocations in the policy file take effect on the next request.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
 
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
-from workbench.gateway import rerun_socket
 from workbench.gateway.app import GatewayState, make_app
 from workbench.gateway.ledger import UsageLedger
 from workbench.gateway.openapi import MAX_ROWS
 from workbench.paths import Space
 from workbench.policy.loader import load_policy
 from workbench.provenance.client import ProvenanceClient
-from workbench.services import ServiceProcess
+from workbench.runtime import ServiceProcess, start_service, workbench_command
 from workbench.views import ViewEngine
 
 log = logging.getLogger("workbench.gateway")
@@ -104,7 +99,10 @@ def run_gateway(data_dir: str, policy_path: str, max_rows: int = MAX_ROWS) -> No
     space = Space.at(data_dir)
     policy_file = Path(policy_path).resolve()
     policy = load_policy(policy_file)
-    engine = ViewEngine(space)
+    from workbench.node.enroll import is_node_space
+
+    nodes = is_node_space(space)  # then the gateway holds no store: the nodes read their own
+    engine = ViewEngine(space, data=not nodes)
     for view_id, problem in sorted(engine.problems.items()):
         log.warning("view %s is not served: %s", view_id, problem)
     gateway_ids = _prepare_dirs(space)
@@ -112,12 +110,17 @@ def run_gateway(data_dir: str, policy_path: str, max_rows: int = MAX_ROWS) -> No
     for study in sorted(policy.studies):
         uid, gid = accounts.ensure_user(accounts.study_kernel_user(study))
         bound.append((study, uid, False, _bind(space.gateway_socket(study), uid, gid)))
-        bound.append((study, uid, True, _bind(rerun_socket(space, study), uid, gid)))
+        bound.append((study, uid, True, _bind(space.rerun_socket(study), uid, gid)))
     if gateway_ids:
         _drop_privileges(gateway_ids)
     state = GatewayState(space=space, engine=engine, policy_path=policy_file,
                          provenance=ProvenanceClient(space.collector_socket),
                          ledger=UsageLedger(space), max_rows=max_rows)
+    if nodes:  # its certificate is the gateway account's own: read after dropping privileges
+        from workbench.node.client import NodeSet
+        from workbench.node.coordinator import NodeCoordinator
+
+        state.nodes = NodeCoordinator(NodeSet.for_space(space), engine)
     state.policy()
     apps = [(make_app(state, study, uid, rerun=rerun), listener)
             for study, uid, rerun, listener in bound]
@@ -135,9 +138,9 @@ def run_gateway(data_dir: str, policy_path: str, max_rows: int = MAX_ROWS) -> No
 class GatewayHandle(ServiceProcess):
     """A gateway running as a child process (tests, benchmarks, ``workbench demo``)."""
 
-    def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
+    def __init__(self, space: Space, *args):
+        super().__init__(*args)
         self.space = space
-        super().__init__(process, log_path)
 
     def socket(self, study: str) -> Path:
         return self.space.gateway_socket(study)
@@ -146,41 +149,7 @@ class GatewayHandle(ServiceProcess):
 def start_gateway(space: Space, policy_path: str | os.PathLike, max_rows: int = MAX_ROWS,
                   ready_timeout: float = 60.0) -> GatewayHandle:
     """Start ``workbench gateway`` as a subprocess; return once it serves every study socket."""
-    fd, name = tempfile.mkstemp(prefix="wb-gateway-", suffix=".log")
-    os.close(fd)
-    log_path = Path(name)
-    command = [sys.executable, "-m", "workbench.gateway.server", "--data-dir", str(space.root),
-               "--policy", str(policy_path), "--max-rows", str(max_rows)]
-    with open(log_path, "wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    handle = GatewayHandle(space, process, log_path)
-    deadline = time.monotonic() + ready_timeout
-    while READY not in handle.output():
-        if process.poll() is not None:
-            raise WorkbenchError(f"gateway exited with {process.returncode}:\n{handle.output()}")
-        if time.monotonic() > deadline:
-            handle.stop()
-            raise WorkbenchError(f"gateway not ready within {ready_timeout}s:\n{handle.output()}")
-        time.sleep(0.05)
-    return handle
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workbench gateway")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--policy", required=True)
-    parser.add_argument("--max-rows", type=int, default=MAX_ROWS)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stdout)
-    try:
-        run_gateway(args.data_dir, args.policy, args.max_rows)
-    except WorkbenchUserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    command = workbench_command("gateway", "--data-dir", str(space.root), "--policy",
+                                str(policy_path), "--max-rows", str(max_rows))
+    return start_service("data gateway", command, lambda handle: READY in handle.output(),
+                         ready_timeout=ready_timeout, handle_type=partial(GatewayHandle, space))

@@ -28,10 +28,22 @@ def collector(data_dir, backend, sign_every, sign_interval):
     """Run the provenance collector (drops to the wb-collector account when root)."""
     import logging
 
+    from workbench.errors import WorkbenchUserError
+
+    space = Space.at(data_dir)
+    # a space built by `workbench init`, or one whose services are being started (start_service
+    # makes run/ first); never a mistyped path, where it would start a new, empty log
+    if not (space.manifest.is_file() or space.run.is_dir()):
+        raise WorkbenchUserError(
+            f"{space.root} is not a data space (no space.json): build one with "
+            f"'workbench init --data-dir {space.root}'.", reason="no-data-space")
+    # jsonschema checks 'iri' formats with rfc3987_syntax, which builds a grammar at import
+    # (about a second of CPU); the record schemas use no format keyword, so it is not loaded
+    sys.modules.setdefault("rfc3987_syntax", None)
     from workbench.provenance.service import run_collector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s collector %(message)s")
-    run_collector(Space.at(data_dir), backend, sign_every, sign_interval)
+    run_collector(space, backend, sign_every, sign_interval)
 
 
 @click.group("provenance")

@@ -7,13 +7,13 @@ previous record, committed, and only then acknowledged. Kernel accounts (``wbk-*
 if a socket path leaks into a sandbox. Tree heads are signed every ``sign_every`` records or
 ``sign_interval`` seconds, and at shutdown.
 
-For tests and other components: ``start_collector(space)`` runs it as a subprocess and returns once
-the socket answers; ``handle.stop()`` stops it (SIGTERM: drain, sign a final head).
+For tests and other components: ``start_collector(space)`` runs ``workbench collector`` as a
+subprocess and returns once the socket answers; ``handle.stop()`` stops it (SIGTERM: drain, sign a
+final head).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -22,12 +22,9 @@ import os
 import pwd
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from workbench import accounts
@@ -37,7 +34,7 @@ from workbench.peercred import peer_credentials
 from workbench.provenance import heads, merkle, records
 from workbench.provenance.client import MAX_LINE, ProvenanceClient, ProvenanceUnavailable
 from workbench.provenance.store import Store, open_store
-from workbench.services import ServiceProcess
+from workbench.runtime import ServiceProcess, start_service, workbench_command
 
 log = logging.getLogger("workbench.provenance.collector")
 
@@ -336,96 +333,37 @@ def configured_backend(space: Space) -> str | None:
 # -- a subprocess handle for tests and other components ------------------------------------------
 
 class CollectorHandle(ServiceProcess):
-    """A collector running as a child process. Use as a context manager or call ``stop()``."""
+    """A collector running as a child process. Use as a context manager or call ``stop()``
+    (SIGTERM: it drains and signs a final head; ``kill()`` for crash tests)."""
 
-    def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
-        super().__init__(process, log_path, (space.collector_socket,))
+    def __init__(self, space: Space, *args):
+        super().__init__(*args)
         self.space, self.socket = space, space.collector_socket
-        self._output: str | None = None
 
     def client(self, timeout: float = 10.0) -> ProvenanceClient:
         return ProvenanceClient(self.socket, timeout=timeout)
 
     def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, wait for the final head to be signed; SIGKILL if it hangs. Returns the exit
-        code (0 after a clean stop)."""
-        super().stop(timeout)
-        self._keep_output()
-        return self.process.returncode
+        return super().stop(timeout)
 
-    def kill(self) -> None:
-        """SIGKILL (crash tests): no drain, no final head."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        super().stop()  # the process has ended: this only removes its socket file
-        self._keep_output()
 
-    def _keep_output(self) -> None:
-        """After the process ended: keep its output in memory and remove its log."""
-        if self._output is None:
-            self._output = super().output()
-            with contextlib.suppress(OSError):
-                self.log_path.unlink()
-
-    def output(self) -> str:
-        """What the collector printed (its log lines; never record contents)."""
-        return self._output if self._output is not None else super().output()
+def _answers(handle: CollectorHandle) -> bool:
+    client = handle.client(timeout=2.0)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return True
 
 
 def start_collector(space: Space, backend: str | None = None, sign_every: int = SIGN_EVERY,
                     sign_interval: float = 5.0, ready_timeout: float = 30.0) -> CollectorHandle:
-    """Start ``workbench collector`` for ``space`` as a subprocess; return once its socket answers
-    a ping. Raises WorkbenchError with the collector's output if it exits or never answers."""
-    space.run.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="wb-collector-", suffix=".log")
-    os.close(fd)
-    log_path = Path(name)
-    command = [sys.executable, "-m", "workbench.provenance", "--data-dir", str(space.root),
-               "--sign-every", str(sign_every), "--sign-interval", str(sign_interval)]
+    """Start ``workbench collector`` for ``space``; return once its socket answers a ping.
+    Raises WorkbenchUserError naming its log if it exits or never answers."""
+    command = workbench_command("collector", "--data-dir", str(space.root),
+                                "--sign-every", str(sign_every),
+                                "--sign-interval", str(sign_interval))
     if backend:
         command += ["--backend", backend]
-    with contextlib.suppress(FileNotFoundError):
-        # a stale socket from a killed collector must not answer for the new one
-        if space.collector_socket.is_socket():
-            space.collector_socket.unlink()
-    with open(log_path, "wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    handle = CollectorHandle(space, process, log_path)
-    client = ProvenanceClient(space.collector_socket, timeout=2.0)
-    deadline = time.monotonic() + ready_timeout
-    while True:
-        if process.poll() is not None:
-            handle.kill()  # collects the output and removes the log
-            raise WorkbenchError(f"collector exited with {process.returncode}:\n{handle.output()}")
-        try:
-            client.ping()
-            client.close()
-            return handle
-        except ProvenanceUnavailable:
-            if time.monotonic() > deadline:
-                handle.kill()
-                raise WorkbenchError(f"collector did not answer within {ready_timeout}s:\n"
-                                     f"{handle.output()}") from None
-            time.sleep(0.05)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workbench collector", description=__doc__)
-    parser.add_argument("--data-dir")
-    parser.add_argument("--backend")
-    parser.add_argument("--sign-every", type=int, default=SIGN_EVERY)
-    parser.add_argument("--sign-interval", type=float, default=5.0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s collector %(message)s")
-    try:
-        run_collector(Space.at(args.data_dir), args.backend, args.sign_every, args.sign_interval)
-    except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return start_service("provenance collector", command, _answers, (space.collector_socket,),
+                         ready_timeout, partial(CollectorHandle, space))

@@ -8,20 +8,16 @@ click command (``workbench airlock``) an admin runs.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import subprocess
-import sys
-import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 from workbench import accounts
-from workbench.errors import WorkbenchError
 from workbench.paths import Space
 from workbench.release.airlock import Airlock, airlock_dir, airlock_socket
-from workbench.services import ServiceProcess
+from workbench.runtime import ServiceProcess, start_service, workbench_command
+from workbench.unixhttp import UnixHTTP
 
 log = logging.getLogger("workbench.airlock")
 AIRLOCK_ACCOUNT = accounts.AIRLOCK
@@ -116,37 +112,20 @@ def run_airlock(space: Space, policy_file: str) -> None:
 
 
 class AirlockHandle(ServiceProcess):
-    def __init__(self, space: Space, process: subprocess.Popen, log_path: Path):
-        self.space, self.socket = space, airlock_socket(space)
-        super().__init__(process, log_path, (self.socket,))
+    def __init__(self, space: Space, *args):
+        super().__init__(*args)
+        self.space, self.socket = space, space.airlock_socket
+
+
+def _answers(handle: AirlockHandle) -> bool:
+    UnixHTTP(handle.socket, timeout=2).request("GET", "/health")
+    return True
 
 
 def start_airlock(space: Space, policy_file: str | os.PathLike,
                   ready_timeout: float = 60.0) -> AirlockHandle:
     """Start ``workbench airlock`` as a subprocess; return once /health answers."""
-    from workbench.release.http import UnixHTTP
-
-    fd, name = tempfile.mkstemp(prefix="wb-airlock-", suffix=".log")
-    os.close(fd)
-    log_path = Path(name)
-    with contextlib.suppress(FileNotFoundError):
-        if airlock_socket(space).is_socket():
-            airlock_socket(space).unlink()
-    with open(log_path, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "workbench.cli", "airlock", "--data-dir", str(space.root),
-             "--policy", str(policy_file)],
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    handle = AirlockHandle(space, process, log_path)
-    deadline = time.monotonic() + ready_timeout
-    while True:
-        if process.poll() is not None:
-            raise WorkbenchError(f"airlock exited with {process.returncode}:\n{handle.output()}")
-        try:
-            UnixHTTP(airlock_socket(space), timeout=2).request("GET", "/health")
-            return handle
-        except (OSError, WorkbenchError):
-            if time.monotonic() > deadline:
-                handle.stop()
-                raise WorkbenchError(f"airlock did not answer:\n{handle.output()}") from None
-            time.sleep(0.1)
+    command = workbench_command("airlock", "--data-dir", str(space.root),
+                                "--policy", str(policy_file))
+    return start_service("airlock", command, _answers, (space.airlock_socket,), ready_timeout,
+                         partial(AirlockHandle, space))

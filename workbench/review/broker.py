@@ -36,9 +36,7 @@ import pwd
 import re
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -46,12 +44,11 @@ from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.paths import Space
 from workbench.peercred import peer_credentials
+from workbench.runtime import ServiceProcess, start_service
 from workbench.sandbox.launcher import dashboard_server_user
-from workbench.services import ServiceProcess
 
 log = logging.getLogger("workbench.review.broker")
 
-SOCKET_NAME = "review-broker.sock"
 FILES_ACCOUNT = "wb-review-files"
 ADMIN = "review-admin"  # = services.ADMIN_SANDBOX (services imports this module's names)
 _USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -63,7 +60,7 @@ MAX_LINE = 64 * 1024
 
 
 def broker_socket(space: Space) -> Path:
-    return space.run / SOCKET_NAME
+    return space.review_broker_socket
 
 
 def _peer_uid(conn: socket.socket) -> int:
@@ -213,18 +210,17 @@ def start_review_broker(space: Space, policy_file: str | os.PathLike) -> Service
     managed service). The socket is bound here and handed over, so it answers (queued until
     the child accepts) as soon as this returns: no waiting for the child."""
     listener = bind(space)
-    fd, name = tempfile.mkstemp(prefix="wb-review-broker-", suffix=".log")
-    os.close(fd)
     try:
-        with open(name, "wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "workbench.review.broker", "--data-dir", str(space.root),
-                 "--policy", str(policy_file), "--listen-fd", str(listener.fileno())],
-                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                pass_fds=(listener.fileno(),))
+        handle = start_service(
+            "review broker",
+            [sys.executable, "-m", "workbench.review.broker", "--data-dir", str(space.root),
+             "--policy", str(policy_file), "--listen-fd", str(listener.fileno())],
+            ready=lambda _handle: True, pass_fds=(listener.fileno(),))
     finally:
         listener.close()  # the child holds its own copy
-    return ServiceProcess(process, Path(name), (broker_socket(space),))
+    # removed when it stops (not given to start_service, which would remove it now as stale)
+    handle.sockets = (broker_socket(space),)
+    return handle
 
 
 def main(argv: list[str] | None = None) -> int:

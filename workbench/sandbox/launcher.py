@@ -51,13 +51,12 @@ from workbench.sandbox.launch import (
 
 log = logging.getLogger("workbench.sandbox.launcher")
 
-SOCKET_NAME = "kernel-launcher.sock"
 RELAY_SOCKET = "relay.sock"  # a dashboard kernel's decision relay, in its socket directory
 _ALLOWED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGKILL}
 
 
 def launcher_socket(space: Space) -> Path:
-    return space.run / SOCKET_NAME
+    return space.kernel_launcher_socket
 
 
 def _account(prefix: str, study: str) -> str:
@@ -293,17 +292,3 @@ class LaunchedKernel:
     # LocalProvisioner.wait closes these
     stdin = stdout = stderr = None
 
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="workbench sandbox launcher", description=__doc__)
-    parser.add_argument("--data-dir")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s kernel-launcher %(message)s")
-    serve(Space.at(args.data_dir))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,18 +29,3 @@ def aggregator(data_dir: str | None) -> None:
 
 
 commands = [keyholder, aggregator]
-
-if __name__ == "__main__":  # ``python -m workbench.secure.cli ROLE ...``: what process.py runs
-    import sys
-
-    from workbench.errors import WorkbenchUserError
-
-    roles = {"keyholder": keyholder, "aggregator": aggregator}
-    if len(sys.argv) < 2 or sys.argv[1] not in roles:
-        click.echo(f"usage: python -m workbench.secure.cli {{{','.join(roles)}}} ...", err=True)
-        sys.exit(2)
-    try:
-        roles[sys.argv[1]].main(sys.argv[2:], standalone_mode=False)
-    except WorkbenchUserError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)

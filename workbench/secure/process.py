@@ -14,21 +14,18 @@ and reads only ``he/public.ctx``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
 import sys
-import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 from workbench import accounts
-from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
+from workbench.runtime import ServiceProcess, start_service, workbench_command
 from workbench.secure import attest
 from workbench.secure.signing import RegistryFile, create_holder_keys
-from workbench.services import ServiceProcess
 
 DEFAULT_MIN_CELL_FLOOR = 5  # the key holder never releases cells below this, whatever the request
 
@@ -115,21 +112,14 @@ def run_aggregator(space: Space) -> None:
 class KeyHolderHandle(ServiceProcess):
     """A key holder (or aggregator) running as a child process (tests, benchmarks, services)."""
 
-    def __init__(self, space: Space, process: subprocess.Popen, log_path: Path,
-                 socket_path: Path | None = None):
-        self.space, self.socket = space, socket_path or space.keyholder_socket
-        super().__init__(process, log_path, (self.socket,))
+    def __init__(self, space: Space, *args):
+        super().__init__(*args)
+        self.space, self.socket = space, self.sockets[0]
 
     def client(self):
         from workbench.secure.keyholder import KeyHolderClient
 
         return KeyHolderClient(self.socket)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        status = super().stop(timeout)
-        with contextlib.suppress(OSError):
-            self.log_path.unlink()
-        return status
 
 
 class AggregatorHandle(KeyHolderHandle):
@@ -139,35 +129,9 @@ class AggregatorHandle(KeyHolderHandle):
         return AggregatorClient(self.socket)
 
 
-def _start(space: Space, label: str, args: list[str], handle_type, socket_path: Path,
-           ready_timeout: float):
-    fd, name = tempfile.mkstemp(prefix=f"wb-{label.replace(' ', '')}-", suffix=".log")
-    os.close(fd)
-    log_path = Path(name)
-    command = [sys.executable, "-m", "workbench.secure.cli", *args, "--data-dir", str(space.root)]
-    with contextlib.suppress(FileNotFoundError):
-        if socket_path.is_socket():
-            socket_path.unlink()
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    handle = handle_type(space, process, log_path, socket_path)
-    deadline = time.monotonic() + ready_timeout
-    while True:
-        if process.poll() is not None:
-            output = handle.output()
-            handle.stop()
-            raise WorkbenchError(f"{label} exited with {process.returncode}:\n{output}")
-        try:
-            handle.client().request({"type": "ping"})
-            return handle
-        except WorkbenchError:
-            if time.monotonic() > deadline:
-                output = handle.output()
-                handle.stop()
-                raise WorkbenchError(f"{label} did not answer within {ready_timeout}s:\n"
-                                     f"{output}") from None
-            time.sleep(0.05)
+def _answers(handle: KeyHolderHandle) -> bool:
+    handle.client().request({"type": "ping"})
+    return True
 
 
 def start_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR,
@@ -178,11 +142,14 @@ def start_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR,
     create_holder_keys(space)
     if not (space.he / attest.KEY_FILE).exists():  # spaces built before release attestations
         attest.create_release_key(space)
-    return _start(space, "key holder", ["keyholder", "--min-cell-floor", str(min_cell_floor)],
-                  KeyHolderHandle, space.keyholder_socket, ready_timeout)
+    command = workbench_command("keyholder", "--data-dir", str(space.root),
+                                "--min-cell-floor", str(min_cell_floor))
+    return start_service("key holder", command, _answers, (space.keyholder_socket,),
+                         ready_timeout, partial(KeyHolderHandle, space))
 
 
 def start_aggregator(space: Space, ready_timeout: float = 30.0) -> AggregatorHandle:
     """Start ``workbench aggregator`` for ``space`` as a subprocess; return once it answers."""
-    return _start(space, "aggregator", ["aggregator"], AggregatorHandle,
-                  space.aggregator_socket, ready_timeout)
+    command = workbench_command("aggregator", "--data-dir", str(space.root))
+    return start_service("aggregator", command, _answers, (space.aggregator_socket,),
+                         ready_timeout, partial(AggregatorHandle, space))

@@ -1,0 +1,161 @@
+"""Running a space's services as child processes: the one way to start one, wait until it is
+ready, and stop it (tests, benchmarks, ``workbench demo``, ``workbench run``).
+
+    handle = start_service("provenance collector", workbench_command("collector", ...),
+                           sockets=(space.collector_socket,), ready=lambda h: ping())
+
+A service is started through its ``workbench`` click command, the same one an admin runs; as root
+it binds its socket and then drops to its own account itself. A service that does not start is a
+one-line ``WorkbenchUserError`` naming it and its log file (kept for reading), never a traceback.
+
+A leaf module: it imports nothing of the workbench but its errors, so every component can use it
+and ``workbench.services`` can import the components.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from workbench.errors import WorkbenchError, WorkbenchUserError
+
+POLL = 0.05  # seconds between readiness checks
+
+
+def workbench_command(*args: str) -> list[str]:
+    """``workbench ARGS...`` with this interpreter (which need not be on root's PATH)."""
+    return [sys.executable, "-m", "workbench.cli", *args]
+
+
+def socket_answers(path: Path, timeout: float = 1.0) -> bool:
+    """True when something accepts a connection on the Unix socket ``path`` (a killed service
+    leaves its socket file behind: the file alone says nothing)."""
+    if not Path(path).is_socket():
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def remove_stale_socket(path: Path) -> None:
+    """A socket file left by an earlier (killed) service must not pass for the new one."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_socket():
+            path.unlink()
+
+
+class ServiceProcess:
+    """A space service running as a child process: its log, the socket files it leaves behind,
+    and a clean stop. After ``stop`` its output is kept in memory and the log file removed."""
+
+    def __init__(self, process: subprocess.Popen, log_path: Path, sockets: Sequence[Path] = (),
+                 label: str = "service"):
+        self.process, self.log_path, self.label = process, Path(log_path), label
+        self.sockets = tuple(Path(s) for s in sockets)
+        self._output: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        """What the service printed (its log lines; services never log a patient value)."""
+        if self._output is not None:
+            return self._output
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL if it hangs; remove its socket files (a service that dropped
+        privileges cannot remove what it bound as root). Keeps the log. Returns the status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for path in self.sockets:
+            remove_stale_socket(path)
+        return self.process.returncode
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """``terminate``, then keep the output in memory and remove the log file."""
+        status = self.terminate(timeout)
+        if self._output is None:
+            self._output = self.output()
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+        return status
+
+    def kill(self) -> None:
+        """SIGKILL (crash tests): no drain, no clean shutdown."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _not_started(handle: ServiceProcess, why: str) -> WorkbenchUserError:
+    """One line: which service, why, the service's own one-line error if it printed one, and
+    where its log is (kept: the process is stopped, its log file is not removed)."""
+    handle.terminate()
+    said = [line.strip() for line in handle.output().splitlines() if line.strip()]
+    last = said[-1] if said else ""
+    # its own words: a user error (one line from the CLI) or the last line of an internal
+    # fault's traceback (workbench errors never carry a patient value; a library's might)
+    own = last if last.startswith("error:") else last.removeprefix("workbench.errors.") \
+        if last.startswith("workbench.errors.") else ""
+    own = f" ({own[:300]})" if own else ""
+    return WorkbenchUserError(f"the {handle.label} did not start: {why}{own}; its log is "
+                              f"{handle.log_path}", reason="service-did-not-start")
+
+
+def start_service(label: str, command: list[str], ready: Callable[[ServiceProcess], bool],
+                  sockets: Sequence[Path] = (), ready_timeout: float = 30.0,
+                  handle_type: Callable[..., ServiceProcess] = ServiceProcess,
+                  pass_fds: Sequence[int] = ()) -> ServiceProcess:
+    """Run ``command`` (see ``workbench_command``) in its own session with its output in a
+    temporary log; return its handle once ``ready(handle)`` is true. ``sockets`` are removed
+    first (stale ones must not answer for it) and after it stops. ``handle_type(process,
+    log_path, sockets, label)`` makes the handle. Raises WorkbenchUserError naming the service
+    and its log when the process exits first or is not ready within ``ready_timeout`` s."""
+    for path in sockets:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_socket(Path(path))
+    fd, name = tempfile.mkstemp(prefix=f"wb-{label.replace(' ', '-')}-", suffix=".log")
+    with os.fdopen(fd, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True, pass_fds=tuple(pass_fds))
+    handle = handle_type(process, Path(name), tuple(sockets), label)
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        try:
+            if ready(handle):
+                return handle
+        except (OSError, WorkbenchError):
+            pass  # not answering yet
+        if process.poll() is not None:
+            raise _not_started(handle, f"it exited with status {process.returncode}")
+        if time.monotonic() > deadline:
+            raise _not_started(handle, f"it did not answer within {ready_timeout:g} s")
+        time.sleep(POLL)
