@@ -1,16 +1,17 @@
-"""View definitions written by people (YAML): loaded with the file, line and field of any mistake,
-and checked against the datasets' logical tables before the space is built."""
+"""View definitions written by people (YAML): loaded with the file, line and field of any mistake
+(``workbench.yamlfile``), and checked against the datasets' logical tables before the space is
+built."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import duckdb
-import yaml
 from pydantic import ValidationError
 
 from workbench.catalog.models import Dataset, View
 from workbench.errors import WorkbenchUserError
+from workbench.yamlfile import YamlFile, YamlSyntaxError
 
 FIX = "Fix the view file and run 'workbench init' again."
 
@@ -20,50 +21,32 @@ def _bad(path: Path, line: int | None, message: str) -> WorkbenchUserError:
     return WorkbenchUserError(f"{where}: {message}. {FIX}", reason="bad-view-file")
 
 
-def _line_of(node: yaml.Node, loc: tuple) -> int:
-    """1-based line of the deepest node along ``loc`` (keys and list indexes)."""
-    for step in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = [v for k, v in node.value if k.value == step]
-            if not match:
-                break
-            node = match[0]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) \
-                and step < len(node.value):
-            node = node.value[step]
-        else:
-            break
-    return node.start_mark.line + 1
-
-
 def load_view_file(path: Path) -> list[tuple[View, int]]:
     """Every view in ``path`` (a YAML list of View mappings) with the line it starts on."""
     path = Path(path)
     try:
-        text = path.read_text()
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        doc = YamlFile.parse(path.read_text())
     except FileNotFoundError:
         raise _bad(path, None, "no such file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise _bad(path, mark.line + 1 if mark else None, f"not valid YAML: {problem}") from None
-    if not isinstance(data, list):
+    except YamlSyntaxError as exc:
+        raise _bad(path, exc.problem.line, exc.problem.message) from None
+    if not isinstance(doc.data, list):
         raise _bad(path, 1, "expected a list of views (each a mapping with id, title, sql, ...)")
+    twice = doc.duplicate_keys()
+    if twice:
+        raise _bad(path, twice[0].line, f"field '{twice[0].field}': {twice[0].message}")
     views, seen = [], {}
-    for index, (item, node) in enumerate(zip(data, root.value, strict=True)):
+    for index, (item, node) in enumerate(zip(doc.data, doc.root.value, strict=True)):
         line = node.start_mark.line + 1
         if not isinstance(item, dict):
             raise _bad(path, line, f"view #{index + 1} is not a mapping")
         try:
             view = View.model_validate(item)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "(view)"
+            first = doc.problems(exc, node)[0]
             name = item.get("id", f"#{index + 1}")
-            raise _bad(path, _line_of(node, first["loc"]),
-                       f"view '{name}', field '{field}': {first['msg']}") from None
+            raise _bad(path, first.line,
+                       f"view '{name}', field '{first.field}': {first.message}") from None
         if view.id in seen:
             raise _bad(path, line, f"view '{view.id}' is defined twice (first on line "
                                    f"{seen[view.id]})")

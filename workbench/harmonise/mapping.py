@@ -25,7 +25,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,6 +36,7 @@ from pydantic import (
 
 from workbench.errors import WorkbenchUserError
 from workbench.harmonise.schema import OMOP_SCHEMA
+from workbench.yamlfile import YamlFile, YamlSyntaxError, field_name
 
 MAPPINGS_DIR = Path(__file__).parent / "mappings"
 DIRECT_IDENTIFIERS = frozenset({"national_id"})
@@ -121,36 +121,14 @@ class Mapping(_Strict):
     tables: dict[str, list[Block]]
 
 
-def _line_of(node: yaml.Node, loc: tuple) -> int:
-    """1-based line of the deepest YAML key or item along a validation error's location."""
-    mark = node.start_mark
-    for step in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value if k.value == str(step)]
-            if not match:
-                break
-            key, node = match[0]
-            mark = key.start_mark
-        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) \
-                and step < len(node.value):
-            node = node.value[step]
-            mark = node.start_mark
-        else:
-            break
-    return mark.line + 1
-
-
 class LoadedMapping:
     """A validated mapping with the YAML nodes kept, so later data errors can name a line."""
 
-    def __init__(self, path: Path, mapping: Mapping, root: yaml.Node):
-        self.path, self.mapping, self.root = path, mapping, root
+    def __init__(self, path: Path, mapping: Mapping, doc: YamlFile):
+        self.path, self.mapping, self.doc = path, mapping, doc
 
     def error(self, loc: tuple, message: str) -> WorkbenchUserError:
-        field = ".".join(str(p) for p in loc)
-        return WorkbenchUserError(
-            f"{self.path}, line {_line_of(self.root, loc)}, field '{field}': {message}. {FIX}",
-            reason="bad-mapping")
+        return _bad(self.path, self.doc.line(loc), field_name(loc), message)
 
 
 def _bad(path: Path, line: int | None, field: str | None, message: str) -> WorkbenchUserError:
@@ -162,26 +140,21 @@ def load_mapping(path: str | Path) -> LoadedMapping:
     """Load and check one mapping file; raise WorkbenchUserError naming file, line and field."""
     path = Path(path)
     try:
-        text = path.read_text()
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        doc = YamlFile.parse(path.read_text())
     except FileNotFoundError:
         raise _bad(path, None, None, "no such mapping file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise _bad(path, mark.line + 1 if mark else None, None,
-                   f"not valid YAML: {problem}") from None
-    if not isinstance(data, dict):
+    except YamlSyntaxError as exc:
+        raise _bad(path, exc.problem.line, None, exc.problem.message) from None
+    if not isinstance(doc.data, dict):
         raise _bad(path, 1, None, "expected a mapping with 'source', 'description' and 'tables'")
     try:
-        mapping = Mapping.model_validate(data)
+        problems = doc.duplicate_keys()
+        mapping = Mapping.model_validate(doc.data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = tuple(first["loc"])
-        field = ".".join(str(p) for p in loc) or "(top level)"
-        raise _bad(path, _line_of(root, loc), field, first["msg"]) from None
-    loaded = LoadedMapping(path, mapping, root)
+        problems += doc.problems(exc)
+    if problems:
+        raise _bad(path, problems[0].line, problems[0].field, problems[0].message)
+    loaded = LoadedMapping(path, mapping, doc)
     _check_against_schema(loaded)
     return loaded
 

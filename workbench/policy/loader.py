@@ -1,30 +1,18 @@
-"""Loading a policy file: YAML -> pydantic, with every problem reported as file:line and field.
-
-PyYAML's composed node tree keeps the source position of every key and value; a pydantic error
-location (``studies -> cml-tki -> expires``) is walked down that tree to find its line.
-"""
+"""Loading a policy file: YAML -> pydantic, with every problem reported as file:line and field
+(``workbench.yamlfile``), all of them at once."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from workbench.errors import WorkbenchUserError
 from workbench.policy.model import Policy, cross_reference_problems
+from workbench.yamlfile import Problem, YamlFile, YamlSyntaxError, field_name
 
-
-@dataclass(frozen=True)
-class Problem:
-    line: int  # 1-based
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: field '{self.field}': {self.message}"
+__all__ = ["PolicyError", "Problem", "load_policy", "parse_policy"]
 
 
 class PolicyError(WorkbenchUserError):
@@ -39,53 +27,6 @@ class PolicyError(WorkbenchUserError):
             "Fix them and run 'workbench policy check FILE' again.",
             reason="bad-policy",
         )
-
-
-class _PolicyLoader(yaml.SafeLoader):
-    """Safe YAML, but dates stay text so pydantic reports a bad date with its line."""
-
-
-_PolicyLoader.add_constructor("tag:yaml.org,2002:timestamp",
-                              lambda loader, node: loader.construct_scalar(node))
-
-
-def _duplicate_keys(node, path=()) -> list[Problem]:
-    """PyYAML silently keeps the last of two equal keys; in a policy that hides a grant."""
-    problems = []
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key, value in node.value:
-            if key.value in seen:
-                where = ".".join(map(str, path + (key.value,)))
-                problems.append(Problem(key.start_mark.line + 1, where, "this key appears twice"))
-            seen.add(key.value)
-            problems += _duplicate_keys(value, path + (key.value,))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            problems += _duplicate_keys(item, path + (index,))
-    return problems
-
-
-def _line_of(root, loc: tuple) -> int:
-    """The 1-based line of the deepest YAML node the location reaches."""
-    node = root
-    for position, part in enumerate(loc):
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == str(part):
-                    # a bad mapping key: pydantic puts "[key]" after it; point at the key itself
-                    node = key if loc[position + 1:position + 2] == ("[key]",) else value
-                    break
-            else:
-                break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
-                and part < len(node.value):
-            node = node.value[part]
-        else:
-            break
-    if node is None:
-        return 1
-    return node.start_mark.line + 1
 
 
 _PATTERN_HELP = {
@@ -109,36 +50,25 @@ def _message(error: dict) -> str:
     return error["msg"]
 
 
-def _field(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if p != "[key]") or "(top level)"
-
-
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate a policy given as YAML text; ``source`` names it in error messages."""
     try:
-        root = yaml.compose(text, Loader=_PolicyLoader)
-        data = yaml.load(text, Loader=_PolicyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        problem = Problem(line, "(syntax)", f"not valid YAML: {exc.problem}")
-        raise PolicyError(source, [problem]) from None
-    if data is None:
-        data = {}
+        doc = YamlFile.parse(text)
+    except YamlSyntaxError as exc:
+        raise PolicyError(source, [exc.problem]) from None
+    data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
         raise PolicyError(source, [Problem(1, "(top level)", "a policy is a mapping with users, "
                                                              "studies and holders")])
-    problems = _duplicate_keys(root)
+    problems = doc.duplicate_keys()
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            problems.append(Problem(_line_of(root, loc), _field(loc), _message(error)))
+        problems += doc.problems(exc, message=_message)
         policy = None
     if policy is not None:
         for loc, message in cross_reference_problems(policy):
-            problems.append(Problem(_line_of(root, loc), _field(loc), message))
+            problems.append(Problem(doc.line(loc), field_name(loc), message))
     if problems:
         raise PolicyError(source, sorted(problems, key=lambda p: p.line))
     return policy
