@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from workbench.secure import wire
 from workbench.secure.nodes import Encrypted
 
 TIMEOUT = 120.0  # seconds a node may take for one request (a KM at 1e6 rows takes ~2 s)
+TIMEOUT_ENV = "WORKBENCH_NODE_TIMEOUT"  # the gateway's setting, in seconds
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class NodeSet:
     @classmethod
     def for_space(cls, space: Space, timeout: float = TIMEOUT) -> NodeSet:
         tls = space.role_tls("coordinator")
+        timeout = float(os.environ.get(TIMEOUT_ENV) or timeout)
         return cls(read_registry(space), space.pki / "ca.pem", tls / "cert.pem",
                    tls / "key.pem", space.pki / "crl.pem", timeout)
 
@@ -120,13 +123,16 @@ class NodeSet:
         return list(self.nodes)
 
     # -- one request to one node --------------------------------------------------------------
-    async def _post(self, holder: str, path: str, body: dict) -> tuple[int, bytes]:
+    async def _send(self, holder: str, path: str, body: dict | None) -> tuple[int, bytes]:
+        """POST ``body`` (GET when None) to ``holder``'s node; transport failures become one
+        ``NodeError`` naming the node."""
         node = self.nodes[holder]
         session = await self._fresh()
         try:
             # TLS checks the name: only this holder's node certificate, unrevoked, answers
-            async with session.post(
-                    node.url + path, json=body | {"holder": holder},
+            async with session.request(
+                    "GET" if body is None else "POST", node.url + path,
+                    json=None if body is None else body | {"holder": holder},
                     server_hostname=pki.host_name("node", holder),
                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 data = await response.read()
@@ -162,10 +168,16 @@ class NodeSet:
         holders = list(holders or self.nodes)
 
         async def one(holder):
-            status, data = await self._post(holder, path, body)
+            status, data = await self._send(holder, path, body)
             if status >= 400:
                 raise self._refusal(holder, status, data)
-            return parse(holder, status, data)
+            try:
+                return parse(holder, status, data)
+            except NodeError:
+                raise
+            except (WorkbenchUserError, ValueError, KeyError, TypeError):
+                raise NodeError(holder, "its reply is malformed; nothing from this round is "
+                                        "used.", "malformed-reply") from None
 
         results = await asyncio.gather(*(one(h) for h in holders), return_exceptions=True)
         out, failures = {}, []
@@ -199,20 +211,12 @@ class NodeSet:
         return out
 
     def rules(self) -> dict[str, dict]:
-        async def fetch(holder):
-            node = self.nodes[holder]
-            session = await self._fresh()
-            async with session.get(node.url + "/v1/rules",
-                                   server_hostname=pki.host_name("node", holder),
-                                   timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
-                if r.status != 200:
-                    raise self._refusal(holder, r.status, await r.read())
-                return await r.json()
+        """Each node's public rules: its threshold floors and its round budget."""
+        def parse(holder, status, data):
+            return json.loads(data)
 
-        async def every():
-            return await asyncio.gather(*(fetch(h) for h in self.nodes))
-
-        return dict(zip(self.nodes, self._call(every()), strict=True))
+        out, _ = self._call(self._all("/v1/rules", None, None, parse, None))
+        return out
 
     def contribute(self, body: dict, quorum: int | None = None) -> tuple[list[Encrypted],
                                                                          list[str]]:
@@ -243,8 +247,11 @@ class RemoteHolders:
     """The holder side of one secure operation, played by the nodes (what ``Coordinator`` calls
     for every round, in place of in-process holders)."""
 
-    def __init__(self, nodes: NodeSet, request: dict, quorum: int | None = None):
+    def __init__(self, nodes: NodeSet, request: dict, tighten, quorum: int | None = None):
+        """``tighten(thresholds) -> thresholds``: the study's thresholds with every node's
+        floors applied (``NodeCoordinator.thresholds``)."""
         self.nodes, self.request, self.quorum = nodes, request, quorum
+        self.tighten = tighten
         self.names = nodes.holders
         self.missing: list[str] = []
 

@@ -10,7 +10,6 @@ thresholds travel inside the spec each node signs.
 from __future__ import annotations
 
 import time
-import uuid
 
 import pyarrow as pa
 
@@ -73,12 +72,14 @@ class NodeCoordinator:
             tight = HolderRules(thresholds=floors).tighten(tight)
         return tight.model_dump()
 
-    def remote(self, study: str, view: str, columns, policy_path,
+    def remote(self, study: str, view: str, columns, policy_path, request_id: str,
                quorum: int | None = None) -> RemoteHolders:
+        """The nodes as the holders of one operation; ``request_id`` is the operation's id in
+        the central provenance record, and each node's journal names it too."""
         request = self._request(study, view, columns, policy_path)
         request.pop("nonce")  # each round brings its own
-        request["request_id"] = uuid.uuid4().hex
-        return RemoteHolders(self.nodes, request, quorum)
+        request["request_id"] = request_id
+        return RemoteHolders(self.nodes, request, self.thresholds, quorum)
 
 
 def no_nodes() -> WorkbenchUserError:

@@ -173,6 +173,8 @@ def make_app(state: NodeState) -> web.Application:
             "view": str(body.get("view"))[:64] if body else None,
             "kind": str(body.get("kind"))[:32] if body and body.get("kind") else None,
             "nonce": str(body.get("nonce"))[:64] if body and body.get("nonce") else None,
+            "operation": str(body.get("request_id"))[:64] if body and body.get("request_id")
+            else None,
             "decision": decision, "reason": reason, **extra})
 
     @web.middleware
@@ -232,6 +234,7 @@ def make_app(state: NodeState) -> web.Application:
 
     async def rules_route(request: web.Request) -> web.Response:
         rules = load_rules(cfg.rules)
+        record(request, None, "served")
         return web.json_response({"holder": cfg.holder,
                                   "thresholds": rules.thresholds.model_dump(exclude_none=True),
                                   "rounds_per_day": rules.rounds_per_day})

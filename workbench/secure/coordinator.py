@@ -49,9 +49,9 @@ class Coordinator:
         on the way can loosen them."""
         from workbench.secure import signing
 
-        if remote is not None:
-            self._init_common(keys, keyholder, thresholds, context, aggregator, schema,
-                              max_seconds, privacy)
+        if remote is not None:  # the nodes' floors tighten the study's thresholds first
+            self._init_common(keys, keyholder, remote.tighten(dict(thresholds or {})), context,
+                              aggregator, schema, max_seconds, privacy)
             self.holders, self.processes, self.partitions = [], remote, {}
             return
         if not partitions:
