@@ -161,3 +161,22 @@ class Space:
 
     def outbox(self, study: str) -> Path:  # released files, written by the airlock only
         return self.study_dir(study) / "outbox"
+
+    # -- holder nodes (workbench/node) --------------------------------------------------------
+    @property
+    def pki(self) -> Path:  # the space CA: ca.pem and crl.pem public, ca.key root only
+        return self.root / "pki"
+
+    @property
+    def nodes(self) -> Path:  # on one machine, each holder node's own directory (0700 its uid)
+        return self.root / "nodes"
+
+    def node_dir(self, holder: str) -> Path:
+        return self.nodes / holder
+
+    @property
+    def node_registry(self) -> Path:  # public: each node's address, written when nodes start
+        return self.root / "nodes.json"
+
+    def role_tls(self, role: str) -> Path:  # the coordinator's / aggregator's key and certificate
+        return self.root / "tls" / role
