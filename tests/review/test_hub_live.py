@@ -81,7 +81,7 @@ def hub():
         HubLayout(live.space).ensure()
         extra = create_users(HubLayout(live.space).default_db_url, EXTRA_USERS)
         airlock = start_airlock(live.space, live.policy)
-        live.start()
+        _start(live)
         live.passwords.update(extra)
         yield live
     finally:
@@ -96,6 +96,26 @@ def hub():
                 if (root / log).exists():
                     shutil.copyfile(root / log, ARTIFACTS / log)
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _start(live, patience: float = 240) -> None:
+    """The harness gives the hub 60 s; with four review services to start one after another
+    (about 12 s each on a loaded machine) it may need longer: keep waiting while it runs."""
+    try:
+        live.start()
+        return
+    except RuntimeError as exc:
+        if "did not come up" not in str(exc):
+            raise
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline and live.process.poll() is None:
+        try:
+            if httpx.get(f"{live.url}/hub/api/", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"hub did not come up:\n{live.output()}")
 
 
 def login(hub, user: str) -> httpx.Client:
@@ -286,3 +306,122 @@ def test_two_reviewers_approve_in_the_browser_and_the_researcher_downloads(hub, 
         assert page.locator("text=policy valid").count() >= 1
         page.screenshot(path=str(ARTIFACTS / "admin-overview.png"), full_page=True)
         browser.close()
+
+
+def _pending(page, study: str) -> int:
+    return int(page.locator(f"tr[data-study='{study}'] td.pending").inner_text().strip())
+
+
+def _producing_cell(hub, code: str):
+    """A study kernel's start, one running cell and a view read, as the provisioner, the audit
+    proxy and the gateway record them; returns the cell's completion, to record afterwards."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    from workbench.provenance.client import ProvenanceClient
+
+    provenance = ProvenanceClient(hub.space.collector_socket)
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    kernel_uid = accounts.ensure_user(accounts.study_kernel_user("cml-tki"))[0]
+    provenance.append("kernel-lifecycle", {"study": "cml-tki", "kernel_id": "k-live",
+                                           "user": "alice", "event": "start", "status": "ok",
+                                           "uid": kernel_uid})
+    cell = {"study": "cml-tki", "user": "alice", "kernel_id": "k-live", "msg_id": "m-live",
+            "code_sha256": hashlib.sha256(code.encode()).hexdigest(), "started": now}
+    provenance.append("cell-execution", {**cell, "code": code, "status": "submitted"})
+    provenance.append("view-read", {"study": "cml-tki", "view": "cml_cohort", "rows": 480,
+                                    "user": "alice"})
+    return lambda: provenance.append("cell-execution", {**cell, "status": "ok", "ended": now})
+
+
+@pytest.mark.browser
+def test_a_reviewer_sees_code_reads_justification_comments_and_the_queue_refreshes(
+        hub, study_gateway):
+    """From the hub's home page to a decision: the reviewer's queues with pending counts, the
+    queue itself (not a file list), the producing code and view reads from provenance, the
+    person, justification and controls, the comment thread; the queue and the home page's
+    count refresh after the decision. Every reviewer page refuses to be framed."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    code = "arms = cohort.groupby('arm').size().rename('n').reset_index()\nwb.release.request(arms)"
+    done = _producing_cell(hub, code)
+    kernel = UnixHTTP(airlock_socket(hub.space), headers={
+        "X-Workbench-Actor": "wbk-cml-tki", "X-Workbench-Study": "cml-tki",
+        "X-Workbench-User": "alice", "X-Workbench-Msg-Id": "m-live"})
+    created = kernel.json("POST", "/requests", {
+        "name": "arms_live", "description": "patients per arm",
+        "justification": "table 1 of the CML TKI manuscript",
+        "controls": ["arms under 10 merged", "no dates"],
+        "payload": to_payload(pd.DataFrame({"arm": ["p", "q"], "n": [240, 240]}),
+                              view="cml_cohort")})
+    done()
+    kernel.json("POST", f"/requests/{created['id']}/comments",
+                {"comment": "the two arms are balanced by design"})
+    _wait_service(hub, "review-cml-tki")
+    _wait_service(hub, "review-files")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(120_000)
+        _browser_login(page, hub, "rita")
+        page.goto(f"{hub.url}/hub/home")
+        page.wait_for_selector("#workbench-review-queues")
+        page.screenshot(path=str(ARTIFACTS / "home-reviewer.png"), full_page=True)
+        assert "not a member of any study" not in page.content()
+        before = _pending(page, "cml-tki")
+        assert before >= 1
+        page.click("#review-cml-tki")
+        page.wait_for_selector(".wb-request-head")
+        assert "release_queue.ipynb" in page.url
+        panel = page.locator(".wb-request-head", has_text="arms_live")
+        assert "table 1 of the CML TKI manuscript" in panel.inner_text()
+        assert "arms under 10 merged" in panel.inner_text()
+        assert "alice" in panel.inner_text() and "audit proxy" in panel.inner_text()
+        page.locator(".lm-TabBar-tab", has_text="Code and reads").first.click()
+        page.wait_for_selector("text=cohort.groupby")
+        assert page.locator("text=cml_cohort (480 rows)").count() >= 1
+        page.screenshot(path=str(ARTIFACTS / "queue-code-and-reads.png"), full_page=True)
+        page.locator(".lm-TabBar-tab", has_text="Comments").first.click()
+        page.wait_for_selector("text=the two arms are balanced by design")
+        page.locator("textarea[placeholder^='a comment for the requester']").first.fill(
+            "fine: 240 each is expected")
+        page.locator("button.wb-comment-send").first.click()
+        page.wait_for_selector(".wb-thread >> text=fine: 240 each is expected")
+        page.screenshot(path=str(ARTIFACTS / "queue-comments.png"), full_page=True)
+        summary = page.locator(".wb-queue-summary")
+        pending_before = summary.inner_text()
+        page.locator("textarea[placeholder^='comment (needed']").first.fill(
+            "merge the arms: the design is not released yet")
+        page.locator("button.wb-return").first.click()
+        page.wait_for_selector("text=queue refreshed")
+        assert summary.inner_text() != pending_before
+        page.screenshot(path=str(ARTIFACTS / "queue-refreshed.png"), full_page=True)
+        page.goto(f"{hub.url}/hub/home")
+        page.wait_for_selector("#workbench-review-queues")
+        assert _pending(page, "cml-tki") == before - 1
+        page.screenshot(path=str(ARTIFACTS / "home-reviewer-after.png"), full_page=True)
+
+        # every reviewer page refuses to be framed; the service's root is the queue
+        for path in ("/services/review-cml-tki/", "/services/review-cml-tki/voila/tree",
+                     "/services/review-cml-tki/voila/render/release_queue.ipynb",
+                     "/services/review-files/"):
+            reply = page.request.get(f"{hub.url}{path}", max_redirects=0)
+            assert reply.headers.get("x-frame-options") == "DENY", path
+            assert "frame-ancestors 'none'" in reply.headers["content-security-policy"], path
+        root = page.request.get(f"{hub.url}/services/review-cml-tki/", max_redirects=0)
+        assert root.status == 302
+        assert root.headers["location"].endswith("/voila/render/release_queue.ipynb")
+        page.set_content(f"<iframe id=f src='{hub.url}/services/review-cml-tki/voila/render/"
+                         "release_queue.ipynb' width=800 height=400></iframe>")
+        page.wait_for_timeout(2000)
+        framed = next(f for f in page.frames if f != page.main_frame)
+        assert framed.url.startswith("chrome-error://")  # the browser refused to frame it
+        assert page.frame_locator("#f").locator(".wb-request-head").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "framed-refused.png"))
+        browser.close()
+    thread = UnixHTTP(airlock_socket(hub.space), headers={"X-Workbench-Actor": "rita"}).json(
+        "GET", f"/requests/{created['id']}")["comments"]
+    assert [(c["role"], c["body"]) for c in thread] == [
+        ("requester", "the two arms are balanced by design"),
+        ("reviewer", "fine: 240 each is expected")]

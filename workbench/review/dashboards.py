@@ -23,7 +23,8 @@ def _refused(snap: dict) -> w.Widget | None:
 def _header(snap: dict, title: str) -> w.HTML:
     return w.HTML(render.STYLE + f"<h2>{esc(title)}: {esc(snap.get('study', ''))}</h2>"
                   f"<p>signed in as <b>{esc(snap['viewer'])}</b>; data as of "
-                  f"{esc(snap['generated_at'])} (reload the page to refresh)</p>")
+                  f"{esc(snap['generated_at'])} (drawn again after each of your decisions; "
+                  "reload the page for others')</p>")
 
 
 def _decision_box(ctx: ReviewContext, req: dict, status: w.HTML, on_done,

@@ -99,7 +99,8 @@ def review_app_class(first_dashboard: str):
 
         def init_handlers(self):
             target = url_path_join(self.server_url, "voila/render", f"{first_dashboard}.ipynb")
-            return [(pattern, RedirectHandler, {"url": target})
+            # 302, not 301: a browser must not remember where the root leads
+            return [(pattern, RedirectHandler, {"url": target, "permanent": False})
                     if handler is TornadoVoilaTreeHandler else (pattern, handler, *rest)
                     for pattern, handler, *rest in super().init_handlers()]
 
