@@ -9,8 +9,8 @@ The dependencies are the wheel's declared ones and what they declare in turn, ta
 project's environment (the same versions the suite tests) by their RECORDs instead of downloaded
 again: a full ``pip install`` from PyPI takes one to four minutes on this 2-core machine, the
 copy a few seconds. Only declared dependencies are there, so a direct import missing from
-pyproject.toml fails the run. Building the wheel needs PyPI (pip fetches setuptools) as it does
-for a user.
+pyproject.toml fails here when init or the run reaches it. Building the wheel needs PyPI (pip
+fetches setuptools) as it does for a user.
 """
 
 from __future__ import annotations
