@@ -37,11 +37,12 @@ studies:
     purpose: holder node tests
     sponsor: tests
     members: [alice]
-    views: [visit_survival, visits_by_diagnosis]
+    views: [visit_survival]
     expires: 2099-12-31
     thresholds: {{min_cell_count: 10}}
 """
-SQL = ("SELECT person_id, age, holder, CAST(date_diff('day', DATE '2020-01-01', visit_date) "
+SQL = ("SELECT person_id, age, diagnosis, holder, "
+       "CAST(date_diff('day', DATE '2020-01-01', visit_date) "
        "AS BIGINT) AS days, CAST(cost > 800 AS INTEGER) AS event FROM visit")
 VIEW = View(id="visit_survival", title="visit survival", description="days to a visit",
             tables=("visit",), sql=SQL, min_rows=5, person_column="person_id", columns=(
@@ -49,6 +50,8 @@ VIEW = View(id="visit_survival", title="visit survival", description="days to a 
                        sensitivity="quasi_identifier"),
                 Column(name="age", type="int64", description="age", role="covariate",
                        grid=(0, 20, 40, 60, 80, 100)),
+                Column(name="diagnosis", type="string", description="ICD-10 chapter",
+                       role="categorical", levels=("C92", "I10", "E11", "J45")),
                 Column(name="holder", type="string", description="data holder"),
                 Column(name="days", type="int64", description="days since 2020-01-01",
                        sensitivity="sensitive", role="time", granularity=1, horizon=1500,

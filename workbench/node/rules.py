@@ -77,48 +77,32 @@ class HolderRules(BaseModel):
 
 def load_rules(path: Path) -> HolderRules:
     """The rules file, validated; a missing file means the defaults (serve what the policy
-    grants). Errors name the file, line and field."""
-    import yaml
+    grants). Errors name the file, line and field (``workbench.yamlfile``)."""
     from pydantic import ValidationError
+
+    from workbench.yamlfile import YamlFile, YamlSyntaxError
 
     path = Path(path)
     if not path.exists():
         return HolderRules()
-    text = path.read_text()
     try:
-        data = yaml.safe_load(text) or {}
-    except yaml.MarkedYAMLError as exc:
-        line = (exc.problem_mark or exc.context_mark).line + 1
-        raise WorkbenchUserError(f"{path}, line {line}: not valid YAML ({exc.problem}).",
-                                 reason="bad-rules") from None
+        doc = YamlFile.parse(path.read_text())
+    except YamlSyntaxError as exc:
+        raise _bad(path, exc.problem) from None
+    problems = doc.duplicate_keys()
     try:
-        return HolderRules.model_validate(data)
+        rules = HolderRules.model_validate(doc.data or {})
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        raise WorkbenchUserError(f"{path}, line {_line(text, error['loc'])}, field {where}: "
-                                 f"{error['msg']}.", reason="bad-rules") from None
+        problems += doc.problems(exc)
+    if problems:
+        raise _bad(path, min(problems, key=lambda p: p.line))
+    return rules
 
 
-def _line(text: str, loc: tuple) -> int:
-    """The line of the first key of ``loc`` in the file (1 when not found)."""
-    import yaml
-
-    node = yaml.compose(text)
-    line = 1
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value if k.value == key]
-            if not match:
-                break
-            line, node = match[0][0].start_mark.line + 1, match[0][1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) \
-                and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
+def _bad(path: Path, problem) -> WorkbenchUserError:
+    return WorkbenchUserError(f"{path}, line {problem.line}, field {problem.field}: "
+                              f"{problem.message}; fix the holder's rules file.",
+                              reason="bad-rules")
 
 
 def refusal(holder: str, rule: str) -> WorkbenchUserError:
