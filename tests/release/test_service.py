@@ -266,6 +266,18 @@ def test_wb_release_request_from_a_kernel_through_the_gateway_route(space, servi
         assert {r.id for r in workbench.release.requests()} >= {ok.id, bad.id}
         with pytest.raises(WorkbenchUserError):
             workbench.release.request(pd.DataFrame({"n": [50]}), "x", "d", view="not_granted")
+        # the requester's context and the comment thread, through the same route
+        monkeypatch.setenv("WORKBENCH_USER", "alice")
+        told = workbench.release.request(
+            pd.DataFrame({"arm": ["c", "d"], "n": [150, 160]}), "arms2", "patients per arm",
+            view="cml_cohort", justification="table 2 of the report",
+            controls="arms under 10 merged")
+        workbench.release.comment(told.id, "the arms follow the protocol")
+        status = workbench.release.status(told.id)
+        assert status["justification"] == "table 2 of the report"
+        assert status["controls"] == ["arms under 10 merged"]
+        assert status["claimed_user"] == "alice" and status["author"] == "wbk-cml-tki"
+        assert "alice (requester" in repr(status) and "the arms follow the protocol" in repr(status)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)

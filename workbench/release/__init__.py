@@ -56,10 +56,19 @@ class ReleaseRequest(dict):
         if self.get("approvals") is not None and self.get("state") in ("submitted", "reviewed"):
             lines.append(f"  approvals: {len(self['approvals'])} of "
                          f"{self.get('approvals_needed', 2)}")
+        if self.get("comments"):  # the thread with the reviewers (wb.release.comment answers)
+            lines.append("  comments:")
+            lines += [f"    {_commenter(c)} ({c['role']}, {c['at'][:16]}): {c['body']}"
+                      for c in self["comments"]]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(repr(self))}</pre>"
+
+
+def _commenter(c: dict) -> str:
+    """A reviewer by name; the requester as the person the kernel named, else its account."""
+    return (c.get("claimed_user") or c["actor"]) if c["role"] == "requester" else c["actor"]
 
 
 def _finding(f: dict) -> str:
