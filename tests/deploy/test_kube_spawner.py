@@ -13,7 +13,7 @@ from kubernetes_asyncio.client import ApiClient
 from tornado.web import HTTPError
 from traitlets.config import Config
 
-from tests.deploy.conftest import run, validate
+from tests.deploy.kube_support import run, validate
 from workbench.hub import kube_manifests as km
 from workbench.hub.kube import StudyKubeSpawner
 

@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from tests.deploy.conftest import validate
+from tests.deploy.kube_support import validate
 from workbench.errors import WorkbenchUserError
 from workbench.hub import kube_manifests as km
 from workbench.sandbox.kernelspec import kernelspec_dict
