@@ -26,6 +26,7 @@ import pyarrow as pa
 from aiohttp import web
 
 from workbench.accounts import study_kernel_user
+from workbench.apierror import error_response
 from workbench.errors import WorkbenchUserError, log_fault
 from workbench.gateway.ledger import UsageLedger
 from workbench.gateway.openapi import MAX_ROWS, SPEC
@@ -57,11 +58,6 @@ _HEADERS = {"user": "X-Workbench-User", "kernel_id": "X-Workbench-Kernel",
             "msg_id": "X-Workbench-Msg-Id"}
 ARROW_TYPE = "application/vnd.apache.arrow.stream"
 MAX_BODY = 256 * 1024
-
-
-def error_response(status: int, reason: str, message: str) -> web.Response:
-    """The one error shape of the gateway: {"error": {"reason", "message"}}."""
-    return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
 
 
 @dataclass

@@ -3,14 +3,15 @@ docs/gateway.md, fuzzed by tests/gateway/test_fuzz.py)."""
 
 from __future__ import annotations
 
+from workbench.apierror import SCHEMA as ERROR_SCHEMA
+from workbench.apierror import error_responses
+
 MAX_ROWS = 2_000_000  # the largest row limit a single Arrow fetch may ask for
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_ERRORS = {str(code): {"description": text, "content": {"application/json": {"schema": _ERROR}}}
-           for code, text in [(400, "bad request"), (403, "refused"), (404, "unknown"),
-                              (405, "method not allowed"), (409, "view cannot be served"),
-                              (413, "too large"), (500, "gateway fault"),
-                              (503, "provenance, policy or secure service unavailable")]}
+_ERRORS = error_responses({400: "bad request", 403: "refused", 404: "unknown",
+                           405: "method not allowed", 409: "view cannot be served",
+                           413: "too large", 500: "gateway fault",
+                           503: "provenance, policy or secure service unavailable"})
 _VIEW_ID = {"name": "view_id", "in": "path", "required": True,
             "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "maxLength": 64}}
 
@@ -53,12 +54,7 @@ SPEC = {
                 "schema": {"type": "object"}}}}}}},
     },
     "components": {"schemas": {
-        "Error": {"type": "object", "required": ["error"], "additionalProperties": False,
-                  "properties": {"error": {
-                      "type": "object", "required": ["reason", "message"],
-                      "additionalProperties": False,
-                      "properties": {"reason": {"type": "string", "pattern": "^[a-z-]+$"},
-                                     "message": {"type": "string"}}}}},
+        "Error": ERROR_SCHEMA,
         "Column": {"type": "object", "required": ["name", "type", "sensitivity", "plaintext"],
                    "properties": {"name": {"type": "string"}, "type": {"type": "string"},
                                   "description": {"type": "string"},

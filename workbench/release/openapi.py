@@ -4,14 +4,15 @@ tests/release/test_fuzz.py). Callers are trusted uids only; the acting user is a
 
 from __future__ import annotations
 
+from workbench.apierror import SCHEMA as ERROR_SCHEMA
+from workbench.apierror import error_responses
+
 MAX_BODY = 32 * 1024 * 1024  # a release request carries its output (tables, figures) inline
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_ERRORS = {str(code): {"description": text, "content": {"application/json": {"schema": _ERROR}}}
-           for code, text in [(400, "bad request"), (401, "no or bad identity"),
-                              (403, "refused"), (404, "unknown"), (405, "method not allowed"),
-                              (409, "wrong state"), (413, "too large"), (500, "airlock fault"),
-                              (503, "policy or provenance unavailable")]}
+_ERRORS = error_responses({400: "bad request", 401: "no or bad identity", 403: "refused",
+                           404: "unknown", 405: "method not allowed", 409: "wrong state",
+                           413: "too large", 500: "airlock fault",
+                           503: "policy or provenance unavailable"})
 _ACTOR = {"name": "X-Workbench-Actor", "in": "header", "required": False,
           "schema": {"type": "string", "maxLength": 64}}
 _STUDY = {"name": "X-Workbench-Study", "in": "header", "required": False,
@@ -71,12 +72,7 @@ SPEC = {
             "200": {"description": "OpenAPI", "content": _OBJECT}, **_ERRORS}}},
     },
     "components": {"schemas": {
-        "Error": {"type": "object", "required": ["error"], "additionalProperties": False,
-                  "properties": {"error": {
-                      "type": "object", "required": ["reason", "message"],
-                      "additionalProperties": False,
-                      "properties": {"reason": {"type": "string", "pattern": "^[a-z-]+$"},
-                                     "message": {"type": "string"}}}}},
+        "Error": ERROR_SCHEMA,
         "ReleaseRequest": {"type": "object", "required": ["name", "description", "payload"],
                            "properties": {"name": {"type": "string"},
                                           "description": {"type": "string"},

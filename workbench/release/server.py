@@ -38,6 +38,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from workbench.apierror import error_response
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.peercred import request_peer_uid as peer_uid
 from workbench.release.airlock import Airlock, Context
@@ -52,12 +53,6 @@ _HTTP_REASONS = {404: "not-found", 405: "method-not-allowed", 413: "release-too-
 DRY_RUN_HEADER = "X-Workbench-Dry-Run"  # set only by trusted callers (the gateway's re-run route)
 READY = "airlock serving"
 _REQUEST_ID = "{request_id:[A-Za-z0-9-]{1,64}}"
-
-
-def error_response(status: int, reason: str, message: str) -> web.Response:
-    """The one error shape of the airlock: {"error": {"reason", "message"}}."""
-    return web.json_response({"error": {"reason": reason, "message": message}}, status=status,
-                             headers={"X-Content-Type-Options": "nosniff"})
 
 
 def _context(request: web.Request, token_key: bytes) -> Context:
