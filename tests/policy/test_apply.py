@@ -272,3 +272,12 @@ def test_the_admin_overview_dashboard_lists_the_policy_history(env):
     assert "<h3>Policy history</h3>" in page and "+study pol-one" in page
     assert rows[0]["key_id"] in page
     assert "policy_history" not in admin_snapshot(env.space, str(env.policy), "rita")
+    assert snap["policy_status"]["signed"]["serial"] == rows[0]["serial"]
+
+    original = env.policy.read_bytes()  # an edited policy: the admin sees why it is refused
+    env.policy.write_bytes(original.replace(b"views: [visits]", b"views: [visits, elderly]"))
+    try:
+        status = admin_snapshot(env.space, str(env.policy), "ada")["policy_status"]
+    finally:
+        env.policy.write_bytes(original)
+    assert not status["ok"] and "bad-policy-signature" in status["problems"][0]

@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from workbench import accounts
+from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
 from workbench.policy.access import decide
 from workbench.provenance.reader import ProvenanceRecord
@@ -223,6 +224,17 @@ def admin_snapshot(space: Space, policy_file: str | Path, viewer: str) -> dict:
         snap["policy_status"] = {"ok": True, "problems": []}
     except PolicyError as exc:
         snap["policy_status"] = {"ok": False, "problems": [str(p) for p in exc.problems]}
+        return snap
+    try:  # what the services check too: the admins' signature (workbench.policy.signed)
+        from workbench.policy.signed import load_admin_keys, read_signed, verify_policy
+
+        keys = load_admin_keys(space)
+        if keys:
+            record = verify_policy(*read_signed(Path(policy_file)), keys)
+            snap["policy_status"]["signed"] = {"serial": record["serial"],
+                                               "key_id": record["key_id"]}
+    except WorkbenchUserError as exc:
+        snap["policy_status"] = {"ok": False, "problems": [f"{exc} [{exc.reason}]"]}
         return snap
     allowed = decide(policy, viewer, "admin", None)
     snap.update(allowed=bool(allowed), reason=allowed.reason)
