@@ -88,3 +88,86 @@ def test_wrong_password_is_refused(demo_hub, browser):
         assert page.query_selector("#username_input") is not None
     finally:
         page.close()
+
+
+DOWNLOAD_COMMANDS = ("Download", "Save and Export Notebook As", "Export Notebook",
+                     "Open in New Browser Tab", "Copy Download Link")
+
+
+def test_download_and_export_are_refused(demo_hub, browser, records):
+    """File > Download and File > Save and Export Notebook As: the study server does not offer
+    them (menus, command palette), and what they did (an ``<a download>`` of ``/files/<nb>``, a
+    tab on ``/nbconvert/html/<nb>?download=true``) is refused by the server with the airlock
+    message; no file reaches the browser. Opening the notebook is recorded."""
+    marker = "EGRESS-MARKER-" + "41" * 4
+    page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    base = f"{demo_hub.url}/user/alice/cml-tki"
+    try:
+        _log_in(page, demo_hub, "alice", demo_hub.passwords["alice"])
+        page.wait_for_selector("#workbench-studies")
+        page.click("#open-cml-tki")  # starts the server if no earlier test did
+        page.wait_for_url("**/user/alice/cml-tki/lab**", timeout=180_000)
+        page.goto(f"{base}/lab?reset")  # the launcher, not the workspace an earlier test left
+        page.wait_for_selector(".jp-Launcher", timeout=180_000)
+        page.click("div.jp-LauncherCard[data-category='Notebook']")
+        page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
+        page.click(".jp-Notebook .jp-Cell .cm-content")
+        page.keyboard.type(f'print("{marker}")')
+        page.keyboard.press("Shift+Enter")
+        page.wait_for_selector(f".jp-OutputArea-output >> text={marker}", timeout=120_000)
+        page.keyboard.press("Escape")  # command mode: Ctrl+S is JupyterLab's, not the editor's
+        page.keyboard.press("Control+s")
+        rename = page.wait_for_selector(".jp-Dialog input", timeout=30_000)  # first save
+        name = "egress-check.ipynb"
+        rename.fill(name)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("li[data-type='document-title'].lm-mod-current"
+                               ":not(.jp-mod-dirty)", timeout=30_000)  # saved
+        page.wait_for_function("document.title.startsWith('egress-check')", timeout=30_000)
+
+        page.click(".lm-MenuBar-itemLabel >> text=File")
+        menu = page.wait_for_selector(".lm-Menu", timeout=10_000)
+        page.screenshot(path=ARTIFACTS / "5-file-menu-without-download.png")
+        labels = menu.inner_text()
+        assert "Save Notebook" in labels or "Save" in labels  # the menu is there
+        assert not [c for c in DOWNLOAD_COMMANDS if c in labels], labels
+        page.keyboard.press("Escape")
+        page.keyboard.press("Control+Shift+c")
+        palette = page.wait_for_selector(".jp-ModalCommandPalette input", timeout=10_000)
+        for text in ("Download", "Export Notebook"):
+            palette.fill(text)
+            found = [item.inner_text() for item in page.query_selector_all(
+                ".jp-ModalCommandPalette .lm-CommandPalette-itemLabel")]
+            assert not [label for label in found if text in label], found
+        page.keyboard.press("Escape")
+
+        # what File > Download did: an <a download> of the file's /files/ URL
+        with page.expect_download(timeout=30_000) as attempt:
+            page.evaluate("""(url) => { const a = document.createElement('a');
+                a.href = url; a.download = ''; document.body.appendChild(a); a.click(); }""",
+                          f"{base}/files/{name}")
+        download = attempt.value
+        assert download.failure() is not None  # Chromium: "Failed - Forbidden"
+        # what File > Save and Export Notebook As > HTML did: a tab on the nbconvert URL
+        with page.expect_popup() as popup_info:
+            page.evaluate("(url) => window.open(url)",
+                          f"{base}/nbconvert/html/{name}?download=true")
+        export = popup_info.value
+        export.wait_for_load_state()
+        export.screenshot(path=ARTIFACTS / "6-export-refused.png")
+        shown = export.inner_text("body")
+        assert "nothing leaves the workbench without the airlock" in shown
+        assert "wb.release.request" in shown and marker not in export.content()
+        export.close()
+    except Exception:
+        page.screenshot(path=ARTIFACTS / "failed-download-test.png")
+        (ARTIFACTS / "failed-download-test.html").write_text(page.content())
+        raise
+    finally:
+        page.close()
+    reads = [r["fields"] for r in records(demo_hub.space) if r.get("kind") == "file-access"]
+    # the new notebook was opened through the contents API: on the record, with its size
+    assert any(f["route"] == "contents" and f["type"] == "notebook" and f["status"] == "ok"
+               and f["user"] == "alice" and f["size"] > 0 for f in reads), reads
+    assert {(f["path"], f["user"]) for f in reads if f["status"] == "refused"} >= {
+        (f"files/{name}", "alice"), (f"nbconvert/html/{name}", "alice")}

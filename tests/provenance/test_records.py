@@ -75,6 +75,8 @@ INVALID = [
     ("server-spawn", {"uid": -5}, "uid"),
     ("login", {"remote_addr": "evil.example.org"}, "remote_addr"),
     ("login", {"user": ""}, "user"),
+    ("file-access", {"status": "downloaded"}, "status"),
+    ("file-access", {"content": "42 patients"}, "content"),           # unknown field
 ]
 
 

@@ -15,12 +15,24 @@ import sys
 from pathlib import Path
 
 from workbench.hub.layout import HubLayout
+from workbench.labextension import LABEXTENSIONS
 from workbench.policy.model import Study
 
 CONTENTS_MANAGER = "workbench.hub.contents.WorkspaceContentsManager"
 KERNEL_MANAGER = "workbench.hub.kernels.StudyKernelManager"
 # Server extensions shipped in the environment that a study server must not load.
 DISABLED_EXTENSIONS = ("jupyter_server_terminals", "voila", "jupyter_lsp")
+# JupyterLab plugins not loaded in a study server: the news prompt (a study server fetches nothing
+# outside), and the commands whose only job is to hand a file to the browser (File > Download,
+# Save and Export Notebook As, Open in New Browser Tab, Copy Download Link). The server refuses
+# those routes anyway (workbench.hub.egress); the menus just stop offering them.
+DISABLED_LAB_PLUGINS = (
+    "@jupyterlab/apputils-extension:announcements",
+    "@jupyterlab/docmanager-extension:download",
+    "@jupyterlab/filebrowser-extension:download",
+    "@jupyterlab/filebrowser-extension:open-browser-tab",
+    "@jupyterlab/notebook-extension:export",
+)
 
 
 def server_settings(workspace: Path, study: Study, state: Path, kernel_idle_timeout: int,
@@ -32,7 +44,7 @@ def server_settings(workspace: Path, study: Study, state: Path, kernel_idle_time
             "terminals_enabled": False,
             "contents_manager_class": CONTENTS_MANAGER,
             "jpserver_extensions": {**{name: False for name in DISABLED_EXTENSIONS},
-                                    "jupyterlab": True},
+                                    "jupyterlab": True, "workbench.hub.lab_api": True},
             "shutdown_no_activity_timeout": server_idle_timeout,
             "allow_remote_access": False,
         },
@@ -49,6 +61,7 @@ def server_settings(workspace: Path, study: Study, state: Path, kernel_idle_time
             "workspaces_dir": str(state / "lab-workspaces"),
             "news_url": None,
             "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
+            "extra_labextensions_path": [str(LABEXTENSIONS)],  # the researcher's panels
         },
     }
 
@@ -102,12 +115,13 @@ def prepare_config(layout: HubLayout, study_id: str, user: str, study: Study,
     labconfig = config_dir / "labconfig"
     labconfig.mkdir(exist_ok=True)
     os.chmod(labconfig, 0o755)  # noqa: S103 - root-owned, read-only for the server uid
-    # no "Jupyter news" prompt: a study server has no business fetching anything outside
     write_root_owned(labconfig / "page_config.json", json.dumps(
-        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        {"disabledExtensions": dict.fromkeys(DISABLED_LAB_PLUGINS, True)}))
+    from workbench.hub.lab_api import write_catalog_snapshot
     from workbench.sandbox.kernelspec import install_kernelspec
 
     install_kernelspec(data_dir)
+    write_catalog_snapshot(layout.space, study_id, study, user, config_dir)  # catalog panel
     return config_dir, data_dir
 
 
