@@ -13,7 +13,7 @@ DEMO_POLICY ?= workbench/hub_config/policy.yaml
 APT_COMMANDS := bwrap:bubblewrap setpriv:util-linux npm:npm chromium:chromium
 APT_PACKAGES := python3.11-venv fonts-dejavu-core libseccomp2
 
-.PHONY: demo test bench lint system-deps clean-demo
+.PHONY: demo test bench lint system-deps clean-demo labextension
 
 # Debian packages: bubblewrap for the kernel sandbox, setpriv (util-linux), node/npm for
 # configurable-http-proxy, chromium for the browser tests, libseccomp2 for the kernel's seccomp
@@ -49,3 +49,12 @@ bench: system-deps $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The researcher's JupyterLab extension (labextension/ -> workbench/labextension/, committed):
+# only after changing its source; `make demo` and installs use the prebuilt output, no node.
+labextension:
+	rm -rf workbench/labextension/workbench-lab
+	cd labextension && npm ci --no-audit --no-fund && npx tsc && \
+	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH jupyter builder build .
+	$(PY) -c "from pathlib import Path; from workbench.labextension import record_build; \
+	  print(record_build(Path('labextension')))"

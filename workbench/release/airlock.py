@@ -6,6 +6,8 @@ States::
     draft --(checks do not fail)--> submitted --approve--> reviewed --approve (2nd reviewer)-->
     approved --(differencing re-checked)--> released
     submitted/reviewed --reject--> rejected;  --return--> returned (the author sends a new request)
+    submitted/reviewed/returned --withdraw (the requester)--> withdrawn
+    returned/withdrawn --resubmit (the requester; the rules run again)--> submitted
 
 Rules enforced here, each guarded by tests/release/test_airlock.py:
 - every actor is checked by ``workbench.policy.access.ensure_allowed`` (request-release,
@@ -51,6 +53,8 @@ MAX_CONTROLS = 20  # disclosure controls the requester says they applied, each o
 MAX_CONTROL = 200
 MAX_COMMENTS = 200  # per request: a thread, not a chat
 OPEN_STATES = ("submitted", "reviewed")
+WITHDRAWABLE = ("submitted", "reviewed", "returned")
+RESUBMITTABLE = ("returned", "withdrawn")
 APPROVALS_NEEDED = 2
 UNVERIFIED_APPROVALS = 2  # an unverified output never needs fewer, whatever the above becomes
 AIRLOCK_ACTOR = "airlock"
@@ -313,6 +317,75 @@ class Airlock:
                 self._release(store, self._row(request_id))
         return self.summary(request_id)
 
+    def withdraw(self, ctx: Context, request_id: str, comment: str = "") -> dict:
+        """The requester takes back an open or returned request: nobody decides it any more."""
+        return self._requester_action(ctx, request_id, "withdraw", comment)
+
+    def resubmit(self, ctx: Context, request_id: str, comment: str = "") -> dict:
+        """A returned or withdrawn request back in the queue: the rules run again on the stored
+        output (differencing against what was released since) and approvals start from none.
+        Still failing, it stays where it is and the answer names the rules and the fix."""
+        return self._requester_action(ctx, request_id, "resubmit", comment)
+
+    def _requester_action(self, ctx: Context, request_id: str, action: str, comment) -> dict:
+        if ctx.dry_run:
+            raise WorkbenchUserError(f"a re-run cannot {action} release requests",
+                                     reason="access-denied")
+        comment = (comment if isinstance(comment, str) else "").strip()[:MAX_COMMENT]
+        with self._lock, self.store.transaction() as store:
+            row = self._row(request_id)
+            if ctx.study is not None and ctx.study != row["study"]:
+                raise WorkbenchUserError("this request belongs to another study",
+                                         reason="access-denied")
+            ensure_allowed(self.policy, ctx.actor, "request-release", row["study"])
+            if ctx.actor != row["author"]:
+                raise WorkbenchUserError(f"only the study that asked may {action} its request",
+                                         reason="access-denied")
+            state, allowed = row["state"], WITHDRAWABLE if action == "withdraw" else RESUBMITTABLE
+            if state not in allowed:
+                done = "withdrawn" if action == "withdraw" else "resubmitted"
+                raise WorkbenchUserError(f"request {request_id} is {state}: only "
+                                         f"{' or '.join(allowed)} requests can be {done}",
+                                         reason="bad-state")
+            base = {"study": row["study"], "request_id": request_id,
+                    "ref": _sha256(row["evidence"].encode())}
+            if action == "withdraw":
+                new_state = "withdrawn"
+                prov = self._record("release-decision", {
+                    **base, "reviewer": ctx.actor, "user": row["author"],
+                    "decision": "withdrawn", "stage": new_state, "status": "ok"})
+            else:
+                new_state = "submitted"
+                prov = self._recheck(ctx, row, base)
+            at = _now()
+            store.set_state(request_id, new_state, at)
+            store.add_transition(request_id, state, new_state, ctx.actor, action, comment, at,
+                                 prov)
+        return self.summary(request_id)
+
+    def _recheck(self, ctx: Context, row: dict, base: dict) -> str:
+        """The rules on a resubmitted request's stored output; its provenance id, or a refusal."""
+        payload = json.loads(row["payload"])
+        output = output_from_payload(payload, row["study"], self.space)
+        released = self.store.released_index(row["study"], row["view"])
+        verdict, results = rules.run_rules(output, thresholds_for(self.policy, row["study"]),
+                                           released)
+        failed = verdict == "fail"
+        prov = self._record("release-request", {
+            **base, "user": ctx.actor, "output_kind": output.kind,
+            "files": _digests(row["name"], output, json.dumps(payload, sort_keys=True)),
+            "checks": [{"name": r.rule, "status": _prov_status(r.verdict)} for r in results],
+            "status": "denied" if failed else "submitted",
+            "reason": "disclosure-check-failed" if failed else "resubmitted"})
+        if failed:
+            lines = [f"{f['rule']} ({f['cells']} cell(s)): {f['message']}"
+                     for f in findings([r.as_dict() for r in results]) if f["verdict"] == "fail"]
+            raise WorkbenchUserError(
+                f"request {row['id']} still fails the checks, so it was not resubmitted: "
+                + "; ".join(lines) + ". Fix the output and send a new request.",
+                reason="bad-state")
+        return prov
+
     def _release(self, store: AirlockStore, row: dict) -> None:
         """Re-check differencing against what was released meanwhile, then write the outbox."""
         output = output_from_payload(json.loads(row["payload"]), row["study"], self.space)
@@ -402,7 +475,14 @@ class Airlock:
         return row
 
     def _approvers(self, request_id: str) -> list[str]:
-        return [t["actor"] for t in self.store.transitions(request_id) if t["action"] == "approve"]
+        """Who approved since the request was last (re)submitted."""
+        approvers: list[str] = []
+        for t in self.store.transitions(request_id):
+            if t["action"] == "resubmit":
+                approvers = []
+            elif t["action"] == "approve":
+                approvers.append(t["actor"])
+        return approvers
 
     def summary(self, request_id: str) -> dict:
         """What the author (a study kernel) may see: states, rule names, how many cells each

@@ -4,6 +4,10 @@ Security boundary (guarded by tests/release/test_service.py and tests/release/te
 - who may connect is decided by the kernel, not by headers: the peer uid of each connection
   (SO_PEERCRED) must be one of the trusted callers (root, the gateway, the airlock itself), and
   it is checked in the one middleware, after the headers and before any body is read;
+- a study server (``wbs-<study>``, the researcher's JupyterLab panels) is taken as its study's
+  kernel account, whatever it asserts: it may list and read its study's requests (the author's
+  view) and withdraw or resubmit them, nothing else (``STUDY_SERVER_ROUTES``), so it gets no more
+  than its kernels already get through the gateway;
 - those callers assert the acting user and study in headers, having established them themselves
   (the gateway from the study socket's peer uid, the review service from hub OAuth); a reviewer's
   dashboard kernel, which is not trusted, proves its reviewer with a signed token instead
@@ -19,6 +23,7 @@ Routes (JSON; the OpenAPI document is ``workbench.release.openapi.SPEC``)::
     GET  /requests?study=S&state=X         -> [summary]
     GET  /requests/{id}                    -> detail (evidence, output, history)
     POST /requests/{id}/decision           {decision, comment}  -> summary
+    POST /requests/{id}/withdraw|resubmit  {comment}  -> summary (the requester)
     POST /requests/{id}/comments           {comment}  -> {id, comments}
     GET  /requests/{id}/files/{name}       -> bytes of a released file
     GET  /health                           -> {"ok": true}
@@ -31,6 +36,8 @@ import asyncio
 import json
 import logging
 import os
+import pwd
+import re
 import signal
 import socket
 from functools import partial
@@ -38,6 +45,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from workbench.accounts import study_kernel_user, study_server_user
 from workbench.apierror import error_response
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.peercred import request_peer_uid as peer_uid
@@ -53,11 +61,26 @@ _HTTP_REASONS = {404: "not-found", 405: "method-not-allowed", 413: "release-too-
 DRY_RUN_HEADER = "X-Workbench-Dry-Run"  # set only by trusted callers (the gateway's re-run route)
 READY = "airlock serving"
 _REQUEST_ID = "{request_id:[A-Za-z0-9-]{1,64}}"
+STUDY_SERVER_ROUTES = re.compile(r"^(GET /requests(/[A-Za-z0-9-]{1,64})?|"
+                                 r"POST /requests/[A-Za-z0-9-]{1,64}/(withdraw|resubmit))$")
+
+
+def study_of_server(uid: int, policy) -> str | None:
+    """The study whose server account ``uid`` is, if it is one."""
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+    return next((s for s in policy.studies if study_server_user(s) == name), None)
 
 
 def _context(request: web.Request, token_key: bytes) -> Context:
     """Who acts: a reviewer token's signed claims, or the trusted caller's asserted actor."""
     headers = request.headers
+    if request.get("study_server"):  # the peer decides: its study, as that study's kernels
+        study = request["study_server"]
+        return Context(actor=study_kernel_user(study), study=study,
+                       claimed_user=headers.get("X-Workbench-User") or None)
     study = headers.get("X-Workbench-Study") or None
     # Any value but "0" means dry run: a garbled marker errs on the side of doing less.
     dry_run = headers.get(DRY_RUN_HEADER, "0") != "0"
@@ -106,9 +129,14 @@ def make_app(airlock: Airlock, trusted_uids: set[int], token_key: bytes) -> web.
     @web.middleware
     async def errors(request: web.Request, handler):
         try:
-            if peer_uid(request) not in trusted_uids:
-                raise WorkbenchUserError("this account may not call the airlock directly",
-                                         reason="access-denied")
+            uid = peer_uid(request)
+            if uid not in trusted_uids:
+                study = study_of_server(uid, airlock.policy)
+                if study is None or not STUDY_SERVER_ROUTES.match(
+                        f"{request.method} {request.path}"):
+                    raise WorkbenchUserError("this account may not call the airlock directly",
+                                             reason="access-denied")
+                request["study_server"] = study
             response = await handler(request)
         except WorkbenchUserError as exc:
             response = error_response(STATUS.get(exc.reason, 400), exc.reason, str(exc))
@@ -163,6 +191,13 @@ def make_app(airlock: Airlock, trusted_uids: set[int], token_key: bytes) -> web.
         return web.Response(body=data, content_type="application/octet-stream",
                             headers={"X-Content-Type-Options": "nosniff"})
 
+    async def by_author(request: web.Request) -> web.Response:
+        ctx = _context(request, token_key)
+        body = await _body(request)
+        action = getattr(airlock, request.match_info["action"])  # withdraw | resubmit
+        return _json(await blocking(action, ctx, request.match_info["request_id"],
+                                    body.get("comment") or ""))
+
     async def health(request: web.Request) -> web.Response:
         return _json({"ok": True})
 
@@ -171,6 +206,7 @@ def make_app(airlock: Airlock, trusted_uids: set[int], token_key: bytes) -> web.
 
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app.router.add_post("/requests", create)
+    app.router.add_post(f"/requests/{_REQUEST_ID}/{{action:withdraw|resubmit}}", by_author)
     app.router.add_get("/requests", list_requests)
     app.router.add_get(f"/requests/{_REQUEST_ID}", detail)
     app.router.add_post(f"/requests/{_REQUEST_ID}/decision", decide)
