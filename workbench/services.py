@@ -21,6 +21,8 @@ from pathlib import Path
 
 from workbench.gateway.server import start_gateway
 from workbench.hub.services import start_kernel_launcher
+from workbench.node.enroll import is_node_space
+from workbench.node.process import nodes_answer, start_holder_nodes
 from workbench.paths import Space
 from workbench.policy.loader import load_policy
 from workbench.provenance.service import start_collector
@@ -40,6 +42,8 @@ class Service:
     start: Callable[..., ServiceProcess]
     needs_policy: bool
     socket: Callable[[Space, list[str]], list[Path]]  # sockets that must answer
+    answers: Callable[[Space], bool] | None = None  # instead of sockets (TCP services)
+    applies: Callable[[Space], bool] = lambda _space: True
 
 
 def _gateway_sockets(space: Space, studies: list[str]) -> list[Path]:
@@ -49,6 +53,9 @@ def _gateway_sockets(space: Space, studies: list[str]) -> list[Path]:
 SERVICES = (
     Service("provenance collector", start_collector, False,
             lambda space, _studies: [space.collector_socket]),
+    # the holders' nodes, when the space has them (workbench node enroll): before the gateway
+    Service("holder nodes", start_holder_nodes, False, lambda _space, _studies: [],
+            answers=nodes_answer, applies=is_node_space),
     Service("data gateway", start_gateway, True, _gateway_sockets),
     Service("key holder", start_keyholder, False,
             lambda space, _studies: [space.keyholder_socket]),
@@ -64,6 +71,8 @@ KERNEL_LAUNCHER = Service("kernel launcher", start_kernel_launcher, False,
 
 
 def running(space: Space, service: Service, studies: list[str]) -> bool:
+    if service.answers is not None:
+        return service.answers(space)
     sockets = service.socket(space, studies)
     return bool(sockets) and all(socket_answers(path) for path in sockets)
 
@@ -82,6 +91,8 @@ def space_services(space: Space, policy_path: str | os.PathLike, echo: Echo = pr
     handles: list[tuple[str, ServiceProcess]] = []
     try:
         for service in services:
+            if not service.applies(space):
+                continue
             if running(space, service, studies):
                 echo(f"  {service.label}: already running")
                 continue

@@ -42,15 +42,19 @@ def schema_hash(dataset: Dataset) -> str:
 
 
 def dataset_files(space: Space, dataset: Dataset) -> list[tuple[str, Path]]:
-    """Every file that makes up the dataset, as (path relative to the space, absolute path)."""
-    folder = space.holder_dir(dataset.holder)
+    """Every file that makes up the dataset, as (path relative to the store's root, absolute
+    path). The store is the space's, or the holder node's own once the holder is a node (the
+    same relative names, so a certificate stays valid when the store moves to its node)."""
+    node = space.node_dir(dataset.holder)
+    store = Space(node) if (node / "node.json").exists() else space
+    folder = store.holder_dir(dataset.holder)
     path = folder / dataset.file
     if not path.resolve().is_relative_to(folder.resolve()):
         raise WorkbenchUserError(
             f"catalog entry '{dataset.id}': field 'file' points outside holders/{dataset.holder}/",
             reason="bad-catalog-entry",
         )
-    return [(path.relative_to(space.root).as_posix(), path)]
+    return [(path.relative_to(store.root).as_posix(), path)]
 
 
 def _hash_files(files: list[tuple[str, str]]) -> str:
@@ -66,7 +70,8 @@ def _file_digest(path: Path, rel: str) -> str:
             from None
     except PermissionError:
         raise WorkbenchUserError(
-            f"{rel} is readable only by the gateway account: run this as root or wb-gateway.",
+            f"{rel} is readable only by the account that owns the store (the gateway, or the "
+            "holder's node): run this as root.",
             reason="permission-denied",
         ) from None
 

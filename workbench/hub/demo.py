@@ -24,6 +24,7 @@ from workbench.hub import processes
 from workbench.hub.database import hub_db_url
 from workbench.hub.layout import HubLayout, ensure_interpreter_reachable
 from workbench.hub.users import create_demo_users
+from workbench.node.enroll import is_node_space
 from workbench.paths import Space
 from workbench.policy import load_policy
 from workbench.resources import JUPYTERHUB_CONFIG
@@ -60,6 +61,11 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
         from workbench.space.build import init_space
 
         init_space(space.root, patients=patients, echo=echo)
+    if not is_node_space(space):  # every holder keeps its own store, keys and rules
+        from workbench.node.enroll import enroll_space
+
+        nodes = enroll_space(space)
+        echo(f"holder nodes: {', '.join(n.holder for n in nodes)} (each its own account)")
     fixed = ensure_interpreter_reachable(fix=True)
     if fixed:
         echo(f"made {', '.join(map(str, fixed))} traversable so study accounts can run Python")

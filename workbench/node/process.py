@@ -59,3 +59,46 @@ def start_nodes(space: Space, listen: dict[str, str] | None = None,
         raise failure
     write_registry(space, addresses)
     return handles
+
+
+class NodeGroup:
+    """Every node of a space as one service for ``space_services``: started together, stopped
+    together."""
+
+    def __init__(self, handles: dict[str, ServiceProcess]):
+        self.handles = handles
+
+    @property
+    def process(self):
+        return next(iter(self.handles.values())).process
+
+    def output(self) -> str:
+        return "\n".join(h.output() for h in self.handles.values())
+
+    def stop(self, timeout: float = 10.0) -> int:
+        return max([h.stop(timeout) or 0 for h in self.handles.values()], default=0)
+
+
+def start_holder_nodes(space: Space) -> NodeGroup:
+    """Every enrolled node of ``space`` on 127.0.0.1, each as its own account (``workbench
+    demo``); the gateway finds them through the registry."""
+    return NodeGroup(start_nodes(space))
+
+
+def nodes_answer(space: Space) -> bool:
+    """True when every node in the registry accepts a TCP connection (a TLS peer is checked by
+    the gateway on every request)."""
+    import json
+    import socket
+
+    try:
+        nodes = json.loads(space.node_registry.read_text())["nodes"]
+    except (OSError, ValueError, KeyError):
+        return False
+    for entry in nodes.values():
+        host, _, port = entry["address"].rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError:
+            return False
+    return bool(nodes)

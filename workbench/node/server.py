@@ -132,6 +132,12 @@ class NodeState:
             counts[study] = counts.get(study, 0) + 1
             self._save()
 
+    def holds(self, view: str) -> bool:
+        """Whether this holder has every table the view reads (views join within one holder,
+        so a holder without them has no rows in it, and says so instead of refusing)."""
+        definition = self.engine.catalog.views.get(view)
+        return definition is None or set(definition.tables) <= set(self.engine.tables)
+
     def holder_for(self, request_id: str, study: str, view: str, columns):
         """This holder's node for one operation: its rows of the view and its keys. Kept for the
         operation's rounds so Newton steps reuse the beta-independent statistics."""
@@ -246,8 +252,8 @@ def make_app(state: NodeState) -> web.Application:
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise WorkbenchUserError("limit must be a whole number.", reason="bad-request")
         loop = asyncio.get_running_loop()
-        if view not in state.engine.views and view in state.engine.catalog.views:
-            record(request, body, "served", None, rows=0)  # this holder has none of its tables
+        if not state.holds(view):
+            record(request, body, "served", None, rows=0)
             return web.Response(status=204)
         result = await loop.run_in_executor(
             None, lambda: state.engine.read(study, view, columns, limit))
@@ -273,7 +279,7 @@ def make_app(state: NodeState) -> web.Application:
             raise refusal(cfg.holder, looser)
         state.spend_round(study, rules.rounds_per_day)
         loop = asyncio.get_running_loop()
-        node = await loop.run_in_executor(
+        node = None if not state.holds(view) else await loop.run_in_executor(
             None, lambda: state.holder_for(request_id, study, view, columns))
         if node is None:
             record(request, body, "served", None, rows=0)
