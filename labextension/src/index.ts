@@ -191,8 +191,8 @@ class CatalogPanel extends Widget {
         this.renderView(view);
       }
       for (const id of catalog.without_details) {
-        el('p', 'wb-Catalog-pending', `${id}: granted since this server started; ` +
-          'restart the server to see its details', this.node);
+        el('p', 'wb-Catalog-pending', `${id}: granted, no details yet (granted since this ` +
+          'server started: restart it from the hub home page)', this.node);
       }
       if (catalog.as_of) {
         el('p', 'wb-Panel-note', `catalog as of ${catalog.as_of}`, this.node);

@@ -392,3 +392,54 @@ def test_request_release_on_an_output_then_withdraw_and_resubmit(page, lab_hub):
     assert [t["action"] for t in detail["transitions"]][-3:] == ["return", "resubmit", "withdraw"]
     assert not page.errors, page.errors
 
+
+# -- the README's example, as written -----------------------------------------------------------
+def readme_example() -> str:
+    """The python block under "What a researcher does" in README.md."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## What a researcher does"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("```", start)]
+
+
+@pytest.fixture(scope="module")
+def demo_space():
+    """The demo space (10 000 synthetic patients, as `workbench demo` builds it) and its
+    services, started as `workbench demo` starts them."""
+    from workbench.services import space_services
+    from workbench.space.build import init_space
+
+    root = Path(tempfile.mkdtemp(prefix="wb-labext-readme-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    policy = REPO / "workbench" / "hub_config" / "policy.yaml"
+    try:
+        space = init_space(root / "space", patients=10_000, echo=lambda _line: None)
+        with space_services(space, policy, echo=lambda _line: None):
+            yield space, policy, root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_the_readme_researcher_example_is_submitted_as_written(demo_space):
+    import subprocess
+    import sys
+
+    import nbformat
+
+    space, policy, root = demo_space
+    notebook = root / "readme.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(readme_example())]), notebook)
+    os.chmod(notebook, 0o644)
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "run", str(notebook), "--study", "cml-tki",
+         "--user", "alice", "--data-dir", str(space.root), "--policy", str(policy)],
+        capture_output=True, text=True, timeout=1200, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    executed = nbformat.read(result.stdout.split("executed notebook: ")[1].split()[0],
+                             as_version=4)
+    shown = "".join(o.get("data", {}).get("text/plain", "") + o.get("text", "")
+                    for o in executed.cells[0].outputs)
+    assert "release request rq-" in shown and "'km_by_tki': submitted" in shown, shown
+    assert "failed" not in shown

@@ -50,12 +50,14 @@ MAX_REQUESTS = 100  # the newest shown in the panel; wb.release.requests() lists
 # -- at spawn, as root --------------------------------------------------------------------------
 def catalog_snapshot(space: Space, views: tuple[str, ...]) -> dict:
     """The public description of each granted view, as ``wb.describe`` gives it (columns with
-    sensitivity and whether they are plaintext, holders, quality per dataset), plus whether each
-    contributing dataset's ownership certificate verifies against the held data."""
+    sensitivity, whether they are plaintext, their role) and, per contributing holder, its tables,
+    their lowest quality score and whether their ownership certificates verify against the held
+    data."""
     from workbench.catalog import certificates
     from workbench.catalog.store import Catalog
 
     catalog = Catalog.load(space)
+    verified: dict[str, str] = {}  # views share datasets: each certificate checked once
     described = []
     for view_id in views:
         view = catalog.views.get(view_id)
@@ -68,31 +70,32 @@ def catalog_snapshot(space: Space, views: tuple[str, ...]) -> dict:
             "columns": [{"name": c.name, "type": c.type, "description": c.description,
                          "sensitivity": c.sensitivity, "plaintext": c.name in plain,
                          "role": c.role} for c in view.columns],
-            "holders": [_holder_facts(space, certificates, holder,
-                                      [d for d in datasets if d.holder == holder])
+            "holders": [_holder_facts(holder, [d for d in datasets if d.holder == holder],
+                                      lambda d: _certificate_status(space, certificates, d,
+                                                                    verified))
                         for holder in sorted({d.holder for d in datasets})]})
     return {"as_of": datetime.now(UTC).isoformat(timespec="seconds"), "views": described}
 
 
-def _holder_facts(space: Space, certificates, holder: str, datasets: list) -> dict:
+def _holder_facts(holder: str, datasets: list, certificate_status) -> dict:
     """One holder's part of a view: its tables, their lowest quality score and how many
     ownership certificates verify, are invalid or are missing."""
-    status = [_certificate_status(space, certificates, d.id) for d in datasets]
+    status = [certificate_status(d.id) for d in datasets]
     return {"holder": holder, "tables": sorted(d.table for d in datasets),
             "quality_min": min(d.quality_score for d in datasets),
             "certificates": {s: status.count(s) for s in ("valid", "invalid", "missing")
                              if s in status}}
 
 
-def _certificate_status(space: Space, certificates, dataset_id: str) -> str:
-    path = space.catalog / "certificates" / f"{dataset_id}.json"
-    if not path.exists():
-        return "missing"
-    try:
-        certificates.verify(space, path)
-    except WorkbenchUserError:
-        return "invalid"  # what differs is for the admin's 'workbench catalog verify'
-    return "valid"
+def _certificate_status(space: Space, certificates, dataset_id: str, known: dict) -> str:
+    if dataset_id not in known:
+        path = space.catalog / "certificates" / f"{dataset_id}.json"
+        try:
+            certificates.verify(space, path)
+            known[dataset_id] = "valid"
+        except WorkbenchUserError as exc:  # what differs: 'workbench catalog verify' says
+            known[dataset_id] = "missing" if exc.reason == "no-file" else "invalid"
+    return known[dataset_id]
 
 
 def write_catalog_snapshot(space: Space, study_id: str, study, user: str,

@@ -26,7 +26,8 @@ SPEC = {
     "openapi": "3.1.0",
     "info": {"title": "workbench output airlock", "version": "1",
              "description": "One Unix socket; the caller is the peer uid (root, the gateway or "
-                            "the airlock). Every error has the shape {error: {reason, message}}."},
+                            "the airlock; a study server acts as its study's kernels). "
+                            " Every error has the shape {error: {reason, message}}."},
     "paths": {
         "/requests": {
             "post": {"summary": "check a release request and, unless a rule fails, submit it",
@@ -58,6 +59,13 @@ SPEC = {
                 "schema": {"$ref": "#/components/schemas/Comment"}}}},
             "responses": {"201": {"description": "the thread", "content": _OBJECT},
                           **_ERRORS}}},
+        **{f"/requests/{{request_id}}/{action}": {"post": {
+            "summary": f"the requester {done} the request (a study server or the gateway)",
+            "parameters": [_ID, _ACTOR],
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Comment"}}}},
+            "responses": {"200": {"description": "summary", "content": _OBJECT}, **_ERRORS}}}
+           for action, done in (("withdraw", "withdraws"), ("resubmit", "resubmits"))},
         "/requests/{request_id}/files/{name}": {"get": {
             "summary": "a released file",
             "parameters": [_ID, _ACTOR, {"name": "name", "in": "path", "required": True,
