@@ -27,7 +27,7 @@ SPEC = {
     "info": {"title": "workbench output airlock", "version": "1",
              "description": "One Unix socket; the caller is the peer uid (root, the gateway or "
                             "the airlock; a study server acts as its study's kernels). "
-                            " Every error has the shape {error: {reason, message}}."},
+                            "Every error has the shape {error: {reason, message}}."},
     "paths": {
         "/requests": {
             "post": {"summary": "check a release request and, unless a rule fails, submit it",
