@@ -8,7 +8,6 @@ every node in its own network namespace behind a veth pair.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
@@ -25,6 +24,7 @@ import pytest
 
 from workbench.accounts import ensure_user, study_kernel_user
 from workbench.catalog.models import Column, View
+from workbench.node.netns import namespaces  # noqa: F401 - used by the netns tests
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = "node-e2e"
@@ -101,35 +101,6 @@ def run_as_kernel(space, code: str, check: bool = True) -> dict:
                          capture_output=True, text=True, timeout=300, cwd="/")
     assert out.returncode == 0, out.stderr + out.stdout
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-@contextlib.contextmanager
-def namespaces(holders: list[str], tag: str):
-    """One network namespace per holder, each behind a veth pair to the root namespace: the
-    node listens on 10.77.<i>.2, the gateway reaches it through 10.77.<i>.1."""
-    made, addresses = {}, {}
-    try:
-        for i, holder in enumerate(holders, start=1):
-            ns, host_if, node_if = f"wbn{tag}{i}", f"wbv{tag}{i}h", f"wbv{tag}{i}n"
-            _ip("netns", "add", ns)
-            made[holder] = ns
-            _ip("link", "add", host_if, "type", "veth", "peer", "name", node_if)
-            _ip("link", "set", node_if, "netns", ns)
-            _ip("addr", "add", f"10.77.{i}.1/24", "dev", host_if)
-            _ip("link", "set", host_if, "up")
-            _ip("-n", ns, "addr", "add", f"10.77.{i}.2/24", "dev", node_if)
-            _ip("-n", ns, "link", "set", node_if, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-            addresses[holder] = f"10.77.{i}.2:8443"
-        yield made, addresses
-    finally:
-        for i, ns in enumerate(made.values(), start=1):
-            subprocess.run(["ip", "link", "del", f"wbv{tag}{i}h"], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,

@@ -81,6 +81,7 @@ class NodeSet:
         self._thread.start()
         self._crl_stamp: tuple | None = None
         self._session: aiohttp.ClientSession | None = None
+        self.node_seconds: dict[str, float] = {}
 
     @classmethod
     def for_space(cls, space: Space, timeout: float = TIMEOUT) -> NodeSet:
@@ -226,6 +227,7 @@ class NodeSet:
             header, blobs = wire.decode(data)
             if header.get("empty"):
                 return None
+            seconds[holder] = float(header.get("seconds") or 0.0)
             try:
                 return Encrypted(body["kind"], str(header["fingerprint"]), blobs,
                                  {str(k): int(v) for k, v in header["per_scheme"].items()},
@@ -234,7 +236,9 @@ class NodeSet:
                 raise NodeError(holder, "its contribution is malformed.",
                                 "malformed-reply") from None
 
+        seconds: dict[str, float] = {}
         out, failures = self._call(self._all("/v1/round", body, None, parse, quorum))
+        self.node_seconds = seconds  # each node's own compute time in the last round
         return [p for p in out.values() if p is not None], [f.holder for f in failures]
 
 
@@ -254,11 +258,13 @@ class RemoteHolders:
         self.tighten = tighten
         self.names = nodes.holders
         self.missing: list[str] = []
+        self.node_seconds: dict[str, float] = {}  # each node's compute time, last round
 
     def contribute(self, kind: str, spec: dict, nonce: str) -> list[Encrypted]:
         parts, missing = self.nodes.contribute(
             self.request | {"kind": kind, "spec": spec, "nonce": nonce}, self.quorum)
         self.missing = sorted(set(self.missing) | set(missing))
+        self.node_seconds = dict(self.nodes.node_seconds)
         if not parts:
             from workbench.secure.release import ReleaseRefused, too_few
 

@@ -284,9 +284,12 @@ def make_app(state: NodeState) -> web.Application:
         if node is None:
             record(request, body, "served", None, rows=0)
             return web.Response(body=wire.encode({"empty": True}), content_type=WIRE_TYPE)
+        started = time.perf_counter()
         out = await loop.run_in_executor(None, lambda: node.contribute(kind, spec, nonce))
+        # its own compute time: the coordinator's share of a round is the rest (make bench)
         frame = wire.encode({"per_scheme": out.per_scheme, "fingerprint": out.fingerprint,
-                             "envelope": out.envelope}, out.blobs)
+                             "envelope": out.envelope,
+                             "seconds": round(time.perf_counter() - started, 6)}, out.blobs)
         record(request, body, "served", None, rows=len(node.frame), bytes=len(frame))
         return web.Response(body=frame, content_type=WIRE_TYPE)
 

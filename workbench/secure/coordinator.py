@@ -127,6 +127,7 @@ class Coordinator:
         self.log.append({"kind": kind, "scheme": first.scheme, "ciphertexts": len(first.blobs),
                          "per_scheme": first.per_scheme,
                          "bytes_per_holder": {p.contributors[0]: p.nbytes for p in parts},
+                         "node_seconds": dict(getattr(self.processes, "node_seconds", {})),
                          "seconds": time.perf_counter() - started})
         return result
 
