@@ -71,6 +71,7 @@ class GatewayState:
     provenance: ProvenanceClient
     ledger: UsageLedger
     max_rows: int = MAX_ROWS
+    nodes: object = None  # a node.coordinator.NodeCoordinator when the holders are nodes
     _policy_source: ActivePolicy | None = field(default=None, repr=False)
 
     def policy(self) -> Policy:
@@ -219,8 +220,12 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
         fetch_limit = limit if limit is not None else state.max_rows + 1
         loop = asyncio.get_running_loop()
         timing = _Timing()
-        result = await loop.run_in_executor(
-            None, lambda: state.engine.read(study, view_id, columns, fetch_limit))
+        if state.nodes is not None:  # the nodes protect their rows; the gateway merges
+            result = await loop.run_in_executor(None, lambda: state.nodes.read(
+                study, view_id, columns, fetch_limit, state.policy_path))
+        else:
+            result = await loop.run_in_executor(
+                None, lambda: state.engine.read(study, view_id, columns, fetch_limit))
         timing.mark("query")
         if result.rows > state.max_rows:
             raise WorkbenchUserError(
@@ -275,19 +280,26 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
             raise WorkbenchUserError("secure operations are not available in this space yet.",
                                      reason="secure-unavailable") from None
         loop = asyncio.get_running_loop()
-        partitions = await loop.run_in_executor(
-            None, lambda: state.engine.partitions(study, view_id, columns))
         thresholds = policy.studies[study].thresholds.model_dump()
         privacy = policy.studies[study].privacy
-        context = {"study": study, "view": view_id,
+        context = {"study": study, "view": view_id, "request_id": uuid.uuid4().hex,
                    "view_version": state.engine.versions[view_id], **_claims(request)}
+        partitions = remote = None
+        if state.nodes is not None:  # the holders' nodes compute; the gateway reads no row
+            remote = state.nodes.remote(study, view_id, columns, state.policy_path,
+                                        context["request_id"])
+        else:
+            partitions = await loop.run_in_executor(
+                None, lambda: state.engine.partitions(study, view_id, columns))
         result = await loop.run_in_executor(None, lambda: run_secure_op(
             op, partitions, body.get("params", {}), thresholds, state.provenance, context,
             space=state.space, view=state.engine.view(view_id),
-            privacy=privacy.model_dump() if privacy else None))
+            privacy=privacy.model_dump() if privacy else None, remote=remote))
+        # with nodes, each node counts its own rows in its journal; here: who contributed
+        rows = ({h: 0 for h in result["meta"]["holders"]} if remote is not None
+                else {h: len(f) for h, f in partitions.items()})
         await loop.run_in_executor(None, lambda: state.ledger.record(
-            study=study, kind="secure-op", view=view_id, op=op,
-            rows_by_holder={h: len(f) for h, f in partitions.items()}))
+            study=study, kind="secure-op", view=view_id, op=op, rows_by_holder=rows))
         return web.json_response(result, dumps=lambda v: json.dumps(v, default=str))
 
     async def openapi(request: web.Request) -> web.Response:
