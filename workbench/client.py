@@ -121,13 +121,44 @@ def _request(method: str, path: str, view: str | None = None, params: dict | Non
     return response
 
 
+# Secure operations that run encrypted rounds long enough to want a word before and after.
+LONG_OPERATIONS = ("kaplan_meier", "logrank_test", "cox_ph", "logistic_regression")
+
+
 def request_json(method: str, path: str, payload: dict | None = None) -> dict:
     """One JSON request to the gateway (used by wb.secure and wb.release)."""
     view = payload.get("view") if isinstance(payload, dict) else None
+    op = path.removeprefix("/secure/") if path.startswith("/secure/") else None
+    if op in LONG_OPERATIONS:
+        _say(f"wb.secure.{op} on '{view}': encrypted rounds running at the holders ...")
     response = _request(method, path, view=view,
                         body=None if payload is None else json.dumps(payload).encode(),
                         headers={"Content-Type": "application/json"})
-    return response.json()
+    body = response.json()
+    if op in LONG_OPERATIONS:
+        _say(_finished(op, body))
+    return body
+
+
+def _say(line: str) -> None:
+    """A progress line, printed at once. The gateway answers an operation in one response, so
+    this says what runs and, after, how many encrypted rounds it took; no elapsed times, so a
+    cell's output (and its digest in provenance) is the same when ``workbench rerun`` runs it."""
+    print(line, flush=True)
+
+
+def _finished(op: str, body: dict) -> str:
+    meta = body.get("meta") if isinstance(body, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    result = body.get("result") if isinstance(body, dict) else None
+    rounds, holders = meta.get("rounds"), meta.get("holders") or []
+    line = f"wb.secure.{op}: released"
+    if isinstance(rounds, int):
+        line += f" after {rounds} encrypted round{'s' if rounds != 1 else ''}"
+    if holders:
+        line += f" across {len(holders)} holders"
+    steps = result.get("iterations") if isinstance(result, dict) else None
+    return line + (f" ({steps} Newton steps)." if isinstance(steps, int) else ".")
 
 
 def views() -> pd.DataFrame:

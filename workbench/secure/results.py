@@ -61,10 +61,20 @@ class KaplanMeierResult:
         half = np.flatnonzero(survival <= 0.5)  # times increase: the first is the median
         self.median_survival_time_ = float(times[half[0]]) if len(half) else float("inf")
 
-    def plot(self, ax=None, **kwargs):
+    def plot(self, ax=None, at_risk_counts: bool = True, **kwargs):
+        """The curve with its confidence band, the time axis labelled from the catalog (the
+        duration column's description, hence its unit) and, below it, the number at risk at
+        each tick (``at_risk_counts=False`` leaves it out)."""
         import matplotlib.pyplot as plt
 
         ax = ax or plt.gca()
+        self._draw(ax, **kwargs)
+        label_time_axis(ax, self)
+        if at_risk_counts:
+            add_at_risk_counts(ax, [self])
+        return ax
+
+    def _draw(self, ax, **kwargs):
         sf = self.survival_function_.iloc[:, 0]
         ci = self.confidence_interval_
         label = kwargs.pop("label", self.group_label if self.group_label != "all rows"
@@ -72,10 +82,18 @@ class KaplanMeierResult:
         line = ax.step(sf.index, sf.values, where="post", label=label, **kwargs)[0]
         ax.fill_between(ci.index, ci.iloc[:, 0], ci.iloc[:, 1], step="post", alpha=0.25,
                         color=line.get_color())
-        ax.set_xlabel("timeline")
+        ax.set_ylabel("survival probability")
         ax.set_ylim(0, 1.02)
         ax.legend()
-        return ax
+        return line
+
+    def at_risk(self, times) -> list[int | None]:
+        """Number at risk at each of ``times`` on the released curve: the durations are
+        rounded up to the released times, so at ``t`` it is the at-risk count of the first
+        released time at or after ``t`` (None past the curve's end)."""
+        at_risk = self.event_table["at_risk"].to_numpy()
+        index = np.searchsorted(self.timeline, np.asarray(times, dtype=float), side="left")
+        return [int(at_risk[i]) if i < len(at_risk) else None for i in index]
 
     def __repr__(self) -> str:
         return (f"<workbench.secure.KaplanMeierResult: {self.group_label}, n={self.n}, "
@@ -85,14 +103,104 @@ class KaplanMeierResult:
 class KaplanMeierGroups(dict):
     """``kaplan_meier(..., by=col)``: one ``KaplanMeierResult`` per level of ``col``."""
 
-    def plot(self, ax=None, **kwargs):
+    def plot(self, ax=None, at_risk_counts: bool = True, **kwargs):
+        """One curve per level, one at-risk row per level under the axis."""
         import matplotlib.pyplot as plt
 
         ax = ax or plt.gca()
-        for result in self.values():
-            if len(result.timeline):
-                result.plot(ax=ax, **kwargs)
+        drawn = [result for result in self.values() if len(result.timeline)]
+        for result in drawn:
+            result._draw(ax, **kwargs)
+        label_time_axis(ax, self)
+        if at_risk_counts and drawn:
+            add_at_risk_counts(ax, drawn)
         return ax
+
+
+def _time_column(attestation) -> tuple[str | None, str | None]:
+    """(view, duration column) of a signed survival result, from the public spec it carries."""
+    body = (attestation or {}).get("body") if isinstance(attestation, dict) else None
+    if not isinstance(body, dict):
+        return None, None
+
+    def find(spec):
+        if isinstance(spec, dict):
+            if isinstance(spec.get("duration_col"), str):
+                return spec["duration_col"]
+            spec = list(spec.values())
+        if isinstance(spec, list):
+            return next((c for c in map(find, spec) if c), None)
+        return None
+
+    return body.get("view") or None, find(body.get("spec"))
+
+
+_UNITS = ("days", "weeks", "months", "years", "hours")
+
+
+def time_axis_label(view: str | None, column: str | None) -> str:
+    """The catalog's words for the time axis, unit included: the duration column's description
+    ("days to the endpoint or censoring"), or its name and public time step when the
+    description names no unit."""
+    if column is None:
+        return "time"
+    description, step = None, None
+    if view:
+        from workbench.errors import WorkbenchError
+        try:
+            from workbench.client import describe
+
+            info = next((c for c in describe(view)["columns"] if c["name"] == column), {})
+            description, step = info.get("description"), info.get("granularity")
+        except (WorkbenchError, KeyError, TypeError):  # no gateway here: the name alone
+            pass
+    if description and any(unit in description.lower() for unit in _UNITS):
+        return description[0].upper() + description[1:]
+    unit = next((u for u in _UNITS if u in column.lower()), None)
+    if unit:
+        return column if column.lower() == unit else f"{column} ({unit})"
+    return f"{column} (time steps of {step:g})" if step else column
+
+
+def label_time_axis(ax, result) -> None:
+    attestation = getattr(result, "attestation", None)
+    cached = getattr(result, "_time_label", None)
+    if cached is None:
+        cached = time_axis_label(*_time_column(attestation))
+        try:
+            result._time_label = cached  # one gateway description per result
+        except AttributeError:
+            pass
+    ax.set_xlabel(cached)
+
+
+def add_at_risk_counts(ax, results: list[KaplanMeierResult]) -> None:
+    """The number at risk at each x tick, one row per curve, under the axis (as lifelines'
+    ``add_at_risk_counts``); the figure's bottom margin grows to hold it."""
+    from matplotlib.transforms import blended_transform_factory
+
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    below = blended_transform_factory(ax.transData, ax.transAxes)
+    first = -3.2  # line heights under the axis: below the tick labels and the axis label
+    ax.annotate("Number at risk", xy=(0, 0), xycoords="axes fraction",
+                xytext=(0, first * 12), textcoords="offset points", ha="right", va="top",
+                fontsize="small", fontweight="bold", annotation_clip=False)
+    for row, result in enumerate(results, start=1):
+        offset = (first - 1.2 * row) * 12
+        name = result.group_label if result.group_label != "all rows" else result.label
+        ax.annotate(name, xy=(0, 0), xycoords="axes fraction", xytext=(-6, offset),
+                    textcoords="offset points", ha="right", va="top", fontsize="small",
+                    annotation_clip=False)
+        for tick, count in zip(ticks, result.at_risk(ticks), strict=True):
+            if count is not None:
+                ax.annotate(str(count), xy=(tick, 0), xycoords=below, xytext=(0, offset),
+                            textcoords="offset points", ha="center", va="top",
+                            fontsize="small", annotation_clip=False)
+    figure = ax.figure
+    needed = (-first + 1.2 * len(results) + 1) * 12 / 72 / figure.get_figheight()
+    if figure.subplotpars.bottom < needed + 0.05:
+        figure.subplots_adjust(bottom=min(0.6, needed + 0.05))
 
 
 class LogRankResult:
