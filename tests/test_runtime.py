@@ -96,3 +96,41 @@ def test_every_socket_path_is_on_space(tmp_path):
     assert launcher_socket(space) == space.kernel_launcher_socket
     assert broker_socket(space) == space.review_broker_socket
     assert rerun_socket(space, "s1") == space.rerun_socket("s1")
+
+
+def test_bind_socket_replaces_a_stale_socket_and_refuses_anything_else(tmp_path):
+    from workbench.runtime import bind_socket
+
+    path = tmp_path / "run" / "svc.sock"
+    first = bind_socket(path, 0o600)
+    first.close()  # a killed service leaves its socket file
+    listener = bind_socket(path, 0o660)
+    try:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o660) and socket_answers(path)
+    finally:
+        listener.close()
+    path.unlink()
+    path.write_text("not a socket")
+    with pytest.raises(WorkbenchUserError, match="exists and is not a socket"):
+        bind_socket(path, 0o666)
+    assert path.read_text() == "not a socket"  # left as it was
+
+
+def test_drop_privileges_leaves_no_way_back():
+    """In a child: after the drop it is the service account, with no groups, and cannot regain
+    root (every service drops through this one function)."""
+    import pwd
+
+    from workbench.runtime import drop_privileges
+
+    nobody = pwd.getpwnam("nobody")
+    code = (f"import os\nfrom workbench.runtime import drop_privileges\n"
+            f"drop_privileges(({nobody.pw_uid}, {nobody.pw_gid}))\n"
+            "print(os.getuid(), os.getgid(), os.getgroups())\n"
+            "try:\n    os.setuid(0)\nexcept PermissionError:\n    print('no way back')\n")
+    if os.getuid() != 0:
+        pytest.skip("needs root")  # the suite runs as root; without it there is nothing to drop
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == f"{nobody.pw_uid} {nobody.pw_gid} []" and out[1] == "no way back"
+    drop_privileges(None)  # without root: nothing to do, nothing changes

@@ -51,6 +51,43 @@ def socket_answers(path: Path, timeout: float = 1.0) -> bool:
         probe.close()
 
 
+def bind_socket(path: Path, mode: int, owner: tuple[int, int] | None = None) -> socket.socket:
+    """A service's listening socket at ``path``: a stale socket file is replaced, anything else
+    there is refused; bound under a umask that lets nobody connect before ``mode`` (and the
+    ``owner`` uid, gid) are set. Who may use it is then decided per connection (SO_PEERCRED)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        path.unlink()
+    elif path.exists() or path.is_symlink():
+        raise WorkbenchUserError(f"{path} exists and is not a socket: remove it first",
+                                 reason="socket-path-taken")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
+    if owner:
+        os.chown(path, *owner)
+    os.chmod(path, mode)
+    listener.listen(64)
+    return listener
+
+
+def drop_privileges(ids: tuple[int, int] | None) -> None:
+    """Become the service's own account (uid, gid) for good, with no supplementary groups;
+    ``None`` (not root: development) keeps the caller's. Checked, not assumed."""
+    if ids is None:
+        return
+    uid, gid = ids
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) != (uid, uid, gid, gid):
+        raise WorkbenchError(f"could not drop privileges to uid {uid}")
+
+
 def remove_stale_socket(path: Path) -> None:
     """A socket file left by an earlier (killed) service must not pass for the new one."""
     with contextlib.suppress(FileNotFoundError):
@@ -147,15 +184,25 @@ def start_service(label: str, command: list[str], ready: Callable[[ServiceProces
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True, pass_fds=tuple(pass_fds))
     handle = handle_type(process, Path(name), tuple(sockets), label)
+    try:
+        _wait(handle, ready, ready_timeout)
+    except BaseException:  # not ready, a broken check, Ctrl-C: never leave it running
+        handle.terminate()
+        raise
+    return handle
+
+
+def _wait(handle: ServiceProcess, ready: Callable[[ServiceProcess], bool],
+          ready_timeout: float) -> None:
     deadline = time.monotonic() + ready_timeout
     while True:
         try:
             if ready(handle):
-                return handle
+                return
         except (OSError, WorkbenchError):
             pass  # not answering yet
-        if process.poll() is not None:
-            raise _not_started(handle, f"it exited with status {process.returncode}")
+        if handle.process.poll() is not None:
+            raise _not_started(handle, f"it exited with status {handle.process.returncode}")
         if time.monotonic() > deadline:
             raise _not_started(handle, f"it did not answer within {ready_timeout:g} s")
         time.sleep(POLL)

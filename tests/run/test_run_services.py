@@ -4,6 +4,7 @@ a stale socket file of a killed service does not count as running."""
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import pytest
 
@@ -48,15 +49,16 @@ def test_a_socket_file_nobody_answers_on_is_not_a_running_service(public_space):
     assert not socket_answers(space.collector_socket)
 
 
-def test_services_started_before_a_failure_are_stopped(public_space, monkeypatch):
+def test_services_started_before_a_failure_are_stopped(public_space):
     space, policy = public_space["space"], public_space["policy"]
-    import workbench.secure.process as process
 
     def broken(_space):
         raise RuntimeError("key holder cannot start")
 
-    monkeypatch.setattr(process, "start_keyholder", broken)
-    with pytest.raises(RuntimeError), space_services(space, policy, echo=lambda _l: None):
+    services = tuple(replace(s, start=broken) if s.label == "key holder" else s
+                     for s in SERVICES)
+    with pytest.raises(RuntimeError), space_services(space, policy, echo=lambda _l: None,
+                                                     services=services):
         pass
     assert not socket_answers(space.collector_socket)
     assert not socket_answers(space.gateway_socket("cml-tki"))

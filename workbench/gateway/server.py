@@ -22,14 +22,19 @@ from pathlib import Path
 from aiohttp import web
 
 from workbench import accounts
-from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.gateway.app import GatewayState, make_app
 from workbench.gateway.ledger import UsageLedger
 from workbench.gateway.openapi import MAX_ROWS
 from workbench.paths import Space
 from workbench.policy.loader import load_policy
 from workbench.provenance.client import ProvenanceClient
-from workbench.runtime import ServiceProcess, start_service, workbench_command
+from workbench.runtime import (
+    ServiceProcess,
+    bind_socket,
+    drop_privileges,
+    start_service,
+    workbench_command,
+)
 from workbench.views import ViewEngine
 
 log = logging.getLogger("workbench.gateway")
@@ -37,22 +42,8 @@ READY = "gateway ready"
 
 
 def _bind(path: Path, uid: int, gid: int) -> socket.socket:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_socket():
-        path.unlink()  # a stale socket of an earlier gateway
-    elif path.exists() or path.is_symlink():
-        raise WorkbenchUserError(f"{path} exists and is not a socket: remove it first",
-                                 reason="socket-path-taken")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)  # never a moment where others could connect
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old)
-    if accounts.is_root():
-        os.chown(path, uid, gid)
-    os.chmod(path, 0o600)
-    listener.listen(64)
+    """Only the study's kernel uid (and root, which the peer check refuses) may connect."""
+    listener = bind_socket(path, 0o600, (uid, gid) if accounts.is_root() else None)
     listener.setblocking(False)
     return listener
 
@@ -71,15 +62,6 @@ def _prepare_dirs(space: Space) -> tuple[int, int] | None:
     if ledger.exists():
         os.chown(ledger, uid, gid)
     return uid, gid
-
-
-def _drop_privileges(ids: tuple[int, int]) -> None:
-    uid, gid = ids
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    if os.getuid() != uid or os.geteuid() != uid:
-        raise WorkbenchError("could not drop privileges to the gateway account")
 
 
 async def _serve(apps_and_sockets, stop: asyncio.Event) -> None:
@@ -111,8 +93,7 @@ def run_gateway(data_dir: str, policy_path: str, max_rows: int = MAX_ROWS) -> No
         uid, gid = accounts.ensure_user(accounts.study_kernel_user(study))
         bound.append((study, uid, False, _bind(space.gateway_socket(study), uid, gid)))
         bound.append((study, uid, True, _bind(space.rerun_socket(study), uid, gid)))
-    if gateway_ids:
-        _drop_privileges(gateway_ids)
+    drop_privileges(gateway_ids)
     state = GatewayState(space=space, engine=engine, policy_path=policy_file,
                          provenance=ProvenanceClient(space.collector_socket),
                          ledger=UsageLedger(space), max_rows=max_rows)

@@ -25,7 +25,6 @@ import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
@@ -34,7 +33,13 @@ from workbench.peercred import peer_credentials
 from workbench.provenance import heads, merkle, records
 from workbench.provenance.client import MAX_LINE, ProvenanceClient, ProvenanceUnavailable
 from workbench.provenance.store import Store, open_store
-from workbench.runtime import ServiceProcess, start_service, workbench_command
+from workbench.runtime import (
+    ServiceProcess,
+    bind_socket,
+    drop_privileges,
+    start_service,
+    workbench_command,
+)
 
 log = logging.getLogger("workbench.provenance.collector")
 
@@ -279,20 +284,6 @@ def prepare_dirs(space: Space) -> tuple[int, int] | None:
     return uid, gid
 
 
-def _bind(path: Path) -> socket.socket:
-    if path.is_socket():
-        path.unlink()
-    elif path.exists() or path.is_symlink():
-        raise WorkbenchUserError(f"{path} exists and is not a socket: remove it first",
-                                 reason="socket-path-taken")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    # writers run as several uids; kernels have no path to this socket (the sandbox does not bind
-    # it) and are refused by uid anyway
-    os.chmod(path, 0o666)  # noqa: S103
-    return listener
-
-
 def run_collector(space: Space, backend: str | None = None, sign_every: int = SIGN_EVERY,
                   sign_interval: float = 5.0) -> None:
     """``workbench collector``: bind the socket, drop to the collector uid, serve until stopped."""
@@ -301,16 +292,15 @@ def run_collector(space: Space, backend: str | None = None, sign_every: int = SI
         (space.provenance / BACKEND_FILE).write_text(json.dumps({"backend": backend}) + "\n")
         if ids:
             os.chown(space.provenance / BACKEND_FILE, *ids)
-    listener = _bind(space.collector_socket)
+    # writers run as several uids; kernels have no path to this socket (the sandbox does not bind
+    # it) and are refused by uid anyway
+    listener = bind_socket(space.collector_socket, 0o666)
     _prime_lazy_imports()
     store = None
     if backend and ids:  # a network store: connect before dropping privileges (library loading)
         store = open_store(space, backend)
+    drop_privileges(ids)
     if ids:
-        uid, gid = ids
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
         if not os.access(space.provenance, os.R_OK | os.W_OK | os.X_OK):
             raise WorkbenchUserError(
                 f"the {accounts.COLLECTOR} account cannot reach {space.provenance}: every parent "

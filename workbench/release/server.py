@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import pwd
 import re
 import signal
@@ -52,6 +51,7 @@ from workbench.peercred import request_peer_uid as peer_uid
 from workbench.release.airlock import Airlock, Context
 from workbench.release.openapi import MAX_BODY, SPEC
 from workbench.release.tokens import verify_token
+from workbench.runtime import bind_socket
 
 log = logging.getLogger("workbench.airlock")
 STATUS = {"access-denied": 403, "own-request": 403, "same-reviewer": 409, "bad-state": 409,
@@ -220,14 +220,7 @@ def make_app(airlock: Airlock, trusted_uids: set[int], token_key: bytes) -> web.
 def bind(path: Path) -> socket.socket:
     """The airlock's listening socket, reachable by every local account: SO_PEERCRED decides
     who may actually use it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_socket():
-        path.unlink()  # a stale socket of an earlier airlock
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    os.chmod(path, 0o666)  # noqa: S103 - access is decided per connection by peer uid
-    listener.listen(64)
+    listener = bind_socket(path, 0o666)
     listener.setblocking(False)
     return listener
 

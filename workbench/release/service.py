@@ -16,7 +16,7 @@ from pathlib import Path
 from workbench import accounts
 from workbench.paths import Space
 from workbench.release.airlock import Airlock, airlock_dir, airlock_socket
-from workbench.runtime import ServiceProcess, start_service, workbench_command
+from workbench.runtime import ServiceProcess, drop_privileges, start_service, workbench_command
 from workbench.unixhttp import UnixHTTP
 
 log = logging.getLogger("workbench.airlock")
@@ -102,11 +102,7 @@ def run_airlock(space: Space, policy_file: str) -> None:
                 os.chown(sidecar, *ids)
     listener = bind(airlock_socket(space))  # as root: the socket's directory may be root's
     app = make_app(airlock, trusted_uids(ids[0] if ids else os.getuid()), key)
-    if ids:
-        uid, gid = ids
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
+    drop_privileges(ids)
     log.info("airlock on %s", airlock_socket(space))
     serve(app, listener)
 

@@ -44,7 +44,7 @@ from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.paths import Space
 from workbench.peercred import peer_credentials
-from workbench.runtime import ServiceProcess, start_service
+from workbench.runtime import ServiceProcess, bind_socket, start_service
 from workbench.sandbox.launcher import dashboard_server_user
 
 log = logging.getLogger("workbench.review.broker")
@@ -179,17 +179,9 @@ def ask(space: Space, request: dict, timeout: float = 120) -> dict:
 
 
 def bind(space: Space) -> socket.socket:
-    """The broker's listening socket (a stale socket file is replaced)."""
-    path = broker_socket(space)
-    space.run.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_socket():
-            path.unlink()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    os.chmod(path, 0o666)  # noqa: S103 - any dashboard server may ask; SO_PEERCRED decides
-    listener.listen(64)
-    return listener
+    """The broker's listening socket (a stale socket file is replaced): any dashboard server may
+    ask; SO_PEERCRED decides what."""
+    return bind_socket(broker_socket(space), 0o666)
 
 
 def serve(space: Space, policy_file: str, listener: socket.socket | None = None) -> None:

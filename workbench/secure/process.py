@@ -23,7 +23,7 @@ from pathlib import Path
 from workbench import accounts
 from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
-from workbench.runtime import ServiceProcess, start_service, workbench_command
+from workbench.runtime import ServiceProcess, drop_privileges, start_service, workbench_command
 from workbench.secure import attest
 from workbench.secure.signing import RegistryFile, create_holder_keys
 
@@ -45,13 +45,6 @@ def _bind(path: Path, account: str, client_account: str):
         return server, (uid, gid)
     os.chmod(path, 0o600)
     return server, None
-
-
-def _drop(ids) -> None:
-    if ids:
-        os.setgroups([])
-        os.setgid(ids[1])
-        os.setuid(ids[0])
 
 
 def _serve(server, label: str, path: Path) -> None:
@@ -79,7 +72,7 @@ def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) ->
     if ids:
         os.chown(state, *ids)
     os.chmod(state, 0o700)
-    _drop(ids)
+    drop_privileges(ids)
     keys = load_secret(space)  # only now: as wb-keyholder
     keys.bfv, keys.ckks  # noqa: B018 - parse once at start, fail early on a broken file
     server.service = KeyHolder(keys, ProvenanceClient(space.collector_socket),
@@ -102,7 +95,7 @@ def run_aggregator(space: Space) -> None:
                                  "'workbench init' first.", reason="no-he-keys")
     server, ids = _bind(space.aggregator_socket, accounts.AGGREGATOR, accounts.GATEWAY)
     server.reveal_errors = True  # it never decrypts: its faults hold no patient value
-    _drop(ids)
+    drop_privileges(ids)
     keys = load_public(space)  # as wb-aggregator: he/public.ctx is all it can read
     keys.bfv, keys.ckks  # noqa: B018 - parse once at start, fail early on a broken file
     server.service = AggregatorService(keys, KeyHolderClient(space.keyholder_socket))
