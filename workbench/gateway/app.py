@@ -287,7 +287,8 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
         partitions = remote = None
         if state.nodes is not None:  # the holders' nodes compute; the gateway reads no row
             remote = state.nodes.remote(study, view_id, columns, state.policy_path,
-                                        context["request_id"])
+                                        context["request_id"],
+                                        quorum=policy.studies[study].node_quorum)
         else:
             partitions = await loop.run_in_executor(
                 None, lambda: state.engine.partitions(study, view_id, columns))

@@ -114,6 +114,11 @@ class Study(_Model):
         default=None, description="differential privacy: the study's epsilon budget for its "
                                   "life and the epsilon each release spends (OpenDP)")
     resources: Resources = Resources()
+    node_quorum: int | None = Field(
+        default=None, ge=2, description="holder nodes that must answer a secure operation for it "
+                                        "to go on without the others (the result names exactly "
+                                        "which contributed); by default every node that holds "
+                                        "the view")
 
 
 class Holder(_Model):
