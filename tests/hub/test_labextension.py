@@ -443,3 +443,27 @@ def test_the_readme_researcher_example_is_submitted_as_written(demo_space):
                     for o in executed.cells[0].outputs)
     assert "release request rq-" in shown and "'km_by_tki': submitted" in shown, shown
     assert "failed" not in shown
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_panels_api_answers_the_servers_user_only(page, lab_hub):
+    """The routes sit behind the study server's own Jupyter auth (the page fixture started
+    alice's server): no credentials and another user's token are refused, alice's answers."""
+    import httpx
+
+    base = f"{lab_hub.url}/user/alice/cml-tki/workbench/api"
+    for path in ("study", "catalog", "requests"):
+        anonymous = httpx.get(f"{base}/{path}", follow_redirects=False, timeout=60)
+        assert anonymous.status_code in (302, 403), (path, anonymous.status_code)
+        assert "cml_cohort" not in anonymous.text
+        other = httpx.get(f"{base}/{path}", timeout=60, follow_redirects=False,
+                          headers={"Authorization": f"token {lab_hub.token_for('rita')}"})
+        assert other.status_code in (302, 403, 404), (path, other.status_code)
+        assert "cml_cohort" not in other.text
+    mine = httpx.get(f"{base}/study", timeout=60,
+                     headers={"Authorization": f"token {lab_hub.token_for('alice')}"})
+    assert mine.status_code == 200 and mine.json()["study"] == "cml-tki"
+    withdraw = httpx.post(f"{base}/requests/rq-x/withdraw", json={}, timeout=60,
+                          follow_redirects=False)
+    assert withdraw.status_code in (302, 403)
