@@ -134,3 +134,18 @@ def test_drop_privileges_leaves_no_way_back():
                          check=True).stdout.split("\n")
     assert out[0] == f"{nobody.pw_uid} {nobody.pw_gid} []" and out[1] == "no way back"
     drop_privileges(None)  # without root: nothing to do, nothing changes
+
+
+def test_a_service_refusing_its_policy_file_says_so_in_its_one_line(tmp_path):
+    """A multi-line user error (a policy's problems) is quoted by its first line (cut at 300
+    characters)."""
+    from workbench.release.service import start_airlock
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("studies: [\n")
+    with pytest.raises(WorkbenchUserError) as info:
+        start_airlock(Space(tmp_path / "space"), policy, ready_timeout=60)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("the airlock did not start")
+    assert "(error: " in message and f"policy file {policy} has 1 problem(s)" in message
+    os.unlink(message.rsplit("its log is ", 1)[1])

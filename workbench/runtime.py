@@ -156,13 +156,13 @@ def _not_started(handle: ServiceProcess, why: str) -> WorkbenchUserError:
     """One line: which service, why, the service's own one-line error if it printed one, and
     where its log is (kept: the process is stopped, its log file is not removed)."""
     handle.terminate()
-    said = [line.strip() for line in handle.output().splitlines() if line.strip()]
-    last = said[-1] if said else ""
-    # its own words: a user error (one line from the CLI) or the last line of an internal
-    # fault's traceback (workbench errors never carry a patient value; a library's might)
-    own = last if last.startswith("error:") else last.removeprefix("workbench.errors.") \
-        if last.startswith("workbench.errors.") else ""
-    own = f" ({own[:300]})" if own else ""
+    # its own words: the CLI's user error ("error: ...", first line of a longer one) or an
+    # internal fault's last traceback line, if a workbench error (they never carry a patient
+    # value; a library's exception might, so it is not quoted)
+    said = [line.strip().removeprefix("workbench.errors.")
+            for line in reversed(handle.output().splitlines())
+            if line.startswith(("error: ", "workbench.errors."))]
+    own = f" ({said[0][:300]})" if said else ""
     return WorkbenchUserError(f"the {handle.label} did not start: {why}{own}; its log is "
                               f"{handle.log_path}", reason="service-did-not-start")
 
