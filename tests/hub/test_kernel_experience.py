@@ -6,6 +6,8 @@ plot with its time unit and an at-risk table."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -33,12 +35,50 @@ def kernel(alice_server):
     alice_server.request("DELETE", f"api/kernels/{kernel_id}")
 
 
+def test_the_spawn_page_shows_each_step_while_the_server_starts(live_hub):
+    """The events the hub's spawn page shows (its progress API, read while the server starts):
+    the spawner's steps in order, then the ready event."""
+    import threading
+    import time
+
+    import httpx
+
+    from workbench.accounts import study_server_user
+
+    token = live_hub.token_for("alice")
+    # the hub answers the start request only after it is done or slow: read while it runs
+    started = threading.Thread(target=live_hub.spawn, args=("alice", "lung-validation"))
+    started.start()
+    time.sleep(0.5)
+    events = []
+    with httpx.stream("GET", f"{live_hub.url}/hub/api/users/alice/servers/lung-validation/"
+                             "progress", headers={"Authorization": f"token {token}"},
+                      timeout=180) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("ready") or events[-1].get("failed"):
+                    break
+    started.join()
+    messages = [e.get("message", "") for e in events]
+    assert events[-1].get("ready"), messages
+    steps = ["Access checked: alice is a member of lung-validation",
+             "Study workspace and the server's sealed configuration ready",
+             "Start recorded in provenance",
+             f"Starting the study server as {study_server_user('lung-validation')}",
+             "Study server started; JupyterLab is loading"]
+    found = [next(i for i, m in enumerate(messages) if m.startswith(step)) for step in steps]
+    assert found == sorted(found), messages
+    progress = [e["progress"] for e in events if "progress" in e]
+    assert progress == sorted(progress), progress
+
+
 @pytest.fixture(scope="module")
 def lung_kernel(live_hub, alice_server):
     """alice's lung-validation server: the public NCCTG lung data, large enough for a Cox model
     and curves by sex (the demo's cml_cohort is small in a 300-patient test space)."""
-    response = live_hub.spawn("alice", "lung-validation")
-    assert response.status_code in (200, 201, 202), response.text
+    response = live_hub.spawn("alice", "lung-validation")  # 400: the spawn test started it
+    assert response.status_code in (200, 201, 202, 400), response.text
     live_hub.wait_ready("alice", "lung-validation")
     server = type(alice_server)(live_hub, "alice", "lung-validation")
     kernel_id = server.start_kernel()

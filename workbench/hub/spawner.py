@@ -13,6 +13,7 @@ Guarded by tests/hub/test_hub_live.py and tests/hub/test_server_live.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -42,6 +43,16 @@ def prepare_workspace(space: Space, study: str) -> Path:
         os.chown(workspace, kernel_uid, server_gid)
         os.chmod(workspace, 0o2770)  # noqa: S103 - kernel uid + server group
     return workspace
+
+
+LOADING = 70  # the spawn page's progress once the server process runs
+
+
+def _limits_text(limits: Limits, max_kernels: int | None) -> str:
+    parts = [f"{limits.memory_bytes / 2**30:g} GiB" if limits.memory_bytes else None,
+             f"{limits.cpu:g} CPU" if limits.cpu else None,
+             f"{max_kernels} kernel(s)" if max_kernels else None]
+    return ", ".join(p for p in parts if p) or "the hub's defaults"
 
 
 class StudySpawner(LocalProcessSpawner):
@@ -79,6 +90,27 @@ class StudySpawner(LocalProcessSpawner):
     @default("disable_user_config")
     def _disable_user_config_default(self):
         return True
+
+    # -- what the spawn page shows ----------------------------------------------------------------
+    _progress_log: list[dict] | None = None
+
+    def _step(self, progress: int, message: str) -> None:
+        self._progress_log.append({"progress": progress, "message": message})
+
+    async def progress(self):
+        """The spawn page's events: each step of ``start`` as it is done, then, while JupyterLab
+        loads, how long it has been loading (the hub stops reading when the server answers)."""
+        log, sent, quiet = None, 0, 0
+        while True:
+            if self._progress_log is not log:  # a new start: its own steps from the first
+                log, sent = self._progress_log, 0
+            while log is not None and sent < len(log):
+                yield log[sent]
+                sent, quiet = sent + 1, 0
+            await asyncio.sleep(1)
+            quiet += 1
+            if log and log[-1]["progress"] >= LOADING and quiet % 3 == 0:
+                yield {"message": f"JupyterLab is loading in the study server ({quiet} s)"}
 
     # -- the decision --------------------------------------------------------------------------
     @property
@@ -133,7 +165,10 @@ class StudySpawner(LocalProcessSpawner):
         return f"{self.user.name}-{self.study}"
 
     async def start(self):
+        self._progress_log = []
         policy = self.check_access()
+        self._step(15, f"Access checked: {self.user.name} is a member of {self.study} "
+                       "(the policy as it is now)")
         study = policy.studies[self.study]
         space = Space.at(self.data_dir or None)
         layout = HubLayout(space)
@@ -156,6 +191,7 @@ class StudySpawner(LocalProcessSpawner):
             self.server_idle_timeout)
         self._extra_env = singleuser.server_environment(
             layout, self.study, self.user.name, config_dir, data_dir, self.policy_file)
+        self._step(30, "Study workspace and the server's sealed configuration ready")
 
         cgroup = ServerCgroup(self.cgroup_name) if accounts.is_root() else None
         has_cgroup = bool(cgroup and cgroup.create(limits))
@@ -171,7 +207,12 @@ class StudySpawner(LocalProcessSpawner):
                           "server_user": server_user,
                           "enforced_by": f"cgroup-{cgroup.mode}" if has_cgroup else "rlimit"},
         })
+        self._step(45, "Start recorded in provenance")
+        self._step(55, f"Starting the study server as {server_user} (limits: "
+                       f"{_limits_text(limits, study.resources.max_kernels)})")
         ip, port = await super().start()
+        self._step(LOADING, "Study server started; JupyterLab is loading (sandboxed kernels "
+                            "start when a notebook opens)")
         self.log.info("study server %s/%s started as %s (pid %s)", self.user.name, self.study,
                       server_user, self.pid)
         return ip, port
