@@ -221,19 +221,17 @@ class CatalogPanel extends Widget {
         el('span', `wb-Cert wb-Cert-${status}`, `${count} ${status} `, item);
       }
     }
-    const table = el('table', 'wb-Catalog-columns', '', box);
-    const head = el('tr', '', '', el('thead', '', '', table));
-    for (const label of ['column', 'type', 'sensitivity', 'plain', 'role']) {
-      el('th', '', label, head);
-    }
-    const body = el('tbody', '', '', table);
+    // one line per column, wrapping in a narrow sidebar: name, type, sensitivity, use
+    const columns = el('ul', 'wb-Catalog-columns', '', box);
     for (const column of view.columns) {
-      const row = el('tr', '', '', body);
-      el('td', '', column.name, row).title = column.description;
-      el('td', '', column.type, row);
-      el('td', `wb-Sens-${column.sensitivity}`, column.sensitivity, row);
-      el('td', '', column.plaintext ? 'yes' : 'wb.secure only', row);
-      el('td', '', column.role ?? '', row);
+      const item = el('li', '', '', columns);
+      item.dataset.column = column.name;
+      item.title = column.description;
+      el('code', '', column.name, item);
+      el('span', '', ` ${column.type} · `, item);
+      el('span', `wb-Sens-${column.sensitivity}`, column.sensitivity, item);
+      el('span', '', ` · ${column.plaintext ? 'plaintext' : 'wb.secure only'}` +
+        `${column.role ? ` · ${column.role}` : ''}`, item);
     }
   }
 }

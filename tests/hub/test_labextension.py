@@ -292,13 +292,16 @@ def test_catalog_panel_lists_granted_views_columns_and_certificates(page, lab_hu
     view = page.wait_for_selector("#workbench-catalog details[data-view='cml_cohort']",
                                   timeout=60_000)
     view.click()  # opens it
-    page.wait_for_selector("#workbench-catalog details[data-view='cml_cohort'] table")
+    page.wait_for_selector("#workbench-catalog details[data-view='cml_cohort'] "
+                           ".wb-Catalog-columns li[data-column='tki']")
     _shot(page, "2-catalog")
     assert page.query_selector("#workbench-catalog details[data-view='cml_costs']") is not None
     assert page.query_selector("#workbench-catalog details[data-view='lung_survival']") is None
     columns = view.inner_text()
     assert "person_id" in columns and "tki" in columns and "quasi_identifier" in columns
-    assert "wb.secure only" in columns  # a sensitive column: not in plaintext
+    days = view.query_selector("li[data-column='days']").inner_text()
+    assert "sensitive" in days and "wb.secure only" in days  # never returned in plaintext
+    assert "plaintext" in view.query_selector("li[data-column='tki']").inner_text()
     holders = view.query_selector_all(".wb-Catalog-facts li")
     assert len(holders) >= 2  # a view pools several holders
     for holder in holders:  # every table's ownership certificate verifies

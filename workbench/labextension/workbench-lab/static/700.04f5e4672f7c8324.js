@@ -39,10 +39,9 @@
 .wb-Catalog-view summary { cursor: pointer; }
 .wb-Catalog-title { color: var(--jp-ui-font-color2); }
 .wb-Catalog-facts { margin: 4px 0; padding-left: 16px; }
-.wb-Catalog-columns { border-collapse: collapse; width: 100%; }
-.wb-Catalog-columns th, .wb-Catalog-columns td {
-  text-align: left;
-  padding: 1px 6px 1px 0;
+.wb-Catalog-columns { margin: 4px 0; padding-left: 0; list-style: none; }
+.wb-Catalog-columns li {
+  padding: 1px 0;
   border-bottom: var(--jp-border-width) solid var(--jp-border-color2);
 }
 .wb-Sens-sensitive, .wb-Sens-direct_identifier { color: var(--jp-error-color1); }
