@@ -66,9 +66,11 @@ def _dataset(space: Space, holder: str, frame: pa.Table) -> Dataset:
 
 
 def build_sample_space(root: Path, rows: int = 200, persons: int | None = None,
-                       seed: int = 7, extra_views: list[View] = ()) -> Space:
-    """A space at ``root`` with ``rows`` visits split over two holders, the sample views, and a
-    study re-keying key; owned like a real space when run as root."""
+                       seed: int = 7, extra_views: list[View] = (),
+                       holders: tuple[str, ...] = HOLDERS) -> Space:
+    """A space at ``root`` with ``rows`` visits split over ``holders`` (two by default; more
+    for the node benchmark), the sample views, and a study re-keying key; owned like a real
+    space when run as root."""
     space = Space(Path(root))
     space.root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -83,8 +85,11 @@ def build_sample_space(root: Path, rows: int = 200, persons: int | None = None,
         "cost": pa.array(np.round(rng.gamma(2.0, 400.0, rows), 2)),
         "mrn": pa.array([f"MRN{i:08d}" for i in range(rows)]),
     })
-    split = rows // 3  # unequal shares, so per-holder counts are distinguishable
-    parts = {HOLDERS[0]: table.slice(0, split), HOLDERS[1]: table.slice(split)}
+    # unequal shares (1 : 2 : ... : k), so per-holder counts are distinguishable
+    weights = np.arange(1, len(holders) + 1)
+    edges = [0, *(int(e) for e in rows * np.cumsum(weights)[:-1] // weights.sum()), rows]
+    parts = {h: table.slice(a, b - a) for h, a, b in zip(holders, edges[:-1], edges[1:],
+                                                          strict=True)}
     for holder, part in parts.items():
         Catalog.write(space, _dataset(space, holder, part))
     for view in list(sample_views()) + list(extra_views):
@@ -92,7 +97,7 @@ def build_sample_space(root: Path, rows: int = 200, persons: int | None = None,
     key_path = study_rekey_key_path(space)
     if not key_path.exists():
         write_key(key_path, new_key())
-    space.manifest.write_text(json.dumps({"space_id": "sample", "holders": list(HOLDERS)}))
+    space.manifest.write_text(json.dumps({"space_id": "sample", "holders": list(holders)}))
     if is_root():
         uid, gid = ensure_user(GATEWAY)
         for path in [space.holders, space.catalog, *space.holders.rglob("*"),
