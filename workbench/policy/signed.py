@@ -112,8 +112,8 @@ def check_serial(record: dict | None, newest: tuple[int, str] | None) -> None:
 
 
 def read_signed(policy_path: Path) -> tuple[bytes, dict | None]:
-    """The policy's bytes and its detached signature record (None when there is none). The path
-    is resolved first, so both come from the same immutable version directory."""
+    """The policy's bytes and its detached signature record (None when there is none), both
+    read beside the file the path resolves to (a symlinked policy keeps its signature)."""
     real = Path(os.path.realpath(policy_path))
     data = real.read_bytes()
     try:
