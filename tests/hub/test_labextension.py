@@ -92,6 +92,57 @@ def test_prebuilt_extension_ships_in_the_package_and_the_study_server_loads_it()
     assert settings["ServerApp"]["jpserver_extensions"]["workbench.hub.lab_api"] is True
 
 
+
+@pytest.fixture
+def open_dir():
+    """A directory every account can traverse (the collector runs as its own uid)."""
+    path = Path(tempfile.mkdtemp(prefix="wb-labext-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_catalog_snapshot_is_recorded_before_it_is_written_or_not_written_at_all(open_dir):
+    """The hub's snapshot for the catalog panel: each view's description is a recorded read
+    (fail closed: no collector, no facts), with certificate status checked against the data."""
+    from workbench.hub.lab_api import SNAPSHOT, write_catalog_snapshot
+    from workbench.policy.model import Study
+    from workbench.provenance.service import start_collector
+    from workbench.provenance.store import open_store
+    from workbench.space.build import init_space
+
+    space = init_space(open_dir / "space", patients=0, echo=lambda _line: None)
+    study = Study(title="t", purpose="p", sponsor="s", expires="2099-01-01",
+                  views=["lung_survival"])
+    config = open_dir / "config"
+    config.mkdir()
+    write_catalog_snapshot(space, "lung-validation", study, "alice", config)  # no collector
+    refused = json.loads((config / SNAPSHOT).read_text())
+    assert refused["views"] == [] and "could not be read and recorded" in refused["unavailable"]
+
+    with start_collector(space):
+        write_catalog_snapshot(space, "lung-validation", study, "alice", config)
+    snapshot = json.loads((config / SNAPSHOT).read_text())
+    (view,) = snapshot["views"]
+    assert view["id"] == "lung_survival" and {"name", "sensitivity", "plaintext"} <= set(
+        view["columns"][0])
+    assert all(h["certificates"] == {"valid": len(h["tables"])} for h in view["holders"])
+    store = open_store(space, readonly=True)
+    try:
+        reads = [json.loads(body) for *_rest, body in store.rows()]
+    finally:
+        store.close()
+    assert [(r["kind"], r["fields"]["view"], r["fields"]["operation"]) for r in reads
+            if r["kind"] == "view-read"] == [("view-read", "lung_survival", "catalog-panel")]
+    # a certificate that no longer matches its data is shown as invalid
+    certificate = next((space.catalog / "certificates").glob("*.json"))
+    certificate.write_text(certificate.read_text().replace('"holder"', '"holder" ', 1))
+    with start_collector(space):
+        write_catalog_snapshot(space, "lung-validation", study, "alice", config)
+    statuses = [h["certificates"] for h in json.loads(
+        (config / SNAPSHOT).read_text())["views"][0]["holders"]]
+    assert any("invalid" in s for s in statuses)
+
 # -- the airlock and a study server -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def airlock_space():
