@@ -15,7 +15,10 @@ of rounds). Rows:
 - The same node KM ÷ ``Federation`` (everything in one process, in-process key holder): no
   goal, it shows what the service split costs on top.
 - Round time with 3, 8 and 32 nodes at small n, and the coordinator's own share of the round:
-  (round seconds - slowest node's own compute seconds) / round seconds.
+  (round seconds - slowest node's own compute seconds) / round seconds, where a node's compute
+  seconds are what its reply reports (``node.contribute`` only: not its view read, policy and
+  rules checks or journal write); with the round split into the fan-out to the nodes and the
+  aggregator + key holder step.
 - Bytes per node per KM with TLS: the host-side veth counters (rx + tx) around one KM, next to
   the contribution's ciphertext bytes; and each node's resident memory (its process tree).
 """
@@ -323,6 +326,11 @@ def _round_row(bench: NodeBench, n: int, repeat: int) -> dict:
             "slowest_node_ms": round(statistics.median(slowest) * 1e3, 1),
             "fanout_ms": round(statistics.median(fanout) * 1e3, 1),
             "aggregate_decrypt_ms": round(statistics.median(aggregate) * 1e3, 1),
+            # the aggregator and key holder alone; the rest of the "coordinator's share" is
+            # each node's request handling outside its reported compute (view read, policy
+            # and rules checks, journal) and the transport
+            "aggregate_share": round(statistics.median(
+                a / r for a, r in zip(aggregate, rounds, strict=True)), 3),
             "km_op_ms": round(statistics.median(ops) * 1e3, 1), "n": n,
             "where": "each node in its own netns (veth)",
             "wire_kb_per_node_per_km": round(statistics.mean(wire) / 1e3, 1),
