@@ -424,8 +424,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.shell.add(requests, 'right', { rank: 50 });
     let study: IStudy | null = null;
     void banner.refresh().then(found => (study = found));
-    // a cell that ran may have made or changed a request
-    NotebookActions.executed.connect(() => void requests.refresh());
+    // a cell that called wb.release may have made or changed a request
+    NotebookActions.executed.connect((_, { cell }) => {
+      if (cell.model.sharedModel.getSource().includes('release')) {
+        void requests.refresh();
+      }
+    });
 
     app.commands.addCommand('workbench:request-release', {
       label: 'Request release of this output…',

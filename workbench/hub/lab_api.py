@@ -44,7 +44,7 @@ from workbench.paths import Space
 
 SNAPSHOT = "workbench-catalog.json"  # in the study server's JUPYTER_CONFIG_DIR (root-owned)
 _REQUEST_ID = r"rq-[A-Za-z0-9-]{1,64}"
-MAX_REQUESTS = 100  # the newest shown in the panel; wb.release.requests() lists them all
+MAX_REQUESTS = 50  # the newest shown in the panel (one airlock call each); wb.release lists all
 
 
 # -- at spawn, as root --------------------------------------------------------------------------
