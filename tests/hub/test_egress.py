@@ -36,6 +36,8 @@ def workspace_files(alice_server):
                          "content": base64.b64encode(PARQUET).decode()},
         "plot.png": {"type": "file", "format": "base64",
                      "content": base64.b64encode(PNG).decode()},
+        "disguised.png": {"type": "file", "format": "base64",  # a name is not a format
+                          "content": base64.b64encode(PARQUET).decode()},
     }.items():
         response = alice_server.request("PUT", f"api/contents/{path}", json=model)
         assert response.status_code in (200, 201), response.text
@@ -101,10 +103,11 @@ def test_contents_read_is_recorded_before_its_bytes_leave(live_hub, workspace_fi
     assert len(_file_access(records, live_hub.space)) == before
 
 
+@pytest.mark.parametrize("name", ["rows.parquet", "disguised.png"])
 @pytest.mark.parametrize("query", ["?content=1&format=base64", "?type=file&format=base64",
                                    "?type=file", ""])
-def test_binary_files_are_not_handed_out_through_the_contents_api(workspace_files, query):
-    response = workspace_files.request("GET", f"api/contents/rows.parquet{query}")
+def test_binary_files_are_not_handed_out_through_the_contents_api(workspace_files, name, query):
+    response = workspace_files.request("GET", f"api/contents/{name}{query}")
     assert response.status_code == 403, response.status_code
     assert base64.b64encode(PARQUET).decode()[:40] not in response.text
     assert "wb.release.request" in response.json()["message"]

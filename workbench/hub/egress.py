@@ -126,8 +126,7 @@ class RecordedContentsHandler(ContentsHandler):
             return
         fields = {"path": _recorded_path(model["path"]), "route": "contents", "method": "get",
                   "type": model["type"], "format": model.get("format") or "json"}
-        if model.get("format") == "base64" and \
-                not (model.get("mimetype") or "").startswith("image/"):
+        if model.get("format") == "base64" and not _is_image(model["content"]):
             try:
                 await record_access(self, {**fields, "status": "refused", "reason": "binary-file"})
             except WorkbenchError as exc:
@@ -145,6 +144,23 @@ class RecordedContentsHandler(ContentsHandler):
         self.set_header("Last-Modified", model["last_modified"])
         self.set_header("Content-Type", "application/json")
         await self.finish(body)
+
+
+# Signatures of the image formats JupyterLab's image viewer shows: a name ending in .png is not
+# enough (a kernel names its files). A speed bump, not a boundary: an image's pixels can carry
+# any bytes, as can a text file; the record of each read is what bounds it.
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+
+def _is_image(content: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        head = base64.b64decode(content[:24].encode("ascii"), validate=False)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return False
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def _rules(router):
