@@ -51,6 +51,24 @@ def test_decisions_stay_in_the_services_study_and_the_airlock_decides(broker, re
                        "request_id": review_env.failed["id"]})
 
 
+def test_comments_stay_in_the_services_study_for_its_reviewers(broker, review_env):
+    mine, lonely = _uid(dashboard_server_user("cml-tki")), _uid(dashboard_server_user("lonely"))
+    rid = review_env.failed["id"]
+    reply = broker.handle(lonely, {"op": "comment", "user": "rita", "request_id": rid,
+                                   "comment": "through the wrong study"})
+    assert reply["status"] == 403 and "another study" in reply["body"]
+    reply = broker.handle(mine, {"op": "comment", "user": "olga", "request_id": rid,
+                                 "comment": "not my study"})  # olga reviews lonely only
+    assert reply["status"] == 403
+    reply = broker.handle(mine, {"op": "comment", "user": "rita", "request_id": rid,
+                                 "comment": "merge the small arm"})
+    assert reply["status"] == 201 and "merge the small arm" in reply["body"]
+    for account in (FILES_ACCOUNT, dashboard_server_user("review-admin")):
+        with pytest.raises(WorkbenchUserError, match="may ask"):
+            broker.handle(_uid(account), {"op": "comment", "user": "rita", "request_id": rid,
+                                          "comment": "x"})
+
+
 def test_review_files_reads_released_things_only(broker, review_env):
     files = _uid(FILES_ACCOUNT)
     reply = broker.handle(files, {"op": "airlock-get", "user": "alice",
