@@ -29,12 +29,10 @@ import contextlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,34 +43,11 @@ SUBNET = 78  # 10.78.<i>.0/24: not the tests' 10.77 (tests/node run at the same 
 PARAMS = {"duration_col": "days", "event_col": "event"}
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-@contextlib.contextmanager
 def namespaces(holders: list[str], tag: str, port: int = 8443):
-    """``workbench.node.netns.namespaces`` on another subnet: two host interfaces with the same
-    10.77.<i>.1/24 (the tests' and ours, running at once) would route one's packets to the
-    other's node. Interfaces are named wbv<tag><i>h (host side) like the tests'."""
-    made, addresses = {}, {}
-    try:
-        for i, holder in enumerate(holders, start=1):
-            ns, host_if, node_if = f"wbn{tag}{i}", f"wbv{tag}{i}h", f"wbv{tag}{i}n"
-            _ip("netns", "add", ns)
-            made[holder] = ns
-            _ip("link", "add", host_if, "type", "veth", "peer", "name", node_if)
-            _ip("link", "set", node_if, "netns", ns)
-            _ip("addr", "add", f"10.{SUBNET}.{i}.1/24", "dev", host_if)
-            _ip("link", "set", host_if, "up")
-            _ip("-n", ns, "addr", "add", f"10.{SUBNET}.{i}.2/24", "dev", node_if)
-            _ip("-n", ns, "link", "set", node_if, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-            addresses[holder] = f"10.{SUBNET}.{i}.2:{port}"
-        yield made, addresses
-    finally:
-        for i, ns in enumerate(made.values(), start=1):
-            subprocess.run(["ip", "link", "del", f"wbv{tag}{i}h"], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    """The nodes' namespaces on 10.78 (the tests, which may run at once, take 10.77)."""
+    from workbench.node.netns import namespaces as on_subnet
+
+    return on_subnet(holders, tag, port, subnet=SUBNET)
 
 
 def _traffic(interface: str) -> int:
@@ -127,24 +102,9 @@ class NodeBench:
         self.space = space
 
     def _start_nodes(self, made_ns: dict, addresses: dict) -> None:
-        """Four at a time: 32 interpreters importing tenseal at once on 2 cores would pass the
-        ready timeout of ``start_nodes``."""
-        from workbench.node.client import write_registry
-        from workbench.node.process import start_node
+        from workbench.node.process import start_nodes
 
-        space = self.made.space
-        with ThreadPoolExecutor(4) as pool:
-            futures = {h: pool.submit(start_node, space.node_dir(h), addresses[h], made_ns[h],
-                                      600.0) for h in self.holders}
-        failure = None
-        for holder, future in futures.items():
-            try:
-                self.made.nodes[holder], _ = future.result()
-            except Exception as exc:  # noqa: BLE001 - the others are stopped by close()
-                failure = failure or exc
-        if failure:
-            raise failure
-        write_registry(space, addresses)
+        self.made.nodes = start_nodes(self.made.space, listen=addresses, netns=made_ns)
 
     def close(self) -> None:
         from tests.node.conftest import stop_node_space

@@ -22,7 +22,12 @@ from pathlib import Path
 from workbench.gateway.server import start_gateway
 from workbench.hub.services import start_kernel_launcher
 from workbench.node.enroll import is_node_space
-from workbench.node.process import nodes_answer, start_holder_nodes
+from workbench.node.process import (
+    has_witnesses,
+    nodes_answer,
+    start_cosigner,
+    start_holder_nodes,
+)
 from workbench.paths import Space
 from workbench.policy.loader import load_policy
 from workbench.provenance.service import start_collector
@@ -62,6 +67,9 @@ SERVICES = (
     Service("aggregator", start_aggregator, False,
             lambda space, _studies: [space.aggregator_socket]),
     Service("airlock", start_airlock, True, lambda space, _studies: [space.airlock_socket]),
+    # the nodes witness the collector's signed heads (when the space lists witnesses)
+    Service("witness cosigner", start_cosigner, False, lambda _space, _studies: [],
+            answers=lambda _space: False, applies=has_witnesses),
 )
 
 # Not needed by `workbench run` as root (the provisioner starts the sandbox itself); a hub whose

@@ -106,7 +106,7 @@ def run_as_kernel(space, code: str, check: bool = True) -> dict:
 def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
                      listen: dict | None = None) -> NodeSpace:
     from workbench.gateway.server import start_gateway
-    from workbench.node.enroll import enroll_space
+    from workbench.node.enroll import enroll_space, ensure_witnesses
     from workbench.node.process import start_nodes
     from workbench.policy.signed import create_admin_key, register_admin_key
     from workbench.provenance.service import start_collector
@@ -127,6 +127,7 @@ def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
         made.services.append(start_collector(space))
         made.services.append(start_keyholder(space, min_cell_floor=5))
         made.services.append(start_aggregator(space))
+        ensure_witnesses(space)  # the nodes witness the central log (the collector's key)
         made.nodes = start_nodes(space, listen=listen, netns=netns)
         made.services.append(start_gateway(space, made.policy))
     except BaseException:

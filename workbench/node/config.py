@@ -10,6 +10,7 @@
               rules.yaml          the holder's own rules (rules.py)
               journal.jsonl       its hash-chained record (journal.py)
               state.json          newest policy serial seen, today's round counts
+              witness/            its witness of the central provenance log: key, last head
 
 The whole directory belongs to the node's account (``wbh-<holder>``), 0700: on one machine no
 other service account can read it; at a holder's site it is the node's own disk.
@@ -69,6 +70,10 @@ class NodeConfig:
     @property
     def keys(self) -> Path:
         return self.root / "keys"
+
+    @property
+    def witness_dir(self) -> Path:  # its witness of the central log (node/witness.py)
+        return self.root / "witness"
 
     @property
     def rules(self) -> Path:

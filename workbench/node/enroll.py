@@ -11,6 +11,7 @@ IT and the certificate is issued from a CSR (docs/nodes.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -165,3 +166,36 @@ def enroll_space(space: Space) -> list[NodeConfig]:
 
 def is_node_space(space: Space) -> bool:
     return space.nodes.is_dir() and any(space.nodes.iterdir())
+
+
+def ensure_witnesses(space: Space) -> list[str]:
+    """Make every enrolled node a witness of the central provenance log (once the collector's
+    tree-head key exists, i.e. after its first start) and list it in the space's witness list
+    (endpoint ``node:<holder>``), with a majority of the nodes as the quorum; give the cosigner
+    (the collector's account) its certificate. Returns the holders made witnesses now."""
+    from workbench.node import witness
+    from workbench.provenance import cosign, heads
+
+    log_key = heads.public_key_path(space)
+    if not log_key.exists() or not is_node_space(space):
+        return []
+    if not (space.role_tls("collector") / "cert.pem").exists():
+        enroll_role(space, "collector", accounts.COLLECTOR)
+    listing = cosign.load_witnesses(space.witnesses) or cosign.WitnessList({}, 1)
+    witnesses, endpoints, made = dict(listing.witnesses), dict(listing.endpoints), []
+    for root in sorted(p for p in space.nodes.iterdir() if (p / "node.json").exists()):
+        config = NodeConfig.load(root)
+        if (config.witness_dir / "witness.key").exists():
+            continue
+        key = witness.enroll(config.witness_dir, config.holder, log_key.read_bytes())
+        witnesses[config.holder] = key.public_key()
+        endpoints[config.holder] = f"node:{config.holder}"
+        if accounts.is_root():
+            uid, gid = accounts.ensure_user(accounts.holder_node_user(config.holder))
+            for path in [config.witness_dir, *config.witness_dir.iterdir()]:
+                os.chown(path, uid, gid)
+        made.append(config.holder)
+    if made:  # a majority of the holders must cosign every head
+        cosign.save_witnesses(space, dataclasses.replace(
+            listing, witnesses=witnesses, endpoints=endpoints, quorum=len(witnesses) // 2 + 1))
+    return made

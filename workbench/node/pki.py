@@ -6,8 +6,9 @@ a certificate naming its role and, for a holder node, its holder id:
     subject  CN=<name>, OU=<role>, O=workbench:<space id>
     SAN      DNS:<name>.<role>.workbench          (what TLS checks as the host name)
 
-Roles: ``node`` (one per holder; name = holder id), ``coordinator`` (the gateway) and
-``aggregator``. Every connection is TLS 1.3 with both sides presenting a certificate of this CA.
+Roles: ``node`` (one per holder; name = holder id), ``coordinator`` (the gateway),
+``aggregator`` and ``collector`` (the provenance cosigner, which asks nodes to witness heads).
+Every connection is TLS 1.3 with both sides presenting a certificate of this CA.
 A node serves only the coordinator's certificate; the coordinator connects to a node under the
 host name ``<holder>.node.workbench``, so TLS itself refuses a reply from any other holder.
 
@@ -35,7 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from workbench.errors import WorkbenchUserError
 from workbench.secure.keys import write_key_file
 
-ROLES = ("node", "coordinator", "aggregator")
+ROLES = ("node", "coordinator", "aggregator", "collector")
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # a DNS label: holder ids are such
 CA_DAYS, LEAF_DAYS = 3650, 397  # a leaf lives about a year (the CA/Browser Forum's limit)
 

@@ -19,7 +19,7 @@ READY = re.compile(r"holder node (\S+) ready on (\S+):(\d+)")
 
 
 def start_node(root: Path, listen: str = "127.0.0.1:0", netns: str | None = None,
-               ready_timeout: float = 60.0) -> tuple[ServiceProcess, str]:
+               ready_timeout: float = 300.0) -> tuple[ServiceProcess, str]:
     """Start the node of ``root``; returns its handle and the address it serves on."""
     command = workbench_command("node", "serve", "--node-dir", str(root), "--listen", listen)
     if netns:
@@ -44,7 +44,9 @@ def start_nodes(space: Space, listen: dict[str, str] | None = None,
 
     roots = sorted(p for p in space.nodes.iterdir() if (p / "node.json").exists())
     listen, netns = listen or {}, netns or {}
-    with ThreadPoolExecutor(max(1, len(roots))) as pool:
+    # a few at a time: each loads its store and the HE contexts, which a small machine does
+    # slowly when dozens start at once
+    with ThreadPoolExecutor(min(4, max(1, len(roots)))) as pool:
         futures = {root.name: pool.submit(start_node, root, listen.get(root.name, "127.0.0.1:0"),
                                           netns.get(root.name)) for root in roots}
     handles, addresses, failure = {}, {}, None
@@ -81,7 +83,11 @@ class NodeGroup:
 
 def start_holder_nodes(space: Space) -> NodeGroup:
     """Every enrolled node of ``space`` on 127.0.0.1, each as its own account (``workbench
-    demo``); the gateway finds them through the registry."""
+    demo``), each also a witness of the central log; the gateway finds them through the
+    registry."""
+    from workbench.node.enroll import ensure_witnesses
+
+    ensure_witnesses(space)  # after the collector's first start: its key is what they pin
     return NodeGroup(start_nodes(space))
 
 
@@ -102,3 +108,17 @@ def nodes_answer(space: Space) -> bool:
         except OSError:
             return False
     return bool(nodes)
+
+
+COSIGN_EVERY = 30.0  # seconds between the demo's rounds of cosigning by the witnesses
+
+
+def start_cosigner(space: Space, every: float = COSIGN_EVERY) -> ServiceProcess:
+    """``workbench provenance cosign --every``: the nodes are asked to witness each new head."""
+    command = workbench_command("provenance", "cosign", "--data-dir", str(space.root),
+                                "--every", str(every))
+    return start_service("witness cosigner", command, lambda handle: True)
+
+
+def has_witnesses(space: Space) -> bool:
+    return space.witnesses.exists()

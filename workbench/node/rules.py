@@ -83,8 +83,13 @@ def load_rules(path: Path) -> HolderRules:
     from workbench.yamlfile import YamlFile, YamlSyntaxError
 
     path = Path(path)
-    if not path.exists():
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
         return HolderRules()
+    stamp = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if stamp in _CACHE:  # re-read on every request, parsed only when the file changed
+        return _CACHE[stamp]
     try:
         doc = YamlFile.parse(path.read_text())
     except YamlSyntaxError as exc:
@@ -96,7 +101,12 @@ def load_rules(path: Path) -> HolderRules:
         problems += doc.problems(exc)
     if problems:
         raise _bad(path, min(problems, key=lambda p: p.line))
+    _CACHE.clear()
+    _CACHE[stamp] = rules
     return rules
+
+
+_CACHE: dict[tuple, HolderRules] = {}
 
 
 def _bad(path: Path, problem) -> WorkbenchUserError:

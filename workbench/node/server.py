@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -70,9 +71,11 @@ class NodeState:
     keys: object = None
     signer: object = None
     nonces: object = None
+    witness: object = None  # node.witness.Witness when the space lists this node as a witness
     _serial: int = 0
     _budget: dict = field(default_factory=dict)
     _holders: collections.OrderedDict = field(default_factory=collections.OrderedDict)
+    _policies: dict = field(default_factory=dict)  # (sha256, signature) -> verified, parsed
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load(self) -> None:
@@ -87,6 +90,10 @@ class NodeState:
         self.keys.bfv, self.keys.ckks  # noqa: B018 - parse the contexts before the first round
         self.signer = cfg.signer()
         self.nonces = NonceGuard()
+        if (cfg.witness_dir / "witness.key").exists():
+            from workbench.node.witness import Witness, load_key
+
+            self.witness = Witness(cfg.witness_dir, load_key(cfg.witness_dir))
         state = cfg.state_file
         if state.exists():
             saved = json.loads(state.read_text())
@@ -106,9 +113,17 @@ class NodeState:
         if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
             raise WorkbenchUserError("the request carries no policy.", reason="unsigned-policy")
         text = doc["text"].encode()
-        # admins.json: the space's on one machine, the node's own copy at a holder's site
-        admins = load_admin_keys(Space(self.config.admins.parent))
-        record = verify_policy(text, doc.get("signature"), admins)
+        key = (hashlib.sha256(text).hexdigest(), json.dumps(doc.get("signature"),
+                                                            sort_keys=True))
+        admins_stamp = _stamp(self.config.admins)
+        cached = self._policies.get(key)
+        if cached is not None and cached[0] == admins_stamp:
+            record, policy = cached[1], cached[2]
+        else:
+            # admins.json: the space's on one machine, the node's own copy at a holder's site
+            admins = load_admin_keys(Space(self.config.admins.parent))
+            record = verify_policy(text, doc.get("signature"), admins)
+            policy = None
         serial = int(record["serial"])
         with self._lock:
             if serial < self._serial:
@@ -118,7 +133,13 @@ class NodeState:
             if serial > self._serial:
                 self._serial = serial
                 self._save()
-        return parse_policy(doc["text"], f"policy serial {serial}")
+        if policy is None:  # verified and parsed once per policy version, not per request
+            policy = parse_policy(doc["text"], f"policy serial {serial}")
+            with self._lock:
+                if len(self._policies) > 8:
+                    self._policies.clear()
+                self._policies[key] = (admins_stamp, record, policy)
+        return policy
 
     def spend_round(self, study: str, allowed: int) -> None:
         day = dt.datetime.now(dt.UTC).date().isoformat()
@@ -158,6 +179,14 @@ class NodeState:
         return node
 
 
+def _stamp(path) -> tuple | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
 def _peer(request: web.Request) -> pki.Identity:
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
@@ -190,8 +219,9 @@ def make_app(state: NodeState) -> web.Application:
             peer = _peer(request)
             request["peer"] = peer
             revocations.check(peer)
-            if peer.role != "coordinator":
-                raise WorkbenchUserError(f"this node serves the space's coordinator only, not "
+            wanted = "collector" if request.path == "/v1/witness" else "coordinator"
+            if peer.role != wanted:
+                raise WorkbenchUserError(f"this node serves the space's {wanted} only here, not "
                                          f"{peer.role} {peer.name!r}.", reason="wrong-peer")
             if request.method == "POST":
                 try:
@@ -265,6 +295,7 @@ def make_app(state: NodeState) -> web.Application:
     async def round_route(request: web.Request) -> web.Response:
         body = request["body"] or {}
         study, view, columns, _, rules = check_request(body, "secure-op")
+        started = time.perf_counter()  # the node's whole share: checks, rows, encryption
         kind, spec, nonce = body.get("kind"), body.get("spec"), body.get("nonce")
         request_id = str(body.get("request_id", ""))[:64]
         if not isinstance(kind, str) or not isinstance(spec, dict):
@@ -284,16 +315,32 @@ def make_app(state: NodeState) -> web.Application:
         if node is None:
             record(request, body, "served", None, rows=0)
             return web.Response(body=wire.encode({"empty": True}), content_type=WIRE_TYPE)
-        started = time.perf_counter()
         out = await loop.run_in_executor(None, lambda: node.contribute(kind, spec, nonce))
-        # its own compute time: the coordinator's share of a round is the rest (make bench)
+        # its own time: the coordinator's share of a round is the rest (make bench)
         frame = wire.encode({"per_scheme": out.per_scheme, "fingerprint": out.fingerprint,
                              "envelope": out.envelope,
                              "seconds": round(time.perf_counter() - started, 6)}, out.blobs)
         record(request, body, "served", None, rows=len(node.frame), bytes=len(frame))
         return web.Response(body=frame, content_type=WIRE_TYPE)
 
+    async def witness_route(request: web.Request) -> web.Response:
+        """Cosign the central log's newest tree head if it is consistent with the last one this
+        node cosigned (node/witness.py); a refusal is the alarm, kept in the witness's state."""
+        from workbench.node import witness
+
+        if state.witness is None:
+            raise WorkbenchUserError("this node is not a witness of the space's log.",
+                                     reason="not-found")
+        line = json.dumps(request["body"] or {}).encode()
+        loop = asyncio.get_running_loop()
+        reply = await loop.run_in_executor(None, witness.answer, state.witness, line)
+        record(request, None, "served" if reply.get("ok") else "refused",
+               None if reply.get("ok") else str(reply.get("reason"))[:40],
+               size=(reply.get("cosignature") or {}).get("tree_size"))
+        return web.json_response(reply)
+
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app.router.add_post("/v1/witness", witness_route)
     app.router.add_get("/v1/rules", rules_route)
     app.router.add_post("/v1/view", view_route)
     app.router.add_post("/v1/round", round_route)

@@ -60,16 +60,25 @@ class SocketWitnessClient:
         return reply.get("cosignature")
 
 
-CLIENTS: dict[str, Callable[[str], WitnessClient]] = {"unix": SocketWitnessClient}
+def _node_client(address: str, space) -> WitnessClient:
+    from workbench.node.client import NodeWitnessClient
+
+    return NodeWitnessClient(space, address)
 
 
-def clients_for(listing: cosign.WitnessList) -> dict[str, WitnessClient]:
+# endpoint scheme -> client(address, space): "unix:PATH" a local witness, "node:HOLDER" a holder
+# node's witness endpoint over mTLS (workbench/node)
+CLIENTS: dict[str, Callable[[str, object], WitnessClient]] = {
+    "unix": lambda address, _space: SocketWitnessClient(address), "node": _node_client}
+
+
+def clients_for(listing: cosign.WitnessList, space=None) -> dict[str, WitnessClient]:
     """A client for every listed witness with an endpoint the cosigner knows how to reach."""
     clients = {}
     for name, endpoint in listing.endpoints.items():
         scheme, _, address = endpoint.partition(":")
         if scheme in CLIENTS:
-            clients[name] = CLIENTS[scheme](address)
+            clients[name] = CLIENTS[scheme](address, space)
     return clients
 
 
@@ -172,7 +181,7 @@ class Cosigner:
         if head is None:
             return result
         if clients is None:
-            clients = clients_for(self.listing)
+            clients = clients_for(self.listing, self.reader.space)
             for name, endpoint in self.listing.endpoints.items():
                 if name not in clients:
                     result.unreachable[name] = f"no client for endpoint {endpoint[:80]!r}"
