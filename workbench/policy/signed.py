@@ -363,7 +363,11 @@ class ActivePolicy:
             return self._policy
 
     def _refusal(self, exc: Exception) -> WorkbenchUserError:
-        if isinstance(exc, WorkbenchUserError):
+        problems = getattr(exc, "problems", None)  # a PolicyError: name its first line
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            why, reason = f"{problems[0]}{more}", exc.reason
+        elif isinstance(exc, WorkbenchUserError):
             why, reason = str(exc).splitlines()[0], exc.reason
         else:
             why, reason = f"it cannot be read ({exc.strerror})", "policy-unavailable"
