@@ -90,11 +90,11 @@ def pooled_rows(space) -> pd.DataFrame:
     return df
 
 
-def run_as_kernel(space, code: str, check: bool = True) -> dict:
-    uid = pwd.getpwnam(study_kernel_user(STUDY)).pw_uid
+def run_as_kernel(space, code: str, study: str = STUDY) -> dict:
+    uid = pwd.getpwnam(study_kernel_user(study)).pw_uid
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": "/nonexistent",
-           "WORKBENCH_GATEWAY_SOCKET": str(space.gateway_socket(STUDY)),
-           "WORKBENCH_STUDY": STUDY, "WORKBENCH_USER": "alice", "WORKBENCH_KERNEL_ID": "k-node"}
+           "WORKBENCH_GATEWAY_SOCKET": str(space.gateway_socket(study)),
+           "WORKBENCH_STUDY": study, "WORKBENCH_USER": "alice", "WORKBENCH_KERNEL_ID": "k-node"}
     prelude = "import json, workbench as wb\n"
     out = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                           sys.executable, "-c", prelude + textwrap.dedent(code)], env=env,
@@ -104,23 +104,27 @@ def run_as_kernel(space, code: str, check: bool = True) -> dict:
 
 
 def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
-                     listen: dict | None = None) -> NodeSpace:
+                     listen: dict | None = None, holders: tuple[str, ...] | None = None,
+                     policy: str = POLICY) -> NodeSpace:
     from workbench.gateway.server import start_gateway
     from workbench.node.enroll import enroll_space, ensure_witnesses
     from workbench.node.process import start_nodes
+    from workbench.policy.loader import parse_policy
     from workbench.policy.signed import create_admin_key, register_admin_key
     from workbench.provenance.service import start_collector
     from workbench.secure.keys import create_keys
     from workbench.secure.process import start_aggregator, start_keyholder
     from workbench.views.sample import build_sample_space
 
-    space = build_sample_space(root / "space", rows=rows, extra_views=[VIEW])
+    space = build_sample_space(root / "space", rows=rows, extra_views=[VIEW],
+                               **({"holders": holders} if holders else {}))
     os.chmod(space.root, 0o755)
     key = create_admin_key(root / "admin.key")
     key_id = register_admin_key(space, "test-admin", key.public_key())
     made = NodeSpace(space, root / "policy.yaml", key, key_id, netns=netns or {})
-    made.sign(POLICY, 1)
-    ensure_user(study_kernel_user(STUDY))
+    made.sign(policy, 1)
+    for study in parse_policy(policy).studies:
+        ensure_user(study_kernel_user(study))
     create_keys(space)
     enroll_space(space)
     try:

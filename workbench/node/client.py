@@ -211,12 +211,13 @@ class NodeSet:
         out, _ = self._call(self._all("/v1/view", body, None, parse, None))
         return out
 
-    def rules(self) -> dict[str, dict]:
-        """Each node's public rules: its threshold floors and its round budget."""
+    def rules(self, quorum: int | None = None) -> dict[str, dict]:
+        """Each node's public rules: its threshold floors and its round budget (with a quorum,
+        of the nodes that answer: one that is down contributes nothing to hold to its floors)."""
         def parse(holder, status, data):
             return json.loads(data)
 
-        out, _ = self._call(self._all("/v1/rules", None, None, parse, None))
+        out, _ = self._call(self._all("/v1/rules", None, None, parse, quorum))
         return out
 
     def contribute(self, body: dict, quorum: int | None = None) -> tuple[list[Encrypted],

@@ -61,11 +61,12 @@ class NodeCoordinator:
         return ViewResult(table, view_id, self.engine.versions[view_id], tuple(chosen),
                           {h: t.num_rows for h, t in parts.items()})
 
-    def thresholds(self, thresholds: dict) -> dict:
-        """The study's thresholds tightened by every node's floors."""
+    def thresholds(self, thresholds: dict, quorum: int | None = None) -> dict:
+        """The study's thresholds tightened by every node's floors (a round signed with looser
+        ones would be refused by the node anyway)."""
         now = time.monotonic()
         if self._floors is None or now - self._floors[0] > RULES_TTL:
-            self._floors = (now, self.nodes.rules())
+            self._floors = (now, self.nodes.rules(quorum))
         tight = Thresholds.model_validate(thresholds)
         for rules in self._floors[1].values():
             floors = Floors.model_validate(rules.get("thresholds") or {})
@@ -79,7 +80,8 @@ class NodeCoordinator:
         request = self._request(study, view, columns, policy_path)
         request.pop("nonce")  # each round brings its own
         request["request_id"] = request_id
-        return RemoteHolders(self.nodes, request, self.thresholds, quorum)
+        return RemoteHolders(self.nodes, request,
+                             lambda thresholds: self.thresholds(thresholds, quorum), quorum)
 
 
 def no_nodes() -> WorkbenchUserError:

@@ -292,11 +292,13 @@ def build(payload: dict):
     pandas objects) so the airlock can verify its numbers instead of trusting the kernel."""
     obj = _build(payload)
     attestation = payload.get("attestation")
-    privacy = (payload.get("meta") or {}).get("privacy")  # the epsilon it spent, if any
+    meta = payload.get("meta") or {}
+    privacy = meta.get("privacy")  # the epsilon it spent, if any
+    holders = meta.get("holders")  # exactly the holders whose contributions are in it
     if isinstance(obj, (pd.Series, pd.DataFrame)):
-        obj.attrs.update(attestation=attestation, privacy=privacy)
+        obj.attrs.update(attestation=attestation, privacy=privacy, holders=holders)
     else:
-        obj.attestation, obj.privacy = attestation, privacy
+        obj.attestation, obj.privacy, obj.holders = attestation, privacy, holders
     return obj
 
 
