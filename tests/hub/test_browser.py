@@ -171,3 +171,51 @@ def test_download_and_export_are_refused(demo_hub, browser, records):
                and f["user"] == "alice" and f["size"] > 0 for f in reads), reads
     assert {(f["path"], f["user"]) for f in reads if f["status"] == "refused"} >= {
         (f"files/{name}", "alice"), (f"nbconvert/html/{name}", "alice")}
+
+
+# Keeps each event the spawn page receives (its EventSource on the hub's progress API) in
+# sessionStorage, which outlives the page's reload into JupyterLab.
+RECORD_PROGRESS = """
+(() => {
+  const Original = window.EventSource;
+  if (!Original || Original.__recorded) return;
+  const Recording = function (url, config) {
+    const source = new Original(url, config);
+    source.addEventListener('message', (event) => {
+      const log = JSON.parse(sessionStorage.getItem('wb-progress') || '[]');
+      log.push(JSON.parse(event.data).message || '');
+      sessionStorage.setItem('wb-progress', JSON.stringify(log));
+    });
+    return source;
+  };
+  Recording.prototype = Original.prototype;
+  Recording.__recorded = true;
+  window.EventSource = Recording;
+})();
+"""
+
+
+def test_the_spawn_page_shows_progress(demo_hub, browser):
+    """Opening a study shows the spawner's steps on the hub's spawn page until JupyterLab
+    answers (StudySpawner.progress)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.add_init_script(RECORD_PROGRESS)
+    try:
+        _log_in(page, demo_hub, "alice", demo_hub.passwords["alice"])
+        page.wait_for_selector("#workbench-studies")
+        page.click("#open-lung-validation")
+        try:  # best effort: the start may be over before a screenshot can be taken
+            page.wait_for_selector("#progress-message:has-text('study server')", timeout=15_000)
+            page.screenshot(path=ARTIFACTS / "7-spawn-progress.png")
+        except Exception:  # noqa: BLE001, S110 - the events below are the assertion
+            pass
+        page.wait_for_url("**/user/alice/lung-validation/lab**", timeout=180_000)
+        shown = page.evaluate("JSON.parse(sessionStorage.getItem('wb-progress') || '[]')")
+    finally:
+        page.close()
+    steps = ["Access checked: alice is a member of lung-validation",
+             "Study workspace and the server's sealed configuration ready",
+             "Start recorded in provenance", "Starting the study server as",
+             "Study server started; JupyterLab is loading"]
+    found = [next((i for i, m in enumerate(shown) if m.startswith(s)), None) for s in steps]
+    assert None not in found and found == sorted(found), shown
