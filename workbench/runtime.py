@@ -1,5 +1,6 @@
-"""Running a space's services as child processes: the one way to start one, wait until it is
-ready, and stop it (tests, benchmarks, ``workbench demo``, ``workbench run``).
+"""Running a space's services: the one way to start one as a child process, wait until it is
+ready and stop it (tests, benchmarks, ``workbench demo``, ``workbench run``), and, inside the
+service, to bind its socket and drop to its own account.
 
     handle = start_service("provenance collector", workbench_command("collector", ...),
                            sockets=(space.collector_socket,), ready=lambda h: ping())
