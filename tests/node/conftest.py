@@ -105,7 +105,9 @@ def run_as_kernel(space, code: str, study: str = STUDY) -> dict:
 
 def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
                      listen: dict | None = None, holders: tuple[str, ...] | None = None,
-                     policy: str = POLICY) -> NodeSpace:
+                     policy: str = POLICY, space=None) -> NodeSpace:
+    """The sample space with the survival view (or ``space``, already built), its holders
+    enrolled as nodes and every service started."""
     from workbench.gateway.server import start_gateway
     from workbench.node.enroll import enroll_space, ensure_witnesses
     from workbench.node.process import start_nodes
@@ -116,8 +118,9 @@ def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
     from workbench.secure.process import start_aggregator, start_keyholder
     from workbench.views.sample import build_sample_space
 
-    space = build_sample_space(root / "space", rows=rows, extra_views=[VIEW],
-                               **({"holders": holders} if holders else {}))
+    if space is None:
+        space = build_sample_space(root / "space", rows=rows, extra_views=[VIEW],
+                                   **({"holders": holders} if holders else {}))
     os.chmod(space.root, 0o755)
     key = create_admin_key(root / "admin.key")
     key_id = register_admin_key(space, "test-admin", key.public_key())
@@ -125,7 +128,8 @@ def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
     made.sign(policy, 1)
     for study in parse_policy(policy).studies:
         ensure_user(study_kernel_user(study))
-    create_keys(space)
+    if not (space.he / "secret.ctx").exists():
+        create_keys(space)
     enroll_space(space)
     try:
         made.services.append(start_collector(space))

@@ -209,7 +209,8 @@ class ViewEngine:
                 chosen.append(name)
         return tuple(chosen)
 
-    def _query(self, view: View, columns: tuple[str, ...], limit: int | None) -> pa.Table:
+    def _query(self, view: View, columns: tuple[str, ...], limit: int | None,
+               min_rows: bool = True) -> pa.Table:
         select = [_quote(c) for c in columns] + [f'"holder" AS {_HOLDER}']
         if view.person_column:
             person = _quote(view.person_column)
@@ -230,7 +231,8 @@ class ViewEngine:
                 total = cursor.sql(count).fetchall()[0][0]
         finally:
             cursor.close()
-        self._min_rows(view, total)
+        if min_rows:
+            self._min_rows(view, total)
         return table
 
     @staticmethod
@@ -272,14 +274,15 @@ class ViewEngine:
         return ViewResult(pa.table(out) if out else pa.table({}), view.id,
                           self.versions[view.id], chosen, rows_by_holder)
 
-    def partitions(self, study: str, view_id: str, columns) -> dict[str, pd.DataFrame]:
+    def partitions(self, study: str, view_id: str, columns,
+                   min_rows: bool = True) -> dict[str, pd.DataFrame]:
         """Rows of a view split by holder, INCLUDING sensitive columns: for the secure path only
         (holder nodes compute local statistics; only policy-checked aggregates leave). Person ids
         are re-keyed for the study; dates are not shifted, so intervals stay exact."""
         view = self.view(view_id)
         usable = tuple(c.name for c in view.columns if c.sensitivity != "direct_identifier")
         chosen = self._columns(view, columns, usable)
-        table = self._query(view, chosen, None)
+        table = self._query(view, chosen, None, min_rows)
         internal = [c for c in (_PERSON, _PERSON_HASH) if c in table.column_names]
         frame = table.drop_columns(internal).to_pandas()
         if view.person_column in chosen:

@@ -1,0 +1,61 @@
+"""Values published from R's ``survival`` package, reproduced through holder nodes: the NCCTG
+lung trial split by institution, every institution its own node (own account, own store, mTLS),
+the gateway holding no row. The bounds are half a unit in R's last printed digit (see
+tests/secure/test_secure_published_r.py for the sources)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.node.conftest import build_node_space, run_as_kernel, stop_node_space
+from tests.secure.test_secure_published_r import LUNG_SEX_COX, LUNG_SEX_LOGRANK
+from workbench.space.build import init_space
+
+STUDY = "lung-nodes"
+POLICY = f"""\
+users:
+  alice: {{roles: [researcher]}}
+studies:
+  {STUDY}:
+    title: lung through nodes
+    purpose: published values through holder nodes
+    sponsor: tests
+    members: [alice]
+    views: [lung_survival]
+    expires: 2099-12-31
+    thresholds: {{min_cell_count: 10}}
+"""
+
+
+@pytest.fixture(scope="module")
+def lung_nodes():
+    root = Path(tempfile.mkdtemp(prefix="wb-node-lung-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    space = init_space(root / "space", patients=0, echo=lambda _line: None)
+    made = build_node_space(root, policy=POLICY, space=space)
+    try:
+        yield made
+    finally:
+        stop_node_space(made)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_logrank_and_cox_equal_r_through_the_institutions_nodes(lung_nodes):
+    out = run_as_kernel(lung_nodes.space, """
+        lr = wb.secure.logrank_test("lung_survival", "time", "status", group_col="sex")
+        cox = wb.secure.cox_ph("lung_survival", "time", "status", covariates=["sex"])
+        row = cox.summary.loc["sex"]
+        print(json.dumps({"test_statistic": float(lr.test_statistic),
+                          "p_value": float(lr.p_value), "coef": float(row["coef"]),
+                          "se(coef)": float(row["se(coef)"]), "z": float(row["z"]),
+                          "p": float(row["p"]), "holders": cox.holders}))
+    """, study=STUDY)
+    for name, (published, bound) in (LUNG_SEX_LOGRANK | LUNG_SEX_COX).items():
+        assert abs(out[name] - published) <= bound, name
+    assert len(out["holders"]) >= 10  # the institutions, each a node
+    assert all(h.startswith("ncctg-inst-") for h in out["holders"])
