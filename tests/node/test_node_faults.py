@@ -119,7 +119,9 @@ class FakeNode:
     """A server holding a node's real certificate that answers wrongly: garbage, or nothing."""
 
     def __init__(self, made, holder: str, behaviour: str):
-        self.config = NodeConfig.load(made.space.node_dir(holder))
+        # an impostor answers at this holder's address with another holder's real certificate
+        other = "hospital-a" if behaviour == "impostor" else holder
+        self.config = NodeConfig.load(made.space.node_dir(other))
         host, port = node_address(made, holder).rsplit(":", 1)
         self.host, self.port, self.behaviour = host, int(port), behaviour
         self.loop = asyncio.new_event_loop()
@@ -157,9 +159,12 @@ class FakeNode:
         self.thread.join(10)
 
 
-@pytest.mark.parametrize("behaviour,reason", [("garbage", "its reply is malformed"),
-                                              ("stall", f"no answer within {TIMEOUT} s")])
-def test_a_node_replying_garbage_or_nothing_releases_nothing(faulty, behaviour, reason):
+@pytest.mark.parametrize("behaviour,reason", [
+    ("garbage", "its reply is malformed"), ("stall", f"no answer within {TIMEOUT} s"),
+    ("impostor", "its certificate is not a valid, unrevoked certificate of the space CA for "
+                 "this holder")])
+def test_a_node_replying_garbage_nothing_or_as_another_releases_nothing(faulty, behaviour,
+                                                                       reason):
     faulty.nodes["insurer-b"].stop()
     released = len([r for r in he_operations(faulty.space) if r["status"] == "ok"])
     try:
