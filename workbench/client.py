@@ -175,17 +175,32 @@ def describe(name: str) -> dict:
     return _request("GET", f"/views/{_segment(name)}", view=name).json()
 
 
-def view(name: str, columns: list[str] | None = None, limit: int | None = None) -> pd.DataFrame:
+def view(name: str, columns: list[str] | None = None, limit: int | None = None,
+         seed: int = 0) -> pd.DataFrame:
     """A granted view as a DataFrame: pseudonyms are per study, dates shifted or coarsened as the
-    view says; sensitive columns are not available (use wb.secure)."""
+    view says; sensitive columns are not available (use wb.secure).
+
+    If the study sees the view as ``aggregates``, this is the view's SYNTHETIC TWIN: the same
+    columns and types with made-up values (no real row; ``seed`` picks another twin), to write
+    and test code on; ``df.attrs["workbench_synthetic"]`` is True and a banner says so. Real
+    numbers come from wb.secure and leave through the airlock (wb.release)."""
     params = {}
     if columns is not None:
         params["columns"] = ",".join(columns)
     if limit is not None:
         params["limit"] = str(int(limit))
+    if seed:
+        params["seed"] = str(int(seed))
     response = _request("GET", f"/views/{_segment(name)}/arrow", view=name, params=params)
     with pa.ipc.open_stream(response.body) as reader:
-        return to_frame(reader.read_all())
+        frame = to_frame(reader.read_all())
+    synthetic = response.headers.get("X-Workbench-Synthetic") == "twin"
+    frame.attrs["workbench_synthetic"] = synthetic
+    if synthetic:
+        _say(f"SYNTHETIC TWIN of '{name}' ({len(frame)} made-up rows, no real row): study "
+             f"{_study()} sees this view as aggregates. Write and test code on it; real numbers "
+             "come from wb.secure and leave through the airlock.")
+    return frame
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:

@@ -32,12 +32,13 @@ from workbench.gateway.ledger import UsageLedger
 from workbench.gateway.openapi import MAX_ROWS, SPEC
 from workbench.paths import Space
 from workbench.peercred import request_peer_uid as peer_uid
-from workbench.policy.access import decide, ensure_allowed
+from workbench.policy.access import decide, ensure_allowed, view_read
 from workbench.policy.model import Policy
 from workbench.policy.signed import ActivePolicy
 from workbench.provenance.client import ProvenanceClient, ProvenanceUnavailable
 from workbench.release.forward import release_forwarder
 from workbench.views import ViewEngine
+from workbench.views.twin import synthetic_twin, twin_rows
 
 log = logging.getLogger("workbench.gateway")
 
@@ -182,11 +183,12 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
     async def list_views(request: web.Request) -> web.Response:
         policy = state.policy()
         granted = policy.studies[study].views if study in policy.studies else ()
-        allowed = [v for v in granted if decide(policy, actor, "read-view", study, v)]
+        allowed = [v for v in granted if decide(policy, actor, "read-twin", study, v)]
         if len(allowed) < len(granted):
-            ensure_allowed(policy, actor, "read-view", study,  # raises: expired, unknown study
+            ensure_allowed(policy, actor, "read-twin", study,  # raises: expired, unknown study
                            next((v for v in granted if v not in allowed), None))
-        views = [state.engine.describe(v) for v in allowed if v in state.engine.views]
+        views = [_described(state.engine.describe(v), policy.studies[study].visibility_of(v))
+                 for v in allowed if v in state.engine.views]
         unavailable = [v for v in allowed if v not in state.engine.views]
         body = _json_bytes({"study": study, "views": views, "unavailable": unavailable})
         for description in views:
@@ -195,8 +197,10 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
 
     async def describe_view(request: web.Request) -> web.Response:
         view_id = _view_id(request)
-        ensure_allowed(state.policy(), actor, "read-view", study, view_id)
-        description = state.engine.describe(view_id)
+        policy = state.policy()
+        ensure_allowed(policy, actor, "read-twin", study, view_id)
+        description = _described(state.engine.describe(view_id),
+                                 policy.studies[study].visibility_of(view_id))
         body = _json_bytes(description)
         await record_description(request, description, "describe", body)
         return web.Response(body=body, content_type="application/json")
@@ -216,7 +220,8 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
         view_id = _view_id(request)
         columns = _parse_columns(request.query.get("columns"))
         limit = _parse_limit(request.query.get("limit"), state.max_rows)
-        ensure_allowed(state.policy(), actor, "read-view", study, view_id)
+        if view_read(state.policy(), actor, study, view_id) == "twin":
+            return await fetch_twin(request, view_id, columns, limit)
         fetch_limit = limit if limit is not None else state.max_rows + 1
         loop = asyncio.get_running_loop()
         timing = _Timing()
@@ -250,6 +255,28 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
         return web.Response(body=body, content_type=ARROW_TYPE, headers={
             "X-Workbench-Rows": str(result.rows), "X-Workbench-View-Version": result.version,
             "X-Workbench-Record": record_id, "Server-Timing": timing.header()})
+
+    async def fetch_twin(request: web.Request, view_id: str, columns: list[str] | None,
+                         limit: int | None) -> web.Response:
+        """The view's synthetic twin, made from its catalog description alone: neither the
+        engine's rows nor the holder nodes are asked, and the ledger counts no row."""
+        seed = request.query.get("seed", "0")
+        if not seed.isdigit() or len(seed) > 9:
+            raise WorkbenchUserError("seed must be a whole number (0 to 999999999).",
+                                     reason="bad-request")
+        view = state.engine.view(view_id)
+        chosen = state.engine._columns(view, columns, view.plaintext_columns)
+        holders = tuple(sorted({h for t in view.tables for h in state.engine.tables.get(t, [])}))
+        table = synthetic_twin(view, study, chosen, twin_rows(limit), int(seed), holders)
+        body = _arrow_bytes(table)
+        record_id = await state.provenance.append_async("view-read", {
+            "study": study, "view": view_id, "view_version": state.engine.versions[view_id],
+            "rows": table.num_rows, "columns": list(chosen), "status": "ok", "format": "arrow",
+            "synthetic": True, "request_id": uuid.uuid4().hex, **_claims(request)})
+        return web.Response(body=body, content_type=ARROW_TYPE, headers={
+            "X-Workbench-Rows": str(table.num_rows), "X-Workbench-Synthetic": "twin",
+            "X-Workbench-View-Version": state.engine.versions[view_id],
+            "X-Workbench-Record": record_id})
 
     async def secure_op(request: web.Request) -> web.Response:
         op = request.match_info["op"]
@@ -332,6 +359,11 @@ class _Timing:
 
     def header(self) -> str:
         return ", ".join(f"{step};dur={ms:.1f}" for step, ms in self._steps)
+
+
+def _described(description: dict, visibility: str) -> dict:
+    """A view's description with how this study sees it (rows, or aggregates: a twin)."""
+    return {**description, "visibility": visibility}
 
 
 def _json_bytes(obj) -> bytes:

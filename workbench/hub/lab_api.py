@@ -140,15 +140,6 @@ def _study_id() -> str:
     return os.environ["WORKBENCH_STUDY"]
 
 
-def visibility(study) -> dict[str, str]:
-    """Each granted view's visibility: ``rows`` (pseudonymised rows) unless the policy says
-    ``aggregates`` (a per-view mapping, or one level for the whole study)."""
-    stated = getattr(study, "visibility", None)
-    if isinstance(stated, dict):
-        return {v: str(stated.get(v, "rows")) for v in study.views}
-    return {v: str(stated or "rows") for v in study.views}
-
-
 class _Handler(APIHandler):
     """One JSON error shape: {"error": {"reason", "message"}}, never a traceback."""
 
@@ -180,7 +171,7 @@ def study_summary(user: str) -> dict:
     if study is None:
         raise WorkbenchUserError(f"study '{study_id}' is no longer in the policy",
                                  reason="not-found")
-    levels = visibility(study)
+    levels = study.visibilities()
     return {"study": study_id, "title": study.title, "user": user,
             "expires": study.expires.isoformat(),
             "days_left": (study.expires - date.today()).days,
@@ -196,7 +187,7 @@ def catalog_panel() -> dict:
     except (OSError, ValueError):
         snapshot = {"views": [], "unavailable": "no catalog snapshot for this server: restart "
                                                 "it from the hub home page"}
-    levels = visibility(study) if study else {}
+    levels = study.visibilities() if study else {}
     views = [{**v, "visibility": levels.get(v["id"], "rows")}
              for v in snapshot.get("views", []) if v["id"] in granted]  # revoked: gone at once
     described = {v["id"] for v in views}

@@ -16,7 +16,8 @@ from workbench.errors import WorkbenchUserError
 from workbench.policy.model import Policy
 
 ACTIONS = (
-    "read-view",        # plain read of a granted view (resource: view id)
+    "read-view",        # pseudonymised rows of a granted view at visibility 'rows'
+    "read-twin",        # description or synthetic twin of a granted view (any visibility)
     "secure-op",        # secure computation over a granted view (resource: view id)
     "spawn-server",     # start the study's Jupyter server
     "request-release",  # put an output into the airlock
@@ -24,7 +25,7 @@ ACTIONS = (
     "view-dashboard",   # reviewer dashboards of the study
     "admin",            # administer the space (study may be None)
 )
-_NEEDS_VIEW = {"read-view", "secure-op"}
+_NEEDS_VIEW = {"read-view", "read-twin", "secure-op"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ def decide(policy: Policy, actor: str, action: str, study: str | None,
         if resource is None or resource not in entry.views:
             return Decision(False, f"study '{study}' is not granted the view '{resource}'. "
                                    f"{_how_to_ask(policy, study)}")
+        if action == "read-view" and entry.visibility_of(resource) == "aggregates":
+            # "usable but not visible": code is written on the twin, numbers come from wb.secure
+            return Decision(False, f"study '{study}' sees view '{resource}' as aggregates only: "
+                                   "wb.view returns its synthetic twin (no real row); real "
+                                   "numbers come from wb.secure and leave through the airlock")
         return Decision(True, f"study '{study}' is granted view '{resource}'")
     if action == "spawn-server":
         ok = is_member
@@ -83,6 +89,17 @@ def decide(policy: Policy, actor: str, action: str, study: str | None,
         return Decision(True, f"'{actor}' may {action} in study '{study}'")
     return Decision(False, f"'{actor}' may not {action} in study '{study}'. "
                            f"{_how_to_ask(policy, study)}")
+
+
+def view_read(policy: Policy, actor: str, study: str | None, view: str | None,
+              now: datetime | None = None) -> str:
+    """What a plain read of ``view`` returns to ``actor``: ``"rows"`` or ``"twin"`` (the view is
+    granted at visibility ``aggregates``); raises like ``ensure_allowed`` when neither is
+    allowed."""
+    if decide(policy, actor, "read-view", study, view, now):
+        return "rows"
+    ensure_allowed(policy, actor, "read-twin", study, view, now)
+    return "twin"
 
 
 def ensure_allowed(policy: Policy, actor: str, action: str, study: str | None,

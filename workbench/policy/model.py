@@ -13,6 +13,10 @@ from workbench.secure.dp import PrivacySettings
 
 Role = Literal["researcher", "reviewer", "admin"]
 HolderKind = Literal["hospital", "insurer", "pharma", "public", "other"]
+# How a study sees a granted view: ``rows`` = pseudonymised rows through wb.view; ``aggregates`` =
+# wb.view returns a synthetic twin (no real row) and every real number comes from wb.secure and
+# the airlock. workbench/policy/access.py decides what each level allows.
+Visibility = Literal["rows", "aggregates"]
 
 # JupyterHub named servers allow 1-30 chars of [a-z0-9-]; a study id is a server name.
 STUDY_ID = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
@@ -23,6 +27,10 @@ ViewId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
 Memory = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?[KMGT]?$")]
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+# keys that do not match the id pattern are errors in the JSON schema too, as in pydantic
+_CLOSED = {"additionalProperties": False}
 
 
 class _Model(BaseModel):
@@ -108,6 +116,13 @@ class Study(_Model):
     members: tuple[UserName, ...] = Field(default=(), description="researchers of the study")
     reviewers: tuple[UserName, ...] = Field(default=(), description="output checkers of the study")
     views: tuple[ViewId, ...] = Field(default=(), description="granted catalog view ids")
+    visibility: Visibility | dict[ViewId, Visibility] = Field(
+        default="rows", json_schema_extra=_CLOSED,
+        description="how the study sees its granted views: 'aggregates' (wb.view returns a "
+                    "synthetic twin, real numbers only through wb.secure and the airlock; "
+                    "recommended for new studies) or 'rows' (pseudonymised rows), for all views "
+                    "or per view as {view id: level} (views not named: 'rows'). Left out it is "
+                    "'rows', so policies signed before visibility existed keep their meaning")
     expires: date
     thresholds: Thresholds = Thresholds()
     privacy: PrivacySettings | None = Field(
@@ -121,14 +136,20 @@ class Study(_Model):
                                         "the view")
 
 
+    def visibility_of(self, view: str) -> Visibility:
+        """The visibility of one granted view (``rows`` when the policy does not name it)."""
+        if isinstance(self.visibility, dict):
+            return self.visibility.get(view, "rows")
+        return self.visibility
+
+    def visibilities(self) -> dict[str, Visibility]:
+        return {view: self.visibility_of(view) for view in self.views}
+
+
 class Holder(_Model):
     title: str = Field(min_length=1)
     kind: HolderKind
     contact: str = ""
-
-
-# keys that do not match the id pattern are errors in the JSON schema too, as in pydantic
-_CLOSED = {"additionalProperties": False}
 
 
 class Policy(_Model):
@@ -164,6 +185,12 @@ def cross_reference_problems(policy: Policy) -> list[tuple[tuple, str]]:
                 problems.append((("studies", study_id, field), "names are listed twice"))
         if len(set(study.views)) != len(study.views):
             problems.append((("studies", study_id, "views"), "view ids are listed twice"))
+        if isinstance(study.visibility, dict):
+            for view in study.visibility:
+                if view not in study.views:
+                    problems.append((("studies", study_id, "visibility", view),
+                                     f"view '{view}' is not granted to the study: add it to "
+                                     "'views' or remove it here"))
         both = set(study.members) & set(study.reviewers)
         if both:
             # Two-person rule: a researcher must not check their own study's outputs.
