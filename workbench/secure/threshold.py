@@ -1,0 +1,304 @@
+"""N-out-of-N threshold BFV on SEAL ciphertexts (issue #17; docs/secure.md, "Threshold
+decryption"). Protocols of Mouchet et al., "Multiparty Homomorphic Encryption from
+Ring-Learning-with-Errors" (PETS 2021, eprint 2020/304), as Lattigo's ``multiparty`` package does
+them: collective key generation (CKG) from a public seed and collective decryption (a key switch
+to the zero key) with noise flooding.
+
+Each ``Party`` draws its ternary share s_i with SEAL's own sampler and publishes only
+p_i = -a s_i + e_i, a being the seed's uniform polynomial; the joint key (sum p_i, a) is an
+ordinary SEAL PublicKey, so SEAL and TenSEAL encrypt with it unchanged. To decrypt (c0, c1),
+every party sends h_i = c1 s_i + E_i, E_i uniform in [-FLOOD_BOUND, FLOOD_BOUND]; then
+c0 + sum h_i = Delta m + noise, and BFV's scale-and-round gives m. The joint secret sum s_i is
+never formed: each function below sees one share, or only public values.
+
+Arithmetic: the data primes are below 2^31, so products of residues fit in int64 and the NumPy
+code needs no big integers except the final CRT (Python integers, 4096 per ciphertext); the ring
+product c1 s_i is SEAL's ``multiply_plain`` (its NTT, in C++), which lifts the plaintext
+coefficient t - 1 to -1 mod q.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from workbench.errors import WorkbenchUserError
+from workbench.secure import threshold_seal as sealio
+from workbench.secure import wire
+from workbench.secure.keys import BFV_PLAIN_MODULUS, _proto_field
+
+POLY_DEGREE = 4096
+# Three data primes just below 2^31 (p = 1 mod 2N, for SEAL's NTT) and SEAL's key-level
+# ("special") prime, as small as p = 1 mod 2N allows: SEAL keeps keys at all four primes and
+# encrypts at the first three, so every bit given to the special prime is lost to the data. 109
+# bits in all: the most the HE standard allows at N = 4096 for 128-bit security.
+DATA_PRIMES = (2147377153, 2147352577, 2147295233)
+SPECIAL_PRIME = 40961
+PLAIN_MODULUS = BFV_PLAIN_MODULUS  # the space's t: the MAC slots (mac.py) depend on it
+SIGMA = 3.2  # SEAL's error standard deviation (clipped at 6 sigma)
+MAX_PARTIES = 32
+MAX_SUMMANDS = 32  # contributions summed in one aggregate (one per holder)
+FLOOD_BITS = 40
+TAIL_SIGMAS = 12  # P(|N(0,1)| > 12) < 2^-107: per coefficient, under the central limit theorem
+
+Q = math.prod(DATA_PRIMES)
+_PRIMES = np.array(DATA_PRIMES, dtype=np.int64)[:, None]
+_KEY_PRIMES = np.array((*DATA_PRIMES, SPECIAL_PRIME), dtype=np.int64)[:, None]
+CRS_DOMAIN = b"workbench-threshold-crs-v1"
+
+
+class ThresholdError(WorkbenchUserError):
+    def __init__(self, message: str):
+        super().__init__(f"Threshold decryption refused: {message}", reason="threshold-refused")
+
+
+def noise_bound(parties: int = MAX_PARTIES, summands: int = MAX_SUMMANDS) -> int:
+    """A bound on any coefficient of c0 + c1 s - Delta m for a sum of ``summands`` fresh
+    encryptions under the joint key of ``parties`` shares (s = sum of ternary s_i).
+
+    SEAL encrypts at all four primes, then divides by the special prime P and rounds. Before the
+    division the noise is u e + e1 + e2 s (variance per coefficient 2 N n (2/3) sigma^2 +
+    sigma^2); after it, that over P^2, plus the rounding r0 + r1 s (1/12 + N n (2/3)/12). Each
+    summand adds up to 1 from rounding Delta m. ``TAIL_SIGMAS`` standard deviations of the sum."""
+    var_key = 2 * POLY_DEGREE * parties * (2 / 3) * SIGMA**2 + SIGMA**2
+    var = var_key / SPECIAL_PRIME**2 + 1 / 12 + POLY_DEGREE * parties * (2 / 3) / 12
+    return math.ceil(TAIL_SIGMAS * math.sqrt(summands * var)) + summands
+
+
+FLOOD_BOUND = (1 << FLOOD_BITS) * noise_bound()  # each party's flooding: 2^40 x the noise bound
+
+
+def parameters() -> dict:
+    """The table of docs/secure.md: what the noise budget is before and after flooding."""
+    limit = Q // (2 * PLAIN_MODULUS)  # decryption is exact while |noise| < q / 2t
+    bound = noise_bound()
+    flooded = bound + MAX_PARTIES * FLOOD_BOUND
+    return {"poly_modulus_degree": POLY_DEGREE, "data_primes": list(DATA_PRIMES),
+            "special_prime": SPECIAL_PRIME, "q_bits": round(math.log2(Q), 2),
+            "total_bits": sum(p.bit_length() for p in (*DATA_PRIMES, SPECIAL_PRIME)),
+            "plain_modulus": PLAIN_MODULUS, "sigma": SIGMA, "max_parties": MAX_PARTIES,
+            "max_summands": MAX_SUMMANDS, "noise_bound_bits": round(math.log2(bound), 2),
+            "flood_bits": FLOOD_BITS, "flood_bound_bits": round(math.log2(FLOOD_BOUND), 2),
+            "budget_before_bits": round(math.log2(limit / bound), 2),
+            "budget_after_bits": round(math.log2(limit / flooded), 2),
+            "polynomial_distance_bits": round(math.log2(2 * FLOOD_BOUND / (POLY_DEGREE * bound)),
+                                              2)}
+
+
+FINGERPRINT = hashlib.sha256(json.dumps(parameters(), sort_keys=True).encode()).hexdigest()[:16]
+assert parameters()["budget_after_bits"] > 1, "flooding must leave room to decrypt"
+
+
+@cache
+def _seal():
+    from tenseal import sealapi
+
+    parms = sealapi.EncryptionParameters(sealapi.SCHEME_TYPE.BFV)
+    parms.set_poly_modulus_degree(POLY_DEGREE)
+    parms.set_coeff_modulus([sealapi.Modulus(p) for p in (*DATA_PRIMES, SPECIAL_PRIME)])
+    parms.set_plain_modulus(sealapi.Modulus(PLAIN_MODULUS))
+    context = sealapi.SEALContext(parms, False, sealapi.SEC_LEVEL_TYPE.TC128)
+    if not context.parameters_set():  # SEAL checks primes, NTT and the 128-bit bound itself
+        raise AssertionError(f"SEAL refused the threshold parameters: "
+                             f"{context.parameters_error_message()}")
+    return sealapi, parms, context
+
+
+def context():
+    return _seal()[2]
+
+
+def _ids():
+    ctx = context()
+    return ctx.first_parms_id(), ctx.key_parms_id()
+
+
+def common_polynomial(seed: bytes) -> np.ndarray:
+    """The CRS a, uniform in NTT form at the four key primes (NTT is a bijection, so uniform
+    there is uniform): SHAKE-256 of the seed, rejection-sampled per prime (no modulo bias)."""
+    rows = []
+    for index, prime in enumerate(_KEY_PRIMES[:, 0]):
+        mask = (1 << int(prime).bit_length()) - 1
+        xof = hashlib.shake_256(CRS_DOMAIN + bytes([index]) + seed)
+        length, row = 2 * POLY_DEGREE, np.empty(0, dtype=np.int64)
+        while row.size < POLY_DEGREE:
+            draws = np.frombuffer(xof.digest(8 * length), dtype="<u8").astype(np.int64) & mask
+            row = draws[draws < prime][:POLY_DEGREE]
+            length *= 2
+        rows.append(row)
+    return np.stack(rows)
+
+
+def _digest(polys: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(polys, dtype="<u8").tobytes()).hexdigest()
+
+
+def _pack(kind: str, header: dict, polys: np.ndarray) -> bytes:
+    return wire.encode({"kind": kind, "parameters": FINGERPRINT, **header},
+                       [np.ascontiguousarray(polys, dtype="<u4").tobytes()])
+
+
+def _unpack(kind: str, data: bytes, primes: np.ndarray) -> tuple[dict, np.ndarray]:
+    header, blobs = wire.decode(data)
+    shape = (len(primes), POLY_DEGREE)
+    if header.get("kind") != kind or header.get("parameters") != FINGERPRINT:
+        raise ThresholdError(f"not a {kind} for these parameters")
+    if len(blobs) != 1 or len(blobs[0]) != 4 * math.prod(shape):
+        raise ThresholdError(f"a {kind} must hold {shape[0]} x {shape[1]} residues")
+    polys = np.frombuffer(blobs[0], dtype="<u4").reshape(shape).astype(np.int64)
+    if (polys >= primes).any():
+        raise ThresholdError(f"a {kind} residue is not reduced")
+    return header, polys
+
+
+def _ciphertext(data: bytes) -> np.ndarray:
+    """(c0, c1) of a fresh-level, coefficient-form BFV ciphertext (SEAL bytes), SEAL-validated."""
+    sealapi = _seal()[0]
+    ct = sealio.load(sealapi.Ciphertext(), context(), data)
+    if ct.size() != 2 or ct.is_ntt_form() or ct.parms_id() != _ids()[0]:
+        raise ThresholdError("the ciphertext is not a fresh-level BFV ciphertext of this key")
+    return sealio.residues(data, (2, len(DATA_PRIMES), POLY_DEGREE))[1].astype(np.int64)
+
+
+def _flooding(count: int) -> np.ndarray:
+    """``count`` integers uniform in [-FLOOD_BOUND, FLOOD_BOUND], from the OS's CSPRNG."""
+    span = 2 * FLOOD_BOUND + 1
+    mask = (1 << span.bit_length()) - 1
+    out = np.empty(0, dtype=np.int64)
+    while out.size < count:
+        draws = np.frombuffer(os.urandom(16 * count), dtype="<u8") & np.uint64(mask)
+        out = np.concatenate([out, draws[draws < span].astype(np.int64)])
+    return out[:count] - FLOOD_BOUND
+
+
+@dataclass(frozen=True, repr=False)
+class Party:
+    """One holder's share s_i (coefficients in {-1, 0, 1}). It never leaves this object but as
+    ``share_bytes`` for the holder's own 0600 state file."""
+
+    share: np.ndarray
+
+    def __repr__(self) -> str:  # a share must not reach a log through a repr
+        return "Party(share=<withheld>)"
+
+    @classmethod
+    def generate(cls, seed: bytes) -> tuple[Party, bytes]:
+        """A fresh share and its public share p_i = -a s_i + e_i (NTT form, four primes)."""
+        sealapi = _seal()[0]
+        keygen = sealapi.KeyGenerator(context())
+        shape = (len(_KEY_PRIMES), POLY_DEGREE)
+        s_hat = sealio.residues(sealio.save(keygen.secret_key()), shape)[1].astype(np.int64)
+        own = sealapi.PublicKey()
+        keygen.create_public_key(own)
+        del keygen
+        # SEAL's own (b, a') has b + a' s = -e: its error, already in NTT form
+        b, a_own = sealio.residues(sealio.save(own), (2, *shape))[1].astype(np.int64)
+        e_hat = (b + a_own * s_hat % _KEY_PRIMES) % _KEY_PRIMES
+        p_hat = (e_hat - common_polynomial(seed) * s_hat % _KEY_PRIMES) % _KEY_PRIMES
+        seed_id = hashlib.sha256(seed).hexdigest()
+        return cls(_coefficients(s_hat[:len(DATA_PRIMES)])), _pack(
+            "threshold-public-share", {"seed": seed_id}, p_hat)
+
+    def share_bytes(self) -> bytes:
+        return wire.encode({"kind": "threshold-share", "parameters": FINGERPRINT},
+                           [self.share.astype(np.int8).tobytes()])
+
+    @classmethod
+    def from_share_bytes(cls, data: bytes) -> Party:
+        header, blobs = wire.decode(data)
+        if header.get("kind") != "threshold-share" or header.get("parameters") != FINGERPRINT \
+                or len(blobs) != 1 or len(blobs[0]) != POLY_DEGREE:
+            raise ThresholdError("not a threshold key share for these parameters")
+        share = np.frombuffer(blobs[0], dtype=np.int8).astype(np.int64)
+        if np.abs(share).max() > 1:
+            raise ThresholdError("a key share must be ternary")
+        return cls(share)
+
+    def partial(self, ciphertext: bytes) -> bytes:
+        """h_i = c1 s_i + E_i (E_i the flooding noise), bound to the ciphertext's digest."""
+        sealapi, _parms, ctx = _seal()
+        polys = _ciphertext(ciphertext)
+        ct = sealio.load(sealapi.Ciphertext(), ctx, ciphertext)
+        lifted = np.where(self.share < 0, PLAIN_MODULUS - 1, self.share).astype(np.uint64)
+        plain = sealio.load(sealapi.Plaintext(), ctx, sealio.plaintext_bytes(lifted))
+        sealapi.Evaluator(ctx).multiply_plain_inplace(ct, plain)
+        c1s = sealio.residues(sealio.save(ct), (2, len(DATA_PRIMES), POLY_DEGREE))[1][1]
+        h = (c1s.astype(np.int64) + _flooding(POLY_DEGREE)[None, :] % _PRIMES) % _PRIMES
+        return _pack("threshold-partial", {"ciphertext": _digest(polys)}, h)
+
+
+def _coefficients(s_hat: np.ndarray) -> np.ndarray:
+    """The share in coefficient form: SEAL's inverse NTT of its NTT-form secret key."""
+    sealapi, _parms, ctx = _seal()
+    data = sealio.ciphertext_bytes(_ids()[0], np.stack([s_hat, s_hat]), ntt=True)
+    ct = sealio.load(sealapi.Ciphertext(), ctx, data)
+    sealapi.Evaluator(ctx).transform_from_ntt_inplace(ct)
+    coeffs = sealio.residues(sealio.save(ct), (2, len(DATA_PRIMES), POLY_DEGREE))[1][0]
+    centered = np.where(coeffs > _PRIMES // 2, coeffs.astype(np.int64) - _PRIMES, coeffs)
+    if (centered != centered[0]).any() or np.abs(centered[0]).max() > 1:
+        raise AssertionError("SEAL's secret key is not one ternary polynomial")
+    return centered[0].astype(np.int64)
+
+
+def joint_public_key(seed: bytes, public_shares: list[bytes]) -> bytes:
+    """The SEAL PublicKey (sum p_i, a), from the public shares only."""
+    if not 1 <= len(public_shares) <= MAX_PARTIES:
+        raise ThresholdError(f"between 1 and {MAX_PARTIES} public shares are needed")
+    total = np.zeros((len(_KEY_PRIMES), POLY_DEGREE), dtype=np.int64)
+    seed_id = hashlib.sha256(seed).hexdigest()
+    for data in public_shares:
+        header, p_hat = _unpack("threshold-public-share", data, _KEY_PRIMES)
+        if header.get("seed") != seed_id:
+            raise ThresholdError("a public share was made from another seed")
+        total = (total + p_hat) % _KEY_PRIMES
+    key = np.stack([total, common_polynomial(seed)]).astype(np.uint64)
+    data = sealio.ciphertext_bytes(_ids()[1], key, ntt=True)
+    sealio.load(_seal()[0].PublicKey(), context(), data)  # SEAL validates it
+    return data
+
+
+def tenseal_context(public_key: bytes) -> bytes:
+    """A public TenSEAL BFV context (no secret key) around the joint key: holders encrypt with
+    it as with today's ``public.ctx`` (the same message layout as ``keys._bfv_contexts``)."""
+    public_part = _proto_field(1, public_key) + _proto_field(2, 7) + _proto_field(3, -1.0)
+    return _proto_field(1, sealio.save(_seal()[1])) + _proto_field(2, public_part)
+
+
+def decrypt(ciphertext: bytes, partials: list[bytes]) -> np.ndarray:
+    """The ciphertext's slots from every party's partial: c0 + sum h_i, scaled by t/q and
+    rounded (exactly, with the CRT in Python integers), batch-decoded by SEAL (int64, values
+    above t/2 as negatives, like TenSEAL's ``decrypt``)."""
+    if not 1 <= len(partials) <= MAX_PARTIES:
+        raise ThresholdError(f"between 1 and {MAX_PARTIES} partial decryptions are needed")
+    polys = _ciphertext(ciphertext)
+    digest = _digest(polys)
+    total = polys[0]
+    for data in partials:
+        header, h = _unpack("threshold-partial", data, _PRIMES)
+        if header.get("ciphertext") != digest:
+            raise ThresholdError("a partial decryption is for another ciphertext")
+        total = (total + h) % _PRIMES
+    x = sum(total[j].astype(object) * w for j, w in enumerate(_crt_weights())) % Q
+    m = (x * PLAIN_MODULUS + Q // 2) // Q % PLAIN_MODULUS
+    sealapi, _parms, ctx = _seal()
+    plain = sealio.load(sealapi.Plaintext(), ctx, sealio.plaintext_bytes(m.astype(np.uint64)))
+    return np.array(sealapi.BatchEncoder(ctx).decode_int64(plain), dtype=np.int64)
+
+
+@cache
+def _crt_weights() -> tuple[int, ...]:
+    return tuple((Q // p) * pow(Q // p, -1, p) for p in DATA_PRIMES)
+
+
+def seal_ciphertexts(tenseal_context_bytes: bytes, vector_bytes: bytes) -> list[bytes]:
+    """The SEAL ciphertexts of a serialized TenSEAL BFVVector (what holders send today)."""
+    import tenseal as ts
+
+    vector = ts.bfv_vector_from(ts.context_from(tenseal_context_bytes), vector_bytes)
+    return [sealio.save(ct) for ct in vector.ciphertext()]
