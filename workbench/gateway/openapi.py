@@ -30,14 +30,21 @@ SPEC = {
             "responses": {"200": {"description": "the view", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/ViewInfo"}}}}, **_ERRORS}}},
         "/views/{view_id}/arrow": {"get": {
-            "summary": "fetch a granted view as an Arrow IPC stream",
+            "summary": "fetch a granted view as an Arrow IPC stream: its pseudonymised rows, or "
+                       "its synthetic twin (no real row) when the study sees it as aggregates",
             "parameters": [_VIEW_ID,
                            {"name": "columns", "in": "query", "required": False,
                             "description": "comma-separated plaintext columns",
                             "schema": {"type": "string", "maxLength": 4096}},
                            {"name": "limit", "in": "query", "required": False,
-                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ROWS}}],
-            "responses": {"200": {"description": "Arrow IPC stream", "content": {
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ROWS}},
+                           {"name": "seed", "in": "query", "required": False,
+                            "description": "which synthetic twin (aggregates only)",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999}}],
+            "responses": {"200": {"description": "Arrow IPC stream", "headers": {
+                "X-Workbench-Synthetic": {
+                    "description": "'twin' when the body is the view's synthetic twin",
+                    "schema": {"type": "string", "enum": ["twin"]}}}, "content": {
                 "application/vnd.apache.arrow.stream": {"schema": {"type": "string",
                                                                    "format": "binary"}}}},
                 **_ERRORS}}},
@@ -75,7 +82,8 @@ SPEC = {
                                     "columns": {"type": "array",
                                                 "items": {"$ref": "#/components/schemas/Column"}},
                                     "holders": {"type": "array", "items": {"type": "string"}},
-                                    "quality": {"type": "object"}}},
+                                    "quality": {"type": "object"},
+                                    "visibility": {"enum": ["rows", "aggregates"]}}},
         "ViewList": {"type": "object", "required": ["study", "views"],
                      "properties": {"study": {"type": "string"},
                                     "views": {"type": "array",

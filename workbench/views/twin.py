@@ -41,7 +41,7 @@ def synthetic_twin(view: View, study: str, columns: tuple[str, ...], rows: int,
         # one generator per column: asking for fewer columns does not change a column's values
         digest = hashlib.sha256(f"{study}\0{view.id}\0{seed}\0{name}".encode()).digest()
         rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
-        if name == "holder" and view.column("holder") is None:
+        if name == "holder":  # who contributes is public (the view's description lists them)
             arrays[name] = pa.array(rng.choice(list(holders or ("synthetic-holder",)), rows),
                                     pa.string())
             continue
