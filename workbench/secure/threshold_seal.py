@@ -112,8 +112,9 @@ def ciphertext_bytes(parms_id, polys: np.ndarray, ntt: bool) -> bytes:
     return _frame(members)
 
 
-def plaintext_bytes(coefficients: np.ndarray) -> bytes:
-    """A BFV Plaintext (coefficient form, parms_id zero) with these coefficients mod t."""
-    members = (_parms_id((0, 0, 0, 0)) + struct.pack("<Qd", coefficients.size, 1.0)
+def plaintext_bytes(coefficients: np.ndarray, parms_id=(0, 0, 0, 0)) -> bytes:
+    """A BFV Plaintext with these coefficients mod t (parms_id zero), or a SecretKey's members
+    (NTT form: the parms_id of its level)."""
+    members = (_parms_id(parms_id) + struct.pack("<Qd", coefficients.size, 1.0)
                + _dynarray(coefficients))
     return _frame(members)
