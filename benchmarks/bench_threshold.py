@@ -62,7 +62,8 @@ def run(full: bool) -> list[dict]:
             "n_bins": bench.BINS, "by": []}
     seed = os.urandom(32)
     parties, shares = zip(*(th.Party.generate(seed) for _ in range(PARTIES)), strict=True)
-    joint_context = th.tenseal_context(th.joint_public_key(seed, list(shares)))
+    joint_context = th.tenseal_context(th.joint_public_key(
+        seed, list(shares), [th.commitment(s) for s in shares]))
     single_context, single_decrypt = _single_key()
 
     def threshold_decrypt(ciphertext: bytes):

@@ -35,8 +35,10 @@ def committee():
     """Three holders' shares from one public seed, and the joint context (public only)."""
     seed = os.urandom(32)
     parties, public_shares = zip(*(th.Party.generate(seed) for _ in range(3)), strict=True)
-    public_key = th.joint_public_key(seed, list(public_shares))
+    commitments = [th.commitment(share) for share in public_shares]  # made before any reveal
+    public_key = th.joint_public_key(seed, list(public_shares), commitments)
     return {"seed": seed, "parties": list(parties), "public_shares": list(public_shares),
+            "commitments": commitments,
             "public_key": public_key, "context": th.tenseal_context(public_key)}
 
 
@@ -178,7 +180,8 @@ def test_malformed_or_mismatched_inputs_are_refused(committee, km_round):
     with pytest.raises(th.ThresholdError, match="not reduced"):
         th.decrypt(ciphertext, [th.wire.encode(header, [unreduced])])
     with pytest.raises(th.ThresholdError, match="another seed"):
-        th.joint_public_key(os.urandom(32), committee["public_shares"])
+        th.joint_public_key(os.urandom(32), committee["public_shares"],
+                            committee["commitments"])
     with pytest.raises(th.ThresholdError, match="ternary"):
         th.Party.from_share_bytes(th.wire.encode(
             {"kind": "threshold-share", "parameters": th.FINGERPRINT},
@@ -187,6 +190,28 @@ def test_malformed_or_mismatched_inputs_are_refused(committee, km_round):
         party.partial(ciphertext[:-8])
     restored = th.Party.from_share_bytes(party.share_bytes())
     assert np.array_equal(restored.share, party.share) and "withheld" in repr(restored)
+
+
+def test_a_rogue_last_share_is_refused_by_the_commitments(committee):
+    """The last party sees the others' shares and publishes p' - (sum of theirs), p' its own
+    lone key's, to make the joint key its own: it no longer matches its commitment."""
+    seed, shares = committee["seed"], committee["public_shares"]
+    lone, lone_share = th.Party.generate(seed)
+    header, [blob] = th.wire.decode(lone_share)
+    rogue = np.frombuffer(blob, dtype="<u4").reshape(4, -1).astype(np.int64)
+    for share in shares[:-1]:
+        rogue = rogue - np.frombuffer(th.wire.decode(share)[1][0], dtype="<u4").reshape(4, -1)
+    rogue_share = th.wire.encode(header, [(rogue % th._KEY_PRIMES).astype("<u4").tobytes()])
+    forged = [*shares[:-1], rogue_share]
+    with pytest.raises(th.ThresholdError, match="public share 2 does not match"):
+        th.joint_public_key(seed, forged, committee["commitments"])
+    # the attack is real: without the commitments the key would be the rogue's alone
+    key = th.joint_public_key(seed, forged, [th.commitment(s) for s in forged])
+    ctx = th.tenseal_context(key)
+    [ct] = th.seal_ciphertexts(ctx, ts.bfv_vector(ts.context_from(ctx), [7, 8, 9]).serialize())
+    assert th.decrypt(ct, [lone.partial(ct)])[:3].tolist() == [7, 8, 9]
+    with pytest.raises(th.ThresholdError, match="distinct commitment"):
+        th.joint_public_key(seed, shares, committee["commitments"][:-1])
 
 
 def test_the_noise_model_bounds_the_measured_noise(committee, km_round):
@@ -219,7 +244,8 @@ def test_no_artifact_holds_the_joint_secret(committee, km_round):
 def test_the_budget_holds_at_32_parties_and_32_holders_near_t():
     seed = os.urandom(32)
     parties, shares = zip(*(th.Party.generate(seed) for _ in range(th.MAX_PARTIES)), strict=True)
-    context = th.tenseal_context(th.joint_public_key(seed, list(shares)))
+    context = th.tenseal_context(th.joint_public_key(seed, list(shares),
+                                                     [th.commitment(s) for s in shares]))
     ctx = ts.context_from(context)
     rng = np.random.default_rng()
     values = rng.integers(th.PLAIN_MODULUS - 2**20, th.PLAIN_MODULUS, (th.MAX_SUMMANDS, SLOTS))

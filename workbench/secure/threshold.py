@@ -251,10 +251,23 @@ def _coefficients(s_hat: np.ndarray) -> np.ndarray:
     return centered[0].astype(np.int64)
 
 
-def joint_public_key(seed: bytes, public_shares: list[bytes]) -> bytes:
-    """The SEAL PublicKey (sum p_i, a), from the public shares only."""
+def commitment(public_share: bytes) -> str:
+    """What a party publishes first. The key is the plain sum of the shares, so a party that saw
+    the others' p_i could publish (-a s' + e) - sum of theirs and own the whole key alone (the
+    rogue-key attack); committing to every p_i before any is revealed rules that out."""
+    return hashlib.sha256(b"workbench-threshold-commit-v1" + public_share).hexdigest()
+
+
+def joint_public_key(seed: bytes, public_shares: list[bytes], commitments: list[str]) -> bytes:
+    """The SEAL PublicKey (sum p_i, a), from the public shares only, each matching the
+    commitment its party made before any share was revealed (in the same order)."""
     if not 1 <= len(public_shares) <= MAX_PARTIES:
         raise ThresholdError(f"between 1 and {MAX_PARTIES} public shares are needed")
+    if len(commitments) != len(public_shares) or len(set(commitments)) != len(commitments):
+        raise ThresholdError("one distinct commitment per public share is needed")
+    for index, (share, committed) in enumerate(zip(public_shares, commitments, strict=True)):
+        if commitment(share) != committed:
+            raise ThresholdError(f"public share {index} does not match its party's commitment")
     total = np.zeros((len(_KEY_PRIMES), POLY_DEGREE), dtype=np.int64)
     seed_id = hashlib.sha256(seed).hexdigest()
     for data in public_shares:
