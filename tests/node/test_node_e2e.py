@@ -44,3 +44,4 @@ def test_kaplan_meier_and_cox_equal_the_pooled_fit(node_space):
                             fit_options={"precision": 1e-12})
     assert abs(out["coef"] - cph.params_["age"]) <= 1e-6
     assert abs(out["mean_age"] - df["age"].mean()) <= 1e-6
+

@@ -59,3 +59,15 @@ def test_logrank_and_cox_equal_r_through_the_institutions_nodes(lung_nodes):
         assert abs(out[name] - published) <= bound, name
     assert len(out["holders"]) >= 10  # the institutions, each a node
     assert all(h.startswith("ncctg-inst-") for h in out["holders"])
+
+
+def test_ownership_certificates_verify_against_the_nodes_stores(lung_nodes):
+    from workbench.catalog import certificates
+
+    space = lung_nodes.space
+    paths = sorted((space.catalog / "certificates").glob("*.json"))
+    assert len(paths) >= 20
+    for path in paths:  # as root: the files are in the nodes' own directories now
+        result = certificates.verify(space, path)
+        assert (space.node_dir(result.holder) / "holders" / result.holder).is_dir()
+    assert not any(p.suffix == ".parquet" for p in space.holders.rglob("*"))
