@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "workbench.sandbox.cli",
     "workbench.run.cli",
     "workbench.node.cli",
+    "workbench.review.cli",
 ]
 
 

@@ -67,7 +67,7 @@ def test_study_dashboards_use_the_sandboxed_kernelspec(services):
 
     spec = Path(study["environment"]["JUPYTER_PATH"]) / "kernels" / "workbench-python"
     assert (spec / "kernel.json").exists()
-    args = voila_app.argparse.Namespace(
+    args = types.SimpleNamespace(
         notebooks=study["command"][study["command"].index("--notebooks") + 1],
         data_dir=study["environment"]["WORKBENCH_DATA_DIR"],
         policy=study["environment"]["WORKBENCH_POLICY"], study="cml-tki",

@@ -1,4 +1,4 @@
-"""``workbench demo`` and ``workbench hub users``."""
+"""``workbench demo``, ``workbench hub users`` and ``workbench deploy render``."""
 
 from __future__ import annotations
 
@@ -48,4 +48,22 @@ def users(data_dir: str, db_url: str | None, reset: bool, names: tuple[str, ...]
         click.echo(f"{name}: {created[name]}" if name in created else f"{name}: exists (kept)")
 
 
-commands = [demo, hub]
+@click.group("deploy")
+def deploy() -> None:
+    """The workbench on Kubernetes (deploy/README.md)."""
+
+
+@deploy.command("render")
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
+              help="the hub policy file")
+def render(policy_path: str) -> None:
+    """Print the Kubernetes objects beside the z2jh chart's (workbench.hub.kube_manifests)."""
+    import yaml
+
+    from workbench.hub.kube_manifests import render as objects
+    from workbench.policy import load_policy
+
+    click.echo(yaml.safe_dump_all(objects(load_policy(policy_path)), sort_keys=False))
+
+
+commands = [demo, hub, deploy]

@@ -6,7 +6,7 @@ the z2jh chart does not make: per study a NetworkPolicy for its server pods and 
 kernel pods, the kernel pod template, the workspace claim; once, the collector, gateway, airlock
 and aggregator Deployments and Services. :class:`workbench.hub.kube.StudyKubeSpawner` builds the
 server pod from the same constants; tests/deploy/ validates all of it against the Kubernetes
-OpenAPI schemas. ``python -m workbench.hub.kube_manifests --policy FILE`` prints the YAML.
+OpenAPI schemas. ``workbench deploy render --policy FILE`` prints the YAML.
 
 Egress is allowed only where a study's pods must go: its server to the hub, the collector, the
 airlock and its own kernels; its kernels to the gateway's port for that study and nowhere else,
@@ -253,20 +253,3 @@ def render(policy: Policy) -> list[dict]:
                     kernel_policy(policy, study)]
     return objects
 
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    import yaml
-
-    from workbench.policy import load_policy
-
-    parser = argparse.ArgumentParser(description="Print the workbench's Kubernetes objects.")
-    parser.add_argument("--policy", required=True, help="the hub policy file")
-    args = parser.parse_args(argv)
-    print(yaml.safe_dump_all(render(load_policy(args.policy)), sort_keys=False))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -26,7 +26,6 @@ Protocol (one JSON line each way): -> ``{"op": ..., "user": U, ...}``  <- ``{"ok
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import json
@@ -34,9 +33,7 @@ import logging
 import os
 import pwd
 import re
-import signal
 import socket
-import sys
 import threading
 from pathlib import Path
 
@@ -44,7 +41,7 @@ from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.paths import Space
 from workbench.peercred import peer_credentials
-from workbench.runtime import ServiceProcess, bind_socket, start_service
+from workbench.runtime import ServiceProcess, bind_socket, start_service, workbench_command
 from workbench.sandbox.launcher import dashboard_server_user
 
 log = logging.getLogger("workbench.review.broker")
@@ -198,15 +195,15 @@ def serve(space: Space, policy_file: str, listener: socket.socket | None = None)
 
 
 def start_review_broker(space: Space, policy_file: str | os.PathLike) -> ServiceProcess:
-    """``python -m workbench.review.broker`` as a child process (tests; the hub runs it as a
+    """``workbench review broker`` as a child process (tests; the hub runs the same command as a
     managed service). The socket is bound here and handed over, so it answers (queued until
     the child accepts) as soon as this returns: no waiting for the child."""
     listener = bind(space)
     try:
         handle = start_service(
             "review broker",
-            [sys.executable, "-m", "workbench.review.broker", "--data-dir", str(space.root),
-             "--policy", str(policy_file), "--listen-fd", str(listener.fileno())],
+            workbench_command("review", "broker", "--data-dir", str(space.root),
+                              "--policy", str(policy_file), "--listen-fd", str(listener.fileno())),
             ready=lambda _handle: True, pass_fds=(listener.fileno(),))
     finally:
         listener.close()  # the child holds its own copy
@@ -214,24 +211,3 @@ def start_review_broker(space: Space, policy_file: str | os.PathLike) -> Service
     handle.sockets = (broker_socket(space),)
     return handle
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workbench-review-broker", description=__doc__)
-    parser.add_argument("--data-dir")
-    parser.add_argument("--policy", required=True)
-    parser.add_argument("--listen-fd", type=int,
-                        help="an inherited listening socket (start_review_broker binds it)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s review-broker %(message)s")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    listener = (socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None)
-    try:
-        serve(Space.at(args.data_dir), args.policy, listener)
-    except WorkbenchUserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,11 +13,9 @@ requests and their files for the signed-in user; run as root (tests) it calls th
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import signal
-import sys
 from urllib.parse import quote, urlsplit
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
@@ -109,23 +107,12 @@ def make_app(space: Space, prefix: str) -> web.Application:
         transforms=[deny_framing(FILES_CSP)])  # errors and redirects too
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workbench-review-files", description=__doc__)
-    parser.add_argument("--data-dir")
-    args = parser.parse_args(argv)
-    try:
-        space = Space.at(args.data_dir)
-    except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def serve(space: Space) -> None:
+    """Serve at the URL the hub gave the service, until SIGTERM (``workbench review files``)."""
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/review-files/")
     url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8399"))
     make_app(space, prefix).listen(url.port or 8399, url.hostname or "127.0.0.1")
     loop = ioloop.IOLoop.current()
     signal.signal(signal.SIGTERM, lambda *_: loop.add_callback_from_signal(loop.stop))
     loop.start()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

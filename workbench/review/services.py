@@ -1,12 +1,17 @@
 """The hub side of the dashboards: ``hub_services(policy, space)`` -> (services, roles) for
 ``c.JupyterHub.services`` and ``c.JupyterHub.load_roles`` (called by workbench.hub.config).
 
-- ``review-<study>``: standalone Voila (workbench.review.voila_app) with the study's release
+- ``review-<study>``: standalone Voila (``workbench review dashboard``, workbench.review.voila_app)
+  with the study's release
   queue, provenance and results; role ``review-<study>`` grants
   ``access:services!service=review-<study>`` to the group ``<study>-reviewers`` and to admins;
 - ``review-admin``: the admin overview, for the policy's admins;
-- ``review-files``: released files for members and reviewers (the airlock decides per file);
-- ``review-broker``: no URL; the dashboards' one privileged helper (workbench.review.broker).
+- ``review-files``: released files for members and reviewers (the airlock decides per file;
+  ``workbench review files``);
+- ``review-broker``: no URL; the dashboards' one privileged helper (``workbench review broker``).
+
+Each is started with this interpreter (``workbench_command``: the hub's ``sys.executable``, which
+need not be on the service's PATH); JupyterHub passes the services its own PYTHONPATH.
 
 Reviewers get no ``access:servers`` scope anywhere: that would be code execution.
 Ports: ``$WORKBENCH_REVIEW_PORT_BASE`` upwards when set, else free ports, on 127.0.0.1.
@@ -25,7 +30,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 from workbench import accounts
@@ -33,6 +37,7 @@ from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
 from workbench.resources import DASHBOARDS
 from workbench.review.broker import ADMIN, FILES_ACCOUNT
+from workbench.runtime import workbench_command
 from workbench.sandbox.launcher import dashboard_kernel_user, dashboard_server_user
 
 STUDY_DASHBOARDS = ("release_queue", "provenance", "results")
@@ -138,7 +143,6 @@ def hub_services(policy, space: Space, policy_path: str | os.PathLike | None = N
             "rename the study in the policy file", reason="bad-policy")
     policy_path = _policy_file(policy, space, policy_path)
     ports = _ports(len(policy.studies) + 2)
-    python = sys.executable
     common = {"WORKBENCH_DATA_DIR": str(space.root), "WORKBENCH_POLICY": policy_path}
     services: list[dict] = []
     roles: list[dict] = []
@@ -150,10 +154,11 @@ def hub_services(policy, space: Space, policy_path: str | os.PathLike | None = N
             "name": name, "display": True, "oauth_no_confirm": True, **user,
             "cwd": str(review_root(space) / name),
             "url": f"http://127.0.0.1:{ports[1 + index]}",
-            "command": [python, "-m", "workbench.review.voila_app",
-                        "--notebooks", str(_notebook_dir(space, name, STUDY_DASHBOARDS)),
-                        "--data-dir", str(space.root), "--policy", policy_path,
-                        "--study", study, "--dashboards", ",".join(STUDY_DASHBOARDS)],
+            "command": workbench_command(
+                "review", "dashboard",
+                "--notebooks", str(_notebook_dir(space, name, STUDY_DASHBOARDS)),
+                "--data-dir", str(space.root), "--policy", policy_path,
+                "--study", study, "--dashboards", ",".join(STUDY_DASHBOARDS)),
             "environment": {**common, **_jupyter_env(space, name, True, owner),
                             "WORKBENCH_STUDY": study},
         })
@@ -167,10 +172,11 @@ def hub_services(policy, space: Space, policy_path: str | os.PathLike | None = N
         "name": ADMIN_SERVICE, "display": True, "oauth_no_confirm": True, **user,
         "cwd": str(review_root(space) / ADMIN_SERVICE),
         "url": f"http://127.0.0.1:{ports[0]}",
-        "command": [python, "-m", "workbench.review.voila_app",
-                    "--notebooks", str(_notebook_dir(space, ADMIN_SERVICE, ADMIN_DASHBOARDS)),
-                    "--data-dir", str(space.root), "--policy", policy_path,
-                    "--dashboards", ",".join(ADMIN_DASHBOARDS)],
+        "command": workbench_command(
+            "review", "dashboard",
+            "--notebooks", str(_notebook_dir(space, ADMIN_SERVICE, ADMIN_DASHBOARDS)),
+            "--data-dir", str(space.root), "--policy", policy_path,
+            "--dashboards", ",".join(ADMIN_DASHBOARDS)),
         "environment": {**common, **_jupyter_env(space, ADMIN_SERVICE, True, owner),
                         "WORKBENCH_STUDY": ADMIN_SANDBOX},
     })
@@ -181,13 +187,13 @@ def hub_services(policy, space: Space, policy_path: str | os.PathLike | None = N
         "name": FILES_SERVICE, "display": True, "oauth_no_confirm": True, **user,
         "cwd": str(review_root(space)),
         "url": f"http://127.0.0.1:{ports[-1]}",
-        "command": [python, "-m", "workbench.review.files", "--data-dir", str(space.root)],
+        "command": workbench_command("review", "files", "--data-dir", str(space.root)),
         "environment": dict(common),
     })
     services.append({  # root: the hub's own user
         "name": BROKER_SERVICE, "display": False, "cwd": str(review_root(space)),
-        "command": [python, "-m", "workbench.review.broker", "--data-dir", str(space.root),
-                    "--policy", policy_path],
+        "command": workbench_command("review", "broker", "--data-dir", str(space.root),
+                                     "--policy", policy_path),
         "environment": dict(common),
     })
     groups = sorted(policy.studies) + [reviewers_group(s) for s in sorted(policy.studies)]

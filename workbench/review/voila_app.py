@@ -1,6 +1,6 @@
 """A reviewer dashboard service: standalone Voila behind hub OAuth (a hub-managed service).
 
-    python -m workbench.review.voila_app --notebooks DIR --data-dir D --policy P [--study S]
+    workbench review dashboard --notebooks DIR --policy P --dashboards NAME,... [--study S]
 
 - who: JupyterHub's own ``JupyterHubIdentityProvider`` (HubOAuth; the service's access scope
   ``access:services!service=<name>`` is checked on every request; anonymous visitors are sent
@@ -28,9 +28,7 @@ Guarded by tests/review/test_services.py and tests/review/test_reviewer_isolatio
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from urllib.parse import urlsplit
 
 from jupyterhub.singleuser.extension import JupyterHubIdentityProvider
@@ -108,6 +106,8 @@ def review_app_class(first_dashboard: str):
 
 
 def build_config(args) -> Config:
+    """Voila's configuration from the command's options (``args``: notebooks, data_dir, policy,
+    study, dashboards; workbench/review/cli.py)."""
     service_url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8866"))
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     space = Space.at(args.data_dir)
@@ -143,20 +143,9 @@ def build_config(args) -> Config:
     return c
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workbench-review-voila", description=__doc__)
-    parser.add_argument("--notebooks", required=True)
-    parser.add_argument("--data-dir")
-    parser.add_argument("--policy", required=True)
-    parser.add_argument("--study")
-    parser.add_argument("--dashboards", required=True,
-                        help="comma-separated notebook names this service may render")
-    args = parser.parse_args(argv)
+
+def serve(args) -> None:
+    """Run the service (``workbench review dashboard``; ``args`` as build_config takes them)."""
     app = review_app_class(args.dashboards.split(",")[0])(config=build_config(args))
     app.initialize([])
     app.start()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
