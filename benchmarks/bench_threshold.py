@@ -93,6 +93,9 @@ def run(full: bool) -> list[dict]:
     one = bench.paired(lambda: parties[0].partial(ciphertext),
                        lambda: single_decrypt(single_ct), repeat * 3)
     partial = parties[0].partial(ciphertext)
+    shamir = _shamir_party(parties)
+    shamir_one = bench.paired(lambda: shamir.partial(ciphertext, [1, 2]),
+                              lambda: single_decrypt(single_ct), repeat * 3)
     partials = [p.partial(ciphertext) for p in parties]
     start = time.perf_counter()
     for _ in range(repeat):
@@ -115,5 +118,17 @@ def run(full: bool) -> list[dict]:
          "ratio": one["ratio"], "goal": None, "ms": one["ms"], "partial_bytes": len(partial),
          "ciphertext_bytes_seal": len(ciphertext), "ciphertext_bytes_tenseal": len(whole["out"][1]),
          **common},
+        {"name": "one party's t-of-N (Shamir, t=2 of 3) partial decryption / single-key "
+                 "decryption", "ratio": shamir_one["ratio"], "goal": None,
+         "ms": shamir_one["ms"], **common},
     ]
+
+
+def _shamir_party(parties):
+    """Party 1's Shamir share after the three parties re-share for t = 2."""
+    from workbench.secure import threshold_shamir as sh
+
+    ids = [1, 2, 3]
+    dealt = [sh.deal(p, i, ids, 2) for p, i in zip(parties, ids, strict=True)]
+    return sh.ShamirParty.receive(1, [d[1] for d in dealt])
 
