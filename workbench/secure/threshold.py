@@ -157,7 +157,8 @@ def _load_ciphertext(data: bytes):
     sealapi = _seal()[0]
     ct = sealio.load(sealapi.Ciphertext(), context(), data)
     if ct.size() != 2 or ct.is_ntt_form() or ct.parms_id() != _ids()[0]:
-        raise ThresholdError("the ciphertext is not a fresh-level BFV ciphertext of this key")
+        raise ThresholdError("the ciphertext is not a fresh-level BFV ciphertext at these "
+                             "parameters")
     return ct
 
 
