@@ -63,13 +63,14 @@ def test_twin_follows_the_public_grid_of_survival_columns():
                                 granularity=7, horizon=700),
                          Column(name="died", type="int64", description="d", role="event"),
                          Column(name="smoker", type="bool", description="d"),
+                         Column(name="treated", type="int64", description="d", role="covariate"),
                          Column(name="seen", type="timestamp", description="d"),
                          Column(name="bmi", type="float64", description="d", role="covariate",
                                 grid=(15, 25, 35))))
     twin = synthetic_twin(view, "s", tuple(c.name for c in view.columns), 500)
     days = twin["days"].to_numpy()
     assert days.min() >= 7 and days.max() <= 700 and not (days % 7).any()
-    assert set(twin["died"].to_pylist()) <= {0, 1}
+    assert set(twin["died"].to_pylist()) == {0, 1} == set(twin["treated"].to_pylist())
     assert twin.schema.field("smoker").type == pa.bool_()
     assert twin.schema.field("seen").type == pa.timestamp("us")
     bmi = twin["bmi"].to_numpy()

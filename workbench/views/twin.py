@@ -73,13 +73,16 @@ def _values(view: View, column: Column, rng: np.random.Generator, rows: int) -> 
 
 
 def _number(column: Column, rng: np.random.Generator, rows: int) -> np.ndarray:
-    """Uniform over the column's public range: its time grid, its histogram edges, or else a
-    small generic range (the catalog says nothing more, and the data is not asked)."""
+    """Uniform over the column's public range: its time grid or its histogram edges. Without one
+    the catalog says nothing more (and the data is not asked): a whole-number covariate is taken
+    as a 0/1 indicator (as the demo's treatment dummies are), anything else as 0 to 100."""
     if column.role == "time":
         steps = max(1, int(column.horizon // column.granularity))
         values = rng.integers(1, steps + 1, rows) * column.granularity
     elif column.grid:
         values = rng.uniform(column.grid[0], column.grid[-1], rows)
+    elif column.role == "covariate" and column.type == "int64":
+        values = rng.integers(0, 2, rows)
     else:
         values = rng.uniform(0, 100, rows)
     return np.round(values) if column.type == "int64" else values
