@@ -36,6 +36,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from bench_secure import paired
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the node space of tests/node
 
@@ -200,22 +201,6 @@ def _survival(payload: dict):
     return results.build(payload).survival_function_["KM_estimate"]
 
 
-def _paired(fn, baseline, repeat: int) -> dict:
-    """Alternate ``fn`` and ``baseline`` after one warm-up each; median of per-pair ratios."""
-    out, base_out = fn(), baseline()
-    mine, base = [], []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        mine.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        base_out = baseline()
-        base.append(time.perf_counter() - start)
-    return {"ratio": statistics.median(m / b for m, b in zip(mine, base, strict=True)),
-            "ms": statistics.median(mine) * 1e3, "baseline_ms": statistics.median(base) * 1e3,
-            "out": out, "baseline_out": base_out}
-
-
 def _km_rows(bench: NodeBench, n: int, repeat: int) -> list[dict]:
     from workbench.secure import Federation
     from workbench.secure.keyholder import KeyHolder
@@ -232,7 +217,7 @@ def _km_rows(bench: NodeBench, n: int, repeat: int) -> list[dict]:
     common = {"n": n, "nodes": len(bench.holders), "repeats": repeat,
               "where": "each node in its own netns (veth), mTLS; coordinator-level, as root",
               "rows_per_node": [len(p) for p in bench.partitions().values()]}
-    run = _paired(bench.node_km, bench.local_km, repeat)
+    run = paired(bench.node_km, bench.local_km, repeat)
     dS = float(np.abs(_survival(run["out"][0]) - _survival(run["baseline_out"][0])).max())
     last = run["out"][1][0]  # the last node KM's one round
     rows = [{"name": f"KM n={n:.0e}: {len(bench.holders)} nodes / in-process holders "
@@ -243,7 +228,7 @@ def _km_rows(bench: NodeBench, n: int, repeat: int) -> list[dict]:
                                                                      "aggregate")}
              | {"slowest_node": round(max(last["node_seconds"].values()) * 1e3, 1)},
              **common}]
-    run = _paired(bench.node_km, federation, repeat)
+    run = paired(bench.node_km, federation, repeat)
     rows.append({"name": f"KM n={n:.0e}: {len(bench.holders)} nodes / Federation (one process)",
                  "ratio": run["ratio"], "goal": None, "nodes_ms": round(run["ms"], 1),
                  "federation_ms": round(run["baseline_ms"], 1), **common})

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
-import subprocess
-import sys
 import tempfile
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import space_support
 
 from workbench.accounts import ensure_user, study_kernel_user
 from workbench.catalog.models import Column, View
@@ -91,16 +88,19 @@ def pooled_rows(space) -> pd.DataFrame:
 
 
 def run_as_kernel(space, code: str, study: str = STUDY) -> dict:
-    uid = pwd.getpwnam(study_kernel_user(study)).pw_uid
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": "/nonexistent",
-           "WORKBENCH_GATEWAY_SOCKET": str(space.gateway_socket(study)),
-           "WORKBENCH_STUDY": study, "WORKBENCH_USER": "alice", "WORKBENCH_KERNEL_ID": "k-node"}
-    prelude = "import json, workbench as wb\n"
-    out = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                          sys.executable, "-c", prelude + textwrap.dedent(code)], env=env,
-                         capture_output=True, text=True, timeout=300, cwd="/")
-    assert out.returncode == 0, out.stderr + out.stdout
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return space_support.run_as_kernel(space, study, code, kernel_id="k-node")
+
+
+def he_operations(space) -> list[dict]:
+    """The fields of every he-operation record, read from the collector's store as root."""
+    from workbench.provenance.store import open_store
+
+    store = open_store(space, readonly=True)
+    try:
+        bodies = [json.loads(body) for _seq, _prev, _hash, body in store.rows()]
+    finally:
+        store.close()
+    return [b["fields"] for b in bodies if b.get("kind") == "he-operation"]
 
 
 def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,

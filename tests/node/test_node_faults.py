@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.node.conftest import ROOT, STUDY, build_node_space, run_as_kernel, stop_node_space
+from tests.node.conftest import (
+    ROOT,
+    STUDY,
+    build_node_space,
+    he_operations,
+    run_as_kernel,
+    stop_node_space,
+)
 from workbench.node import pki
 from workbench.node.config import NodeConfig
 from workbench.node.journal import Journal
@@ -42,17 +49,6 @@ def faulty():
     finally:
         stop_node_space(made)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def he_operations(space) -> list[dict]:
-    from workbench.provenance.store import open_store
-
-    store = open_store(space, readonly=True)
-    try:
-        bodies = [json.loads(body) for _seq, _prev, _hash, body in store.rows()]
-    finally:
-        store.close()
-    return [b["fields"] for b in bodies if b.get("kind") == "he-operation"]
 
 
 def node_address(made, holder: str) -> str:

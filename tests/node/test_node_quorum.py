@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.node.conftest import POLICY, STUDY, build_node_space, run_as_kernel, stop_node_space
+from tests.node.conftest import (
+    POLICY,
+    STUDY,
+    build_node_space,
+    he_operations,
+    run_as_kernel,
+    stop_node_space,
+)
 from workbench.node.process import start_node
 
 QUORUM_STUDY = "node-quorum"
@@ -47,17 +54,6 @@ def three_nodes():
     finally:
         stop_node_space(made)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def he_operations(space) -> list[dict]:
-    from workbench.provenance.store import open_store
-
-    store = open_store(space, readonly=True)
-    try:
-        bodies = [json.loads(body) for _seq, _prev, _hash, body in store.rows()]
-    finally:
-        store.close()
-    return [b["fields"] for b in bodies if b.get("kind") == "he-operation"]
 
 
 def test_a_quorum_goes_on_without_a_down_node_and_names_who_contributed(three_nodes):

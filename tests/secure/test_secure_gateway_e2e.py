@@ -4,19 +4,15 @@ answers must equal lifelines on the same rows read directly from the holders' st
 
 from __future__ import annotations
 
-import json
 import os
-import pwd
 import shutil
-import subprocess
-import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import space_support
 from lifelines import CoxPHFitter, KaplanMeierFitter
 
 from workbench.accounts import ensure_user, study_kernel_user
@@ -85,16 +81,7 @@ def gateway():
 
 
 def run_as_kernel(space, code: str) -> dict:
-    uid = pwd.getpwnam(study_kernel_user(STUDY)).pw_uid
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": "/nonexistent",
-           "WORKBENCH_GATEWAY_SOCKET": str(space.gateway_socket(STUDY)),
-           "WORKBENCH_STUDY": STUDY, "WORKBENCH_USER": "alice", "WORKBENCH_KERNEL_ID": "k-he"}
-    prelude = "import json, workbench as wb\n"
-    out = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                          sys.executable, "-c", prelude + textwrap.dedent(code)], env=env,
-                         capture_output=True, text=True, timeout=180, cwd="/")
-    assert out.returncode == 0, out.stderr + out.stdout
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return space_support.run_as_kernel(space, STUDY, code, kernel_id="k-he")
 
 
 def pooled_rows(space) -> pd.DataFrame:
