@@ -95,7 +95,7 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
             echo("demo accounts exist already (passwords were printed when they were created; "
                  "reset them with 'workbench hub users --reset').")
         echo(f"\nopen http://127.0.0.1:{port}/ and log in as alice; "
-             "her studies are under 'Named servers'.\n")
+             "her studies are under 'Your studies'.\n")
         env = dict(os.environ, WORKBENCH_DATA_DIR=str(space.root), WORKBENCH_POLICY=policy_path,
                    WORKBENCH_HUB_BIND_URL=f"http://127.0.0.1:{port}",
                    # internal ports: free ones, so a second hub on this machine cannot clash
