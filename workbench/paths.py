@@ -159,8 +159,8 @@ class Space:
     def workspace(self, study: str) -> Path:  # the kernel's only writable directory
         return self.study_dir(study) / "workspace"
 
-    def outbox(self, study: str) -> Path:  # released files, written by the airlock only
-        return self.study_dir(study) / "outbox"
+    def outbox(self, study: str) -> Path:  # released files: the airlock's own, 0700
+        return self.airlock / "outbox" / study
 
     # -- holder nodes (workbench/node) --------------------------------------------------------
     @property

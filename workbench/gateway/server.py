@@ -1,12 +1,15 @@
 """Running the gateway: ``workbench gateway --data-dir DIR --policy FILE``.
 
 Started as root, it (1) loads the policy and the holders' data and the study re-keying key,
-(2) creates one socket per study at ``Space.gateway_socket(study)``, owned by the study's kernel
-account with mode 0600 so only that uid (and root, which the peer check then refuses) can connect,
-and a second one, ``Space.rerun_socket(study)``, for re-run kernels (release requests dry-run),
-(3) drops to the ``wb-gateway`` account and serves. Without root everything runs as the current
-user (development only). New studies need a restart (sockets are made at start); grants and
-revocations in the policy file take effect on the next request.
+(2) starts its socket binder (``workbench.gateway.binder``, a small root process), (3) drops to
+the ``wb-gateway`` account and serves. Each study of the policy in force gets one socket at
+``Space.gateway_socket(study)``, owned by the study's kernel account with mode 0600 so only that
+uid (and root, which the peer check then refuses) can connect, and a second one,
+``Space.rerun_socket(study)``, for re-run kernels (release requests dry-run). The gateway watches
+the policy (every ``WATCH`` seconds): a study added by ``workbench policy apply`` gets its sockets
+from the binder and is served at once; a removed study's sockets are closed and removed. Grants
+and revocations take effect on the next request. Without root everything runs as the current
+user (development only).
 """
 
 from __future__ import annotations
@@ -15,37 +18,26 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 from functools import partial
 from pathlib import Path
 
 from aiohttp import web
 
 from workbench import accounts
+from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.gateway.app import GatewayState, make_app
+from workbench.gateway.binder import Binder
 from workbench.gateway.ledger import UsageLedger
 from workbench.gateway.openapi import MAX_ROWS
 from workbench.paths import Space
 from workbench.policy.loader import load_policy
 from workbench.provenance.client import ProvenanceClient
-from workbench.runtime import (
-    ServiceProcess,
-    bind_socket,
-    drop_privileges,
-    start_service,
-    workbench_command,
-)
+from workbench.runtime import ServiceProcess, drop_privileges, start_service, workbench_command
 from workbench.views import ViewEngine
 
 log = logging.getLogger("workbench.gateway")
 READY = "gateway ready"
-
-
-def _bind(path: Path, uid: int, gid: int) -> socket.socket:
-    """Only the study's kernel uid (and root, which the peer check refuses) may connect."""
-    listener = bind_socket(path, 0o600, (uid, gid) if accounts.is_root() else None)
-    listener.setblocking(False)
-    return listener
+WATCH = 1.0  # seconds between looks at the policy for studies added or removed
 
 
 def _prepare_dirs(space: Space) -> tuple[int, int] | None:
@@ -64,23 +56,79 @@ def _prepare_dirs(space: Space) -> tuple[int, int] | None:
     return uid, gid
 
 
-async def _serve(apps_and_sockets, stop: asyncio.Event) -> None:
-    runners = []
-    for app, listener in apps_and_sockets:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.SockSite(runner, listener).start()
-        runners.append(runner)
+class StudySockets:
+    """The study sockets being served, kept equal to the studies of the policy in force."""
+
+    def __init__(self, state: GatewayState, binder: Binder):
+        self.state, self.binder = state, binder
+        self.served: dict[str, list[web.AppRunner]] = {}
+        self._failed: tuple[object, set[str]] = (None, set())  # (policy, studies not bound)
+
+    async def sync(self) -> None:
+        try:
+            policy = self.state.policy()
+        except WorkbenchUserError:
+            return  # every request is refused meanwhile (fail closed); the sockets stay
+        if self._failed[0] is not policy:  # a new policy: try the failed ones again
+            self._failed = (policy, set())
+        for study in sorted(set(policy.studies) - set(self.served) - self._failed[1]):
+            await self._start(study)
+        for study in sorted(set(self.served) - set(policy.studies)):
+            await self._stop(study)
+
+    async def _start(self, study: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:  # the binder may create the kernel account (useradd): off the event loop
+            uid, listeners = await loop.run_in_executor(None, self.binder.bind, study)
+        except (WorkbenchError, OSError) as exc:
+            log.error("study %s is not served: %s", study, exc)
+            self._failed[1].add(study)
+            return
+        runners = []
+        for listener, rerun in zip(listeners, (False, True), strict=True):
+            listener.setblocking(False)
+            runner = web.AppRunner(make_app(self.state, study, uid, rerun=rerun),
+                                   access_log=None, handle_signals=False)
+            await runner.setup()
+            await web.SockSite(runner, listener).start()
+            runners.append(runner)
+        self.served[study] = runners
+        log.info("serving study %s", study)
+
+    async def _stop(self, study: str) -> None:
+        for runner in self.served.pop(study):
+            await runner.cleanup()  # closes the listener; requests in flight may finish
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.binder.unbind, study)
+        except (WorkbenchError, OSError) as exc:
+            log.error("the sockets of study %s were closed but not removed: %s", study, exc)
+        log.info("study %s no longer served", study)
+
+    async def close(self) -> None:
+        for runners in self.served.values():
+            for runner in runners:
+                await runner.cleanup()
+        self.served.clear()
+
+
+async def _serve(studies: StudySockets, stop: asyncio.Event) -> None:
+    await studies.sync()
     print(READY, flush=True)
-    await stop.wait()
-    for runner in runners:
-        await runner.cleanup()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), WATCH)
+        except TimeoutError:
+            try:
+                await studies.sync()
+            except Exception as exc:  # a fault here must not stop the studies already served
+                log_fault(log, "gateway: watching the policy's studies failed", exc)
+    await studies.close()
 
 
 def run_gateway(data_dir: str, policy_path: str, max_rows: int = MAX_ROWS) -> None:
     space = Space.at(data_dir)
     policy_file = Path(policy_path).resolve()
-    policy = load_policy(policy_file)
+    load_policy(policy_file)  # a bad file stops the start with file, line and field
     from workbench.node.enroll import is_node_space
 
     nodes = is_node_space(space)  # then the gateway holds no store: the nodes read their own
@@ -88,34 +136,30 @@ def run_gateway(data_dir: str, policy_path: str, max_rows: int = MAX_ROWS) -> No
     for view_id, problem in sorted(engine.problems.items()):
         log.warning("view %s is not served: %s", view_id, problem)
     gateway_ids = _prepare_dirs(space)
-    bound = []
-    for study in sorted(policy.studies):
-        uid, gid = accounts.ensure_user(accounts.study_kernel_user(study))
-        bound.append((study, uid, False, _bind(space.gateway_socket(study), uid, gid)))
-        bound.append((study, uid, True, _bind(space.rerun_socket(study), uid, gid)))
-    drop_privileges(gateway_ids)
-    state = GatewayState(space=space, engine=engine, policy_path=policy_file,
-                         provenance=ProvenanceClient(space.collector_socket),
-                         ledger=UsageLedger(space), max_rows=max_rows)
-    if nodes:  # its certificate is the gateway account's own: read after dropping privileges
-        from workbench.node.client import NodeSet
-        from workbench.node.coordinator import NodeCoordinator
+    binder = Binder(space, policy_file)  # as root: it keeps root to bind sockets for new studies
+    try:
+        drop_privileges(gateway_ids)
+        state = GatewayState(space=space, engine=engine, policy_path=policy_file,
+                             provenance=ProvenanceClient(space.collector_socket),
+                             ledger=UsageLedger(space), max_rows=max_rows)
+        if nodes:  # its certificate is the gateway account's own: read after dropping privileges
+            from workbench.node.client import NodeSet
+            from workbench.node.coordinator import NodeCoordinator
 
-        state.nodes = NodeCoordinator(NodeSet.for_space(space), engine)
-    state.policy()
-    apps = [(make_app(state, study, uid, rerun=rerun), listener)
-            for study, uid, rerun, listener in bound]
+            state.nodes = NodeCoordinator(NodeSet.for_space(space), engine)
+        state.policy()  # refused (unsigned, tampered, rolled back): the start fails, one line
+        studies = StudySockets(state, binder)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await _serve(apps, stop)
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await _serve(studies, stop)
 
-    asyncio.run(main())
-
-
+        asyncio.run(main())
+    finally:
+        binder.close()
 class GatewayHandle(ServiceProcess):
     """A gateway running as a child process (tests, benchmarks, ``workbench demo``)."""
 
@@ -129,7 +173,8 @@ class GatewayHandle(ServiceProcess):
 
 def start_gateway(space: Space, policy_path: str | os.PathLike, max_rows: int = MAX_ROWS,
                   ready_timeout: float = 60.0) -> GatewayHandle:
-    """Start ``workbench gateway`` as a subprocess; return once it serves every study socket."""
+    """Start ``workbench gateway`` as a subprocess; return once it serves every study in force
+    (later ones are served as the policy adds them)."""
     command = workbench_command("gateway", "--data-dir", str(space.root), "--policy",
                                 str(policy_path), "--max-rows", str(max_rows))
     return start_service("data gateway", command, lambda handle: READY in handle.output(),

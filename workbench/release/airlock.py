@@ -440,8 +440,9 @@ class Airlock:
         return files
 
     def _outbox_fd(self, study: str) -> int:
-        """A directory fd of the study's outbox. The service opens them as root before it drops
-        privileges: the study directory itself belongs to the study's accounts (0750)."""
+        """A directory fd of the study's outbox, made on first use: it lies in the airlock's own
+        directory (0700), so a study added while the airlock runs needs neither root nor a
+        restart. Files are then opened relative to it (O_NOFOLLOW)."""
         fd = self.outbox_fds.get(study)
         if fd is None:
             outbox = self.space.outbox(study)

@@ -1,7 +1,9 @@
 """``workbench airlock``: run the airlock service (own uid, own socket).
 
-As root it creates the airlock account, gives it the airlock directory and every study's outbox
-(0700), binds the socket, loads everything it will need and then drops to that uid. For tests and
+As root it creates the airlock account, gives it the airlock directory (0700) with every study's
+outbox in it (``airlock/outbox/<study>``), binds the socket, loads everything it will need and
+then drops to that uid. A study added later by ``workbench policy apply`` gets its outbox on first
+use, made by the airlock's own account in its own directory: no root, no restart. For tests and
 other components ``start_airlock(space, policy_file)`` runs it as a subprocess, through the same
 click command (``workbench airlock``) an admin runs.
 """
@@ -29,30 +31,35 @@ def token_key_path(space: Space) -> Path:
 
 
 def prepare_dirs(space: Space, policy) -> tuple[int, int] | None:
-    """Airlock dir and outboxes, owned by the airlock uid when root. Returns (uid, gid) or None."""
+    """The airlock dir and its outboxes, owned by the airlock uid when root. Returns (uid, gid)
+    or None."""
     from workbench.release.tokens import load_or_create_key
 
     directory = airlock_dir(space)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     load_or_create_key(token_key_path(space))
-    outboxes = []
+    (directory / "outbox").mkdir(mode=0o700, exist_ok=True)
     for study in policy.studies:
-        outbox = space.outbox(study)
-        if not outbox.parent.exists():
-            outbox.parent.mkdir(parents=True, mode=0o755)
-        outbox.mkdir(exist_ok=True)
-        os.chmod(outbox, 0o700)
-        outboxes.append(outbox)
+        _move_old_outbox(space, study)
+        space.outbox(study).mkdir(mode=0o700, parents=True, exist_ok=True)
     if not accounts.is_root():
         return None
     uid, gid = accounts.ensure_user(AIRLOCK_ACCOUNT)
-    for path in [directory, *directory.iterdir(), *outboxes]:
-        os.chown(path, uid, gid)
-    for outbox in outboxes:
-        for path in outbox.rglob("*"):
-            os.chown(path, uid, gid, follow_symlinks=False)
+    os.chown(directory, uid, gid)
+    for path in directory.rglob("*"):
+        os.chown(path, uid, gid, follow_symlinks=False)
     return uid, gid
+
+
+def _move_old_outbox(space: Space, study: str) -> None:
+    """Spaces made before the outboxes moved into the airlock's directory kept them at
+    ``studies/<study>/outbox``: moved once, as root, so earlier releases stay downloadable."""
+    old = space.study_dir(study) / "outbox"
+    if old.is_dir() and not old.is_symlink() and not space.outbox(study).exists():
+        space.outbox(study).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.rename(old, space.outbox(study))
+        log.info("moved the outbox of study %s into %s", study, airlock_dir(space))
 
 
 def trusted_uids(own_uid: int) -> set[int]:
@@ -92,8 +99,6 @@ def run_airlock(space: Space, policy_file: str) -> None:
     key = load_or_create_key(token_key_path(space))
     _prime_imports()
     airlock = Airlock(space, policy_source, ProvenanceClient(space.collector_socket))
-    for study in policy.studies:  # before dropping privileges: see Airlock._outbox_fd
-        airlock._outbox_fd(study)
     if ids:
         os.chown(airlock.store.path, *ids)
         for suffix in ("-wal", "-shm"):
