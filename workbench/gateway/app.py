@@ -265,6 +265,7 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
             raise WorkbenchUserError("seed must be a whole number (0 to 999999999).",
                                      reason="bad-request")
         view = state.engine.view(view_id)
+        # the same column rules as a real read: sensitive and unknown columns are refused alike
         chosen = state.engine._columns(view, columns, view.plaintext_columns)
         holders = tuple(sorted({h for t in view.tables for h in state.engine.tables.get(t, [])}))
         table = synthetic_twin(view, study, chosen, twin_rows(limit), int(seed), holders)
