@@ -207,3 +207,24 @@ def test_the_binder_binds_only_for_studies_in_the_verified_policy(env):
     finally:
         binder.close()
     assert binder.process.returncode == 0  # it stopped when its channel closed
+
+
+def test_an_old_spaces_outboxes_move_into_the_airlocks_directory(env, tmp_path):
+    """Outboxes used to be studies/<s>/outbox; the airlock moves them at start (as root), so
+    earlier releases stay downloadable, and owns them."""
+    from workbench.paths import Space
+    from workbench.policy.loader import parse_policy
+    from workbench.release.service import prepare_dirs
+
+    space = Space.at(tmp_path / "space")
+    old = space.study_dir(NEW) / "outbox" / "req-1"
+    old.mkdir(parents=True)
+    (old / "arms.csv").write_text("arm,n\na,120\n")
+    ids = prepare_dirs(space, parse_policy(USERS + study(NEW, "visits"), "policy.yaml"))
+    moved = space.outbox(NEW) / "req-1" / "arms.csv"
+    assert moved.read_text() == "arm,n\na,120\n" and not old.exists()
+    assert ids == (pwd.getpwnam(AIRLOCK).pw_uid, pwd.getpwnam(AIRLOCK).pw_gid)
+    for path in (space.airlock, space.outbox(NEW), moved.parent, moved):
+        assert path.stat().st_uid == ids[0], path
+    assert stat.S_IMODE(space.airlock.stat().st_mode) == 0o700
+    assert stat.S_IMODE(space.outbox(NEW).stat().st_mode) == 0o700

@@ -43,6 +43,7 @@ def prepare_dirs(space: Space, policy) -> tuple[int, int] | None:
     for study in policy.studies:
         _move_old_outbox(space, study)
         space.outbox(study).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(space.outbox(study), 0o700)  # a moved one keeps its old mode
     if not accounts.is_root():
         return None
     uid, gid = accounts.ensure_user(AIRLOCK_ACCOUNT)
