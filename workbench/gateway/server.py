@@ -37,7 +37,8 @@ from workbench.views import ViewEngine
 
 log = logging.getLogger("workbench.gateway")
 READY = "gateway ready"
-WATCH = 1.0  # seconds between looks at the policy for studies added or removed
+WATCH = 0.5  # seconds between looks at the policy (three stats) for studies added or removed:
+# short, so a new study's sockets exist before its first kernel starts (it mounts them)
 
 
 def _prepare_dirs(space: Space) -> tuple[int, int] | None:
