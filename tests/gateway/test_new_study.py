@@ -201,6 +201,8 @@ def test_the_binder_binds_only_for_studies_in_the_verified_policy(env):
                 binder.bind(study_id)
         with pytest.raises(WorkbenchError, match="in-force"):
             binder.unbind(NEW)  # a study in force keeps its sockets
+        with pytest.raises(WorkbenchError, match="bad-request"):
+            binder.unbind(f"{NEW}\n")  # not a study id, though `$` would let it through
         assert socket_answers(env.space.gateway_socket(NEW))
         with pytest.raises(WorkbenchError, match="refused"):
             binder._ask("chown /etc/shadow")

@@ -114,7 +114,7 @@ def serve(channel: socket.socket, space: Space, policy_path: Path) -> None:
     while message := channel.recv(MESSAGE):
         verb, _, study = message.decode(errors="replace").partition(" ")
         try:
-            if not STUDY_ID.match(study) or verb not in ("bind", "unbind"):
+            if not STUDY_ID.fullmatch(study) or verb not in ("bind", "unbind"):
                 raise WorkbenchUserError("not a request", reason="bad-request")
             in_force = study in source.current().studies
             if verb == "bind":
