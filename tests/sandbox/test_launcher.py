@@ -23,6 +23,7 @@ import pytest
 from sandbox_support import OTHER, STUDY, read_records
 
 from workbench import accounts
+from workbench.runtime import workbench_command
 from workbench.sandbox.launcher import launcher_socket
 
 pytestmark = pytest.mark.slow
@@ -31,8 +32,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def launcher(sandbox_space):
     space = sandbox_space["space"]
-    process = subprocess.Popen([sys.executable, "-m", "workbench.sandbox.launcher",
-                                "--data-dir", str(space.root)], start_new_session=True,
+    # the admin's command (the module has no main of its own: one CLI per service)
+    process = subprocess.Popen(workbench_command("sandbox", "launcher", "--data-dir",
+                                                 str(space.root)), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not launcher_socket(space).is_socket():
