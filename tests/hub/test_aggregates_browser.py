@@ -93,3 +93,38 @@ def test_a_release_from_an_aggregates_study_end_to_end(hub, records):
     reads = [r["fields"] for r in records(hub.space) if r.get("kind") == "view-read"
              and r["fields"].get("study") == "cml-tki" and r["fields"].get("format") == "arrow"]
     assert reads and all(r.get("synthetic") is True for r in reads)
+
+
+def test_a_km_figure_whose_numbers_fail_is_refused_in_the_browser(hub):
+    """A fine-grained KM (lifelines on a public table in the kernel) drawn as a figure, sent
+    with the numbers it draws: the airlock refuses it for those numbers (survival-step), and the
+    researcher sees the rule and the fix in the notebook."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 950})
+        page.goto(f"{hub.url}/hub/login")
+        page.fill("#username_input", "alice")
+        page.fill("#password_input", hub.passwords["alice"])
+        page.click("#login_submit")
+        page.click("#open-cml-tki")
+        page.wait_for_url("**/user/alice/cml-tki/lab**", timeout=180_000)
+        page.wait_for_selector(".jp-Launcher", timeout=120_000)
+        page.click("div.jp-LauncherCard[data-category='Notebook']")
+        page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
+        _run_in_last_cell(page, "; ".join([
+            "from lifelines import KaplanMeierFitter",
+            "from lifelines.datasets import load_rossi",
+            "r = load_rossi()",
+            "kmf = KaplanMeierFitter().fit(r['week'], r['arrest'])",
+            "fig = kmf.plot().get_figure()",
+            "print(wb.release.request(fig, 'km_fig', 'KM of re-arrest', data=kmf))"]))
+        output = page.wait_for_selector(
+            ".jp-Notebook .jp-Cell:first-child .jp-OutputArea-output >> text=survival-step",
+            timeout=300_000)
+        _shot(page, "4-figure-refused")
+        text = output.inner_text()
+        assert "survival-step" in text and "coarsen_survival" in text, text
+        browser.close()
