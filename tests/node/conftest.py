@@ -8,6 +8,7 @@ every node in its own network namespace behind a veth pair.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -151,13 +152,29 @@ def stop_node_space(made: NodeSpace) -> None:
         node.stop()
 
 
+@contextlib.contextmanager
+def running_node_space(prefix: str, build=None, env: dict | None = None, **kwargs):
+    """A node space in a fresh /tmp folder (``build(root)`` makes the space, default the sample
+    one), with every service running; ``env``: variables set while the services start."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(root, 0o755)
+    saved = {name: os.environ.get(name) for name in env or {}}
+    try:
+        os.environ.update(env or {})
+        try:
+            made = build_node_space(root, space=build(root) if build else None, **kwargs)
+        finally:
+            for name, value in saved.items():
+                os.environ.pop(name, None) if value is None else os.environ.update({name: value})
+        try:
+            yield made
+        finally:
+            stop_node_space(made)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def node_space():
-    root = Path(tempfile.mkdtemp(prefix="wb-nodes-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    made = build_node_space(root)
-    try:
+    with running_node_space("wb-nodes-") as made:
         yield made
-    finally:
-        stop_node_space(made)
-        shutil.rmtree(root, ignore_errors=True)

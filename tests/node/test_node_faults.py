@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -22,10 +19,9 @@ from aiohttp import web
 from tests.node.conftest import (
     ROOT,
     STUDY,
-    build_node_space,
     he_operations,
     run_as_kernel,
-    stop_node_space,
+    running_node_space,
 )
 from workbench.node import pki
 from workbench.node.config import NodeConfig
@@ -37,18 +33,9 @@ TIMEOUT = 6  # the gateway's node timeout in this module (WORKBENCH_NODE_TIMEOUT
 
 @pytest.fixture(scope="module")
 def faulty():
-    root = Path(tempfile.mkdtemp(prefix="wb-node-faults-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    os.environ["WORKBENCH_NODE_TIMEOUT"] = str(TIMEOUT)
-    try:
-        made = build_node_space(root)
-    finally:
-        del os.environ["WORKBENCH_NODE_TIMEOUT"]
-    try:
+    with running_node_space("wb-node-faults-",
+                            env={"WORKBENCH_NODE_TIMEOUT": str(TIMEOUT)}) as made:
         yield made
-    finally:
-        stop_node_space(made)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def node_address(made, holder: str) -> str:

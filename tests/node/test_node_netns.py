@@ -4,8 +4,6 @@ and a node crosses a veth interface, and the results still equal the pooled plai
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +13,10 @@ from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 
 from tests.node.conftest import (
-    build_node_space,
     namespaces,
     pooled_rows,
     run_as_kernel,
-    stop_node_space,
+    running_node_space,
 )
 
 
@@ -30,18 +27,11 @@ def _traffic(interface: str) -> int:
 
 @pytest.fixture(scope="module")
 def netns_space():
-    root = Path(tempfile.mkdtemp(prefix="wb-nodes-netns-", dir="/tmp"))
-    os.chmod(root, 0o755)
     tag = f"{os.getpid() % 4096:03x}"
-    with namespaces(["hospital-a", "insurer-b"], tag) as (made_ns, addresses):
-        made = build_node_space(root, netns=made_ns, listen=addresses)
-        made.addresses = addresses
-        made.tag = tag
-        try:
-            yield made
-        finally:
-            stop_node_space(made)
-            shutil.rmtree(root, ignore_errors=True)
+    with namespaces(["hospital-a", "insurer-b"], tag) as (made_ns, addresses), \
+            running_node_space("wb-nodes-netns-", netns=made_ns, listen=addresses) as made:
+        made.addresses, made.tag = addresses, tag
+        yield made
 
 
 def test_nodes_listen_only_inside_their_namespaces(netns_space):

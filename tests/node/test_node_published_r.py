@@ -5,14 +5,9 @@ tests/secure/test_secure_published_r.py for the sources)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
-from tests.node.conftest import build_node_space, run_as_kernel, stop_node_space
+from tests.node.conftest import run_as_kernel, running_node_space
 from tests.secure.test_secure_published_r import LUNG_SEX_COX, LUNG_SEX_LOGRANK
 from workbench.space.build import init_space
 
@@ -34,15 +29,11 @@ studies:
 
 @pytest.fixture(scope="module")
 def lung_nodes():
-    root = Path(tempfile.mkdtemp(prefix="wb-node-lung-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    space = init_space(root / "space", patients=0, echo=lambda _line: None)
-    made = build_node_space(root, policy=POLICY, space=space)
-    try:
+    def public_space(root):
+        return init_space(root / "space", patients=0, echo=lambda _line: None)
+
+    with running_node_space("wb-node-lung-", build=public_space, policy=POLICY) as made:
         yield made
-    finally:
-        stop_node_space(made)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_logrank_and_cox_equal_r_through_the_institutions_nodes(lung_nodes):

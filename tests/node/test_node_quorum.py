@@ -4,20 +4,15 @@ the holders that contributed; a study without one stops, naming the missing node
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from tests.node.conftest import (
     POLICY,
     STUDY,
-    build_node_space,
     he_operations,
     run_as_kernel,
-    stop_node_space,
+    running_node_space,
 )
 from workbench.node.process import start_node
 
@@ -46,14 +41,9 @@ KM = """
 
 @pytest.fixture(scope="module")
 def three_nodes():
-    root = Path(tempfile.mkdtemp(prefix="wb-node-quorum-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    made = build_node_space(root, rows=900, holders=HOLDERS, policy=POLICY_WITH_QUORUM)
-    try:
+    with running_node_space("wb-node-quorum-", rows=900, holders=HOLDERS,
+                            policy=POLICY_WITH_QUORUM) as made:
         yield made
-    finally:
-        stop_node_space(made)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_quorum_goes_on_without_a_down_node_and_names_who_contributed(three_nodes):

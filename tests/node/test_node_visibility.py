@@ -5,14 +5,13 @@ a compromised gateway could not fetch them either."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
-from tests.node.conftest import POLICY, build_node_space, run_as_kernel, stop_node_space
+from tests.node.conftest import (
+    POLICY,
+    run_as_kernel,
+    running_node_space,
+)
 from tests.node.test_node_refusals import call, reason, request
 
 AGGREGATES = POLICY.replace("    views: [visit_survival]\n",
@@ -22,14 +21,8 @@ AGGREGATES = POLICY.replace("    views: [visit_survival]\n",
 @pytest.fixture(scope="module")
 def aggregates_space():
     assert AGGREGATES != POLICY
-    root = Path(tempfile.mkdtemp(prefix="wb-nodes-agg-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    made = build_node_space(root, policy=AGGREGATES)
-    try:
+    with running_node_space("wb-nodes-agg-", policy=AGGREGATES) as made:
         yield made
-    finally:
-        stop_node_space(made)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_kernel_gets_the_twin_and_real_counts_through_the_nodes(aggregates_space):

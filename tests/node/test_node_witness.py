@@ -4,15 +4,11 @@ own key, every node refuses (its alarm, in its journal) and verify fails for wan
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.node.conftest import build_node_space, run_as_kernel, stop_node_space
+from tests.node.conftest import run_as_kernel, running_node_space
 from tests.provenance.test_witness_attack import cosign_round, rewrite_and_resign, verify
 from workbench.node.config import NodeConfig
 from workbench.node.journal import Journal
@@ -23,14 +19,8 @@ HOUR = 3600.0
 
 @pytest.fixture(scope="module")
 def witnessed():
-    root = Path(tempfile.mkdtemp(prefix="wb-node-witness-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    made = build_node_space(root)
-    try:
+    with running_node_space("wb-node-witness-") as made:
         yield made
-    finally:
-        stop_node_space(made)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_nodes_cosign_heads_and_catch_a_rewritten_log(witnessed):
