@@ -39,6 +39,17 @@ def hub(demo_hub):
             service.stop()
 
 
+def _open_lab(page, hub) -> None:
+    """alice logs in and opens cml-tki's JupyterLab."""
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("#username_input", "alice")
+    page.fill("#password_input", hub.passwords["alice"])
+    page.click("#login_submit")
+    page.click("#open-cml-tki")
+    page.wait_for_url("**/user/alice/cml-tki/lab**", timeout=180_000)
+    page.wait_for_selector(".jp-Launcher", timeout=120_000)
+
+
 def _shot(page, name: str) -> None:
     page.screenshot(path=ARTIFACTS / f"aggregates-{name}.png")
 
@@ -52,13 +63,7 @@ def test_a_release_from_an_aggregates_study_end_to_end(hub, records):
         page = browser.new_page(viewport={"width": 1500, "height": 950})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{hub.url}/hub/login")
-        page.fill("#username_input", "alice")
-        page.fill("#password_input", hub.passwords["alice"])
-        page.click("#login_submit")
-        page.click("#open-cml-tki")
-        page.wait_for_url("**/user/alice/cml-tki/lab**", timeout=180_000)
-        page.wait_for_selector(".jp-Launcher", timeout=120_000)
+        _open_lab(page, hub)
         page.wait_for_selector("#workbench-banner .wb-Banner-expiry", timeout=60_000)
         assert "visibility: aggregates" in page.inner_text("#workbench-banner")
 
@@ -105,13 +110,7 @@ def test_a_km_figure_whose_numbers_fail_is_refused_in_the_browser(hub):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 950})
-        page.goto(f"{hub.url}/hub/login")
-        page.fill("#username_input", "alice")
-        page.fill("#password_input", hub.passwords["alice"])
-        page.click("#login_submit")
-        page.click("#open-cml-tki")
-        page.wait_for_url("**/user/alice/cml-tki/lab**", timeout=180_000)
-        page.wait_for_selector(".jp-Launcher", timeout=120_000)
+        _open_lab(page, hub)
         page.click("div.jp-LauncherCard[data-category='Notebook']")
         page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
         _run_in_last_cell(page, "; ".join([
