@@ -40,13 +40,15 @@ def hub(demo_hub):
 
 
 def _open_lab(page, hub) -> None:
-    """alice logs in and opens cml-tki's JupyterLab."""
+    """alice logs in and opens cml-tki's JupyterLab on a fresh workspace (a test before may
+    have left a notebook open, which JupyterLab would restore instead of the launcher)."""
     page.goto(f"{hub.url}/hub/login")
     page.fill("#username_input", "alice")
     page.fill("#password_input", hub.passwords["alice"])
     page.click("#login_submit")
     page.click("#open-cml-tki")
     page.wait_for_url("**/user/alice/cml-tki/lab**", timeout=180_000)
+    page.goto(f"{hub.url}/user/alice/cml-tki/lab?reset")
     page.wait_for_selector(".jp-Launcher", timeout=120_000)
 
 
