@@ -193,10 +193,14 @@ def _as_server(space: Space, study: str, method: str, path: str, body: dict | No
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
-            status, data, _ = UnixHTTP(airlock_socket(space), timeout=30).request(
-                method, path, body, {"X-Workbench-User": "alice", **(headers or {})})
-            os.write(write_fd, json.dumps({"status": status,
-                                           "body": json.loads(data)}).encode())
+            try:
+                status, data, _ = UnixHTTP(airlock_socket(space), timeout=60).request(
+                    method, path, body, {"X-Workbench-User": "alice", **(headers or {})})
+                reply = {"status": status, "body": json.loads(data)}
+            except Exception as exc:  # noqa: BLE001 - told to the parent, not lost in the fork
+                reply = {"status": -1, "body": {"error": {"reason": type(exc).__name__,
+                                                          "message": str(exc)[:300]}}}
+            os.write(write_fd, json.dumps(reply).encode())
         finally:
             os._exit(0)
     os.close(write_fd)
