@@ -81,7 +81,6 @@ class NodeSet:
         self._thread.start()
         self._crl_stamp: tuple | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.node_seconds: dict[str, float] = {}
 
     @classmethod
     def for_space(cls, space: Space, timeout: float = TIMEOUT) -> NodeSet:
@@ -220,10 +219,11 @@ class NodeSet:
         out, _ = self._call(self._all("/v1/rules", None, None, parse, quorum))
         return out
 
-    def contribute(self, body: dict, quorum: int | None = None) -> tuple[list[Encrypted],
-                                                                         list[str]]:
-        """Every node's signed contribution to one round; returns the contributions and the
-        nodes that failed (only when a quorum allowed going on without them)."""
+    def contribute(self, body: dict, quorum: int | None = None
+                   ) -> tuple[list[Encrypted], dict[str, float]]:
+        """Every node's signed contribution to one round, and each node's own time for it (the
+        coordinator's share of a round is the rest). With a quorum, nodes that failed are left
+        out; the contributions say who is in."""
         def parse(holder, status, data):
             header, blobs = wire.decode(data)
             if header.get("empty"):
@@ -237,10 +237,9 @@ class NodeSet:
                 raise NodeError(holder, "its contribution is malformed.",
                                 "malformed-reply") from None
 
-        seconds: dict[str, float] = {}
-        out, failures = self._call(self._all("/v1/round", body, None, parse, quorum))
-        self.node_seconds = seconds  # each node's own compute time in the last round
-        return [p for p in out.values() if p is not None], [f.holder for f in failures]
+        seconds: dict[str, float] = {}  # filled by parse, per call: no state shared by threads
+        out, _ = self._call(self._all("/v1/round", body, None, parse, quorum))
+        return [p for p in out.values() if p is not None], seconds
 
 
 def _verify_message(exc: aiohttp.ClientConnectorCertificateError) -> str:
@@ -258,64 +257,13 @@ class RemoteHolders:
         self.nodes, self.request, self.quorum = nodes, request, quorum
         self.tighten = tighten
         self.names = nodes.holders
-        self.missing: list[str] = []
         self.node_seconds: dict[str, float] = {}  # each node's compute time, last round
 
     def contribute(self, kind: str, spec: dict, nonce: str) -> list[Encrypted]:
-        parts, missing = self.nodes.contribute(
+        parts, self.node_seconds = self.nodes.contribute(
             self.request | {"kind": kind, "spec": spec, "nonce": nonce}, self.quorum)
-        self.missing = sorted(set(self.missing) | set(missing))
-        self.node_seconds = dict(self.nodes.node_seconds)
         if not parts:
             from workbench.secure.release import ReleaseRefused, too_few
 
             raise ReleaseRefused("min-cell-count", too_few())
         return parts
-
-    def close(self) -> None:
-        pass
-
-
-class NodeWitnessClient:
-    """The provenance cosigner's way to a holder node's witness (``node:<holder>`` in the
-    space's witness list): one HTTPS request over mTLS with the collector's certificate."""
-
-    def __init__(self, space: Space, holder: str, timeout: float = 30.0):
-        self.space, self.holder, self.timeout = space, holder, timeout
-
-    def cosign(self, head: dict, proof: list[bytes], old_size: int | None = None) -> dict:
-        import http.client
-        import socket
-
-        from workbench.provenance.cosign import WitnessRefused
-        from workbench.provenance.cosigner import WitnessUnreachable
-
-        tls = self.space.role_tls("collector")
-        body = json.dumps({"head": head, "proof": [node.hex() for node in proof],
-                           "old_size": old_size})
-        try:
-            node = {n.holder: n for n in read_registry(self.space)}[self.holder]
-            host, _, port = node.address.rpartition(":")
-            ctx = pki.client_context(self.space.pki / "ca.pem", tls / "cert.pem",
-                                     tls / "key.pem", self.space.pki / "crl.pem")
-            raw = socket.create_connection((host, int(port)), timeout=self.timeout)
-            conn = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
-            try:
-                conn.sock = ctx.wrap_socket(raw, server_hostname=pki.host_name("node",
-                                                                               self.holder))
-                conn.request("POST", "/v1/witness", body=body,
-                             headers={"Content-Type": "application/json"})
-                reply = json.loads(conn.getresponse().read(1 << 20))
-            finally:
-                conn.close()
-                raw.close()
-        except (OSError, ValueError, KeyError, WorkbenchUserError) as exc:
-            raise WitnessUnreachable(f"holder node {self.holder} did not answer "
-                                     f"({type(exc).__name__})") from None
-        if not isinstance(reply, dict) or "error" in reply:
-            raise WitnessUnreachable(f"holder node {self.holder} refused the request "
-                                     f"({str((reply or {}).get('error'))[:200]})")
-        if not reply.get("ok"):
-            raise WitnessRefused(str(reply.get("reason")), str(reply.get("message"))[:500],
-                                 reply.get("size") if type(reply.get("size")) is int else None)
-        return reply.get("cosignature")

@@ -13,7 +13,6 @@ import time
 
 import pyarrow as pa
 
-from workbench.errors import WorkbenchUserError
 from workbench.node.client import NodeSet, RemoteHolders
 from workbench.node.rules import Floors, HolderRules
 from workbench.policy.model import Thresholds
@@ -82,8 +81,3 @@ class NodeCoordinator:
         request["request_id"] = request_id
         return RemoteHolders(self.nodes, request,
                              lambda thresholds: self.thresholds(thresholds, quorum), quorum)
-
-
-def no_nodes() -> WorkbenchUserError:
-    return WorkbenchUserError("the holder nodes are not reachable, so nothing is served; ask the "
-                              "space's admin to start them.", reason="secure-unavailable")

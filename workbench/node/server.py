@@ -252,7 +252,8 @@ def make_app(state: NodeState) -> web.Application:
             return error_response(500, "internal-error", "the node failed on this request; "
                                                          "the fault is in its log.")
 
-    def check_request(body: dict, action: str) -> tuple[str, str, list | None]:
+    def check_request(body: dict, action: str) -> tuple:
+        """(study, view, columns, policy, rules) of a request the node may serve, or refuse."""
         study, view, columns = body.get("study"), body.get("view"), body.get("columns")
         if not isinstance(study, str) or not isinstance(view, str) or (
                 columns is not None and not (isinstance(columns, list)
