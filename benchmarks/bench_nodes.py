@@ -39,6 +39,7 @@ import numpy as np
 from bench_secure import paired
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the node space of tests/node
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # and what it imports
 
 SUBNET = 78  # 10.78.<i>.0/24: not the tests' 10.77 (tests/node run at the same time)
 PARAMS = {"duration_col": "days", "event_col": "event"}
