@@ -87,6 +87,15 @@ def test_another_roles_certificate_is_refused(node_space):
     assert "coordinator only" in body["error"]["message"]
 
 
+def test_the_collector_only_witnesses_and_the_coordinator_does_not(node_space):
+    status, body = call(node_space, "hospital-a", "/v1/view", request(node_space),
+                        role="collector")
+    assert (status, body["error"]["reason"]) == (403, "wrong-peer")
+    status, body = call(node_space, "hospital-a", "/v1/witness", {"head": {}, "proof": []})
+    assert (status, body["error"]["reason"]) == (403, "wrong-peer")
+    assert "collector only" in body["error"]["message"]
+
+
 def test_a_view_or_study_the_policy_does_not_grant_is_refused(node_space):
     reply = call(node_space, "hospital-a", "/v1/view", request(node_space, view="visits"))
     assert reason(reply) == "access-denied"
