@@ -267,3 +267,48 @@ class RemoteHolders:
 
             raise ReleaseRefused("min-cell-count", too_few())
         return parts
+
+
+class NodeWitnessClient:
+    """The provenance cosigner's way to a holder node's witness (``node:<holder>`` in the
+    space's witness list): one HTTPS request over mTLS with the collector's certificate."""
+
+    def __init__(self, space: Space, holder: str, timeout: float = 30.0):
+        self.space, self.holder, self.timeout = space, holder, timeout
+
+    def cosign(self, head: dict, proof: list[bytes], old_size: int | None = None) -> dict:
+        import http.client
+        import socket
+
+        from workbench.provenance.cosign import WitnessRefused
+        from workbench.provenance.cosigner import WitnessUnreachable
+
+        tls = self.space.role_tls("collector")
+        body = json.dumps({"head": head, "proof": [node.hex() for node in proof],
+                           "old_size": old_size})
+        try:
+            node = {n.holder: n for n in read_registry(self.space)}[self.holder]
+            host, _, port = node.address.rpartition(":")
+            ctx = pki.client_context(self.space.pki / "ca.pem", tls / "cert.pem",
+                                     tls / "key.pem", self.space.pki / "crl.pem")
+            raw = socket.create_connection((host, int(port)), timeout=self.timeout)
+            conn = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
+            try:
+                conn.sock = ctx.wrap_socket(raw, server_hostname=pki.host_name("node",
+                                                                               self.holder))
+                conn.request("POST", "/v1/witness", body=body,
+                             headers={"Content-Type": "application/json"})
+                reply = json.loads(conn.getresponse().read(1 << 20))
+            finally:
+                conn.close()
+                raw.close()
+        except (OSError, ValueError, KeyError, WorkbenchUserError) as exc:
+            raise WitnessUnreachable(f"holder node {self.holder} did not answer "
+                                     f"({type(exc).__name__})") from None
+        if not isinstance(reply, dict) or "error" in reply:
+            raise WitnessUnreachable(f"holder node {self.holder} refused the request "
+                                     f"({str((reply or {}).get('error'))[:200]})")
+        if not reply.get("ok"):
+            raise WitnessRefused(str(reply.get("reason")), str(reply.get("message"))[:500],
+                                 reply.get("size") if type(reply.get("size")) is int else None)
+        return reply.get("cosignature")
