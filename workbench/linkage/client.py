@@ -1,0 +1,147 @@
+"""The node's side: ``pseudonyms(space, ids)`` turns national ids into space-wide pseudonyms
+through the linkage service, which only ever receives blinded group elements.
+
+    from workbench.linkage.client import pseudonyms
+    person_ids = pseudonyms(space, frame["national_id"].tolist())
+
+The same id gives the same pseudonym at every holder (it depends only on the id and the
+service's key); an id is sent once per call whatever its number of rows; missing ids (None, NaN,
+empty text) stay None. Pseudonyms have the format of ``workbench.space.linkage.pseudonym``'s
+(24 hex digits), so per-study re-keying (``study_pseudonyms``) applies unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from workbench import linkage
+from workbench.errors import WorkbenchError, WorkbenchUserError
+from workbench.linkage import oprf
+from workbench.paths import Space
+from workbench.peercred import peer_credentials
+from workbench.space.linkage import PSEUDONYM_HEX
+from workbench.unixhttp import UnixHTTPConnection
+
+# Domain separation: an OPRF output is turned into a pseudonym and into nothing else.
+PSEUDONYM_DOMAIN = b"workbench/linkage/pseudonym/v1\x00"
+TIMEOUT = 120.0
+RATE_RETRIES = 5  # a rate-limited batch is retried after the service's Retry-After
+
+
+def pseudonyms(space: Space | str | os.PathLike, ids: Sequence[str | None], *,
+               socket: str | os.PathLike | None = None,
+               batch: int = linkage.MAX_BATCH) -> list[str | None]:
+    """Space-wide pseudonyms for ``ids``, row-aligned (None for a missing id).
+
+    ``space`` is the data space (its ``run/linkage.sock``) or ``socket`` names the service's
+    socket. Ids are compared as text (``123`` and ``"123"`` are the same person). Raises
+    WorkbenchUserError naming the position of a malformed id (never its value) or saying the
+    service is not answering."""
+    encoded = [_encode(value, row) for row, value in enumerate(ids)]
+    distinct = list(dict.fromkeys(v for v in encoded if v is not None))
+    path = Path(socket) if socket is not None else linkage.socket_path(_space(space))
+    found: dict[bytes, str] = {}
+    with _Session(path) as session:
+        for start in range(0, len(distinct), batch):
+            chunk = distinct[start:start + batch]
+            blinds = [oprf.blind(value) for value in chunk]
+            evaluated = session.evaluate(b"".join(element for _, element in blinds), len(chunk))
+            for value, (r, _), z in zip(chunk, blinds, evaluated, strict=True):
+                found[value] = _pseudonym(oprf.finalize(value, r, z))
+    return [None if v is None else found[v] for v in encoded]
+
+
+def _pseudonym(output: bytes) -> str:
+    return hashlib.sha256(PSEUDONYM_DOMAIN + output).hexdigest()[:PSEUDONYM_HEX]
+
+
+def _space(space: Space | str | os.PathLike) -> Space:
+    return space if isinstance(space, Space) else Space(Path(space).resolve())
+
+
+def _encode(value, row: int) -> bytes | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    if text in ("", "nan", "<NA>", "NaT", "None"):  # how pandas' missing values print
+        return None
+    if "\x00" in text:
+        raise WorkbenchUserError(f"identifier in row {row} contains a NUL character, which no "
+                                 "valid identifier has: clean the source's id column.",
+                                 reason="bad-identifier")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise WorkbenchUserError(f"identifier in row {row} is not valid Unicode text: clean the "
+                                 "source's id column.", reason="bad-identifier") from None
+
+
+class _Session:
+    """One connection to the service, kept open for every batch of a call. The service must be
+    root (it binds, then drops), the linkage account or this account: SO_PEERCRED, not a file
+    name, says who answers."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.conn = UnixHTTPConnection(path, TIMEOUT)
+
+    def __enter__(self):
+        try:
+            self.conn.connect()
+        except OSError as exc:
+            raise WorkbenchUserError(
+                f"the linkage service is not answering on {self.path} ({exc.strerror or exc}): "
+                "start it with 'workbench linkage serve --data-dir DIR'.",
+                reason="linkage-unavailable") from None
+        _, uid, _ = peer_credentials(self.conn.sock)
+        if uid not in _service_uids():
+            self.conn.close()
+            raise WorkbenchError(f"{self.path} is served by uid {uid}, not by the linkage "
+                                 "service's account: refusing to send it anything")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
+
+    def evaluate(self, body: bytes, count: int) -> list[bytes]:
+        for _attempt in range(RATE_RETRIES + 1):
+            self.conn.request("POST", linkage.EVALUATE, body=body,
+                              headers={"Content-Type": "application/octet-stream"})
+            response = self.conn.getresponse()
+            data = response.read()
+            if response.status == 200:
+                if len(data) != count * oprf.ELEMENT:
+                    raise WorkbenchError("the linkage service answered a batch with the wrong "
+                                         "number of elements")
+                return [data[i:i + oprf.ELEMENT] for i in range(0, len(data), oprf.ELEMENT)]
+            reason, message = _error(response.status, data)
+            if reason != "rate-limited":
+                raise (WorkbenchUserError(message, reason=reason) if response.status < 500
+                       else WorkbenchError(message))
+            time.sleep(min(float(response.getheader("Retry-After") or 1), 60.0))
+        raise WorkbenchUserError(message, reason=reason)
+
+
+def _error(status: int, data: bytes) -> tuple[str, str]:
+    try:
+        error = json.loads(data)["error"]
+        return str(error["reason"]), f"linkage service: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return "linkage-error", f"linkage service: HTTP {status}"
+
+
+def _service_uids() -> set[int]:
+    import pwd
+
+    uids = {0, os.getuid()}
+    try:
+        uids.add(pwd.getpwnam(linkage.ACCOUNT).pw_uid)
+    except KeyError:
+        pass
+    return uids
