@@ -11,13 +11,13 @@ DEMO_POLICY ?= workbench/hub_config/policy.yaml
 # "command:package" pairs: a package is installed only when its command is missing (NodeSource's
 # nodejs ships npm and conflicts with Debian's npm package, so npm is looked for, not dpkg'd).
 APT_COMMANDS := bwrap:bubblewrap setpriv:util-linux npm:npm chromium:chromium
-APT_PACKAGES := python3.11-venv fonts-dejavu-core libseccomp2
+APT_PACKAGES := python3.11-venv fonts-dejavu-core libseccomp2 libsodium23
 
 .PHONY: demo test bench lint system-deps clean-demo labextension
 
 # Debian packages: bubblewrap for the kernel sandbox, setpriv (util-linux), node/npm for
 # configurable-http-proxy, chromium for the browser tests, libseccomp2 for the kernel's seccomp
-# filter. Skipped when all are present.
+# filter, libsodium23 for the linkage OPRF (pysodium loads it). Skipped when all are present.
 system-deps:
 	@missing=""; \
 	for pair in $(APT_COMMANDS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
