@@ -1,7 +1,14 @@
 """Ownership certificates: a dataset's identity, holder, content and schema hashes and quality
-score, signed with the space's Ed25519 key. Security boundary: ``verify`` is what a third party
+score, signed by whoever vouches for it. Security boundary: ``verify`` is what a third party
 runs to check that the data they were told about is the data that is held; tests in
 tests/catalog/test_certificates.py flip single bytes of the data and of the certificate.
+
+Two signers: a holder node signs the certificates of its own ingests with its own Ed25519 key
+(``issue_by_holder``; the key enrolled with the space, its public half in ``he/holders.json``),
+and the payload names it (``vouched_by``); ``verify`` accepts such a certificate only under that
+holder's enrolled key and only for that holder's dataset, so one holder cannot vouch for
+another's data. Stores built centrally (``workbench init``) carry the space's root signature
+(``issue``), which ``verify`` reports as such.
 
 The file is canonical JSON (sorted keys, two-space indent): ``verify`` rejects any file that is not
 byte-for-byte the canonical form of what it parses to, so no byte of it can change unnoticed.
@@ -17,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 
 from workbench.catalog.models import Dataset
 from workbench.catalog.store import Catalog
@@ -26,6 +35,9 @@ from workbench.space.keys import load_public_key, load_signing_key, public_pem
 from workbench.space.tables import file_sha256
 
 KIND = "workbench-ownership-certificate"
+# A holder's key also signs its HE contributions: its certificate signatures carry their own
+# domain, so neither kind of signature can pass for the other.
+HOLDER_DOMAIN = b"workbench-ownership-certificate-v1\0"
 
 
 def canonical(payload: dict) -> bytes:
@@ -98,9 +110,22 @@ def issue(space: Space, dataset: Dataset, issued_at: datetime | None = None) -> 
             reason="dataset-changed",
         )
     key = load_signing_key(space)
-    payload = {
+    payload = _payload(_space_id(space), dataset, files, issued_at)
+    return {
+        "certificate": payload,
+        "signature": {
+            "algorithm": "Ed25519",
+            "public_key_sha256": hashlib.sha256(public_pem(key.public_key())).hexdigest(),
+            "value": base64.b64encode(key.sign(canonical(payload))).decode(),
+        },
+    }
+
+
+def _payload(space_id: str, dataset: Dataset, files: list[dict],
+             issued_at: datetime | None) -> dict:
+    return {
         "kind": KIND,
-        "space_id": _space_id(space),
+        "space_id": space_id,
         "dataset": dataset.id,
         "holder": dataset.holder,
         "table": dataset.table,
@@ -111,14 +136,37 @@ def issue(space: Space, dataset: Dataset, issued_at: datetime | None = None) -> 
         "quality_score": dataset.quality_score,
         "issued_at": (issued_at or datetime.now(UTC)).isoformat(),
     }
+
+
+def issue_by_holder(dataset: Dataset, files: list[tuple[str, Path]], space_id: str,
+                    key: SigningKey, issued_at: datetime | None = None) -> dict:
+    """The holder's own certificate for ``dataset`` (run at its node, with its signing key):
+    ``files`` are (path relative to the node's store root, where the file is now)."""
+    listed = [{"path": rel, "sha256": _file_digest(path, rel)} for rel, path in files]
+    payload = _payload(space_id, dataset, listed, issued_at)
+    payload["vouched_by"] = dataset.holder
     return {
         "certificate": payload,
         "signature": {
             "algorithm": "Ed25519",
-            "public_key_sha256": hashlib.sha256(public_pem(key.public_key())).hexdigest(),
-            "value": base64.b64encode(key.sign(canonical(payload))).decode(),
+            "public_key_sha256": hashlib.sha256(bytes(key.verify_key)).hexdigest(),
+            "value": base64.b64encode(
+                key.sign(HOLDER_DOMAIN + canonical(payload)).signature).decode(),
         },
     }
+
+
+def holder_keys(space: Space) -> dict[str, bytes]:
+    """The holders' enrolled public keys (``he/holders.json``, root-written, public)."""
+    try:
+        listed = json.loads(space.holder_registry.read_text())["holders"]
+        return {name: base64.b64decode(value, validate=True) for name, value in listed.items()}
+    except FileNotFoundError:
+        return {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise WorkbenchUserError(f"{space.holder_registry} is not a registry of holder keys: "
+                                 "restore it from the space's build.", reason="bad-registry") \
+            from None
 
 
 def write(path: Path, document: dict) -> None:
@@ -131,6 +179,7 @@ class Verified:
     holder: str
     content_hash: str
     issued_at: str
+    vouched_by: str = "the space's key"
 
 
 def _invalid(path: Path, message: str) -> WorkbenchUserError:
@@ -165,13 +214,10 @@ def verify(space: Space, path: Path) -> Verified:
         raise _invalid(path, "its signature block is not an Ed25519 signature as issued")
     if base64.b64encode(value).decode() != signature["value"]:
         raise _invalid(path, "the signature is not canonical base64: it was edited")
-    public = load_public_key(space.signing_pub)
-    if signature.get("public_key_sha256") != hashlib.sha256(public_pem(public)).hexdigest():
-        raise _invalid(path, f"it was not signed by this space's key ({space.signing_pub})")
-    try:
-        public.verify(value, canonical(payload))
-    except InvalidSignature:
-        raise _invalid(path, "the Ed25519 signature does not match its content") from None
+    if isinstance(payload, dict) and "vouched_by" in payload:
+        voucher = _check_holder_signature(space, path, payload, signature, value)
+    else:
+        voucher = _check_space_signature(space, path, payload, signature, value)
     if payload.get("kind") != KIND:
         raise _invalid(path, "it is not an ownership certificate")
 
@@ -190,4 +236,42 @@ def verify(space: Space, path: Path) -> Verified:
         raise _invalid(path, f"the catalog schema of '{dataset.id}' changed since certification")
     if dataset.holder != payload["holder"]:
         raise _invalid(path, f"the catalog names another holder for '{dataset.id}'")
-    return Verified(dataset.id, dataset.holder, payload["content_hash"], payload["issued_at"])
+    return Verified(dataset.id, dataset.holder, payload["content_hash"], payload["issued_at"],
+                    voucher)
+
+
+def _check_space_signature(space: Space, path: Path, payload, signature: dict,
+                           value: bytes) -> str:
+    public = load_public_key(space.signing_pub)
+    fingerprint = hashlib.sha256(public_pem(public)).hexdigest()
+    if signature.get("public_key_sha256") != fingerprint:
+        raise _invalid(path, f"it was not signed by this space's key ({space.signing_pub})")
+    try:
+        public.verify(value, canonical(payload))
+    except InvalidSignature:
+        raise _invalid(path, "the Ed25519 signature does not match its content") from None
+    return f"the space's root key (signing.pub {fingerprint[:16]}), not the holder"
+
+
+def _check_holder_signature(space: Space, path: Path, payload: dict, signature: dict,
+                            value: bytes) -> str:
+    """A holder vouches only for its own dataset, only with the key it enrolled."""
+    voucher, holder = payload["vouched_by"], payload.get("holder")
+    if voucher != holder:
+        raise _invalid(path, f"it is vouched for by '{voucher}' but the dataset is holder "
+                             f"{holder}'s: only a holder vouches for its own data")
+    keys = holder_keys(space)
+    fingerprints = {hashlib.sha256(raw).hexdigest(): name for name, raw in keys.items()}
+    signer = fingerprints.get(signature.get("public_key_sha256"))
+    if holder not in keys:
+        raise _invalid(path, f"holder '{holder}' has no enrolled key in {space.holder_registry}")
+    if signer != holder:
+        who = f"holder {signer}'s key" if signer else "a key no holder enrolled"
+        raise _invalid(path, f"it was signed with {who}, not holder {holder}'s")
+    try:
+        VerifyKey(keys[holder]).verify(HOLDER_DOMAIN + canonical(payload), value)
+    except BadSignatureError:
+        raise _invalid(path, f"the Ed25519 signature does not match its content under holder "
+                             f"{holder}'s key") from None
+    fingerprint = hashlib.sha256(keys[holder]).hexdigest()
+    return f"holder {holder} (its enrolled Ed25519 key {fingerprint[:16]})"

@@ -201,6 +201,7 @@ def verify(data_dir: str | None, cert_file: Path) -> None:
     result = certificates.verify(_space(data_dir), cert_file)
     click.echo(f"certificate valid: dataset {result.dataset} of holder {result.holder}, "
                f"content {result.content_hash[:16]}..., issued {result.issued_at}")
+    click.echo(f"vouched for by {result.vouched_by}")
 
 
 commands = [catalog]

@@ -6,6 +6,9 @@
     thresholds:                       # floors: they may only tighten the space's
       min_cell_count: 20
     rounds_per_day: 500               # secure rounds per study per UTC day (limits differencing)
+    retention:                        # dataset versions kept at the node (workbench node ingest)
+      versions: 5                     # at least the newest 5 ...
+      days: 365                       # ... and every one made in the last 365 days
 
 The policy says what the space allows; the holder can only narrow it. A request for a study or
 view outside these rules, a round whose thresholds are looser than the floors, or one past the
@@ -36,12 +39,23 @@ class Floors(BaseModel):
     max_rounds_per_day: int | None = Field(default=None, ge=1)
 
 
+class Retention(BaseModel):
+    """Which dataset versions an ingest keeps (``workbench/node/ingest.py``): a version is
+    deleted only when it is neither among the newest ``versions`` nor younger than ``days``; the
+    version being served is always kept. Old versions are what a stale study is re-run on."""
+
+    model_config = ConfigDict(extra="forbid")
+    versions: int = Field(default=5, ge=1)
+    days: int = Field(default=0, ge=0)
+
+
 class HolderRules(BaseModel):
     model_config = ConfigDict(extra="forbid")
     studies: list[str] = Field(default_factory=lambda: [ANY])
     views: list[str] = Field(default_factory=lambda: [ANY])
     thresholds: Floors = Floors()
     rounds_per_day: int = Field(default=2000, ge=0)
+    retention: Retention = Retention()
 
     def serves(self, study: str, view: str) -> str | None:
         """Why this node does not serve ``view`` to ``study``, or None."""
