@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "workbench.run.cli",
     "workbench.node.cli",
     "workbench.review.cli",
+    "workbench.linkage.cli",
 ]
 
 

@@ -1,0 +1,150 @@
+"""The linkage service's HTTP app (aiohttp) on ``run/linkage.sock``.
+
+    POST /v1/evaluate   body: n blinded elements, 32 bytes each (1 <= n <= max batch)
+                        -> n evaluated elements, 32 bytes each, in the same order
+    GET  /v1/info       -> suite, limits, key id (a hash of the public key k*G)
+    GET  /health        -> {"ok": true}
+
+Who may call is decided by the kernel (SO_PEERCRED), before any body is read: a holder node's
+account (``wbh-*``), root, or the service's own account. A batch is refused whole (nothing
+evaluated) when its size is not a whole number of elements or over the limit, when the caller is
+over its rate or quota (``limits``), or when any element is not a canonical ristretto255
+encoding of a point other than the identity. A log line per batch names the caller, the batch
+size and the time taken: the service receives no identifier, so none can reach its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import pwd
+import signal
+import socket
+import time
+
+import pysodium
+from aiohttp import web
+
+from workbench import linkage
+from workbench.apierror import error_response
+from workbench.errors import WorkbenchUserError
+from workbench.linkage import oprf
+from workbench.linkage.limits import Limits, RateLimited
+from workbench.peercred import request_peer_uid
+
+STATUS = {"access-denied": 403, "batch-too-large": 413, "rate-limited": 429,
+          "quota-exhausted": 429, "not-found": 404, "method-not-allowed": 405}
+
+
+def log(event: str, **fields) -> None:
+    """One JSON line on stdout (the service's log): names, counts and times, never an element."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def key_id(key: bytes) -> str:
+    """A public name for the key (the first 16 hex digits of SHA-256 of k*G): which key made a
+    set of pseudonyms, without revealing anything of it."""
+    return hashlib.sha256(pysodium.crypto_scalarmult_ristretto255_base(key)).hexdigest()[:16]
+
+
+def _peer_name(uid: int | None, own_uid: int) -> str | None:
+    """The caller's account if it may call, else None."""
+    if uid is None:
+        return None
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+    return name if uid in (0, own_uid) or name.startswith("wbh-") else None
+
+
+def evaluate_batch(key: bytes, body: bytes) -> bytes:
+    """``key * element`` for each element of ``body``; refused whole on a bad element."""
+    out = []
+    for i in range(0, len(body), oprf.ELEMENT):
+        try:
+            out.append(oprf.evaluate(key, body[i:i + oprf.ELEMENT]))
+        except (oprf.InvalidElement, ValueError):
+            raise WorkbenchUserError(
+                f"element {i // oprf.ELEMENT} of the batch is not a valid ristretto255 element "
+                "(the identity, or not a canonical encoding of a point): nothing in the batch "
+                "was evaluated", reason="invalid-element") from None
+    return b"".join(out)
+
+
+def make_app(key: bytes, limits: Limits, max_batch: int, own_uid: int) -> web.Application:
+    async def guard(request: web.Request, handler):
+        peer = _peer_name(request_peer_uid(request), own_uid)
+        try:
+            if peer is None:
+                raise WorkbenchUserError("only a holder node's account may use the linkage "
+                                         "service", reason="access-denied")
+            request["peer"] = peer
+            return await handler(request)
+        except WorkbenchUserError as exc:
+            log("refused", peer=peer or f"uid {request_peer_uid(request)}", reason=exc.reason)
+            response = error_response(STATUS.get(exc.reason, 400), exc.reason, str(exc))
+            if isinstance(exc, RateLimited):
+                response.headers["Retry-After"] = f"{max(1, round(exc.retry_after))}"
+            return response
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(exc.status, STATUS_REASONS.get(exc.status, "bad-request"),
+                                  exc.reason)
+
+    async def evaluate(request: web.Request) -> web.Response:
+        size = request.content_length
+        if size is None or size == 0 or size % oprf.ELEMENT:
+            raise WorkbenchUserError(f"a batch is a whole number of {oprf.ELEMENT}-byte elements "
+                                     "with a Content-Length", reason="bad-batch")
+        count = size // oprf.ELEMENT
+        if count > max_batch:
+            raise WorkbenchUserError(f"a batch holds at most {max_batch} elements; this one has "
+                                     f"{count}: send smaller batches", reason="batch-too-large")
+        limits.take(request["peer"], count)  # counted before the work: a bad batch costs too
+        body = await request.read()
+        if len(body) != size:
+            raise WorkbenchUserError("the batch ended early", reason="bad-batch")
+        started = time.perf_counter()
+        out = await asyncio.get_running_loop().run_in_executor(None, evaluate_batch, key, body)
+        log("evaluate", peer=request["peer"], elements=count,
+            ms=round((time.perf_counter() - started) * 1000, 1))
+        return web.Response(body=out, content_type="application/octet-stream")
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response({
+            "suite": "OPRF(ristretto255, SHA-512), RFC 9497 mode 0", "max_batch": max_batch,
+            "per_minute": limits.per_minute, "per_day": limits.per_day, "key_id": key_id(key)})
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application(middlewares=[web.middleware(guard)],
+                          client_max_size=max_batch * oprf.ELEMENT)
+    app.router.add_post(linkage.EVALUATE, evaluate)
+    app.router.add_get(linkage.INFO, info)
+    app.router.add_get("/health", health)
+    return app
+
+
+STATUS_REASONS = {404: "not-found", 405: "method-not-allowed", 413: "batch-too-large"}
+
+
+def serve(app: web.Application, listener: socket.socket) -> None:
+    """Serve on ``listener`` until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, listener).start()
+        log("ready", socket=listener.getsockname())
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
