@@ -13,7 +13,11 @@ import pytest
 from workbench import accounts
 from workbench.errors import WorkbenchUserError
 from workbench.review.broker import FILES_ACCOUNT, Broker, start_review_broker
-from workbench.sandbox.launcher import dashboard_kernel_user, dashboard_server_user
+from workbench.sandbox.launcher import (
+    dashboard_kernel_user,
+    dashboard_server_user,
+    shared_dashboard_server_user,
+)
 
 
 def _uid(name: str) -> int:
@@ -69,6 +73,45 @@ def test_comments_stay_in_the_services_study_for_its_reviewers(broker, review_en
                                           "comment": "x"})
 
 
+SHARED = shared_dashboard_server_user()
+
+
+def test_the_shared_service_gets_a_study_only_for_that_studys_reviewers(broker):
+    """The shared review service names the study: the broker re-checks the pair against the
+    policy, so a fault in the service's own per-page check still shows no one another study."""
+    shared = _uid(SHARED)
+    snap = broker.handle(shared, {"op": "snapshot", "user": "rita", "study": "cml-tki"})
+    assert snap["snapshot"]["study"] == "cml-tki" and "by_tki" in json.dumps(snap)
+    lonely = broker.handle(shared, {"op": "snapshot", "user": "olga", "study": "lonely"})
+    assert lonely["snapshot"]["study"] == "lonely" and lonely["snapshot"]["allowed"]
+    assert broker.handle(shared, {"op": "snapshot", "user": "ada", "study": "lonely"})  # admin
+    for user, study, reason in (("rita", "lonely", "does not review"),
+                                ("olga", "cml-tki", "does not review"),
+                                ("alice", "cml-tki", "does not review"),  # a member
+                                ("rita", None, "no study"), ("rita", "nope", "no study"),
+                                ("rita", ["cml-tki"], "no study")):
+        with pytest.raises(WorkbenchUserError, match=reason):
+            broker.handle(shared, {"op": "snapshot", "user": user, "study": study})
+
+
+def test_the_shared_service_cannot_decide_or_comment_across_studies(broker, review_env):
+    shared, rid = _uid(SHARED), review_env.failed["id"]  # a request of cml-tki
+    for op in ("decide", "comment"):
+        with pytest.raises(WorkbenchUserError, match="does not review"):  # olga: lonely only
+            broker.handle(shared, {"op": op, "user": "olga", "study": "cml-tki",
+                                   "request_id": rid, "decision": "approve", "comment": "x"})
+        # olga in her own study, naming cml-tki's request: the airlock refuses it
+        reply = broker.handle(shared, {"op": op, "user": "olga", "study": "lonely",
+                                       "request_id": rid, "decision": "approve", "comment": "x"})
+        assert reply["status"] == 403 and "access-denied" in reply["body"], reply
+    with pytest.raises(WorkbenchUserError, match="may ask"):
+        broker.handle(shared, {"op": "airlock-get", "user": "rita", "study": "cml-tki",
+                               "path": "/requests?state=released"})
+    reply = broker.handle(shared, {"op": "comment", "user": "rita", "study": "cml-tki",
+                                   "request_id": rid, "comment": "through the shared service"})
+    assert reply["status"] == 201 and "through the shared service" in reply["body"]
+
+
 def test_review_files_reads_released_things_only(broker, review_env):
     files = _uid(FILES_ACCOUNT)
     reply = broker.handle(files, {"op": "airlock-get", "user": "alice",
@@ -117,6 +160,12 @@ def test_the_socket_answers_by_peer_uid(review_env):
         out = _ask_as(dashboard_server_user("cml-tki"), review_env.space,
                       {"op": "snapshot", "user": "remy"})
         assert out.startswith("OK") and '"study": "cml-tki"' in out, out + handle.output()
+        out = _ask_as(SHARED, review_env.space, {"op": "snapshot", "user": "remy",
+                                                 "study": "cml-tki"})
+        assert out.startswith("OK") and '"study": "cml-tki"' in out, out + handle.output()
+        out = _ask_as(SHARED, review_env.space, {"op": "snapshot", "user": "olga",
+                                                 "study": "cml-tki"})
+        assert out.startswith("REFUSED WorkbenchUserError") and "does not review" in out, out
         out = _ask_as(accounts.study_kernel_user("cml-tki"), review_env.space,
                       {"op": "snapshot", "user": "remy"})
         assert out.startswith("REFUSED WorkbenchUserError") and "not a dashboard server" in out

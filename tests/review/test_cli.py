@@ -19,9 +19,10 @@ from workbench.review.services import hub_services
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 
 
-@pytest.fixture
-def services(review_env):
-    return hub_services(review_env.policy, review_env.space, review_env.policy_file)[0]
+@pytest.fixture(params=["shared", "per-study"])
+def services(review_env, request):
+    return hub_services(review_env.policy, review_env.space, review_env.policy_file,
+                        per_study=request.param == "per-study")[0]
 
 
 def _parse(args: list[str]) -> click.Context:
@@ -35,8 +36,9 @@ def _parse(args: list[str]) -> click.Context:
 
 
 def test_every_hub_service_is_a_workbench_command_it_accepts(services):
-    expected = {"review-cml-tki": "dashboard", "review-lonely": "dashboard",
-                "review-admin": "dashboard", "review-files": "files", "review-broker": "broker"}
+    expected = {"review": "dashboard", "review-cml-tki": "dashboard",
+                "review-lonely": "dashboard", "review-admin": "dashboard",
+                "review-files": "files", "review-broker": "broker"}
     for service in services:
         command = service["command"]
         # this interpreter, by path: the hub's PATH need not hold it
@@ -94,3 +96,11 @@ def test_a_missing_required_option_is_a_usage_error():
     done = _workbench("review", "dashboard", "--data-dir", "/tmp", "--policy", "p.yaml")
     assert done.returncode == 2 and "Missing option '--notebooks'" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_study_and_all_studies_together_is_one_line():
+    done = _workbench("review", "dashboard", "--notebooks", "/", "--policy", "p.yaml",
+                      "--dashboards", "results", "--study", "a", "--all-studies")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: give --study or --all-studies, not both"]

@@ -11,6 +11,9 @@ account (SO_PEERCRED, not anything it says) fixes what it may ask:
 - ``wbv-<study>``: ``snapshot`` (the study's dashboards, for a user), ``decide`` (that user's
   decision on a request, in that study only) and ``comment`` (that user's comment on a request
   of that study);
+- ``wbv-review-studies`` (the shared review service, every study's reviewers in one process):
+  ``snapshot``, ``decide`` and ``comment`` naming the study, only for a user the current policy
+  lets see that study's dashboards (its reviewers and admins); anyone else is refused here;
 - ``wbv-review-admin``: ``snapshot`` (the admin overview, for a user);
 - ``wb-review-files``: ``airlock-get`` (released requests and their files, for a user; GET only);
 - root: any of these, naming the study (tests, the admin's tools).
@@ -42,7 +45,7 @@ from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.paths import Space
 from workbench.peercred import peer_credentials
 from workbench.runtime import ServiceProcess, bind_socket, start_service, workbench_command
-from workbench.sandbox.launcher import dashboard_server_user
+from workbench.sandbox.launcher import dashboard_server_user, shared_dashboard_server_user
 
 log = logging.getLogger("workbench.review.broker")
 
@@ -82,19 +85,39 @@ class Broker:
             return "admin", ADMIN
         from workbench.policy import load_policy
 
-        for study in load_policy(self.policy_file).studies:
+        policy = load_policy(self.policy_file)
+        if name == shared_dashboard_server_user():
+            return "studies", self._shared_study(policy, request)
+        for study in policy.studies:
             if name == dashboard_server_user(study):
                 return "study", study
         raise WorkbenchUserError(f"uid {uid} is not a dashboard server", reason="access-denied")
+
+    @staticmethod
+    def _shared_study(policy, request: dict) -> str:
+        """The study the shared review service names, which its user must review (or admin):
+        that service speaks for every study, so the broker checks each request's pair again
+        rather than trusting the service's own check (the airlock checks decisions a third
+        time)."""
+        from workbench.policy.access import decide
+
+        study, user = request.get("study"), request.get("user")
+        if not isinstance(study, str) or study not in policy.studies:
+            raise WorkbenchUserError("no study of the policy named", reason="not-found")
+        if not isinstance(user, str) or not decide(policy, user, "view-dashboard", study):
+            raise WorkbenchUserError(f"that user does not review study {study}",
+                                     reason="access-denied")
+        return study
 
     def handle(self, uid: int, request: dict) -> dict:
         role, study = self.role(uid, request)
         op, user = request.get("op"), request.get("user")
         if not isinstance(user, str) or not _USER.match(user):
             raise WorkbenchUserError("no valid user given", reason="bad-request")
-        if op == "snapshot" and role in ("study", "admin", "root") and study:
+        if op == "snapshot" and role in ("study", "studies", "admin", "root") and study:
             return {"snapshot": self._snapshot(study, user)}
-        if op in ("decide", "comment") and role in ("study", "root") and study and study != ADMIN:
+        if (op in ("decide", "comment") and role in ("study", "studies", "root") and study
+                and study != ADMIN):
             return self._act(op, study, user, request)
         if op == "airlock-get" and role in ("files", "root"):
             return self._airlock_get(user, str(request.get("path", "")))

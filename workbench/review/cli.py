@@ -51,17 +51,24 @@ def files(data_dir: str | None) -> None:
 @DATA_DIR
 @click.option("--policy", required=True, help="the hub policy file")
 @click.option("--study", help="the study whose dashboards these are (none: the admin overview)")
+@click.option("--all-studies", is_flag=True,
+              help="serve every study's reviewers, the study named by each visit (?study=)")
 @click.option("--dashboards", required=True,
               help="comma-separated notebook names this service may render")
 def dashboard(notebooks: str, data_dir: str | None, policy: str, study: str | None,
-              dashboards: str) -> None:
+              all_studies: bool, dashboards: str) -> None:
     """Run one reviewer dashboard service: standalone Voila behind hub OAuth."""
     import types
 
+    from workbench.errors import WorkbenchUserError
     from workbench.review.voila_app import serve
+    from workbench.sandbox.provisioner import PER_VISIT
 
+    if all_studies and study:
+        raise WorkbenchUserError("give --study or --all-studies, not both", reason="bad-usage")
     serve(types.SimpleNamespace(notebooks=notebooks, data_dir=data_dir, policy=policy,
-                                study=study, dashboards=dashboards))
+                                study=PER_VISIT if all_studies else study,
+                                dashboards=dashboards))
 
 
 commands = [review]

@@ -16,14 +16,15 @@ from workbench.errors import WorkbenchError
 from workbench.paths import Space
 from workbench.policy.access import decide
 from workbench.release.airlock import OPEN_STATES, airlock_socket
-from workbench.review.services import service_name
+from workbench.review.services import SHARED_SERVICE
 
 TIMEOUT = 3.0
 
 
 def queue_path(study: str) -> str:
-    """The study's release queue, relative to the proxy's prefix."""
-    return f"services/{service_name(study)}/voila/render/release_queue.ipynb"
+    """The study's release queue in the shared review service, relative to the proxy's prefix
+    (study ids are URL-safe: a-z, 0-9 and '-')."""
+    return f"services/{SHARED_SERVICE}/voila/render/release_queue.ipynb?study={study}"
 
 
 def pending_counts(space: Space, user: str) -> dict[str, int]:

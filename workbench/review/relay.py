@@ -16,7 +16,8 @@ Accepted, from the kernel's own uid (SO_PEERCRED) only:
 - ``GET /release/snapshot``: a fresh snapshot of the study's dashboards for the reviewer (the
   queue refreshes after a decision), the same data the page was opened with.
 Directly when the service runs as root, else through the review broker
-(workbench.review.broker), which only lets a study's review service act in that study.
+(workbench.review.broker), which only lets a study's review service act in that study, and the
+shared review service only for a reviewer of the study it names (the relay's).
 Everything else is refused with the gateway's error shape.
 """
 
@@ -140,8 +141,8 @@ class DecisionRelay(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             from workbench.review.broker import ask
 
             op = "decide" if what == "decision" else "comment"
-            reply = ask(self._space, {"op": op, "user": self.reviewer,
-                                      "request_id": request_id, **body})
+            reply = ask(self._space, {**body, "op": op, "user": self.reviewer,
+                                      "study": self.study, "request_id": request_id})
             return reply["status"], reply["body"].encode()
         from workbench.release.airlock import airlock_socket
         from workbench.release.http import UnixHTTP
@@ -156,7 +157,8 @@ class DecisionRelay(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if os.geteuid() != 0:
             from workbench.review.broker import ask
 
-            return ask(self._space, {"op": "snapshot", "user": self.reviewer})["snapshot"]
+            return ask(self._space, {"op": "snapshot", "user": self.reviewer,
+                                     "study": self.study})["snapshot"]
         from workbench.policy import load_policy
         from workbench.review.snapshot import study_snapshot
 

@@ -1,10 +1,13 @@
 """The hub side of the dashboards: ``hub_services(policy, space)`` -> (services, roles) for
 ``c.JupyterHub.services`` and ``c.JupyterHub.load_roles`` (called by workbench.hub.config).
 
-- ``review-<study>``: standalone Voila (``workbench review dashboard``, workbench.review.voila_app)
-  with the study's release
-  queue, provenance and results; role ``review-<study>`` grants
-  ``access:services!service=review-<study>`` to the group ``<study>-reviewers`` and to admins;
+- ``review``: standalone Voila (``workbench review dashboard --all-studies``,
+  workbench.review.voila_app) with every study's release queue, provenance and results
+  (``.../voila/render/release_queue.ipynb?study=<study>``); role ``review`` grants
+  ``access:services!service=review`` to every ``<study>-reviewers`` group and to admins, and
+  the service lets a visitor see a study only if the policy makes them its reviewer or an admin;
+- (``per_study=True``, the earlier layout, kept for the benchmark) ``review-<study>``: one Voila
+  per study, role ``review-<study>`` for ``<study>-reviewers`` and admins;
 - ``review-admin``: the admin overview, for the policy's admins;
 - ``review-files``: released files for members and reviewers (the airlock decides per file;
   ``workbench review files``);
@@ -17,11 +20,12 @@ Reviewers get no ``access:servers`` scope anywhere: that would be code execution
 Ports: ``$WORKBENCH_REVIEW_PORT_BASE`` upwards when set, else free ports, on 127.0.0.1.
 
 Accounts (when the hub runs as root): each dashboard server runs unprivileged as its own account,
-``wbv-<study>`` (``wbv-review-admin``, ``wb-review-files``), and asks the root kernel launcher
-for its kernels, which run as ``wbr-<study>``: one pair per study rather than one review
-account, so one study's dashboard kernel (or server) cannot reach another study's reviewers'
-kernels, sessions or decisions, and never the study's own kernel account (``wbk-<study>``), which
-is the researcher's. Only the broker runs as root.
+``wbv-review-studies`` for the shared service (``wbv-<study>`` per study, ``wbv-review-admin``,
+``wb-review-files``), and asks the root kernel launcher for its kernels, which run as
+``wbr-<study>`` of the visit's study: one kernel account per study rather than one review
+account, so one study's dashboard kernel cannot reach another study's reviewers' kernels or
+decisions, and never the study's own kernel account (``wbk-<study>``), which is the researcher's.
+Only the broker runs as root. What the shared server changes for isolation: docs/review.md.
 """
 
 from __future__ import annotations
@@ -38,10 +42,16 @@ from workbench.paths import Space
 from workbench.resources import DASHBOARDS
 from workbench.review.broker import ADMIN, FILES_ACCOUNT
 from workbench.runtime import workbench_command
-from workbench.sandbox.launcher import dashboard_kernel_user, dashboard_server_user
+from workbench.sandbox.launcher import (
+    SHARED_REVIEW,
+    dashboard_kernel_user,
+    dashboard_server_user,
+    shared_dashboard_server_user,
+)
 
 STUDY_DASHBOARDS = ("release_queue", "provenance", "results")
 ADMIN_DASHBOARDS = ("admin_overview",)
+SHARED_SERVICE = "review"  # every study's reviewers, one process (docs/review.md)
 FILES_SERVICE = "review-files"
 BROKER_SERVICE = "review-broker"
 ADMIN_SERVICE = "review-admin"
@@ -135,19 +145,54 @@ def _account(name: str, kernels: str | None = None) -> tuple[dict, tuple[int, in
     return {"user": name}, accounts.ensure_user(name)
 
 
+def _shared_service(policy, space: Space, policy_path: str, port: int,
+                    common: dict) -> tuple[dict, dict]:
+    """``review``: one Voila for every study's reviewers (the study is each visit's), and its
+    role: every study's reviewer group and the admins (the service checks the study per page)."""
+    user, owner = _account(shared_dashboard_server_user())
+    if accounts.is_root():  # each visit's kernel runs as its study's (the launcher makes
+        for study in policy.studies:  # those of studies added later)
+            accounts.ensure_user(dashboard_kernel_user(study))
+    service = {
+        "name": SHARED_SERVICE, "display": True, "oauth_no_confirm": True, **user,
+        "cwd": str(review_root(space) / SHARED_SERVICE),
+        "url": f"http://127.0.0.1:{port}",
+        "command": workbench_command(
+            "review", "dashboard",
+            "--notebooks", str(_notebook_dir(space, SHARED_SERVICE, STUDY_DASHBOARDS)),
+            "--data-dir", str(space.root), "--policy", policy_path, "--all-studies",
+            "--dashboards", ",".join(STUDY_DASHBOARDS)),
+        "environment": {**common, **_jupyter_env(space, SHARED_SERVICE, True, owner)},
+    }
+    role = {"name": SHARED_SERVICE,
+            "description": "Reviewers of any study: the review service (each study's queue "
+                           "only to that study's reviewers, checked per page).",
+            "scopes": [f"access:services!service={SHARED_SERVICE}"],
+            "groups": [reviewers_group(s) for s in sorted(policy.studies)],
+            "users": policy.admins()}
+    return service, role
+
+
 def hub_services(policy, space: Space, policy_path: str | os.PathLike | None = None,
-                 ) -> tuple[list[dict], list[dict]]:
-    if ADMIN_SANDBOX in policy.studies:
-        raise WorkbenchUserError(
-            f"the study id '{ADMIN_SANDBOX}' is reserved for the admin dashboard's sandbox: "
-            "rename the study in the policy file", reason="bad-policy")
+                 per_study: bool = False) -> tuple[list[dict], list[dict]]:
+    """The services and roles; ``per_study``: one Voila per study (``review-<study>``, the
+    layout before the shared service; benchmarks/bench_dashboards.py measures both)."""
+    for reserved in (ADMIN_SANDBOX, SHARED_REVIEW):
+        if reserved in policy.studies:
+            raise WorkbenchUserError(
+                f"the study id '{reserved}' is reserved for the review services' accounts: "
+                "rename the study in the policy file", reason="bad-policy")
     policy_path = _policy_file(policy, space, policy_path)
-    ports = _ports(len(policy.studies) + 2)
+    ports = _ports((len(policy.studies) if per_study else 1) + 2)
     common = {"WORKBENCH_DATA_DIR": str(space.root), "WORKBENCH_POLICY": policy_path}
     services: list[dict] = []
     roles: list[dict] = []
     admins = policy.admins()
-    for index, study in enumerate(sorted(policy.studies)):
+    if not per_study:
+        service, role = _shared_service(policy, space, policy_path, ports[1], common)
+        services.append(service)
+        roles.append(role)
+    for index, study in enumerate(sorted(policy.studies) if per_study else ()):
         name = service_name(study)
         user, owner = _account(dashboard_server_user(study), dashboard_kernel_user(study))
         services.append({

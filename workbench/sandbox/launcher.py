@@ -14,7 +14,8 @@ A reviewer dashboard's server (``wbv-<study>``, the Voila review service) asks t
 ``"dashboard": true``: its kernel runs as the study's dashboard account (``wbr-<study>``), never the
 kernel account, with no workspace, in the sandbox's root-owned ``/``, and its one socket is the
 decision relay the server made in its socket directory (``relay.sock``, bound at
-``/run/gateway.sock``). Guarded by tests/review/test_reviewer_isolation.py too.
+``/run/gateway.sock``). The shared review service (``wbv-review-studies``) may ask for a dashboard
+kernel of any study (still ``wbr-<study>``; its per-visit checks are in workbench.review). Guarded by tests/review/test_reviewer_isolation.py too.
 
 Protocol (JSON lines): -> {"study": S, "kernel_dir": D[, "dashboard": true]}  <- {"ok": true,
 "pid": P} | {"ok": false, "message": M}; then -> {"signal": N} any number of times;
@@ -76,6 +77,15 @@ def dashboard_kernel_user(study: str) -> str:
 def dashboard_server_user(study: str) -> str:
     """The uid of a study's review service (Voila; trusted like a study server)."""
     return _account("wbv-", study)
+
+
+SHARED_REVIEW = "review-studies"  # a reserved sandbox name: no study may take it
+
+
+def shared_dashboard_server_user() -> str:
+    """The uid of the one review service that serves every study's reviewers (each of its
+    kernels still runs as its visit's study's ``wbr-<study>``)."""
+    return dashboard_server_user(SHARED_REVIEW)
 
 
 def kernel_command() -> list[str]:
@@ -142,6 +152,10 @@ class _Session:
                           else (accounts.study_server_user(study),
                                 accounts.study_kernel_user(study)))
         server_uid, server_gid = accounts.ensure_user(server)
+        if dashboard and peer not in (0, server_uid):  # the shared review service, any study
+            shared_uid, shared_gid = accounts.ensure_user(shared_dashboard_server_user())
+            if peer == shared_uid:
+                server_uid, server_gid = shared_uid, shared_gid
         if peer not in (0, server_uid):
             raise WorkbenchUserError(f"uid {peer} is not the server of study {study}",
                                      reason="access-denied")

@@ -11,7 +11,10 @@ Configuration: ``c.SandboxProvisioner.data_dir`` / ``study`` (defaults: ``$WORKB
 process's own user) for requests that did not come through an authenticated websocket.
 ``dashboard`` (set by the Voila review services, workbench.review.voila_app): a reviewer
 dashboard's kernel, out of the researcher's reach (own account, no workspace, no token, a
-decision relay as its one socket); guarded by tests/review/test_reviewer_isolation.py.
+decision relay as its one socket); guarded by tests/review/test_reviewer_isolation.py. With
+``study = "*"`` (the shared review service) each dashboard kernel takes its study from its own
+start's environment (``WORKBENCH_REVIEW_STUDY``, set by the service's per-visit hook), like its
+reviewer.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from workbench.sandbox.proxy import AuditProxy
 from workbench.sandbox.recorder import CollectorRecorder
 
 PROVISIONER_NAME = "workbench-sandbox"
+PER_VISIT = "*"  # a dashboard provisioner's study: the one its kernel start names
 STUDY_ID = re.compile(r"^[a-z][a-z0-9-]{0,28}[a-z0-9]$|^[a-z]$")
 
 
@@ -146,7 +150,11 @@ class SandboxProvisioner(LocalProvisioner):
 
     async def _prepare(self, **kwargs: Any) -> dict[str, Any]:
         km = self.parent
-        study = check_study_id(self.study)
+        server_env = dict(kwargs.get("env") or {})
+        study = self.study
+        if self.dashboard and study == PER_VISIT:  # the shared review service: this visit's
+            study = server_env.get("WORKBENCH_REVIEW_STUDY", "")  # (the hook checked it)
+        study = check_study_id(study)
         space = Space.at(self.data_dir or None)
         self._mode = self._choose_mode()
         gateway = space.gateway_socket(study)
@@ -162,7 +170,6 @@ class SandboxProvisioner(LocalProvisioner):
         kernel_uid = kernel_gid = None
         account = (dashboard_kernel_user(study) if self.dashboard
                    else accounts.study_kernel_user(study))
-        server_env = dict(kwargs.get("env") or {})
         if self.dashboard:
             # this visit's reviewer, from the hook's environment of this very kernel start (the
             # process environment may already hold the next visitor's)
