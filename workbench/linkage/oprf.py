@@ -8,8 +8,9 @@ The three steps and who runs them:
 
 The service learns nothing about ``x`` (B is uniform whatever x is); the node learns F_k(x) and
 nothing about ``k``. libsodium's ristretto255 (Debian's libsodium23 through ``pysodium``: PyNaCl
-does not bind the ristretto255 functions) gives canonical encodings only, so validating an element
-is one call. RFC 9497's test vectors (Appendix A.1.1) are checked in tests/linkage/test_oprf.py.
+does not bind the ristretto255 functions) has one canonical encoding per element, so validating
+an element is one call and two comparisons. RFC 9497's test vectors (Appendix A.1.1) are checked
+in tests/linkage/test_oprf.py.
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ def hash_to_group(value: bytes) -> bytes:
 def check_element(element: bytes) -> bytes:
     """``element`` if it is a canonical encoding of a group element other than the identity
     (RFC 9497 DeserializeElement); InvalidElement otherwise."""
-    if (not isinstance(element, bytes) or len(element) != ELEMENT
+    # libsodium's is_valid_point accepts the identity (all zero bytes: its one canonical
+    # encoding), which RFC 9497 says to refuse: k * identity would say nothing of k but is no
+    # blinded input either.
+    # Debian 12's libsodium (1.0.18) also takes a set top bit as an alias of the same point,
+    # while RFC 9496 says a value >= p is no encoding: refused here whatever the version.
+    if (not isinstance(element, bytes) or len(element) != ELEMENT or not any(element)
+            or element[31] & 0x80
             or not pysodium.crypto_core_ristretto255_is_valid_point(element)):
         raise InvalidElement("not a valid ristretto255 element")
     return element

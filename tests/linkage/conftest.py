@@ -1,0 +1,64 @@
+"""A real linkage service (its own process and account, a real Unix socket) and two holder node
+accounts to call it from."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from workbench import accounts
+from workbench.linkage.process import start_linkage
+from workbench.paths import Space
+
+ROOT = Path(__file__).resolve().parents[2]
+HOLDERS = ("lt-hospital", "lt-insurer")
+
+needs_root = pytest.mark.skipif(not accounts.is_root(),
+                                reason="other accounts need root (setpriv, useradd)")
+
+
+def open_space() -> Space:
+    """A space directory other uids can traverse (pytest's tmp_path is 0700 under root)."""
+    path = Path(tempfile.mkdtemp(prefix="wb-linkage-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    return Space(path)
+
+
+@pytest.fixture(scope="module")
+def service():
+    space = open_space()
+    handle = start_linkage(space)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+        shutil.rmtree(space.root, ignore_errors=True)
+
+
+def run_as(account: str, code: str) -> dict:
+    """``code`` in a fresh interpreter as ``account`` (it prints one JSON line)."""
+    uid, gid = accounts.ensure_user(account)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": "/nonexistent"}
+    done = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                           sys.executable, "-c", textwrap.dedent(code)], env=env, cwd="/",
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def node_pseudonyms(holder: str, space: Space, ids: list, socket: Path | None = None) -> list:
+    """``pseudonyms(space, ids)`` called by the holder's node account, in its own process."""
+    return run_as(accounts.holder_node_user(holder), f"""
+        import json
+        from workbench.linkage.client import pseudonyms
+        print(json.dumps(pseudonyms({str(space.root)!r}, {ids!r},
+                                    socket={None if socket is None else str(socket)!r})))
+    """)
