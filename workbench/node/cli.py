@@ -61,6 +61,50 @@ def serve(node_dir: str, listen: str) -> None:
     run(NodeConfig.load(root), host, int(port))
 
 
+@node_group.command("ingest")
+@click.option("--data-dir", type=click.Path(), help="the space (default $WORKBENCH_DATA_DIR)")
+@click.option("--holder", required=True, help="the node that ingests (its own data)")
+@click.option("--sources", "source_dir", required=True, type=click.Path(path_type=Path),
+              help="folder of the holder's raw files: <raw table>.csv or .parquet")
+@click.option("--mapping", type=click.Path(path_type=Path),
+              help="its declarative mapping (default: the packaged mappings/<holder>.yaml)")
+@click.option("--pseudonyms", type=click.Choice(["auto", "oprf", "hmac"]), default="auto",
+              show_default=True, help="OPRF linkage service, or the space's keyed HMAC")
+@click.option("--max-quarantine", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="largest share of a file's rows that may be quarantined")
+def ingest(data_dir: str | None, holder: str, source_dir: Path, mapping: Path | None,
+           pseudonyms: str, max_quarantine: float) -> None:
+    """Make a new version of HOLDER's store from its source files, at its node, as its account:
+    harmonised, pseudonymised, quality-checked, certified by the holder; then serve it."""
+    from workbench.node.ingest import run
+    from workbench.paths import Space
+
+    space = Space.at(data_dir)
+    if not space.manifest.exists():
+        raise WorkbenchUserError(f"{space.root} is not a space: build one with 'workbench init'.",
+                                 reason="no-space")
+    status = run(space, holder, source_dir, mapping, pseudonyms, max_quarantine, click.echo)
+    if status:
+        raise click.exceptions.Exit(status)
+
+
+@node_group.command("versions")
+@click.option("--data-dir", type=click.Path())
+@click.option("--holder", required=True)
+def versions(data_dir: str | None, holder: str) -> None:
+    """The dataset versions a node keeps (its retention rule decides how many)."""
+    from workbench.node.versions import VersionStore
+    from workbench.paths import Space
+
+    store = VersionStore(Space.at(data_dir).node_dir(holder), holder)
+    current = store.current()
+    for v in store.versions():
+        mark = "*" if v["id"] == current else " "
+        click.echo(f"{mark} {v['id']}  {v['created_at']}  rows {v['rows']:>9}  quality "
+                   f"{v['quality_score']:.3f}  quarantined {v.get('quarantined_rows', 0)}  "
+                   f"content {v['content_hash'][:16]}")
+
+
 @node_group.command("revoke")
 @click.argument("role", type=click.Choice(["node", "coordinator", "aggregator"]))
 @click.argument("name")
