@@ -62,3 +62,58 @@ def node_pseudonyms(holder: str, space: Space, ids: list, socket: Path | None = 
         print(json.dumps(pseudonyms({str(space.root)!r}, {ids!r},
                                     socket={None if socket is None else str(socket)!r})))
     """)
+
+
+class RecordingRelay:
+    """A real Unix-socket relay between the nodes and the service that keeps every byte the
+    service receives and sends: what a curious service (or its network) could see."""
+
+    def __init__(self, path: Path, upstream: Path):
+        import socket
+        import threading
+
+        self.path, self.upstream = path, upstream
+        self.to_service, self.from_service = bytearray(), bytearray()
+        self._lock = threading.Lock()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        os.chmod(path, 0o666)
+        self.listener.listen(8)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.connect(str(self.upstream))
+            for src, dst, sink in ((client, server, self.to_service),
+                                   (server, client, self.from_service)):
+                threading.Thread(target=self._pump, args=(src, dst, sink), daemon=True).start()
+
+    def _pump(self, src, dst, sink: bytearray) -> None:
+        import socket
+
+        try:
+            while data := src.recv(65536):
+                with self._lock:
+                    sink.extend(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+        self.path.unlink(missing_ok=True)
