@@ -26,10 +26,16 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from workbench import accounts
+from workbench.release.airlock import airlock_socket
+from workbench.release.http import UnixHTTP
 from workbench.review import voila_app
 from workbench.review.services import hub_services
-from workbench.sandbox.launcher import dashboard_kernel_user, dashboard_server_user
-from workbench.sandbox.provisioner import prepare_workspace
+from workbench.sandbox.launcher import (
+    dashboard_kernel_user,
+    dashboard_server_user,
+    shared_dashboard_server_user,
+)
+from workbench.sandbox.provisioner import PER_VISIT, prepare_workspace
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +95,7 @@ def service(review_env):
     if not accounts.is_root():
         pytest.fail("the isolation tests run as root (per-study accounts and the sandbox)")
     services, _ = hub_services(review_env.policy, review_env.space, review_env.policy_file)
-    return next(s for s in services if s["name"] == f"review-{STUDY}")
+    return next(s for s in services if s["name"] == "review")  # the shared service
 
 
 @pytest.fixture
@@ -118,8 +124,9 @@ def _args(service) -> types.SimpleNamespace:
     def option(name):
         return command[command.index(name) + 1] if name in command else None
 
+    study = PER_VISIT if "--all-studies" in command else option("--study")
     return types.SimpleNamespace(notebooks=option("--notebooks"), data_dir=option("--data-dir"),
-                                 policy=option("--policy"), study=option("--study"),
+                                 policy=option("--policy"), study=study,
                                  dashboards=option("--dashboards"))
 
 
@@ -129,12 +136,12 @@ import nbformat
 spec = importlib.util.spec_from_file_location("isolation", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-nb = module._visit(json.loads(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]))
+nb = module._visit(json.loads(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]), sys.argv[5])
 sys.stdout.write("NOTEBOOK" + nbformat.writes(nb))
 """
 
 
-def _visit_as(account: str, service, reviewer: str, extra_cells=()):
+def _visit_as(account: str, service, reviewer: str, extra_cells=(), study: str = STUDY):
     """:func:`_visit` in a process of ``account`` (the hub runs the service so)."""
     import subprocess
     import sys
@@ -143,15 +150,16 @@ def _visit_as(account: str, service, reviewer: str, extra_cells=()):
     done = subprocess.run(
         ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
          sys.executable, "-c", VISIT_AS, __file__, json.dumps(service), reviewer,
-         json.dumps(list(extra_cells))],
+         json.dumps(list(extra_cells)), study],
         capture_output=True, text=True, timeout=300, check=False, cwd="/",
         env={"PATH": os.environ["PATH"], "HOME": service["environment"]["HOME"]})
     assert "NOTEBOOK" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     return nbformat.reads(done.stdout.split("NOTEBOOK", 1)[1], as_version=4)
 
 
-def _visit(service, reviewer: str, extra_cells=()):
-    """Open the release queue as the review service does for ``reviewer``: its environment, its
+def _visit(service, reviewer: str, extra_cells=(), study: str = STUDY):
+    """Open ``study``'s release queue as the review service does for ``reviewer``: its
+    environment, its
     Voila configuration (kernelspec manager, provisioner settings, prelaunch hook), a sandboxed
     kernel; then run ``extra_cells`` in that kernel. Returns the executed notebook."""
     args = _args(service)
@@ -160,9 +168,9 @@ def _visit(service, reviewer: str, extra_cells=()):
         kernel_dirs=[os.path.join(service["environment"]["JUPYTER_PATH"], "kernels")])
     notebook = nbformat.read(Path(args.notebooks) / "release_queue.ipynb", as_version=4)
     request = types.SimpleNamespace(
-        request=types.SimpleNamespace(path=f"/services/review-{STUDY}/voila/render/"
-                                           "release_queue.ipynb"),
-        current_user=types.SimpleNamespace(username=reviewer))
+        request=types.SimpleNamespace(path="/services/review/voila/render/release_queue.ipynb"),
+        current_user=types.SimpleNamespace(username=reviewer),
+        get_query_argument=lambda name, default=None: study if name == "study" else default)
     saved = dict(os.environ)
     os.environ.update(service["environment"])
     os.environ["JUPYTERHUB_API_TOKEN"] = "service-secret-canary"  # noqa: S105 - a canary
@@ -267,7 +275,9 @@ print("AS-RITA", status, body.decode()[:300])
 
 def test_decisions_travel_through_the_relay_for_this_visits_reviewer_only(review_env, service):
     rid = review_env.model["id"]
-    out = _outputs(_visit(service, "olga", [DECIDE.format(rid=rid)]))  # not cml-tki's reviewer
+    # ada (admin) may see cml-tki's dashboards, not review them (another study's reviewer gets
+    # no page at all: test_the_shared_service_runs_each_visit_in_its_own_studys_account_...)
+    out = _outputs(_visit(service, "ada", [DECIDE.format(rid=rid)]))
     assert "REFUSED WorkbenchUserError" in out and "may not review-release" in out, out
     assert "AS-RITA 403" in out and "may not review-release" in out.split("AS-RITA", 1)[1]
     out = _outputs(_visit(service, "remy", [DECIDE.format(rid=rid)]))
@@ -280,6 +290,7 @@ def test_decisions_travel_through_the_relay_for_this_visits_reviewer_only(review
     (accounts.study_server_user(STUDY), True),  # a study server cannot get a dashboard kernel
     (dashboard_server_user(STUDY), False),  # a review service cannot get a study kernel
     (dashboard_server_user("lonely"), True),  # nor another study's dashboard kernel
+    (shared_dashboard_server_user(), False),  # the shared review service: no study kernel
     (dashboard_kernel_user(STUDY), True),
 ])
 def test_the_launcher_gives_dashboard_kernels_to_the_studys_review_service_only(
@@ -350,10 +361,10 @@ def privileged_services(review_env):
 
 def test_an_unprivileged_review_service_gets_its_kernel_from_the_launcher(
         review_env, service, planted, privileged_services):
-    """The service as the hub runs it (``wbv-cml-tki``): snapshot from the broker, a sandboxed
+    """The service as the hub runs it (``wbv-review-studies``): snapshot from the broker, a sandboxed
     dashboard kernel from the root launcher, decisions through relay and broker."""
     launcher, broker = privileged_services
-    assert service["user"] == dashboard_server_user(STUDY)
+    assert service["user"] == shared_dashboard_server_user()
     rid = review_env.failed["id"]
     nb = _visit_as(service["user"], service, "rita", [PROBE, DECIDE.format(rid=rid)])
     assert sorted(p.name for p in planted.glob("stolen-*.json")) == []
@@ -367,6 +378,37 @@ def test_an_unprivileged_review_service_gets_its_kernel_from_the_launcher(
     # broker, and the kernel's claim to be rita in another study changed nothing
     assert "REFUSED WorkbenchUserError" in out and "only submitted or reviewed" in out, out
     assert "AS-RITA 409" in out and "bad-state" in out.split("AS-RITA", 1)[1], out
+
+
+def test_the_shared_service_runs_each_visit_in_its_own_studys_account_and_study(
+        review_env, service, privileged_services):
+    """One service for every study, as the hub runs it: olga's visit of her study gets a kernel
+    as that study's dashboard account whose relay acts in that study only, so naming a cml-tki
+    request from it changes nothing; her visit of cml-tki is refused before anything starts."""
+    launcher, broker = privileged_services
+    rid = review_env.model["id"]  # a submitted request of cml-tki
+    nb = _visit_as(service["user"], service, "olga", [PROBE, DECIDE.format(rid=rid)],
+                   study="lonely")
+    probe = _probe(nb)
+    assert probe["uid"] == pwd.getpwnam(dashboard_kernel_user("lonely")).pw_uid
+    assert probe["uid"] != pwd.getpwnam(dashboard_kernel_user(STUDY)).pw_uid
+    out = _outputs(nb)
+    assert "REFUSED WorkbenchUserError" in out and "DECIDED" not in out, out
+    assert "AS-RITA 403" in out, out  # the relay spoke for olga in lonely, whatever it sent
+    before = UnixHTTP(airlock_socket(review_env.space), headers={
+        "X-Workbench-Actor": "remy"}).json("GET", f"/requests/{rid}")
+    assert "olga" not in before["approvals"]
+    import subprocess
+    import sys
+
+    uid, gid = accounts.ensure_user(service["user"])
+    done = subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
+         sys.executable, "-c", VISIT_AS, __file__, json.dumps(service), "olga", "[]", STUDY],
+        capture_output=True, text=True, timeout=300, check=False, cwd="/",
+        env={"PATH": os.environ["PATH"], "HOME": service["environment"]["HOME"]})
+    assert "NOTEBOOK" not in done.stdout and "HTTP 403" in done.stderr, (
+        done.stdout[-2000:] + done.stderr[-2000:])
 
 
 def test_a_visit_is_recorded_as_review_views_not_study_cell_executions(review_env, service):
