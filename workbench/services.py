@@ -21,6 +21,9 @@ from pathlib import Path
 
 from workbench.gateway.server import start_gateway
 from workbench.hub.services import start_kernel_launcher
+from workbench.linkage import socket_path as linkage_socket
+from workbench.linkage import state_dir as linkage_state
+from workbench.linkage.process import start_linkage
 from workbench.node.enroll import is_node_space
 from workbench.node.process import (
     has_witnesses,
@@ -58,6 +61,10 @@ def _gateway_sockets(space: Space, studies: list[str]) -> list[Path]:
 SERVICES = (
     Service("provenance collector", start_collector, False,
             lambda space, _studies: [space.collector_socket]),
+    # the OPRF linkage service, once the space has one (its key in linkage/): nodes' ingest
+    Service("linkage service", start_linkage, False,
+            lambda space, _studies: [linkage_socket(space)],
+            applies=lambda space: linkage_state(space).is_dir()),
     # the holders' nodes, when the space has them (workbench node enroll): before the gateway
     Service("holder nodes", start_holder_nodes, False, lambda _space, _studies: [],
             answers=nodes_answer, applies=is_node_space),

@@ -8,6 +8,7 @@ import os
 import pwd
 import secrets
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -196,5 +197,24 @@ def test_a_stopped_service_is_one_line_naming_its_socket():
     try:
         with pytest.raises(WorkbenchUserError, match="linkage service is not answering"):
             pseudonyms(space, ["123"])
+    finally:
+        shutil.rmtree(space.root, ignore_errors=True)
+
+
+def test_the_supervisor_runs_it_once_the_space_has_one():
+    from workbench.runtime import socket_answers
+    from workbench.services import SERVICES, space_services
+
+    entry = next(s for s in SERVICES if s.label == "linkage service")
+    space = open_space()
+    try:
+        assert not entry.applies(space)  # a space without OPRF linkage starts nothing more
+        linkage.state_dir(space).mkdir()
+        policy = Path(__file__).resolve().parents[2] / "workbench/hub_config/policy.yaml"
+        with space_services(space, policy, echo=lambda _line: None,
+                            services=(entry,)) as started:
+            assert started == ["linkage service"]
+            assert pseudonyms(space, ["123"])[0] is not None
+        assert not socket_answers(linkage.socket_path(space))
     finally:
         shutil.rmtree(space.root, ignore_errors=True)
