@@ -51,6 +51,7 @@ studies:
 """
 EXTRA_USERS = ["remy", "olga"]
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "review"
+QUEUE = "/services/review/voila/render/release_queue.ipynb"  # the shared service, ?study=<s>
 
 
 def _hub_harness():
@@ -141,15 +142,15 @@ def _wait_service(hub, name: str, timeout: float = 90) -> None:
 
 
 def test_anonymous_visitors_are_sent_to_log_in(hub):
-    _wait_service(hub, "review-cml-tki")
-    reply = httpx.get(f"{hub.url}/services/review-cml-tki/voila/render/release_queue.ipynb",
+    _wait_service(hub, "review")
+    reply = httpx.get(f"{hub.url}{QUEUE}?study=cml-tki",
                       follow_redirects=True, timeout=60)
     assert "/hub/login" in str(reply.url)
 
 
 def test_non_reviewers_get_403_and_reviewers_the_dashboard(hub):
-    _wait_service(hub, "review-cml-tki")
-    page = "/services/review-cml-tki/voila/render/release_queue.ipynb"
+    _wait_service(hub, "review")
+    page = f"{QUEUE}?study=cml-tki"
     for user in ("alice", "olga", "bob"):  # member, other study's reviewer, other member
         with closing(login(hub, user)) as client:
             reply = client.get(page, follow_redirects=True)
@@ -159,9 +160,62 @@ def test_non_reviewers_get_403_and_reviewers_the_dashboard(hub):
         assert reply.status_code == 200, hub.output()
         assert "load_snapshot" not in reply.text and "dashboards.release_queue" not in reply.text
         assert "Traceback" not in reply.text
-        other = client.get("/services/review-cml-tki/voila/render/admin_overview.ipynb",
+        other = client.get("/services/review/voila/render/admin_overview.ipynb?study=cml-tki",
                            follow_redirects=True)
         assert other.status_code == 404
+
+
+def _kernel_id(html: str) -> str:
+    """The kernel Voila started for this page (its id is in the page's configuration)."""
+    import re
+
+    found = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', html) or re.search(
+        r"kernel[_-]?[iI]d[\"']?\s*[:=]\s*[\"']([0-9a-f-]{36})", html)
+    assert found, html[-2000:]
+    return found[1]
+
+
+def _service_xsrf(client: httpx.Client) -> str:
+    """The service's own XSRF cookie (the hub sets one of its own on /hub/)."""
+    return next((c.value for c in client.cookies.jar if c.name == "_xsrf"
+                 and c.path.startswith("/services/review")), "")
+
+
+WEBSOCKET = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+
+def test_the_shared_service_keeps_each_studys_queue_and_kernels_to_its_reviewers(hub):
+    """One service for every study, through the real hub and its OAuth: each reviewer opens
+    only their own study's queue (another study's, a missing study or none is refused), and a
+    kernel started for one reviewer's visit (its relay decides as that reviewer, in that study)
+    answers nobody else, even one who knows its id."""
+    _wait_service(hub, "review")
+    with closing(login(hub, "rita")) as rita, closing(login(hub, "olga")) as olga:
+        rita.follow_redirects = olga.follow_redirects = True  # through the OAuth dance
+        for client, own, other in ((rita, "cml-tki", "other"), (olga, "other", "cml-tki")):
+            assert client.get(f"{QUEUE}?study={own}").status_code == 200
+            assert client.get(f"{QUEUE}?study={other}").status_code == 403
+            assert client.get(f"{QUEUE}?study=no-such-study").status_code == 404
+            assert client.get(QUEUE).status_code == 404
+            # a second study= does not smuggle one in: the hook reads the last, like Voila
+            assert client.get(f"{QUEUE}?study={own}&study={other}").status_code == 403
+        page = rita.get(f"{QUEUE}?study=cml-tki")
+        kernel = _kernel_id(page.text)
+        api = f"/services/review/api/kernels/{kernel}"
+        assert rita.get(api).status_code == 200  # its own visitor
+        assert olga.get(api).status_code == 403
+        assert olga.get(f"{api}/channels", headers=WEBSOCKET).status_code == 403
+        xsrf = {"X-XSRFToken": _service_xsrf(olga)}
+        assert olga.post(f"/services/review/voila/api/shutdown/{kernel}",
+                         headers=xsrf).status_code == 403
+        assert rita.get(api).status_code == 200  # still running: olga could not stop it
+        mine = {"X-XSRFToken": _service_xsrf(rita)}
+        assert rita.post(f"/services/review/voila/api/shutdown/{kernel}",
+                         headers=mine).status_code == 204  # as Voila's page does on leaving
+    with closing(login(hub, "alice")) as alice:  # a member: no scope for the service at all
+        alice.follow_redirects = True
+        assert alice.get(f"{QUEUE}?study=cml-tki").status_code == 403
 
 
 def test_released_files_reach_members_and_reviewers_only(hub):
@@ -251,8 +305,8 @@ def test_two_reviewers_approve_in_the_browser_and_the_researcher_downloads(hub, 
         "name": "browser_table", "description": "patients per arm, for the browser test",
         "payload": to_payload(pd.DataFrame({"arm": ["x", "y"], "n": [300, 310]}),
                               view="cml_cohort")})
-    queue = f"{hub.url}/services/review-cml-tki/voila/render/release_queue.ipynb"
-    _wait_service(hub, "review-cml-tki")
+    queue = f"{hub.url}{QUEUE}?study=cml-tki"
+    _wait_service(hub, "review")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -296,7 +350,7 @@ def test_two_reviewers_approve_in_the_browser_and_the_researcher_downloads(hub, 
 
         _browser_login(page, hub, "rita")
         for name in ("provenance", "results"):
-            page.goto(f"{hub.url}/services/review-cml-tki/voila/render/{name}.ipynb")
+            page.goto(f"{hub.url}/services/review/voila/render/{name}.ipynb?study=cml-tki")
             page.wait_for_selector("text=signed in as")
             page.wait_for_timeout(500)
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -358,7 +412,7 @@ def test_a_reviewer_sees_code_reads_justification_comments_and_the_queue_refresh
     done()
     kernel.json("POST", f"/requests/{created['id']}/comments",
                 {"comment": "the two arms are balanced by design"})
-    _wait_service(hub, "review-cml-tki")
+    _wait_service(hub, "review")
     _wait_service(hub, "review-files")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -403,17 +457,16 @@ def test_a_reviewer_sees_code_reads_justification_comments_and_the_queue_refresh
         page.screenshot(path=str(ARTIFACTS / "home-reviewer-after.png"), full_page=True)
 
         # every reviewer page refuses to be framed; the service's root is the queue
-        for path in ("/services/review-cml-tki/", "/services/review-cml-tki/voila/tree",
-                     "/services/review-cml-tki/voila/render/release_queue.ipynb",
-                     "/services/review-files/"):
+        for path in ("/services/review/", "/services/review/voila/tree",
+                     f"{QUEUE}?study=cml-tki", "/services/review-files/"):
             reply = page.request.get(f"{hub.url}{path}", max_redirects=0)
             assert reply.headers.get("x-frame-options") == "DENY", path
             assert "frame-ancestors 'none'" in reply.headers["content-security-policy"], path
-        root = page.request.get(f"{hub.url}/services/review-cml-tki/", max_redirects=0)
-        assert root.status == 302
-        assert root.headers["location"].endswith("/voila/render/release_queue.ipynb")
-        page.set_content(f"<iframe id=f src='{hub.url}/services/review-cml-tki/voila/render/"
-                         "release_queue.ipynb' width=800 height=400></iframe>")
+        root = page.request.get(f"{hub.url}/services/review/", max_redirects=0)
+        assert root.status == 302  # to the home page, which lists the reviewer's queues
+        assert root.headers["location"] == "/hub/home"
+        page.set_content(f"<iframe id=f src='{hub.url}{QUEUE}?study=cml-tki' width=800 "
+                         "height=400></iframe>")
         page.wait_for_timeout(2000)
         framed = next(f for f in page.frames if f != page.main_frame)
         assert framed.url.startswith("chrome-error://")  # the browser refused to frame it
