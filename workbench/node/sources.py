@@ -80,8 +80,10 @@ def find(folder: Path, loaded: LoadedMapping) -> dict[str, Path]:
             files = [folder / f"{name}{suffix}" for suffix in SUFFIXES
                      if (folder / f"{name}{suffix}").is_file()]
             if not files:
-                raise loaded.error(("tables", table, index, "from"),
-                                   f"no source file {name}.csv or {name}.parquet in {folder}")
+                line = loaded.doc.line(("tables", table, index, "from"))
+                raise _bad(str(folder), f"no source file {name}.csv or {name}.parquet, which "
+                                        f"the mapping reads ({loaded.path}, line {line}, "
+                                        f"field 'from'): add it")
             if len(files) > 1:
                 raise _bad(str(folder), f"both {name}.csv and {name}.parquet are there: keep "
                                         "one file per raw table")
@@ -208,7 +210,11 @@ def screen(source: Source, needed: set[str], numeric: dict[str, str]) -> Source:
             raise _bad(source.path.name, f"field '{column}' is missing (the mapping reads it; "
                                          f"the file has {', '.join(names)})")
     bad_rows: dict[str, np.ndarray] = {}
-    ids = source.table.column(ID).combine_chunks()
+    try:  # ids are text (an integer id column is taken as its digits)
+        ids = source.table.column(ID).combine_chunks().cast(pa.string())
+    except pa.ArrowException:
+        raise _bad(source.path.name, f"field '{ID}' is not text or whole numbers") from None
+    source.table = source.table.set_column(names.index(ID), ID, ids)
     stripped = pc.utf8_trim_whitespace(ids)
     no_id = np.asarray(pc.fill_null(pc.equal(stripped, ""), True))
     nul = np.asarray(pc.fill_null(pc.match_substring(ids, "\x00"), False))
