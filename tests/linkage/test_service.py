@@ -218,3 +218,16 @@ def test_the_supervisor_runs_it_once_the_space_has_one():
         assert not socket_answers(linkage.socket_path(space))
     finally:
         shutil.rmtree(space.root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("content", [b"short", bytes(32), b"\xff" * 32])
+def test_a_damaged_key_stops_the_start_with_one_line(content):
+    space = open_space()
+    try:
+        state = linkage.state_dir(space)
+        state.mkdir()
+        (state / "oprf.key").write_bytes(content)
+        with pytest.raises(WorkbenchUserError, match="is not a linkage key"):
+            start_linkage(space, ready_timeout=20).stop()
+    finally:
+        shutil.rmtree(space.root, ignore_errors=True)

@@ -43,8 +43,8 @@ def load_or_create_key(path: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         key = path.read_bytes()
-        canonical = pysodium.crypto_core_ristretto255_scalar_reduce(key + bytes(32)) == key
-        if len(key) != oprf.ELEMENT or not canonical or not any(key):
+        if len(key) != oprf.ELEMENT or not any(key) or \
+                pysodium.crypto_core_ristretto255_scalar_reduce(key + bytes(32)) != key:
             raise WorkbenchUserError(f"{path} is not a linkage key (32 bytes, a non-zero scalar "
                                      "mod the group order): restore it from its backup",
                                      reason="bad-linkage-key") from None
