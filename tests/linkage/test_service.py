@@ -231,3 +231,38 @@ def test_a_damaged_key_stops_the_start_with_one_line(content):
             start_linkage(space, ready_timeout=20).stop()
     finally:
         shutil.rmtree(space.root, ignore_errors=True)
+
+
+@needs_root
+def test_the_node_sends_nothing_to_a_socket_another_account_serves():
+    import subprocess
+    import sys
+    import textwrap
+
+    space = open_space()
+    uid = pwd.getpwnam("nobody").pw_uid
+    (space.root / "fake").mkdir()
+    os.chown(space.root / "fake", uid, -1)
+    fake = space.root / "fake" / "linkage.sock"
+    server = subprocess.Popen(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, "-c",
+         textwrap.dedent(f"""
+            import os, socket, sys
+            s = socket.socket(socket.AF_UNIX); s.bind({str(fake)!r}); os.chmod({str(fake)!r}, 0o666)
+            s.listen(1); print("ready", flush=True)
+            conn, _ = s.accept(); conn.settimeout(5)
+            try:
+                got = conn.recv(65536)
+            except OSError:
+                got = b""
+            print(len(got), flush=True)
+         """)], cwd="/", stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        with pytest.raises(Exception, match="not by the linkage service's account"):
+            pseudonyms(space, ["123"], socket=fake)
+        assert server.stdout.readline().strip() == "0"  # not a byte was sent to it
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(space.root, ignore_errors=True)
