@@ -74,3 +74,33 @@ def test_a_bad_retention_rule_is_one_line_and_writes_nothing(built):
     assert "\n" not in line and "rules.yaml, line 3, field retention.versions" in line, line
     assert support.state(space, "insurer") == before
     _rules(space, "retention: {versions: 2}\n")
+
+
+def test_a_logged_view_version_is_traced_to_the_kept_version_it_read(built):
+    from workbench.catalog.store import Catalog
+    from workbench.run.rerun import view_version
+    from workbench.run.versions import ran_on
+
+    root, space = built
+    _rules(space, "retention: {versions: 2}\n")
+    done = support.ingest(space, "insurer", root / "src-insurer")
+    assert done.returncode == 0, done.stderr
+    old_id = support.version_json(space, "insurer")["id"]
+    logged = view_version(Catalog.load(space), "cml_costs")  # what a run would have recorded
+    changed = support.copy_sources(root, "insurer", "withdrawn")
+    claims = changed / "claims.csv"
+    lines = claims.read_text().splitlines(keepends=True)
+    claims.write_text("".join(lines[:1] + lines[2:]))  # the holder withdrew one claim
+    done = support.ingest(space, "insurer", changed)
+    assert done.returncode == 0, done.stderr
+    new_id = support.version_json(space, "insurer")["id"]
+    catalog = Catalog.load(space)
+    now = view_version(catalog, "cml_costs")
+    assert now != logged
+    assert ran_on(space, catalog, "cml_costs", logged) == {"insurer": old_id}
+    assert ran_on(space, catalog, "cml_costs", now) == {"insurer": new_id}
+    # once the holder's retention lets the old version go, nothing can give it back
+    _rules(space, "retention: {versions: 1}\n")
+    done = support.ingest(space, "insurer", changed)
+    assert done.returncode == 0, done.stderr
+    assert ran_on(space, Catalog.load(space), "cml_costs", logged) is None

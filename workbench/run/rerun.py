@@ -77,6 +77,7 @@ class CellResult:
     detail: str = ""
     views: dict = field(default_factory=dict)
     releases: list[dict] = field(default_factory=list)  # per original request: not re-submitted
+    ran_on: dict = field(default_factory=dict)  # stale view -> {holder: node version} it read
 
 
 @dataclass
@@ -364,6 +365,7 @@ def rerun_study(space: Space, policy_path: str | os.PathLike, study: str, until:
     current = {view: view_version(catalog, view) for cells in sessions for c in cells
                for view in c.views}
     results: list[CellResult] = []
+    found_versions: dict = {}
     total = sum(len(cells) for cells in sessions)
     echo(f"re-running {total} logged cells of study '{study}' in {len(sessions)} fresh "
          f"kernel session(s) as {run_as}")
@@ -384,9 +386,25 @@ def rerun_study(space: Space, policy_path: str | os.PathLike, study: str, until:
                 result = _compare(cell, replays.get(msg_id), current, after_stale,
                                   checks.get(msg_id))
                 after_stale = after_stale or result.status == "stale"
+                _where_it_ran(space, catalog, cell, current, result, found_versions)
                 echo(f"  [{len(results) + 1}/{total}] {result.status:<12} {result.first_line}")
                 results.append(result)
     return RerunReport(study, results)
+
+
+def _where_it_ran(space: Space, catalog: Catalog, cell: LoggedCell, current: dict,
+                  result: CellResult, cache: dict) -> None:
+    """For a cell stale because a view's data changed: the holders' kept dataset versions it
+    read (workbench/run/versions.py), so the holder can serve the study that data again."""
+    from workbench.run.versions import describe, ran_on
+
+    for view, version in sorted(cell.views.items()):
+        if result.status != "stale" or current.get(view) == version:
+            continue
+        if (view, version) not in cache:
+            cache[view, version] = ran_on(space, catalog, view, version)
+        result.ran_on[view] = cache[view, version]
+        result.detail += f"; {view}: {describe(cache[view, version])}"
 
 
 def report_json(report: RerunReport) -> str:
