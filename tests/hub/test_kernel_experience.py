@@ -87,12 +87,16 @@ def lung_kernel(live_hub, alice_server):
 
 
 def _text(result: dict) -> str:
+    # a stream may arrive in several messages that split a line anywhere ('xlabel: Surv' +
+    # 'ival time in days'), so each stream is joined as it was written, stdout then stderr
+    streams = {"stdout": "", "stderr": ""}
     parts = []
     for out in result["outputs"]:
-        parts.append(out.get("text", ""))
+        if "name" in out:
+            streams[out["name"]] = streams.get(out["name"], "") + out.get("text", "")
         parts += out.get("traceback", [])
         parts += [str(v) for v in out.get("data", {}).values()]
-    return "\n".join(parts)
+    return "\n".join([*streams.values(), *parts])
 
 
 def test_a_figure_draws_without_a_fontconfig_error(kernel):
