@@ -74,3 +74,9 @@ def state(space, holder: str) -> dict:
 def version_json(space, holder: str, version: str | None = None) -> dict:
     versions = space.node_dir(holder) / "versions"
     return json.loads((versions / (version or "current") / "version.json").read_text())
+
+
+def versions(space, holder: str) -> list[dict]:
+    from workbench.node.versions import VersionStore
+
+    return VersionStore(space.node_dir(holder), holder).versions()

@@ -51,7 +51,7 @@ Echo = Callable[[str], None]
 MAX_QUARANTINE = 0.05  # a file with more failing rows than this is refused, not ingested
 
 
-# -- pseudonyms -------------------------------------------------------------------------------------
+# -- pseudonyms ------------------------------------------------------------------------------------
 def hmac_pseudonymiser(linkage_key: bytes) -> Pseudonymise:
     from workbench.space import linkage
 
@@ -108,7 +108,7 @@ def _pseudonymise(found: dict[str, sources.Source], pseudonymise: Pseudonymise) 
         start += n
 
 
-# -- the ingest ---------------------------------------------------------------------------------------
+# -- the ingest ------------------------------------------------------------------------------------
 def ingest(node_root: Path, source_dir: Path, pseudonymise: Pseudonymise, *, scheme: str,
            space_id: str, mapping: Path | None = None, max_quarantine: float = MAX_QUARANTINE,
            echo: Echo = print, now: datetime | None = None) -> dict:
@@ -321,7 +321,7 @@ def adopt_enrolled_store(store: VersionStore, now: datetime) -> str | None:
     return version["id"]
 
 
-# -- as root: drop to the node's account, then publish -----------------------------------------------
+# -- as root: drop to the node's account, then publish ---------------------------------------------
 def run(space: Space, holder: str, source_dir: Path, mapping: Path | None, scheme: str,
         max_quarantine: float, echo: Echo = print) -> int:
     """Run the ingest as the node's account; publish its catalog entries when it succeeds."""
@@ -397,7 +397,7 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# -- the demo's sources ----------------------------------------------------------------------------------
+# -- the demo's sources ----------------------------------------------------------------------------
 def write_sources(folder: Path, holder: str, patients: int, seed: int,
                   fmt: str = "csv") -> dict[str, Path]:
     """The synthetic generator's raw tables of ``holder`` as files, one per raw table."""
