@@ -32,9 +32,21 @@ def open_space() -> Space:
     return Space(path)
 
 
+def enrol(space: Space, holder: str) -> None:
+    """What ``workbench node enroll`` leaves that the service looks at: ``nodes/<holder>``,
+    0700, owned by the holder's node account."""
+    space.nodes.mkdir(mode=0o755, exist_ok=True)
+    folder = space.node_dir(holder)
+    folder.mkdir(mode=0o700)
+    if accounts.is_root():
+        os.chown(folder, *accounts.ensure_user(accounts.holder_node_user(holder)))
+
+
 @pytest.fixture(scope="module")
 def service():
     space = open_space()
+    for holder in HOLDERS:
+        enrol(space, holder)
     handle = start_linkage(space)
     try:
         yield handle

@@ -106,8 +106,9 @@ def test_a_node_account_cannot_read_the_linkage_key(service):
 
 
 @needs_root
-def test_an_account_that_is_not_a_node_is_refused(service):
-    said = run_as("nobody", f"""
+@pytest.mark.parametrize("account", ["nobody", "wbh-lt-stranger"])
+def test_an_account_that_is_not_one_of_the_spaces_nodes_is_refused(service, account):
+    said = run_as(account, f"""
         import json
         from workbench.errors import WorkbenchUserError
         from workbench.linkage.client import pseudonyms
@@ -220,7 +221,8 @@ def test_the_supervisor_runs_it_once_the_space_has_one():
         shutil.rmtree(space.root, ignore_errors=True)
 
 
-@pytest.mark.parametrize("content", [b"short", bytes(32), b"\xff" * 32])
+@pytest.mark.parametrize("content", [b"short", bytes(32), b"\xff" * 32],
+                         ids=["short", "zero", "over-the-order"])
 def test_a_damaged_key_stops_the_start_with_one_line(content):
     space = open_space()
     try:

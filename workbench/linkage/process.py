@@ -79,7 +79,7 @@ def run_linkage(space: Space, max_batch: int = linkage.MAX_BATCH, per_minute: in
 
     log("start", uid=os.getuid(), key_id=key_id(key), max_batch=max_batch,
         per_minute=per_minute, per_day=per_day)
-    serve(make_app(key, limits, max_batch, os.getuid()), listener)
+    serve(make_app(key, limits, max_batch, os.getuid(), space), listener)
 
 
 class LinkageHandle(ServiceProcess):

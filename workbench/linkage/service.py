@@ -5,8 +5,9 @@
     GET  /v1/info       -> suite, limits, key id (a hash of the public key k*G)
     GET  /health        -> {"ok": true}
 
-Who may call is decided by the kernel (SO_PEERCRED), before any body is read: a holder node's
-account (``wbh-*``), root, or the service's own account. A batch is refused whole (nothing
+Who may call is decided by the kernel (SO_PEERCRED), before any body is read: the account that
+owns one of the space's enrolled node directories (``nodes/<holder>``, the ``wbh-<holder>``
+account), root, or the service's own account. A batch is refused whole (nothing
 evaluated) when its size is not a whole number of elements or over the limit, when the caller is
 over its rate or quota (``limits``), or when any element is not a canonical ristretto255
 encoding of a point other than the identity. A log line per batch names the caller, the batch
@@ -31,6 +32,7 @@ from workbench.apierror import error_response
 from workbench.errors import WorkbenchUserError
 from workbench.linkage import oprf
 from workbench.linkage.limits import Limits, RateLimited
+from workbench.paths import Space
 from workbench.peercred import request_peer_uid
 
 STATUS = {"access-denied": 403, "batch-too-large": 413, "rate-limited": 429,
@@ -48,15 +50,24 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(pysodium.crypto_scalarmult_ristretto255_base(key)).hexdigest()[:16]
 
 
-def _peer_name(uid: int | None, own_uid: int) -> str | None:
+def node_uids(space: Space) -> set[int]:
+    """The owners of the space's node directories: its enrolled holders' node accounts (read
+    again on every request, so a node enrolled later is served without a restart)."""
+    try:
+        found = [p for p in space.nodes.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:  # none, or not listable: no node is served (fail closed)
+        return set()
+    return {p.stat().st_uid for p in found}
+
+
+def _peer_name(uid: int | None, own_uid: int, space: Space) -> str | None:
     """The caller's account if it may call, else None."""
-    if uid is None:
+    if uid is None or (uid not in (0, own_uid) and uid not in node_uids(space)):
         return None
     try:
-        name = pwd.getpwuid(uid).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return None
-    return name if uid in (0, own_uid) or name.startswith("wbh-") else None
+        return f"uid {uid}"
 
 
 def evaluate_batch(key: bytes, body: bytes) -> bytes:
@@ -73,13 +84,14 @@ def evaluate_batch(key: bytes, body: bytes) -> bytes:
     return b"".join(out)
 
 
-def make_app(key: bytes, limits: Limits, max_batch: int, own_uid: int) -> web.Application:
+def make_app(key: bytes, limits: Limits, max_batch: int, own_uid: int,
+             space: Space) -> web.Application:
     async def guard(request: web.Request, handler):
-        peer = _peer_name(request_peer_uid(request), own_uid)
+        peer = _peer_name(request_peer_uid(request), own_uid, space)
         try:
             if peer is None:
-                raise WorkbenchUserError("only a holder node's account may use the linkage "
-                                         "service", reason="access-denied")
+                raise WorkbenchUserError("only the account of one of this space's holder nodes "
+                                         "may use its linkage service", reason="access-denied")
             request["peer"] = peer
             return await handler(request)
         except WorkbenchUserError as exc:
