@@ -13,11 +13,8 @@ import os
 from functools import partial
 from pathlib import Path
 
-import pysodium
-
 from workbench import accounts, linkage
 from workbench.errors import WorkbenchUserError
-from workbench.linkage import oprf
 from workbench.linkage.limits import PER_DAY, PER_MINUTE, Limits
 from workbench.paths import Space
 from workbench.runtime import (
@@ -39,6 +36,10 @@ def key_path(space: Space) -> Path:
 
 def load_or_create_key(path: Path) -> bytes:
     """The service's OPRF key: made once (a random non-zero scalar), then only read."""
+    import pysodium  # here, not at import: the supervisor imports this module to start it
+
+    from workbench.linkage import oprf
+
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
