@@ -361,8 +361,8 @@ def privileged_services(review_env):
 
 def test_an_unprivileged_review_service_gets_its_kernel_from_the_launcher(
         review_env, service, planted, privileged_services):
-    """The service as the hub runs it (``wbv-review-studies``): snapshot from the broker, a sandboxed
-    dashboard kernel from the root launcher, decisions through relay and broker."""
+    """The service as the hub runs it (``wbv-review-studies``): snapshot from the broker, a
+    sandboxed dashboard kernel from the root launcher, decisions through relay and broker."""
     launcher, broker = privileged_services
     assert service["user"] == shared_dashboard_server_user()
     rid = review_env.failed["id"]

@@ -15,7 +15,8 @@ A reviewer dashboard's server (``wbv-<study>``, the Voila review service) asks t
 kernel account, with no workspace, in the sandbox's root-owned ``/``, and its one socket is the
 decision relay the server made in its socket directory (``relay.sock``, bound at
 ``/run/gateway.sock``). The shared review service (``wbv-review-studies``) may ask for a dashboard
-kernel of any study (still ``wbr-<study>``; its per-visit checks are in workbench.review). Guarded by tests/review/test_reviewer_isolation.py too.
+kernel of any study (still ``wbr-<study>``; its per-visit checks are in workbench.review).
+Guarded by tests/review/test_reviewer_isolation.py too.
 
 Protocol (JSON lines): -> {"study": S, "kernel_dir": D[, "dashboard": true]}  <- {"ok": true,
 "pid": P} | {"ok": false, "message": M}; then -> {"signal": N} any number of times;
