@@ -268,3 +268,19 @@ def test_the_node_sends_nothing_to_a_socket_another_account_serves():
         server.kill()
         server.wait()
         shutil.rmtree(space.root, ignore_errors=True)
+
+
+def test_a_rate_limited_node_waits_and_gets_every_pseudonym():
+    space = open_space()
+    try:
+        ids = national_ids(244)  # 4 more than a minute's burst of 240
+        with start_linkage(space, max_batch=4, per_minute=240, per_day=1000) as limited:
+            got = pseudonyms(space, ids, batch=4)
+            log = limited.output()
+        assert '"reason": "rate-limited"' in log  # it was refused once, then served
+        assert log.count('"event": "evaluate"') == 61
+        with start_linkage(space) as unlimited:
+            assert pseudonyms(space, ids) == got
+            assert unlimited.output().count('"event": "evaluate"') == 1
+    finally:
+        shutil.rmtree(space.root, ignore_errors=True)

@@ -82,14 +82,26 @@ def _encode(value, row: int) -> bytes | None:
                                  "source's id column.", reason="bad-identifier") from None
 
 
+class _Checked(UnixHTTPConnection):
+    """A connection that sends nothing before the kernel (SO_PEERCRED) says who answers: root
+    (it binds, then drops), the linkage account or this account. Checked on every connect,
+    http.client's reconnections after a closed keep-alive included."""
+
+    def connect(self) -> None:
+        super().connect()
+        _, uid, _ = peer_credentials(self.sock)
+        if uid not in _service_uids():
+            self.close()
+            raise WorkbenchError(f"{self._path} is served by uid {uid}, not by the linkage "
+                                 "service's account: refusing to send it anything")
+
+
 class _Session:
-    """One connection to the service, kept open for every batch of a call. The service must be
-    root (it binds, then drops), the linkage account or this account: SO_PEERCRED, not a file
-    name, says who answers."""
+    """One connection to the service, kept open for every batch of a call."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.conn = UnixHTTPConnection(path, TIMEOUT)
+        self.conn = _Checked(path, TIMEOUT)
 
     def __enter__(self):
         try:
@@ -99,11 +111,6 @@ class _Session:
                 f"the linkage service is not answering on {self.path} ({exc.strerror or exc}): "
                 "start it with 'workbench linkage serve --data-dir DIR'.",
                 reason="linkage-unavailable") from None
-        _, uid, _ = peer_credentials(self.conn.sock)
-        if uid not in _service_uids():
-            self.conn.close()
-            raise WorkbenchError(f"{self.path} is served by uid {uid}, not by the linkage "
-                                 "service's account: refusing to send it anything")
         return self
 
     def __exit__(self, *exc) -> None:
