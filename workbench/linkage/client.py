@@ -18,6 +18,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from workbench import linkage
@@ -45,16 +46,27 @@ def pseudonyms(space: Space | str | os.PathLike, ids: Sequence[str | None], *,
     service is not answering."""
     encoded = [_encode(value, row) for row, value in enumerate(ids)]
     distinct = list(dict.fromkeys(v for v in encoded if v is not None))
+    if not distinct:
+        return [None] * len(encoded)
     path = Path(socket) if socket is not None else linkage.socket_path(_space(space))
+    chunks = [distinct[i:i + batch] for i in range(0, len(distinct), batch)]
     found: dict[bytes, str] = {}
-    with _Session(path) as session:
-        for start in range(0, len(distinct), batch):
-            chunk = distinct[start:start + batch]
-            blinds = [oprf.blind(value) for value in chunk]
+    # The next batch is blinded in a thread while the service evaluates this one and this one
+    # is finalized (libsodium runs without the GIL): node and service work at the same time.
+    with _Session(path) as session, ThreadPoolExecutor(1) as blinder:
+        upcoming = blinder.submit(_blind_all, chunks[0])
+        for number, chunk in enumerate(chunks):
+            blinds = upcoming.result()
+            if number + 1 < len(chunks):
+                upcoming = blinder.submit(_blind_all, chunks[number + 1])
             evaluated = session.evaluate(b"".join(element for _, element in blinds), len(chunk))
             for value, (r, _), z in zip(chunk, blinds, evaluated, strict=True):
                 found[value] = _pseudonym(oprf.finalize(value, r, z))
     return [None if v is None else found[v] for v in encoded]
+
+
+def _blind_all(chunk: list[bytes]) -> list[tuple[bytes, bytes]]:
+    return [oprf.blind(value) for value in chunk]
 
 
 def _pseudonym(output: bytes) -> str:
