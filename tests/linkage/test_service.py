@@ -170,6 +170,16 @@ def test_the_daily_quota_refuses_and_survives_a_restart():
         (_day, peers), = state["days"].items()
         me = pwd.getpwuid(os.getuid()).pw_name
         assert peers == {me: {"elements": 10, "batches": 3}}  # counts, nothing else
+        from click.testing import CliRunner
+
+        from workbench.cli import cli
+
+        shown = CliRunner().invoke(cli, ["linkage", "usage", "--data-dir", str(space.root)])
+        assert shown.exit_code == 0
+        assert shown.output.splitlines()[1].split() == [_day, me, "10", "3"]
+        (linkage.state_dir(space) / "state.json").write_text("{not json")
+        with pytest.raises(WorkbenchUserError, match="is not the linkage service's state"):
+            start_linkage(space, ready_timeout=20).stop()
     finally:
         shutil.rmtree(space.root, ignore_errors=True)
 

@@ -29,4 +29,24 @@ def serve(data_dir: str | None, max_batch: int, per_minute: int, per_day: int) -
     run_linkage(Space.at(data_dir), max_batch, per_minute, per_day)
 
 
+@group.command("usage")
+@click.option("--data-dir", help="the data space (default: $WORKBENCH_DATA_DIR)")
+@click.option("--days", type=click.IntRange(1), default=7, show_default=True,
+              help="how many of the latest UTC days")
+def usage(data_dir: str | None, days: int) -> None:
+    """Elements and batches each node had evaluated, per UTC day (root or wb-linkage: the
+    service's state is 0600). A node far above its ingests' sizes is guessing ids."""
+    from workbench.linkage.limits import read_counts
+
+    counts = read_counts(Space.at(data_dir))
+    rows = [(day, peer, c["elements"], c["batches"])
+            for day in sorted(counts)[-days:] for peer, c in sorted(counts[day].items())]
+    if not rows:
+        click.echo("no evaluations recorded")
+        return
+    click.echo(f"{'day':<11} {'account':<32} {'elements':>12} {'batches':>8}")
+    for day, peer, elements, batches in rows:
+        click.echo(f"{day:<11} {peer:<32} {elements:>12} {batches:>8}")
+
+
 commands = [group]

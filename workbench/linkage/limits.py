@@ -23,6 +23,24 @@ PER_DAY = 5_000_000  # elements per node per UTC day: 1e9 guesses would take 200
 KEEP_DAYS = 31  # days of counts kept in state.json
 
 
+def read_counts(space) -> dict:
+    """{day: {account: {"elements", "batches"}}} from the service's state (none yet: empty)."""
+    from workbench import linkage
+
+    path = linkage.state_dir(space) / "state.json"
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise WorkbenchUserError(f"{path} is not the linkage service's state",
+                                 reason="bad-state") from None
+    days = state.get("days") if isinstance(state, dict) else None
+    if not isinstance(days, dict):
+        raise WorkbenchUserError(f"{path} is not the linkage service's state", reason="bad-state")
+    return days
+
+
 class RateLimited(WorkbenchUserError):
     def __init__(self, message: str, retry_after: float):
         super().__init__(message, reason="rate-limited")
@@ -41,6 +59,8 @@ class Limits:
             state = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {"days": {}}
+        except ValueError:
+            state = None
         if not isinstance(state, dict) or not isinstance(state.get("days"), dict):
             raise WorkbenchUserError(f"{self.path} is not the linkage service's state: move it "
                                      "away (its counts are lost) and start again",
