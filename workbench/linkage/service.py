@@ -105,6 +105,9 @@ def make_app(key: bytes, limits: Limits, max_batch: int, own_uid: int,
                 raise
             return error_response(exc.status, STATUS_REASONS.get(exc.status, "bad-request"),
                                   exc.reason)
+        except Exception as exc:  # noqa: BLE001 - the one error shape, the fault by its type
+            log("fault", peer=peer, error=type(exc).__name__)
+            return error_response(500, "internal", f"internal error ({type(exc).__name__})")
 
     async def evaluate(request: web.Request) -> web.Response:
         size = request.content_length
