@@ -294,3 +294,22 @@ def test_a_rate_limited_node_waits_and_gets_every_pseudonym():
             assert unlimited.output().count('"event": "evaluate"') == 1
     finally:
         shutil.rmtree(space.root, ignore_errors=True)
+
+
+def test_a_directory_that_is_no_space_is_one_line_and_nothing_is_made():
+    import subprocess
+
+    from workbench.runtime import workbench_command
+
+    space = open_space()
+    try:
+        done = subprocess.run(workbench_command("linkage", "serve", "--data-dir",
+                                                str(space.root)),
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [
+            f"error: {space.root} is not a data space (no space.json): build one with "
+            f"'workbench init --data-dir {space.root}'."]
+        assert list(space.root.iterdir()) == []  # no key, no socket
+    finally:
+        shutil.rmtree(space.root, ignore_errors=True)

@@ -62,9 +62,12 @@ def run_linkage(space: Space, max_batch: int = linkage.MAX_BATCH, per_minute: in
                 per_day: int = PER_DAY) -> None:
     from workbench.linkage.service import log, make_app, serve
 
-    if not space.root.is_dir():
-        raise WorkbenchUserError(f"{space.root} is not a data space: build it with 'workbench "
-                                 "init' first.", reason="no-data-dir")
+    # a space built by `workbench init`, or one whose services are being started (start_service
+    # makes run/ first); never a mistyped path, where it would make a new key
+    if not (space.manifest.is_file() or space.run.is_dir()):
+        raise WorkbenchUserError(f"{space.root} is not a data space (no space.json): build one "
+                                 f"with 'workbench init --data-dir {space.root}'.",
+                                 reason="no-data-space")
     ids = accounts.ensure_user(linkage.ACCOUNT) if accounts.is_root() else None
     state = linkage.state_dir(space)
     state.mkdir(mode=0o700, exist_ok=True)
