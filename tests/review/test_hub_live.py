@@ -100,7 +100,7 @@ def hub():
 
 
 def _start(live, patience: float = 240) -> None:
-    """The harness gives the hub 60 s; with four review services to start one after another
+    """The harness gives the hub 60 s; with the review services to start one after another
     (about 12 s each on a loaded machine) it may need longer: keep waiting while it runs."""
     try:
         live.start()
