@@ -158,9 +158,11 @@ def _read_sources(folder: Path, loaded, max_quarantine: float,
                   echo: Echo) -> dict[str, sources.Source]:
     files = sources.find(folder, loaded)
     needed, numeric = sources.needed_columns(loaded), sources.numeric_columns(loaded)
+    text = sources.text_columns(loaded)
     found = {}
     for name, path in sorted(files.items()):
-        source = sources.screen(sources.read(name, path), needed[name], numeric.get(name, {}))
+        source = sources.screen(sources.read(name, path, text[name]), needed[name],
+                                numeric.get(name, {}))
         bad = source.quarantined_rows
         if bad and bad > max_quarantine * source.read_rows:
             first = source.problems[0]

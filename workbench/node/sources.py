@@ -91,7 +91,23 @@ def find(folder: Path, loaded: LoadedMapping) -> dict[str, Path]:
     return found
 
 
-def _read_csv(path: Path) -> tuple[pa.Table, np.ndarray, list[Problem]]:
+def text_columns(loaded: LoadedMapping) -> dict[str, set[str]]:
+    """raw table -> columns the mapping reads as text (codes, text casts, transforms): a CSV
+    reader must not guess numbers there (product code '03867271' is not 3867271)."""
+    text: dict[str, set[str]] = defaultdict(set)
+    for blocks in loaded.mapping.tables.values():
+        for block in blocks:
+            for rule in block.rules().values():
+                first = rule.casts[0] if rule.casts else None
+                if rule.column and (rule.codes is not None or rule.transform or
+                                    first in ("string", "dmy", "number_text")):
+                    text[block.from_].add(rule.column)
+                if rule.units:
+                    text[block.from_].add(rule.units.by)
+    return text
+
+
+def _read_csv(path: Path, text: set[str]) -> tuple[pa.Table, np.ndarray, list[Problem]]:
     skipped: list[Problem] = []
 
     def invalid(row) -> str:
@@ -107,7 +123,8 @@ def _read_csv(path: Path) -> tuple[pa.Table, np.ndarray, list[Problem]]:
             parse_options=pcsv.ParseOptions(invalid_row_handler=invalid,
                                             ignore_empty_lines=False),
             convert_options=pcsv.ConvertOptions(strings_can_be_null=True,
-                                                column_types={ID: pa.string()}))
+                                                column_types={c: pa.string() for c in
+                                                              {ID, *text}}))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError) as exc:
         # Arrow's message can quote the file's text: name only the kind of failure
         raise _bad(path.name, f"not a readable CSV file with a header line "
@@ -122,9 +139,9 @@ def _read_csv(path: Path) -> tuple[pa.Table, np.ndarray, list[Problem]]:
     return table, lines, [Problem(p.file, p.line - 1, p.line, "*", p.reason) for p in skipped]
 
 
-def read(name: str, path: Path) -> Source:
+def read(name: str, path: Path, text: set[str] = frozenset()) -> Source:
     if path.suffix == ".csv":
-        table, lines, problems = _read_csv(path)
+        table, lines, problems = _read_csv(path, text)
     else:
         try:
             table = pq.read_table(path)
