@@ -27,10 +27,11 @@ from workbench.errors import WorkbenchUserError
 from workbench.node import pki
 from workbench.paths import Space
 from workbench.secure import wire
-from workbench.secure.nodes import Encrypted
+from workbench.secure.nodes import Contributions, Encrypted
 
 TIMEOUT = 120.0  # seconds a node may take for one request (a KM at 1e6 rows takes ~2 s)
 TIMEOUT_ENV = "WORKBENCH_NODE_TIMEOUT"  # the gateway's setting, in seconds
+WIRE_TYPE = "application/vnd.workbench.he-frame"
 
 
 @dataclass(frozen=True)
@@ -123,16 +124,19 @@ class NodeSet:
         return list(self.nodes)
 
     # -- one request to one node --------------------------------------------------------------
-    async def _send(self, holder: str, path: str, body: dict | None) -> tuple[int, bytes]:
-        """POST ``body`` (GET when None) to ``holder``'s node; transport failures become one
-        ``NodeError`` naming the node."""
+    async def _send(self, holder: str, path: str, body: dict | None,
+                    blobs: list[bytes] | None = None) -> tuple[int, bytes]:
+        """POST ``body`` (GET when None; a wire frame with ``blobs`` when given) to ``holder``'s
+        node; transport failures become one ``NodeError`` naming the node."""
         node = self.nodes[holder]
         session = await self._fresh()
+        frame = None if blobs is None else wire.encode(body | {"holder": holder}, blobs)
         try:
             # TLS checks the name: only this holder's node certificate, unrevoked, answers
             async with session.request(
                     "GET" if body is None else "POST", node.url + path,
-                    json=None if body is None else body | {"holder": holder},
+                    json=None if body is None or frame is not None else body | {"holder": holder},
+                    data=frame, headers={"Content-Type": WIRE_TYPE} if frame else None,
                     server_hostname=pki.host_name("node", holder),
                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 data = await response.read()
@@ -164,11 +168,14 @@ class NodeSet:
             return WorkbenchUserError(message, reason=reason)
         return NodeError(holder, message, reason)
 
-    async def _all(self, path: str, body: dict, holders, parse, quorum: int | None):
+    async def _all(self, path: str, body: dict, holders, parse, quorum: int | None,
+                   blobs: list[bytes] | None = None):
         holders = list(holders or self.nodes)
 
         async def one(holder):
-            status, data = await self._send(holder, path, body)
+            if holder not in self.nodes:
+                raise NodeError(holder, "it is not in the space's node registry.", "node-down")
+            status, data = await self._send(holder, path, body, blobs)
             if status >= 400:
                 raise self._refusal(holder, status, data)
             try:
@@ -242,6 +249,33 @@ class NodeSet:
         return [p for p in out.values() if p is not None], seconds
 
 
+    def keygen(self, step: str, body: dict, holders: list[str]) -> dict[str, dict]:
+        """One step of collective key generation at every key party (``node/keygen.py``)."""
+        def parse(holder, status, data):
+            reply = json.loads(data)
+            if not isinstance(reply, dict) or reply.get("holder") != holder:
+                raise NodeError(holder, "its key generation reply is malformed.",
+                                "malformed-reply")
+            return reply
+
+        out, _ = self._call(self._all(f"/v1/keygen/{step}", body, holders, parse, None))
+        return out
+
+    def partials(self, body: dict, blobs: list[bytes], holders: list[str]
+                 ) -> list[tuple[dict, bytes]]:
+        """Every key party's sealed partial decryption of one round's sum (no quorum: with
+        N-out-of-N every share is needed)."""
+        def parse(holder, status, data):
+            header, boxes = wire.decode(data)
+            if header.get("holder") != holder or len(boxes) != 1:
+                raise NodeError(holder, "its partial decryption is malformed.",
+                                "malformed-reply")
+            return header, boxes[0]
+
+        out, _ = self._call(self._all("/v1/partial", body, holders, parse, None, blobs))
+        return [out[h] for h in holders]
+
+
 def _verify_message(exc: aiohttp.ClientConnectorCertificateError) -> str:
     error = getattr(exc, "certificate_error", None)
     return str(getattr(error, "verify_message", None) or type(error).__name__)[:80]
@@ -251,10 +285,12 @@ class RemoteHolders:
     """The holder side of one secure operation, played by the nodes (what ``Coordinator`` calls
     for every round, in place of in-process holders)."""
 
-    def __init__(self, nodes: NodeSet, request: dict, tighten, quorum: int | None = None):
+    def __init__(self, nodes: NodeSet, request: dict, tighten, quorum: int | None = None,
+                 keys=None):
         """``tighten(thresholds) -> thresholds``: the study's thresholds with every node's
-        floors applied (``NodeCoordinator.thresholds``)."""
-        self.nodes, self.request, self.quorum = nodes, request, quorum
+        floors applied (``NodeCoordinator.thresholds``). ``keys``: the space's public contexts;
+        when their BFV key is a joint one, every round asks the key parties for partials."""
+        self.nodes, self.request, self.quorum, self.keys = nodes, request, quorum, keys
         self.tighten = tighten
         self.names = nodes.holders
         self.node_seconds: dict[str, float] = {}  # each node's compute time, last round
@@ -266,7 +302,25 @@ class RemoteHolders:
             from workbench.secure.release import ReleaseRefused, too_few
 
             raise ReleaseRefused("min-cell-count", too_few())
-        return parts
+        threshold = getattr(self.keys, "threshold", None)
+        if not threshold:
+            return parts
+        return Contributions(parts, self.partials(threshold["parties"], kind, spec, nonce, parts))
+
+    def partials(self, parties: list[str], kind: str, spec: dict, nonce: str,
+                 parts: list[Encrypted]) -> list[tuple[dict, bytes]]:
+        """Each key party's sealed partial decryption of the sum of ``parts``: the gateway
+        sends the signed contributions and the sum it wants decrypted (as a digest; each node
+        recomputes it), and relays answers it cannot open."""
+        from workbench.secure.threshold_node import digest, pooled
+
+        per_part = [p.blobs[:p.per_scheme.get("bfv", 0)] for p in parts]
+        sums = pooled(self.keys.bfv_bytes, per_part) if per_part[0] else []
+        body = self.request | {
+            "kind": kind, "spec": spec, "nonce": nonce, "aggregates": [digest(s) for s in sums],
+            "parts": [{"holder": p.contributors[0], "per_scheme": dict(p.per_scheme),
+                       "envelope": p.envelope} for p in parts]}
+        return self.nodes.partials(body, [b for blobs in per_part for b in blobs], parties)
 
 
 class NodeWitnessClient:

@@ -76,8 +76,12 @@ class NodeCoordinator:
                quorum: int | None = None) -> RemoteHolders:
         """The nodes as the holders of one operation; ``request_id`` is the operation's id in
         the central provenance record, and each node's journal names it too."""
+        from workbench.secure.keys import load_public
+
         request = self._request(study, view, columns, policy_path)
         request.pop("nonce")  # each round brings its own
         request["request_id"] = request_id
+        # a joint BFV key (he/public.ctx says so): every round asks the key parties for partials
         return RemoteHolders(self.nodes, request,
-                             lambda thresholds: self.thresholds(thresholds, quorum), quorum)
+                             lambda thresholds: self.thresholds(thresholds, quorum), quorum,
+                             keys=load_public(self.engine.space))

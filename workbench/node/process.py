@@ -84,11 +84,19 @@ class NodeGroup:
 def start_holder_nodes(space: Space) -> NodeGroup:
     """Every enrolled node of ``space`` on 127.0.0.1, each as its own account (``workbench
     demo``), each also a witness of the central log; the gateway finds them through the
-    registry."""
+    registry. Once they answer, the space's BFV key becomes their joint key (``keygen.py``:
+    made the first time, kept afterwards), so no process holds the whole BFV secret key."""
     from workbench.node.enroll import ensure_witnesses
+    from workbench.node.keygen import ensure_joint_key
 
     ensure_witnesses(space)  # after the collector's first start: its key is what they pin
-    return NodeGroup(start_nodes(space))
+    group = NodeGroup(start_nodes(space))
+    try:
+        ensure_joint_key(space)
+    except BaseException:
+        group.stop()
+        raise
+    return group
 
 
 def nodes_answer(space: Space) -> bool:

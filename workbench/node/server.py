@@ -12,7 +12,10 @@ Security boundary (guarded by tests/node/):
   re-targeting);
 - what leaves: for a view, only the plaintext columns the grant allows, already protected here
   (per-study pseudonyms, shifted or coarsened dates, the view's minimum rows); for a round, the
-  signed, MAC-tagged ciphertexts of this holder's local statistics. Nothing else.
+  signed, MAC-tagged ciphertexts of this holder's local statistics; with threshold decryption,
+  its public key share during key generation (``keyshare.py``) and, per round, its partial
+  decryption of a sum it recomputed from at least min-holders signed contributions, sealed to
+  the release checker (``secure/threshold_node.py``). Never its key share.
 Every request, served or refused, goes into the node's own hash-chained journal.
 """
 
@@ -50,8 +53,13 @@ STATUS = {"bad-request": 400, "malformed-message": 400, "wrong-peer": 403,
           "holder-rule": 403, "unsigned-policy": 403, "bad-policy-signature": 403,
           "stale-policy": 403, "replayed-round": 409, "wrong-holder": 409,
           "budget-exhausted": 429, "too-few-rows": 403, "unknown-view": 404,
-          "invalid-view": 409, "sensitive-column": 403, "unknown-column": 400}
-MAX_BODY = 4 * 1024 * 1024  # a policy and a round spec; never data
+          "invalid-view": 409, "sensitive-column": 403, "unknown-column": 400,
+          "unsigned-contribution": 403, "bad-signature": 403, "min-holders": 403,
+          "duplicate-holder": 409, "not-the-aggregate": 409, "malformed-ciphertext": 400,
+          "keygen-refused": 409, "no-key-share": 409, "not-found": 404}
+MAX_BODY = 4 * 1024 * 1024  # a policy and a round spec (JSON); never data
+# a partial-decryption request carries the round's signed BFV contributions (~107 KB each)
+MAX_FRAME = 96 * 1024 * 1024
 ARROW_TYPE = "application/vnd.apache.arrow.stream"
 WIRE_TYPE = "application/vnd.workbench.he-frame"
 
@@ -72,6 +80,9 @@ class NodeState:
     signer: object = None
     nonces: object = None
     witness: object = None  # node.witness.Witness when the space lists this node as a witness
+    keyshare: object = None  # node.keyshare.KeyShare: its share of the joint BFV key, if any
+    partial_nonces: object = None  # rounds this node has given a partial decryption for
+    registry: object = None  # the space's holder signing keys (he/holders.json)
     _serial: int = 0
     _budget: dict = field(default_factory=dict)
     _holders: collections.OrderedDict = field(default_factory=collections.OrderedDict)
@@ -89,7 +100,13 @@ class NodeState:
         self.keys = PublicKeys.from_bytes(cfg.public_context.read_bytes())
         self.keys.bfv, self.keys.ckks  # noqa: B018 - parse the contexts before the first round
         self.signer = cfg.signer()
-        self.nonces = NonceGuard()
+        self.nonces, self.partial_nonces = NonceGuard(), NonceGuard()
+        from workbench.node.keyshare import KeyShare
+        from workbench.secure.signing import RegistryFile
+
+        self.registry = RegistryFile(self.he / "holders.json")
+        self.keyshare = KeyShare(cfg.root, cfg.holder)
+        self.use_joint()
         if (cfg.witness_dir / "witness.key").exists():
             from workbench.node.witness import Witness, load_key
 
@@ -98,6 +115,24 @@ class NodeState:
         if state.exists():
             saved = json.loads(state.read_text())
             self._serial, self._budget = saved.get("policy_serial", 0), saved.get("budget", {})
+
+    @property
+    def he(self):
+        """Where the space's public HE files are (a local copy at a holder's site)."""
+        return self.config.public_context.parent
+
+    def use_joint(self) -> None:
+        """Encrypt BFV under the joint key this node computed itself at key generation (the
+        CKKS context stays the space's); rounds cached under the old key are dropped."""
+        from workbench.secure.keys import PublicKeys, fingerprint_of
+
+        joint = self.keyshare.joint
+        if joint is None:
+            return
+        ckks = self.keys.ckks_bytes
+        self.keys = PublicKeys(joint, ckks, fingerprint_of(joint, ckks), self.keyshare.record)
+        with self._lock:
+            self._holders.clear()
 
     def _save(self) -> None:
         tmp = self.config.state_file.with_name(".state.json.tmp")
@@ -227,10 +262,16 @@ def make_app(state: NodeState) -> web.Application:
                 raise WorkbenchUserError(f"this node serves the space's {wanted} only here, not "
                                          f"{peer.role} {peer.name!r}.", reason="wrong-peer")
             if request.method == "POST":
+                raw = await request.read()
                 try:
-                    body = await request.json()
-                except (ValueError, UnicodeDecodeError):
-                    raise WorkbenchUserError("the body must be a JSON object.",
+                    if request.content_type == WIRE_TYPE:  # a header and ciphertexts
+                        body, request["blobs"] = wire.decode(raw)
+                    elif len(raw) > MAX_BODY:
+                        raise WorkbenchUserError("the body is too large.", reason="bad-request")
+                    else:
+                        body = json.loads(raw)
+                except (ValueError, UnicodeDecodeError, wire.WireError):
+                    raise WorkbenchUserError("the body must be a JSON object or a wire frame.",
                                              reason="bad-request") from None
                 if not isinstance(body, dict):
                     raise WorkbenchUserError("the body must be a JSON object.",
@@ -252,7 +293,7 @@ def make_app(state: NodeState) -> web.Application:
             return error_response(500, "internal-error", "the node failed on this request; "
                                                          "the fault is in its log.")
 
-    def check_request(body: dict, action: str) -> tuple:
+    def check_request(body: dict, action: str, fresh_nonce: bool = True) -> tuple:
         """(study, view, columns, policy, rules) of a request the node may serve, or refuse."""
         study, view, columns = body.get("study"), body.get("view"), body.get("columns")
         if not isinstance(study, str) or not isinstance(view, str) or (
@@ -269,7 +310,8 @@ def make_app(state: NodeState) -> web.Application:
         why = rules.serves(study, view)
         if why:
             raise refusal(cfg.holder, why)
-        state.nonces.accept(body.get("nonce"))
+        if fresh_nonce:
+            state.nonces.accept(body.get("nonce"))
         return study, view, columns, policy, rules
 
     async def rules_route(request: web.Request) -> web.Response:
@@ -327,6 +369,58 @@ def make_app(state: NodeState) -> web.Application:
         record(request, body, "served", None, rows=len(node.frame), bytes=len(frame))
         return web.Response(body=frame, content_type=WIRE_TYPE)
 
+    async def keygen_route(request: web.Request) -> web.Response:
+        """One step of collective key generation (``keyshare.py``): commit, reveal, finish."""
+        body = request["body"] or {}
+        if body.get("holder") != cfg.holder:
+            raise WorkbenchUserError(f"this request is for holder {body.get('holder')!r}, not "
+                                     f"{cfg.holder}.", reason="wrong-holder")
+        step = request.match_info["step"]
+        loop = asyncio.get_running_loop()
+        reply = await loop.run_in_executor(None, state.keyshare.step, step, body)
+        if step == "finish":
+            state.use_joint()
+        record(request, None, "served", None, keygen=str(body.get("keygen"))[:32], step=step)
+        return web.json_response(reply)
+
+    async def partial_route(request: web.Request) -> web.Response:
+        """This node's partial decryption of a round's pooled BFV ciphertexts, only for a sum
+        it recomputed itself from at least min-holders signed contributions, once per round
+        (``secure/threshold_node.py``), sealed to the release checker."""
+        from workbench.secure.threshold_node import BOX_PUB, partial_for_round
+
+        body = request["body"] or {}
+        study, view, _, _, rules = check_request(body, "secure-op", fresh_nonce=False)
+        spec = body.get("spec")
+        try:
+            asked = Thresholds.model_validate(spec["thresholds"])
+        except (ValueError, KeyError, TypeError):
+            raise WorkbenchUserError("the round's spec carries no valid thresholds.",
+                                     reason="bad-request") from None
+        looser = rules.looser(asked)
+        if looser:
+            raise refusal(cfg.holder, looser)
+        party = state.keyshare.party
+        if party is None:
+            raise WorkbenchUserError("this node holds no share of a joint key.",
+                                     reason="no-key-share")
+        try:
+            checker = (state.he / BOX_PUB).read_bytes()
+        except OSError:
+            raise WorkbenchUserError("the release checker's public key (he/checker-box.pub) "
+                                     "is missing here.", reason="no-key-share") from None
+        loop = asyncio.get_running_loop()
+        reply, box = await loop.run_in_executor(None, lambda: partial_for_round(
+            party, state.signer, checker, state.registry, ctx_bytes=state.keys.bfv_bytes,
+            fingerprint=state.keys.fingerprint, kind=body.get("kind"), spec=spec,
+            nonce=body.get("nonce"), parts=body.get("parts"), blobs=request.get("blobs", []),
+            aggregates=body.get("aggregates"), min_holders=asked.min_holders,
+            nonces=state.partial_nonces))
+        # the node's own record of every partial it gave: which sums, whose contributions
+        record(request, body, "served", None, partial_of=reply["aggregates"],
+               signers=reply["signers"], box_sha256=reply["box_sha256"])
+        return web.Response(body=wire.encode(reply, [box]), content_type=WIRE_TYPE)
+
     async def witness_route(request: web.Request) -> web.Response:
         """Cosign the central log's newest tree head if it is consistent with the last one this
         node cosigned (node/witness.py); a refusal is the alarm, kept in the witness's state."""
@@ -343,11 +437,13 @@ def make_app(state: NodeState) -> web.Application:
                size=(reply.get("cosignature") or {}).get("tree_size"))
         return web.json_response(reply)
 
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[guard], client_max_size=MAX_FRAME)
     app.router.add_post("/v1/witness", witness_route)
     app.router.add_get("/v1/rules", rules_route)
     app.router.add_post("/v1/view", view_route)
     app.router.add_post("/v1/round", round_route)
+    app.router.add_post("/v1/partial", partial_route)
+    app.router.add_post("/v1/keygen/{step}", keygen_route)
     return app
 
 

@@ -137,7 +137,8 @@ class Coordinator:
             {name for r in self.log for name in r["bytes_per_holder"]})
         return {"holders": holders, "rounds": len(self.log),
                 "scheme": "-".join(schemes),
-                "parameters": {s: parameters()[s] for s in schemes},
+                "parameters": {s: parameters(getattr(self.keys, "threshold", None))[s]
+                               for s in schemes},
                 "error_bound": "; ".join(ERROR_BOUND[s] for s in schemes),
                 "holders_ran": ("in parallel (one holder node each, over mTLS)"
                                 if not self.holders else "in parallel (one process each)")

@@ -13,6 +13,14 @@ it are no more than those that signed (a contribution nobody signed is refused) 
 records an ``he-decryption`` provenance record for every decision (refusing when the collector
 cannot be reached: fail closed); and returns only the released values. Intermediate decrypted
 vectors (per-bin risk sets, per-cell sums) never leave this object.
+
+With threshold decryption (issue 17, ``threshold_node.py``) this process is the release checker
+and no longer holds the BFV secret key: the space's BFV key is the holder nodes' joint key, and
+the BFV part of every aggregate comes with each key party's partial decryption, signed by that
+node and sealed to this checker's X25519 key (``he/checker-box.key``). It opens and combines
+them here, so the plaintext appears only in this process; a missing, unsigned or foreign
+partial is refused, and a wrong one fails the MAC check, so the round releases nothing. The
+CKKS part is still decrypted with ``secret.ctx``'s CKKS key.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from workbench.secure.keys import SecretKeys, parameters
 
 log = logging.getLogger(__name__)
 SIGNATURE_RULES = ("unsigned-contribution", "bad-signature", "replayed-round")
+THRESHOLD_RULES = ("missing-partial", "bad-partial", "unknown-party", "no-box-key")
 MAC_RULES = ("mac-mismatch", "value-too-large")
 
 
@@ -42,11 +51,15 @@ class KeyHolder:
 
     def __init__(self, keys: SecretKeys, provenance=None, *, min_cell_floor: int = 1,
                  require_provenance: bool = False, registry=None, release_key=None,
-                 state_dir: Path | None = None):
+                 state_dir: Path | None = None, keys_file: Path | None = None,
+                 box_key=None):
         """``release_key``: the Ed25519 key that signs every released result
         (``attest.py``); an in-process key holder makes a fresh one. ``state_dir``: where its
         ledgers live (the studies' privacy budgets); an in-process one uses a temporary
-        directory of its own."""
+        directory of its own. ``keys_file``: ``he/secret.ctx``, re-read when collective key
+        generation rewrites it (then BFV is threshold-decrypted). ``box_key``: the X25519 key
+        partial decryptions are sealed to (by default ``checker-box.key`` beside
+        ``keys_file``)."""
         if require_provenance and provenance is None:
             raise WorkbenchError("the key holder service needs a provenance client")
         from nacl.signing import SigningKey
@@ -63,12 +76,18 @@ class KeyHolder:
         self.registry = registry if registry is not None else signing.Registry()
         self.nonces = signing.NonceGuard()
         self._lock = threading.Lock()  # SEAL objects are not shared safely across threads
+        from workbench.secure.keys import KeysFile, SecretKeys
+
+        self._file = KeysFile(keys_file, SecretKeys.from_bytes, keys) if keys_file else None
+        self._box_key = box_key
 
     @property
     def fingerprint(self) -> str:
         return self.keys.fingerprint
 
     def handle(self, header: dict, blobs: list[bytes]) -> dict:
+        if self._file is not None:
+            self.keys = self._file.current()
         kind = header.get("type")
         if kind == "ping":
             return {"fingerprint": self.fingerprint, "parameters": parameters()}
@@ -87,6 +106,12 @@ class KeyHolder:
         rule = release.RULES.get((kind, op))
         if rule is None or not isinstance(spec, dict):
             raise wire.WireError(f"no release rule for operation {op!r} of kind {kind!r}")
+        partials = header.get("partials") or []
+        if partials and (not self.keys.threshold or not isinstance(partials, list)
+                         or len(partials) > len(blobs)):
+            raise wire.WireError("partial decryptions sent to a key holder without a joint key")
+        boxes = blobs[len(blobs) - len(partials):] if partials else []
+        blobs = blobs[:len(blobs) - len(partials)]
         # holder nodes sign the thresholds inside the spec (each checked them against its own
         # floors): those bind; the coordinator's header copy is for in-process holders
         signed_thresholds = spec.get("thresholds") if isinstance(spec, dict) else None
@@ -130,7 +155,15 @@ class KeyHolder:
                                  f"{needed['bfv']} BFV + {needed['ckks']} CKKS")
         count = ops.sizes(kind, spec)
         schemes = ["bfv"] * needed["bfv"] + ["ckks"] * needed["ckks"]
-        decrypted = self._decrypt(schemes, blobs)
+        opened = None
+        if self.keys.threshold:  # BFV from the key parties' partials, opened only here
+            try:
+                opened = self._combine(header, kind, spec, [b for s, b in zip(
+                    schemes, blobs, strict=True) if s == "bfv"], partials, boxes)
+            except WorkbenchUserError as exc:
+                self._record(header, thresholds, "refused", exc.reason, len(blobs))
+                raise
+        decrypted = self._decrypt(schemes, blobs, opened)
         try:
             _check_macs(decrypted, schemes, mac_keys, weight_key, header.get("nonce"), kind,
                         spec, slots())
@@ -246,15 +279,39 @@ class KeyHolder:
         self.nonces.accept(nonce)
         return signed
 
-    def _decrypt(self, schemes: list[str], blobs: list[bytes]) -> list[np.ndarray]:
-        """One decrypted slot vector per ciphertext (its last slot the MAC)."""
+    def _combine(self, header: dict, kind: str, spec: dict, bfv_blobs: list[bytes],
+                 partials: list, boxes: list[bytes]) -> list[np.ndarray]:
+        """The pooled BFV slots from every key party's sealed, signed partial decryption."""
+        from workbench.secure import threshold_node
+
+        if self._box_key is None:
+            where = self._file.path.parent if self._file else None
+            if where is None:
+                raise threshold_node.refuse("no-box-key", "this key holder has no key to open "
+                                                          "partial decryptions with.")
+            self._box_key = threshold_node.load_box_key(where)
+        ctx = self.keys.public.bfv_bytes
+        sums = threshold_node.pooled_from_sum(ctx, bfv_blobs)
+        return threshold_node.open_and_combine(
+            self._box_key, self.registry, list(self.keys.threshold["parties"]),
+            nonce=header.get("nonce"), kind=kind, spec=spec, sums=sums, partials=partials,
+            boxes=boxes)
+
+    def _decrypt(self, schemes: list[str], blobs: list[bytes],
+                 opened: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """One decrypted slot vector per ciphertext (its last slot the MAC); ``opened``: the
+        BFV ones, already combined from partial decryptions."""
         import tenseal as ts
 
         loaders = {"bfv": ts.bfv_vector_from, "ckks": ts.ckks_vector_from}
         dtypes = {"bfv": np.int64, "ckks": float}  # a stated dtype: no inference over the list
         out = []
+        combined = iter(opened or [])
         with self._lock:
             for scheme, blob in zip(schemes, blobs, strict=True):
+                if scheme == "bfv" and opened is not None:
+                    out.append(next(combined))
+                    continue
                 try:
                     out.append(np.array(loaders[scheme](self.keys.context(scheme),
                                                         blob).decrypt(), dtype=dtypes[scheme]))
@@ -283,6 +340,7 @@ class KeyHolder:
                        else "pass"},
                       {"name": "min-holders", "status": "fail" if rule == "min-holders"
                        else "pass"},
+                      *_threshold_checks(self.keys.threshold, header, rule),
                       {"name": "release-policy", "status": passed,
                        "rule": f"{rule or 'all'}; thresholds {_compact(thresholds)}"}],
         }
@@ -296,6 +354,27 @@ class KeyHolder:
             encoded, digest = result  # the canonical encoding of what was released
             fields["result_sha256"], fields["result_size"] = digest, len(encoded)
         self.provenance.append("he-decryption", fields)  # raises when the collector is down
+
+
+def _threshold_checks(threshold: dict | None, header: dict, rule: str | None) -> list[dict]:
+    """With threshold decryption: one check for the partials, and one per partial received
+    (its sender and the digest of its sealed box), so provenance names every partial used."""
+    if not threshold:
+        return []
+    from workbench.secure.threshold import FLOOD_BITS
+
+    partials = [p for p in header.get("partials") or [] if isinstance(p, dict)][:64]
+    parties = list(threshold.get("parties") or [])
+    out = [{"name": "threshold-partials", "status": "fail" if rule in THRESHOLD_RULES
+            else "pass", "rule": f"N-out-of-N: {len(partials)} of {len(parties)} key parties; "
+                                 f"{FLOOD_BITS}-bit flooding"}]
+    for meta in partials:
+        holder, box = meta.get("holder"), meta.get("box_sha256")
+        holder = holder if isinstance(holder, str) and signing.HOLDER_NAME.match(holder) else "?"
+        box = box if isinstance(box, str) and signing._HEX64.match(box) else "?"  # noqa: SLF001
+        out.append({"name": f"partial-decryption {holder}", "status": "pass",
+                    "rule": f"sealed box sha256 {box}"})
+    return out
 
 
 def _compact(t) -> str:

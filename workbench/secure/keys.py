@@ -46,7 +46,11 @@ def _tenseal():
     return tenseal
 
 
-def parameters() -> dict:
+def parameters(threshold: dict | None = None) -> dict:
+    """The HE parameters; ``threshold``: a key's threshold record (``PublicKeys.threshold``),
+    whose BFV key is then the holder nodes' joint key at ``threshold.py``'s parameters."""
+    if threshold:
+        return _threshold_parameters()
     return {
         "bfv": {"poly_modulus_degree": BFV_POLY_DEGREE, "plain_modulus": BFV_PLAIN_MODULUS,
                 "coeff_mod_bit_sizes": BFV_COEFF_BITS, "slots": BFV_POLY_DEGREE,
@@ -65,6 +69,9 @@ class PublicKeys:
     bfv_bytes: bytes
     ckks_bytes: bytes
     fingerprint: str
+    # with threshold decryption (``threshold_node.py``): the public record of the collective key
+    # generation (parties, seed, commitments); the BFV context is then the joint key
+    threshold: dict | None = None
 
     @cached_property
     def bfv(self):
@@ -85,7 +92,10 @@ class PublicKeys:
         return self.bfv if scheme == "bfv" else self.ckks
 
     def to_bytes(self) -> bytes:
-        header = {"kind": "public", "fingerprint": self.fingerprint, "parameters": parameters()}
+        header = {"kind": "public", "fingerprint": self.fingerprint,
+                  "parameters": parameters(self.threshold)}
+        if self.threshold:
+            header["threshold"] = self.threshold
         return wire.encode(header, [self.bfv_bytes, self.ckks_bytes])
 
     @classmethod
@@ -93,17 +103,18 @@ class PublicKeys:
         header, blobs = wire.decode(data)
         if header.get("kind") not in ("public", "secret") or len(blobs) < 2:
             raise WorkbenchUserError("not a workbench HE context file", reason="bad-context")
-        return cls(blobs[0], blobs[1], header["fingerprint"])
+        return cls(blobs[0], blobs[1], header["fingerprint"], header.get("threshold"))
 
 
 @dataclass
 class SecretKeys:
     """The key holder's contexts (secret keys included). Never leaves the key holder process."""
 
-    bfv_bytes: bytes
+    bfv_bytes: bytes  # with threshold decryption: the joint public context (no secret key)
     ckks_bytes: bytes
     fingerprint: str
     public: PublicKeys
+    threshold: dict | None = None  # as PublicKeys.threshold: BFV is then never decrypted here
 
     @cached_property
     def bfv(self):
@@ -119,7 +130,10 @@ class SecretKeys:
         return self.bfv if scheme == "bfv" else self.ckks
 
     def to_bytes(self) -> bytes:
-        header = {"kind": "secret", "fingerprint": self.fingerprint, "parameters": parameters()}
+        header = {"kind": "secret", "fingerprint": self.fingerprint,
+                  "parameters": parameters(self.threshold)}
+        if self.threshold:
+            header["threshold"] = self.threshold
         return wire.encode(header, [self.public.bfv_bytes, self.public.ckks_bytes,
                                     self.bfv_bytes, self.ckks_bytes])
 
@@ -128,8 +142,9 @@ class SecretKeys:
         header, blobs = wire.decode(data)
         if header.get("kind") != "secret" or len(blobs) != 4:
             raise WorkbenchUserError("not a workbench HE secret context file", reason="bad-context")
-        public = PublicKeys(blobs[0], blobs[1], header["fingerprint"])
-        return cls(blobs[2], blobs[3], header["fingerprint"], public)
+        threshold = header.get("threshold")
+        public = PublicKeys(blobs[0], blobs[1], header["fingerprint"], threshold)
+        return cls(blobs[2], blobs[3], header["fingerprint"], public, threshold)
 
     @classmethod
     def generate(cls) -> SecretKeys:
@@ -140,10 +155,68 @@ class SecretKeys:
         ckks.global_scale = 2**CKKS_SCALE_BITS
         no_extras = {"save_relin_keys": False, "save_galois_keys": False}
         ckks_public = ckks.serialize(save_secret_key=False, **no_extras)
-        fingerprint = hashlib.sha256(bfv_public + ckks_public).hexdigest()[:32]
+        fingerprint = fingerprint_of(bfv_public, ckks_public)
         public = PublicKeys(bfv_public, ckks_public, fingerprint)
         return cls(bfv_secret, ckks.serialize(save_secret_key=True, **no_extras), fingerprint,
                    public)
+
+
+def fingerprint_of(bfv_public: bytes, ckks_public: bytes) -> str:
+    return hashlib.sha256(bfv_public + ckks_public).hexdigest()[:32]
+
+
+def _threshold_parameters() -> dict:
+    """With threshold decryption, the BFV parameters are the joint key's."""
+    from workbench.secure import threshold as th
+
+    out, table = parameters(), th.parameters()
+    out["bfv"] = {"poly_modulus_degree": table["poly_modulus_degree"],
+                  "plain_modulus": table["plain_modulus"], "slots": table["poly_modulus_degree"],
+                  "coeff_modulus": table["data_primes"] + [table["special_prime"]],
+                  "flood_bits": table["flood_bits"], "threshold": "N-out-of-N",
+                  "security": "128-bit (109-bit coefficient modulus at N=4096)"}
+    return out
+
+
+def install_threshold(space: Space, joint_context: bytes, record: dict) -> PublicKeys:
+    """After collective key generation: the joint BFV context replaces the single key's in
+    ``he/public.ctx``, and ``he/secret.ctx`` keeps the CKKS secret key only (its BFV slot holds
+    the joint public context: the key holder never decrypts BFV again). Secret first, so the key
+    holder knows before anyone encrypts under the joint key. Root, or the owner of both files."""
+    old = load_public(space)
+    public = PublicKeys(joint_context, old.ckks_bytes,
+                        fingerprint_of(joint_context, old.ckks_bytes), record)
+    secret_path = space.he / SECRET_FILE
+    if secret_path.exists():
+        secret = load_secret(space)
+        stat = secret_path.stat()
+        write_key_file(secret_path, SecretKeys(joint_context, secret.ckks_bytes,
+                                               public.fingerprint, public, record).to_bytes(),
+                       0o600, (stat.st_uid, stat.st_gid) if accounts.is_root() else None)
+    write_key_file(space.he / PUBLIC_FILE, public.to_bytes(), 0o644, None)
+    return public
+
+
+class KeysFile:
+    """A context file re-read when it changes (collective key generation replaces the BFV key
+    of services already running: the aggregator, the key holder)."""
+
+    def __init__(self, path: Path, load, keys=None):
+        self.path, self.load, self.keys = Path(path), load, keys
+        self._stamp = self._current_stamp() if keys is not None else None
+
+    def _current_stamp(self):
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def current(self):
+        stamp = self._current_stamp()
+        if stamp is not None and stamp != self._stamp:
+            self.keys, self._stamp = self.load(self.path.read_bytes()), stamp
+        return self.keys
 
 
 def _bfv_contexts() -> tuple[bytes, bytes]:

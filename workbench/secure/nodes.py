@@ -52,6 +52,16 @@ class Encrypted:
         return "-".join(s for s in ("bfv", "ckks") if self.per_scheme.get(s))
 
 
+class Contributions(list):
+    """A round's signed contributions (``Encrypted``) and, when the BFV key is a joint one,
+    every key party's partial decryption of their sum: ``(meta, sealed box)`` pairs that only
+    the release checker can open (``threshold_node.py``); the aggregator relays them."""
+
+    def __init__(self, parts, partials=()):
+        super().__init__(parts)
+        self.partials = list(partials)
+
+
 def slots() -> dict[str, int]:
     """Slots per ciphertext: N for BFV batching, N/2 for CKKS."""
     return {"bfv": BFV_POLY_DEGREE, "ckks": CKKS_POLY_DEGREE // 2}
@@ -162,15 +172,20 @@ class Aggregator:
         if pooled.kind != kind:
             raise WorkbenchUserError("the contributions are for another operation kind.",
                                      reason="malformed-message")
-        return self.forward(header, pooled, [p.envelope for p in parts])
+        return self.forward(header, pooled, [p.envelope for p in parts],
+                            getattr(parts, "partials", ()))
 
-    def forward(self, header: dict, pooled: Encrypted, signatures: list) -> dict:
-        """Send the pooled ciphertexts with the holders' signed envelopes to the key holder."""
+    def forward(self, header: dict, pooled: Encrypted, signatures: list,
+                partials=()) -> dict:
+        """Send the pooled ciphertexts with the holders' signed envelopes (and the key parties'
+        sealed partial decryptions, after the ciphertexts) to the key holder."""
         request = {k: header.get(k) for k in ("kind", "op", "spec", "thresholds", "context",
                                               "nonce")}
         request |= {"type": "decrypt-release", "fingerprint": pooled.fingerprint,
                     "contributors": pooled.contributors, "signatures": signatures}
-        return self.keyholder.handle(request, pooled.blobs)
+        if partials:
+            request["partials"] = [meta for meta, _box in partials]
+        return self.keyholder.handle(request, pooled.blobs + [box for _m, box in partials])
 
     def combine(self, parts: list[Encrypted]) -> Encrypted:
         import tenseal as ts

@@ -79,7 +79,7 @@ def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) ->
                                min_cell_floor=min_cell_floor, require_provenance=True,
                                registry=RegistryFile(space.holder_registry),
                                release_key=attest.load_signing_key(space),
-                               state_dir=state)
+                               state_dir=state, keys_file=space.he / SECRET_FILE)
     _serve(server, "key holder", space.keyholder_socket)
 
 
@@ -98,7 +98,8 @@ def run_aggregator(space: Space) -> None:
     drop_privileges(ids)
     keys = load_public(space)  # as wb-aggregator: he/public.ctx is all it can read
     keys.bfv, keys.ckks  # noqa: B018 - parse once at start, fail early on a broken file
-    server.service = AggregatorService(keys, KeyHolderClient(space.keyholder_socket))
+    server.service = AggregatorService(keys, KeyHolderClient(space.keyholder_socket),
+                                       keys_file=space.he / PUBLIC_FILE)
     _serve(server, "aggregator", space.aggregator_socket)
 
 

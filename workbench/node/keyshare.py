@@ -1,0 +1,154 @@
+"""A holder node's share of the space's joint BFV key, and its side of key generation.
+
+Collective key generation without a dealer (``threshold.py``; driven by ``node/keygen.py`` over
+the coordinator's mTLS channel), in three steps a node answers in order:
+
+1. ``commit``: the node draws its ternary share s_i (SEAL's sampler) for the public seed, keeps it
+   in ``threshold/pending.key`` (0600, its own account, in its own 0700 directory) and answers
+   only a commitment to its public share p_i = -a s_i + e_i;
+2. ``reveal``: given every party's commitment (its own among them, unchanged), it answers p_i;
+3. ``finish``: given every public share, it checks each against the commitment it saw before any
+   was revealed (no rogue key), sums them itself into the joint public key and keeps the joint
+   context it will encrypt with (``threshold/joint.ctx``); the pending share becomes its share.
+
+A node never sends its share; a new key generation (a node joined) replaces the share only when
+it finishes, so rounds under the old key keep working until then.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+from workbench.errors import WorkbenchUserError
+from workbench.secure import threshold as th
+from workbench.secure.keys import write_key_file
+from workbench.secure.signing import HOLDER_NAME
+
+KEYGEN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _refuse(message: str) -> WorkbenchUserError:
+    return WorkbenchUserError(f"Key generation refused: {message}", reason="keygen-refused")
+
+
+class KeyShare:
+    """The node's threshold state in ``<node dir>/threshold`` (0700, the node's account)."""
+
+    def __init__(self, root: Path, holder: str):
+        self.dir, self.holder = Path(root) / "threshold", holder
+        self._lock = threading.Lock()
+        self.party: th.Party | None = None
+        self.joint: bytes | None = None  # the joint TenSEAL context (public)
+        self.record: dict | None = None
+        if (self.dir / "joint.ctx").exists():
+            self.party = th.Party.from_share_bytes((self.dir / "share.key").read_bytes())
+            self.joint = (self.dir / "joint.ctx").read_bytes()
+            self.record = json.loads((self.dir / "joint.json").read_text())
+
+    def _write(self, name: str, data: bytes) -> None:
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        write_key_file(self.dir / name, data, 0o600, None)
+
+    def _read_pending(self) -> dict | None:
+        try:
+            return json.loads((self.dir / "pending.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _pending(self, keygen) -> dict:
+        pending = self._read_pending()
+        if pending is None:
+            raise _refuse("no key generation is pending at this node; start with commit.")
+        if pending.get("keygen") != keygen:
+            raise _refuse("the request is for another key generation than the pending one.")
+        return pending
+
+    def step(self, step: str, body: dict) -> dict:
+        with self._lock:
+            if step == "commit":
+                return self._commit(body)
+            if step == "reveal":
+                return self._reveal(body)
+            if step == "finish":
+                return self._finish(body)
+            if step == "status":
+                return {"holder": self.holder, "keygen": (self.record or {}).get("keygen"),
+                        "joint_sha256": (self.record or {}).get("joint_sha256")}
+        raise WorkbenchUserError(f"unknown key generation step {step[:20]!r}.",
+                                 reason="bad-request")
+
+    def _commit(self, body: dict) -> dict:
+        keygen, seed, parties = body.get("keygen"), body.get("seed"), body.get("parties")
+        if not isinstance(keygen, str) or not KEYGEN_ID.match(keygen) \
+                or not isinstance(seed, str) or not re.fullmatch(r"[0-9a-f]{64}", seed):
+            raise _refuse("a commit names a key generation id and a 32-byte seed (hex).")
+        if not isinstance(parties, list) or parties != sorted(set(parties)) \
+                or not all(isinstance(p, str) and HOLDER_NAME.match(p) for p in parties) \
+                or not 2 <= len(parties) <= th.MAX_PARTIES or self.holder not in parties:
+            raise _refuse(f"the parties must be 2 to {th.MAX_PARTIES} distinct holders, sorted, "
+                          "this node among them.")
+        pending = self._read_pending()
+        if pending is not None and pending.get("keygen") == keygen:
+            # the same commit again (a retry) gets the same answer: no second share is drawn
+            if (pending["seed"], pending["parties"]) == (seed, parties):
+                return {"holder": self.holder, "commitment": pending["commitment"]}
+            raise _refuse("this key generation was already committed with another seed or "
+                          "parties.")
+        party, public_share = th.Party.generate(bytes.fromhex(seed))
+        commitment = th.commitment(public_share)
+        self._write("pending.key", party.share_bytes())
+        self._write("pending.json", json.dumps({
+            "keygen": keygen, "seed": seed, "parties": parties, "commitment": commitment,
+            "public_share": base64.b64encode(public_share).decode(), "phase": "committed"}
+        ).encode())
+        return {"holder": self.holder, "commitment": commitment}
+
+    def _reveal(self, body: dict) -> dict:
+        pending = self._pending(body.get("keygen"))
+        commitments = body.get("commitments")
+        if not isinstance(commitments, dict) or sorted(commitments) != pending["parties"] \
+                or commitments.get(self.holder) != pending["commitment"] \
+                or not all(isinstance(c, str) and re.fullmatch(r"[0-9a-f]{64}", c)
+                           for c in commitments.values()):
+            raise _refuse("a reveal needs every party's commitment, this node's own unchanged.")
+        if pending.get("commitments") not in (None, commitments):
+            raise _refuse("the commitments differ from those this node revealed against.")
+        pending |= {"commitments": commitments, "phase": "revealed"}
+        self._write("pending.json", json.dumps(pending).encode())
+        return {"holder": self.holder, "public_share": pending["public_share"]}
+
+    def _finish(self, body: dict) -> dict:
+        pending = self._pending(body.get("keygen"))
+        shares = body.get("public_shares")
+        if pending.get("phase") != "revealed":
+            raise _refuse("this node has not revealed its public share yet.")
+        parties = pending["parties"]
+        if not isinstance(shares, dict) or sorted(shares) != parties \
+                or shares.get(self.holder) != pending["public_share"]:
+            raise _refuse("finishing needs every party's public share, this node's own "
+                          "unchanged.")
+        try:
+            public = [base64.b64decode(shares[p], validate=True) for p in parties]
+        except (ValueError, TypeError):
+            raise _refuse("a public share is not base64.") from None
+        # each p_i must match the commitment this node saw before any share was revealed
+        joint_key = th.joint_public_key(bytes.fromhex(pending["seed"]), public,
+                                        [pending["commitments"][p] for p in parties])
+        joint = th.tenseal_context(joint_key)
+        record = {"keygen": pending["keygen"], "parties": parties,
+                  "joint_sha256": hashlib.sha256(joint).hexdigest(),
+                  "parameters": th.FINGERPRINT}
+        self._write("joint.ctx", joint)
+        os.replace(self.dir / "pending.key", self.dir / "share.key")
+        self._write("joint.json", json.dumps(record).encode())
+        (self.dir / "pending.json").unlink()
+        self.party = th.Party.from_share_bytes((self.dir / "share.key").read_bytes())
+        self.joint, self.record = joint, record
+        return {"holder": self.holder, "joint_sha256": record["joint_sha256"]}

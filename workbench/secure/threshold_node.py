@@ -1,0 +1,239 @@
+"""Threshold decryption between the holder nodes and the release checker (issue 17).
+
+After collective key generation (``threshold.py``; driven over the nodes' mTLS channels by
+``node/keygen.py``) the space's BFV public context is the joint key: no process holds its secret.
+For each round, every key party (holder node) is asked for its partial decryption of the pooled
+BFV ciphertexts. ``partial_for_round`` is what a node runs before it answers: it verifies every
+contribution's signature against the space's holder registry, requires at least ``min_holders``
+distinct signers, RECOMPUTES their homomorphic sum itself (so no coordinator can get one holder's
+contribution, or anything but this round's sum, partially decrypted), refuses a target that is
+not that sum, marks the nonce used, and only then partially decrypts (with ``threshold.py``'s
+40-bit flooding). The partials are sealed (libsodium sealed box, X25519) to the release checker's
+key, so the gateway and the aggregator, which relay them, cannot combine them: the plaintext
+appears only in the checker (``open_and_combine``), which then checks MACs and release rules.
+
+Sums are compared as canonical SEAL bytes (coefficient residues, compression off): the node's
+NumPy sum and the aggregator's SEAL additions give the same residues, so the same digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from nacl.exceptions import BadSignatureError, CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from workbench.errors import WorkbenchUserError
+from workbench.secure import ops, signing, wire
+from workbench.secure import threshold as th
+from workbench.secure import threshold_seal as sealio
+
+PARTIAL_DOMAIN = "workbench-threshold-partial-v1"
+BOX_KEY, BOX_PUB = "checker-box.key", "checker-box.pub"  # in he/, beside release.key / .pub
+RECORD = "threshold.json"  # he/threshold.json: the public record of the key generation
+
+
+def refuse(reason: str, message: str) -> WorkbenchUserError:
+    return WorkbenchUserError(f"Partial decryption refused ({reason}): {message}", reason=reason)
+
+
+@lru_cache(maxsize=2)
+def _context(ctx_bytes: bytes):
+    import tenseal as ts
+
+    return ts.context_from(ctx_bytes)
+
+
+def vector_residues(ctx_bytes: bytes, blob: bytes) -> np.ndarray:
+    """(c0, c1) residues, shape (2, primes, N), of a serialized one-ciphertext BFVVector made
+    under the joint context; SEAL validates it (fresh level, coefficient form)."""
+    import tenseal as ts
+
+    try:
+        cts = ts.bfv_vector_from(_context(ctx_bytes), blob).ciphertext()
+    except (ValueError, RuntimeError, TypeError):
+        raise refuse("malformed-ciphertext", "a contribution is not a BFV ciphertext under the "
+                                             "space's joint key.") from None
+    if len(cts) != 1:
+        raise refuse("malformed-ciphertext", "a contribution packs more than one ciphertext.")
+    data = sealio.save(cts[0])
+    th._load_ciphertext(data)  # noqa: SLF001 - SEAL's own validation of size, level and form
+    return sealio.residues(data, (2, len(th.DATA_PRIMES), th.POLY_DEGREE))[1].astype(np.int64)
+
+
+def canonical(polys: np.ndarray) -> bytes:
+    return sealio.ciphertext_bytes(th._ids()[0], polys.astype(np.uint64), ntt=False)  # noqa: SLF001
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pooled(ctx_bytes: bytes, per_part: list[list[bytes]]) -> list[bytes]:
+    """The canonical SEAL bytes of the sum, ciphertext by ciphertext, of the parts' BFV
+    ciphertexts (each part a list of serialized BFVVectors, all of one layout)."""
+    if not per_part or len({len(p) for p in per_part}) != 1:
+        raise refuse("malformed-message", "the contributions do not share one layout.")
+    out = []
+    for index in range(len(per_part[0])):
+        total = np.zeros((2, len(th.DATA_PRIMES), th.POLY_DEGREE), dtype=np.int64)
+        for part in per_part:
+            total = (total + vector_residues(ctx_bytes, part[index])) % th._PRIMES  # noqa: SLF001
+        out.append(canonical(total))
+    return out
+
+
+def pooled_from_sum(ctx_bytes: bytes, blobs: list[bytes]) -> list[bytes]:
+    """Canonical bytes of an aggregate the aggregator sent (one BFVVector per ciphertext)."""
+    return [canonical(vector_residues(ctx_bytes, b)) for b in blobs]
+
+
+def _signed(holder: str, nonce: str, kind: str, spec_hash: str, aggregates: list[str],
+            box_sha256: str) -> bytes:
+    message = json.dumps([PARTIAL_DOMAIN, holder, nonce, kind, spec_hash, aggregates,
+                          box_sha256], separators=(",", ":"))
+    return hashlib.sha256(message.encode()).digest()
+
+
+def partial_for_round(party: th.Party, signer, checker_public: bytes, registry, *,
+                      ctx_bytes: bytes, fingerprint: str, kind: str, spec: dict, nonce: str,
+                      parts: list[dict], blobs: list[bytes], aggregates: list[str],
+                      min_holders: int, nonces) -> tuple[dict, bytes]:
+    """A node's answer to a partial-decryption request, or a refusal (``WorkbenchUserError``).
+
+    ``parts``: ``[{holder, per_scheme, envelope}]`` of every signed contribution to the round;
+    ``blobs``: their BFV ciphertexts, part after part; ``aggregates``: the digests of the
+    canonical sums the coordinator wants decrypted; ``nonces``: this node's guard of nonces
+    already used for a partial (``signing.NonceGuard``)."""
+    if kind not in ops.KINDS or not isinstance(spec, dict):
+        raise refuse("malformed-message", "the request names no known operation.")
+    try:
+        spec_hash = signing.spec_sha256(spec)
+        needed = ops.ciphertexts_needed(kind, spec, {"bfv": th.POLY_DEGREE,
+                                                     "ckks": _ckks_slots()})["bfv"]
+    except (KeyError, TypeError, ValueError):
+        raise refuse("malformed-message", "the spec does not describe the operation.") from None
+    if not isinstance(parts, list) or not parts or not isinstance(aggregates, list):
+        raise refuse("malformed-message", "the request lists no contributions.")
+    signers, per_part, start = [], [], 0
+    for part in parts:
+        if not isinstance(part, dict) or not isinstance(part.get("per_scheme"), dict):
+            raise refuse("malformed-message", "each contribution is {holder, per_scheme, "
+                                              "envelope}.")
+        holder = registry.verify(part.get("envelope"), nonce, kind, spec_hash, fingerprint)
+        bfv, ckks = (part["per_scheme"].get(s, 0) for s in ("bfv", "ckks"))
+        hashes = part["envelope"]["blobs_sha256"]
+        mine = blobs[start:start + bfv] if isinstance(bfv, int) else []
+        start += len(mine)
+        if part.get("holder") != holder or bfv != needed or not isinstance(ckks, int) \
+                or len(hashes) != bfv + ckks or len(mine) != bfv \
+                or [digest(b) for b in mine] != hashes[:bfv]:
+            raise refuse("bad-signature", f"the contribution of {holder} is not the one it "
+                                          "signed (holder, layout or ciphertexts differ).")
+        signers.append(holder)
+        per_part.append(mine)
+    if start != len(blobs):
+        raise refuse("malformed-message", "more ciphertexts than the contributions declare.")
+    if len(set(signers)) != len(signers):
+        raise refuse("duplicate-holder", "a holder's contribution is listed twice.")
+    if len(signers) < max(2, min_holders):
+        raise refuse("min-holders", f"{len(signers)} signed contribution(s); this node "
+                                    f"decrypts only sums of at least {max(2, min_holders)}.")
+    sums = pooled(ctx_bytes, per_part) if needed else []
+    digests = [digest(s) for s in sums]
+    if digests != aggregates:
+        raise refuse("not-the-aggregate", "the ciphertext to decrypt is not the sum of this "
+                                          "round's signed contributions.")
+    nonces.accept(nonce)  # only now: a refused request does not use up the round
+    inner = wire.encode({"holder": signer.holder, "nonce": nonce, "aggregates": digests},
+                        [party.partial(s) for s in sums])
+    box = SealedBox(PublicKey(checker_public)).encrypt(inner)
+    box_sha256 = digest(box)
+    signature = signer.key.sign(_signed(signer.holder, nonce, kind, spec_hash, digests,
+                                        box_sha256)).signature
+    return ({"holder": signer.holder, "aggregates": digests, "box_sha256": box_sha256,
+             "signature": base64.b64encode(signature).decode(), "signers": sorted(signers)},
+            box)
+
+
+def _ckks_slots() -> int:
+    from workbench.secure.keys import CKKS_POLY_DEGREE
+
+    return CKKS_POLY_DEGREE // 2
+
+
+def verify_keys(registry) -> dict:
+    """The holders' Ed25519 verify keys of a ``signing.Registry`` or ``RegistryFile``."""
+    if isinstance(getattr(registry, "keys", None), dict):
+        return registry.keys
+    return signing.Registry.from_json(Path(registry.path).read_bytes()).keys
+
+
+def open_and_combine(box_key: PrivateKey, registry, parties: list[str], *, nonce: str,
+                     kind: str, spec: dict, sums: list[bytes], partials: list[dict],
+                     boxes: list[bytes]) -> list[np.ndarray]:
+    """The release checker's side: every key party's partials, signed by that party and opened
+    with the checker's key, combined into the slots of each pooled BFV ciphertext."""
+    keys, spec_hash = verify_keys(registry), signing.spec_sha256(spec)
+    aggregates = [digest(s) for s in sums]
+    found: dict[str, list[bytes]] = {}
+    if not isinstance(partials, list) or len(partials) != len(boxes):
+        raise refuse("malformed-message", "the partial decryptions do not match their boxes.")
+    for meta, box in zip(partials, boxes, strict=True):
+        holder = meta.get("holder") if isinstance(meta, dict) else None
+        if holder not in parties or holder in found:
+            raise refuse("unknown-party", "a partial decryption comes from no key party of this "
+                                          "space, or twice from one.")
+        try:
+            keys[holder].verify(_signed(holder, nonce, kind, spec_hash, aggregates, digest(box)),
+                                base64.b64decode(meta.get("signature", ""), validate=True))
+            header, shares = wire.decode(SealedBox(box_key).decrypt(box))
+        except (KeyError, BadSignatureError, ValueError, CryptoError, wire.WireError):
+            raise refuse("bad-partial", f"the partial decryption of {holder} is not signed by "
+                                        "it for this round's sum, or not sealed to this "
+                                        "release checker.") from None
+        if (header.get("holder"), header.get("nonce"), header.get("aggregates")) != (
+                holder, nonce, aggregates) or len(shares) != len(sums):
+            raise refuse("bad-partial", f"the partial decryption of {holder} is for another "
+                                        "round or sum.")
+        found[holder] = shares
+    missing = sorted(set(parties) - set(found))
+    if missing:
+        raise refuse("missing-partial", f"no partial decryption from {', '.join(missing)}; "
+                                        "every key party's is needed.")
+    return [th.decrypt(s, [found[h][i] for h in parties]) for i, s in enumerate(sums)]
+
+
+# -- the release checker's box key -------------------------------------------------------------
+def create_box_key(he: Path, owner: tuple[int, int] | None) -> bytes:
+    """The checker's X25519 key: ``he/checker-box.key`` (0600, the key holder account) and
+    ``he/checker-box.pub`` (0644). Kept if it exists; returns the public key."""
+    from workbench.secure.keys import write_key_file
+
+    pub = Path(he) / BOX_PUB
+    if pub.exists() and (Path(he) / BOX_KEY).exists():
+        return pub.read_bytes()
+    key = PrivateKey.generate()
+    write_key_file(Path(he) / BOX_KEY, bytes(key), 0o600, owner)
+    write_key_file(pub, bytes(key.public_key), 0o644, None)
+    return bytes(key.public_key)
+
+
+def load_box_key(he: Path) -> PrivateKey:
+    path = Path(he) / BOX_KEY
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        raise refuse("no-box-key", f"{path} cannot be read: only the release checker opens "
+                                   "partial decryptions.") from None
+    return PrivateKey(raw)
+
+
+def new_seed() -> bytes:
+    return os.urandom(32)
