@@ -19,6 +19,9 @@ of rounds). Rows:
   seconds are what its reply reports (``node.contribute`` only: not its view read, policy and
   rules checks or journal write); with the round split into the fan-out to the nodes and the
   aggregator + key holder step.
+- The same 3-node KM with threshold BFV (issue 17: the nodes' joint key, every node's sealed
+  partial decryption per round, combined by the key holder) ÷ with the single key, on the same
+  space and nodes in the same run (single-key first, then the key generation, then threshold).
 - Bytes per node per KM with TLS: the host-side veth counters (rx + tx) around one KM, next to
   the contribution's ciphertext bytes; and each node's resident memory (its process tree).
 """
@@ -247,6 +250,46 @@ def _km_rows(bench: NodeBench, n: int, repeat: int) -> list[dict]:
     return rows
 
 
+def _threshold_rows(bench: NodeBench, n: int, repeat: int) -> list[dict]:
+    """The same node KM before and after the nodes make a joint BFV key (issue 17): then every
+    round also asks each node for its sealed partial decryption (recomputing the sum from the
+    signed contributions) and the key holder combines them. Not alternated: once the joint key
+    is in place the single key is gone, so the single-key KMs run first, then the threshold
+    ones, in the same run on the same space and nodes; medians."""
+    from workbench.node.keygen import ensure_joint_key
+    from workbench.secure.keys import load_public
+
+    def timed_km():
+        start = time.perf_counter()
+        payload, log = bench.node_km()
+        return time.perf_counter() - start, payload
+
+    single = [timed_km() for _ in range(repeat)]
+    started = time.perf_counter()
+    ensure_joint_key(bench.made.space, bench.node_set)
+    keygen_s = time.perf_counter() - started
+    bench.public = load_public(bench.made.space)
+    spans: list[dict] = []
+    joint = []
+    for _ in range(repeat):
+        coordinator = bench._coordinator(None)
+        coordinator.processes.partials = _timed(coordinator.processes.partials, spans,
+                                                "partials")
+        start = time.perf_counter()
+        payload = coordinator.run("kaplan_meier", PARAMS)
+        joint.append((time.perf_counter() - start, payload))
+    dS = float(np.abs(_survival(joint[-1][1]) - _survival(single[-1][1])).max())
+    single_ms = statistics.median(t for t, _ in single) * 1e3
+    joint_ms = statistics.median(t for t, _ in joint) * 1e3
+    return [{"name": f"KM n={n:.0e}: {len(bench.holders)} nodes, threshold BFV (every node's "
+                     "partial, sealed to the key holder) / the same with the single key",
+             "ratio": joint_ms / single_ms, "goal": 1.5, "threshold_ms": round(joint_ms, 1),
+             "single_key_ms": round(single_ms, 1),
+             "partials_ms": round(statistics.median(s["partials"] for s in spans) * 1e3, 1),
+             "keygen_s": round(keygen_s, 2), "max_abs_dS": dS, "repeats": repeat,
+             "order": "single-key first, then threshold (not alternated)"}]
+
+
 def _round_row(bench: NodeBench, n: int, repeat: int) -> dict:
     bench.node_km()  # warm: connections, each node's engine and HE context
     rounds, shares, slowest, ops, fanout, aggregate = [], [], [], [], [], []
@@ -306,6 +349,7 @@ def run(full: bool) -> list[dict]:
     n = 100_000 if full else 10_000
     with _space(["hospital", "insurer", "pharma"], n) as bench:
         rows += _km_rows(bench, n, 5 if full else 3)
+        rows += _threshold_rows(bench, n, 5 if full else 3)
     small = 10_000
     for count in (3, 8, 32) if full else (3, 8):
         with _space([f"node{i:02d}" for i in range(1, count + 1)], small) as bench:
