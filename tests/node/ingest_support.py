@@ -65,7 +65,9 @@ def state(space, holder: str) -> dict:
     current = os.readlink(versions / "current") if (versions / "current").is_symlink() else None
     return {
         "current": current,
-        "entries": sorted(p.name for p in versions.iterdir()) if versions.is_dir() else [],
+        # the ingest lock's empty file is not a version
+        "entries": sorted(p.name for p in versions.iterdir() if p.name != ".lock")
+        if versions.is_dir() else [],
         "store": {p.name: p.read_bytes() for p in (space.node_dir(holder) / "holders" /
                                                     holder).glob("*.parquet")},
     }

@@ -210,3 +210,21 @@ def test_a_killed_ingest_leaves_the_previous_version_serving(built):
     assert done.returncode == 0, done.stderr
     assert not list(versions.glob(".building-*"))
     assert support.state(space, "insurer")["current"] != before["current"]
+
+
+@pytest.mark.parametrize("owner", ["root", "pharma"])
+def test_the_ingest_reads_only_what_the_nodes_account_may(built, owner):
+    """It reads the sources as wbh-insurer: files the node's account may not read (root's, or
+    another holder's node's) are refused, one line, nothing written."""
+    root, space = built
+    folder = support.copy_sources(root, "insurer", f"foreign-{owner}")
+    if owner == "root":
+        for path in [folder, *folder.iterdir()]:
+            os.chown(path, 0, 0)
+    else:
+        support.give(folder, "pharma")
+    before = support.state(space, "insurer")
+    done = support.ingest(space, "insurer", folder)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "not readable by the node's account" in done.stderr
+    assert support.state(space, "insurer") == before

@@ -127,14 +127,14 @@ def ingest(node_root: Path, source_dir: Path, pseudonymise: Pseudonymise, *, sch
     rules = load_rules(config.rules)  # a bad rules file stops the ingest before any work
     store = VersionStore(config.root, holder)
     with store.locked():
-        adopted = adopt_enrolled_store(store, now)
-        if adopted:
-            echo(f"the store enrolment moved here is kept as version {adopted}")
         found = _read_sources(Path(source_dir), loaded, max_quarantine, echo)
         _pseudonymise(found, pseudonymise)
         raw = {name: s.table.to_pandas(types_mapper=pd.ArrowDtype) for name, s in found.items()}
         tables = harmonise_with(loaded, raw)
         del raw
+        adopted = adopt_enrolled_store(store, now)  # only now: a refused ingest changes nothing
+        if adopted:
+            echo(f"the store enrolment moved here is kept as version {adopted}")
         key = SigningKey((config.keys / "signing.key").read_bytes())
         aside = store.aside()
         echo(f"building the new version in {aside.name}")

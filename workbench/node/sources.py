@@ -11,6 +11,7 @@ id with a NUL character, a value the mapping reads as a number that is not one.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,9 @@ def find(folder: Path, loaded: LoadedMapping) -> dict[str, Path]:
     """The file of every raw table the mapping reads."""
     if not folder.is_dir():
         raise _bad(str(folder), "no such folder of source files")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise _bad(str(folder), "not readable by the node's account: the ingest reads the "
+                                "holder's files as the node, give them to it")
     found: dict[str, Path] = {}
     for table, blocks in loaded.mapping.tables.items():
         for index, block in enumerate(blocks):
@@ -130,8 +134,8 @@ def _read_csv(path: Path, text: set[str]) -> tuple[pa.Table, np.ndarray, list[Pr
         raise _bad(path.name, f"not a readable CSV file with a header line "
                               f"({type(exc).__name__}); export it again") from None
     except PermissionError:
-        raise _bad(str(path), "not readable by the node's account: let it read the source "
-                              "files") from None
+        raise _bad(str(path), "not readable by the node's account: the ingest reads the "
+                              "holder's files as the node, give them to it") from None
     # Each data row is one line (quoted line breaks make the line invalid): the kept rows are
     # the lines after the header that were not skipped.
     every = np.arange(2, 2 + table.num_rows + len(skipped))
@@ -146,8 +150,8 @@ def read(name: str, path: Path, text: set[str] = frozenset()) -> Source:
         try:
             table = pq.read_table(path)
         except PermissionError:
-            raise _bad(str(path), "not readable by the node's account: let it read the source "
-                                  "files") from None
+            raise _bad(str(path), "not readable by the node's account: the ingest reads "
+                                  "the holder's files as the node, give them to it") from None
         except (pa.ArrowException, OSError):
             raise _bad(path.name, "not a readable Parquet file; export it again") from None
         lines, problems = None, []
