@@ -168,6 +168,15 @@ def test_failing_rows_are_quarantined_and_counted(built):
     # the cost table is every claim: the three quarantined ones are not in it
     cost = pq.read_table(current / "holders" / "insurer" / "cost.parquet")
     assert cost.num_rows == total - 3
+    # what the node's server loads (its view engine over its directory) is this version
+    from workbench.catalog.store import Catalog
+    from workbench.paths import Space
+    from workbench.views import ViewEngine
+
+    node = Space(space.node_dir("insurer"))
+    assert Catalog.load(node).datasets["insurer.cost"].rows == total - 3
+    engine = ViewEngine(node)
+    assert engine._con.execute("SELECT count(*) FROM cost").fetchone()[0] == total - 3
     members = json.loads((current / "quality" / "insurer.person.json").read_text())
     assert members["quarantine"] == {"members.csv": {"rows": members["rows"], "quarantined": 0}}
 
