@@ -98,6 +98,11 @@ def _pseudonymise(found: dict[str, sources.Source], pseudonymise: Pseudonymise) 
     if len(names) != len(uniques):
         raise WorkbenchUserError("the pseudonymiser returned a different number of pseudonyms "
                                  "than ids it was given.", reason="bad-pseudonyms")
+    missing = sum(1 for name in names if not name)
+    if missing:  # e.g. an id whose text a client takes for a missing value ('None', 'nan')
+        raise WorkbenchUserError(f"the pseudonymiser ({missing} distinct ids) gave no "
+                                 "pseudonym: no row may be stored unlinked; check the id "
+                                 "column for placeholder text.", reason="bad-pseudonyms")
     mapped = np.asarray(names, dtype=object)[codes]
     start = 0
     for source in found.values():
