@@ -100,9 +100,9 @@ def _pseudonymise(found: dict[str, sources.Source], pseudonymise: Pseudonymise) 
                                  "than ids it was given.", reason="bad-pseudonyms")
     missing = sum(1 for name in names if not name)
     if missing:  # e.g. an id whose text a client takes for a missing value ('None', 'nan')
-        raise WorkbenchUserError(f"the pseudonymiser ({missing} distinct ids) gave no "
-                                 "pseudonym: no row may be stored unlinked; check the id "
-                                 "column for placeholder text.", reason="bad-pseudonyms")
+        raise WorkbenchUserError(f"the pseudonymiser gave no pseudonym for {missing} distinct "
+                                 "ids, and no row may be stored unlinked: check the id column "
+                                 "for placeholder text.", reason="bad-pseudonyms")
     mapped = np.asarray(names, dtype=object)[codes]
     start = 0
     for source in found.values():
