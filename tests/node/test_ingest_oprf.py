@@ -51,6 +51,22 @@ def test_oprf_pseudonyms_link_holders_as_the_hmac_ones_did(built):
     assert len(oprf[0] & oprf[1]) == len(hmac[0] & hmac[1]) > 0
 
 
+def test_an_id_the_service_gives_no_pseudonym_for_stops_the_ingest(built):
+    """The OPRF client takes placeholder text ('None') for a missing id: such a row would be
+    stored without a pseudonym, so the ingest refuses instead."""
+    root, space, _service = built
+    folder = support.copy_sources(root, "insurer", "placeholder-id")
+    members = folder / "members.csv"
+    lines = members.read_text().splitlines(keepends=True)
+    lines[2] = '"None"' + lines[2][lines[2].index(","):]
+    members.write_text("".join(lines))
+    support.give(folder, "insurer")
+    before = support.state(space, "insurer")
+    done = support.ingest(space, "insurer", folder, "--pseudonyms", "oprf")
+    assert done.returncode == 2 and "gave no pseudonym for 1 distinct ids" in done.stderr
+    assert support.state(space, "insurer") == before
+
+
 def test_auto_falls_back_to_hmac_without_the_service(built):
     root, space, service = built
     service.stop()
