@@ -82,10 +82,11 @@ def _encodings(secret: np.ndarray) -> list[bytes]:
             ntt[0].astype("<u8").tobytes()[:4096], ntt[0].astype("<u4").tobytes()[:4096]]
 
 
-def _whole_key_found(space) -> list[str]:
-    """Every file of the space and of every node's state (as root) that holds the joint key;
-    first checks, with a fresh encryption, that the oracle's key really is the joint key."""
-    secret = _oracle_joint_secret(space)
+def _whole_key_found(space, secret: np.ndarray | None = None) -> list[str]:
+    """Every file of the space and of every node's state (as root) that holds the joint key
+    (``secret``, by default the additive shares' sum); first checks, with a fresh encryption,
+    that the oracle's key really is the joint key."""
+    secret = _oracle_joint_secret(space) if secret is None else secret
     joint = load_public(space)
     vector = ts.bfv_vector(ts.context_from(joint.bfv_bytes), [7] * 10)
     [ciphertext] = th.seal_ciphertexts(joint.bfv_bytes, vector.serialize())

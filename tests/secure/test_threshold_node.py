@@ -121,3 +121,44 @@ def test_a_partial_from_a_wrong_share_decrypts_to_something_else(world):
     [slots] = _combine(world, nonce, parts, answers)
     want = np.sum(list(world["vectors"].values()), axis=0)
     assert not np.array_equal(slots[:len(want)], want)
+
+
+def test_t_of_n_partials_from_the_named_parties_combine_and_fewer_do_not(world):
+    from workbench.secure import threshold_shamir as sh
+
+    ids = [1, 2, 3]
+    dealt = [sh.deal(world["parties"][h], i, ids, 2) for h, i in zip(HOLDERS, ids, strict=True)]
+    shamir = {h: sh.ShamirParty.receive(i, [d[i] for d in dealt])
+              for h, i in zip(HOLDERS, ids, strict=True)}
+    nonce, parts = _round(world)
+    present = ["h1", "h3"]
+
+    def ask(holder, named=present):
+        keys = world["keys"]
+        sums = tn.pooled(keys.bfv_bytes, [p.blobs for p in parts])
+        return tn.partial_for_round(
+            shamir[holder], world["signers"][holder], bytes(world["checker"].public_key),
+            world["registry"], ctx_bytes=keys.bfv_bytes, fingerprint=keys.fingerprint,
+            kind="survival", spec=SPEC, nonce=nonce,
+            parts=[{"holder": p.contributors[0], "per_scheme": p.per_scheme,
+                    "envelope": p.envelope} for p in parts],
+            blobs=[b for p in parts for b in p.blobs], aggregates=[tn.digest(s) for s in sums],
+            min_holders=3, nonces=signing.NonceGuard(), parties=HOLDERS, present=named)
+
+    def combine(answers):
+        keys = world["keys"]
+        sums = tn.pooled_from_sum(keys.bfv_bytes, nodes.Aggregator(keys).combine(parts).blobs)
+        return tn.open_and_combine(world["checker"], world["registry"], HOLDERS, nonce=nonce,
+                                   kind="survival", spec=SPEC, sums=sums, t=2,
+                                   partials=[a[0] for a in answers],
+                                   boxes=[a[1] for a in answers])
+
+    [slots] = combine([ask("h1"), ask("h3")])
+    want = np.sum(list(world["vectors"].values()), axis=0)
+    assert np.array_equal(slots[:len(want)], want)
+    assert _reason(lambda: combine([ask("h1")])) == "missing-partial"
+    assert _reason(lambda: ask("h2")) == "malformed-message"  # not among the named parties
+    assert _reason(lambda: ask("h1", ["h1"])) == "malformed-message"  # fewer than t named
+    # a partial made for another set of parties does not pass as one for this set
+    other = ask("h3", ["h2", "h3"])
+    assert _reason(lambda: combine([ask("h1"), other])) == "bad-partial"

@@ -305,10 +305,17 @@ class RemoteHolders:
         threshold = getattr(self.keys, "threshold", None)
         if not threshold:
             return parts
-        return Contributions(parts, self.partials(threshold["parties"], kind, spec, nonce, parts))
+        parties, t = list(threshold["parties"]), threshold.get("t") or len(threshold["parties"])
+        present = None
+        if t < len(parties):  # t-out-of-N: t key parties, those that contributed first
+            contributed = {p.contributors[0] for p in parts}
+            present = sorted(sorted(parties, key=lambda h: (h not in contributed, h))[:t])
+        return Contributions(parts, self.partials(present or parties, kind, spec, nonce, parts,
+                                                  present))
 
     def partials(self, parties: list[str], kind: str, spec: dict, nonce: str,
-                 parts: list[Encrypted]) -> list[tuple[dict, bytes]]:
+                 parts: list[Encrypted], present: list[str] | None = None
+                 ) -> list[tuple[dict, bytes]]:
         """Each key party's sealed partial decryption of the sum of ``parts``: the gateway
         sends the signed contributions and the sum it wants decrypted (as a digest; each node
         recomputes it), and relays answers it cannot open."""
@@ -318,6 +325,7 @@ class RemoteHolders:
         sums = pooled(self.keys.bfv_bytes, per_part) if per_part[0] else []
         body = self.request | {
             "kind": kind, "spec": spec, "nonce": nonce, "aggregates": [digest(s) for s in sums],
+            "present": present,
             "parts": [{"holder": p.contributors[0], "per_scheme": dict(p.per_scheme),
                        "envelope": p.envelope} for p in parts]}
         return self.nodes.partials(body, [b for blobs in per_part for b in blobs], parties)

@@ -43,15 +43,19 @@ def current_record(space: Space) -> dict | None:
         return None
 
 
-def ensure_joint_key(space: Space, nodes: NodeSet | None = None) -> dict | None:
+def ensure_joint_key(space: Space, nodes: NodeSet | None = None,
+                     t: int | None = None) -> dict | None:
     """The space's joint BFV key among its enrolled nodes (made now if missing); returns the
     public record, or None for a space with fewer than 2 (or more than 32) nodes, which keeps
-    the single key."""
+    the single key. ``t``: any t of the N nodes decrypt (Shamir re-sharing after the key
+    generation, ``threshold_shamir.py``); by default every node is needed (N-out-of-N)."""
     parties = key_parties(space)
     record = current_record(space)
     public = load_public(space)
+    want = t if t is not None and t < len(parties) else len(parties)
     if record and record.get("parties") == parties and public.threshold \
-            and public.threshold.get("keygen") == record.get("keygen"):
+            and public.threshold.get("keygen") == record.get("keygen") \
+            and record.get("t", len(parties)) == want:
         return record
     if not 2 <= len(parties) <= th.MAX_PARTIES:
         # one node alone could decrypt by itself, and nothing is released from fewer than two
@@ -63,11 +67,15 @@ def ensure_joint_key(space: Space, nodes: NodeSet | None = None) -> dict | None:
     nodes = nodes or NodeSet.for_space(space)
     try:
         record = _generate(nodes, parties)
+        if want < len(parties):
+            _reshare(nodes, record, want)
     finally:
         if own:
             nodes.close()
     joint = record.pop("joint_context")
-    install_threshold(space, joint, {k: record[k] for k in ("keygen", "parties",
+    record.pop("boxes", None)  # public, but only the re-sharing needed them
+    record["t"] = want
+    install_threshold(space, joint, {k: record[k] for k in ("keygen", "parties", "t",
                                                             "joint_sha256", "parameters")})
     write_key_file(space.he / RECORD, json.dumps(record, indent=1).encode() + b"\n", 0o644,
                    None)
@@ -80,6 +88,8 @@ def _generate(nodes: NodeSet, parties: list[str]) -> dict:
     keygen, seed = uuid.uuid4().hex, os.urandom(32)
     committed = nodes.keygen("commit", {"keygen": keygen, "seed": seed.hex(),
                                         "parties": parties}, parties)
+    boxes = {h: {"box": committed[h].get("box"), "signature": committed[h].get("box_signature")}
+             for h in parties}
     commitments = {h: committed[h]["commitment"] for h in parties}
     revealed = nodes.keygen("reveal", {"keygen": keygen, "commitments": commitments}, parties)
     shares = {h: revealed[h]["public_share"] for h in parties}
@@ -96,4 +106,15 @@ def _generate(nodes: NodeSet, parties: list[str]) -> dict:
                                  "its old key.", reason="keygen-refused")
     return {"keygen": keygen, "scheme": "N-out-of-N", "seed": seed.hex(), "parties": parties,
             "commitments": commitments, "joint_sha256": digest, "parameters": th.FINGERPRINT,
-            "flood_bits": th.FLOOD_BITS, "joint_context": joint}
+            "flood_bits": th.FLOOD_BITS, "joint_context": joint, "boxes": boxes}
+
+
+def _reshare(nodes: NodeSet, record: dict, t: int) -> None:
+    """t-out-of-N: every node deals Shamir pieces of its additive share, each sealed to its
+    recipient's box key and signed by the dealer; the coordinator only relays them."""
+    parties, keygen = record["parties"], record["keygen"]
+    dealt = nodes.keygen("deal", {"keygen": keygen, "t": t, "boxes": record.pop("boxes")},
+                         parties)
+    for holder in parties:
+        pieces = {dealer: dealt[dealer]["pieces"][holder] for dealer in parties}
+        nodes.keygen("receive", {"keygen": keygen, "t": t, "pieces": pieces}, [holder])

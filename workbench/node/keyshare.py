@@ -11,6 +11,12 @@ the coordinator's mTLS channel), in three steps a node answers in order:
    was revealed (no rogue key), sums them itself into the joint public key and keeps the joint
    context it will encrypt with (``threshold/joint.ctx``); the pending share becomes its share.
 
+For t-out-of-N (``threshold_shamir.py``) two more steps follow: ``deal`` (the node re-shares
+its additive share with Shamir's scheme, one piece per party, each sealed to that party's X25519
+key, which the party published at commit and signed with its round-signing key, and each piece
+signed by the dealer) and ``receive`` (it checks every dealer's signature, opens its pieces,
+keeps their sum F(j) as ``threshold/shamir.key`` and deletes its additive share).
+
 A node never sends its share; a new key generation (a node joined) replaces the share only when
 it finishes, so rounds under the old key keep working until then.
 """
@@ -25,12 +31,23 @@ import re
 import threading
 from pathlib import Path
 
+import numpy as np
+from nacl.exceptions import BadSignatureError, CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
 from workbench.errors import WorkbenchUserError
 from workbench.secure import threshold as th
+from workbench.secure import threshold_shamir as sh
+from workbench.secure import wire
 from workbench.secure.keys import write_key_file
 from workbench.secure.signing import HOLDER_NAME
 
 KEYGEN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _signed(kind: str, *fields) -> bytes:
+    return hashlib.sha256(json.dumps([f"workbench-threshold-{kind}-v1", *fields],
+                                     separators=(",", ":")).encode()).digest()
 
 
 def _refuse(message: str) -> WorkbenchUserError:
@@ -40,16 +57,23 @@ def _refuse(message: str) -> WorkbenchUserError:
 class KeyShare:
     """The node's threshold state in ``<node dir>/threshold`` (0700, the node's account)."""
 
-    def __init__(self, root: Path, holder: str):
+    def __init__(self, root: Path, holder: str, signer=None, verify_keys=None):
+        """``signer``: the node's round-signing key (signs its box key and its pieces);
+        ``verify_keys()``: the holders' registered verify keys (``he/holders.json``)."""
         self.dir, self.holder = Path(root) / "threshold", holder
+        self.signer, self.verify_keys = signer, verify_keys
         self._lock = threading.Lock()
         self.party: th.Party | None = None
+        self.shamir: sh.ShamirParty | None = None  # with t-out-of-N, instead of ``party``
         self.joint: bytes | None = None  # the joint TenSEAL context (public)
         self.record: dict | None = None
         if (self.dir / "joint.ctx").exists():
-            self.party = th.Party.from_share_bytes((self.dir / "share.key").read_bytes())
             self.joint = (self.dir / "joint.ctx").read_bytes()
             self.record = json.loads((self.dir / "joint.json").read_text())
+            if (self.dir / "shamir.key").exists():
+                self.shamir = _load_shamir((self.dir / "shamir.key").read_bytes())
+            else:
+                self.party = th.Party.from_share_bytes((self.dir / "share.key").read_bytes())
 
     def _write(self, name: str, data: bytes) -> None:
         self.dir.mkdir(mode=0o700, exist_ok=True)
@@ -78,6 +102,10 @@ class KeyShare:
                 return self._reveal(body)
             if step == "finish":
                 return self._finish(body)
+            if step == "deal":
+                return self._deal(body)
+            if step == "receive":
+                return self._receive(body)
             if step == "status":
                 return {"holder": self.holder, "keygen": (self.record or {}).get("keygen"),
                         "joint_sha256": (self.record or {}).get("joint_sha256")}
@@ -103,12 +131,19 @@ class KeyShare:
                           "parties.")
         party, public_share = th.Party.generate(bytes.fromhex(seed))
         commitment = th.commitment(public_share)
+        box = PrivateKey.generate()  # receives this node's Shamir pieces, if t < N
+        box_pub = base64.b64encode(bytes(box.public_key)).decode()
+        box_signature = base64.b64encode(self.signer.key.sign(
+            _signed("box", keygen, self.holder, box_pub)).signature).decode() \
+            if self.signer else None
         self._write("pending.key", party.share_bytes())
+        self._write("pending-box.key", bytes(box))
         self._write("pending.json", json.dumps({
             "keygen": keygen, "seed": seed, "parties": parties, "commitment": commitment,
-            "public_share": base64.b64encode(public_share).decode(), "phase": "committed"}
-        ).encode())
-        return {"holder": self.holder, "commitment": commitment}
+            "public_share": base64.b64encode(public_share).decode(), "phase": "committed",
+            "box": box_pub, "box_signature": box_signature}).encode())
+        return {"holder": self.holder, "commitment": commitment, "box": box_pub,
+                "box_signature": box_signature}
 
     def _reveal(self, body: dict) -> dict:
         pending = self._pending(body.get("keygen"))
@@ -147,8 +182,95 @@ class KeyShare:
                   "parameters": th.FINGERPRINT}
         self._write("joint.ctx", joint)
         os.replace(self.dir / "pending.key", self.dir / "share.key")
+        os.replace(self.dir / "pending-box.key", self.dir / "box.key")
+        (self.dir / "shamir.key").unlink(missing_ok=True)
+        record["t"] = len(parties)
         self._write("joint.json", json.dumps(record).encode())
         (self.dir / "pending.json").unlink()
         self.party = th.Party.from_share_bytes((self.dir / "share.key").read_bytes())
-        self.joint, self.record = joint, record
+        self.joint, self.record, self.shamir = joint, record, None
         return {"holder": self.holder, "joint_sha256": record["joint_sha256"]}
+
+    # -- t-out-of-N: re-sharing the additive share with Shamir's scheme --------------------------
+    def _active(self, keygen) -> dict:
+        if self.record is None or self.record.get("keygen") != keygen:
+            raise _refuse("the request is for another key generation than this node's key.")
+        return self.record
+
+    def _deal(self, body: dict) -> dict:
+        record = self._active(body.get("keygen"))
+        parties, t, boxes = record["parties"], body.get("t"), body.get("boxes")
+        if self.party is None or record.get("dealt"):
+            raise _refuse("this node has already re-shared its share.")
+        if not isinstance(t, int) or not 2 <= t < len(parties) or not isinstance(boxes, dict) \
+                or sorted(boxes) != parties:
+            raise _refuse("dealing needs 2 <= t < N and every party's box key.")
+        keys = self.verify_keys()
+        sealed = {}
+        for holder in parties:  # a box key the coordinator made up would let it read a piece
+            entry = boxes[holder] if isinstance(boxes[holder], dict) else {}
+            try:
+                keys[holder].verify(_signed("box", record["keygen"], holder, entry.get("box")),
+                                    base64.b64decode(entry.get("signature") or "", validate=True))
+                sealed[holder] = SealedBox(PublicKey(base64.b64decode(entry["box"])))
+            except (KeyError, BadSignatureError, ValueError, TypeError, CryptoError):
+                raise _refuse(f"the box key of {holder} is not signed by it.") from None
+        ids = {h: i for i, h in enumerate(parties, start=1)}
+        pieces = sh.deal(self.party, ids[self.holder], list(ids.values()), t)
+        out = {}
+        for holder in parties:
+            box = sealed[holder].encrypt(pieces[ids[holder]])
+            digest = hashlib.sha256(box).hexdigest()
+            out[holder] = {"box": base64.b64encode(box).decode(),
+                           "signature": base64.b64encode(self.signer.key.sign(_signed(
+                               "piece", record["keygen"], self.holder, holder, t, digest)
+                           ).signature).decode()}
+        record["dealt"] = t
+        self._write("joint.json", json.dumps(record).encode())
+        return {"holder": self.holder, "pieces": out}
+
+    def _receive(self, body: dict) -> dict:
+        record = self._active(body.get("keygen"))
+        parties, t, pieces = record["parties"], body.get("t"), body.get("pieces")
+        if record.get("dealt") != t or not isinstance(pieces, dict) or sorted(pieces) != parties:
+            raise _refuse("receiving needs one piece from every party, for the t this node "
+                          "dealt with.")
+        keys, box_key = self.verify_keys(), PrivateKey((self.dir / "box.key").read_bytes())
+        opened = []
+        for dealer in parties:
+            entry = pieces[dealer] if isinstance(pieces[dealer], dict) else {}
+            try:
+                box = base64.b64decode(entry.get("box") or "", validate=True)
+                keys[dealer].verify(_signed("piece", record["keygen"], dealer, self.holder, t,
+                                            hashlib.sha256(box).hexdigest()),
+                                    base64.b64decode(entry.get("signature") or "",
+                                                     validate=True))
+                opened.append(SealedBox(box_key).decrypt(box))
+            except (KeyError, BadSignatureError, ValueError, TypeError, CryptoError):
+                raise _refuse(f"the piece from {dealer} is not signed by it or not sealed to "
+                              "this node.") from None
+        index = parties.index(self.holder) + 1
+        shamir = sh.ShamirParty.receive(index, opened)
+        if shamir.t != t or shamir.parties != tuple(range(1, len(parties) + 1)):
+            raise _refuse("the pieces were dealt for another t or set of parties.")
+        self._write("shamir.key", _shamir_bytes(shamir))
+        (self.dir / "share.key").unlink()  # the additive share is no longer needed: dropped
+        record["t"] = t
+        self._write("joint.json", json.dumps(record).encode())
+        self.shamir, self.party, self.record = shamir, None, record
+        return {"holder": self.holder, "t": t}
+
+
+def _shamir_bytes(party: sh.ShamirParty) -> bytes:
+    return wire.encode({"kind": "threshold-shamir-share", "parameters": th.FINGERPRINT,
+                        "index": party.index, "t": party.t, "parties": list(party.parties)},
+                       [np.ascontiguousarray(party.share, dtype="<u4").tobytes()])
+
+
+def _load_shamir(data: bytes) -> sh.ShamirParty:
+    header, blobs = wire.decode(data)
+    share = np.frombuffer(blobs[0], dtype="<u4").reshape(len(th.DATA_PRIMES), th.POLY_DEGREE)
+    if header.get("kind") != "threshold-shamir-share" or (share >= th._PRIMES).any():  # noqa: SLF001
+        raise th.ThresholdError("not a Shamir key share for these parameters")
+    return sh.ShamirParty(int(header["index"]), int(header["t"]), tuple(header["parties"]),
+                          share.astype(np.int64))

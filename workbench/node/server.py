@@ -105,7 +105,10 @@ class NodeState:
         from workbench.secure.signing import RegistryFile
 
         self.registry = RegistryFile(self.he / "holders.json")
-        self.keyshare = KeyShare(cfg.root, cfg.holder)
+        from workbench.secure.threshold_node import verify_keys
+
+        self.keyshare = KeyShare(cfg.root, cfg.holder, self.signer,
+                                 lambda: verify_keys(self.registry))
         self.use_joint()
         if (cfg.witness_dir / "witness.key").exists():
             from workbench.node.witness import Witness, load_key
@@ -400,7 +403,8 @@ def make_app(state: NodeState) -> web.Application:
         looser = rules.looser(asked)
         if looser:
             raise refusal(cfg.holder, looser)
-        party = state.keyshare.party
+        share = state.keyshare
+        party = share.shamir or share.party
         if party is None:
             raise WorkbenchUserError("this node holds no share of a joint key.",
                                      reason="no-key-share")
@@ -415,7 +419,8 @@ def make_app(state: NodeState) -> web.Application:
             fingerprint=state.keys.fingerprint, kind=body.get("kind"), spec=spec,
             nonce=body.get("nonce"), parts=body.get("parts"), blobs=request.get("blobs", []),
             aggregates=body.get("aggregates"), min_holders=asked.min_holders,
-            nonces=state.partial_nonces))
+            nonces=state.partial_nonces, parties=(share.record or {}).get("parties"),
+            present=body.get("present")))
         # the node's own record of every partial it gave: which sums, whose contributions
         record(request, body, "served", None, partial_of=reply["aggregates"],
                signers=reply["signers"], box_sha256=reply["box_sha256"])

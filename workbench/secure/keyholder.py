@@ -295,7 +295,7 @@ class KeyHolder:
         return threshold_node.open_and_combine(
             self._box_key, self.registry, list(self.keys.threshold["parties"]),
             nonce=header.get("nonce"), kind=kind, spec=spec, sums=sums, partials=partials,
-            boxes=boxes)
+            boxes=boxes, t=self.keys.threshold.get("t"))
 
     def _decrypt(self, schemes: list[str], blobs: list[bytes],
                  opened: list[np.ndarray] | None = None) -> list[np.ndarray]:
@@ -366,8 +366,8 @@ def _threshold_checks(threshold: dict | None, header: dict, rule: str | None) ->
     partials = [p for p in header.get("partials") or [] if isinstance(p, dict)][:64]
     parties = list(threshold.get("parties") or [])
     out = [{"name": "threshold-partials", "status": "fail" if rule in THRESHOLD_RULES
-            else "pass", "rule": f"N-out-of-N: {len(partials)} of {len(parties)} key parties; "
-                                 f"{FLOOD_BITS}-bit flooding"}]
+            else "pass", "rule": f"{_scheme(threshold, parties)}: {len(partials)} of "
+                                 f"{len(parties)} key parties; {FLOOD_BITS}-bit flooding"}]
     for meta in partials:
         holder, box = meta.get("holder"), meta.get("box_sha256")
         holder = holder if isinstance(holder, str) and signing.HOLDER_NAME.match(holder) else "?"
@@ -375,6 +375,11 @@ def _threshold_checks(threshold: dict | None, header: dict, rule: str | None) ->
         out.append({"name": f"partial-decryption {holder}", "status": "pass",
                     "rule": f"sealed box sha256 {box}"})
     return out
+
+
+def _scheme(threshold: dict, parties: list) -> str:
+    t = threshold.get("t")
+    return f"{t}-out-of-N" if isinstance(t, int) and t < len(parties) else "N-out-of-N"
 
 
 def _compact(t) -> str:

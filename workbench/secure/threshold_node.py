@@ -95,22 +95,26 @@ def pooled_from_sum(ctx_bytes: bytes, blobs: list[bytes]) -> list[bytes]:
 
 
 def _signed(holder: str, nonce: str, kind: str, spec_hash: str, aggregates: list[str],
-            box_sha256: str) -> bytes:
+            box_sha256: str, present: list[str] | None) -> bytes:
     message = json.dumps([PARTIAL_DOMAIN, holder, nonce, kind, spec_hash, aggregates,
-                          box_sha256], separators=(",", ":"))
+                          box_sha256, present], separators=(",", ":"))
     return hashlib.sha256(message.encode()).digest()
 
 
-def partial_for_round(party: th.Party, signer, checker_public: bytes, registry, *,
+def partial_for_round(party, signer, checker_public: bytes, registry, *,
                       ctx_bytes: bytes, fingerprint: str, kind: str, spec: dict, nonce: str,
                       parts: list[dict], blobs: list[bytes], aggregates: list[str],
-                      min_holders: int, nonces) -> tuple[dict, bytes]:
+                      min_holders: int, nonces, parties: list[str] | None = None,
+                      present: list[str] | None = None) -> tuple[dict, bytes]:
     """A node's answer to a partial-decryption request, or a refusal (``WorkbenchUserError``).
 
     ``parts``: ``[{holder, per_scheme, envelope}]`` of every signed contribution to the round;
     ``blobs``: their BFV ciphertexts, part after part; ``aggregates``: the digests of the
     canonical sums the coordinator wants decrypted; ``nonces``: this node's guard of nonces
-    already used for a partial (``signing.NonceGuard``)."""
+    already used for a partial (``signing.NonceGuard``). ``party``: a ``threshold.Party``
+    (N-out-of-N) or a ``threshold_shamir.ShamirParty`` (t-out-of-N: then ``present`` names the
+    t key parties, this one among them, whose partials will be combined, out of ``parties``)."""
+    ids = _present_ids(party, signer.holder, parties, present)
     if kind not in ops.KINDS or not isinstance(spec, dict):
         raise refuse("malformed-message", "the request names no known operation.")
     try:
@@ -151,15 +155,30 @@ def partial_for_round(party: th.Party, signer, checker_public: bytes, registry, 
         raise refuse("not-the-aggregate", "the ciphertext to decrypt is not the sum of this "
                                           "round's signed contributions.")
     nonces.accept(nonce)  # only now: a refused request does not use up the round
-    inner = wire.encode({"holder": signer.holder, "nonce": nonce, "aggregates": digests},
-                        [party.partial(s) for s in sums])
+    shares = [party.partial(s) if ids is None else party.partial(s, ids) for s in sums]
+    inner = wire.encode({"holder": signer.holder, "nonce": nonce, "aggregates": digests,
+                         "present": present if ids else None}, shares)
     box = SealedBox(PublicKey(checker_public)).encrypt(inner)
     box_sha256 = digest(box)
+    present = present if ids else None
     signature = signer.key.sign(_signed(signer.holder, nonce, kind, spec_hash, digests,
-                                        box_sha256)).signature
+                                        box_sha256, present)).signature
     return ({"holder": signer.holder, "aggregates": digests, "box_sha256": box_sha256,
-             "signature": base64.b64encode(signature).decode(), "signers": sorted(signers)},
-            box)
+             "signature": base64.b64encode(signature).decode(), "signers": sorted(signers),
+             "present": present}, box)
+
+
+def _present_ids(party, holder: str, parties, present) -> list[int] | None:
+    """The Shamir party numbers of the t partials to combine (None for N-out-of-N)."""
+    t = getattr(party, "t", None)
+    if t is None:
+        return None
+    if not isinstance(parties, list) or not isinstance(present, list) \
+            or present != sorted(set(present)) or len(present) != t \
+            or not set(present) <= set(parties) or holder not in present:
+        raise refuse("malformed-message", f"a t-out-of-N partial names the {t} key parties "
+                                          "to combine, this node among them.")
+    return [parties.index(h) + 1 for h in present]
 
 
 def _ckks_slots() -> int:
@@ -177,29 +196,41 @@ def verify_keys(registry) -> dict:
 
 def open_and_combine(box_key: PrivateKey, registry, parties: list[str], *, nonce: str,
                      kind: str, spec: dict, sums: list[bytes], partials: list[dict],
-                     boxes: list[bytes]) -> list[np.ndarray]:
-    """The release checker's side: every key party's partials, signed by that party and opened
-    with the checker's key, combined into the slots of each pooled BFV ciphertext."""
+                     boxes: list[bytes], t: int | None = None) -> list[np.ndarray]:
+    """The release checker's side: every key party's partials (with t-out-of-N, those of the t
+    parties the partials name), signed by that party and opened with the checker's key,
+    combined into the slots of each pooled BFV ciphertext."""
     keys, spec_hash = verify_keys(registry), signing.spec_sha256(spec)
     aggregates = [digest(s) for s in sums]
     found: dict[str, list[bytes]] = {}
     if not isinstance(partials, list) or len(partials) != len(boxes):
         raise refuse("malformed-message", "the partial decryptions do not match their boxes.")
+    present = None
+    if t is not None and t < len(parties):
+        present = partials[0].get("present") if partials and isinstance(partials[0], dict) \
+            else None
+        if not isinstance(present, list) or len(present) != t \
+                or present != sorted(set(present)) or not set(present) <= set(parties):
+            raise refuse("missing-partial", f"a t-out-of-N round needs the partials of t = {t} "
+                                            "named key parties.")
+        parties = present
     for meta, box in zip(partials, boxes, strict=True):
         holder = meta.get("holder") if isinstance(meta, dict) else None
         if holder not in parties or holder in found:
             raise refuse("unknown-party", "a partial decryption comes from no key party of this "
                                           "space, or twice from one.")
         try:
-            keys[holder].verify(_signed(holder, nonce, kind, spec_hash, aggregates, digest(box)),
+            keys[holder].verify(_signed(holder, nonce, kind, spec_hash, aggregates, digest(box),
+                                        present),
                                 base64.b64decode(meta.get("signature", ""), validate=True))
             header, shares = wire.decode(SealedBox(box_key).decrypt(box))
         except (KeyError, BadSignatureError, ValueError, CryptoError, wire.WireError):
             raise refuse("bad-partial", f"the partial decryption of {holder} is not signed by "
                                         "it for this round's sum, or not sealed to this "
                                         "release checker.") from None
-        if (header.get("holder"), header.get("nonce"), header.get("aggregates")) != (
-                holder, nonce, aggregates) or len(shares) != len(sums):
+        if (header.get("holder"), header.get("nonce"), header.get("aggregates"),
+                header.get("present")) != (holder, nonce, aggregates, present) \
+                or len(shares) != len(sums):
             raise refuse("bad-partial", f"the partial decryption of {holder} is for another "
                                         "round or sum.")
         found[holder] = shares
