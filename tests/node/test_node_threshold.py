@@ -265,8 +265,7 @@ def test_a_node_refuses_one_contribution_a_small_sum_another_ciphertext_or_a_rep
         joint_space, coordinator):
     nonce, spec, parts = _round(coordinator)
     assert len(parts) == 3
-    ctx = load_public(joint_space.space).bfv_bytes
-    alone = tn.digest(tn.pooled(ctx, [parts[1].blobs])[0])
+    alone = tn.digest(tn.pooled([parts[1].blobs])[0])
     # one holder's contribution alone, asked as its own "sum"
     assert _refused(coordinator, nonce, spec, parts[1:2], [alone]) == "min-holders"
     # a sum of fewer contributions than the study's min_holders (3)
@@ -312,7 +311,7 @@ def test_a_wrong_or_missing_partial_releases_nothing(joint_space, coordinator):
             for h in HOLDERS}
     faulty = tn.partial_for_round(
         wrong_party, signer, (space.he / tn.BOX_PUB).read_bytes(), Registry(keys),
-        ctx_bytes=load_public(space).bfv_bytes, fingerprint=parts[0].fingerprint,
+        fingerprint=parts[0].fingerprint,
         kind="survival", spec=spec, nonce=nonce,
         parts=[{"holder": p.contributors[0], "per_scheme": p.per_scheme,
                 "envelope": p.envelope} for p in parts],

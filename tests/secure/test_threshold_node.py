@@ -47,10 +47,10 @@ def _round(world, nonce=None):
 def _ask(world, holder, nonce, parts, aggregates=None, guard=None, party=None):
     keys = world["keys"]
     if aggregates is None:
-        aggregates = [tn.digest(s) for s in tn.pooled(keys.bfv_bytes, [p.blobs for p in parts])]
+        aggregates = [tn.digest(s) for s in tn.pooled([p.blobs for p in parts])]
     return tn.partial_for_round(
         party or world["parties"][holder], world["signers"][holder],
-        bytes(world["checker"].public_key), world["registry"], ctx_bytes=keys.bfv_bytes,
+        bytes(world["checker"].public_key), world["registry"],
         fingerprint=keys.fingerprint, kind="survival", spec=SPEC, nonce=nonce,
         parts=[{"holder": p.contributors[0], "per_scheme": p.per_scheme, "envelope": p.envelope}
                for p in parts], blobs=[b for p in parts for b in p.blobs], aggregates=aggregates,
@@ -60,7 +60,7 @@ def _ask(world, holder, nonce, parts, aggregates=None, guard=None, party=None):
 def _combine(world, nonce, parts, answers, checker=None):
     keys = world["keys"]
     pooled = nodes.Aggregator(keys).combine(parts)  # what the aggregator sends on
-    sums = tn.pooled_from_sum(keys.bfv_bytes, pooled.blobs)
+    sums = tn.pooled_from_sum(pooled.blobs)
     return tn.open_and_combine(checker or world["checker"], world["registry"], HOLDERS,
                                nonce=nonce, kind="survival", spec=SPEC, sums=sums,
                                partials=[a[0] for a in answers], boxes=[a[1] for a in answers])
@@ -83,7 +83,7 @@ def test_every_partial_combines_into_the_pooled_sum(world):
 
 def test_a_node_refuses_what_is_not_a_fresh_pooled_sum(world):
     nonce, parts = _round(world)
-    one = [tn.digest(tn.pooled(world["keys"].bfv_bytes, [parts[0].blobs])[0])]
+    one = [tn.digest(tn.pooled([parts[0].blobs])[0])]
     assert _reason(lambda: _ask(world, "h1", nonce, parts[:1], one)) == "min-holders"
     assert _reason(lambda: _ask(world, "h1", nonce, parts[:2])) == "min-holders"
     assert _reason(lambda: _ask(world, "h1", nonce, parts, one)) == "not-the-aggregate"
@@ -91,6 +91,8 @@ def test_a_node_refuses_what_is_not_a_fresh_pooled_sum(world):
         == "duplicate-holder"
     _other, elsewhere = _round(world)  # contributions signed for another round
     assert _reason(lambda: _ask(world, "h1", nonce, elsewhere)) == "bad-signature"
+    for junk in (b"", parts[0].blobs[0][:-100], b"\x12\xff\xff", parts[0].blobs[0] * 2):
+        assert _reason(lambda junk=junk: tn.vector_residues(junk)) == "malformed-ciphertext"
     guard = signing.NonceGuard()
     _ask(world, "h1", nonce, parts, guard=guard)
     assert _reason(lambda: _ask(world, "h1", nonce, parts, guard=guard)) == "replayed-round"
@@ -135,10 +137,10 @@ def test_t_of_n_partials_from_the_named_parties_combine_and_fewer_do_not(world):
 
     def ask(holder, named=present):
         keys = world["keys"]
-        sums = tn.pooled(keys.bfv_bytes, [p.blobs for p in parts])
+        sums = tn.pooled([p.blobs for p in parts])
         return tn.partial_for_round(
             shamir[holder], world["signers"][holder], bytes(world["checker"].public_key),
-            world["registry"], ctx_bytes=keys.bfv_bytes, fingerprint=keys.fingerprint,
+            world["registry"], fingerprint=keys.fingerprint,
             kind="survival", spec=SPEC, nonce=nonce,
             parts=[{"holder": p.contributors[0], "per_scheme": p.per_scheme,
                     "envelope": p.envelope} for p in parts],
@@ -147,7 +149,7 @@ def test_t_of_n_partials_from_the_named_parties_combine_and_fewer_do_not(world):
 
     def combine(answers):
         keys = world["keys"]
-        sums = tn.pooled_from_sum(keys.bfv_bytes, nodes.Aggregator(keys).combine(parts).blobs)
+        sums = tn.pooled_from_sum(nodes.Aggregator(keys).combine(parts).blobs)
         return tn.open_and_combine(world["checker"], world["registry"], HOLDERS, nonce=nonce,
                                    kind="survival", spec=SPEC, sums=sums, t=2,
                                    partials=[a[0] for a in answers],

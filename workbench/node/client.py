@@ -322,7 +322,7 @@ class RemoteHolders:
         from workbench.secure.threshold_node import digest, pooled
 
         per_part = [p.blobs[:p.per_scheme.get("bfv", 0)] for p in parts]
-        sums = pooled(self.keys.bfv_bytes, per_part) if per_part[0] else []
+        sums = pooled(per_part) if per_part[0] else []
         body = self.request | {
             "kind": kind, "spec": spec, "nonce": nonce, "aggregates": [digest(s) for s in sums],
             "present": present,

@@ -415,7 +415,7 @@ def make_app(state: NodeState) -> web.Application:
                                      "is missing here.", reason="no-key-share") from None
         loop = asyncio.get_running_loop()
         reply, box = await loop.run_in_executor(None, lambda: partial_for_round(
-            party, state.signer, checker, state.registry, ctx_bytes=state.keys.bfv_bytes,
+            party, state.signer, checker, state.registry,
             fingerprint=state.keys.fingerprint, kind=body.get("kind"), spec=spec,
             nonce=body.get("nonce"), parts=body.get("parts"), blobs=request.get("blobs", []),
             aggregates=body.get("aggregates"), min_holders=asked.min_holders,

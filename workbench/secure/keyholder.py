@@ -290,8 +290,7 @@ class KeyHolder:
                 raise threshold_node.refuse("no-box-key", "this key holder has no key to open "
                                                           "partial decryptions with.")
             self._box_key = threshold_node.load_box_key(where)
-        ctx = self.keys.public.bfv_bytes
-        sums = threshold_node.pooled_from_sum(ctx, bfv_blobs)
+        sums = threshold_node.pooled_from_sum(bfv_blobs)
         return threshold_node.open_and_combine(
             self._box_key, self.registry, list(self.keys.threshold["parties"]),
             nonce=header.get("nonce"), kind=kind, spec=spec, sums=sums, partials=partials,
