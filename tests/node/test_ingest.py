@@ -52,8 +52,8 @@ def test_an_ingest_makes_a_version_at_the_node_as_its_account(built):
     assert version["rows"] == sum(d["rows"] for d in version["datasets"].values()) > 0
     assert len([v for v in (node / "versions").iterdir() if not v.name.startswith(".")
                 and not v.is_symlink()]) == 2
-    assert "adopted" in next(json.loads(p.read_text()) for p in
-                             (node / "versions").glob("*/version.json") if p.parent != version_dir)
+    kept = support.versions(space, "insurer")
+    assert [v["id"] for v in kept][-1] == version["id"] and "adopted" in kept[0]
     # the entries are published to the space's catalog, and each certificate is the holder's
     published = certificates.verify(space, space.catalog / "certificates" / "insurer.cost.json")
     assert published.vouched_by.startswith("holder insurer ")
