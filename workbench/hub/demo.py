@@ -1,10 +1,11 @@
 """``workbench demo``: a whole space on this machine, ready for the researcher to log in.
 
-Builds the space if missing (``workbench init``), starts the provenance collector, the data
-gateway, the HE key holder and aggregator and the airlock (each the owning component's own
-helper, as its own uid), creates the demo users and prints their passwords once, then runs
-configurable-http-proxy and JupyterHub on 127.0.0.1:8000 in the foreground. Ctrl-C stops
-everything.
+Builds the space if missing (``workbench init`` for what is central), enrols every holder as a
+node, has each synthetic holder's node generate and ingest its own sources
+(``workbench/space/at_nodes.py``), starts the provenance collector, the data gateway, the HE key
+holder and aggregator and the airlock (each the owning component's own helper, as its own uid),
+creates the demo users and prints their passwords once, then runs configurable-http-proxy and
+JupyterHub on 127.0.0.1:8000 in the foreground. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -57,15 +58,20 @@ def run_demo(data_dir: str | os.PathLike, policy: str | os.PathLike, echo: Echo 
             "'npm install -g configurable-http-proxy').", reason="missing-proxy")
     space = Space.at(data_dir)
     if not space.manifest.exists():
-        echo(f"building the demo space at {space.root} (workbench init) ...")
+        echo(f"building the demo space at {space.root} (workbench init; the synthetic holders' "
+             "data at their nodes) ...")
         from workbench.space.build import init_space
 
-        init_space(space.root, patients=patients, echo=echo)
+        init_space(space.root, patients=patients, echo=echo, synthetic_at_nodes=True)
     if not is_node_space(space):  # every holder keeps its own store, keys and rules
         from workbench.node.enroll import enroll_space
 
         nodes = enroll_space(space)
         echo(f"holder nodes: {', '.join(n.holder for n in nodes)} (each its own account)")
+    from workbench.space.at_nodes import build_at_nodes
+
+    # each synthetic holder's node generates and ingests its own sources (again after a stop)
+    build_at_nodes(space, echo)
     fixed = ensure_interpreter_reachable(fix=True)
     if fixed:
         echo(f"made {', '.join(map(str, fixed))} traversable so study accounts can run Python")

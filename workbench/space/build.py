@@ -5,6 +5,12 @@ Order of work: keys -> public validation datasets -> synthetic three-source data
 national ids replaced by keyed pseudonyms, harmonised, appended to parquet) -> quality reports ->
 catalog records -> views -> linkage report -> ownership certificates -> HE keys -> manifest ->
 ownership and modes -> rename.
+
+With ``synthetic_at_nodes`` (``workbench demo``) the synthetic holders' stores are not built here:
+the space gets what is central by necessity (its keys, the holders' keys, the HE keys, the
+catalog's views, the public validation datasets) and the manifest names the synthetic holders
+and the generator's patients and seed (``ingest_at_nodes``); each holder's node then generates
+and ingests its own sources (``workbench/space/at_nodes.py``).
 """
 
 from __future__ import annotations
@@ -45,10 +51,14 @@ Echo = Callable[[str], None]
 
 def init_space(data_dir: str | os.PathLike | None, patients: int = 10_000, seed: int = 42,
                force: bool = False, echo: Echo = print, chunk_size: int = 100_000,
-               admin_key: str | os.PathLike | None = None, admin_name: str = "admin") -> Space:
+               admin_key: str | os.PathLike | None = None, admin_name: str = "admin",
+               synthetic_at_nodes: bool = False, public_datasets: bool = True) -> Space:
     """Build a complete space at ``data_dir`` or leave nothing behind. With ``admin_key``, an
     admin signing key is written there (0600) and registered: from the start, the space's
-    services act only on a policy that key (or another registered one) signed."""
+    services act only on a policy that key (or another registered one) signed. With
+    ``synthetic_at_nodes`` no synthetic store is built here (each holder's node ingests its
+    own, ``at_nodes.build_at_nodes``); ``public_datasets=False`` leaves out the lifelines
+    validation datasets (fewer holders: tests)."""
     target = Space.at(data_dir).root
     if patients < 0:
         raise WorkbenchUserError("--patients must be 0 or more", reason="bad-option")
@@ -60,7 +70,8 @@ def init_space(data_dir: str | os.PathLike | None, patients: int = 10_000, seed:
                                   dir=target.parent))
     started = time.perf_counter()
     try:
-        _build(Space(aside), patients, seed, echo, chunk_size)
+        _build(Space(aside), patients, seed, echo, chunk_size, synthetic_at_nodes,
+               public_datasets)
         if admin_key is not None:
             _register_admin(Space(aside), Path(admin_key), admin_name, echo)
         permissions.apply(Space(aside))
@@ -137,7 +148,8 @@ def _swap_into_place(aside: Path, target: Path, force: bool) -> None:
 
 
 # -- the build ---------------------------------------------------------------------------------
-def _build(space: Space, patients: int, seed: int, echo: Echo, chunk_size: int) -> None:
+def _build(space: Space, patients: int, seed: int, echo: Echo, chunk_size: int,
+           at_nodes: bool = False, public_datasets: bool = True) -> None:
     keys.create_space_keys(space)
     for sub in ("datasets", "views", "quality", "certificates"):
         (space.catalog / sub).mkdir(parents=True, exist_ok=True)
@@ -146,9 +158,10 @@ def _build(space: Space, patients: int, seed: int, echo: Echo, chunk_size: int) 
     created_at = datetime.now(UTC)
     datasets: list[Dataset] = []
 
-    echo("public validation datasets (lifelines): " +
-         ", ".join(s.table for s in public.PUBLIC_DATASETS))
-    for spec in public.PUBLIC_DATASETS:
+    specs = public.PUBLIC_DATASETS if public_datasets else ()
+    if specs:
+        echo("public validation datasets (lifelines): " + ", ".join(s.table for s in specs))
+    for spec in specs:
         for holder, frame in public.split_by_holder(spec, linkage_key).items():
             columns = public.columns_of(spec)
             writer = _writer(space, holder, spec.table, columns)
@@ -159,13 +172,21 @@ def _build(space: Space, patients: int, seed: int, echo: Echo, chunk_size: int) 
                                     description=spec.description, source=spec.source,
                                     usage_terms=spec.usage_terms, tags=spec.tags))
 
-    view_files = [PUBLIC_VIEWS]
-    if patients:
+    view_files = [PUBLIC_VIEWS] if specs else []
+    schemas: list = []  # what the views are checked against besides the datasets built here
+    plan = None
+    if patients and at_nodes:
+        plan = {"holders": sorted(SYNTH_HOLDERS), "patients": patients, "seed": seed}
+        schemas = _mapped_tables(plan["holders"])
+        view_files.append(SYNTH_VIEWS)
+        echo(f"synthetic data: not built here; the nodes of {', '.join(plan['holders'])} "
+             "ingest their own sources")
+    elif patients:
         datasets += _build_synthetic(space, patients, seed, chunk_size, linkage_key, tally,
                                      created_at, echo)
         view_files.append(SYNTH_VIEWS)
 
-    holders = sorted({d.holder for d in datasets})
+    holders = sorted({d.holder for d in datasets} | set(plan["holders"] if plan else ()))
     manifest = {
         "space_id": str(uuid.uuid4()),
         "created_at": created_at.isoformat(),
@@ -173,16 +194,19 @@ def _build(space: Space, patients: int, seed: int, echo: Echo, chunk_size: int) 
         "patients": patients,
         "holders": holders,
         "datasets": sorted(d.id for d in datasets),
-        "public_datasets": [s.source for s in public.PUBLIC_DATASETS],
+        "public_datasets": [s.source for s in specs],
     }
+    if plan:
+        manifest["ingest_at_nodes"] = plan
     space.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     for dataset in datasets:
         Catalog.write(space, dataset)
-    _write_views(space, view_files, datasets)
-    _mark_derived_columns(space, echo)
+    _write_views(space, view_files, [*datasets, *schemas])
+    _mark_derived_columns(space, echo)  # over the stores built here; at_nodes.py: the others
     report = tally.report()
-    linkage.write_report(space.catalog / "linkage.json", report)
-    if patients:
+    if plan is None:  # else made from the nodes' counts once they ingested (at_nodes.py)
+        linkage.write_report(space.catalog / "linkage.json", report)
+    if patients and plan is None:
         echo(f"linkage: {report['persons_total']} persons across "
              f"{len(report['holders'])} synthetic holders")
     for dataset in datasets:
@@ -315,6 +339,16 @@ def _mark_derived_columns(space: Space, echo) -> None:
             names = [c.name for c in marked.columns if c.derived_from]
             echo(f"view {view.id}: {', '.join(names)} made sensitive (derived from a sensitive "
                  "column)")
+
+
+def _mapped_tables(holders: list[str]) -> list[Dataset]:
+    """Schema-only stand-ins for the common-model tables the holders' mappings will make at their
+    nodes: the views are checked against them before any node has ingested."""
+    from workbench.harmonise import OMOP_SCHEMA
+    from workbench.harmonise.mapping import load_mapping, mapping_path
+
+    tables = {t for h in holders for t in load_mapping(mapping_path(h)).mapping.tables}
+    return [Dataset.model_construct(table=t, columns=OMOP_SCHEMA[t]) for t in sorted(tables)]
 
 
 def _write_views(space: Space, files: list[Path], datasets: list[Dataset]) -> None:

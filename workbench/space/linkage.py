@@ -120,11 +120,16 @@ class LinkageTally:
         self._missing: dict[str, int] = {}
         self._records: dict[str, int] = {}
 
-    def add(self, holder: str, person_ids) -> None:
+    def add(self, holder: str, person_ids, records: int | None = None,
+            missing: int | None = None) -> None:
+        """``person_ids`` of one holder's records; or, with ``records`` and ``missing`` (a
+        node's own counts), its distinct persons."""
         series = pd.Series(person_ids, copy=False)
         distinct = pd.unique(series.dropna())
-        self._records[holder] = self._records.get(holder, 0) + len(series)
-        self._missing[holder] = self._missing.get(holder, 0) + int(series.isna().sum())
+        self._records[holder] = self._records.get(holder, 0) + (
+            len(series) if records is None else records)
+        self._missing[holder] = self._missing.get(holder, 0) + (
+            int(series.isna().sum()) if missing is None else missing)
         # the first 16 hex digits as an integer: enough to count overlaps, far smaller than text
         ints = np.fromiter((int(h[:16], 16) for h in distinct), dtype=np.uint64,
                            count=len(distinct))
