@@ -74,10 +74,13 @@ def build_at_nodes(space: Space, echo: Echo = print) -> list[str]:
     try:
         for holder in todo:
             echo(f"node {holder}: generating its raw sources as its own account ...")
-            folder = Path(_as_node(space, holder, "sources", "--patients", str(made["patients"]),
-                                   "--seed", str(made["seed"])).strip())
+            written = json.loads(_as_node(space, holder, "sources", "--patients",
+                                          str(made["patients"]), "--seed", str(made["seed"])))
+            folder = Path(written["sources"])
+            mapping = Path(written["mapping"]) if written["mapping"] else None
             echo(f"node {holder}: ingesting {folder} (OPRF pseudonyms)")
-            status = ingest.run(space, holder, folder, None, "oprf", ingest.MAX_QUARANTINE, echo)
+            status = ingest.run(space, holder, folder, mapping, "oprf", ingest.MAX_QUARANTINE,
+                                echo)
             if status:
                 raise WorkbenchUserError(f"the ingest at node {holder} failed (exit {status}, "
                                          "see above); run the demo again to retry it.",
@@ -172,8 +175,15 @@ def _list_datasets(space: Space) -> None:
 
 
 # -- as the node's account ------------------------------------------------------------------------
-def _sources(node_root: Path, patients: int, seed: int) -> Path:
-    """The holder's raw files, written by this account only: 0700 folder, 0600 files."""
+def _sources(node_root: Path, patients: int, seed: int) -> dict:
+    """The holder's raw files, written by this account only: 0700 folder, 0600 files. A raw
+    table the generator left empty (a few patients: no adverse event) is no file, and the
+    blocks reading it leave the node's copy of its mapping (the central build leaves such
+    tables out too); returns the folder and that mapping (None: the packaged one)."""
+    import pyarrow.csv as pcsv
+    import yaml
+
+    from workbench.harmonise.mapping import mapping_path
     from workbench.node.config import NodeConfig
     from workbench.node.ingest import write_sources
 
@@ -182,11 +192,24 @@ def _sources(node_root: Path, patients: int, seed: int) -> Path:
     folder, aside = node_root / SOURCES, node_root / f".{SOURCES}-building"
     shutil.rmtree(aside, ignore_errors=True)
     aside.mkdir(mode=0o700)
-    for path in write_sources(aside, holder, patients, seed, "csv").values():
+    empty = set()
+    for name, path in write_sources(aside, holder, patients, seed, "csv").items():
         os.chmod(path, 0o600)
+        if pcsv.read_csv(path).num_rows == 0:
+            path.unlink()
+            empty.add(name)
     shutil.rmtree(folder, ignore_errors=True)
     os.rename(aside, folder)
-    return folder
+    mapping = node_root / "mapping.yaml"
+    mapping.unlink(missing_ok=True)
+    if not empty:
+        return {"sources": str(folder), "mapping": None}
+    document = yaml.safe_load(mapping_path(holder).read_text())
+    tables = {table: [b for b in blocks if b["from"] not in empty]
+              for table, blocks in document["tables"].items()}
+    document["tables"] = {table: blocks for table, blocks in tables.items() if blocks}
+    mapping.write_text(yaml.safe_dump(document, sort_keys=False))
+    return {"sources": str(folder), "mapping": str(mapping)}
 
 
 def _check(node_root: Path, study: str) -> dict:
@@ -238,7 +261,7 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.step == "sources":
-            print(_sources(args.node_dir, args.patients, args.seed), flush=True)
+            print(json.dumps(_sources(args.node_dir, args.patients, args.seed)), flush=True)
         else:
             print(json.dumps(_check(args.node_dir, args.study)), flush=True)
     except WorkbenchUserError as exc:
