@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -181,35 +183,28 @@ def _reviewer(space: Space, request_id: str, decision: str, who: str, comment: s
         {"X-Workbench-Actor": who})
 
 
+_AS_SERVER = """
+import json, sys
+from workbench.release.http import UnixHTTP
+ask = json.load(sys.stdin)
+status, data, _ = UnixHTTP(ask["socket"], timeout=60).request(
+    ask["method"], ask["path"], ask["body"], ask["headers"])
+print(json.dumps({"status": status, "body": json.loads(data)}))
+"""
+
+
 def _as_server(space: Space, study: str, method: str, path: str, body: dict | None = None,
                headers: dict | None = None) -> tuple[int, dict]:
-    """One airlock call from the study server's account (a forked child that drops to it)."""
+    """One airlock call from the study server's account: a new process started as it (a fork of
+    this threaded test process could inherit a lock another thread held, and hang or die)."""
     uid, gid = accounts.ensure_user(study_server_user(study))
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            try:
-                status, data, _ = UnixHTTP(airlock_socket(space), timeout=60).request(
-                    method, path, body, {"X-Workbench-User": "alice", **(headers or {})})
-                reply = {"status": status, "body": json.loads(data)}
-            except Exception as exc:  # noqa: BLE001 - told to the parent, not lost in the fork
-                reply = {"status": -1, "body": {"error": {"reason": type(exc).__name__,
-                                                          "message": str(exc)[:300]}}}
-            os.write(write_fd, json.dumps(reply).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    chunks = []
-    while chunk := os.read(read_fd, 65536):
-        chunks.append(chunk)
-    os.close(read_fd)
-    os.waitpid(pid, 0)
-    reply = json.loads(b"".join(chunks))
+    ask = {"socket": str(airlock_socket(space)), "method": method, "path": path, "body": body,
+           "headers": {"X-Workbench-User": "alice", **(headers or {})}}
+    done = subprocess.run([sys.executable, "-c", _AS_SERVER], input=json.dumps(ask), text=True,
+                          capture_output=True, user=uid, group=gid, extra_groups=[],
+                          cwd="/", timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reply = json.loads(done.stdout)
     return reply["status"], reply["body"]
 
 
