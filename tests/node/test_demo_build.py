@@ -112,6 +112,16 @@ def test_no_central_store_and_each_source_is_its_node_accounts_own(built):
         assert {p.stat().st_uid for p in store.iterdir()} == {uid}
 
 
+def test_a_second_run_has_nothing_left_to_do(built):
+    from workbench.space.at_nodes import build_at_nodes
+
+    space = built["space"]
+    assert json.loads(space.manifest.read_text())["ingest_at_nodes"]["checked"] is True
+    before = {h: os.readlink(space.node_dir(h) / "versions" / "current") for h in HOLDERS}
+    assert build_at_nodes(space, lambda _l: None) == []
+    assert {h: os.readlink(space.node_dir(h) / "versions" / "current") for h in HOLDERS} == before
+
+
 def test_the_catalog_certificates_are_signed_by_the_holders(built):
     from workbench.catalog import certificates
     from workbench.catalog.store import Catalog

@@ -23,7 +23,8 @@ seed). Once enrolment has made their nodes (accounts, 0700 directories, signing 
    views, writes the linkage report and lists the new datasets in the manifest.
 
 A holder whose node already serves a version is skipped, so an interrupted demo build goes on
-where it stopped. No process but a holder's node account opens its sources.
+where it stopped; the checks of step 3 run again until they have finished once. No process but
+a holder's node account opens its sources.
 """
 
 from __future__ import annotations
@@ -64,13 +65,13 @@ def build_at_nodes(space: Space, echo: Echo = print) -> list[str]:
     from workbench.runtime import socket_answers
 
     todo, made = pending(space), plan(space)
-    if not todo:
+    if not todo and (made is None or made.get("checked")):
         return []
     for holder in todo:
         if not (space.node_dir(holder) / "node.json").exists():
             raise WorkbenchUserError(f"{holder} must be enrolled as a node before it ingests: "
                                      "run 'workbench node enroll' first.", reason="no-node")
-    service = None if socket_answers(socket_path(space)) else start_linkage(space)
+    service = None if not todo or socket_answers(socket_path(space)) else start_linkage(space)
     try:
         for holder in todo:
             echo(f"node {holder}: generating its raw sources as its own account ...")
@@ -93,7 +94,7 @@ def build_at_nodes(space: Space, echo: Echo = print) -> list[str]:
              for h in made["holders"]}
     _mark_derived(space, found, echo)
     _linkage_report(space, found, echo)
-    _list_datasets(space)
+    _finish(space)  # only now: a build stopped before this point checks again next time
     return todo
 
 
@@ -163,11 +164,13 @@ def _linkage_report(space: Space, found: dict[str, dict], echo: Echo) -> None:
          "(ingested at their nodes)")
 
 
-def _list_datasets(space: Space) -> None:
+def _finish(space: Space) -> None:
+    """The manifest lists the new datasets and records that the checks ran."""
     from workbench.catalog.store import Catalog
 
     manifest = json.loads(space.manifest.read_text())
     manifest["datasets"] = sorted(Catalog.load(space).datasets)
+    manifest["ingest_at_nodes"]["checked"] = True
     tmp = space.manifest.with_name(f".{space.manifest.name}.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.chmod(tmp, 0o644)
