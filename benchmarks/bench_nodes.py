@@ -267,7 +267,7 @@ def _threshold_rows(bench: NodeBench, n: int, repeat: int) -> list[dict]:
 
     single = [timed_km() for _ in range(repeat)]
     started = time.perf_counter()
-    ensure_joint_key(bench.made.space, bench.node_set)
+    ensure_joint_key(bench.made.space, bench.node_set, policy_path=bench.made.policy)
     keygen_s = time.perf_counter() - started
     bench.public = load_public(bench.made.space)
     bench.node_km()  # untimed: the nodes, aggregator and key holder parse the new key once

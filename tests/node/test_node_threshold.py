@@ -53,7 +53,7 @@ def joint_space():
     assert THRESHOLD_POLICY != POLICY
     with running_node_space("wb-node-th-", rows=900, holders=HOLDERS,
                             policy=THRESHOLD_POLICY) as made:
-        made.record = ensure_joint_key(made.space)  # the services are running: as in the demo
+        made.record = ensure_joint_key(made.space, policy_path=made.policy)  # as in the demo
         made.after_keygen = _whole_key_found(made.space)
         yield made
 
@@ -149,7 +149,7 @@ def test_keygen_gives_every_node_its_own_share_and_the_space_a_joint_key(joint_s
         stat = share.stat()
         assert stat.st_uid == pwd.getpwnam(f"wbh-{holder}").pw_uid
         assert stat.st_mode & 0o777 == 0o600
-    assert ensure_joint_key(space)["keygen"] == record["keygen"]  # idempotent
+    assert ensure_joint_key(space, policy_path=joint_space.policy)["keygen"] == record["keygen"]
     assert joint_space.after_keygen == []
 
 

@@ -21,7 +21,7 @@ def lung_joint():
         return init_space(root / "space", patients=0, echo=lambda _line: None)
 
     with running_node_space("wb-node-lung-th-", build=public_space, policy=POLICY) as made:
-        made.record = ensure_joint_key(made.space)
+        made.record = ensure_joint_key(made.space, policy_path=made.policy)
         yield made
 
 

@@ -21,11 +21,15 @@ from workbench.secure import threshold_shamir as sh
 from workbench.secure.keys import load_public
 
 
+# t comes from the admin-signed policy (every node checks it), not from the coordinator
+POLICY_TWO_OF_THREE = POLICY_WITH_QUORUM + "secure:\n  decryption_threshold: 2\n"
+
+
 @pytest.fixture(scope="module")
 def shamir_nodes():
     with running_node_space("wb-node-th-q-", rows=900, holders=HOLDERS,
-                            policy=POLICY_WITH_QUORUM) as made:
-        made.record = ensure_joint_key(made.space, t=2)
+                            policy=POLICY_TWO_OF_THREE) as made:
+        made.record = ensure_joint_key(made.space, policy_path=made.policy)
         yield made
 
 
@@ -53,7 +57,8 @@ def test_each_node_keeps_only_its_shamir_share_and_no_file_holds_the_key(shamir_
     secret = _oracle_interpolated_secret(space, HOLDERS[:2])
     assert np.array_equal(secret, _oracle_interpolated_secret(space, HOLDERS[1:]))
     assert _whole_key_found(space, secret) == []
-    assert ensure_joint_key(space, t=2)["keygen"] == shamir_nodes.record["keygen"]
+    assert ensure_joint_key(space, policy_path=shamir_nodes.policy)["keygen"] \
+        == shamir_nodes.record["keygen"]
 
 
 def test_two_of_three_nodes_decrypt_for_a_quorum_study(shamir_nodes):

@@ -10,9 +10,11 @@ puts the joint context into ``he/public.ctx`` (holders and the aggregator encryp
 it) and leaves ``he/secret.ctx`` with the CKKS key only, and ``he/threshold.json`` (0644) keeps
 the public record: seed, parties, commitments, the joint context's digest. The release checker's
 X25519 key (``he/checker-box.key``, 0600 the key holder account) is made first, for the nodes to
-seal their partial decryptions to. Idempotent: a space whose record names the same parties is
-left alone; a changed set of nodes gets a new joint key; a space of one node keeps the single
-key.
+seal their partial decryptions to. The key parties and t are the signed policy's
+(``secure.key_parties``, default every registered holder; ``secure.decryption_threshold``,
+default all), and each node checks them against the policy it verifies itself. Idempotent: a
+space whose record names the same parties and t is left alone; a changed set or t gets a new
+joint key; a space of one node keeps the single key.
 """
 
 from __future__ import annotations
@@ -44,15 +46,18 @@ def current_record(space: Space) -> dict | None:
 
 
 def ensure_joint_key(space: Space, nodes: NodeSet | None = None,
-                     t: int | None = None) -> dict | None:
-    """The space's joint BFV key among its enrolled nodes (made now if missing); returns the
-    public record, or None for a space with fewer than 2 (or more than 32) nodes, which keeps
-    the single key. ``t``: any t of the N nodes decrypt (Shamir re-sharing after the key
-    generation, ``threshold_shamir.py``); by default every node is needed (N-out-of-N)."""
-    parties = key_parties(space)
+                     policy_path=None) -> dict | None:
+    """The space's joint BFV key among the key parties of the signed policy in force
+    (``policy_path``, by default the space's ``policy/policy.yaml``): made now if missing or if
+    the policy's key parties or threshold changed. Returns the public record, or None for fewer
+    than 2 (or more than 32) key parties, which keep the single key. t comes from the policy's
+    ``secure.decryption_threshold`` (default 'all': every key party is needed, N-out-of-N);
+    below N, any t nodes decrypt (Shamir re-sharing after the key generation,
+    ``threshold_shamir.py``). Every node checks the key parties and t it is asked for against
+    the same signed policy, so the coordinator cannot choose them."""
+    doc, parties, want = _policy_key_set(space, policy_path)
     record = current_record(space)
     public = load_public(space)
-    want = t if t is not None and t < len(parties) else len(parties)
     if record and record.get("parties") == parties and public.threshold \
             and public.threshold.get("keygen") == record.get("keygen") \
             and record.get("t", len(parties)) == want:
@@ -61,14 +66,19 @@ def ensure_joint_key(space: Space, nodes: NodeSet | None = None,
         # one node alone could decrypt by itself, and nothing is released from fewer than two
         # holders anyway; more than 32 is beyond the parameters' noise budget: single key
         return None
+    absent = sorted(set(parties) - set(key_parties(space)))
+    if absent:
+        raise WorkbenchUserError(f"holder {absent[0]} is a key party of the signed policy but "
+                                 "has no node: enroll it ('workbench node enroll') or name the "
+                                 "key parties in secure.key_parties.", reason="threshold-policy")
     owner = accounts.ensure_user(accounts.KEYHOLDER) if accounts.is_root() else None
     create_box_key(space.he, owner)
     own = nodes is None
     nodes = nodes or NodeSet.for_space(space)
     try:
-        record = _generate(nodes, parties)
+        record = _generate(nodes, parties, want, doc)
         if want < len(parties):
-            _reshare(nodes, record, want)
+            _reshare(nodes, record, want, doc)
     finally:
         if own:
             nodes.close()
@@ -82,12 +92,34 @@ def ensure_joint_key(space: Space, nodes: NodeSet | None = None,
     return record
 
 
-def _generate(nodes: NodeSet, parties: list[str]) -> dict:
+def _policy_key_set(space: Space, policy_path) -> tuple[dict, list[str], int]:
+    """(signed policy document, key parties, t) of the policy in force, verified here as the
+    nodes will verify it: an unsigned or altered policy makes no key."""
+    from workbench.policy.loader import parse_policy
+    from workbench.policy.signed import load_admin_keys, read_signed, verify_policy
+    from workbench.secure.signing import Registry
+
+    path = policy_path or space.policy
+    try:
+        text, signature = read_signed(path)
+    except OSError:
+        raise WorkbenchUserError(f"no signed policy at {path}: the key parties and the "
+                                 "decryption threshold come from it ('workbench policy "
+                                 "apply').", reason="threshold-policy") from None
+    verify_policy(text, signature, load_admin_keys(space))
+    policy = parse_policy(text.decode(), str(path))
+    registered = Registry.from_json(space.holder_registry.read_bytes()).keys \
+        if space.holder_registry.exists() else {}
+    parties, t = policy.secure.key_set(sorted(registered))
+    return {"text": text.decode(), "signature": signature}, parties, t
+
+
+def _generate(nodes: NodeSet, parties: list[str], t: int, policy: dict) -> dict:
     import base64
 
     keygen, seed = uuid.uuid4().hex, os.urandom(32)
     committed = nodes.keygen("commit", {"keygen": keygen, "seed": seed.hex(),
-                                        "parties": parties}, parties)
+                                        "parties": parties, "t": t, "policy": policy}, parties)
     boxes = {h: {"box": committed[h].get("box"), "signature": committed[h].get("box_signature")}
              for h in parties}
     commitments = {h: committed[h]["commitment"] for h in parties}
@@ -109,12 +141,13 @@ def _generate(nodes: NodeSet, parties: list[str]) -> dict:
             "flood_bits": th.FLOOD_BITS, "joint_context": joint, "boxes": boxes}
 
 
-def _reshare(nodes: NodeSet, record: dict, t: int) -> None:
+def _reshare(nodes: NodeSet, record: dict, t: int, policy: dict) -> None:
     """t-out-of-N: every node deals Shamir pieces of its additive share, each sealed to its
     recipient's box key and signed by the dealer; the coordinator only relays them."""
     parties, keygen = record["parties"], record["keygen"]
-    dealt = nodes.keygen("deal", {"keygen": keygen, "t": t, "boxes": record.pop("boxes")},
-                         parties)
+    dealt = nodes.keygen("deal", {"keygen": keygen, "t": t, "boxes": record.pop("boxes"),
+                                  "policy": policy}, parties)
     for holder in parties:
         pieces = {dealer: dealt[dealer]["pieces"][holder] for dealer in parties}
-        nodes.keygen("receive", {"keygen": keygen, "t": t, "pieces": pieces}, [holder])
+        nodes.keygen("receive", {"keygen": keygen, "t": t, "pieces": pieces, "policy": policy},
+                     [holder])

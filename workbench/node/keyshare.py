@@ -94,18 +94,24 @@ class KeyShare:
             raise _refuse("the request is for another key generation than the pending one.")
         return pending
 
-    def step(self, step: str, body: dict) -> dict:
+    def step(self, step: str, body: dict, policy_check=None) -> dict:
+        """``policy_check(parties, t, what)``: refuses key parties or a t other than the signed
+        policy's (the server verifies the policy the request carries); asked before a commit,
+        a deal and a receive, the steps that fix who holds shares and how many decrypt."""
         with self._lock:
+            if step in ("commit", "deal", "receive") and policy_check is None:
+                raise _refuse("the request carries no signed policy to take t from.")
             if step == "commit":
+                policy_check(body.get("parties"), body.get("t"), "the key generation asked for")
                 return self._commit(body)
             if step == "reveal":
                 return self._reveal(body)
             if step == "finish":
                 return self._finish(body)
-            if step == "deal":
-                return self._deal(body)
-            if step == "receive":
-                return self._receive(body)
+            if step in ("deal", "receive"):
+                record = self._active(body.get("keygen"))
+                policy_check(record["parties"], body.get("t"), "the re-sharing asked for")
+                return self._deal(body) if step == "deal" else self._receive(body)
             if step == "status":
                 return {"holder": self.holder, "keygen": (self.record or {}).get("keygen"),
                         "joint_sha256": (self.record or {}).get("joint_sha256")}
@@ -125,7 +131,8 @@ class KeyShare:
         pending = self._read_pending()
         if pending is not None and pending.get("keygen") == keygen:
             # the same commit again (a retry) gets the same answer: no second share is drawn
-            if (pending["seed"], pending["parties"]) == (seed, parties):
+            if (pending["seed"], pending["parties"], pending.get("t")) == (seed, parties,
+                                                                           body.get("t")):
                 return {"holder": self.holder, "commitment": pending["commitment"]}
             raise _refuse("this key generation was already committed with another seed or "
                           "parties.")
@@ -139,7 +146,8 @@ class KeyShare:
         self._write("pending.key", party.share_bytes())
         self._write("pending-box.key", bytes(box))
         self._write("pending.json", json.dumps({
-            "keygen": keygen, "seed": seed, "parties": parties, "commitment": commitment,
+            "keygen": keygen, "seed": seed, "parties": parties, "t": body.get("t"),
+            "commitment": commitment,
             "public_share": base64.b64encode(public_share).decode(), "phase": "committed",
             "box": box_pub, "box_signature": box_signature}).encode())
         return {"holder": self.holder, "commitment": commitment, "box": box_pub,

@@ -56,7 +56,7 @@ STATUS = {"bad-request": 400, "malformed-message": 400, "wrong-peer": 403,
           "invalid-view": 409, "sensitive-column": 403, "unknown-column": 400,
           "unsigned-contribution": 403, "bad-signature": 403, "min-holders": 403,
           "duplicate-holder": 409, "not-the-aggregate": 409, "malformed-ciphertext": 400,
-          "keygen-refused": 409, "no-key-share": 409, "not-found": 404}
+          "keygen-refused": 409, "no-key-share": 409, "threshold-policy": 403, "not-found": 404}
 MAX_BODY = 4 * 1024 * 1024  # a policy and a round spec (JSON); never data
 # a partial-decryption request carries the round's signed BFV contributions (~107 KB each)
 MAX_FRAME = 96 * 1024 * 1024
@@ -373,14 +373,23 @@ def make_app(state: NodeState) -> web.Application:
         return web.Response(body=frame, content_type=WIRE_TYPE)
 
     async def keygen_route(request: web.Request) -> web.Response:
-        """One step of collective key generation (``keyshare.py``): commit, reveal, finish."""
+        """One step of collective key generation (``keyshare.py``): commit, reveal, finish (and
+        deal, receive for t-out-of-N), the parties and t checked against the signed policy."""
+        from workbench.secure.threshold_node import check_key_set, verify_keys
+
         body = request["body"] or {}
         if body.get("holder") != cfg.holder:
             raise WorkbenchUserError(f"this request is for holder {body.get('holder')!r}, not "
                                      f"{cfg.holder}.", reason="wrong-holder")
         step = request.match_info["step"]
+        check = None
+        if isinstance(body.get("policy"), dict):  # the key parties and t are the policy's
+            policy = state.policy(body)
+
+            def check(parties, t, what):
+                check_key_set(policy, verify_keys(state.registry), parties, t, what)
         loop = asyncio.get_running_loop()
-        reply = await loop.run_in_executor(None, state.keyshare.step, step, body)
+        reply = await loop.run_in_executor(None, state.keyshare.step, step, body, check)
         if step == "finish":
             state.use_joint()
         record(request, None, "served", None, keygen=str(body.get("keygen"))[:32], step=step)
@@ -390,10 +399,15 @@ def make_app(state: NodeState) -> web.Application:
         """This node's partial decryption of a round's pooled BFV ciphertexts, only for a sum
         it recomputed itself from at least min-holders signed contributions, once per round
         (``secure/threshold_node.py``), sealed to the release checker."""
-        from workbench.secure.threshold_node import BOX_PUB, partial_for_round
+        from workbench.secure.threshold_node import (
+            BOX_PUB,
+            check_key_set,
+            partial_for_round,
+            verify_keys,
+        )
 
         body = request["body"] or {}
-        study, view, _, _, rules = check_request(body, "secure-op", fresh_nonce=False)
+        study, view, _, policy, rules = check_request(body, "secure-op", fresh_nonce=False)
         spec = body.get("spec")
         try:
             asked = Thresholds.model_validate(spec["thresholds"])
@@ -408,6 +422,12 @@ def make_app(state: NodeState) -> web.Application:
         if party is None:
             raise WorkbenchUserError("this node holds no share of a joint key.",
                                      reason="no-key-share")
+        # a key made for other key parties or another t than the signed policy's is not used
+        # (a policy change of t takes effect with the next key generation, never before)
+        made = share.record or {}
+        check_key_set(policy, verify_keys(state.registry), made.get("parties"),
+                      getattr(party, "t", None) or len(made.get("parties") or []),
+                      "this node's key share")
         try:
             checker = (state.he / BOX_PUB).read_bytes()
         except OSError:

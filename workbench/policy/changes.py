@@ -39,6 +39,9 @@ def describe_changes(old: Policy | None, new: Policy) -> dict:
                 changes.append(f"{section}.{name} (removed)")
             elif was[name] != now[name]:
                 changes.append(f"{section}.{name}")
+    if old is not None and old.secure != new.secure:  # who may decrypt together (issue 17)
+        changes += [f"secure.{name}" for name in ("decryption_threshold", "key_parties")
+                    if getattr(old.secure, name) != getattr(new.secure, name)]
     return {"studies_added": added, "studies_removed": removed,
             "members_added": members_added, "members_removed": members_removed,
             "changes": changes}

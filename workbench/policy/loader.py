@@ -47,6 +47,8 @@ def _message(error: dict) -> str:
             if part in _PATTERN_HELP:
                 return _PATTERN_HELP[part]
         return error["msg"]
+    if error["type"] == "value_error":  # a validator's own sentence
+        return error["msg"].removeprefix("Value error, ")
     return error["msg"]
 
 

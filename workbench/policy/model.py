@@ -7,7 +7,14 @@ import re
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from workbench.secure.dp import PrivacySettings
 
@@ -146,6 +153,59 @@ class Study(_Model):
         return {view: self.visibility_of(view) for view in self.views}
 
 
+MAX_KEY_PARTIES = 32  # threshold.MAX_PARTIES: the HE parameters' noise budget
+
+
+_THRESHOLD_HELP = f"a number of key parties from 2 to {MAX_KEY_PARTIES}, or 'all'"
+
+
+class Secure(_Model):
+    """How the space's holder nodes hold the joint BFV key (docs/secure.md, "Threshold
+    decryption"). Each node checks its key generation and every partial decryption against
+    these settings of the admin-signed policy it verified, never against the coordinator's word."""
+
+    decryption_threshold: Annotated[int, Field(ge=2, le=MAX_KEY_PARTIES)] | Literal["all"] = \
+        Field(default="all", description="how many key parties (holder nodes) together can "
+                                         "decrypt an approved aggregate: 'all' (each node can "
+                                         "veto every decryption) or a number t from 2, at most "
+                                         "the number of key parties (any t nodes decrypt, t - 1 "
+                                         "cannot; a node that is down no longer stops a study "
+                                         "with a node_quorum)")
+    key_parties: tuple[HolderId, ...] | None = Field(
+        default=None, min_length=2, max_length=MAX_KEY_PARTIES,
+        description="the holder nodes that hold shares of the key; by default every holder "
+                    "registered in the space (he/holders.json)")
+
+    @field_validator("decryption_threshold", mode="wrap")
+    @classmethod
+    def _one_message(cls, value, handler):
+        # one line for the admin instead of one per branch of the union
+        if isinstance(value, bool):
+            raise ValueError(_THRESHOLD_HELP)
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(_THRESHOLD_HELP) from None
+
+    def key_set(self, registered) -> tuple[list[str], int]:
+        """(key parties, t) for a space whose registered holders are ``registered``; a
+        ``WorkbenchUserError`` (one line, the field named) when they do not fit."""
+        from workbench.errors import WorkbenchUserError
+
+        parties = sorted(self.key_parties if self.key_parties is not None else registered)
+        unknown = sorted(set(parties) - set(registered))
+        if unknown:
+            raise WorkbenchUserError(
+                f"policy secure.key_parties names {unknown[0]}, which is not a registered holder "
+                "of the space: remove it or enroll it first.", reason="threshold-policy")
+        t = len(parties) if self.decryption_threshold == "all" else self.decryption_threshold
+        if t > len(parties):
+            raise WorkbenchUserError(
+                f"policy secure.decryption_threshold is {t}, more than the {len(parties)} key "
+                "parties: lower it or use 'all'.", reason="threshold-policy")
+        return parties, t
+
+
 class Holder(_Model):
     title: str = Field(min_length=1)
     kind: HolderKind
@@ -158,6 +218,8 @@ class Policy(_Model):
     users: dict[UserName, User] = Field(default_factory=dict, json_schema_extra=_CLOSED)
     studies: dict[StudyId, Study] = Field(default_factory=dict, json_schema_extra=_CLOSED)
     holders: dict[HolderId, Holder] = Field(default_factory=dict, json_schema_extra=_CLOSED)
+    secure: Secure = Field(default_factory=Secure, description="threshold decryption among "
+                                                               "the holder nodes")
 
     def admins(self) -> list[str]:
         return sorted(name for name, user in self.users.items() if "admin" in user.roles)
@@ -172,6 +234,15 @@ def cross_reference_problems(policy: Policy) -> list[tuple[tuple, str]]:
 
     Returned as (location, message) so the loader can point at the line."""
     problems: list[tuple[tuple, str]] = []
+    secure = policy.secure
+    if secure.key_parties is not None:
+        if len(set(secure.key_parties)) != len(secure.key_parties):
+            problems.append((("secure", "key_parties"), "holder ids are listed twice"))
+        elif isinstance(secure.decryption_threshold, int) \
+                and secure.decryption_threshold > len(secure.key_parties):
+            problems.append((("secure", "decryption_threshold"),
+                             f"{secure.decryption_threshold} is more than the "
+                             f"{len(secure.key_parties)} key_parties: lower it or use 'all'"))
     for study_id, study in policy.studies.items():
         for field, role in (("members", "researcher"), ("reviewers", "reviewer")):
             for index, name in enumerate(getattr(study, field)):

@@ -193,6 +193,18 @@ def partial_for_round(party, signer, checker_public: bytes, registry, *,
              "present": present}, box)
 
 
+def check_key_set(policy, registered, parties, t: int, what: str) -> None:
+    """Refuse (``threshold-policy``) key parties or a t other than the signed policy's
+    (``secure.key_parties`` / ``secure.decryption_threshold``): the coordinator does not choose
+    who can decrypt together. ``registered``: the space's registered holders."""
+    want_parties, want_t = policy.secure.key_set(sorted(registered))
+    if list(parties or []) != want_parties or t != want_t:
+        raise refuse("threshold-policy", f"{what} is t = {t} of {len(parties or [])} key "
+                                         f"parties, but the signed policy sets t = {want_t} of "
+                                         f"{', '.join(want_parties)} (secure.decryption_threshold"
+                                         ", secure.key_parties).")
+
+
 def _present_ids(party, holder: str, parties, present) -> list[int] | None:
     """The Shamir party numbers of the t partials to combine (None for N-out-of-N)."""
     t = getattr(party, "t", None)
