@@ -66,7 +66,8 @@ SERVICES = (
             lambda space, _studies: [linkage_socket(space)],
             applies=lambda space: linkage_state(space).is_dir()),
     # the holders' nodes, when the space has them (workbench node enroll): before the gateway
-    Service("holder nodes", start_holder_nodes, False, lambda _space, _studies: [],
+    # (given the policy: the key parties and decryption threshold of their joint key are its own)
+    Service("holder nodes", start_holder_nodes, True, lambda _space, _studies: [],
             answers=nodes_answer, applies=is_node_space),
     Service("data gateway", start_gateway, True, _gateway_sockets),
     Service("key holder", start_keyholder, False,

@@ -81,18 +81,19 @@ class NodeGroup:
         return max([h.stop(timeout) or 0 for h in self.handles.values()], default=0)
 
 
-def start_holder_nodes(space: Space) -> NodeGroup:
+def start_holder_nodes(space: Space, policy_path=None) -> NodeGroup:
     """Every enrolled node of ``space`` on 127.0.0.1, each as its own account (``workbench
     demo``), each also a witness of the central log; the gateway finds them through the
     registry. Once they answer, the space's BFV key becomes their joint key (``keygen.py``:
-    made the first time, kept afterwards), so no process holds the whole BFV secret key."""
+    made the first time, kept afterwards; its key parties and t from the signed policy at
+    ``policy_path``, by default the space's), so no process holds the whole BFV secret key."""
     from workbench.node.enroll import ensure_witnesses
     from workbench.node.keygen import ensure_joint_key
 
     ensure_witnesses(space)  # after the collector's first start: its key is what they pin
     group = NodeGroup(start_nodes(space))
     try:
-        ensure_joint_key(space)
+        ensure_joint_key(space, policy_path=policy_path)
     except BaseException:
         group.stop()
         raise
