@@ -47,8 +47,18 @@ class UnixHTTP:
             all_headers = {**self.headers, **(headers or {})}
             if data is not None:
                 all_headers["Content-Type"] = "application/json"
-            conn.request(method, url, body=data, headers=all_headers)
-            response = conn.getresponse()
+            try:
+                conn.request(method, url, body=data, headers=all_headers)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                # a server that refuses the caller before reading the body (the airlock's peer
+                # check) answers and hangs up while the body is still being sent: its answer
+                # is waiting on the socket, and it is the one that says why
+                try:
+                    response = conn.getresponse()
+                except (OSError, http.client.HTTPException):
+                    raise exc from None
+            else:
+                response = conn.getresponse()
             return response.status, response.read(), response.getheader("Content-Type") or ""
         finally:
             conn.close()
