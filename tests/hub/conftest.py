@@ -9,6 +9,7 @@ the module takes about 20 s, so all of it is the representative set."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -57,6 +58,8 @@ studies:
     expires: 2020-01-01
 """
 VENV_BIN = Path(sys.executable).parent
+SLOW_STOP = 15.0  # seconds: a hub fixture's stop step slower than this is noted in SLOW_STOP_LOG
+SLOW_STOP_LOG = Path(tempfile.gettempdir()) / "wb-slow-hub-stops.log"
 
 
 def free_port() -> int:
@@ -256,15 +259,28 @@ class LiveHub:
 
             steps.append(lambda: drop_database(self.db_url))
         errors = []
-        for step in steps:
+        for number, step in enumerate(steps):
+            began = time.monotonic()
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - the next step must still run
                 errors.append(exc)
+            if time.monotonic() - began > SLOW_STOP:
+                self._note_slow_stop(number, time.monotonic() - began)
         if self.log is not None:
             self.log.close()
         if errors:
             raise errors[0]
+
+    def _note_slow_stop(self, step: int, seconds: float) -> None:
+        """Why a stop was slow, kept for whoever reads the run (the hub's log is deleted with
+        its directory): which step, how long, the end of the hub's log."""
+        tail = b""
+        with contextlib.suppress(OSError):
+            tail = (self.root / "hub.log").read_bytes()[-6000:]
+        with open(SLOW_STOP_LOG, "ab") as out:
+            out.write(f"== step {step} took {seconds:.1f} s ({self.root})\n".encode() + tail
+                      + b"\n")
 
     def _stop_hub(self) -> None:
         if self.process is None:
