@@ -20,7 +20,6 @@ from workbench.secure import threshold as th
 from workbench.secure import threshold_shamir as sh
 from workbench.secure.keys import load_public
 
-
 # t comes from the admin-signed policy (every node checks it), not from the coordinator
 POLICY_TWO_OF_THREE = POLICY_WITH_QUORUM + "secure:\n  decryption_threshold: 2\n"
 
