@@ -152,7 +152,10 @@ def test_holders_hold_no_secret_key_and_pack_bins(rossi, n_holders):
     fed.kaplan_meier(duration_col="week", event_col="arrest")
     (round_,) = fed.coordinator.log
     assert round_["ciphertexts"] == 1  # 2 x 53 weekly bins + 1 packed into one BFV ciphertext
-    assert all(b <= 90_000 for b in round_["bytes_per_holder"].values())
+    # 65.7 KB under a single key; the holders' joint key (simulated key parties, the default)
+    # has three 31-bit primes: 106.6 KB (docs/secure.md, "Threshold decryption")
+    limit = 110_000 if fed.coordinator.keys.threshold else 90_000
+    assert all(b <= limit for b in round_["bytes_per_holder"].values())
 
 
 def test_holder_processes_give_the_same_answers(gbsg2):

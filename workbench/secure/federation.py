@@ -3,6 +3,13 @@
 Same holders, aggregator, key holder and release policy as the service path; by default the key
 holder is an in-process ``KeyHolder`` with fresh keys, or pass ``keyholder=KeyHolderClient(path)``
 and ``public_keys`` to use a running ``workbench keyholder``.
+
+With the in-process key holder, BFV (counts, KM, log-rank and every integer part) is decrypted
+as in a space of holder nodes (issue 17): every holder is a simulated key party of a joint key
+made without a dealer, each round's sum is decrypted from the parties' partials (the nodes' own
+checks and flooding, ``threshold_local.py``), which only the key holder opens and combines
+before its release rules. ``key_parties=False`` keeps a single BFV key (one holder, or a
+comparison); ``decryption_threshold=t``: any t of the holders decrypt (Shamir re-sharing).
 """
 
 from __future__ import annotations
@@ -11,24 +18,38 @@ import pandas as pd
 
 from workbench.secure import results
 from workbench.secure.coordinator import Coordinator
+from workbench.secure.threshold import MAX_PARTIES
 
 
 class Federation:
     def __init__(self, partitions: dict[str, pd.DataFrame], min_cell_count: int = 10,
                  dominance: tuple[int, float] = (2, 0.9), *, min_holders: int = 2,
                  keyholder=None, public_keys=None, provenance=None, context: dict | None = None,
-                 holder_processes: bool = False, view=None, privacy: dict | None = None):
+                 holder_processes: bool = False, view=None, privacy: dict | None = None,
+                 key_parties: bool = True, decryption_threshold: int | None = None):
         """``view``: a catalog ``View`` whose column roles and public grids the operations
         must respect, as through the gateway; without one, roles are not enforced and levels
         and the time grid come from the data (local analysis of rows the caller holds).
         ``privacy``: differential-privacy settings (``epsilon_budget``, ``epsilon_per_release``)
-        as a study's policy sets them."""
+        as a study's policy sets them. ``key_parties``, ``decryption_threshold``: the module's
+        docstring (with the in-process key holder only: a running one has its space's keys)."""
+        signers = aggregator = None
         if keyholder is None:
             from workbench.secure.keyholder import KeyHolder
             from workbench.secure.keys import SecretKeys
 
             secret = SecretKeys.generate()
-            keyholder = KeyHolder(secret, provenance)
+            if key_parties and 2 <= len(partitions) <= MAX_PARTIES:
+                from workbench.secure import signing
+                from workbench.secure.threshold_local import LocalKeyParties
+
+                signers, registry = signing.ephemeral(list(partitions))
+                parties = LocalKeyParties(signers, decryption_threshold)
+                secret = parties.secret_keys(secret)
+                keyholder = KeyHolder(secret, provenance, registry=registry,
+                                      box_key=parties.box)
+            else:
+                keyholder = KeyHolder(secret, provenance)
             public_keys = secret.public  # the holders get only the public half
         elif public_keys is None:
             raise TypeError("pass public_keys together with a remote keyholder")
@@ -42,10 +63,16 @@ class Federation:
                            "min_holders": max(int(min_holders), 2)}
         from workbench.secure.plan import Schema
 
+        if signers is not None:
+            from workbench.secure.nodes import Aggregator
+            from workbench.secure.threshold_local import SimulatedAggregator
+
+            aggregator = SimulatedAggregator(Aggregator(public_keys, keyholder), parties,
+                                             keyholder.registry)
         self.coordinator = Coordinator(partitions, public_keys, keyholder, self.thresholds,
                                        context, holder_processes=holder_processes,
                                        schema=Schema(view) if view is not None else None,
-                                       privacy=privacy)
+                                       privacy=privacy, aggregator=aggregator, signers=signers)
         self.last_run: dict | None = None
 
     def _run(self, op: str, **params):
