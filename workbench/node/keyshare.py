@@ -17,8 +17,12 @@ key, which the party published at commit and signed with its round-signing key, 
 signed by the dealer) and ``receive`` (it checks every dealer's signature, opens its pieces,
 keeps their sum F(j) as ``threshold/shamir.key`` and deletes its additive share).
 
-A node never sends its share; a new key generation (a node joined) replaces the share only when
-it finishes, so rounds under the old key keep working until then.
+A commit, a deal and a receive carry the admin-signed policy: the server verifies it and the node
+refuses key parties or a t other than its ``secure:`` settings (``threshold-policy``), so the
+coordinator does not choose who can decrypt together. A node never sends its share; a new key
+generation (a node joined, or the policy's t changed) replaces the share only when it finishes.
+Rounds under the old key keep working until then if the policy still allows that key (a node
+joined); after a signed change of t, the node refuses them (``server.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ Security boundary (guarded by tests/node/):
   signed, MAC-tagged ciphertexts of this holder's local statistics; with threshold decryption,
   its public key share during key generation (``keyshare.py``) and, per round, its partial
   decryption of a sum it recomputed from at least min-holders signed contributions, sealed to
-  the release checker (``secure/threshold_node.py``). Never its key share.
+  the release checker (``secure/threshold_node.py``), only for the key parties and t of the
+  signed policy (checked at key generation and before each partial). Never its key share.
 Every request, served or refused, goes into the node's own hash-chained journal.
 """
 
