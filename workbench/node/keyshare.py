@@ -20,9 +20,9 @@ keeps their sum F(j) as ``threshold/shamir.key`` and deletes its additive share)
 A commit, a deal and a receive carry the admin-signed policy: the server verifies it and the node
 refuses key parties or a t other than its ``secure:`` settings (``threshold-policy``), so the
 coordinator does not choose who can decrypt together. A node never sends its share; a new key
-generation (a node joined, or the policy's t changed) replaces the share only when it finishes.
-Rounds under the old key keep working until then if the policy still allows that key (a node
-joined); after a signed change of t, the node refuses them (``server.py``).
+generation replaces the share only when it finishes. Until then the node refuses partials under
+its old key whenever the policy's key parties or t no longer match it (a newly registered
+holder, a signed change of t: ``server.py``), failing closed.
 """
 
 from __future__ import annotations
