@@ -34,6 +34,7 @@ _PATTERN_HELP = {
                "(they name JupyterHub servers)",
     "users": "user names are lowercase letters, digits, '_', '.', '-', starting with a letter",
     "holders": "holder ids are lowercase letters, digits and '-', starting with a letter",
+    "key_parties": "holder ids are lowercase letters, digits and '-', starting with a letter",
     "views": "view ids are catalog view ids: lowercase letters, digits and '_'",
     "members": "user names are lowercase letters, digits, '_', '.', '-', starting with a letter",
     "reviewers": "user names are lowercase letters, digits, '_', '.', '-', starting with a letter",
