@@ -102,3 +102,5 @@ def test_a_single_key_on_request_and_the_parties_withhold_their_shares(rossi):
         "share=<withheld>", "")
     with pytest.raises(ValueError):
         LocalKeyParties({"a": None, "b": None}, t=3)
+    with pytest.raises(TypeError):
+        Federation(split_round_robin(rossi, 2), key_parties=False, decryption_threshold=2)

@@ -34,6 +34,10 @@ class Federation:
         as a study's policy sets them. ``key_parties``, ``decryption_threshold``: the module's
         docstring (with the in-process key holder only: a running one has its space's keys)."""
         signers = aggregator = None
+        if decryption_threshold is not None and (keyholder is not None or not key_parties):
+            # a running key holder has its space's key; a single key has no parties
+            raise TypeError("decryption_threshold needs the in-process key holder's simulated "
+                            "key parties")
         if keyholder is None:
             from workbench.secure.keyholder import KeyHolder
             from workbench.secure.keys import SecretKeys
