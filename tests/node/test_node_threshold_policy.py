@@ -14,10 +14,12 @@ import os
 import uuid
 
 import pytest
+from click.testing import CliRunner
 
 from tests.node.conftest import POLICY, run_as_kernel, running_node_space
 from tests.node.test_node_quorum import HOLDERS, KM
 from workbench.errors import WorkbenchUserError
+from workbench.node.cli import node_group
 from workbench.node.client import NodeError, NodeSet
 from workbench.node.coordinator import policy_document
 from workbench.node.keygen import current_record, ensure_joint_key
@@ -109,7 +111,13 @@ def test_a_changed_t_is_honoured_only_when_signed(policy_nodes):
     assert "refused (threshold-policy): this node's key share is t = 2 of 3 key parties, but " \
         "the signed policy sets t = 3 of hospital-a, hospital-b, insurer-b" in stopped["said"]
     assert "\n" not in stopped["said"]
-    record = ensure_joint_key(space, policy_path=policy_nodes.policy)
+    # the admin re-keys with 'workbench node keygen' (the supervisor's next start would too)
+    out = CliRunner().invoke(node_group, ["keygen", "--data-dir", str(space.root),
+                                          "--policy", str(policy_nodes.policy)])
+    assert out.exit_code == 0, out.output
+    record = current_record(space)
+    assert out.output.strip() == (f"joint key {record['keygen'][:12]}: t = 3 of hospital-a, "
+                                  "hospital-b, insurer-b")
     assert record["t"] == 3 and record["keygen"] != policy_nodes.record["keygen"]
     assert load_public(space).threshold["t"] == 3
     assert run_as_kernel(space, KM) == {"holders": list(HOLDERS)}

@@ -119,6 +119,26 @@ def revoke(role: str, name: str, serial: int | None, data_dir: str | None) -> No
     click.echo(f"revoked {role} {name}: serial(s) {', '.join(map(str, serials))}")
 
 
+@node_group.command("keygen")
+@click.option("--data-dir", type=click.Path(), help="the space (default $WORKBENCH_DATA_DIR)")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="the signed policy in force (default: the space's policy/policy.yaml)")
+def keygen(data_dir: str | None, policy_path: str | None) -> None:
+    """Make the nodes' joint BFV key for the signed policy's key parties and decryption
+    threshold, if the key in place is not already theirs (run as root, the nodes running):
+    after 'workbench policy apply' changed secure.decryption_threshold, the nodes refuse
+    rounds under the old key until this has run."""
+    from workbench.node.keygen import ensure_joint_key
+    from workbench.paths import Space
+
+    record = ensure_joint_key(Space.at(data_dir), policy_path=policy_path)
+    if record is None:
+        click.echo("fewer than 2 key parties: the space keeps its single BFV key")
+        return
+    click.echo(f"joint key {record['keygen'][:12]}: t = {record['t']} of "
+               f"{', '.join(record['parties'])}")
+
+
 @node_group.command("list")
 @click.option("--data-dir", type=click.Path())
 def list_certificates(data_dir: str | None) -> None:
