@@ -1,4 +1,5 @@
-"""``workbench linkage serve``: the OPRF linkage service (docs/linkage.md)."""
+"""``workbench linkage serve``: the OPRF linkage service; ``workbench linkage fuzzy-report``: the
+quality of Bloom-filter linkage on name and birth date (docs/linkage.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import click
 from workbench import linkage
 from workbench.linkage.limits import PER_DAY, PER_MINUTE
 from workbench.paths import Space
+from workbench.synth.identities import ErrorRates
 
 
 @click.group("linkage")
@@ -47,6 +49,42 @@ def usage(data_dir: str | None, days: int) -> None:
     click.echo(f"{'day':<11} {'account':<32} {'elements':>12} {'batches':>8}")
     for day, peer, elements, batches in rows:
         click.echo(f"{day:<11} {peer:<32} {elements:>12} {batches:>8}")
+
+
+@group.command("fuzzy-report")
+@click.option("--persons", type=click.IntRange(10, 200_000), default=2000, show_default=True,
+              help="synthetic persons (holder A sees 75 %, B 75 %, half of them both)")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--typo", type=click.FloatRange(0, 1), default=ErrorRates.typo, show_default=True,
+              help="per name field: rate of a typo")
+@click.option("--date-swap", type=click.FloatRange(0, 1), default=ErrorRates.date_swap,
+              show_default=True, help="rate of day and month transposed")
+@click.option("--name-swap", type=click.FloatRange(0, 1), default=ErrorRates.name_swap,
+              show_default=True, help="rate of first and last name swapped")
+@click.option("--missing", type=click.FloatRange(0, 1), default=ErrorRates.missing,
+              show_default=True, help="per field: rate of an empty value")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="the Dice similarity the linkage uses, marked in the sweep (default: "
+                   "workbench.linkage.fuzzy.THRESHOLD, 0.8)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True),
+              help="also write the table as JSON to this file")
+def fuzzy_report(persons: int, seed: int, typo: float, date_swap: float, name_swap: float,
+                 missing: float, threshold: float | None, json_path: str | None) -> None:
+    """Precision and recall of Bloom-filter (CLK) linkage on name and birth date, against the
+    synthetic generator's truth, over a threshold sweep and beside exact matching."""
+    from workbench.linkage.fuzzy import THRESHOLD
+    from workbench.linkage.fuzzy_report import SWEEP, render, report
+
+    threshold = THRESHOLD if threshold is None else threshold
+    rates = ErrorRates(typo=typo, date_swap=date_swap, name_swap=name_swap, missing=missing)
+    table = report(persons, seed, rates, sorted({*SWEEP, threshold}))
+    click.echo(f"{persons} persons, seed {seed}, {rates}")
+    click.echo(render(table, threshold))
+    if json_path:
+        try:
+            table.to_json(json_path, orient="records", indent=1)
+        except OSError as e:
+            raise click.ClickException(f"cannot write {json_path}: {e.strerror or e}") from None
 
 
 commands = [group]
