@@ -11,6 +11,11 @@ Rows (ratio: lower is better):
   pseudonyms per second per core, as a ratio (goal 1.0); B is the batch size (ids per request).
 - oprf-vs-hmac: CPU seconds per OPRF pseudonym / seconds per HMAC pseudonym (no goal: what an
   oblivious evaluation costs over a key the node would hold itself).
+- clk-encode-vs-hmac: CPU seconds per Bloom-filter encoding (CLK of name and birth date,
+  workbench/linkage/fuzzy.py) at a holder / seconds per HMAC pseudonym (no goal).
+- clk-match-vs-encode: the linkage unit's CPU seconds to link two sources (anonlink: Dice of every
+  pair, greedy one-to-one) / the holders' CPU seconds to encode them (no goal; grows with n, as
+  every pair is compared: no blocking).
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from workbench.linkage import fuzzy
 from workbench.linkage.client import pseudonyms
 from workbench.linkage.process import start_linkage
 from workbench.paths import Space
 from workbench.space.linkage import new_key, pseudonym
+from workbench.synth.identities import linkage_sources
 
 GOAL_PER_CORE = 2000
 TICK = os.sysconf("SC_CLK_TCK")
@@ -77,6 +84,27 @@ def run(full: bool = True) -> list[dict]:
                      "ratio": (1 / best["pseudonyms_per_s_per_core"]) / hmac_s, "goal": None,
                      "batch_size": best["batch_size"],
                      "hmac_pseudonyms_per_s": round(1 / hmac_s)})
+        rows += _clk_rows(10_000 if full else 2_000, hmac_s)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return rows
+
+
+def _clk_rows(n_persons: int, hmac_s: float) -> list[dict]:
+    src = linkage_sources(n_persons, seed=0)
+    secret = secrets.token_bytes(fuzzy.SECRET_BYTES)
+    started = time.process_time()
+    a = fuzzy.encode(src.a.to_dict("records"), secret)
+    b = fuzzy.encode(src.b.to_dict("records"), secret)
+    encode_s = time.process_time() - started
+    started = time.process_time()
+    links = fuzzy.match(a, b)
+    match_s = time.process_time() - started
+    per_clk = encode_s / (len(a) + len(b))
+    return [{"name": "clk-encode-vs-hmac", "ratio": per_clk / hmac_s, "goal": None,
+             "records": len(a) + len(b), "clks_per_s": round(1 / per_clk)},
+            {"name": "clk-match-vs-encode", "ratio": match_s / encode_s, "goal": None,
+             "records_a": len(a), "records_b": len(b), "links": len(links),
+             "threshold": fuzzy.THRESHOLD,
+             "comparisons_per_s": round(len(a) * len(b) / match_s), "match_cpu_s":
+             round(match_s, 2)}]
