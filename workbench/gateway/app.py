@@ -130,6 +130,20 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
     that release requests are only checked (the airlock's dry run), never submitted."""
     actor = study_kernel_user(study)
 
+    def pin_of(request: web.Request, view_id: str) -> dict | None:
+        """The kept dataset versions a re-run kernel's read of ``view_id`` uses (root's pins,
+        ``workbench/run/pins.py``); a study kernel cannot ask for any: it reads today's data."""
+        if "version" in request.query or "versions" in request.query \
+                or "X-Workbench-Version" in request.headers:
+            raise WorkbenchUserError(
+                "a study kernel reads today's data; only 'workbench rerun' (as root) re-creates "
+                "a study on the dataset versions it ran on.", reason="access-denied")
+        if not rerun or state.nodes is None:
+            return None
+        from workbench.run.pins import read_pin
+
+        return read_pin(state.space, study, view_id)
+
     def refused(request: web.Request, reason: str, view: str | None, status: int) -> None:
         log.warning(json.dumps({"event": "refused", "study": study, "peer_uid": peer_uid(request),
                                 "method": request.method, "path": request.path[:200],
@@ -220,6 +234,7 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
         view_id = _view_id(request)
         columns = _parse_columns(request.query.get("columns"))
         limit = _parse_limit(request.query.get("limit"), state.max_rows)
+        pin = pin_of(request, view_id)
         if view_read(state.policy(), actor, study, view_id) == "twin":
             return await fetch_twin(request, view_id, columns, limit)
         fetch_limit = limit if limit is not None else state.max_rows + 1
@@ -227,7 +242,7 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
         timing = _Timing()
         if state.nodes is not None:  # the nodes protect their rows; the gateway merges
             result = await loop.run_in_executor(None, lambda: state.nodes.read(
-                study, view_id, columns, fetch_limit, state.policy_path))
+                study, view_id, columns, fetch_limit, state.policy_path, pin))
         else:
             result = await loop.run_in_executor(
                 None, lambda: state.engine.read(study, view_id, columns, fetch_limit))
@@ -302,6 +317,7 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
             raise WorkbenchUserError("columns is a list of column names.", reason="bad-request")
         policy = state.policy()
         ensure_allowed(policy, actor, "secure-op", study, view_id)
+        pin = pin_of(request, view_id)
         try:
             from workbench.secure.service import run_secure_op
         except ImportError:
@@ -311,12 +327,13 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
         thresholds = policy.studies[study].thresholds.model_dump()
         privacy = policy.studies[study].privacy
         context = {"study": study, "view": view_id, "request_id": uuid.uuid4().hex,
-                   "view_version": state.engine.versions[view_id], **_claims(request)}
+                   "view_version": pin["view_version"] if pin else
+                   state.engine.versions[view_id], **_claims(request)}
         partitions = remote = None
         if state.nodes is not None:  # the holders' nodes compute; the gateway reads no row
             remote = state.nodes.remote(study, view_id, columns, state.policy_path,
                                         context["request_id"],
-                                        quorum=policy.studies[study].node_quorum)
+                                        quorum=policy.studies[study].node_quorum, pin=pin)
         else:
             partitions = await loop.run_in_executor(
                 None, lambda: state.engine.partitions(study, view_id, columns))

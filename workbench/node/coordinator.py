@@ -5,6 +5,10 @@ study's pseudonyms, date protection and the view's minimum rows to its own rows)
 the merged read must still reach the view's minimum. A secure operation runs its rounds through
 ``RemoteHolders`` with the study's thresholds tightened by every node's floors, and those
 thresholds travel inside the spec each node signs.
+
+``pin``: only for a ``workbench rerun`` kernel (the gateway's re-run socket, pins written by
+root, ``workbench/run/pins.py``): ``{"holders": {holder: kept version}, "view_version": ...}``;
+each node then reads that kept version of its store (and refuses one it no longer keeps).
 """
 
 from __future__ import annotations
@@ -34,17 +38,20 @@ class NodeCoordinator:
         self.nodes, self.engine = nodes, engine
         self._floors: tuple[float, dict] | None = None
 
-    def _request(self, study: str, view: str, columns, policy_path) -> dict:
+    def _request(self, study: str, view: str, columns, policy_path, pin=None) -> dict:
         from workbench.secure.signing import new_nonce
 
-        return {"study": study, "view": view, "columns": list(columns) if columns else None,
+        body = {"study": study, "view": view, "columns": list(columns) if columns else None,
                 "nonce": new_nonce(), "policy": policy_document(policy_path)}
+        if pin:
+            body["versions"] = dict(pin["holders"])
+        return body
 
     def read(self, study: str, view_id: str, columns, limit: int | None,
-             policy_path) -> ViewResult:
+             policy_path, pin=None) -> ViewResult:
         view = self.engine.view(view_id)
         chosen = self.engine._columns(view, columns, view.plaintext_columns)  # noqa: SLF001
-        body = self._request(study, view_id, chosen, policy_path) | {"limit": limit}
+        body = self._request(study, view_id, chosen, policy_path, pin) | {"limit": limit}
         parts = {h: t for h, t in self.nodes.read_view(body).items() if t is not None}
         tables = [t for _, t in sorted(parts.items()) if t.num_rows]
         if tables:
@@ -57,7 +64,8 @@ class NodeCoordinator:
             table = table.slice(0, limit)
         if table.num_rows < view.min_rows and (limit is None or limit >= view.min_rows):
             self.engine._min_rows(view, table.num_rows)  # noqa: SLF001 - the one message
-        return ViewResult(table, view_id, self.engine.versions[view_id], tuple(chosen),
+        version = pin["view_version"] if pin else self.engine.versions[view_id]
+        return ViewResult(table, view_id, version, tuple(chosen),
                           {h: t.num_rows for h, t in parts.items()})
 
     def thresholds(self, thresholds: dict, quorum: int | None = None) -> dict:
@@ -73,12 +81,12 @@ class NodeCoordinator:
         return tight.model_dump()
 
     def remote(self, study: str, view: str, columns, policy_path, request_id: str,
-               quorum: int | None = None) -> RemoteHolders:
+               quorum: int | None = None, pin=None) -> RemoteHolders:
         """The nodes as the holders of one operation; ``request_id`` is the operation's id in
         the central provenance record, and each node's journal names it too."""
         from workbench.secure.keys import load_public
 
-        request = self._request(study, view, columns, policy_path)
+        request = self._request(study, view, columns, policy_path, pin)
         request.pop("nonce")  # each round brings its own
         request["request_id"] = request_id
         # a joint BFV key (he/public.ctx says so): every round asks the key parties for partials

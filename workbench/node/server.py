@@ -42,6 +42,7 @@ from workbench.node import pki
 from workbench.node.config import NodeConfig
 from workbench.node.journal import Journal
 from workbench.node.rules import load_rules, refusal
+from workbench.node.versions import VersionStore, engine_at
 from workbench.policy.access import ensure_allowed
 from workbench.policy.loader import parse_policy
 from workbench.policy.model import Thresholds
@@ -57,7 +58,8 @@ STATUS = {"bad-request": 400, "malformed-message": 400, "wrong-peer": 403,
           "invalid-view": 409, "sensitive-column": 403, "unknown-column": 400,
           "unsigned-contribution": 403, "bad-signature": 403, "min-holders": 403,
           "duplicate-holder": 409, "not-the-aggregate": 409, "malformed-ciphertext": 400,
-          "keygen-refused": 409, "no-key-share": 409, "threshold-policy": 403, "not-found": 404}
+          "keygen-refused": 409, "no-key-share": 409, "threshold-policy": 403, "not-found": 404,
+          "unknown-version": 404}
 MAX_BODY = 4 * 1024 * 1024  # a policy and a round spec (JSON); never data
 # a partial-decryption request carries the round's signed BFV contributions (~107 KB each)
 MAX_FRAME = 96 * 1024 * 1024
@@ -89,6 +91,7 @@ class NodeState:
     _holders: collections.OrderedDict = field(default_factory=collections.OrderedDict)
     _policies: dict = field(default_factory=dict)  # (sha256, signature) -> verified, parsed
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _engines: collections.OrderedDict = field(default_factory=collections.OrderedDict)
 
     def load(self) -> None:
         from workbench.paths import Space
@@ -98,6 +101,7 @@ class NodeState:
 
         cfg = self.config
         self.engine = ViewEngine(Space(cfg.root))
+        self._engines[VersionStore(cfg.root, cfg.holder).current()] = self.engine
         self.keys = PublicKeys.from_bytes(cfg.public_context.read_bytes())
         self.keys.bfv, self.keys.ckks  # noqa: B018 - parse the contexts before the first round
         self.signer = cfg.signer()
@@ -192,25 +196,49 @@ class NodeState:
             counts[study] = counts.get(study, 0) + 1
             self._save()
 
-    def holds(self, view: str) -> bool:
+    def engine_for(self, body: dict):
+        """(version, engine) a request reads: the ``current`` version now (re-read per request,
+        so an ingest is served without a restart), or the kept version the coordinator names
+        for this holder in ``versions`` (only for a re-run; ``versions.engine_at`` refuses one
+        the node does not keep). A few engines stay loaded."""
+        wanted = body.get("versions")
+        wanted = wanted.get(self.config.holder) if isinstance(wanted, dict) else None
+        version, build = engine_at(self.config.root, self.config.holder, wanted)
+        with self._lock:
+            engine = self._engines.get(version)
+            if engine is not None:
+                self._engines.move_to_end(version)
+                return version, engine
+        engine = build()
+        with self._lock:
+            self._engines[version] = engine
+            while len(self._engines) > 3:
+                self._engines.popitem(last=False)
+            if wanted is None:
+                self.engine = engine
+        return version, engine
+
+    def holds(self, view: str, engine=None) -> bool:
         """Whether this holder has every table the view reads (views join within one holder,
         so a holder without them has no rows in it, and says so instead of refusing)."""
-        definition = self.engine.catalog.views.get(view)
-        return definition is None or set(definition.tables) <= set(self.engine.tables)
+        engine = engine or self.engine
+        definition = engine.catalog.views.get(view)
+        return definition is None or set(definition.tables) <= set(engine.tables)
 
-    def holder_for(self, request_id: str, study: str, view: str, columns):
+    def holder_for(self, request_id: str, study: str, view: str, columns, version=None,
+                   engine=None):
         """This holder's node for one operation: its rows of the view and its keys. Kept for the
         operation's rounds so Newton steps reuse the beta-independent statistics."""
         from workbench.secure.nodes import HolderNode
 
-        key = (request_id, study, view, tuple(columns or ()))
+        key = (request_id, study, view, tuple(columns or ()), version)
         with self._lock:
             if key in self._holders:
                 self._holders.move_to_end(key)
                 return self._holders[key]
         # one holder's part of a view may be small: the view's minimum rows guards plain reads;
         # what a round releases is guarded by the key holder's rules (k per cell, min holders)
-        frame = self.engine.partitions(study, view, columns, min_rows=False).get(
+        frame = (engine or self.engine).partitions(study, view, columns, min_rows=False).get(
             self.config.holder)
         node = None if frame is None or not len(frame) else HolderNode(
             self.config.holder, frame, self.keys, self.signer)
@@ -252,6 +280,9 @@ def make_app(state: NodeState) -> web.Application:
             "nonce": str(body.get("nonce"))[:64] if body and body.get("nonce") else None,
             "operation": str(body.get("request_id"))[:64] if body and body.get("request_id")
             else None,
+            # the kept version a re-run asked for (served ones: the version actually read)
+            "version": str(asked.get(cfg.holder))[:64] if isinstance(
+                asked := (body or {}).get("versions"), dict) and asked.get(cfg.holder) else None,
             "decision": decision, "reason": reason, **extra})
 
     @web.middleware
@@ -332,13 +363,15 @@ def make_app(state: NodeState) -> web.Application:
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise WorkbenchUserError("limit must be a whole number.", reason="bad-request")
         loop = asyncio.get_running_loop()
-        if not state.holds(view):
-            record(request, body, "served", None, rows=0)
+        version, engine = await loop.run_in_executor(None, state.engine_for, body)
+        if not state.holds(view, engine):
+            record(request, body, "served", None, rows=0, version=version)
             return web.Response(status=204)
         result = await loop.run_in_executor(
-            None, lambda: state.engine.read(study, view, columns, limit))
+            None, lambda: engine.read(study, view, columns, limit))
         data = await loop.run_in_executor(None, _arrow_bytes, result.table)
-        record(request, body, "served", None, rows=result.rows, bytes=len(data))
+        record(request, body, "served", None, rows=result.rows, bytes=len(data),
+               version=version)
         return web.Response(body=data, content_type=ARROW_TYPE,
                             headers={"X-Workbench-Rows": str(result.rows)})
 
@@ -358,19 +391,21 @@ def make_app(state: NodeState) -> web.Application:
         looser = rules.looser(asked)
         if looser:
             raise refusal(cfg.holder, looser)
-        state.spend_round(study, rules.rounds_per_day)
         loop = asyncio.get_running_loop()
-        node = None if not state.holds(view) else await loop.run_in_executor(
-            None, lambda: state.holder_for(request_id, study, view, columns))
+        version, engine = await loop.run_in_executor(None, state.engine_for, body)
+        state.spend_round(study, rules.rounds_per_day)
+        node = None if not state.holds(view, engine) else await loop.run_in_executor(
+            None, lambda: state.holder_for(request_id, study, view, columns, version, engine))
         if node is None:
-            record(request, body, "served", None, rows=0)
+            record(request, body, "served", None, rows=0, version=version)
             return web.Response(body=wire.encode({"empty": True}), content_type=WIRE_TYPE)
         out = await loop.run_in_executor(None, lambda: node.contribute(kind, spec, nonce))
         # its own time: the coordinator's share of a round is the rest (make bench)
         frame = wire.encode({"per_scheme": out.per_scheme, "fingerprint": out.fingerprint,
                              "envelope": out.envelope,
                              "seconds": round(time.perf_counter() - started, 6)}, out.blobs)
-        record(request, body, "served", None, rows=len(node.frame), bytes=len(frame))
+        record(request, body, "served", None, rows=len(node.frame), bytes=len(frame),
+               version=version)
         return web.Response(body=frame, content_type=WIRE_TYPE)
 
     async def keygen_route(request: web.Request) -> web.Response:

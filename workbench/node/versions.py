@@ -180,3 +180,34 @@ class VersionStore:
             shutil.rmtree(gone, ignore_errors=True)
             removed.append(version["id"])
         return removed
+
+
+def engine_at(root: Path, holder: str, version: str | None):
+    """(version id, view engine) over one version of the node's store: ``None`` is the one
+    served now (the ``current`` link re-read, so a running node follows each ingest); a named
+    version must be one the node keeps (retention may have let it go), else one refusal line.
+    The study re-keying key and the view definitions stay the node's own."""
+    from workbench.catalog.models import Dataset
+    from workbench.catalog.store import Catalog, _load_dir
+    from workbench.paths import Space
+    from workbench.space.linkage import study_rekey_key
+    from workbench.views import ViewEngine
+
+    store = VersionStore(root, holder)
+    if version is None:
+        return store.current(), lambda: ViewEngine(Space(root))
+    kept = {v["id"] for v in store.versions()}
+    if not isinstance(version, str) or version not in kept:
+        raise WorkbenchUserError(
+            f"holder {holder} does not keep dataset version {str(version)[:64]!r} (its "
+            "retention let it go, or it never existed); re-run on today's data instead.",
+            reason="unknown-version")
+    folder = store.path(version)
+
+    def build():
+        node = Space(root)
+        catalog = Catalog(datasets=_load_dir(folder / "datasets", Dataset),
+                          views=Catalog.load(node).views)
+        # Space(folder).holder_dir(holder) is the version's own holders/<holder>/
+        return ViewEngine(Space(folder), catalog, rekey_key=study_rekey_key(node))
+    return version, build

@@ -51,9 +51,12 @@ def run_command(notebook, study, user, parameters, data_dir, policy):
               help="stop after the cell with this provenance record id")
 @click.option("--user", help="who the re-run is attributed to (default: the logged user)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--current", "current_data", is_flag=True,
+              help="replay on today's data even where the holder nodes keep the versions a "
+                   "stale cell ran on (default: re-create it on those)")
 @_data_option
 @_policy_option
-def rerun_command(study, until, user, as_json, data_dir, policy):
+def rerun_command(study, until, user, as_json, current_data, data_dir, policy):
     """Re-execute a study's logged cells in a fresh sealed kernel and compare each output with
     its record. Exit 0: all reproduced; 1: some outputs differ; 3: differences are all explained
     by datasets that changed since (stale)."""
@@ -62,7 +65,8 @@ def rerun_command(study, until, user, as_json, data_dir, policy):
     from workbench.run.rerun import rerun_study
 
     report = rerun_study(existing_space(data_dir), resolve_policy(policy), study, until=until,
-                         user=user, echo=(lambda _line: None) if as_json else click.echo)
+                         user=user, echo=(lambda _line: None) if as_json else click.echo,
+                         current_data=current_data)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

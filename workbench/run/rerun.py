@@ -8,7 +8,11 @@ computed by the same code as the originals'. Each cell is then:
 - ``match``: same status and the same output digests, in order;
 - ``stale``: it read a view (``view-read`` / ``he-operation`` records of the cell) whose version
   differs from the catalog's today, or it follows a stale cell in its session and its outputs
-  differ: the difference is explained by changed data;
+  differ: the difference is explained by changed data. Unless ``current=True``, a cell whose
+  changed views the holder nodes still keep the versions of (``run/versions.py``) is replayed
+  on those versions instead (``run/pins.py``: the gateway's re-run socket asks the nodes for
+  them) and compared like any other: ``match`` when its outputs are the original's, with the
+  versions in ``recreated``;
 - ``differs``: outputs or status differ with unchanged data: the cell is not reproducible
   (time, randomness without a seed, memory addresses ...); shown, never hidden;
 - ``unverifiable``: the original has no completion record (its kernel died, the cell was aborted).
@@ -46,6 +50,7 @@ from workbench.release.airlock import RERUN_REASON, ROUNDED_TYPE
 from workbench.release.outputs import FINGERPRINT_DIGITS
 from workbench.run.headless import first_line
 from workbench.run.kernel import run_user, sandbox_kernel_manager
+from workbench.run.pins import clear_pins, write_pins
 from workbench.services import socket_answers, space_services
 
 Echo = Callable[[str], None]
@@ -78,6 +83,7 @@ class CellResult:
     views: dict = field(default_factory=dict)
     releases: list[dict] = field(default_factory=list)  # per original request: not re-submitted
     ran_on: dict = field(default_factory=dict)  # stale view -> {holder: node version} it read
+    recreated: dict = field(default_factory=dict)  # view -> {holder: kept version} replayed on
 
 
 @dataclass
@@ -107,7 +113,7 @@ class RerunReport:
     def summary(self) -> str:
         lines = []
         for n, cell in enumerate(self.cells, start=1):
-            if cell.status != "match" or cell.releases:
+            if cell.status != "match" or cell.releases or cell.recreated:
                 lines.append(f"  cell {n} [{cell.record_id[:12]}] {cell.status}: "
                              f"{cell.first_line}\n      {cell.detail}")
         counts = self.as_dict()["counts"]
@@ -219,14 +225,19 @@ async def _execute(kc, code: str) -> str:
     return msg_id
 
 
-async def _replay(km, cells: list[LoggedCell]) -> list[str]:
+async def _replay(km, cells: list[LoggedCell], before=None) -> list[str]:
     await km.start_kernel(env={"JPY_SESSION_NAME": RERUN_SESSION}, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
     kc = km.client()
     kc.start_channels()
     try:
         await kc.wait_for_ready(timeout=120)
-        return [await _execute(kc, cell.code) for cell in cells]
+        msg_ids = []
+        for cell in cells:
+            if before is not None:
+                before(cell)  # the kept versions this cell reads (root's pins)
+            msg_ids.append(await _execute(kc, cell.code))
+        return msg_ids
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(now=False)
@@ -262,10 +273,13 @@ def _outputs(fields: dict | None) -> list[tuple[str, str]]:
 
 
 def _compare(cell: LoggedCell, replay: dict | None, current: dict, after_stale: bool,
-             checks: list[dict] | None = None) -> CellResult:
+             checks: list[dict] | None = None, pins: dict | None = None) -> CellResult:
     result = CellResult(cell.record_id, cell.kernel_id, first_line(cell.code), "match",
                         views=dict(cell.views))
-    changed = sorted(v for v, version in cell.views.items() if current.get(v) != version)
+    pins = pins or {}
+    result.recreated = {v: dict(pin["holders"]) for v, pin in sorted(pins.items())}
+    changed = sorted(v for v, version in cell.views.items()
+                     if current.get(v) != version and v not in pins)
     checks = checks or []
     if cell.releases or checks:
         result.releases = _compare_releases(cell.releases, checks)
@@ -288,6 +302,10 @@ def _compare(cell: LoggedCell, replay: dict | None, current: dict, after_stale: 
         result.status = "stale"
         result.detail = (f"read {', '.join(changed)}, whose data changed since the run"
                          + ("; outputs still match" if same else "; outputs differ"))
+    elif pins and same:
+        result.detail = "re-created on the kept versions it ran on: " + "; ".join(
+            f"{v}: " + ", ".join(f"{h} version {i}" for h, i in sorted(hs.items()))
+            for v, hs in result.recreated.items()) + "; outputs match the original's"
     elif not same:
         if after_stale:
             result.status, result.detail = "stale", "outputs differ after a stale cell"
@@ -347,8 +365,10 @@ def _difference(original: dict, replay: dict, before: list, after: list) -> str:
 
 
 def rerun_study(space: Space, policy_path: str | os.PathLike, study: str, until: str | None = None,
-                user: str | None = None, echo: Echo = print) -> RerunReport:
-    """Replay the logged cells of ``study`` and compare them with the log (see module doc)."""
+                user: str | None = None, echo: Echo = print,
+                current_data: bool = False) -> RerunReport:
+    """Replay the logged cells of ``study`` and compare them with the log (see module doc);
+    ``current_data``: on today's data even where the nodes keep the versions it ran on."""
     policy = load_policy(policy_path)
     with ProvenanceReader(space) as reader:
         sessions = logged_sessions(reader, study)
@@ -378,18 +398,42 @@ def rerun_study(space: Space, policy_path: str | os.PathLike, study: str, until:
         for number, cells in enumerate(sessions, start=1):
             echo(f"session {number}/{len(sessions)}: {len(cells)} cells "
                  f"(logged kernel {cells[0].kernel_id[:8]})")
-            with sandbox_kernel_manager(space, study, rerun=True) as km:
-                msg_ids = asyncio.run(_replay(km, cells))
+            pins = {} if current_data else {
+                c.record_id: _pins(space, catalog, c, current, found_versions) for c in cells}
+            try:
+                with sandbox_kernel_manager(space, study, rerun=True) as km:
+                    msg_ids = asyncio.run(_replay(km, cells, lambda c, pins=pins:
+                                                  write_pins(space, study,
+                                                             pins.get(c.record_id))))
+            finally:
+                clear_pins(space, study)
             replays, checks = _completions(space, study, msg_ids)
             after_stale = False
             for cell, msg_id in zip(cells, msg_ids, strict=True):
                 result = _compare(cell, replays.get(msg_id), current, after_stale,
-                                  checks.get(msg_id))
+                                  checks.get(msg_id), pins.get(cell.record_id))
                 after_stale = after_stale or result.status == "stale"
                 _where_it_ran(space, catalog, cell, current, result, found_versions)
                 echo(f"  [{len(results) + 1}/{total}] {result.status:<12} {result.first_line}")
                 results.append(result)
     return RerunReport(study, results)
+
+
+def _pins(space: Space, catalog: Catalog, cell: LoggedCell, current: dict,
+          cache: dict) -> dict:
+    """view -> {"holders": kept versions, "view_version"} for each view of ``cell`` whose data
+    changed and whose versions the holder nodes still keep (none: replayed on today's data)."""
+    from workbench.run.versions import ran_on
+
+    pins = {}
+    for view, version in sorted(cell.views.items()):
+        if current.get(view) == version:
+            continue
+        if (view, version) not in cache:
+            cache[view, version] = ran_on(space, catalog, view, version)
+        if cache[view, version]:
+            pins[view] = {"holders": cache[view, version], "view_version": version}
+    return pins
 
 
 def _where_it_ran(space: Space, catalog: Catalog, cell: LoggedCell, current: dict,

@@ -30,8 +30,9 @@ def _kept(space: Space, holder: str, datasets: dict[str, str]) -> list[tuple[str
         versions = store.versions()
     except PermissionError:
         versions = []
-    found = [(v["id"], {d: v["datasets"][d]["version"] for d in datasets}) for v in versions
-             if set(datasets) <= set(v.get("datasets", {}))]
+    # newest first: of kept versions with the same files, the one served last is named
+    found = [(v["id"], {d: v["datasets"][d]["version"] for d in datasets})
+             for v in reversed(versions) if set(datasets) <= set(v.get("datasets", {}))]
     return found or [("catalog", datasets)]
 
 
