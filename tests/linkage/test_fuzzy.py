@@ -91,15 +91,36 @@ def test_without_errors_exact_matching_finds_everyone_and_clks_agree():
     assert clk_pairs(src, SECRET, threshold=1.0) == truth
 
 
+def as_truth(src, which):
+    """The records of one source beside the true identity of their person."""
+    return src.__dict__[which].merge(src.records, on="record_id").merge(
+        src.persons, on="person", suffixes=("", "_true"))
+
+
 def test_errors_are_injected_at_the_stated_rates():
-    rates = ErrorRates(typo=0.2, date_swap=0, date_typo=0, name_swap=0, missing=0.1)
-    src = linkage_sources(4000, seed=1, rates=rates)
-    people = src.persons.set_index("person")
-    # with only typos and missing values, first names differ from the truth by the typo rate
-    names = set(people.first_name)
-    a = src.a.first_name.dropna()
-    assert abs(src.a.first_name.isna().mean() - 0.1) < 0.02
-    assert 0.12 < (~a.isin(names)).mean() < 0.2  # typos that give another real name not counted
+    rates = ErrorRates(typo=0.2, date_swap=0.1, date_typo=0, name_swap=0, missing=0.1)
+    src = linkage_sources(8000, seed=1, rates=rates)
+    rec = as_truth(src, "b")
+    assert len(rec) == len(src.b) == 6000
+    assert all(abs(rec[f].isna().mean() - 0.1) < 0.015 for f in fuzzy.FIELDS)
+    full = rec.dropna(subset=list(fuzzy.FIELDS))
+    for name in ("first_name", "last_name"):  # a typo can give the same text (a letter for itself)
+        assert 0.18 < (full[name] != full[f"{name}_true"]).mean() < 0.215
+    y, m, d = full.birth_date_true.str.split("-", expand=True).T.values
+    can_swap = (d.astype(int) <= 12) & (d != m)
+    swapped = full.birth_date == y + "-" + d + "-" + m
+    assert abs(swapped[can_swap].mean() - 0.1) < 0.02
+    assert (full.birth_date == full.birth_date_true)[~can_swap].all()
+
+    src = linkage_sources(8000, seed=1, rates=ErrorRates(0, 0, 0, name_swap=0.1, missing=0))
+    rec = as_truth(src, "a")
+    swapped = (rec.first_name == rec.last_name_true) & (rec.last_name == rec.first_name_true)
+    assert abs(swapped.mean() - 0.1) < 0.015
+    assert ((rec.first_name == rec.first_name_true) | swapped).all()
+    # the truth of pairs is the persons' truth
+    pairs = src.truth.merge(src.records, left_on="a_record", right_on="record_id").merge(
+        src.records, left_on="b_record", right_on="record_id")
+    assert (pairs.person_x == pairs.person_y).all() and len(pairs) == 4000
     assert linkage_sources(500, seed=1).a.equals(linkage_sources(500, seed=1).a)
     assert not linkage_sources(500, seed=1).a.equals(linkage_sources(500, seed=2).a)
 

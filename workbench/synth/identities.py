@@ -4,7 +4,8 @@
 a skewed frequency, as real names are, sex and birth date) and renders two holders' sources from
 overlapping parts of them; each rendered record may carry a typo, a day/month transposition,
 first and last name swapped or a missing value, each at a rate of ``ErrorRates``. The truth
-(which record of A is which record of B) is returned beside the sources, never inside them.
+(which record is which person, and so which record of A is which record of B) is returned
+beside the sources, never inside them.
 The random stream is keyed by (seed, "identities"), so the existing tables of
 ``workbench.synth.generate`` are unchanged. See docs/linkage.md.
 """
@@ -59,6 +60,7 @@ class LinkageSources:
     b: pd.DataFrame
     truth: pd.DataFrame  # a_record, b_record: the same person
     persons: pd.DataFrame  # the true identities (person, first_name, last_name, sex, birth_date)
+    records: pd.DataFrame  # record_id (of A and of B), person: which record is which person
 
 
 def _zipf_choice(rng, names, n: int) -> np.ndarray:
@@ -137,4 +139,6 @@ def linkage_sources(n_persons: int = 2000, seed: int = 0, overlap: float = 0.5,
     where_b = {p: i for i, p in enumerate(in_b)}
     pairs = [(a.record_id[i], b.record_id[where_b[p]]) for i, p in enumerate(in_a) if p in where_b]
     truth = pd.DataFrame(pairs, columns=["a_record", "b_record"])
-    return LinkageSources(a, b, truth, people)
+    records = pd.DataFrame({"record_id": [*a.record_id, *b.record_id],
+                            "person": np.concatenate([in_a, in_b])})
+    return LinkageSources(a, b, truth, people, records)
