@@ -3,9 +3,11 @@ the synthetic generator's truth (workbench/synth/identities.py)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -55,6 +57,9 @@ def test_swapped_names_case_and_accents_give_the_same_clk():
     assert clk(first_name="Schneider", last_name="Katharina") == clk()
     assert clk(first_name=" KATHARINA ", birth_date="19610908") == clk()
     assert clk(last_name="Müller") == clk(last_name="Muller")
+    assert clk(birth_date=pd.Timestamp("1961-09-08")) == clk()
+    assert clk(birth_date=datetime.date(1961, 9, 8)) == clk()
+    assert clk(birth_date=pd.NaT) == clk(birth_date=None)
 
 
 def test_a_missing_field_sets_no_bits():

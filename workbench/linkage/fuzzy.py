@@ -33,9 +33,12 @@ _CONTEXT = b"workbench/linkage/clk/v1/"
 
 
 def _normal(field: str, value: object) -> str | None:
-    """Case, accents, spaces and punctuation do not tell people apart; dates are their digits."""
-    if value is None or value != value:  # None or NaN
+    """Case, accents, spaces and punctuation do not tell people apart; a date is its digits,
+    so it must come year, month, day (ISO text or a date object) at every holder."""
+    if value is None or value != value:  # None, NaN or NaT
         return None
+    if hasattr(value, "strftime"):  # a parsed date: str() of a Timestamp would add the time
+        value = value.strftime("%Y%m%d")
     text = unicodedata.normalize("NFKD", str(value).casefold())
     keep = str.isdigit if field == "birth_date" else str.isalpha
     text = "".join(c for c in text if keep(c) and not unicodedata.combining(c))
