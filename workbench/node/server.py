@@ -42,7 +42,7 @@ from workbench.node import pki
 from workbench.node.config import NodeConfig
 from workbench.node.journal import Journal
 from workbench.node.rules import load_rules, refusal
-from workbench.node.versions import VersionStore, engine_at
+from workbench.node.versions import engine_at
 from workbench.policy.access import ensure_allowed
 from workbench.policy.loader import parse_policy
 from workbench.policy.model import Thresholds
@@ -94,14 +94,12 @@ class NodeState:
     _engines: collections.OrderedDict = field(default_factory=collections.OrderedDict)
 
     def load(self) -> None:
-        from workbench.paths import Space
         from workbench.secure.keys import PublicKeys
         from workbench.secure.signing import NonceGuard
-        from workbench.views import ViewEngine
 
         cfg = self.config
-        self.engine = ViewEngine(Space(cfg.root))
-        self._engines[VersionStore(cfg.root, cfg.holder).current()] = self.engine
+        version, build = engine_at(cfg.root, cfg.holder, None)
+        self.engine = self._engines[version] = build()
         self.keys = PublicKeys.from_bytes(cfg.public_context.read_bytes())
         self.keys.bfv, self.keys.ckks  # noqa: B018 - parse the contexts before the first round
         self.signer = cfg.signer()

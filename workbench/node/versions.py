@@ -183,21 +183,22 @@ class VersionStore:
 
 
 def engine_at(root: Path, holder: str, version: str | None):
-    """(version id, view engine) over one version of the node's store: ``None`` is the one
-    served now (the ``current`` link re-read, so a running node follows each ingest); a named
-    version must be one the node keeps (retention may have let it go), else one refusal line.
-    The study re-keying key and the view definitions stay the node's own."""
-    from workbench.catalog.models import Dataset
-    from workbench.catalog.store import Catalog, _load_dir
+    """(version id, a function building the view engine over that version of the node's store).
+    ``None`` is the one served now: the ``current`` link is re-read, so a running node follows
+    each ingest, and the engine is built from the version's own folder, never through the link,
+    so an engine is always the version it is cached under even when an ingest switches
+    mid-load. A named version must be one the node keeps (retention may have let it go), else
+    one refusal line. The study re-keying key and the view definitions stay the node's own."""
     from workbench.paths import Space
-    from workbench.space.linkage import study_rekey_key
     from workbench.views import ViewEngine
 
     store = VersionStore(root, holder)
     if version is None:
-        return store.current(), lambda: ViewEngine(Space(root))
-    kept = {v["id"] for v in store.versions()}
-    if not isinstance(version, str) or version not in kept:
+        version = store.current()
+        if version is None:  # an enrolled store never ingested: no versions yet
+            return None, lambda: ViewEngine(Space(root))
+    elif not isinstance(version, str) or "/" in version or version.startswith(".") \
+            or version not in {v["id"] for v in store.versions()}:
         raise WorkbenchUserError(
             f"holder {holder} does not keep dataset version {str(version)[:64]!r} (its "
             "retention let it go, or it never existed); re-run on today's data instead.",
@@ -205,6 +206,10 @@ def engine_at(root: Path, holder: str, version: str | None):
     folder = store.path(version)
 
     def build():
+        from workbench.catalog.models import Dataset
+        from workbench.catalog.store import Catalog, _load_dir
+        from workbench.space.linkage import study_rekey_key
+
         node = Space(root)
         catalog = Catalog(datasets=_load_dir(folder / "datasets", Dataset),
                           views=Catalog.load(node).views)
