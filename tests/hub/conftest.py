@@ -176,7 +176,7 @@ class LiveHub:
         self.process = subprocess.Popen(
             [str(VENV_BIN / "jupyterhub"), "-f", str(self.write_config())], cwd=self.root,
             env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_ignore_sigint)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -293,6 +293,14 @@ class LiveHub:
         if left:  # stopped now; shown in the warnings summary
             warnings.warn(f"the hub (exit status {status}) left {len(left)} process(es) "
                           f"running: {[line[:100] for line in left]}", stacklevel=1)
+
+
+def _ignore_sigint() -> None:
+    """The hub starts as it does under ``nohup ... &`` or a shell's background job (and so under
+    some CI runners): with SIGINT ignored, which it must not pass on to what it starts."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop_service(handle) -> None:

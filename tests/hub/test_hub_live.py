@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
 from pathlib import Path
 
 import httpx
 import pytest
 
 from workbench import accounts
+from workbench.hub import processes
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +71,25 @@ def test_terminals_are_off(live_hub):
     # the server is reachable with the same token: the refusal is about terminals
     assert httpx.get(_server_url(live_hub, "api/status"), headers=headers,
                      timeout=30).status_code == 200
+
+
+def test_what_the_hub_starts_can_be_interrupted(live_hub):
+    """The hub runs with SIGINT ignored (the fixture starts it so); the study server and the
+    managed services it starts must not inherit that, or each stop waits out JupyterHub's
+    SIGINT timeout (30 s per hub in a run under ``nohup``)."""
+    live_hub.wait_ready("alice", "cml-tki")
+
+    def ignores_sigint(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status").read_text()
+        mask = int(next(line.split()[1] for line in status.splitlines()
+                        if line.startswith("SigIgn:")), 16)
+        return bool(mask & (1 << (signal.SIGINT - 1)))
+
+    started = {p.pid: p.cmdline()[:160] for p in processes.descendants(live_hub.process.pid)
+               if p.running()}
+    assert any("singleuser" in c for c in started.values()), started
+    assert any("idle_culler" in c or "idle-culler" in c for c in started.values()), started
+    assert [c for pid, c in started.items() if ignores_sigint(pid)] == []
 
 
 def test_reviewer_cannot_reach_researcher_server(live_hub):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 
 from workbench import accounts
@@ -61,12 +62,23 @@ def _review_services(policy, space: Space, policy_path: str) -> tuple[list[dict]
     return hub_services(policy, space, policy_path)
 
 
+def _interruptible_children() -> None:
+    """A hub started with SIGINT ignored (under ``nohup ... &`` or any shell's background job)
+    passes that on through exec to every service and study server it starts; Python then never
+    turns SIGINT into KeyboardInterrupt, so each stop waits out JupyterHub's SIGINT timeout
+    before SIGTERM (30 s for the culler alone). Python's own handler is reset by exec, so the
+    children start with the default action."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def configure(c, policy_path: str | os.PathLike | None = None,
               data_dir: str | os.PathLike | None = None, *, db_url: str | None = None,
               bind_url: str | None = None, review_services: bool = True) -> None:
     """Fill a JupyterHub config object ``c``. ``review_services=False`` leaves out the
     reviewer dashboards (hub tests that are not about them start faster)."""
     policy_path = str(policy_path or os.environ.get("WORKBENCH_POLICY", ""))
+    _interruptible_children()
     space = Space.at(data_dir)
     # a bad policy stops the hub with file, line and field; so does one the space's admin keys
     # do not sign (workbench.policy.signed)
