@@ -168,3 +168,25 @@ def test_a_version_the_node_does_not_keep_is_refused_in_one_line(ran):
     assert old.rows == new.rows + 1 and old.version == "v1"  # the withdrawn claim
     refusals = [e for e in _journal(space) if e.get("reason") == "unknown-version"]
     assert refusals and refusals[-1]["version"] == "20000101T000000Z-gone"
+
+
+def test_a_version_retention_let_go_is_said_in_one_line(ran):
+    """Last (it changes the insurer's retention): once version 1 is gone, the cell is replayed
+    on today's data and its detail says why it was not re-created."""
+    import pwd
+
+    from workbench.run.rerun import rerun_study
+
+    root, space, made = ran["root"], ran["space"], ran["made"]
+    rules = space.node_dir("insurer") / "rules.yaml"
+    rules.write_text("retention: {versions: 1}\n")
+    user = pwd.getpwnam("wbh-insurer")
+    os.chown(rules, user.pw_uid, user.pw_gid)
+    done = support.ingest(space, "insurer", root / "withdrawn")
+    assert done.returncode == 0, done.stderr
+    assert ran["first"] not in {v["id"] for v in support.versions(space, "insurer")}
+    report = rerun_study(space, made.policy, STUDY, echo=lambda _l: None)
+    cell = report.as_dict()["cells"][0]
+    assert report.exit_code == 3 and cell["status"] == "stale" and not cell["recreated"]
+    assert cell["ran_on"] == {"claim_amounts": None}
+    assert "let go by a holder's retention" in cell["detail"] and "\n" not in cell["detail"]
