@@ -150,7 +150,8 @@ def run(full: bool) -> list[dict]:
                          **how})
         if n == sizes[1]:  # the HE part does not depend on n: measured once
             fed = Federation(split(df), min_cell_count=10, key_parties=SINGLE)
-            spec = fed.coordinator._time_grid("days", 1.0) | {"event_col": "event", "by": []}
+            spec = fed.coordinator.schema.time_grid("days", 1.0) | {"event_col": "event",
+                                                                    "by": []}
             crypto, info = _crypto_vs_floor(fed, "survival", spec)
             floor = info["floor"]
             rows.append({"name": "KM crypto cost per curve / its floor (paired median)",
