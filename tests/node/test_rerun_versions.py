@@ -144,6 +144,18 @@ def test_a_study_kernel_cannot_ask_for_an_old_version(ran):
     assert now["rows"] > 0
 
 
+def test_the_gateway_describes_the_newest_ingest_without_a_restart(ran):
+    """The gateway started before version 2 was ingested; its reads must still record the view
+    version they really read (the catalog it follows), or a re-run would misjudge them."""
+    from workbench.views import ViewEngine
+
+    space = ran["space"]
+    now = ViewEngine(space, data=False).versions["claim_amounts"]
+    seen = run_as_kernel(space, "print(json.dumps({'v': wb.describe('claim_amounts')['version']}))",
+                         study=STUDY)
+    assert seen["v"] == now
+
+
 def test_a_version_the_node_does_not_keep_is_refused_in_one_line(ran):
     from workbench.node.client import NodeSet
     from workbench.node.coordinator import NodeCoordinator

@@ -13,9 +13,11 @@ Security boundary (guarded by tests/gateway/test_gateway.py):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -74,6 +76,26 @@ class GatewayState:
     max_rows: int = MAX_ROWS
     nodes: object = None  # a node.coordinator.NodeCoordinator when the holders are nodes
     _policy_source: ActivePolicy | None = field(default=None, repr=False)
+    _catalog_stamp: tuple | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._catalog_stamp = _catalog_stamp(self.space)  # what the engine was built from
+
+    def follow_catalog(self) -> None:
+        """With holder nodes, a node's ingest publishes a new dataset version into the catalog
+        while the gateway runs: the engine (catalog only, no data) is rebuilt when the catalog's
+        dataset or view entries change, so every read records the view version it really read
+        (reruns rely on it). Reads already running keep the engine they started with."""
+        if self.nodes is None:
+            return
+        stamp = _catalog_stamp(self.space)
+        if stamp != self._catalog_stamp:
+            try:
+                engine = ViewEngine(self.space, data=False)
+            except Exception as exc:  # noqa: BLE001 - an entry half-written: the next request
+                log.warning("catalog changed but could not be read yet (%s)", type(exc).__name__)
+                return
+            self.engine, self.nodes.engine, self._catalog_stamp = engine, engine, stamp
 
     def policy(self) -> Policy:
         """The current policy; a changed file is re-read (revocations take effect at once). If the
@@ -82,6 +104,17 @@ class GatewayState:
         if self._policy_source is None:
             self._policy_source = ActivePolicy(self.policy_path, self.space, "the gateway")
         return self._policy_source.current()
+
+
+def _catalog_stamp(space: Space) -> tuple:
+    """(name, size, mtime) of every dataset and view entry: changes when an entry does."""
+    found = []
+    for folder in ("datasets", "views"):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(space.catalog / folder):
+                info = entry.stat()
+                found.append((folder, entry.name, info.st_size, info.st_mtime_ns))
+    return tuple(sorted(found))
 
 
 def _claims(request: web.Request) -> dict:
@@ -169,6 +202,7 @@ def make_app(state: GatewayState, study: str, kernel_uid: int,
                 raise WorkbenchUserError(
                     f"this socket serves study '{study}' to its kernels only.",
                     reason="wrong-peer")
+            state.follow_catalog()
             return await handler(request)
         except WorkbenchUserError as exc:
             status = STATUS.get(exc.reason, 400)
