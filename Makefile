@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= /var/lib/workbench/demo
 DEMO_POLICY ?= workbench/hub_config/policy.yaml
+# The slowest tests are listed at the end of every run, so where the time goes is on record.
+PYTEST_ARGS ?= --durations=40
 # "command:package" pairs: a package is installed only when its command is missing (NodeSource's
 # nodejs ships npm and conflicts with Debian's npm package, so npm is looked for, not dpkg'd).
 APT_COMMANDS := bwrap:bubblewrap setpriv:util-linux npm:npm chromium:chromium
