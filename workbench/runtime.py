@@ -15,6 +15,7 @@ and ``workbench.services`` can import the components.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -87,6 +88,17 @@ def drop_privileges(ids: tuple[int, int] | None) -> None:
     os.setuid(uid)
     if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) != (uid, uid, gid, gid):
         raise WorkbenchError(f"could not drop privileges to uid {uid}")
+
+
+def stop_requested() -> asyncio.Event:
+    """Inside a service's event loop: an event set when SIGTERM or SIGINT arrives, the way every
+    service is told to stop (``ServiceProcess.stop``, Ctrl-C). Call it before saying ready, so
+    a stop sent right after is never lost to the default handler."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def remove_stale_socket(path: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from functools import partial
 from pathlib import Path
 
@@ -32,7 +31,13 @@ from workbench.gateway.openapi import MAX_ROWS
 from workbench.paths import Space
 from workbench.policy.loader import load_policy
 from workbench.provenance.client import ProvenanceClient
-from workbench.runtime import ServiceProcess, drop_privileges, start_service, workbench_command
+from workbench.runtime import (
+    ServiceProcess,
+    drop_privileges,
+    start_service,
+    stop_requested,
+    workbench_command,
+)
 from workbench.views import ViewEngine
 
 log = logging.getLogger("workbench.gateway")
@@ -152,11 +157,7 @@ def run_gateway(data_dir: str, policy_path: str, max_rows: int = MAX_ROWS) -> No
         studies = StudySockets(state, binder)
 
         async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            await _serve(studies, stop)
+            await _serve(studies, stop_requested())
 
         asyncio.run(main())
     finally:

@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import json
 import pwd
-import signal
 import socket
 import time
 
@@ -34,6 +33,7 @@ from workbench.linkage import oprf
 from workbench.linkage.limits import Limits, RateLimited
 from workbench.paths import Space
 from workbench.peercred import request_peer_uid
+from workbench.runtime import stop_requested
 
 STATUS = {"access-denied": 403, "batch-too-large": 413, "rate-limited": 429,
           "quota-exhausted": 429, "not-found": 404, "method-not-allowed": 405}
@@ -151,10 +151,7 @@ def serve(app: web.Application, listener: socket.socket) -> None:
     """Serve on ``listener`` until SIGTERM or SIGINT."""
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_requested()
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         await web.SockSite(runner, listener).start()

@@ -46,6 +46,7 @@ from workbench.node.versions import engine_at
 from workbench.policy.access import ensure_allowed
 from workbench.policy.loader import parse_policy
 from workbench.policy.model import Thresholds
+from workbench.runtime import stop_requested
 from workbench.secure import wire
 
 log = logging.getLogger("workbench.node")
@@ -523,6 +524,7 @@ def serve(config: NodeConfig, host: str, port: int) -> None:
     app = make_app(state)
 
     async def main() -> None:
+        stop = stop_requested()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)
@@ -530,12 +532,6 @@ def serve(config: NodeConfig, host: str, port: int) -> None:
         bound = site._server.sockets[0].getsockname()  # noqa: SLF001 - the port chosen for 0
         print(f"holder node {config.holder} ready on {bound[0]}:{bound[1]} (uid {os.getuid()}, "
               f"loaded in {time.monotonic() - started:.1f} s)", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
-
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
         await stop.wait()
         await runner.cleanup()
 

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import pwd
-import signal
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from workbench.runtime import (
     bind_socket,
     drop_privileges,
     start_service,
+    stop_requested,
     workbench_command,
 )
 
@@ -235,10 +235,7 @@ class Collector:
 
     async def serve(self, listener: socket.socket) -> None:
         """Serve on an already bound socket until SIGTERM/SIGINT, then drain and sign a head."""
-        loop = asyncio.get_running_loop()
-        stopping = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
+        stopping = stop_requested()
         signer = asyncio.create_task(self._sign_loop())
         server = await asyncio.start_unix_server(self._serve_connection, sock=listener,
                                                  limit=MAX_LINE)

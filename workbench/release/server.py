@@ -37,7 +37,6 @@ import json
 import logging
 import pwd
 import re
-import signal
 import socket
 from functools import partial
 from pathlib import Path
@@ -51,7 +50,7 @@ from workbench.peercred import request_peer_uid as peer_uid
 from workbench.release.airlock import Airlock, Context
 from workbench.release.openapi import MAX_BODY, SPEC
 from workbench.release.tokens import verify_token
-from workbench.runtime import bind_socket
+from workbench.runtime import bind_socket, stop_requested
 
 log = logging.getLogger("workbench.airlock")
 STATUS = {"access-denied": 403, "own-request": 403, "same-reviewer": 409, "bad-state": 409,
@@ -244,10 +243,8 @@ def serve(app: web.Application, listener: socket.socket) -> None:
     """Serve until SIGTERM or SIGINT."""
 
     async def main() -> None:
-        stop = asyncio.Event()
+        stop = stop_requested()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         listening = await loop.create_unix_server(
