@@ -115,9 +115,62 @@ class Block(_Strict):
         return dict(self.columns)
 
 
+class Linkage(_Strict):
+    """How the source's rows are linked to the space's persons (docs/linkage.md).
+
+    ``by: national_id`` (the default, also without a ``linkage`` entry): every raw table has a
+    ``national_id``, turned into the space-wide pseudonym by the OPRF service; with ``from`` and
+    the name fields, the node also uploads its persons' CLKs of name and birth date (from that
+    raw table) with their pseudonyms to the linkage unit's reference index.
+    ``by: name_and_birth_date``: the source has no national id; every raw table the mapping reads
+    carries the name and birth-date columns, which the node encodes into CLKs that the linkage
+    unit matches against the reference index."""
+
+    by: Literal["national_id", "name_and_birth_date"] = "national_id"
+    from_: str | None = Field(default=None, alias="from",
+                              description="by national_id: the raw table with the names")
+    first_name: str | None = None
+    last_name: str | None = None
+    birth_date: str | None = None
+    birth_date_format: Literal["iso", "yyyymmdd", "dmy"] = "iso"
+
+    @model_validator(mode="after")
+    def _complete(self) -> Linkage:
+        names = (self.first_name, self.last_name, self.birth_date)
+        if self.by == "name_and_birth_date":
+            if None in names:
+                raise ValueError("linkage by name_and_birth_date needs the columns "
+                                 "'first_name', 'last_name' and 'birth_date'")
+            if self.from_ is not None:
+                raise ValueError("'from' is for a source with a national id (the raw table "
+                                 "whose names go to the reference index); here every raw table "
+                                 "carries the name columns")
+        elif any(n is not None for n in names) or self.from_ is not None:
+            if None in names or self.from_ is None:
+                raise ValueError("a source with a national id that gives names to the "
+                                 "reference index needs 'from', 'first_name', 'last_name' and "
+                                 "'birth_date'")
+        if len({n for n in names if n is not None}) < len([n for n in names if n is not None]):
+            raise ValueError("'first_name', 'last_name' and 'birth_date' must be three "
+                             "different columns")
+        return self
+
+    @property
+    def by_names(self) -> bool:
+        return self.by == "name_and_birth_date"
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """CLK field -> source column (empty for a source without names)."""
+        fields = {"first_name": self.first_name, "last_name": self.last_name,
+                  "birth_date": self.birth_date}
+        return {f: c for f, c in fields.items() if c is not None}
+
+
 class Mapping(_Strict):
     source: str
     description: str
+    linkage: Linkage = Field(default_factory=Linkage)
     tables: dict[str, list[Block]]
 
 
@@ -160,6 +213,15 @@ def load_mapping(path: str | Path) -> LoadedMapping:
 
 
 def _check_against_schema(loaded: LoadedMapping) -> None:
+    linkage = loaded.mapping.linkage
+    names = {linkage.first_name, linkage.last_name} - {None}
+    if linkage.from_ is not None and linkage.from_ not in {
+            b.from_ for blocks in loaded.mapping.tables.values() for b in blocks}:
+        raise loaded.error(("linkage", "from"), f"'{linkage.from_}' is not a raw table the "
+                           "mapping reads (a 'from' of its tables)")
+    if linkage.by_names and "national_id" in linkage.columns.values():
+        raise loaded.error(("linkage", "by"), "a source linked by name and birth date has no "
+                           "national id column to name")
     for table, blocks in loaded.mapping.tables.items():
         if table not in OMOP_SCHEMA:
             raise loaded.error(("tables", table), f"'{table}' is not a common-model table; "
@@ -177,7 +239,10 @@ def _check_against_schema(loaded: LoadedMapping) -> None:
                 if DIRECT_IDENTIFIERS & set(rule.source_columns()):
                     raise loaded.error(loc, "a direct identifier (national_id) may never be "
                                        "mapped into the common model")
-            if block.where and block.where.column in DIRECT_IDENTIFIERS:
+                if names & set(rule.source_columns()):
+                    raise loaded.error(loc, "a name the linkage reads is a direct identifier "
+                                       "and may never be mapped into the common model")
+            if block.where and block.where.column in DIRECT_IDENTIFIERS | names:
                 raise loaded.error(("tables", table, i, "where"),
                                    "rows cannot be filtered on a direct identifier")
 

@@ -24,11 +24,16 @@ def group() -> None:
               help="elements each node may have evaluated per minute")
 @click.option("--per-day", type=click.IntRange(1), default=PER_DAY, show_default=True,
               help="elements each node may have evaluated per UTC day")
-def serve(data_dir: str | None, max_batch: int, per_minute: int, per_day: int) -> None:
-    """Run the linkage service on DATA_DIR/run/linkage.sock (as wb-linkage when root)."""
+@click.option("--clk-threshold", type=click.FloatRange(0.5, 1),
+              help="the Dice similarity at which a holder's CLK matches a reference CLK "
+                   "(default: workbench.linkage.fuzzy.THRESHOLD, 0.8)")
+def serve(data_dir: str | None, max_batch: int, per_minute: int, per_day: int,
+          clk_threshold: float | None) -> None:
+    """Run the linkage service on DATA_DIR/run/linkage.sock (as wb-linkage when root): the OPRF
+    for national ids, and the linkage unit matching CLKs of name and birth date."""
     from workbench.linkage.process import run_linkage
 
-    run_linkage(Space.at(data_dir), max_batch, per_minute, per_day)
+    run_linkage(Space.at(data_dir), max_batch, per_minute, per_day, clk_threshold)
 
 
 @group.command("usage")

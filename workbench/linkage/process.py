@@ -28,6 +28,8 @@ from workbench.unixhttp import UnixHTTP
 
 KEY_FILE = "oprf.key"
 STATE_FILE = "state.json"
+CLK_DIR = "clk"  # the reference index: <account>.ref (pseudonyms and CLKs)
+CLK_STATE_FILE = "clk-state.json"  # CLKs matched per node and day
 
 
 def key_path(space: Space) -> Path:
@@ -59,7 +61,7 @@ def load_or_create_key(path: Path) -> bytes:
 
 
 def run_linkage(space: Space, max_batch: int = linkage.MAX_BATCH, per_minute: int = PER_MINUTE,
-                per_day: int = PER_DAY) -> None:
+                per_day: int = PER_DAY, clk_threshold: float | None = None) -> None:
     from workbench.linkage.service import log, make_app, serve
 
     # a space built by `workbench init`, or one whose services are being started (start_service
@@ -79,11 +81,20 @@ def run_linkage(space: Space, max_batch: int = linkage.MAX_BATCH, per_minute: in
     drop_privileges(ids)
     key = load_or_create_key(state / KEY_FILE)  # only now: as wb-linkage
     limits = Limits(state / STATE_FILE, per_minute, per_day)
+    # fuzzy linkage: the reference CLKs and pseudonyms, and each node's CLK matches per day
+    from workbench.linkage.clk import ReferenceIndex
+    from workbench.linkage.fuzzy import THRESHOLD
+
+    index = ReferenceIndex(state / CLK_DIR)
+    clk_limits = Limits(state / CLK_STATE_FILE, per_minute, per_day)
+    threshold = THRESHOLD if clk_threshold is None else clk_threshold
     from workbench.linkage.service import key_id
 
     log("start", uid=os.getuid(), key_id=key_id(key), max_batch=max_batch,
-        per_minute=per_minute, per_day=per_day)
-    serve(make_app(key, limits, max_batch, os.getuid(), space), listener)
+        per_minute=per_minute, per_day=per_day, clk_threshold=threshold,
+        clk_reference_persons=index.size())
+    serve(make_app(key, limits, max_batch, os.getuid(), space, index, clk_limits, threshold),
+          listener)
 
 
 class LinkageHandle(ServiceProcess):
@@ -102,10 +113,13 @@ def _answers(handle: LinkageHandle) -> bool:
 
 def start_linkage(space: Space, max_batch: int = linkage.MAX_BATCH,
                   per_minute: int = PER_MINUTE, per_day: int = PER_DAY,
-                  ready_timeout: float = 30.0) -> LinkageHandle:
+                  ready_timeout: float = 30.0,
+                  clk_threshold: float | None = None) -> LinkageHandle:
     """Start ``workbench linkage serve`` as a subprocess; return once it answers."""
     command = workbench_command("linkage", "serve", "--data-dir", str(space.root),
                                 "--max-batch", str(max_batch), "--per-minute", str(per_minute),
                                 "--per-day", str(per_day))
+    if clk_threshold is not None:
+        command += ["--clk-threshold", repr(clk_threshold)]
     return start_service("linkage service", command, _answers, (linkage.socket_path(space),),
                          ready_timeout, partial(LinkageHandle, space))

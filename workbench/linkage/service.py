@@ -85,7 +85,13 @@ def evaluate_batch(key: bytes, body: bytes) -> bytes:
 
 
 def make_app(key: bytes, limits: Limits, max_batch: int, own_uid: int,
-             space: Space) -> web.Application:
+             space: Space, index=None, clk_limits: Limits | None = None,
+             threshold: float | None = None) -> web.Application:
+    from workbench.linkage import clk
+    from workbench.linkage.fuzzy import THRESHOLD
+
+    threshold = THRESHOLD if threshold is None else threshold
+    uploads, queries = clk.Parts(clk.ENTRY), clk.Parts(clk.CLK_BYTES)
     async def guard(request: web.Request, handler):
         peer = _peer_name(request_peer_uid(request), own_uid, space)
         try:
@@ -128,10 +134,68 @@ def make_app(key: bytes, limits: Limits, max_batch: int, own_uid: int,
             ms=round((time.perf_counter() - started) * 1000, 1))
         return web.Response(body=out, content_type="application/octet-stream")
 
+    async def _part(request: web.Request, unit: int) -> tuple[int, bool, bytes]:
+        """The part number, whether it is the last, and its body (read here, capped: a part
+        holds at most ``clk.PART`` CLKs)."""
+        try:
+            part = int(request.query.get("part", "0"))
+            final = request.query.get("final", "1") == "1"
+        except ValueError:
+            raise WorkbenchUserError("part must be a whole number", reason="bad-part") from None
+        size = request.content_length
+        if size is None or size % unit or part < 0:
+            raise WorkbenchUserError(f"a part is a whole number of {unit}-byte entries with a "
+                                     "Content-Length", reason="bad-batch")
+        if size > clk.PART * unit:
+            raise WorkbenchUserError(f"a part holds at most {clk.PART} entries: send smaller "
+                                     "parts", reason="batch-too-large")
+        body = await request.content.readexactly(size) if size else b""
+        return part, final, body
+
+    async def reference(request: web.Request) -> web.Response:
+        if index is None:
+            raise web.HTTPNotFound()
+        part, final, body = await _part(request, clk.ENTRY)
+        uploads.add(request["peer"], part, body)
+        if not final:
+            return web.json_response({"received": part + 1})
+        started = time.perf_counter()
+        whole = uploads.finish(request["peer"])
+        entries = await asyncio.get_running_loop().run_in_executor(
+            None, index.replace, request["peer"], whole)
+        log("clk-reference", peer=request["peer"], entries=entries,
+            ms=round((time.perf_counter() - started) * 1000, 1))
+        return web.json_response({"entries": entries})
+
+    async def match(request: web.Request) -> web.Response:
+        if index is None:
+            raise web.HTTPNotFound()
+        part, final, body = await _part(request, clk.CLK_BYTES)
+        if clk_limits is not None and body:
+            clk_limits.take(request["peer"], len(body) // clk.CLK_BYTES)
+        queries.add(request["peer"], part, body)
+        if not final:
+            return web.json_response({"received": part + 1})
+        whole = queries.finish(request["peer"])
+        started = time.perf_counter()
+        query = [clk._clk(whole[i:i + clk.CLK_BYTES])
+                 for i in range(0, len(whole), clk.CLK_BYTES)]
+        found = await asyncio.get_running_loop().run_in_executor(None, index.match, query,
+                                                                 threshold)
+        log("clk-match", peer=request["peer"], clks=len(query),
+            matched=sum(1 for key, _ in found if key != clk.NONE),
+            ms=round((time.perf_counter() - started) * 1000, 1))
+        return web.Response(body=clk.answer(found), content_type="application/octet-stream",
+                            headers={"X-Threshold": repr(threshold),
+                                     "X-Reference-Persons": str(index.size())})
+
     async def info(request: web.Request) -> web.Response:
         return web.json_response({
             "suite": "OPRF(ristretto255, SHA-512), RFC 9497 mode 0", "max_batch": max_batch,
-            "per_minute": limits.per_minute, "per_day": limits.per_day, "key_id": key_id(key)})
+            "per_minute": limits.per_minute, "per_day": limits.per_day, "key_id": key_id(key),
+            "clk": None if index is None else {
+                "threshold": threshold, "bits": clk.CLK_BYTES * 8, "part": clk.PART,
+                "reference_persons": index.size()}})
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
@@ -140,6 +204,8 @@ def make_app(key: bytes, limits: Limits, max_batch: int, own_uid: int,
                           client_max_size=max_batch * oprf.ELEMENT)
     app.router.add_post(linkage.EVALUATE, evaluate)
     app.router.add_get(linkage.INFO, info)
+    app.router.add_post(clk.REFERENCE, reference)
+    app.router.add_post(clk.MATCH, match)
     app.router.add_get("/health", health)
     return app
 

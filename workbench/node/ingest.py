@@ -18,6 +18,14 @@ Pseudonyms: the ``pseudonymise`` parameter maps a list of national ids to pseudo
 uses the OPRF linkage service's client (``workbench.linkage.client.pseudonyms``) when it is
 installed and answers, else the space's keyed HMAC (``space/linkage.py``), the scheme every
 centrally built store uses. The scheme is recorded in the version.
+
+A source without a national id (the mapping's ``linkage: {by: name_and_birth_date}``) is linked
+by name and birth date instead: the node encodes each distinct identity into a CLK with the
+space's CLK secret (its own copy, ``keys/clk.key``), the linkage unit matches the CLKs against
+its reference index and answers a pseudonym or none; unmatched identities get a fresh random
+pseudonym. A source with a national id whose mapping names its name columns (``linkage: {from:
+members, ...}``) uploads its persons' (pseudonym, CLK) pairs to that index after building the
+version. Names never reach the store, a log or the linkage unit (docs/linkage.md).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -113,10 +122,154 @@ def _pseudonymise(found: dict[str, sources.Source], pseudonymise: Pseudonymise) 
         start += n
 
 
+# -- linkage by name and birth date (CLKs) ------------------------------------------------------
+CLK_KEY_FILE = "clk.key"  # keys/clk.key (root) and nodes/<h>/keys/clk.key (0600, the node)
+
+
+@dataclass
+class NameLinkage:
+    """What a node needs for fuzzy linkage: the space's CLK secret (never the linkage unit's) and
+    the linkage unit's two calls (``workbench.linkage.clk.match`` / ``upload_reference``)."""
+
+    secret: bytes
+    match: Callable
+    upload: Callable
+
+
+def name_linkage(space: Space, node_root: Path) -> NameLinkage | None:
+    """The node's own copy of the CLK secret and the linkage unit's client; None without it."""
+    from workbench.linkage import clk
+
+    try:
+        secret = (node_root / "keys" / CLK_KEY_FILE).read_bytes()
+    except (FileNotFoundError, PermissionError):
+        return None
+    return NameLinkage(secret, lambda clks: clk.match(space, clks),
+                       lambda names, clks: clk.upload_reference(space, names, clks))
+
+
+def ensure_clk_secret(space: Space, node_root: Path) -> None:
+    """As root: the space's CLK secret (made once, ``keys/clk.key``, 0600 root, beside the other
+    keys the linkage service cannot read) and the node's copy (``keys/clk.key``, 0600, owned by
+    the node's account). The linkage service's account can read neither."""
+    from workbench.linkage.fuzzy import SECRET_BYTES
+
+    master = space.keys / CLK_KEY_FILE
+    try:
+        fd = os.open(master, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = master.read_bytes()
+    else:
+        secret = secrets.token_bytes(SECRET_BYTES)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secret)
+            handle.flush()
+            os.fsync(handle.fileno())
+    copy = node_root / "keys" / CLK_KEY_FILE
+    if copy.is_file() and copy.read_bytes() == secret:
+        return
+    owner = node_root.stat()
+    partial = copy.with_suffix(".tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secret)
+    os.chown(partial, owner.st_uid, owner.st_gid)
+    os.replace(partial, copy)
+
+
+def _identities(source: sources.Source, linkage) -> list[tuple[str | None, ...]]:
+    """Each row's (first name, last name, ISO birth date), stripped; missing as None."""
+    from workbench.linkage.clk import birth_dates
+
+    def text(column: str) -> list[str | None]:
+        values = source.table.column(column).to_pylist()
+        return [None if v is None or not str(v).strip() else str(v).strip() for v in values]
+
+    dates = birth_dates(source.table.column(linkage.birth_date).to_pylist(),
+                        linkage.birth_date_format)
+    return list(zip(text(linkage.first_name), text(linkage.last_name), dates, strict=True))
+
+
+def _encode(identities: list[tuple], secret: bytes) -> list:
+    from workbench.linkage import fuzzy
+
+    return fuzzy.encode(({"first_name": f, "last_name": la, "birth_date": b}
+                         for f, la, b in identities), secret)
+
+
+def _drop_names(found: dict[str, sources.Source], loaded) -> None:
+    """The names leave the tables (the mapping cannot read them); the birth date stays only
+    where the mapping reads it (e.g. for a year of birth)."""
+    linkage = loaded.mapping.linkage
+    needed = sources.needed_columns(loaded)
+    for name, source in found.items():
+        drop = [c for c in linkage.columns.values()
+                if c in source.table.column_names and c not in needed[name]]
+        if drop:
+            source.table = source.table.drop_columns(drop)
+
+
+def _link_by_names(found: dict[str, sources.Source], loaded, names: NameLinkage,
+                   echo: Echo) -> dict:
+    """Every distinct identity once: its CLK to the linkage unit, the pseudonym it answers (or a
+    fresh random one) to every row of that identity as ``person_id``. Returns the linkage
+    quality report (counts and the score distribution; no identity)."""
+    from workbench.linkage import fuzzy
+    from workbench.linkage.clk import score_histogram
+
+    linkage = loaded.mapping.linkage
+    per_source = {n: _identities(s, linkage) for n, s in found.items()}
+    distinct = list(dict.fromkeys(i for rows in per_source.values() for i in rows))
+    clks = _encode(distinct, names.secret)
+    matched, scores, facts = names.match(clks)
+    if len(matched) != len(distinct):
+        raise WorkbenchUserError("the linkage unit answered a different number of matches than "
+                                 "CLKs it was sent.", reason="bad-pseudonyms")
+    pseudonym = {identity: name or secrets.token_hex(12)  # unmatched: linkable to nothing
+                 for identity, name in zip(distinct, matched, strict=True)}
+    linked = {identity for identity, name in zip(distinct, matched, strict=True) if name}
+    rows = unmatched_rows = 0
+    first = linkage.first_name
+    for name, source in found.items():
+        ids = per_source[name]
+        rows += len(ids)
+        unmatched_rows += sum(1 for i in ids if i not in linked)
+        position = source.table.column_names.index(first)
+        source.table = source.table.add_column(
+            position, "person_id", pa.array([pseudonym[i] for i in ids], pa.string()))
+    _drop_names(found, loaded)
+    threshold = facts["threshold"]
+    report = {
+        "method": "CLK (Bloom filter) of name and birth date, matched by the linkage unit",
+        "threshold": threshold, "reference_persons": facts["reference_persons"],
+        "identities": len(distinct), "matched": len(linked),
+        "unmatched": len(distinct) - len(linked), "rows": rows, "unmatched_rows": unmatched_rows,
+        "match_rate": round(len(linked) / len(distinct), 6) if distinct else 0.0,
+        "scores": score_histogram(scores, threshold),
+        "secret_fingerprint": fuzzy.fingerprint(names.secret),
+    }
+    echo(f"linkage by name and birth date: {len(linked)} of {len(distinct)} identities matched "
+         f"at Dice >= {threshold} ({report['unmatched']} unmatched got unlinkable pseudonyms)")
+    return report
+
+
+def _reference_entries(found: dict[str, sources.Source], loaded,
+                       names: NameLinkage) -> tuple[list[str], list]:
+    """(pseudonym, CLK) of every distinct (person, spelling) of the ``from`` table."""
+    source = found[loaded.mapping.linkage.from_]
+    pairs = list(dict.fromkeys(
+        (person, identity) for person, identity in zip(
+            source.table.column("person_id").to_pylist(),
+            _identities(source, loaded.mapping.linkage), strict=True)
+        if person and any(identity)))
+    return [p for p, _ in pairs], _encode([i for _, i in pairs], names.secret)
+
+
 # -- the ingest ------------------------------------------------------------------------------------
-def ingest(node_root: Path, source_dir: Path, pseudonymise: Pseudonymise, *, scheme: str,
+def ingest(node_root: Path, source_dir: Path, pseudonymise: Pseudonymise | None, *, scheme: str,
            space_id: str, mapping: Path | None = None, max_quarantine: float = MAX_QUARANTINE,
-           echo: Echo = print, now: datetime | None = None) -> dict:
+           echo: Echo = print, now: datetime | None = None,
+           names: NameLinkage | None = None) -> dict:
     """Make and serve a new version of the node's store; returns its ``version.json``."""
     from nacl.signing import SigningKey
 
@@ -129,11 +282,26 @@ def ingest(node_root: Path, source_dir: Path, pseudonymise: Pseudonymise, *, sch
     if loaded.mapping.source != holder:
         raise loaded.error(("source",), f"this mapping is for '{loaded.mapping.source}', the "
                            f"node is '{holder}'")
+    linkage = loaded.mapping.linkage
+    if linkage.columns and names is None:
+        raise loaded.error(("linkage",), "this node has no copy of the space's CLK secret "
+                           f"(keys/{CLK_KEY_FILE}): run the ingest as root, which installs it")
     rules = load_rules(config.rules)  # a bad rules file stops the ingest before any work
     store = VersionStore(config.root, holder)
     with store.locked():
         found = _read_sources(Path(source_dir), loaded, max_quarantine, echo)
-        _pseudonymise(found, pseudonymise)
+        linked, reference = None, None
+        if linkage.by_names:
+            scheme = "clk"
+            linked = _link_by_names(found, loaded, names, echo)
+        else:
+            if pseudonymise is None:
+                raise WorkbenchUserError("no pseudonymiser for the national ids.",
+                                         reason="no-linkage-service")
+            _pseudonymise(found, pseudonymise)
+            if linkage.columns:
+                reference = _reference_entries(found, loaded, names)
+                _drop_names(found, loaded)
         raw = {name: s.table.to_pandas(types_mapper=pd.ArrowDtype) for name, s in found.items()}
         tables = harmonise_with(loaded, raw)
         del raw
@@ -145,7 +313,14 @@ def ingest(node_root: Path, source_dir: Path, pseudonymise: Pseudonymise, *, sch
         echo(f"building the new version in {aside.name}")
         try:
             version = _write_version(store, aside, tables, found, loaded, key, space_id, scheme,
-                                     now, echo)
+                                     now, echo, linked)
+            if reference is not None:  # only now: a refused ingest uploads nothing
+                sent = names.upload(*reference)
+                version["reference"] = {"entries": sent["entries"],
+                                        "persons": len(set(reference[0]))}
+                (aside / VERSION_FILE).write_text(json.dumps(version, indent=2) + "\n")
+                echo(f"reference index: {sent['entries']} CLKs of {version['reference']['persons']}"
+                     " persons sent to the linkage unit with their pseudonyms")
         except BaseException:
             shutil.rmtree(aside, ignore_errors=True)  # (a killed ingest's: by the next one)
             raise
@@ -163,11 +338,12 @@ def _read_sources(folder: Path, loaded, max_quarantine: float,
                   echo: Echo) -> dict[str, sources.Source]:
     files = sources.find(folder, loaded)
     needed, numeric = sources.needed_columns(loaded), sources.numeric_columns(loaded)
-    text = sources.text_columns(loaded)
+    text, identity = sources.text_columns(loaded), sources.identity_columns(loaded)
     found = {}
     for name, path in sorted(files.items()):
         source = sources.screen(sources.read(name, path, text[name]), needed[name],
-                                numeric.get(name, {}))
+                                numeric.get(name, {}), identity.get(name),
+                                loaded.mapping.linkage.by_names)
         bad = source.quarantined_rows
         if bad and bad > max_quarantine * source.read_rows:
             first = source.problems[0]
@@ -182,7 +358,7 @@ def _read_sources(folder: Path, loaded, max_quarantine: float,
 
 def _write_version(store: VersionStore, aside: Path, tables: dict[str, pd.DataFrame],
                    found: dict[str, sources.Source], loaded, key, space_id: str, scheme: str,
-                   now: datetime, echo: Echo) -> dict:
+                   now: datetime, echo: Echo, linked: dict | None = None) -> dict:
     from workbench.harmonise.schema import OMOP_SCHEMA
     from workbench.space.tables import TableWriter, file_sha256
 
@@ -207,6 +383,8 @@ def _write_version(store: VersionStore, aside: Path, tables: dict[str, pd.DataFr
     for table, (path, rows) in written.items():
         dataset_id = f"{holder_schema(store.holder)}.{table}"
         report = _quality(dataset_id, path, table, [found[n] for n in sorted(feeds[table])])
+        if linked is not None:
+            report["linkage"] = linked
         (aside / "quality" / f"{dataset_id}.json").write_text(
             json.dumps(report, indent=2, default=str) + "\n")
         old = previous.get(dataset_id)
@@ -232,11 +410,11 @@ def _write_version(store: VersionStore, aside: Path, tables: dict[str, pd.DataFr
     problems = [p.as_dict() for s in found.values() for p in s.problems]
     with open(aside / "quarantine.jsonl", "w") as handle:
         handle.writelines(json.dumps(p) + "\n" for p in problems)
-    return _version_record(aside, datasets, found, scheme, now)
+    return _version_record(aside, datasets, found, scheme, now, linked)
 
 
 def _version_record(aside: Path, datasets: list[Dataset], found: dict[str, sources.Source],
-                    scheme: str, now: datetime) -> dict:
+                    scheme: str, now: datetime, linked: dict | None = None) -> dict:
     files = sorted((f"holders/{d.holder}/{d.file}", d.version) for d in datasets)
     content = certificates._hash_files(files)
     rows = sum(d.rows for d in datasets)
@@ -254,6 +432,8 @@ def _version_record(aside: Path, datasets: list[Dataset], found: dict[str, sourc
         "quarantined_rows": sum(s.quarantined_rows for s in found.values()),
         "pseudonyms": scheme,
     }
+    if linked is not None:
+        version["linkage"] = linked
     (aside / VERSION_FILE).write_text(json.dumps(version, indent=2) + "\n")
     return version
 
@@ -338,6 +518,8 @@ def run(space: Space, holder: str, source_dir: Path, mapping: Path | None, schem
                                  f"'workbench node enroll --holder {holder}' first.",
                                  reason="no-node")
     manifest = json.loads(space.manifest.read_text())
+    if os.geteuid() == 0 and _declares_names(mapping, holder):
+        ensure_clk_secret(space, root)
     key = b""
     if scheme != "oprf":
         try:  # root only: handed to the node's process, never written to its disk
@@ -361,6 +543,17 @@ def run(space: Space, holder: str, source_dir: Path, mapping: Path | None, schem
     publish(space, holder)
     echo(f"published the catalog entries and certificates of {holder} in {space.catalog}")
     return 0
+
+
+def _declares_names(mapping: Path | None, holder: str) -> bool:
+    """Whether the mapping links by name or gives names to the reference index (a mapping that
+    does not load is the node's process's to report, in its one line)."""
+    from workbench.harmonise.mapping import load_mapping, mapping_path
+
+    try:
+        return bool(load_mapping(mapping or mapping_path(holder)).mapping.linkage.columns)
+    except WorkbenchUserError:
+        return False
 
 
 def publish(space: Space, holder: str) -> None:
@@ -393,11 +586,18 @@ def _main(argv: list[str] | None = None) -> int:
     key = bytes.fromhex(sys.stdin.read().strip() or "") or None
     echo = lambda line: print(line, flush=True)  # noqa: E731
     try:
-        space = Space(Path(args.space))
-        scheme, pseudonymise = choose_pseudonymiser(args.pseudonyms, space, key)
-        ingest(Path(args.node_dir), Path(args.sources), pseudonymise, scheme=scheme,
-               space_id=args.space_id, mapping=Path(args.mapping) if args.mapping else None,
-               max_quarantine=args.max_quarantine, echo=echo)
+        from workbench.harmonise.mapping import load_mapping, mapping_path
+
+        space, node_root = Space(Path(args.space)), Path(args.node_dir)
+        mapping = Path(args.mapping) if args.mapping else None
+        linkage = load_mapping(mapping or mapping_path(NodeConfig.load(node_root).holder)
+                               ).mapping.linkage
+        scheme, pseudonymise = "clk", None
+        if not linkage.by_names:  # a source without national ids needs no OPRF
+            scheme, pseudonymise = choose_pseudonymiser(args.pseudonyms, space, key)
+        ingest(node_root, Path(args.sources), pseudonymise, scheme=scheme,
+               space_id=args.space_id, mapping=mapping, max_quarantine=args.max_quarantine,
+               echo=echo, names=name_linkage(space, node_root) if linkage.columns else None)
     except WorkbenchUserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

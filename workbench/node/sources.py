@@ -7,6 +7,10 @@ line naming the file and field. A *row* that cannot be used is quarantined: left
 version and listed (file, row, field, reason; never its value) in ``quarantine.jsonl`` and the
 quality report. Rows fail for: a CSV line with the wrong number of fields, no national id or an
 id with a NUL character, a value the mapping reads as a number that is not one.
+
+A source the mapping links by name and birth date (``linkage: {by: name_and_birth_date}``) has
+no ``national_id``: every file must have the mapping's name and birth-date columns instead, and a
+row with none of the three (or a NUL in one) is quarantined.
 """
 
 from __future__ import annotations
@@ -95,10 +99,23 @@ def find(folder: Path, loaded: LoadedMapping) -> dict[str, Path]:
     return found
 
 
+def identity_columns(loaded: LoadedMapping) -> dict[str, list[str]]:
+    """raw table -> the linkage's name and birth-date columns it must have: every table of a
+    source linked by name, the ``from`` table of one that gives names to the reference index."""
+    linkage = loaded.mapping.linkage
+    columns = list(linkage.columns.values())
+    if not columns:
+        return {}
+    tables = {b.from_ for blocks in loaded.mapping.tables.values() for b in blocks}
+    return {t: columns for t in tables if linkage.by_names or t == linkage.from_}
+
+
 def text_columns(loaded: LoadedMapping) -> dict[str, set[str]]:
     """raw table -> columns the mapping reads as text (codes, text casts, transforms): a CSV
     reader must not guess numbers there (product code '03867271' is not 3867271)."""
     text: dict[str, set[str]] = defaultdict(set)
+    for table, columns in identity_columns(loaded).items():
+        text[table].update(columns)
     for blocks in loaded.mapping.tables.values():
         for block in blocks:
             for rule in block.rules().values():
@@ -222,23 +239,49 @@ def _as_numbers(values: pa.ChunkedArray, kind: str) -> tuple[pa.Array, np.ndarra
     return pa.array(numbers, mask=~keep), bad
 
 
-def screen(source: Source, needed: set[str], numeric: dict[str, str]) -> Source:
-    """Check the file's columns, quarantine the rows that cannot be used, convert the columns
-    the mapping reads as numbers."""
+def _as_text(source: Source, column: str) -> pa.Array:
     names = source.table.column_names
-    for column in [ID, *sorted(needed)]:
+    try:  # ids, names and dates are read as text (an integer column is taken as its digits)
+        values = source.table.column(column).combine_chunks().cast(pa.string())
+    except pa.ArrowException:
+        raise _bad(source.path.name, f"field '{column}' is not text or whole numbers") from None
+    source.table = source.table.set_column(names.index(column), column, values)
+    return values
+
+
+def _empty(values: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), True))
+
+
+def _nul(values: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.match_substring(values, "\x00"), False))
+
+
+def screen(source: Source, needed: set[str], numeric: dict[str, str],
+           identity: list[str] | None = None, by_names: bool = False) -> Source:
+    """Check the file's columns, quarantine the rows that cannot be used, convert the columns
+    the mapping reads as numbers. ``identity``: the name and birth-date columns the file must
+    have; ``by_names``: they replace the national id (the file needs none)."""
+    names = source.table.column_names
+    identity = list(identity or ())
+    for column in [*([] if by_names else [ID]), *identity, *sorted(needed)]:
         if column not in names:
             raise _bad(source.path.name, f"field '{column}' is missing (the mapping reads it; "
                                          f"the file has {', '.join(names)})")
     bad_rows: dict[str, np.ndarray] = {}
-    try:  # ids are text (an integer id column is taken as its digits)
-        ids = source.table.column(ID).combine_chunks().cast(pa.string())
-    except pa.ArrowException:
-        raise _bad(source.path.name, f"field '{ID}' is not text or whole numbers") from None
-    source.table = source.table.set_column(names.index(ID), ID, ids)
-    stripped = pc.utf8_trim_whitespace(ids)
-    no_id = np.asarray(pc.fill_null(pc.equal(stripped, ""), True))
-    nul = np.asarray(pc.fill_null(pc.match_substring(ids, "\x00"), False))
+    if by_names:
+        texts = [_as_text(source, c) for c in identity]
+        no_id = np.logical_and.reduce([_empty(t) for t in texts])
+        nul = np.logical_or.reduce([_nul(t) for t in texts])
+        id_field = identity[0]
+        reasons = [(id_field, no_id, "no name and no birth date: the row cannot be linked"),
+                   (id_field, nul, "a name or birth date contains a NUL character")]
+    else:
+        ids = _as_text(source, ID)
+        for column in identity:
+            _as_text(source, column)
+        reasons = [(ID, _empty(ids), "no national id: the row cannot be linked"),
+                   (ID, _nul(ids), "the national id contains a NUL character")]
     table = source.table
     for column, kind in sorted(numeric.items()):
         if column not in names:
@@ -248,8 +291,6 @@ def screen(source: Source, needed: set[str], numeric: dict[str, str]) -> Source:
             bad_rows[column] = bad
         if converted.type != table.schema.field(column).type:
             table = table.set_column(names.index(column), column, converted)
-    reasons = [(ID, no_id, "no national id: the row cannot be linked"),
-               (ID, nul, "the national id contains a NUL character")]
     reasons += [(c, b, f"not {'a whole number' if numeric[c] == 'integer' else 'a number'}")
                 for c, b in bad_rows.items()]
     drop = np.zeros(table.num_rows, dtype=bool)

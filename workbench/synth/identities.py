@@ -142,3 +142,69 @@ def linkage_sources(n_persons: int = 2000, seed: int = 0, overlap: float = 0.5,
     records = pd.DataFrame({"record_id": [*a.record_id, *b.record_id],
                             "person": np.concatenate([in_a, in_b])})
     return LinkageSources(a, b, truth, people, records)
+
+
+# -- the generator's patients with names: sources with and without a national id ----------------
+def register(n_patients: int, seed: int, chunk_size: int = 100_000) -> pd.DataFrame:
+    """The true identity of every patient of ``workbench.synth.generate(n_patients, seed)``:
+    ``national_id, first_name, last_name, sex, birth_date`` (ISO text). Birth date and sex are the
+    simulated ones (the population is simulated again, chunk by chunk as the generator does);
+    names are drawn from their own stream, so the generator's tables are unchanged."""
+    from workbench.synth import national_ids
+    from workbench.synth.population import simulate
+
+    parts = []
+    for index, first in enumerate(range(0, n_patients, chunk_size)):
+        n = min(chunk_size, n_patients - first)
+        rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+        population = simulate(rng, n).persons
+        names = np.random.default_rng(np.random.SeedSequence([seed, 0x1D, 2, index]))
+        female = np.asarray(population["female"], dtype=bool)
+        days = np.asarray(population["birth"], dtype=np.float64).astype("int64")
+        parts.append(pd.DataFrame({
+            "national_id": np.asarray(national_ids(first, n, seed), dtype=object),
+            "first_name": np.where(female, _zipf_choice(names, FEMALE, n),
+                                   _zipf_choice(names, MALE, n)),
+            "last_name": _zipf_choice(names, LAST, n),
+            "sex": np.where(female, "F", "M"),
+            "birth_date": pd.Series(days.astype("datetime64[D]")).dt.strftime("%Y-%m-%d")}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def as_written(people: pd.DataFrame, seed: int, holder: str,
+               rates: ErrorRates | None = None) -> pd.DataFrame:
+    """How one holder's registry wrote each person (``national_id`` kept as the index of the
+    truth): the errors of ``ErrorRates``, drawn once per person and holder, so every row of that
+    person at that holder carries the same spelling."""
+    rng = np.random.default_rng(np.random.SeedSequence(
+        [seed, 0x1D, 3, *holder.encode()]))
+    written = _render(rng, people, rates or ErrorRates(), holder)
+    written.index = people["national_id"].to_numpy()
+    return written.drop(columns="record_id")
+
+
+def without_national_id(tables: dict[str, pd.DataFrame], written: pd.DataFrame
+                        ) -> dict[str, pd.DataFrame]:
+    """A holder's raw tables as a source without a national id: ``national_id`` replaced by the
+    person's name and birth date as this holder wrote them (``as_written``). The truth (which
+    row is which national id) stays with the caller."""
+    out = {}
+    for name, frame in tables.items():
+        ids = frame["national_id"].astype(str).to_numpy()
+        identity = written.reindex(ids)
+        frame = frame.drop(columns="national_id").reset_index(drop=True)
+        for position, column in enumerate(("first_name", "last_name", "birth_date")):
+            frame.insert(position, column, identity[column].to_numpy())
+        out[name] = frame
+    return out
+
+
+def with_names(frame: pd.DataFrame, written: pd.DataFrame) -> pd.DataFrame:
+    """A raw table with a national id and, beside it, each person's name as the holder wrote it
+    (a holder that contributes to the linkage unit's reference index)."""
+    identity = written.reindex(frame["national_id"].astype(str).to_numpy())
+    frame = frame.reset_index(drop=True).copy()
+    position = frame.columns.get_loc("national_id") + 1
+    for offset, column in enumerate(("first_name", "last_name")):
+        frame.insert(position + offset, column, identity[column].to_numpy())
+    return frame
