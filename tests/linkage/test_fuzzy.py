@@ -48,7 +48,9 @@ def test_one_typo_scores_high_other_people_low():
         assert fuzzy.dice(clk(), clk(**typo)) >= fuzzy.THRESHOLD, typo
     for other in ({"first_name": "Thomas", "last_name": "Müller", "birth_date": "1975-03-21"},
                   {"first_name": "Maria", "last_name": "Wagner", "birth_date": "1988-12-01"}):
-        assert fuzzy.dice(clk(), clk(**other)) < 0.5, other
+        # unrelated people share the date's century bigrams: about 0.5 (0.53 at most over 20
+        # random secrets, under double hashing as under random hashing)
+        assert fuzzy.dice(clk(), clk(**other)) < 0.55, other
     # same names, another birth date: below the threshold too (namesakes are common)
     assert fuzzy.dice(clk(), clk(birth_date="1972-04-30")) < fuzzy.THRESHOLD
 

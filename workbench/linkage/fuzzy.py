@@ -65,10 +65,12 @@ def _clk(record: dict, keys: dict[str, bytes]) -> bitarray:
         if text is None:
             continue  # a missing field sets no bits (and so only lowers the score)
         for gram in set(bigrams(text)):
-            digest = hmac.digest(keys[group], gram.encode(), "sha256")
-            h1, h2 = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:16], "big")
-            for i in range(k):
-                bits[(h1 + i * h2) % BITS] = 1
+            # random hashing: k independent positions from one keyed BLAKE2b digest (16 bits
+            # each, 1024 divides 65536), not double hashing's arithmetic progression, which
+            # Niedermeyer et al. (2014) exploit to recover bigrams from the bit patterns
+            digest = hashlib.blake2b(gram.encode(), key=keys[group], digest_size=2 * k).digest()
+            for i in range(0, 2 * k, 2):
+                bits[int.from_bytes(digest[i:i + 2], "big") % BITS] = 1
     return bits
 
 
