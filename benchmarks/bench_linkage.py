@@ -16,6 +16,10 @@ Rows (ratio: lower is better):
 - clk-match-vs-encode: the linkage unit's CPU seconds to link two sources (anonlink: Dice of every
   pair, greedy one-to-one) / the holders' CPU seconds to encode them (no goal; grows with n, as
   every pair is compared: no blocking).
+- clk-service-vs-inprocess: the same match through the running linkage service (holder A's CLKs
+  uploaded as the reference index with pseudonyms, holder B's CLKs matched against it; node and
+  service CPU) / the in-process match (no goal: what the wire, the parts and the per-pseudonym
+  bookkeeping cost); reports CLK matches per second (B's CLKs / wall, and per core).
 """
 
 from __future__ import annotations
@@ -84,13 +88,16 @@ def run(full: bool = True) -> list[dict]:
                      "ratio": (1 / best["pseudonyms_per_s_per_core"]) / hmac_s, "goal": None,
                      "batch_size": best["batch_size"],
                      "hmac_pseudonyms_per_s": round(1 / hmac_s)})
-        rows += _clk_rows(10_000 if full else 2_000, hmac_s)
+        with start_linkage(space, per_minute=10**9, per_day=10**9) as service:
+            rows += _clk_rows(10_000 if full else 2_000, hmac_s, space, service)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return rows
 
 
-def _clk_rows(n_persons: int, hmac_s: float) -> list[dict]:
+def _clk_rows(n_persons: int, hmac_s: float, space: Space, service) -> list[dict]:
+    from workbench.linkage import clk
+
     src = linkage_sources(n_persons, seed=0)
     secret = secrets.token_bytes(fuzzy.SECRET_BYTES)
     started = time.process_time()
@@ -101,7 +108,19 @@ def _clk_rows(n_persons: int, hmac_s: float) -> list[dict]:
     links = fuzzy.match(a, b)
     match_s = time.process_time() - started
     per_clk = encode_s / (len(a) + len(b))
-    return [{"name": "clk-encode-vs-hmac", "ratio": per_clk / hmac_s, "goal": None,
+    names = [secrets.token_hex(12) for _ in a]
+    clk.upload_reference(space, names, a)
+    node0, service0, wall0 = time.process_time(), _cpu(service.pid), time.perf_counter()
+    matched, _, _ = clk.match(space, b)
+    node, served = time.process_time() - node0, _cpu(service.pid) - service0
+    wall = time.perf_counter() - wall0
+    return [{"name": "clk-service-vs-inprocess", "ratio": (node + served) / match_s,
+             "goal": None, "reference": len(a), "clks": len(b),
+             "matched": sum(m is not None for m in matched), "matched_inprocess": len(links),
+             "clk_matches_per_s": round(len(b) / wall),
+             "clk_matches_per_s_per_core": round(len(b) / (node + served)),
+             "node_cpu_s": round(node, 2), "service_cpu_s": round(served, 2)},
+            {"name": "clk-encode-vs-hmac", "ratio": per_clk / hmac_s, "goal": None,
              "records": len(a) + len(b), "clks_per_s": round(1 / per_clk)},
             {"name": "clk-match-vs-encode", "ratio": match_s / encode_s, "goal": None,
              "records_a": len(a), "records_b": len(b), "links": len(links),
