@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -99,8 +100,10 @@ def built():
         mappings["pharma"].write_text(text[:text.index("  condition_occurrence:")])
     service = start_linkage(space)
     try:
+        started = time.perf_counter()
         done = {h: support.ingest(space, h, root / f"src-{h}", "--mapping", str(mappings[h]),
                                   "--pseudonyms", "oprf") for h in ("insurer", "pharma")}
+        print(f"both ingests {time.perf_counter() - started:.1f} s")
         yield {"root": root, "space": space, "service": service, "tables": tables,
                "people": people, "done": done, "mappings": mappings}
     finally:
@@ -173,6 +176,8 @@ def test_unmatched_records_get_unlinkable_pseudonyms(built):
     unmatched = {nid: next(iter(n)) for nid, n in truth["got"].items()
                  if not n & known}
     outside = [nid for nid in truth["got"] if nid not in truth["at_insurer"]]
+    print(f"outside the reference {len(outside)}, unlinked "
+          f"{sum(nid in unmatched for nid in outside)}")
     assert len(outside) >= 50
     # persons the reference does not hold stay unlinked (a false link is the rare exception)
     assert sum(nid in unmatched for nid in outside) >= PRECISION_FLOOR * len(outside)
