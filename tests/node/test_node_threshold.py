@@ -142,8 +142,8 @@ def test_keygen_gives_every_node_its_own_share_and_the_space_a_joint_key(joint_s
     assert public.threshold["keygen"] == record["keygen"]
     assert not public.bfv.has_secret_key()
     secret = SecretKeys.from_bytes((space.he / SECRET_FILE).read_bytes())
-    assert secret.threshold and not secret.bfv.has_secret_key()  # the BFV secret is gone
-    assert secret.ckks.has_secret_key()  # the reals path stays single-key (docs/secure.md)
+    assert secret.threshold and not secret.bfv.has_secret_key()  # no secret key left at all
+    assert secret.bfv_bytes == public.bfv_bytes  # the reals ride on the joint key (fixed point)
     for holder in HOLDERS:
         share = space.node_dir(holder) / "threshold" / "share.key"
         stat = share.stat()

@@ -45,12 +45,8 @@ def _fabricated(keys, kind: str = "counts", spec: dict = COUNT, name: str = "mal
     one more holder."""
     frame = pd.DataFrame({"week": np.arange(1, 21), "arrest": np.zeros(20, dtype=int)})
     vectors = ops.holder_vectors(kind, spec, frame)
-    blobs, per_scheme = [], {}
-    for scheme in ("bfv", "ckks"):
-        enc = encrypt_vector(keys, scheme, vectors[scheme])
-        blobs += enc
-        per_scheme[scheme] = len(enc)
-    return Encrypted(kind, keys.fingerprint, blobs, per_scheme, [name])
+    blobs = encrypt_vector(keys, "bfv", vectors["bfv"])
+    return Encrypted(kind, keys.fingerprint, blobs, {"bfv": len(blobs)}, [name])
 
 
 def _decryptions(space, request_id: str) -> list[dict]:

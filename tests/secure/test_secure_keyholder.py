@@ -48,8 +48,7 @@ def test_key_files_public_has_no_secret_and_secret_is_keyholder_only(he_space):
     keyholder_uid = pwd.getpwnam(accounts.KEYHOLDER).pw_uid
     assert secret.stat().st_uid == keyholder_uid
     keys = load_public(space)
-    assert not keys.bfv.has_secret_key() and not keys.ckks.has_secret_key()
-    assert not keys.bfv.has_relin_keys() and not keys.ckks.has_galois_keys()
+    assert not keys.bfv.has_secret_key() and not keys.bfv.has_relin_keys()
     assert len(public.read_bytes()) < 500_000
     other = _as_nobody(f"open({str(secret)!r}, 'rb').read()")
     assert other.returncode != 0 and "PermissionError" in other.stderr
@@ -149,7 +148,7 @@ def test_ciphertexts_from_another_context_get_a_clear_error(he_space, rossi):
     assert err.value.reason == "wrong-context" and "another public context" in str(err.value)
     # the same ciphertexts claiming the space's fingerprint (and signed so): caught after
     # decryption, by the MAC slots (what decrypts under the wrong key is noise)
-    forged = PublicKeys(foreign.bfv_bytes, foreign.ckks_bytes, load_public(space).fingerprint)
+    forged = PublicKeys(foreign.bfv_bytes, load_public(space).fingerprint)
     header, pooled = _request(space, parts, keys=forged)
     with pytest.raises(WorkbenchUserError) as err:
         client.request(header, pooled.blobs)

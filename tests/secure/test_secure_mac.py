@@ -1,6 +1,6 @@
 """Holder MACs (``mac.py``): plays a malicious aggregator that keeps every holder's valid signature
 but changes what goes into the pooled sum (a holder's ciphertext replaced by a known vector or by
-zeros that still count one holder, scaled, dropped, repeated, or only its CKKS half replaced),
+zeros that still count one holder, scaled, dropped, repeated, or an offset on the real sums),
 against the real key holder process; checks the MAC key files' modes and that the aggregator's
 uid cannot read them, the in-process federation's throwaway MAC keys, and the slot layout."""
 
@@ -37,8 +37,7 @@ def _known(keys, kind: str, spec: dict, frame: pd.DataFrame, like: Encrypted) ->
     """What the aggregator can encrypt itself (public key only): ``frame``'s vector, which counts
     one holder, with zeros in the MAC slots, under ``like``'s name."""
     vectors = ops.holder_vectors(kind, spec, frame)
-    blobs = encrypt_vector(keys, "bfv", vectors["bfv"]) + encrypt_vector(keys, "ckks",
-                                                                         vectors["ckks"])
+    blobs = encrypt_vector(keys, "bfv", vectors["bfv"])
     return Encrypted(kind, keys.fingerprint, blobs, dict(like.per_scheme), like.contributors)
 
 
@@ -46,10 +45,9 @@ def _pool(keys, blob_lists: list[list[bytes]], schemes: list[str]) -> list[bytes
     """Adds ciphertexts slot by slot, as the aggregator does, in any combination it likes."""
     import tenseal as ts
 
-    loaders = {"bfv": ts.bfv_vector_from, "ckks": ts.ckks_vector_from}
     out = []
-    for i, scheme in enumerate(schemes):
-        cts = [loaders[scheme](keys.context(scheme), blobs[i]) for blobs in blob_lists]
+    for i, _scheme in enumerate(schemes):
+        cts = [ts.bfv_vector_from(keys.bfv, blobs[i]) for blobs in blob_lists]
         total = cts[0]
         for ct in cts[1:]:
             total = total + ct
@@ -87,7 +85,7 @@ def test_a_holder_replaced_by_a_known_vector_is_refused(he_space, rossi):
     counts_cell_holders_holders = np.array([0, 1, 1])
     zeros = Encrypted("counts", keys.fingerprint,
                       encrypt_vector(keys, "bfv", counts_cell_holders_holders),
-                      {"bfv": 1, "ckks": 0}, honest[0].contributors)
+                      {"bfv": 1}, honest[0].contributors)
     tampered = Aggregator(keys).combine([zeros, *honest[1:]])
     _refused_as_mac_mismatch(client, header, tampered.blobs, space, "mac-zeros")
 
@@ -127,24 +125,29 @@ def test_scaled_dropped_or_repeated_contributions_are_refused(he_space, rossi):
     _refused_as_mac_mismatch(client, header, blobs, space, "mac-repeated-extra")
 
 
-def test_one_holders_ckks_half_replaced_while_its_bfv_half_is_kept_is_refused(he_space, rossi):
+def test_an_offset_on_the_real_sums_or_a_repeated_mean_ciphertext_is_refused(he_space, rossi):
+    """The real values travel as fixed-point digits in BFV (ops.encode_reals), so their MAC
+    binds them as it binds the counts: an offset added to the pooled sums with 0 in the MAC slot,
+    or one holder's ciphertext added twice, is refused."""
     space, _, keyholder = he_space
     client, keys = keyholder.client(), load_public(space)
     parts = split_round_robin(rossi)
     header, pooled, honest = signed_round(space, parts, "moments", MEAN, op="mean")
-    assert honest[0].per_scheme == {"bfv": 1, "ckks": 1}
+    assert honest[0].per_scheme == {"bfv": 1}
     schemes = honest[0].schemes
-    known = _known(keys, "moments", MEAN, rossi.iloc[:40], honest[0])
-    spliced = [honest[0].blobs[0], known.blobs[1]]  # the hospital's counts, the aggregator's sums
-    blobs = _pool(keys, [spliced, honest[1].blobs, honest[2].blobs], schemes)
-    _refused_as_mac_mismatch(client, header, blobs, space, "mac-ckks-spliced")
+    # +1000 years on the pooled sum of ages (its fixed-point digits), nothing in the MAC slot
+    names = [name for name, _size in ops.layout("moments", MEAN)]
+    offsets = [np.zeros(size) for _name, size in ops.layout("moments", MEAN)]
+    offsets[names.index("s1")][0] = 1000.0
+    offset = ops.pack("moments", MEAN, offsets)["bfv"]
+    blobs = _pool(keys, [pooled.blobs, encrypt_vector(keys, "bfv", offset)], schemes)
+    _refused_as_mac_mismatch(client, header, blobs, space, "mac-real-offset")
 
-    # the hospital's CKKS ciphertext repeated
+    # the hospital's ciphertext repeated
     header, pooled, honest = signed_round(space, parts, "moments", MEAN, op="mean")
-    twice = [honest[0].blobs[0], _pool(keys, [honest[0].blobs[1:], honest[0].blobs[1:]],
-                                       ["ckks"])[0]]
-    blobs = _pool(keys, [twice, honest[1].blobs, honest[2].blobs], schemes)
-    _refused_as_mac_mismatch(client, header, blobs, space, "mac-ckks-twice")
+    blobs = _pool(keys, [honest[0].blobs, honest[0].blobs, honest[1].blobs, honest[2].blobs],
+                  schemes)
+    _refused_as_mac_mismatch(client, header, blobs, space, "mac-mean-twice")
 
     # and the honest round: the pooled mean, checked against plaintext
     header, pooled, _ = signed_round(space, parts, "moments", MEAN, op="mean")
@@ -239,16 +242,19 @@ def test_every_ciphertext_keeps_one_mac_slot_and_km_stays_one_ciphertext(rossi):
     n = slots()
     km = {"duration_col": "days", "resolution": 1.0, "n_bins": 1826, "event_col": "event",
           "by": []}
-    assert ops.sizes("survival", km) == {"bfv": 3655, "ckks": 0}  # + the rows outside every cell
-    assert ops.ciphertexts_needed("survival", km, n) == {"bfv": 1, "ckks": 0}
+    assert ops.sizes("survival", km) == {"bfv": 3655}  # + the rows outside every cell
+    assert ops.ciphertexts_needed("survival", km, n) == {"bfv": 1}
     # counts by one axis of c levels: 2c + 2 values; 4095 fit one ciphertext, 4096 need two
     for cells, needed in ((2046, 1), (2047, 2)):
         spec = {"by": [{"column": "x", "levels": [str(i) for i in range(cells)]}]}
         assert ops.ciphertexts_needed("counts", spec, n)["bfv"] == needed
     cox = {"duration_col": "week", "resolution": 1.0, "n_bins": 53, "event_col": "arrest",
            "by": [], "covariates": ["fin", "age", "prio"], "center": [0.0] * 3}
-    assert ops.ciphertexts_needed("cox", cox, n)["ckks"] == math.ceil(
-        ops.sizes("cox", cox)["ckks"] / (n["ckks"] - 1))
+    # every real value takes REAL_DIGITS slots: 53 bins x 20 sums + 6 covariate sums, plus
+    # the integers (n, d per bin, cell holders, outside, holders)
+    assert ops.sizes("cox", cox) == {"bfv": (53 * 20 + 6) * ops.REAL_DIGITS + 1 + 53 + 3}
+    assert ops.ciphertexts_needed("cox", cox, n)["bfv"] == math.ceil(
+        ops.sizes("cox", cox)["bfv"] / (n["bfv"] - 1))
     vector = np.arange(1, 5000)
     chunks = ops.chunks(vector, 4096, [7, 8])
     assert [len(c) for c in chunks] == [4096, 4096] and [c[-1] for c in chunks] == [7, 8]
@@ -264,18 +270,17 @@ def test_the_km_round_stays_one_bfv_ciphertext_under_the_byte_budget():
                      min_cell_count=5, key_parties=False)
     fed.kaplan_meier("days", "event")
     (round_,) = fed.coordinator.log
-    assert round_["per_scheme"] == {"bfv": 1, "ckks": 0}
+    assert round_["per_scheme"] == {"bfv": 1}
     assert max(round_["bytes_per_holder"].values()) <= 90 * 1024
 
 
 def test_mac_slots_are_keyed_per_round_kind_spec_and_ciphertext():
     key, other = b"k" * 32, b"o" * 32
     nonce = signing.new_nonce()
-    schemes = ["bfv", "bfv", "ckks", "ckks"]
+    schemes = ["bfv"] * 4
     base = mac.slot_values(key, nonce, "cox", "ab" * 32, schemes)
     assert base == mac.slot_values(key, nonce, "cox", "ab" * 32, schemes)
-    assert all(0 <= v < BFV_PLAIN_MODULUS and isinstance(v, int) for v in base[:2])
-    assert all(0 <= v < mac.CKKS_RANGE and isinstance(v, float) for v in base[2:])
+    assert all(0 <= v < BFV_PLAIN_MODULUS and isinstance(v, int) for v in base)
     assert len(set(base)) == 4  # one value per ciphertext
     for changed in (mac.slot_values(other, nonce, "cox", "ab" * 32, schemes),
                     mac.slot_values(key, signing.new_nonce(), "cox", "ab" * 32, schemes),
@@ -284,45 +289,17 @@ def test_mac_slots_are_keyed_per_round_kind_spec_and_ciphertext():
         assert all(a != b for a, b in zip(base, changed, strict=True))
     total = mac.expected([key, other], b"w" * 32, nonce, "cox", "ab" * 32, schemes, [])
     pair = mac.slot_values(other, nonce, "cox", "ab" * 32, schemes)
-    assert total[0] == (base[0] + pair[0]) % BFV_PLAIN_MODULUS
-    assert total[2] == pytest.approx(base[2] + pair[2], abs=0)
-    # the CKKS check: within the tolerance passes, a guess off by more does not
-    decrypted = np.array([1.0e10, 3.0, total[2] + 5e-4])
-    assert mac.matches("ckks", decrypted, total[2])
-    decrypted[-1] = total[2] + 5e-3
-    assert not mac.matches("ckks", decrypted, total[2])
+    assert total == [(a + b) % BFV_PLAIN_MODULUS for a, b in zip(base, pair, strict=True)]
     assert mac.matches("bfv", np.array([5, total[0] - BFV_PLAIN_MODULUS]), total[0])
     assert not mac.matches("bfv", np.array([5, total[0] + 1]), total[0])
 
 
-def test_huge_ckks_values_are_refused_rather_than_loosening_the_check(rossi):
-    frame = rossi.assign(cost=1e13)  # the pooled sum, 432 x 1e13, is beyond 1e15
+def test_values_beyond_the_fixed_point_range_are_refused_before_encryption(rossi):
+    frame = rossi.assign(cost=1e13)  # each holder's sum, 144 x 1e13, is beyond 2^44
     fed = Federation(split_round_robin(frame), min_cell_count=10)
     with pytest.raises(WorkbenchUserError) as err:
         fed.mean("cost")
     assert err.value.reason == "value-too-large" and "rescale" in str(err.value)
+    assert "\n" not in str(err.value) and "1.44" not in str(err.value)  # one line, no values
+    assert not fed.coordinator.log  # refused before anything was encrypted
     assert float(fed.mean(column="age")) == pytest.approx(rossi["age"].mean(), abs=1e-9)
-
-
-def test_the_ckks_mac_slot_does_not_loosen_the_stated_error_bound():
-    """32 holders' MACs (up to 2^25 pooled) beside small values: the data slots stay within
-    coordinator.ERROR_BOUND computed from the data alone, and the MAC slot within its
-    tolerance."""
-    import tenseal as ts
-
-    from workbench.secure.nodes import MAX_HOLDERS
-
-    keys = SecretKeys.generate()
-    rng = np.random.default_rng(3)
-    n = slots()["ckks"]
-    nonce, total, pooled, macs = signing.new_nonce(), None, 0.0, 0.0
-    for h in range(MAX_HOLDERS):
-        data = rng.uniform(-1.0, 1.0, n - 1)
-        (r,) = mac.slot_values(bytes([h]) * 32, nonce, "moments", "ab" * 32, ["ckks"])
-        (full,) = ops.chunks(data, n, [r])
-        ct = ts.ckks_vector(keys.public.ckks, full.tolist())
-        total = ct if total is None else total + ct
-        pooled, macs = pooled + data, macs + r
-    decrypted = np.asarray(total.decrypt(keys.ckks.secret_key()))
-    assert np.abs(decrypted[:-1] - pooled).max() <= 1e-6 + 1e-12 * np.abs(pooled).max()
-    assert mac.matches("ckks", decrypted, macs)

@@ -107,25 +107,53 @@ def test_nullable_integer_columns_are_checked_for_missing_values():
     assert err.value.reason == "missing-values"
 
 
-@pytest.mark.parametrize("magnitude", [1.0, 1e6, 1e9, 1e12])
-def test_ckks_sum_error_stays_within_the_stated_bound(keys, magnitude):
-    """The bound written into every he-operation record (coordinator.ERROR_BOUND):
-    |error| <= 1e-6 + 1e-12 x the largest |value| aggregated in the same ciphertext."""
-    rng = np.random.default_rng(int(magnitude))
-    vectors = [rng.uniform(-magnitude, magnitude, 4096) for _ in range(MAX_HOLDERS)]
-    vectors[0][1] = 0.5  # a small value beside large ones
+def _extremes(rng, n: int) -> np.ndarray:
+    """Values at the edge of the fixed-point range: +-MAX_REAL, the largest digits (the two
+    low digits at +2^24 and -2^24), tiny values and random ones over the whole range."""
+    top = ops.MAX_REAL
+    low = 2 ** 24 + 2 ** 49  # V = low + k 2^50: the two low centred digits are +2^24
+    edge = [top, -top, np.nextafter(top, 0), (low + 2 ** 73) / 2 ** ops.FRAC_BITS,
+            -(low + 2 ** 73) / 2 ** ops.FRAC_BITS, 2.0 ** -31, -(2.0 ** -31), 0.5, 0.0]
+    return np.concatenate([edge, rng.uniform(-top, top, n - len(edge))])
+
+
+@pytest.mark.parametrize("sign", [1, -1, 0])
+def test_fixed_point_reals_of_32_holders_at_the_extremes_sum_exactly(keys, sign):
+    """32 holders, every value at the edge of the range and all of one sign (sign 0: mixed):
+    every digit sum stays within (t - 1)/2, so after BFV encryption, addition and decryption the
+    recomposed values are exactly the sums of the holders' rounded values: no wrap-around."""
+    rng = np.random.default_rng(11 + sign)
+    n = (4096 - 1) // ops.REAL_DIGITS
+    holders = []
+    for _ in range(MAX_HOLDERS):
+        v = _extremes(rng, n)
+        holders.append(np.abs(v) * sign if sign else v)
+    digits = [ops.encode_reals(v) for v in holders]
+    assert max(int(np.abs(d).max()) for d in digits) == 2 ** (ops.DIGIT_BITS - 1)
     total = None
-    for v in vectors:
-        ct = tenseal.ckks_vector(keys.public.ckks, v.tolist())
+    for d in digits:
+        ct = tenseal.bfv_vector(keys.public.bfv, d.tolist())
         total = ct if total is None else total + ct
-    pooled = sum(vectors)
-    error = np.abs(np.asarray(total.decrypt(keys.ckks.secret_key())) - pooled)
-    assert error.max() <= 1e-6 + 1e-12 * np.abs(pooled).max()
+    decoded = ops.decode_reals(np.asarray(total.decrypt(keys.bfv.secret_key())))
+    # the exact sums of the rounded values, in Python integers, rounded once to float
+    scaled = [[int(x) for x in np.rint(np.ldexp(v, ops.FRAC_BITS))] for v in holders]
+    exact = np.array([sum(col) / 2 ** ops.FRAC_BITS for col in zip(*scaled, strict=True)])
+    assert np.array_equal(decoded, exact)
+    assert np.abs(decoded - np.sum(holders, axis=0)).max() <= \
+        MAX_HOLDERS * 2.0 ** -(ops.FRAC_BITS + 1) + 1e-15 * np.abs(exact).max()
 
 
-def test_large_values_sum_and_vary_without_hitting_the_ckks_cap():
-    """Sums and means carry no sums of squares (which would be ~n x^2 and exceed the key
-    holder's CKKS magnitude cap); the variance round is centred on the pooled mean."""
+@pytest.mark.parametrize("value", [ops.MAX_REAL * (1 + 1e-15), -2 * ops.MAX_REAL, np.inf,
+                                   np.nan])
+def test_reals_beyond_the_fixed_point_range_are_refused_not_wrapped(value):
+    with pytest.raises(WorkbenchUserError) as err:
+        ops.encode_reals(np.array([1.0, value]))
+    assert err.value.reason == "value-too-large" and "\n" not in str(err.value)
+
+
+def test_large_values_sum_and_vary_within_the_fixed_point_range():
+    """Sums and means carry no sums of squares (which would be ~n x^2 and could exceed the
+    fixed-point range, ops.MAX_REAL); the variance round is centred on the pooled mean."""
     from workbench.secure import Federation
 
     rng = np.random.default_rng(3)

@@ -61,8 +61,8 @@ def test_cox_over_the_service_path_records_every_round(he_space, rossi):
     assert list(fit.params_.index) == ["fin", "age", "prio"]
     (op,) = [r["fields"] for r in provenance_records(space, "he-operation")
              if r["fields"].get("request_id") == "svc-cox"]
-    assert op["scheme"] == "bfv-ckks" and op["iteration"] == payload["meta"]["rounds"] >= 3
-    assert "CKKS" in op["params"]["error_bound"]
+    assert op["scheme"] == "bfv-fixed-point" and op["iteration"] == payload["meta"]["rounds"] >= 3
+    assert "fixed point" in op["params"]["error_bound"]
     decryptions = [r for r in provenance_records(space, "he-decryption")
                    if r["fields"].get("request_id") == "svc-cox"]
     assert len(decryptions) == payload["meta"]["rounds"]

@@ -14,7 +14,7 @@ from workbench.errors import WorkbenchUserError
 from workbench.secure import nodes, ops, signing
 from workbench.secure import threshold as th
 from workbench.secure import threshold_node as tn
-from workbench.secure.keys import PublicKeys, SecretKeys, fingerprint_of
+from workbench.secure.keys import PublicKeys, fingerprint_of
 
 HOLDERS = ["h1", "h2", "h3"]
 SPEC = {"duration_col": "time", "event_col": "status", "resolution": 1.0, "n_bins": 200,
@@ -27,8 +27,7 @@ def world():
     parties, shares = zip(*(th.Party.generate(seed) for _ in HOLDERS), strict=True)
     joint = th.tenseal_context(th.joint_public_key(seed, list(shares),
                                                    [th.commitment(s) for s in shares]))
-    ckks = SecretKeys.generate().public.ckks_bytes
-    keys = PublicKeys(joint, ckks, fingerprint_of(joint, ckks), {"parties": HOLDERS})
+    keys = PublicKeys(joint, fingerprint_of(joint), {"parties": HOLDERS})
     signers, registry = signing.ephemeral(HOLDERS)
     checker = PrivateKey.generate()
     rng = np.random.default_rng(7)
@@ -40,7 +39,7 @@ def world():
 def _round(world, nonce=None):
     nonce = nonce or signing.new_nonce()
     parts = [nodes.seal(world["keys"], world["signers"][h], "survival", SPEC, nonce,
-                        {"bfv": world["vectors"][h], "ckks": np.zeros(0)}) for h in HOLDERS]
+                        {"bfv": world["vectors"][h]}) for h in HOLDERS]
     return nonce, parts
 
 

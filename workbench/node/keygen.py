@@ -7,7 +7,7 @@ key share; once all have committed, every node reveals it; the coordinator check
 against its commitment and sums them, and every node does the same itself and answers the digest
 of the joint context it computed, which must be the coordinator's. Then ``keys.install_threshold``
 puts the joint context into ``he/public.ctx`` (holders and the aggregator encrypt and add with
-it) and leaves ``he/secret.ctx`` with the CKKS key only, and ``he/threshold.json`` (0644) keeps
+it) and leaves ``he/secret.ctx`` with no secret key at all, and ``he/threshold.json`` (0644) keeps
 the public record: seed, parties, commitments, the joint context's digest. The release checker's
 X25519 key (``he/checker-box.key``, 0600 the key holder account) is made first, for the nodes to
 seal their partial decryptions to. The key parties and t are the signed policy's

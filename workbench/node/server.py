@@ -102,7 +102,7 @@ class NodeState:
         version, build = engine_at(cfg.root, cfg.holder, None)
         self.engine = self._engines[version] = build()
         self.keys = PublicKeys.from_bytes(cfg.public_context.read_bytes())
-        self.keys.bfv, self.keys.ckks  # noqa: B018 - parse the contexts before the first round
+        self.keys.bfv  # noqa: B018 - parse the context before the first round
         self.signer = cfg.signer()
         self.nonces, self.partial_nonces = NonceGuard(), NonceGuard()
         from workbench.node.keyshare import KeyShare
@@ -129,15 +129,14 @@ class NodeState:
         return self.config.public_context.parent
 
     def use_joint(self) -> None:
-        """Encrypt BFV under the joint key this node computed itself at key generation (the
-        CKKS context stays the space's); rounds cached under the old key are dropped."""
+        """Encrypt under the joint key this node computed itself at key generation (every
+        ciphertext is BFV); rounds cached under the old key are dropped."""
         from workbench.secure.keys import PublicKeys, fingerprint_of
 
         joint = self.keyshare.joint
         if joint is None:
             return
-        ckks = self.keys.ckks_bytes
-        self.keys = PublicKeys(joint, ckks, fingerprint_of(joint, ckks), self.keyshare.record)
+        self.keys = PublicKeys(joint, fingerprint_of(joint), self.keyshare.record)
         with self._lock:
             self._holders.clear()
 

@@ -61,9 +61,9 @@ class AggregatorService:
                     or not isinstance(part["per_scheme"], dict) \
                     or not isinstance(part["holder"], str):
                 raise wire.WireError("each part is {holder, per_scheme, blobs, envelope}")
-            per_scheme = {s: part["per_scheme"].get(s, 0) for s in ("bfv", "ckks")}
-            if not all(isinstance(n, int) and n >= 0 for n in per_scheme.values()) \
-                    or sum(per_scheme.values()) != part["blobs"]:
+            per_scheme = {"bfv": part["per_scheme"].get("bfv")}  # every ciphertext is BFV
+            if set(part["per_scheme"]) != {"bfv"} or not isinstance(per_scheme["bfv"], int) \
+                    or per_scheme["bfv"] != part["blobs"]:
                 raise wire.WireError(f"the layout of {part['holder'][:64]!r}'s part does not "
                                      "add up")
             mine = blobs[start:start + part["blobs"]]

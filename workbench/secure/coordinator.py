@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchUserError
+from workbench.secure import ops
 from workbench.secure.keys import PublicKeys, parameters
 from workbench.secure.nodes import Aggregator, HolderNode, check_federation
 from workbench.secure.plan import Schema, check_size
@@ -22,13 +23,13 @@ OPS = ("count", "crosstab", "histogram", "sum", "mean", "var", "kaplan_meier", "
        "cox_ph", "logistic_regression")
 MAX_NEWTON = 50
 MAX_SECONDS = 600.0  # one request's wall time: Newton rounds stop here, with one clear refusal
+# Every ciphertext is BFV: integer slots are exact; real values travel in fixed point
+# (ops.encode_reals), each holder's value rounded to a multiple of 2^-FRAC_BITS.
 ERROR_BOUND = {"bfv": "exact (integer slots, no noise after decryption)",
-               # CKKS noise is ~2e-8 absolute; above that, encoding in double precision adds
-               # ~1e-15 of the largest |value| in the same ciphertext (for sums and means, the
-               # sum of squares beside them). Measured, with a 25x margin: tests/secure
-               # test_secure_parameters.py.
-               "ckks": "absolute error <= 1e-6 + 1e-12 x the largest |value| aggregated in the "
-                       "same ciphertext (CKKS, scale 2^40)"}
+               "fixed-point": f"real values: absolute error <= holders x 2^-{ops.FRAC_BITS + 1} "
+                              f"(BFV fixed point, 2^-{ops.FRAC_BITS}; a holder's |value| at most "
+                              f"{ops.MAX_REAL:.1e})"}
+REAL_KINDS = ("moments", "cox", "logistic")
 
 
 class Coordinator:
@@ -132,7 +133,9 @@ class Coordinator:
         return result
 
     def metadata(self) -> dict:
-        schemes = [s for s in ("bfv", "ckks") if any(r["per_scheme"].get(s) for r in self.log)]
+        schemes = ["bfv"] if self.log else []
+        if any(r["kind"] in REAL_KINDS for r in self.log):
+            schemes.append("fixed-point")
         holders = [h.name for h in self.holders] or sorted(
             {name for r in self.log for name in r["bytes_per_holder"]})
         return {"holders": holders, "rounds": len(self.log),
@@ -171,8 +174,8 @@ class Coordinator:
         return {"edges": edges, "column": column} | result  # the released (merged) edges
 
     def _moments(self, op: str, column: str, by=None) -> dict:
-        # Sums of squares only where a variance needs them: beside a sum in one CKKS ciphertext
-        # they would set its error (and the key holder's value-too-large cap), being ~n x^2.
+        # Sums of squares only where a variance needs them: ~n x^2, they would meet the
+        # fixed-point encoding's cap (ops.MAX_REAL, refused as value-too-large) long before a sum.
         spec = {"by": self.schema.groups(by), "column": self.schema.numeric(column),
                 "dominance_n": _dominance(self.thresholds)[0], "squares": False}
         if op == "var":  # first the pooled mean, then moments centred on it (no cancellation)

@@ -42,17 +42,17 @@ class Federation:
             from workbench.secure.keyholder import KeyHolder
             from workbench.secure.keys import SecretKeys
 
-            secret = SecretKeys.generate()
             if key_parties and 2 <= len(partitions) <= MAX_PARTIES:
                 from workbench.secure import signing
                 from workbench.secure.threshold_local import LocalKeyParties
 
                 signers, registry = signing.ephemeral(list(partitions))
                 parties = LocalKeyParties(signers, decryption_threshold)
-                secret = parties.secret_keys(secret)
+                secret = parties.secret_keys()  # the joint key: no secret key in the checker
                 keyholder = KeyHolder(secret, provenance, registry=registry,
                                       box_key=parties.box)
             else:
+                secret = SecretKeys.generate()
                 keyholder = KeyHolder(secret, provenance)
             public_keys = secret.public  # the holders get only the public half
         elif public_keys is None:

@@ -52,7 +52,7 @@ def main() -> None:
                             blobs[3], blobs[4])
     node = HolderNode(header["name"], _from_arrow(blobs[1]), PublicKeys.from_bytes(blobs[0]),
                       signer)
-    node.keys.bfv, node.keys.ckks  # noqa: B018 - parse the contexts before the first request
+    node.keys.bfv  # noqa: B018 - parse the context before the first request
     _reply(stdout, {"ready": True, "secret_key": node.has_secret_key})
     while True:
         try:

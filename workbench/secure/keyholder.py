@@ -19,8 +19,9 @@ and no longer holds the BFV secret key: the space's BFV key is the holder nodes'
 the BFV part of every aggregate comes with each key party's partial decryption, signed by that
 node and sealed to this checker's X25519 key (``he/checker-box.key``). It opens and combines
 them here, so the plaintext appears only in this process; a missing, unsigned or foreign
-partial is refused, and a wrong one fails the MAC check, so the round releases nothing. The
-CKKS part is still decrypted with ``secret.ctx``'s CKKS key.
+partial is refused, and a wrong one fails the MAC check, so the round releases nothing. Every
+ciphertext is BFV (real values travel as fixed-point digits, ``ops.encode_reals``), so with a
+joint key nothing at all is decrypted with a key held here.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from workbench.secure.keys import SecretKeys, parameters
 log = logging.getLogger(__name__)
 SIGNATURE_RULES = ("unsigned-contribution", "bad-signature", "replayed-round")
 THRESHOLD_RULES = ("missing-partial", "bad-partial", "unknown-party", "no-box-key")
-MAC_RULES = ("mac-mismatch", "value-too-large")
+MAC_RULES = ("mac-mismatch",)
 
 
 class KeyHolder:
@@ -150,16 +151,15 @@ class KeyHolder:
             needed = ops.ciphertexts_needed(kind, spec, slots())
         except (KeyError, TypeError, ValueError):
             raise wire.WireError(f"the spec does not describe a {kind!r} operation") from None
-        if len(blobs) != needed["bfv"] + needed["ckks"]:
+        if len(blobs) != needed["bfv"]:
             raise wire.WireError(f"{len(blobs)} ciphertexts for an operation whose layout needs "
-                                 f"{needed['bfv']} BFV + {needed['ckks']} CKKS")
+                                 f"{needed['bfv']}")
         count = ops.sizes(kind, spec)
-        schemes = ["bfv"] * needed["bfv"] + ["ckks"] * needed["ckks"]
+        schemes = ["bfv"] * needed["bfv"]
         opened = None
-        if self.keys.threshold:  # BFV from the key parties' partials, opened only here
+        if self.keys.threshold:  # from the key parties' partials, opened only here
             try:
-                opened = self._combine(header, kind, spec, [b for s, b in zip(
-                    schemes, blobs, strict=True) if s == "bfv"], partials, boxes)
+                opened = self._combine(header, kind, spec, blobs, partials, boxes)
             except WorkbenchUserError as exc:
                 self._record(header, thresholds, "refused", exc.reason, len(blobs))
                 raise
@@ -170,9 +170,8 @@ class KeyHolder:
         except WorkbenchUserError as exc:
             self._record(header, thresholds, "refused", exc.reason, len(blobs))
             raise
-        flat = {s: np.concatenate([np.zeros(0)] + [d[:-ops.MAC_SLOTS] for d, k in
-                                                  zip(decrypted, schemes, strict=True) if k == s]
-                                  )[:count[s]] for s in ("bfv", "ckks")}
+        flat = {"bfv": np.concatenate([np.zeros(0, dtype=np.int64)]
+                                      + [d[:-ops.MAC_SLOTS] for d in decrypted])[:count["bfv"]]}
         values = ops.split(kind, spec, flat)
         counted = float(values["holders"][0])
         if abs(counted - round(counted)) <= 1e-3 and len(signed) < round(counted) <= 64:
@@ -298,22 +297,18 @@ class KeyHolder:
 
     def _decrypt(self, schemes: list[str], blobs: list[bytes],
                  opened: list[np.ndarray] | None = None) -> list[np.ndarray]:
-        """One decrypted slot vector per ciphertext (its last slot the MAC); ``opened``: the
-        BFV ones, already combined from partial decryptions."""
+        """One decrypted slot vector per ciphertext (its last slot the MAC); ``opened``: all of
+        them, already combined from partial decryptions (with a joint key)."""
         import tenseal as ts
 
-        loaders = {"bfv": ts.bfv_vector_from, "ckks": ts.ckks_vector_from}
-        dtypes = {"bfv": np.int64, "ckks": float}  # a stated dtype: no inference over the list
+        if opened is not None:
+            return list(opened)
         out = []
-        combined = iter(opened or [])
         with self._lock:
-            for scheme, blob in zip(schemes, blobs, strict=True):
-                if scheme == "bfv" and opened is not None:
-                    out.append(next(combined))
-                    continue
-                try:
-                    out.append(np.array(loaders[scheme](self.keys.context(scheme),
-                                                        blob).decrypt(), dtype=dtypes[scheme]))
+            for blob in blobs:
+                try:  # a stated dtype: no inference over the list
+                    out.append(np.array(ts.bfv_vector_from(self.keys.bfv, blob).decrypt(),
+                                        dtype=np.int64))
                 except (ValueError, RuntimeError, TypeError):
                     raise WorkbenchUserError(
                         "a ciphertext is malformed or was made with other HE parameters; encrypt "
@@ -391,20 +386,13 @@ def _check_macs(decrypted: list[np.ndarray], schemes: list[str], mac_keys: list[
                 weight_key: bytes, nonce, kind: str, spec: dict, n_slots: dict[str, int]) -> None:
     """Each ciphertext's last slot must be the sum of the signers' MACs for this round (plus,
     for BFV, the weighted sum of the decrypted values): the aggregator added exactly the signed
-    contributions, once each, unscaled, and nothing else to the counts (``mac.py``)."""
+    contributions, once each, unscaled, and nothing else to the values (``mac.py``)."""
     if any(len(v) != n_slots[s] for s, v in zip(schemes, decrypted, strict=True)):
         raise _mac_mismatch()
     bfv_data = [v[:-ops.MAC_SLOTS] for s, v in zip(schemes, decrypted, strict=True) if s == "bfv"]
     want = mac.expected(mac_keys, weight_key, nonce, kind, signing.spec_sha256(spec), schemes,
                         bfv_data)
     for scheme, values, expected in zip(schemes, decrypted, want, strict=True):
-        if scheme == "ckks" and len(values) and \
-                float(np.max(np.abs(values))) > mac.MAX_CKKS_MAGNITUDE:
-            raise WorkbenchUserError(
-                f"Contribution refused (value-too-large): a pooled CKKS value exceeds "
-                f"{mac.MAX_CKKS_MAGNITUDE:.0e}, beyond which its MAC cannot be checked "
-                "tightly; centre or rescale the column (e.g. thousands of EUR).",
-                reason="value-too-large")
         if not mac.matches(scheme, values, expected):
             raise _mac_mismatch()
 
@@ -420,7 +408,7 @@ def _mac_mismatch() -> WorkbenchUserError:
 def _scheme_label(kind) -> str:
     if kind in ("counts", "survival"):
         return "bfv"
-    return "bfv-ckks" if kind in ops.KINDS else "none"
+    return "bfv-fixed-point" if kind in ops.KINDS else "none"
 
 
 # -- process boundary ------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
-"""The space's homomorphic-encryption keys: one BFV context for exact counts and one CKKS context
-for real-valued sums.
+"""The space's homomorphic-encryption key: one BFV context, for counts and (in fixed point,
+``ops.encode_reals``) real-valued sums alike.
 
-``he/public.ctx`` holds both public contexts (public key only: no secret key, no relinearisation or
+``he/public.ctx`` holds the public context (public key only: no secret key, no relinearisation or
 Galois keys, since every operation here is ciphertext addition). ``he/secret.ctx`` adds the secret
-keys and is readable only by the key holder account. Both files are workbench frames (see
-``wire.py``) whose header carries the parameters and a fingerprint of the public key material, so a
-ciphertext made under another space's key is recognised and refused.
+key and is readable only by the key holder account; after collective key generation
+(``install_threshold``) the BFV key is the holder nodes' joint key and ``he/secret.ctx`` holds no
+secret key at all, only the release checker's copy of the joint public context. Both files are
+workbench frames (see ``wire.py``) whose header carries the parameters and a fingerprint of the
+public key material, so a ciphertext made under another space's key is recognised and refused.
 """
 
 from __future__ import annotations
@@ -32,9 +34,6 @@ BFV_PLAIN_MODULUS = 1073750017  # smallest prime >= 2^30 with p = 1 mod 2N: batc
 # one 60-bit prime's words: 66 KB, and zstd finds little to squeeze out of it (0.1 ms to
 # serialize). TenSEAL cannot make such a context itself: ``_bfv_contexts``.
 BFV_COEFF_BITS = [60]
-CKKS_POLY_DEGREE = 8192
-CKKS_COEFF_BITS = [60, 40, 60]  # one 40-bit data prime: additions only, so no rescale is needed
-CKKS_SCALE_BITS = 40
 
 PUBLIC_FILE = "public.ctx"
 SECRET_FILE = "secret.ctx"  # noqa: S105 - a file name, not a password
@@ -51,14 +50,16 @@ def parameters(threshold: dict | None = None) -> dict:
     whose BFV key is then the holder nodes' joint key at ``threshold.py``'s parameters."""
     if threshold:
         return _threshold_parameters()
+    from workbench.secure import ops
+
     return {
         "bfv": {"poly_modulus_degree": BFV_POLY_DEGREE, "plain_modulus": BFV_PLAIN_MODULUS,
                 "coeff_mod_bit_sizes": BFV_COEFF_BITS, "slots": BFV_POLY_DEGREE,
                 "security": "128-bit (60-bit coefficient modulus at N=4096; at most 109 bits "
                             "keep 128-bit security)"},
-        "ckks": {"poly_modulus_degree": CKKS_POLY_DEGREE, "coeff_mod_bit_sizes": CKKS_COEFF_BITS,
-                 "scale_bits": CKKS_SCALE_BITS, "slots": CKKS_POLY_DEGREE // 2,
-                 "security": "128-bit"},
+        # real values in the same BFV slots (ops.encode_reals)
+        "fixed-point": {"fraction_bits": ops.FRAC_BITS, "digit_bits": ops.DIGIT_BITS,
+                        "digits": ops.REAL_DIGITS, "max_abs_per_holder": ops.MAX_REAL},
     }
 
 
@@ -67,7 +68,6 @@ class PublicKeys:
     """What holders and the aggregator get: encryption and addition only."""
 
     bfv_bytes: bytes
-    ckks_bytes: bytes
     fingerprint: str
     # with threshold decryption (``threshold_node.py``): the public record of the collective key
     # generation (parties, seed, commitments); the BFV context is then the joint key
@@ -80,38 +80,32 @@ class PublicKeys:
             raise WorkbenchError("public BFV context unexpectedly carries a secret key")
         return ctx
 
-    @cached_property
-    def ckks(self):
-        ctx = _tenseal().context_from(self.ckks_bytes)
-        if ctx.has_secret_key():
-            raise WorkbenchError("public CKKS context unexpectedly carries a secret key")
-        ctx.global_scale = 2**CKKS_SCALE_BITS
-        return ctx
-
-    def context(self, scheme: str):
-        return self.bfv if scheme == "bfv" else self.ckks
+    def context(self, scheme: str = "bfv"):
+        if scheme != "bfv":
+            raise WorkbenchError(f"no {scheme} context: every ciphertext is BFV")
+        return self.bfv
 
     def to_bytes(self) -> bytes:
         header = {"kind": "public", "fingerprint": self.fingerprint,
                   "parameters": parameters(self.threshold)}
         if self.threshold:
             header["threshold"] = self.threshold
-        return wire.encode(header, [self.bfv_bytes, self.ckks_bytes])
+        return wire.encode(header, [self.bfv_bytes])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PublicKeys:
         header, blobs = wire.decode(data)
-        if header.get("kind") not in ("public", "secret") or len(blobs) < 2:
+        if header.get("kind") not in ("public", "secret") or len(blobs) < 1:
             raise WorkbenchUserError("not a workbench HE context file", reason="bad-context")
-        return cls(blobs[0], blobs[1], header["fingerprint"], header.get("threshold"))
+        return cls(blobs[0], header["fingerprint"], header.get("threshold"))
 
 
 @dataclass
 class SecretKeys:
-    """The key holder's contexts (secret keys included). Never leaves the key holder process."""
+    """The key holder's context (secret key included, except with threshold decryption). Never
+    leaves the key holder process."""
 
     bfv_bytes: bytes  # with threshold decryption: the joint public context (no secret key)
-    ckks_bytes: bytes
     fingerprint: str
     public: PublicKeys
     threshold: dict | None = None  # as PublicKeys.threshold: BFV is then never decrypted here
@@ -120,49 +114,36 @@ class SecretKeys:
     def bfv(self):
         return _tenseal().context_from(self.bfv_bytes)
 
-    @cached_property
-    def ckks(self):
-        ctx = _tenseal().context_from(self.ckks_bytes)
-        ctx.global_scale = 2**CKKS_SCALE_BITS
-        return ctx
-
-    def context(self, scheme: str):
-        return self.bfv if scheme == "bfv" else self.ckks
+    def context(self, scheme: str = "bfv"):
+        if scheme != "bfv":
+            raise WorkbenchError(f"no {scheme} context: every ciphertext is BFV")
+        return self.bfv
 
     def to_bytes(self) -> bytes:
         header = {"kind": "secret", "fingerprint": self.fingerprint,
                   "parameters": parameters(self.threshold)}
         if self.threshold:
             header["threshold"] = self.threshold
-        return wire.encode(header, [self.public.bfv_bytes, self.public.ckks_bytes,
-                                    self.bfv_bytes, self.ckks_bytes])
+        return wire.encode(header, [self.public.bfv_bytes, self.bfv_bytes])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SecretKeys:
         header, blobs = wire.decode(data)
-        if header.get("kind") != "secret" or len(blobs) != 4:
+        if header.get("kind") != "secret" or len(blobs) != 2:
             raise WorkbenchUserError("not a workbench HE secret context file", reason="bad-context")
         threshold = header.get("threshold")
-        public = PublicKeys(blobs[0], blobs[1], header["fingerprint"], threshold)
-        return cls(blobs[2], blobs[3], header["fingerprint"], public, threshold)
+        public = PublicKeys(blobs[0], header["fingerprint"], threshold)
+        return cls(blobs[1], header["fingerprint"], public, threshold)
 
     @classmethod
     def generate(cls) -> SecretKeys:
-        ts = _tenseal()
         bfv_public, bfv_secret = _bfv_contexts()
-        ckks = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=CKKS_POLY_DEGREE,
-                          coeff_mod_bit_sizes=CKKS_COEFF_BITS)
-        ckks.global_scale = 2**CKKS_SCALE_BITS
-        no_extras = {"save_relin_keys": False, "save_galois_keys": False}
-        ckks_public = ckks.serialize(save_secret_key=False, **no_extras)
-        fingerprint = fingerprint_of(bfv_public, ckks_public)
-        public = PublicKeys(bfv_public, ckks_public, fingerprint)
-        return cls(bfv_secret, ckks.serialize(save_secret_key=True, **no_extras), fingerprint,
-                   public)
+        fingerprint = fingerprint_of(bfv_public)
+        return cls(bfv_secret, fingerprint, PublicKeys(bfv_public, fingerprint))
 
 
-def fingerprint_of(bfv_public: bytes, ckks_public: bytes) -> str:
-    return hashlib.sha256(bfv_public + ckks_public).hexdigest()[:32]
+def fingerprint_of(bfv_public: bytes) -> str:
+    return hashlib.sha256(bfv_public).hexdigest()[:32]
 
 
 def _threshold_parameters() -> dict:
@@ -180,18 +161,16 @@ def _threshold_parameters() -> dict:
 
 def install_threshold(space: Space, joint_context: bytes, record: dict) -> PublicKeys:
     """After collective key generation: the joint BFV context replaces the single key's in
-    ``he/public.ctx``, and ``he/secret.ctx`` keeps the CKKS secret key only (its BFV slot holds
-    the joint public context: the key holder never decrypts BFV again). Secret first, so the key
-    holder knows before anyone encrypts under the joint key. Root, or the owner of both files."""
-    old = load_public(space)
-    public = PublicKeys(joint_context, old.ckks_bytes,
-                        fingerprint_of(joint_context, old.ckks_bytes), record)
+    ``he/public.ctx``, and ``he/secret.ctx`` then holds no secret key at all (the joint public
+    context in place of the secret one: the key holder never decrypts anything itself again).
+    Secret first, so the key holder knows before anyone encrypts under the joint key. Root, or
+    the owner of both files."""
+    public = PublicKeys(joint_context, fingerprint_of(joint_context), record)
     secret_path = space.he / SECRET_FILE
     if secret_path.exists():
-        secret = load_secret(space)
         stat = secret_path.stat()
-        write_key_file(secret_path, SecretKeys(joint_context, secret.ckks_bytes,
-                                               public.fingerprint, public, record).to_bytes(),
+        write_key_file(secret_path, SecretKeys(joint_context, public.fingerprint, public,
+                                               record).to_bytes(),
                        0o600, (stat.st_uid, stat.st_gid) if accounts.is_root() else None)
     write_key_file(space.he / PUBLIC_FILE, public.to_bytes(), 0o644, None)
     return public

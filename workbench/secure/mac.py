@@ -7,26 +7,20 @@ the aggregator) and puts, into the last slot of each of its ciphertexts, a pseud
 r_i = PRF(key, nonce, kind, spec hash, scheme, ciphertext index i). Additions keep these slots
 summing, so the pooled slot must equal the sum of the r_i of exactly the holders that signed.
 The aggregator cannot compute any r_i, so replacing, dropping, repeating or scaling a holder's
-ciphertext changes the slot by an amount it cannot predict:
+ciphertext changes the slot by an amount it cannot predict: r_i is uniform mod the plain modulus
+t (a prime ~2^30); a wrong slot passes with probability 1/t ~ 1e-9 per ciphertext. Every
+ciphertext is BFV (real values travel as fixed-point digits, ``ops.encode_reals``), so every MAC
+slot is exact and value-binding.
 
-- BFV: r_i is uniform mod the plain modulus t (a prime ~2^30); a wrong slot passes with
-  probability 1/t ~ 1e-9 per ciphertext.
-- CKKS: r_i is uniform in [0, 2^20); the key holder accepts |slot - sum| <= tolerance(M), with
-  M the largest decrypted |value| of that ciphertext (CKKS error grows with it): 1e-3 + 1e-13 M
-  (measured errors: <= 1e-16 M with 32 holders, 3e-15 M at worst seen). A guess passes with
-  probability 2 tolerance / 2^20: ~2e-9 while M <= 1e10. The key holder refuses ciphertexts with
-  M > MAX_CKKS_MAGNITUDE, so a forger cannot widen the tolerance past ~2e-4 by packing huge
-  values.
-
-Value binding (BFV only): r_i alone does not depend on the values, so an aggregator could add an
-encryption of its own offset with 0 in the MAC slot on top of the genuine sum and shift the counts
-the release rules check. So every holder and the key holder also share one round-weight key
-(never the aggregator): per round and per BFV ciphertext i it gives weights w_ij uniform in
-[0, t), and holder h's BFV MAC slot is r_hi + sum_j w_ij v_hij mod t. The slot stays linear in the
-values, so the pooled slot must equal sum_h r_hi + sum_j w_ij V_ij mod t for the pooled values V;
-an offset d != 0 added with 0 in its MAC slot moves the expected value by sum_j w_ij d_j and the
-slot not at all, and that sum is 0 mod t with probability 1/t for weights the aggregator does
-not know. CKKS MAC slots bind no values (docs/secure.md, Limits).
+Value binding: r_i alone does not depend on the values, so an aggregator could add an encryption
+of its own offset with 0 in the MAC slot on top of the genuine sum and shift the values the
+release rules check. So every holder and the key holder also share one round-weight key (never
+the aggregator): per round and per ciphertext i it gives weights w_ij uniform in [0, t), and
+holder h's MAC slot is r_hi + sum_j w_ij v_hij mod t. The slot stays linear in the values, so
+the pooled slot must equal sum_h r_hi + sum_j w_ij V_ij mod t for the pooled values V; an offset
+d != 0 added with 0 in its MAC slot moves the expected value by sum_j w_ij d_j and the slot not
+at all, and that sum is 0 mod t with probability 1/t for weights the aggregator does not know.
+This covers the fixed-point digits of the real values as much as the counts.
 """
 
 from __future__ import annotations
@@ -43,31 +37,27 @@ from workbench.secure.keys import BFV_PLAIN_MODULUS
 DOMAIN = "workbench-he-mac-v1"
 WEIGHTS_DOMAIN = "workbench-he-weights-v1"
 KEY_BYTES = 32
-CKKS_RANGE = 2.0 ** 20
-MAX_CKKS_MAGNITUDE = 1e15
 
 
 def slot_values(key: bytes, nonce: str, kind: str, spec_hash: str,
-                schemes: list[str]) -> list[int | float]:
-    """The holder's MAC slot for each of its ciphertexts (``schemes``: one per ciphertext)."""
+                schemes: list[str]) -> list[int]:
+    """The holder's MAC slot for each of its ciphertexts (``schemes``: one per ciphertext,
+    "bfv")."""
     # HMAC over the round's JSON (closed by "]", so unambiguous), then "|scheme|index"
     prefix = json.dumps([DOMAIN, nonce, kind, spec_hash], separators=(",", ":")).encode()
     keyed = hmac.new(key, prefix, hashlib.sha256)
-    out: list[int | float] = []
+    out: list[int] = []
     for index, scheme in enumerate(schemes):
         one = keyed.copy()
         one.update(f"|{scheme}|{index}".encode())
-        digest = one.digest()
-        if scheme == "bfv":  # 128 bits mod a 30-bit prime: bias below 2^-98
-            out.append(int.from_bytes(digest[:16], "big") % BFV_PLAIN_MODULUS)
-        else:  # 53 random bits as a double in [0, 2^20)
-            out.append((int.from_bytes(digest[:8], "big") >> 11) * 2.0 ** -53 * CKKS_RANGE)
+        # 128 bits mod a 30-bit prime: bias below 2^-98
+        out.append(int.from_bytes(one.digest()[:16], "big") % BFV_PLAIN_MODULUS)
     return out
 
 
 def weights(weight_key: bytes, nonce: str, kind: str, spec_hash: str, index: int,
             size: int) -> np.ndarray:
-    """The round's weights for BFV ciphertext ``index``: ``size`` integers uniform in [0, t)."""
+    """The round's weights for ciphertext ``index``: ``size`` integers uniform in [0, t)."""
     prefix = json.dumps([WEIGHTS_DOMAIN, nonce, kind, spec_hash, index], separators=(",", ":"))
     digest = hmac.new(weight_key, prefix.encode(), hashlib.sha256).digest()
     # Philox's 128-bit key from the HMAC; Generator.integers draws without modulo bias
@@ -95,7 +85,7 @@ def _weight_halves(weight_key: bytes, nonce: str, kind: str, spec_hash: str, ind
 
 def value_tags(weight_key: bytes, nonce: str, kind: str, spec_hash: str,
                data: list[np.ndarray]) -> list[int]:
-    """sum_j w_ij v_ij mod t for each BFV ciphertext's data slots (all but the MAC slot)."""
+    """sum_j w_ij v_ij mod t for each ciphertext's data slots (all but the MAC slot)."""
     out = []
     for index, values in enumerate(data):
         if len(values) > 1 << 16:
@@ -110,9 +100,9 @@ def value_tags(weight_key: bytes, nonce: str, kind: str, spec_hash: str,
 
 
 def holder_slots(key: bytes, weight_key: bytes, nonce: str, kind: str, spec_hash: str,
-                 schemes: list[str], bfv_data: list[np.ndarray]) -> list[int | float]:
-    """The MAC slot of each of a holder's ciphertexts: r_i, plus the value tag for BFV ones
-    (``bfv_data``: the data slots of its BFV ciphertexts, which come first)."""
+                 schemes: list[str], bfv_data: list[np.ndarray]) -> list[int]:
+    """The MAC slot of each of a holder's ciphertexts: r_i plus its value tag (``bfv_data``:
+    the data slots of each ciphertext)."""
     tags = value_tags(weight_key, nonce, kind, spec_hash, bfv_data)
     out = slot_values(key, nonce, kind, spec_hash, schemes)
     for i, tag in enumerate(tags):
@@ -121,26 +111,20 @@ def holder_slots(key: bytes, weight_key: bytes, nonce: str, kind: str, spec_hash
 
 
 def expected(keys: list[bytes], weight_key: bytes, nonce: str, kind: str, spec_hash: str,
-             schemes: list[str], bfv_data: list[np.ndarray]) -> list[int | float]:
+             schemes: list[str], bfv_data: list[np.ndarray]) -> list[int]:
     """What the pooled MAC slots must hold when exactly the holders of ``keys`` contributed and
-    the pooled BFV ciphertexts' data slots hold ``bfv_data``."""
+    the pooled ciphertexts' data slots hold ``bfv_data``."""
     total = [0] * len(schemes)
     for key in keys:
         for i, value in enumerate(slot_values(key, nonce, kind, spec_hash, schemes)):
             total[i] += value
     for i, tag in enumerate(value_tags(weight_key, nonce, kind, spec_hash, bfv_data)):
         total[i] += tag
-    return [t % BFV_PLAIN_MODULUS if s == "bfv" else float(t)
-            for t, s in zip(total, schemes, strict=True)]
+    return [t % BFV_PLAIN_MODULUS for t in total]
 
 
-def tolerance(largest: float) -> float:
-    return 1e-3 + 1e-13 * largest
-
-
-def matches(scheme: str, decrypted: np.ndarray, want: int | float) -> bool:
+def matches(scheme: str, decrypted: np.ndarray, want: int) -> bool:
     """Does one decrypted ciphertext (its last slot the MAC) carry the MAC ``want``?"""
-    if scheme == "bfv":
-        return int(round(float(decrypted[-1]))) % BFV_PLAIN_MODULUS == want
-    largest = float(np.max(np.abs(decrypted))) if len(decrypted) else 0.0
-    return abs(float(decrypted[-1]) - want) <= tolerance(largest)
+    if scheme != "bfv":
+        return False
+    return int(round(float(decrypted[-1]))) % BFV_PLAIN_MODULUS == want

@@ -1,9 +1,9 @@
 """Holder nodes and the aggregator: the roles that hold only the public HE contexts.
 
-A ``HolderNode`` reduces its own rows to one packed vector (``ops.holder_vector``), encrypts it
-with the space's public context (``ceil(values / (slots - 1))`` ciphertexts, whatever the number
-of patients; the last slot of each carries the holder's MAC, bound to the values for BFV,
-``mac.py``) and signs the round
+A ``HolderNode`` reduces its own rows to one packed vector (``ops.holder_vectors``: counts as
+they are, real values as fixed-point digits), encrypts it with the space's public BFV context
+(``ceil(slots used / (slots - 1))`` ciphertexts, whatever the number of patients; the last slot
+of each carries the holder's MAC, bound to the values, ``mac.py``) and signs the round
 (``signing.py``). The ``Aggregator`` checks every contribution's
 context, layout and signature envelope, adds the ciphertexts under the public context and forwards
 the pooled sum with the holders' envelopes to the key holder; it cannot decrypt (no secret key)
@@ -22,15 +22,15 @@ import pandas as pd
 
 from workbench.errors import WorkbenchUserError
 from workbench.secure import mac, ops, signing
-from workbench.secure.keys import BFV_POLY_DEGREE, CKKS_POLY_DEGREE, PublicKeys
+from workbench.secure.keys import BFV_POLY_DEGREE, PublicKeys
 
 MAX_HOLDERS = 32  # more "holders" than this is a per-patient encryption pattern, not a federation
 
 
 @dataclass
 class Encrypted:
-    """Serialized ciphertexts of one holder (or of the pooled sum) for one operation: the BFV
-    ciphertexts first, then the CKKS ones (counts per scheme in ``per_scheme``)."""
+    """Serialized ciphertexts of one holder (or of the pooled sum) for one operation, all BFV
+    (their number in ``per_scheme["bfv"]``)."""
 
     kind: str
     fingerprint: str
@@ -45,11 +45,11 @@ class Encrypted:
 
     @property
     def schemes(self) -> list[str]:
-        return ["bfv"] * self.per_scheme.get("bfv", 0) + ["ckks"] * self.per_scheme.get("ckks", 0)
+        return ["bfv"] * self.per_scheme.get("bfv", 0)
 
     @property
     def scheme(self) -> str:
-        return "-".join(s for s in ("bfv", "ckks") if self.per_scheme.get(s))
+        return "bfv"
 
 
 class Contributions(list):
@@ -63,8 +63,8 @@ class Contributions(list):
 
 
 def slots() -> dict[str, int]:
-    """Slots per ciphertext: N for BFV batching, N/2 for CKKS."""
-    return {"bfv": BFV_POLY_DEGREE, "ckks": CKKS_POLY_DEGREE // 2}
+    """Slots per ciphertext: N for BFV batching."""
+    return {"bfv": BFV_POLY_DEGREE}
 
 
 def encrypt_vector(keys: PublicKeys, scheme: str, vector: np.ndarray,
@@ -82,29 +82,23 @@ def encrypt_vector(keys: PublicKeys, scheme: str, vector: np.ndarray,
     ctx = keys.context(scheme).data
     blobs = []
     for full in ops.chunks(vector, n, macs if macs is not None else [0] * count):
-        if scheme == "bfv":
-            ct = ts._ts_cpp.BFVVector(ctx, full.astype(np.int64).tolist())
-        else:
-            ct = ts._ts_cpp.CKKSVector(ctx, full.astype(float).tolist())
-        blobs.append(ct.serialize())
+        blobs.append(ts._ts_cpp.BFVVector(ctx, full.astype(np.int64).tolist()).serialize())
     return blobs
 
 
 def seal(keys: PublicKeys, signer: signing.Signer, kind: str, spec: dict, nonce: str,
          vectors: dict[str, np.ndarray]) -> Encrypted:
-    """Encrypt a holder's vectors with its MAC in every ciphertext (for BFV, bound to the
-    ciphertext's values by the round weights) and sign them for the round ``nonce``."""
+    """Encrypt a holder's vectors with its MAC in every ciphertext (bound to the ciphertext's
+    values by the round weights) and sign them for the round ``nonce``."""
     spec_hash = signing.spec_sha256(spec)
-    per_scheme = {s: math.ceil(len(vectors[s]) / ops.data_slots(slots()[s]))
-                  for s in ("bfv", "ckks")}
-    schemes = ["bfv"] * per_scheme["bfv"] + ["ckks"] * per_scheme["ckks"]
-    # the MAC of each BFV ciphertext binds its data slots (mac.value_tags)
+    per_scheme = {"bfv": math.ceil(len(vectors["bfv"]) / ops.data_slots(slots()["bfv"]))}
+    schemes = ["bfv"] * per_scheme["bfv"]
+    # the MAC of each ciphertext binds its data slots (mac.value_tags)
     bfv_data = [full[:-ops.MAC_SLOTS] for full in
                 ops.chunks(np.asarray(vectors["bfv"]), slots()["bfv"], [0] * per_scheme["bfv"])]
     macs = mac.holder_slots(signer.mac_key_or_refuse(), signer.weight_key_or_refuse(), nonce,
                             kind, spec_hash, schemes, bfv_data)
-    blobs = (encrypt_vector(keys, "bfv", vectors["bfv"], macs[:per_scheme["bfv"]])
-             + encrypt_vector(keys, "ckks", vectors["ckks"], macs[per_scheme["bfv"]:]))
+    blobs = encrypt_vector(keys, "bfv", vectors["bfv"], macs)
     envelope = signer.sign(nonce, kind, spec_hash, keys.fingerprint, blobs)
     return Encrypted(kind, keys.fingerprint, blobs, per_scheme, [signer.holder], envelope)
 
@@ -119,7 +113,7 @@ class HolderNode:
 
     @property
     def has_secret_key(self) -> bool:
-        return self.keys.bfv.has_secret_key() or self.keys.ckks.has_secret_key()
+        return self.keys.bfv.has_secret_key()
 
     def vectors(self, kind: str, spec: dict) -> dict[str, np.ndarray]:
         """This holder's statistics for one operation, in plaintext (they never leave it so)."""
@@ -202,7 +196,6 @@ class Aggregator:
             raise WorkbenchUserError("a holder contributed twice to one aggregate.",
                                      reason="duplicate-holder")
         first = parts[0]
-        loaders = {"bfv": ts.bfv_vector_from, "ckks": ts.ckks_vector_from}
         total = None
         for part in parts:
             who = ", ".join(part.contributors)
@@ -216,8 +209,7 @@ class Aggregator:
                     first.kind, first.per_scheme, len(first.blobs)):
                 raise WorkbenchUserError(f"ciphertexts from {who} do not match the operation's "
                                          "layout.", reason="malformed-message")
-            cts = [_load(loaders[s], self.keys.context(s), blob, who)
-                   for s, blob in zip(part.schemes, part.blobs, strict=True)]
+            cts = [_load(ts.bfv_vector_from, self.keys.bfv, blob, who) for blob in part.blobs]
             # in place: the running sum is this method's own (no new ciphertext per addition)
             total = cts if total is None else [a.add_(b) for a, b in zip(total, cts, strict=True)]
         return Encrypted(first.kind, first.fingerprint, [ct.serialize() for ct in total],

@@ -19,9 +19,19 @@ import pandas as pd
 from workbench.errors import WorkbenchUserError
 
 KINDS = ("counts", "survival", "moments", "cox", "logistic")
-# Integer segments travel in BFV (exact); real-valued ones in CKKS. Keeping integers out of CKKS
-# matters: a CKKS slot's error grows with the largest value packed beside it (double-precision
-# encoding), so a small count next to a large sum of squares could round wrongly.
+# Every segment travels in BFV under the space's (joint) key, so threshold decryption covers every
+# ciphertext. Integer segments go in as they are; real-valued ones in fixed point: a holder
+# rounds each of its values v to V = round(v 2^FRAC_BITS) and writes V in REAL_DIGITS signed
+# digits of base 2^DIGIT_BITS, centred (|digit| <= 2^(DIGIT_BITS-1) = 2^24). Pooled over at most
+# 32 holders (nodes.MAX_HOLDERS) a digit's sum stays within 32 x 2^24 = 2^29 < (t - 1)/2, so its
+# centred representative mod t is the exact sum; the release checker recomposes
+# sum_k digit_k 2^(DIGIT_BITS k) exactly and divides by 2^FRAC_BITS (``decode_reals``).
+# Rounding error: at most 2^-(FRAC_BITS+1) per holder and value (<= 1.5e-8 for 32 holders).
+# A holder's |v| above MAX_REAL (2^44, 1.8e13) does not fit and is refused before encryption.
+FRAC_BITS = 30
+DIGIT_BITS = 25
+REAL_DIGITS = 3
+MAX_REAL = 2.0 ** (DIGIT_BITS * REAL_DIGITS - 1 - FRAC_BITS)
 INTEGER_SEGMENTS = {"counts", "at_risk", "events", "n", "d", "n_pos", "cell_holders", "outside",
                     "holders"}
 MAX_CELLS = 4096
@@ -80,15 +90,63 @@ def layout(kind: str, spec: dict) -> list[tuple[str, int]]:
     return segs + [("holders", 1)]
 
 
-def scheme_of(name: str) -> str:
-    return "bfv" if name in INTEGER_SEGMENTS else "ckks"
+def is_real(name: str) -> bool:
+    return name not in INTEGER_SEGMENTS
+
+
+def slots_of(name: str, size: int) -> int:
+    """BFV slots a segment of ``size`` values takes (REAL_DIGITS per real value)."""
+    return size * REAL_DIGITS if is_real(name) else size
 
 
 def sizes(kind: str, spec: dict) -> dict[str, int]:
-    """Number of values per scheme (BFV first, then CKKS, in every message)."""
-    out = {"bfv": 0, "ckks": 0}
-    for name, size in layout(kind, spec):
-        out[scheme_of(name)] += size
+    """Slots per scheme: everything is BFV (real values in REAL_DIGITS fixed-point digits)."""
+    return {"bfv": sum(slots_of(name, size) for name, size in layout(kind, spec))}
+
+
+def _too_large() -> WorkbenchUserError:
+    return WorkbenchUserError(
+        f"Contribution refused (value-too-large): a holder's sum exceeds {MAX_REAL:.1e} in "
+        "magnitude (or is not finite), beyond the fixed-point encoding of the secure reals; "
+        "centre or rescale the column (e.g. thousands of EUR).", reason="value-too-large")
+
+
+def encode_reals(values) -> np.ndarray:
+    """Fixed point: each value as REAL_DIGITS centred base-2^DIGIT_BITS digits of
+    round(v 2^FRAC_BITS), least significant first (int64; exact in float64 arithmetic: every
+    step scales by a power of two, rounds to an integer or subtracts to a representable one)."""
+    v = np.ravel(np.asarray(values, dtype=float))
+    if not np.isfinite(v).all() or (len(v) and float(np.max(np.abs(v))) > MAX_REAL):
+        raise _too_large()
+    scaled = np.rint(np.ldexp(v, FRAC_BITS))
+    out = np.empty((len(v), REAL_DIGITS), dtype=np.int64)
+    for k in range(REAL_DIGITS - 1):
+        high = np.rint(np.ldexp(scaled, -DIGIT_BITS))
+        out[:, k] = scaled - np.ldexp(high, DIGIT_BITS)
+        scaled = high
+    if len(v) and float(np.max(np.abs(scaled))) > 2 ** (DIGIT_BITS - 1):
+        raise _too_large()
+    out[:, -1] = scaled
+    return out.ravel()
+
+
+def decode_reals(digits) -> np.ndarray:
+    """The pooled values from the pooled digit sums (any representatives mod t): each digit
+    sum's centred lift, then sum_k digit_k 2^(DIGIT_BITS k) / 2^FRAC_BITS, exact in integers and
+    rounded once to float64."""
+    from workbench.secure.keys import BFV_PLAIN_MODULUS as t
+
+    d = np.asarray(digits, dtype=np.int64).reshape(-1, REAL_DIGITS)
+    d = np.mod(d + t // 2, t) - t // 2
+    high = d[:, REAL_DIGITS - 1].copy()  # all digits but the lowest: |high| < 2^(30+25(L-2))
+    for k in range(REAL_DIGITS - 2, 0, -1):
+        high = (high << DIGIT_BITS) + d[:, k]
+    # float(high) is exact below 2^53, so one rounding: high 2^(D-F) + d0 2^-F
+    out = np.ldexp(high.astype(float), DIGIT_BITS - FRAC_BITS) + np.ldexp(
+        d[:, 0].astype(float), -FRAC_BITS)
+    big = np.flatnonzero(np.abs(high) >= 1 << 53)
+    for i in big:  # beyond 2^53 (pooled |v| > 2^46): Python integers, then one rounding
+        out[i] = ((int(high[i]) << DIGIT_BITS) + int(d[i, 0])) / (1 << FRAC_BITS)
     return out
 
 
@@ -96,21 +154,23 @@ def pack(kind: str, spec: dict, parts: list) -> dict[str, np.ndarray]:
     segs = layout(kind, spec)
     if len(parts) != len(segs):
         raise AssertionError(f"{kind}: {len(parts)} parts for {len(segs)} segments")
-    out = {"bfv": [], "ckks": []}
+    out = []
     for (name, size), part in zip(segs, parts, strict=True):
         flat = np.ravel(np.asarray(part))
         if flat.size != size:
             raise AssertionError(f"{kind}.{name}: {flat.size} values, layout says {size}")
-        out[scheme_of(name)].append(flat)
-    return {s: (np.concatenate(v) if v else np.zeros(0)) for s, v in out.items()}
+        out.append(encode_reals(flat) if is_real(name) else flat.astype(np.int64))
+    return {"bfv": np.concatenate(out) if out else np.zeros(0, dtype=np.int64)}
 
 
 def split(kind: str, spec: dict, flats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out, pos = {}, {"bfv": 0, "ckks": 0}
+    """The named segments of the pooled (decrypted) slots; real ones decoded to float64."""
+    out, pos, flat = {}, 0, flats["bfv"]
     for name, size in layout(kind, spec):
-        scheme = scheme_of(name)
-        out[name] = flats[scheme][pos[scheme]:pos[scheme] + size]
-        pos[scheme] += size
+        width = slots_of(name, size)
+        part = flat[pos:pos + width]
+        out[name] = decode_reals(part) if is_real(name) else part
+        pos += width
     return out
 
 
@@ -214,7 +274,7 @@ def _censor_at_horizon(bins: np.ndarray, event: np.ndarray, n_bins: int):
 
 def holder_vectors(kind: str, spec: dict, frame: pd.DataFrame,
                    cache: dict | None = None) -> dict[str, np.ndarray]:
-    """This holder's contribution: one flat integer vector (BFV) and one real vector (CKKS)."""
+    """This holder's contribution: one flat integer vector for BFV (reals in fixed point)."""
     n_cells = _cells(spec)
     if spec.get("by"):
         cells = cell_index(frame, spec)

@@ -74,7 +74,7 @@ def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) ->
     os.chmod(state, 0o700)
     drop_privileges(ids)
     keys = load_secret(space)  # only now: as wb-keyholder
-    keys.bfv, keys.ckks  # noqa: B018 - parse once at start, fail early on a broken file
+    keys.bfv  # noqa: B018 - parse once at start, fail early on a broken file
     server.service = KeyHolder(keys, ProvenanceClient(space.collector_socket),
                                min_cell_floor=min_cell_floor, require_provenance=True,
                                registry=RegistryFile(space.holder_registry),
@@ -97,7 +97,7 @@ def run_aggregator(space: Space) -> None:
     server.reveal_errors = True  # it never decrypts: its faults hold no patient value
     drop_privileges(ids)
     keys = load_public(space)  # as wb-aggregator: he/public.ctx is all it can read
-    keys.bfv, keys.ckks  # noqa: B018 - parse once at start, fail early on a broken file
+    keys.bfv  # noqa: B018 - parse once at start, fail early on a broken file
     server.service = AggregatorService(keys, KeyHolderClient(space.keyholder_socket),
                                        keys_file=space.he / PUBLIC_FILE)
     _serve(server, "aggregator", space.aggregator_socket)

@@ -63,14 +63,13 @@ class LocalKeyParties:
     def __repr__(self) -> str:
         return f"LocalKeyParties({len(self.names)} parties, t={self.t}, shares=<withheld>)"
 
-    def secret_keys(self, secret):
-        """``secret`` (a fresh ``SecretKeys``) with the joint key as its BFV context: the key
-        holder keeps the CKKS secret only and decrypts BFV from the partials."""
+    def secret_keys(self):
+        """The release checker's keys: the joint public context and no secret key at all (every
+        ciphertext is BFV, decrypted from the parties' partials)."""
         from workbench.secure.keys import PublicKeys, SecretKeys, fingerprint_of
 
-        ckks = secret.public.ckks_bytes
-        public = PublicKeys(self.joint, ckks, fingerprint_of(self.joint, ckks), self.record)
-        return SecretKeys(self.joint, secret.ckks_bytes, public.fingerprint, public, self.record)
+        public = PublicKeys(self.joint, fingerprint_of(self.joint), self.record)
+        return SecretKeys(self.joint, public.fingerprint, public, self.record)
 
     def partials(self, header: dict, parts: list, registry) -> list[tuple[dict, bytes]]:
         """Each decrypting party's sealed, signed partial of the round's sum (with t < N, a set

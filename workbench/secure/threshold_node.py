@@ -144,8 +144,7 @@ def partial_for_round(party, signer, checker_public: bytes, registry, *,
         raise refuse("malformed-message", "the request names no known operation.")
     try:
         spec_hash = signing.spec_sha256(spec)
-        needed = ops.ciphertexts_needed(kind, spec, {"bfv": th.POLY_DEGREE,
-                                                     "ckks": _ckks_slots()})["bfv"]
+        needed = ops.ciphertexts_needed(kind, spec, {"bfv": th.POLY_DEGREE})["bfv"]
     except (KeyError, TypeError, ValueError):
         raise refuse("malformed-message", "the spec does not describe the operation.") from None
     if not isinstance(parts, list) or not parts or not isinstance(aggregates, list):
@@ -156,13 +155,13 @@ def partial_for_round(party, signer, checker_public: bytes, registry, *,
             raise refuse("malformed-message", "each contribution is {holder, per_scheme, "
                                               "envelope}.")
         holder = registry.verify(part.get("envelope"), nonce, kind, spec_hash, fingerprint)
-        bfv, ckks = (part["per_scheme"].get(s, 0) for s in ("bfv", "ckks"))
+        bfv = part["per_scheme"].get("bfv")  # every ciphertext is BFV (reals in fixed point)
         hashes = part["envelope"]["blobs_sha256"]
         mine = blobs[start:start + bfv] if isinstance(bfv, int) else []
         start += len(mine)
-        if part.get("holder") != holder or bfv != needed or not isinstance(ckks, int) \
-                or len(hashes) != bfv + ckks or len(mine) != bfv \
-                or [digest(b) for b in mine] != hashes[:bfv]:
+        if part.get("holder") != holder or set(part["per_scheme"]) != {"bfv"} \
+                or bfv != needed or len(hashes) != bfv or len(mine) != bfv \
+                or [digest(b) for b in mine] != hashes:
             raise refuse("bad-signature", f"the contribution of {holder} is not the one it "
                                           "signed (holder, layout or ciphertexts differ).")
         signers.append(holder)
@@ -216,12 +215,6 @@ def _present_ids(party, holder: str, parties, present) -> list[int] | None:
         raise refuse("malformed-message", f"a t-out-of-N partial names the {t} key parties "
                                           "to combine, this node among them.")
     return [parties.index(h) + 1 for h in present]
-
-
-def _ckks_slots() -> int:
-    from workbench.secure.keys import CKKS_POLY_DEGREE
-
-    return CKKS_POLY_DEGREE // 2
 
 
 def verify_keys(registry) -> dict:
