@@ -140,7 +140,7 @@ def _frame(table: pd.DataFrame | None, digits: int):
 def rounded_fingerprint(output: Output, digits: int = FINGERPRINT_DIGITS) -> tuple[str, int]:
     """SHA-256 (and size) of the output's content with every number rounded to ``digits``
     significant digits: equal for two computations that differ only by floating-point noise
-    (a wb.secure model's CKKS aggregates differ around 1e-9 from run to run), so `workbench
+    (wb.secure's fixed-point aggregates repeat exactly, but other numbers may not), so `workbench
     rerun` can tell such a release from one whose numbers changed. Figures count by their exact
     (cleaned) bytes."""
     content = {
