@@ -155,7 +155,17 @@ def test_the_days_clk_quota_is_kept_per_node(fresh):
     assert refused.value.reason == "quota-exhausted"
     state = linkage.state_dir(space) / "clk-state.json"
     counts = json.loads(state.read_text())["days"]
-    assert next(iter(counts.values()))["root"]["elements"] == 900
+    (day, peers), = counts.items()
+    assert peers["root"]["elements"] == 900
+    from click.testing import CliRunner
+
+    from workbench.cli import cli
+
+    shown = CliRunner().invoke(cli, ["linkage", "usage", "--clk", "--data-dir",
+                                     str(space.root)])
+    assert shown.exit_code == 0
+    assert shown.output.splitlines()[0].split() == ["day", "account", "clks", "parts"]
+    assert shown.output.splitlines()[1].split() == [day, "root", "900", "1"]
 
 
 @needs_root

@@ -324,3 +324,18 @@ def _run_as(account: str, code: str):
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_without_the_linkage_unit_both_ingests_stop_in_one_line_and_change_nothing(built):
+    """Fail closed: no reference upload, no match, no version (runs last: it stops the
+    service)."""
+    root, space = built["root"], built["space"]
+    built["service"].stop()
+    for holder in ("insurer", "pharma"):
+        before = support.state(space, holder)
+        done = support.ingest(space, holder, root / f"src-{holder}", "--mapping",
+                              str(built["mappings"][holder]), "--pseudonyms", "hmac")
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "the linkage service is not answering" in lines[0], lines
+        assert support.state(space, holder) == before

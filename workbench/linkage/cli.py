@@ -40,18 +40,23 @@ def serve(data_dir: str | None, max_batch: int, per_minute: int, per_day: int,
 @click.option("--data-dir", help="the data space (default: $WORKBENCH_DATA_DIR)")
 @click.option("--days", type=click.IntRange(1), default=7, show_default=True,
               help="how many of the latest UTC days")
-def usage(data_dir: str | None, days: int) -> None:
+@click.option("--clk", is_flag=True,
+              help="the CLKs each node had matched (fuzzy linkage) instead of OPRF elements")
+def usage(data_dir: str | None, days: int, clk: bool) -> None:
     """Elements and batches each node had evaluated, per UTC day (root or wb-linkage: the
-    service's state is 0600). A node far above its ingests' sizes is guessing ids."""
+    service's state is 0600). A node far above its ingests' sizes is guessing ids (with
+    --clk: names and birth dates)."""
     from workbench.linkage.limits import read_counts
+    from workbench.linkage.process import CLK_STATE_FILE, STATE_FILE
 
-    counts = read_counts(Space.at(data_dir))
+    counts = read_counts(Space.at(data_dir), CLK_STATE_FILE if clk else STATE_FILE)
     rows = [(day, peer, c["elements"], c["batches"])
             for day in sorted(counts)[-days:] for peer, c in sorted(counts[day].items())]
     if not rows:
         click.echo("no evaluations recorded")
         return
-    click.echo(f"{'day':<11} {'account':<32} {'elements':>12} {'batches':>8}")
+    click.echo(f"{'day':<11} {'account':<32} {'clks' if clk else 'elements':>12} "
+               f"{'parts' if clk else 'batches':>8}")
     for day, peer, elements, batches in rows:
         click.echo(f"{day:<11} {peer:<32} {elements:>12} {batches:>8}")
 

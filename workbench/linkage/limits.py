@@ -23,11 +23,12 @@ PER_DAY = 5_000_000  # elements per node per UTC day: 1e9 guesses would take 200
 KEEP_DAYS = 31  # days of counts kept in state.json
 
 
-def read_counts(space) -> dict:
-    """{day: {account: {"elements", "batches"}}} from the service's state (none yet: empty)."""
+def read_counts(space, name: str = "state.json") -> dict:
+    """{day: {account: {"elements", "batches"}}} from the service's state (none yet: empty);
+    ``name="clk-state.json"``: the CLKs each node had matched."""
     from workbench import linkage
 
-    path = linkage.state_dir(space) / "state.json"
+    path = linkage.state_dir(space) / name
     try:
         state = json.loads(path.read_text())
     except FileNotFoundError:
