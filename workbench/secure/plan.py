@@ -25,7 +25,9 @@ from workbench.catalog.models import MAX_LEVELS, Column, View
 from workbench.errors import WorkbenchUserError
 from workbench.secure import ops
 
-MAX_VALUES = 1 << 21  # slots of one round, all segments together: ~256 ciphertexts of 8192 slots
+# BFV slots of one round, all segments together (a real value takes ops.REAL_DIGITS): 512
+# ciphertexts of 4096 slots
+MAX_VALUES = 1 << 21
 
 
 def _refuse(message: str, reason: str = "bad-role") -> WorkbenchUserError:
@@ -178,6 +180,6 @@ def check_size(kind: str, spec: dict) -> None:
     (before any holder reads a row or encrypts)."""
     total = sum(ops.sizes(kind, spec).values())  # layout() itself caps cells and time bins
     if total > MAX_VALUES:
-        raise _refuse(f"this operation would encrypt {total} values per holder, more than the "
-                      f"{MAX_VALUES} allowed: group by fewer columns or use a coarser "
-                      "resolution.", "too-large")
+        raise _refuse(f"this operation would encrypt {total} slots per holder (a real value "
+                      f"takes {ops.REAL_DIGITS}), more than the {MAX_VALUES} allowed: group by "
+                      "fewer columns or use a coarser resolution.", "too-large")
