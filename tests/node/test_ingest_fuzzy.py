@@ -161,6 +161,13 @@ def test_matched_records_carry_the_reference_holders_pseudonyms(built):
         if nid in truth["at_insurer"]:
             in_reference += 1
             found += name == oprf_of[nid]
+    # per-study re-keying is unchanged: a matched person is one study id at both holders
+    from workbench.space.linkage import study_pseudonyms
+
+    key = (built["space"].node_dir("pharma") / "holders" / ".study-rekey.key").read_bytes()
+    linked = sorted(n for (n,) in truth["got"].values() if n in insurer_persons)
+    assert linked and set(study_pseudonyms(key, "a-study", linked)) <= set(
+        study_pseudonyms(key, "a-study", sorted(insurer_persons)))
     precision, recall = correct / matched, found / in_reference
     print(f"persons at pharma {len(truth['got'])}, at both {in_reference}, matched {matched}, "
           f"precision {precision:.3f}, recall {recall:.3f}")
