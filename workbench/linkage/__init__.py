@@ -8,6 +8,9 @@ service never sees an id.
 - ``oprf``: RFC 9497 OPRF (mode 0, ristretto255-SHA512) on libsodium;
 - ``client``: ``pseudonyms(space, ids)``, what a node's ingest calls;
 - ``service``: the ``wb-linkage`` service on ``run/linkage.sock`` (``workbench linkage serve``).
+- ``fuzzy``, ``clk``: sources without a national id: CLKs (Bloom filters) of name and birth
+  date made at the nodes with the space's CLK secret, matched by the same service (the linkage
+  unit) against the reference CLKs and pseudonyms the holders with ids uploaded.
 """
 
 from __future__ import annotations

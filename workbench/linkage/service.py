@@ -2,8 +2,10 @@
 
     POST /v1/evaluate   body: n blinded elements, 32 bytes each (1 <= n <= max batch)
                         -> n evaluated elements, 32 bytes each, in the same order
-    GET  /v1/info       -> suite, limits, key id (a hash of the public key k*G)
+    GET  /v1/info       -> suite, limits, key id (a hash of the public key k*G), CLK facts
     GET  /health        -> {"ok": true}
+    POST /v1/clk/reference, /v1/clk/match   the linkage unit of fuzzy linkage (``clk``): it
+                        keeps reference pseudonyms and CLKs, answers a pseudonym or none per CLK
 
 Who may call is decided by the kernel (SO_PEERCRED), before any body is read: the account that
 owns one of the space's enrolled node directories (``nodes/<holder>``, the ``wbh-<holder>``
