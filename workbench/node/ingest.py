@@ -284,8 +284,11 @@ def ingest(node_root: Path, source_dir: Path, pseudonymise: Pseudonymise | None,
                            f"node is '{holder}'")
     linkage = loaded.mapping.linkage
     if linkage.columns and names is None:
-        raise loaded.error(("linkage",), "this node has no copy of the space's CLK secret "
-                           f"(keys/{CLK_KEY_FILE}): run the ingest as root, which installs it")
+        raise WorkbenchUserError(
+            f"{loaded.path} links on names and birth dates, and this node has no copy of the "
+            f"space's CLK secret ({node_root / 'keys' / CLK_KEY_FILE}): run 'workbench node "
+            "ingest' as root, which installs it before dropping to the node's account.",
+            reason="no-clk-secret")
     rules = load_rules(config.rules)  # a bad rules file stops the ingest before any work
     store = VersionStore(config.root, holder)
     with store.locked():
