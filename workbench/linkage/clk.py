@@ -203,12 +203,10 @@ def _json(data: bytes, _headers) -> dict:
 
 
 def _send(space, socket, route: str, body: bytes, unit: int, parse):
-    from pathlib import Path as _Path
-
     from workbench import linkage
     from workbench.linkage.client import TIMEOUT, _Checked, _error, _space
 
-    path = _Path(socket) if socket is not None else linkage.socket_path(_space(space))
+    path = Path(socket) if socket is not None else linkage.socket_path(_space(space))
     conn = _Checked(path, TIMEOUT)
     try:
         conn.connect()
