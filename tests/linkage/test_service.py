@@ -246,7 +246,15 @@ def test_a_damaged_key_stops_the_start_with_one_line(content):
 
 
 @needs_root
-def test_the_node_sends_nothing_to_a_socket_another_account_serves():
+def _clk_upload(space, socket):
+    from workbench.linkage import clk
+
+    clk.upload_reference(space, ["a1" * 12], [clk._clk(bytes(range(1, 129)))], socket=socket)
+
+
+@pytest.mark.parametrize("call", [lambda space, socket: pseudonyms(space, ["123"], socket=socket),
+                                  _clk_upload], ids=["oprf", "clk"])
+def test_the_node_sends_nothing_to_a_socket_another_account_serves(call):
     import subprocess
     import sys
     import textwrap
@@ -272,7 +280,7 @@ def test_the_node_sends_nothing_to_a_socket_another_account_serves():
     try:
         assert server.stdout.readline().strip() == "ready"
         with pytest.raises(Exception, match="not by the linkage service's account"):
-            pseudonyms(space, ["123"], socket=fake)
+            call(space, fake)
         assert server.stdout.readline().strip() == "0"  # not a byte was sent to it
     finally:
         server.kill()

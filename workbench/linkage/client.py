@@ -1,5 +1,6 @@
-"""The node's side: ``pseudonyms(space, ids)`` turns national ids into space-wide pseudonyms
-through the linkage service, which only ever receives blinded group elements.
+"""The node's side of the linkage service: ``pseudonyms(space, ids)`` turns national ids into
+space-wide pseudonyms through the service, which only ever receives blinded group elements;
+``send_parts`` is the transport of the CLK routes (``clk.upload_reference``, ``clk.match``).
 
     from workbench.linkage.client import pseudonyms
     person_ids = pseudonyms(space, frame["national_id"].tolist())
@@ -48,7 +49,7 @@ def pseudonyms(space: Space | str | os.PathLike, ids: Sequence[str | None], *,
     distinct = list(dict.fromkeys(v for v in encoded if v is not None))
     if not distinct:
         return [None] * len(encoded)
-    path = Path(socket) if socket is not None else linkage.socket_path(_space(space))
+    path = _socket_path(space, socket)
     chunks = [distinct[i:i + batch] for i in range(0, len(distinct), batch)]
     found: dict[bytes, str] = {}
     # The next batch is blinded in a thread while the service evaluates this one and this one
@@ -63,6 +64,28 @@ def pseudonyms(space: Space | str | os.PathLike, ids: Sequence[str | None], *,
             for value, (r, _), z in zip(chunk, blinds, evaluated, strict=True):
                 found[value] = _pseudonym(oprf.finalize(value, r, z))
     return [None if v is None else found[v] for v in encoded]
+
+
+def send_parts(space: Space | str | os.PathLike, route: str, body: bytes, step: int, *,
+               socket: str | os.PathLike | None = None) -> tuple[bytes, dict[str, str]]:
+    """POST ``body`` to the service's ``route`` in parts of at most ``step`` bytes
+    (``?part=0,1,...&final=0|1``: part 0 starts over, the final part commits an upload or asks
+    for the answer; an empty body is one empty final part), over one connection that the
+    kernel has shown is the service's (as ``pseudonyms``'). Returns the final part's body and
+    response headers. A refusal (HTTP 4xx) raises WorkbenchUserError with the service's reason,
+    a fault WorkbenchError; an earlier part's refusal stops the upload there."""
+    if step <= 0:
+        raise ValueError("a part holds at least one byte")
+    parts = [body[i:i + step] for i in range(0, len(body), step)] or [b""]
+    with _Session(_socket_path(space, socket)) as session:
+        for number, chunk in enumerate(parts):
+            final = int(number == len(parts) - 1)
+            data, headers = session.post(f"{route}?part={number}&final={final}", chunk)
+    return data, headers
+
+
+def _socket_path(space: Space | str | os.PathLike, socket: str | os.PathLike | None) -> Path:
+    return Path(socket) if socket is not None else linkage.socket_path(_space(space))
 
 
 def _blind_all(chunk: list[bytes]) -> list[tuple[bytes, bytes]]:
@@ -127,6 +150,18 @@ class _Session:
 
     def __exit__(self, *exc) -> None:
         self.conn.close()
+
+    def post(self, route: str, body: bytes) -> tuple[bytes, dict[str, str]]:
+        """One request; its body and headers if the service answered 200, else its error."""
+        self.conn.request("POST", route, body=body,
+                          headers={"Content-Type": "application/octet-stream"})
+        response = self.conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            reason, message = _error(response.status, data)
+            raise (WorkbenchUserError(message, reason=reason) if response.status < 500
+                   else WorkbenchError(message))
+        return data, dict(response.getheaders())
 
     def evaluate(self, body: bytes, count: int) -> list[bytes]:
         for _attempt in range(RATE_RETRIES + 1):

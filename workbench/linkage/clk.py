@@ -18,6 +18,7 @@ starts over, the final part commits a reference upload or answers a match):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -27,7 +28,7 @@ from pathlib import Path
 from bitarray import bitarray
 
 from workbench.errors import WorkbenchError, WorkbenchUserError
-from workbench.linkage import fuzzy
+from workbench.linkage import client, fuzzy
 
 REFERENCE = "/v1/clk/reference"
 MATCH = "/v1/clk/match"
@@ -174,7 +175,8 @@ def upload_reference(space, pseudonyms: Sequence[str], clks: Sequence[bitarray],
     (pseudonym, CLK) pairs; returns the unit's answer (``entries``)."""
     body = b"".join(bytes.fromhex(p) + clk.tobytes()
                     for p, clk in zip(pseudonyms, clks, strict=True))
-    return _send(space, socket, REFERENCE, body, ENTRY, parse=_json)
+    data, _headers = client.send_parts(space, REFERENCE, body, PART * ENTRY, socket=socket)
+    return json.loads(data)
 
 
 def match(space, clks: Sequence[bitarray], *, socket: str | os.PathLike | None = None
@@ -182,7 +184,7 @@ def match(space, clks: Sequence[bitarray], *, socket: str | os.PathLike | None =
     """Per CLK the pseudonym the linkage unit matched (None: no reference entry at or above its
     threshold) and its Dice score; plus the unit's facts (threshold, reference size)."""
     body = b"".join(clk.tobytes() for clk in clks)
-    data, headers = _send(space, socket, MATCH, body, CLK_BYTES, parse=None)
+    data, headers = client.send_parts(space, MATCH, body, PART * CLK_BYTES, socket=socket)
     if len(data) != len(clks) * ANSWER:
         raise WorkbenchError("the linkage unit answered with the wrong number of matches")
     names: list[str | None] = []
@@ -194,44 +196,6 @@ def match(space, clks: Sequence[bitarray], *, socket: str | os.PathLike | None =
     facts = {"threshold": float(headers.get("X-Threshold", "nan")),
              "reference_persons": int(headers.get("X-Reference-Persons", "0"))}
     return names, scores, facts
-
-
-def _json(data: bytes, _headers) -> dict:
-    import json
-
-    return json.loads(data)
-
-
-def _send(space, socket, route: str, body: bytes, unit: int, parse):
-    from workbench import linkage
-    from workbench.linkage.client import TIMEOUT, _Checked, _error, _space
-
-    path = Path(socket) if socket is not None else linkage.socket_path(_space(space))
-    conn = _Checked(path, TIMEOUT)
-    try:
-        conn.connect()
-    except OSError as exc:
-        raise WorkbenchUserError(
-            f"the linkage service is not answering on {path} ({exc.strerror or exc}): start it "
-            "with 'workbench linkage serve --data-dir DIR'.", reason="linkage-unavailable"
-        ) from None
-    step = PART * unit
-    parts = [body[i:i + step] for i in range(0, len(body), step)] or [b""]
-    try:
-        for number, chunk in enumerate(parts):
-            final = int(number == len(parts) - 1)
-            conn.request("POST", f"{route}?part={number}&final={final}", body=chunk,
-                         headers={"Content-Type": "application/octet-stream"})
-            response = conn.getresponse()
-            data = response.read()
-            if response.status != 200:
-                reason, message = _error(response.status, data)
-                raise (WorkbenchUserError(message, reason=reason) if response.status < 500
-                       else WorkbenchError(message))
-        headers = dict(response.getheaders())
-    finally:
-        conn.close()
-    return parse(data, headers) if parse else (data, headers)
 
 
 # -- the node's records ----------------------------------------------------------------------------
