@@ -144,3 +144,20 @@ def test_the_remembered_sum_is_the_sum_of_the_exact_contributions():
     assert tn.pooled([[b], [a]])[0] == first[0]  # addition commutes, the bytes too
     parties = [p for p, _ in made]
     assert th.decrypt(other[0], [p.partial(other[0]) for p in parties])[0] == 6
+
+
+def test_the_numpy_scale_and_round_equals_seals_decryptor():
+    """BFV's decryption of (x, 0) under the zero key: SEAL's Decryptor and ``scale_and_round``
+    agree on random values (every fractional part) and on the ends of the range."""
+    sealapi, _parms, ctx = th._seal()
+    rng = np.random.default_rng(3)
+    cases = [_random_residues(rng, 1)[0] for _ in range(4)]
+    cases += [np.zeros(SHAPE, dtype=np.int64), np.broadcast_to(th._PRIMES - 1, SHAPE).copy()]
+    for x in cases:
+        switched = np.stack([x, np.zeros_like(x)]).astype(np.uint64)
+        ct = sealio.load(sealapi.Ciphertext(), ctx,
+                         sealio.ciphertext_bytes(th._ids()[0], switched, ntt=False))
+        plain = sealapi.Plaintext()
+        th._zero_key_decryptor().decrypt(ct, plain)
+        want = np.array(th._encoder().decode_int64(plain), dtype=np.int64)
+        assert np.array_equal(th.decode(th.scale_and_round(x)), want)

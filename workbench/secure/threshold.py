@@ -393,10 +393,10 @@ def tenseal_context(public_key: bytes) -> bytes:
 
 def decrypt(ciphertext: bytes, partials: list[bytes]) -> np.ndarray:
     """The ciphertext's slots from every party's partial. c0 + sum h_i is the ciphertext
-    switched to the zero key (the protocol's target key s' = 0): SEAL's own Decryptor, given
-    (c0 + sum h_i, 0) and the zero key, does BFV's exact RNS scale-and-round, and its
+    switched to the zero key (the protocol's target key s' = 0), so m = round(t x / q) mod t
+    of its value x (``scale_and_round``: BFV's decryption, exact in int64 per prime); SEAL's
     BatchEncoder decodes (int64, values above t/2 as negatives, like TenSEAL's ``decrypt``).
-    Measured: 0.9 ms, against 6 ms for the same CRT and rounding in Python integers."""
+    Equal to SEAL's own Decryptor under the zero key (tested), at half its cost."""
     if not 1 <= len(partials) <= MAX_PARTIES:
         raise ThresholdError(f"between 1 and {MAX_PARTIES} partial decryptions are needed")
     polys = _residues(ciphertext)
@@ -406,13 +406,43 @@ def decrypt(ciphertext: bytes, partials: list[bytes]) -> np.ndarray:
         header, h = _unpack("threshold-partial", data, _PRIMES)
         if header.get("ciphertext") != digest:
             raise ThresholdError("a partial decryption is for another ciphertext")
-        total = (total + h) % _PRIMES
+        total = total + h  # < 33 x 2^31: no overflow, reduced once below
+    return decode(scale_and_round(total % _PRIMES))
+
+
+@cache
+def _rounding_constants() -> tuple[np.ndarray, np.ndarray]:
+    """Per data prime p: t y = A p + B, y = (q/p)^-1 mod p (A < t, B < p)."""
+    a, b = [], []
+    for p in DATA_PRIMES:
+        ty = PLAIN_MODULUS * pow(Q // p, -1, p)
+        a.append(ty // p)
+        b.append(ty % p)
+    return np.array(a, dtype=np.int64)[:, None], np.array(b, dtype=np.int64)[:, None]
+
+
+def scale_and_round(x: np.ndarray) -> np.ndarray:
+    """round(t X / q) mod t, X the CRT value in [0, q) of the residues ``x`` (primes, N).
+
+    X = sum_j x_j (q/p_j) y_j - v q for an integer v, so t X / q = sum_j x_j t y_j / p_j - v t,
+    and mod t only sum_j x_j (A_j + B_j / p_j) counts: the integers x_j A_j mod t and
+    floor(x_j B_j / p_j), and the fractions (x_j B_j mod p_j) / p_j, all products below 2^62
+    (exact in int64). Only the sum of three fractions is a float; it decides the rounding only
+    within 2^-50 of a half, which a ciphertext inside its noise budget never is (t X / q is
+    within 2^-5 of an integer: ``parameters()``, budget after flooding)."""
+    a, b = _rounding_constants()
+    primes = _PRIMES
+    xb = x * b
+    whole = ((x * a) % PLAIN_MODULUS + xb // primes).sum(axis=0)
+    fraction = ((xb % primes) / primes).sum(axis=0)
+    return (whole + np.rint(fraction).astype(np.int64)) % PLAIN_MODULUS
+
+
+def decode(coefficients: np.ndarray) -> np.ndarray:
+    """The slots of a plaintext polynomial (coefficients mod t): SEAL's BatchEncoder."""
     sealapi, _parms, ctx = _seal()
-    switched = np.stack([total, np.zeros_like(total)]).astype(np.uint64)
-    ct = sealio.load(sealapi.Ciphertext(), ctx,
-                     sealio.ciphertext_bytes(_ids()[0], switched, ntt=False))
-    plain = sealapi.Plaintext()
-    _zero_key_decryptor().decrypt(ct, plain)
+    plain = sealio.load(sealapi.Plaintext(), ctx,
+                        sealio.plaintext_bytes(np.asarray(coefficients, dtype=np.uint64)))
     return np.array(_encoder().decode_int64(plain), dtype=np.int64)
 
 
