@@ -60,8 +60,9 @@ def ran():
     os.chmod(root, 0o755)
     made = None
     try:
+        # no lifelines datasets: their ~20 holders would each be enrolled and started as a node
         space = init_space(root / "space", patients=support.PATIENTS, seed=support.SEED,
-                           echo=lambda _l: None)
+                           echo=lambda _l: None, public_datasets=False)
         Catalog.write(space, VIEW)
         enroll_node(space, "insurer")
         write_sources(root / "src-insurer", "insurer", support.PATIENTS, support.SEED, "csv")
