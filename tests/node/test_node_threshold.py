@@ -274,8 +274,7 @@ def test_a_node_refuses_one_contribution_a_small_sum_another_ciphertext_or_a_rep
     assert _refused(coordinator, nonce, spec, parts, [alone]) == "not-the-aggregate"
     # a contribution whose ciphertext is not the one its holder signed
     swapped = [parts[0], type(parts[1])(parts[1].kind, parts[1].fingerprint, parts[2].blobs,
-                                        parts[1].per_scheme, parts[1].contributors,
-                                        parts[1].envelope), parts[2]]
+                                        parts[1].contributors, parts[1].envelope), parts[2]]
     assert _refused(coordinator, nonce, spec, swapped) == "bad-signature"
     # the honest request is answered once; the same round again is a replay
     [(meta, box)] = coordinator.partials(["hospital-a"], "survival", spec, nonce, parts)

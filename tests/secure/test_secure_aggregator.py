@@ -45,8 +45,8 @@ def _fabricated(keys, kind: str = "counts", spec: dict = COUNT, name: str = "mal
     one more holder."""
     frame = pd.DataFrame({"week": np.arange(1, 21), "arrest": np.zeros(20, dtype=int)})
     vectors = ops.holder_vectors(kind, spec, frame)
-    blobs = encrypt_vector(keys, "bfv", vectors["bfv"])
-    return Encrypted(kind, keys.fingerprint, blobs, {"bfv": len(blobs)}, [name])
+    blobs = encrypt_vector(keys, vectors["bfv"])
+    return Encrypted(kind, keys.fingerprint, blobs, [name])
 
 
 def _decryptions(space, request_id: str) -> list[dict]:
@@ -111,8 +111,8 @@ def test_the_aggregator_process_refuses_unsigned_or_altered_parts(he_space, ross
     with pytest.raises(WorkbenchUserError) as err:
         aggregator.submit(round_, [*honest, _fabricated(keys)])
     assert err.value.reason == "unsigned-contribution"
-    swapped = Encrypted("counts", keys.fingerprint, honest[1].blobs, honest[0].per_scheme,
-                        ["hospital"], honest[0].envelope)  # insurer's ciphertexts, hospital's seal
+    swapped = Encrypted("counts", keys.fingerprint, honest[1].blobs, ["hospital"],
+                        honest[0].envelope)  # insurer's ciphertexts, hospital's seal
     with pytest.raises(WorkbenchUserError) as err:
         aggregator.submit(round_, [swapped, *honest[1:]])
     assert err.value.reason == "bad-signature"

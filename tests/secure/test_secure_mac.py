@@ -37,16 +37,18 @@ def _known(keys, kind: str, spec: dict, frame: pd.DataFrame, like: Encrypted) ->
     """What the aggregator can encrypt itself (public key only): ``frame``'s vector, which counts
     one holder, with zeros in the MAC slots, under ``like``'s name."""
     vectors = ops.holder_vectors(kind, spec, frame)
-    blobs = encrypt_vector(keys, "bfv", vectors["bfv"])
-    return Encrypted(kind, keys.fingerprint, blobs, dict(like.per_scheme), like.contributors)
+    blobs = encrypt_vector(keys, vectors["bfv"])
+    assert len(blobs) == len(like.blobs)
+    return Encrypted(kind, keys.fingerprint, blobs, like.contributors)
 
 
-def _pool(keys, blob_lists: list[list[bytes]], schemes: list[str]) -> list[bytes]:
-    """Adds ciphertexts slot by slot, as the aggregator does, in any combination it likes."""
+def _pool(keys, blob_lists: list[list[bytes]], count: int) -> list[bytes]:
+    """Adds ``count`` ciphertexts slot by slot, as the aggregator does, in any combination it
+    likes."""
     import tenseal as ts
 
     out = []
-    for i, _scheme in enumerate(schemes):
+    for i in range(count):
         cts = [ts.bfv_vector_from(keys.bfv, blobs[i]) for blobs in blob_lists]
         total = cts[0]
         for ct in cts[1:]:
@@ -84,8 +86,7 @@ def test_a_holder_replaced_by_a_known_vector_is_refused(he_space, rossi):
     header, _, honest = signed_round(space, parts, "counts", COUNT)
     counts_cell_holders_holders = np.array([0, 1, 1])
     zeros = Encrypted("counts", keys.fingerprint,
-                      encrypt_vector(keys, "bfv", counts_cell_holders_holders),
-                      {"bfv": 1}, honest[0].contributors)
+                      encrypt_vector(keys, counts_cell_holders_holders), honest[0].contributors)
     tampered = Aggregator(keys).combine([zeros, *honest[1:]])
     _refused_as_mac_mismatch(client, header, tampered.blobs, space, "mac-zeros")
 
@@ -98,30 +99,30 @@ def test_scaled_dropped_or_repeated_contributions_are_refused(he_space, rossi):
     space, _, keyholder = he_space
     client, keys = keyholder.client(), load_public(space)
     parts = split_round_robin(rossi)
-    schemes = ["bfv"]
+    count = 1
 
     # c·A + B + C: the hospital's ciphertext times 2 (a plaintext scalar needs no extra keys)
     import tenseal as ts
 
     header, _, honest = signed_round(space, parts, "counts", COUNT)
     doubled = (ts.bfv_vector_from(keys.bfv, honest[0].blobs[0]) * 2).serialize()
-    blobs = _pool(keys, [[doubled], honest[1].blobs, honest[2].blobs], schemes)
+    blobs = _pool(keys, [[doubled], honest[1].blobs, honest[2].blobs], count)
     _refused_as_mac_mismatch(client, header, blobs, space, "mac-scaled")
 
     # the insurer's ciphertext dropped, its signature kept (the pooled sum counts two holders,
     # so without the MAC this passed every other check)
     header, _, honest = signed_round(space, parts, "counts", COUNT)
-    blobs = _pool(keys, [honest[0].blobs, honest[2].blobs], schemes)
+    blobs = _pool(keys, [honest[0].blobs, honest[2].blobs], count)
     _refused_as_mac_mismatch(client, header, blobs, space, "mac-dropped")
 
     # the hospital's ciphertext added twice, once in place of the insurer's
     header, _, honest = signed_round(space, parts, "counts", COUNT)
-    blobs = _pool(keys, [honest[0].blobs, honest[0].blobs, honest[2].blobs], schemes)
+    blobs = _pool(keys, [honest[0].blobs, honest[0].blobs, honest[2].blobs], count)
     _refused_as_mac_mismatch(client, header, blobs, space, "mac-repeated")
 
     # ... or on top of all three
     header, _, honest = signed_round(space, parts, "counts", COUNT)
-    blobs = _pool(keys, [c.blobs for c in honest] + [honest[0].blobs], schemes)
+    blobs = _pool(keys, [c.blobs for c in honest] + [honest[0].blobs], count)
     _refused_as_mac_mismatch(client, header, blobs, space, "mac-repeated-extra")
 
 
@@ -133,20 +134,20 @@ def test_an_offset_on_the_real_sums_or_a_repeated_mean_ciphertext_is_refused(he_
     client, keys = keyholder.client(), load_public(space)
     parts = split_round_robin(rossi)
     header, pooled, honest = signed_round(space, parts, "moments", MEAN, op="mean")
-    assert honest[0].per_scheme == {"bfv": 1}
-    schemes = honest[0].schemes
+    assert honest[0].per_scheme == {"bfv": 1}  # the wire's field
+    count = len(honest[0].blobs)
     # +1000 years on the pooled sum of ages (its fixed-point digits), nothing in the MAC slot
     names = [name for name, _size in ops.layout("moments", MEAN)]
     offsets = [np.zeros(size) for _name, size in ops.layout("moments", MEAN)]
     offsets[names.index("s1")][0] = 1000.0
     offset = ops.pack("moments", MEAN, offsets)["bfv"]
-    blobs = _pool(keys, [pooled.blobs, encrypt_vector(keys, "bfv", offset)], schemes)
+    blobs = _pool(keys, [pooled.blobs, encrypt_vector(keys, offset)], count)
     _refused_as_mac_mismatch(client, header, blobs, space, "mac-real-offset")
 
     # the hospital's ciphertext repeated
     header, pooled, honest = signed_round(space, parts, "moments", MEAN, op="mean")
     blobs = _pool(keys, [honest[0].blobs, honest[0].blobs, honest[1].blobs, honest[2].blobs],
-                  schemes)
+                  count)
     _refused_as_mac_mismatch(client, header, blobs, space, "mac-mean-twice")
 
     # and the honest round: the pooled mean, checked against plaintext
@@ -270,28 +271,50 @@ def test_the_km_round_stays_one_bfv_ciphertext_under_the_byte_budget():
                      min_cell_count=5, key_parties=False)
     fed.kaplan_meier("days", "event")
     (round_,) = fed.coordinator.log
-    assert round_["per_scheme"] == {"bfv": 1}
+    assert round_["ciphertexts"] == 1
     assert max(round_["bytes_per_holder"].values()) <= 90 * 1024
 
 
 def test_mac_slots_are_keyed_per_round_kind_spec_and_ciphertext():
     key, other = b"k" * 32, b"o" * 32
     nonce = signing.new_nonce()
-    schemes = ["bfv"] * 4
-    base = mac.slot_values(key, nonce, "cox", "ab" * 32, schemes)
-    assert base == mac.slot_values(key, nonce, "cox", "ab" * 32, schemes)
+    base = mac.slot_values(key, nonce, "cox", "ab" * 32, 4)
+    assert base == mac.slot_values(key, nonce, "cox", "ab" * 32, 4)
     assert all(0 <= v < BFV_PLAIN_MODULUS and isinstance(v, int) for v in base)
     assert len(set(base)) == 4  # one value per ciphertext
-    for changed in (mac.slot_values(other, nonce, "cox", "ab" * 32, schemes),
-                    mac.slot_values(key, signing.new_nonce(), "cox", "ab" * 32, schemes),
-                    mac.slot_values(key, nonce, "logistic", "ab" * 32, schemes),
-                    mac.slot_values(key, nonce, "cox", "cd" * 32, schemes)):
+    for changed in (mac.slot_values(other, nonce, "cox", "ab" * 32, 4),
+                    mac.slot_values(key, signing.new_nonce(), "cox", "ab" * 32, 4),
+                    mac.slot_values(key, nonce, "logistic", "ab" * 32, 4),
+                    mac.slot_values(key, nonce, "cox", "cd" * 32, 4)):
         assert all(a != b for a, b in zip(base, changed, strict=True))
-    total = mac.expected([key, other], b"w" * 32, nonce, "cox", "ab" * 32, schemes, [])
-    pair = mac.slot_values(other, nonce, "cox", "ab" * 32, schemes)
+    empty = [np.zeros(0, dtype=np.int64)] * 4  # no data slots: no value tag, r_i alone
+    total = mac.expected([key, other], b"w" * 32, nonce, "cox", "ab" * 32, empty)
+    pair = mac.slot_values(other, nonce, "cox", "ab" * 32, 4)
     assert total == [(a + b) % BFV_PLAIN_MODULUS for a, b in zip(base, pair, strict=True)]
-    assert mac.matches("bfv", np.array([5, total[0] - BFV_PLAIN_MODULUS]), total[0])
-    assert not mac.matches("bfv", np.array([5, total[0] + 1]), total[0])
+    assert mac.matches(np.array([5, total[0] - BFV_PLAIN_MODULUS]), total[0])
+    assert not mac.matches(np.array([5, total[0] + 1]), total[0])
+
+
+def test_mac_values_are_pinned_across_versions():
+    """The PRF input keeps its "|bfv|index" label (from when there were two schemes) byte for
+    byte: these values were computed before the label stopped being passed in, so a holder and
+    a key holder on either side of that change still agree on every MAC slot."""
+    key, weight_key = bytes(range(32)), bytes(range(32, 64))
+    assert mac.slot_values(key, "nonce-1", "cox", "ab" * 32, 3) == [689581229, 555581912,
+                                                                     956800541]
+    data = [np.arange(10, dtype=np.int64), np.array([5, BFV_PLAIN_MODULUS - 1, 7])]
+    assert mac.holder_slots(key, weight_key, "nonce-1", "counts", "cd" * 32, data) == [
+        309273904, 1031686675]
+    assert mac.expected([key, weight_key], weight_key, "nonce-1", "counts", "cd" * 32,
+                        data) == [676660303, 753464976]
+    # spelled out: HMAC(key, the round's JSON + "|bfv|0"), 128 bits mod t
+    import hashlib
+    import hmac
+    import json
+
+    prefix = json.dumps([mac.DOMAIN, "nonce-1", "cox", "ab" * 32], separators=(",", ":"))
+    digest = hmac.new(key, prefix.encode() + b"|bfv|0", hashlib.sha256).digest()
+    assert int.from_bytes(digest[:16], "big") % BFV_PLAIN_MODULUS == 689581229
 
 
 def test_values_beyond_the_fixed_point_range_are_refused_before_encryption(rossi):

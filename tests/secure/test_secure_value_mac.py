@@ -95,7 +95,7 @@ def _shifted(keys, blobs: list[bytes], attack: Attack) -> list[bytes]:
 
     parts = [np.asarray(attack.offset.get(name, np.zeros(size)), dtype=np.int64)
              for name, size in ops.layout(attack.kind, attack.spec)]
-    offset = encrypt_vector(keys, "bfv", ops.pack(attack.kind, attack.spec, parts)["bfv"])
+    offset = encrypt_vector(keys, ops.pack(attack.kind, attack.spec, parts)["bfv"])
     out = list(blobs)
     for i, blob in enumerate(offset):
         out[i] = (ts.bfv_vector_from(keys.bfv, blobs[i])
@@ -267,13 +267,13 @@ def test_value_tags_are_linear_mod_t_and_exact_for_large_values():
     assert tag_sum == sum(int(x) * int(y) for x, y in zip(w, a + b, strict=True)) % t
     # a holder's MAC slot plus another's: what the key holder expects of their sum
     macs = [b"h" * 32, b"i" * 32]
-    one, two = (mac.holder_slots(m, key, nonce, "counts", "ab" * 32, ["bfv"], [v])[0]
+    one, two = (mac.holder_slots(m, key, nonce, "counts", "ab" * 32, [v])[0]
                 for m, v in zip(macs, (a, b), strict=True))
-    assert mac.expected(macs, key, nonce, "counts", "ab" * 32, ["bfv"], [a + b]) == \
+    assert mac.expected(macs, key, nonce, "counts", "ab" * 32, [a + b]) == \
         [(one + two) % t]
     # an offset on any single slot changes what is expected
     for j in (0, 17, 4094):
         shifted = a + b
         shifted[j] += 1
-        assert mac.expected(macs, key, nonce, "counts", "ab" * 32, ["bfv"], [shifted]) != \
+        assert mac.expected(macs, key, nonce, "counts", "ab" * 32, [shifted]) != \
             [(one + two) % t]

@@ -47,7 +47,7 @@ def _holder_slots(frame: pd.DataFrame, key: bytes, weight_key: bytes) -> np.ndar
     vector = ops.holder_vectors("survival", SPEC, frame)["bfv"]
     assert len(vector) <= ops.data_slots(SLOTS)
     spec_hash = signing.spec_sha256(SPEC)
-    slot = mac.holder_slots(key, weight_key, NONCE, "survival", spec_hash, ["bfv"], [vector])
+    slot = mac.holder_slots(key, weight_key, NONCE, "survival", spec_hash, [vector])
     return ops.chunks(vector, SLOTS, slot)[0].astype(np.int64)
 
 
@@ -66,13 +66,13 @@ def km_round(committee, lung_all):
     [ciphertext] = th.seal_ciphertexts(committee["context"], total.serialize())
     pooled = np.sum(plain, axis=0) % th.PLAIN_MODULUS
     data = pooled[:-ops.MAC_SLOTS]
-    want = mac.expected(keys, weight_key, NONCE, "survival", signing.spec_sha256(SPEC), ["bfv"],
+    want = mac.expected(keys, weight_key, NONCE, "survival", signing.spec_sha256(SPEC),
                         [data])[0]
     return {"ciphertext": ciphertext, "pooled": pooled, "mac": want, "summands": len(plain)}
 
 
 def _mac_ok(slots: np.ndarray, want: int) -> bool:
-    return mac.matches("bfv", slots, want)
+    return mac.matches(slots, want)
 
 
 def _oracle_joint_secret(parties: list[th.Party]) -> np.ndarray:

@@ -39,13 +39,13 @@ def space():
     for _ in range(2):
         keys.append(os.urandom(mac.KEY_BYTES))
         data = rng.integers(0, 1000, th.POLY_DEGREE - ops.MAC_SLOTS)
-        slot = mac.holder_slots(keys[-1], weight_key, NONCE, "counts", SPEC_HASH, ["bfv"], [data])
+        slot = mac.holder_slots(keys[-1], weight_key, NONCE, "counts", SPEC_HASH, [data])
         plain.append(np.append(data, slot))
         ct = ts.bfv_vector(ctx, plain[-1].tolist())
         total = ct if total is None else total + ct
     [ciphertext] = th.seal_ciphertexts(context, total.serialize())
     pooled = np.sum(plain, axis=0) % th.PLAIN_MODULUS
-    want = mac.expected(keys, weight_key, NONCE, "counts", SPEC_HASH, ["bfv"], [pooled[:-1]])[0]
+    want = mac.expected(keys, weight_key, NONCE, "counts", SPEC_HASH, [pooled[:-1]])[0]
     return {"additive": list(additive), "dealt": dealt, "parties": parties,
             "ciphertext": ciphertext, "pooled": pooled, "mac": want}
 
@@ -60,7 +60,7 @@ def test_any_t_parties_decrypt_exactly_and_t_minus_1_do_not(space):
     for subset in itertools.combinations(IDS, T):
         slots = _combine(space, subset)
         assert np.array_equal(slots % th.PLAIN_MODULUS, space["pooled"])
-        assert mac.matches("bfv", slots, space["mac"])
+        assert mac.matches(slots, space["mac"])
     for subset in itertools.combinations(IDS, T - 1):
         ct = space["ciphertext"]
         # each party weights its share for the set it is told is present (a set of t - 1)
@@ -68,7 +68,7 @@ def test_any_t_parties_decrypt_exactly_and_t_minus_1_do_not(space):
                     for j in subset]
         slots = th.decrypt(ct, [p.partial(ct, list(subset)) for p in weighted])
         assert np.mean(slots % th.PLAIN_MODULUS == space["pooled"]) < 0.01
-        assert not mac.matches("bfv", slots, space["mac"])
+        assert not mac.matches(slots, space["mac"])
 
 
 def test_a_cheating_party_is_named_across_sets_of_t(space):
@@ -78,7 +78,7 @@ def test_a_cheating_party_is_named_across_sets_of_t(space):
     noise = th.common_polynomial(os.urandom(32))[:3]
     wrong[cheater] = sh.ShamirParty(cheater, T, tuple(IDS), (honest[cheater].share + noise)
                                     % th._PRIMES)
-    outcomes = {frozenset(s): mac.matches("bfv", _combine(space, s, wrong), space["mac"])
+    outcomes = {frozenset(s): mac.matches(_combine(space, s, wrong), space["mac"])
                 for s in itertools.combinations(IDS, T)}
     assert sum(outcomes.values()) == 1  # only the set without the cheater passes
     assert sh.suspects(outcomes) == {cheater}

@@ -237,9 +237,10 @@ class NodeSet:
                 return None
             seconds[holder] = float(header.get("seconds") or 0.0)
             try:
-                return Encrypted(body["kind"], str(header["fingerprint"]), blobs,
-                                 {str(k): int(v) for k, v in header["per_scheme"].items()},
-                                 [holder], header["envelope"])
+                if header["per_scheme"] != {"bfv": len(blobs)}:  # every ciphertext is BFV
+                    raise ValueError
+                return Encrypted(body["kind"], str(header["fingerprint"]), blobs, [holder],
+                                 header["envelope"])
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise NodeError(holder, "its contribution is malformed.",
                                 "malformed-reply") from None

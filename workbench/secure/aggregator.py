@@ -61,15 +61,15 @@ class AggregatorService:
                     or not isinstance(part["per_scheme"], dict) \
                     or not isinstance(part["holder"], str):
                 raise wire.WireError("each part is {holder, per_scheme, blobs, envelope}")
-            per_scheme = {"bfv": part["per_scheme"].get("bfv")}  # every ciphertext is BFV
-            if set(part["per_scheme"]) != {"bfv"} or not isinstance(per_scheme["bfv"], int) \
-                    or per_scheme["bfv"] != part["blobs"]:
+            # every ciphertext is BFV: the field must say so, and count the part's blobs
+            if part["per_scheme"] != {"bfv": part["blobs"]} \
+                    or not isinstance(part["per_scheme"]["bfv"], int):
                 raise wire.WireError(f"the layout of {part['holder'][:64]!r}'s part does not "
                                      "add up")
             mine = blobs[start:start + part["blobs"]]
             start += part["blobs"]
             out.append(Encrypted(str(round_.get("kind")), str(round_.get("fingerprint")), mine,
-                                 per_scheme, [part["holder"]], part["envelope"]))
+                                 [part["holder"]], part["envelope"]))
         if start != len(blobs):
             raise wire.WireError(f"{len(blobs)} ciphertexts sent, the parts declare {start}")
         return self.aggregator.submit(round_, Contributions(out, zip(partials, boxes,

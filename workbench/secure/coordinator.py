@@ -125,24 +125,25 @@ class Coordinator:
         if "privacy" in result:  # what this release spent of the study's epsilon budget
             self.spent.append(result.pop("privacy"))
         first = parts[0]
-        self.log.append({"kind": kind, "scheme": first.scheme, "ciphertexts": len(first.blobs),
-                         "per_scheme": first.per_scheme,
+        self.log.append({"kind": kind, "ciphertexts": len(first.blobs),
                          "bytes_per_holder": {p.contributors[0]: p.nbytes for p in parts},
                          "node_seconds": dict(getattr(self.processes, "node_seconds", {})),
                          "seconds": time.perf_counter() - started})
         return result
 
     def metadata(self) -> dict:
-        schemes = ["bfv"] if self.log else []
+        # every ciphertext is BFV; real values ride in it as fixed point, whose encoding has its
+        # own parameters and error bound: the label reads "bfv" or "bfv-fixed-point"
+        sections = ["bfv"] if self.log else []
         if any(r["kind"] in REAL_KINDS for r in self.log):
-            schemes.append("fixed-point")
+            sections.append("fixed-point")
         holders = [h.name for h in self.holders] or sorted(
             {name for r in self.log for name in r["bytes_per_holder"]})
         return {"holders": holders, "rounds": len(self.log),
-                "scheme": "-".join(schemes),
+                "scheme": "-".join(sections),
                 "parameters": {s: parameters(getattr(self.keys, "threshold", None))[s]
-                               for s in schemes},
-                "error_bound": "; ".join(ERROR_BOUND[s] for s in schemes),
+                               for s in sections},
+                "error_bound": "; ".join(ERROR_BOUND[s] for s in sections),
                 "holders_ran": ("in parallel (one holder node each, over mTLS)"
                                 if not self.holders else "in parallel (one process each)")
                 if self.processes else "in sequence",

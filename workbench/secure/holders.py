@@ -115,8 +115,12 @@ class HolderProcesses:
             if "error" in header:
                 error = error or header["error"]
                 continue
-            out.append(Encrypted(kind, header["fingerprint"], blobs, header["per_scheme"],
-                                 [name], header.get("envelope")))
+            if header.get("per_scheme") != {"bfv": len(blobs)}:  # every ciphertext is BFV
+                error = error or {"reason": "internal-error",
+                                  "message": "its contribution's layout does not add up"}
+                continue
+            out.append(Encrypted(kind, header["fingerprint"], blobs, [name],
+                                 header.get("envelope")))
         if error:
             if error["reason"] == "internal-error":
                 raise WorkbenchError(f"a holder process failed ({error['message']})")

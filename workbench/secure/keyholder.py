@@ -155,7 +155,6 @@ class KeyHolder:
             raise wire.WireError(f"{len(blobs)} ciphertexts for an operation whose layout needs "
                                  f"{needed['bfv']}")
         count = ops.sizes(kind, spec)
-        schemes = ["bfv"] * needed["bfv"]
         opened = None
         if self.keys.threshold:  # from the key parties' partials, opened only here
             try:
@@ -163,10 +162,10 @@ class KeyHolder:
             except WorkbenchUserError as exc:
                 self._record(header, thresholds, "refused", exc.reason, len(blobs))
                 raise
-        decrypted = self._decrypt(schemes, blobs, opened)
+        decrypted = self._decrypt(blobs, opened)
         try:
-            _check_macs(decrypted, schemes, mac_keys, weight_key, header.get("nonce"), kind,
-                        spec, slots())
+            _check_macs(decrypted, mac_keys, weight_key, header.get("nonce"), kind, spec,
+                        slots()["bfv"])
         except WorkbenchUserError as exc:
             self._record(header, thresholds, "refused", exc.reason, len(blobs))
             raise
@@ -295,7 +294,7 @@ class KeyHolder:
             nonce=header.get("nonce"), kind=kind, spec=spec, sums=sums, partials=partials,
             boxes=boxes, t=self.keys.threshold.get("t"))
 
-    def _decrypt(self, schemes: list[str], blobs: list[bytes],
+    def _decrypt(self, blobs: list[bytes],
                  opened: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """One decrypted slot vector per ciphertext (its last slot the MAC); ``opened``: all of
         them, already combined from partial decryptions (with a joint key)."""
@@ -382,18 +381,18 @@ def _compact(t) -> str:
             f"p={t.p_percent:g} holders={t.min_holders}")
 
 
-def _check_macs(decrypted: list[np.ndarray], schemes: list[str], mac_keys: list[bytes],
-                weight_key: bytes, nonce, kind: str, spec: dict, n_slots: dict[str, int]) -> None:
-    """Each ciphertext's last slot must be the sum of the signers' MACs for this round (plus,
-    for BFV, the weighted sum of the decrypted values): the aggregator added exactly the signed
-    contributions, once each, unscaled, and nothing else to the values (``mac.py``)."""
-    if any(len(v) != n_slots[s] for s, v in zip(schemes, decrypted, strict=True)):
+def _check_macs(decrypted: list[np.ndarray], mac_keys: list[bytes], weight_key: bytes, nonce,
+                kind: str, spec: dict, n_slots: int) -> None:
+    """Each decrypted BFV ciphertext (``n_slots`` slots) must carry in its last slot the sum of
+    the signers' MACs for this round plus the weighted sum of its decrypted values: the
+    aggregator added exactly the signed contributions, once each, unscaled, and nothing else to
+    the values (``mac.py``)."""
+    if any(len(v) != n_slots for v in decrypted):
         raise _mac_mismatch()
-    bfv_data = [v[:-ops.MAC_SLOTS] for s, v in zip(schemes, decrypted, strict=True) if s == "bfv"]
-    want = mac.expected(mac_keys, weight_key, nonce, kind, signing.spec_sha256(spec), schemes,
-                        bfv_data)
-    for scheme, values, expected in zip(schemes, decrypted, want, strict=True):
-        if not mac.matches(scheme, values, expected):
+    want = mac.expected(mac_keys, weight_key, nonce, kind, signing.spec_sha256(spec),
+                        [v[:-ops.MAC_SLOTS] for v in decrypted])
+    for values, expected in zip(decrypted, want, strict=True):
+        if not mac.matches(values, expected):
             raise _mac_mismatch()
 
 

@@ -80,11 +80,6 @@ class PublicKeys:
             raise WorkbenchError("public BFV context unexpectedly carries a secret key")
         return ctx
 
-    def context(self, scheme: str = "bfv"):
-        if scheme != "bfv":
-            raise WorkbenchError(f"no {scheme} context: every ciphertext is BFV")
-        return self.bfv
-
     def to_bytes(self) -> bytes:
         header = {"kind": "public", "fingerprint": self.fingerprint,
                   "parameters": parameters(self.threshold)}
@@ -113,11 +108,6 @@ class SecretKeys:
     @cached_property
     def bfv(self):
         return _tenseal().context_from(self.bfv_bytes)
-
-    def context(self, scheme: str = "bfv"):
-        if scheme != "bfv":
-            raise WorkbenchError(f"no {scheme} context: every ciphertext is BFV")
-        return self.bfv
 
     def to_bytes(self) -> bytes:
         header = {"kind": "secret", "fingerprint": self.fingerprint,

@@ -4,7 +4,7 @@ Signatures bind each holder's ciphertexts as they leave the holder, but the key 
 the pooled sum, so an aggregator could swap a signed contribution for its own ciphertext and keep
 the signature. To catch that, every holder shares a secret MAC key with the key holder (never with
 the aggregator) and puts, into the last slot of each of its ciphertexts, a pseudorandom value
-r_i = PRF(key, nonce, kind, spec hash, scheme, ciphertext index i). Additions keep these slots
+r_i = PRF(key, nonce, kind, spec hash, "bfv", ciphertext index i). Additions keep these slots
 summing, so the pooled slot must equal the sum of the r_i of exactly the holders that signed.
 The aggregator cannot compute any r_i, so replacing, dropping, repeating or scaling a holder's
 ciphertext changes the slot by an amount it cannot predict: r_i is uniform mod the plain modulus
@@ -39,17 +39,17 @@ WEIGHTS_DOMAIN = "workbench-he-weights-v1"
 KEY_BYTES = 32
 
 
-def slot_values(key: bytes, nonce: str, kind: str, spec_hash: str,
-                schemes: list[str]) -> list[int]:
-    """The holder's MAC slot for each of its ciphertexts (``schemes``: one per ciphertext,
-    "bfv")."""
-    # HMAC over the round's JSON (closed by "]", so unambiguous), then "|scheme|index"
+def slot_values(key: bytes, nonce: str, kind: str, spec_hash: str, count: int) -> list[int]:
+    """The holder's MAC slot r_i for each of its ``count`` BFV ciphertexts."""
+    # HMAC over the round's JSON (closed by "]", so unambiguous), then "|bfv|index": the label
+    # is part of the PRF input (from when there were two schemes); changing it would change
+    # every MAC, so it stays byte for byte (tests/secure/test_secure_mac.py pins the values)
     prefix = json.dumps([DOMAIN, nonce, kind, spec_hash], separators=(",", ":")).encode()
     keyed = hmac.new(key, prefix, hashlib.sha256)
     out: list[int] = []
-    for index, scheme in enumerate(schemes):
+    for index in range(count):
         one = keyed.copy()
-        one.update(f"|{scheme}|{index}".encode())
+        one.update(f"|bfv|{index}".encode())
         # 128 bits mod a 30-bit prime: bias below 2^-98
         out.append(int.from_bytes(one.digest()[:16], "big") % BFV_PLAIN_MODULUS)
     return out
@@ -100,31 +100,29 @@ def value_tags(weight_key: bytes, nonce: str, kind: str, spec_hash: str,
 
 
 def holder_slots(key: bytes, weight_key: bytes, nonce: str, kind: str, spec_hash: str,
-                 schemes: list[str], bfv_data: list[np.ndarray]) -> list[int]:
-    """The MAC slot of each of a holder's ciphertexts: r_i plus its value tag (``bfv_data``:
-    the data slots of each ciphertext)."""
-    tags = value_tags(weight_key, nonce, kind, spec_hash, bfv_data)
-    out = slot_values(key, nonce, kind, spec_hash, schemes)
+                 data: list[np.ndarray]) -> list[int]:
+    """The MAC slot of each of a holder's ciphertexts: r_i plus its value tag (``data``: the
+    data slots of each ciphertext, one entry per ciphertext)."""
+    tags = value_tags(weight_key, nonce, kind, spec_hash, data)
+    out = slot_values(key, nonce, kind, spec_hash, len(data))
     for i, tag in enumerate(tags):
         out[i] = (out[i] + tag) % BFV_PLAIN_MODULUS
     return out
 
 
 def expected(keys: list[bytes], weight_key: bytes, nonce: str, kind: str, spec_hash: str,
-             schemes: list[str], bfv_data: list[np.ndarray]) -> list[int]:
+             data: list[np.ndarray]) -> list[int]:
     """What the pooled MAC slots must hold when exactly the holders of ``keys`` contributed and
-    the pooled ciphertexts' data slots hold ``bfv_data``."""
-    total = [0] * len(schemes)
+    the pooled ciphertexts' data slots hold ``data`` (one entry per ciphertext)."""
+    total = [0] * len(data)
     for key in keys:
-        for i, value in enumerate(slot_values(key, nonce, kind, spec_hash, schemes)):
+        for i, value in enumerate(slot_values(key, nonce, kind, spec_hash, len(data))):
             total[i] += value
-    for i, tag in enumerate(value_tags(weight_key, nonce, kind, spec_hash, bfv_data)):
+    for i, tag in enumerate(value_tags(weight_key, nonce, kind, spec_hash, data)):
         total[i] += tag
     return [t % BFV_PLAIN_MODULUS for t in total]
 
 
-def matches(scheme: str, decrypted: np.ndarray, want: int) -> bool:
+def matches(decrypted: np.ndarray, want: int) -> bool:
     """Does one decrypted ciphertext (its last slot the MAC) carry the MAC ``want``?"""
-    if scheme != "bfv":
-        return False
     return int(round(float(decrypted[-1]))) % BFV_PLAIN_MODULUS == want

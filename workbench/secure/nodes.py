@@ -29,13 +29,11 @@ MAX_HOLDERS = 32  # more "holders" than this is a per-patient encryption pattern
 
 @dataclass
 class Encrypted:
-    """Serialized ciphertexts of one holder (or of the pooled sum) for one operation, all BFV
-    (their number in ``per_scheme["bfv"]``)."""
+    """Serialized BFV ciphertexts of one holder (or of the pooled sum) for one operation."""
 
     kind: str
     fingerprint: str
     blobs: list[bytes]
-    per_scheme: dict[str, int]
     contributors: list[str] = field(default_factory=list)
     envelope: dict | None = None  # the holder's signature over this round (signing.py)
 
@@ -44,12 +42,11 @@ class Encrypted:
         return sum(len(b) for b in self.blobs)
 
     @property
-    def schemes(self) -> list[str]:
-        return ["bfv"] * self.per_scheme.get("bfv", 0)
-
-    @property
-    def scheme(self) -> str:
-        return "bfv"
+    def per_scheme(self) -> dict[str, int]:
+        """The messages' ``per_scheme`` field, ``{"bfv": number of ciphertexts}``: every
+        ciphertext is BFV, but the wire format between holders, nodes and the aggregator keeps
+        the field (``aggregator.py``, ``threshold_node.py`` check it against the blob count)."""
+        return {"bfv": len(self.blobs)}
 
 
 class Contributions(list):
@@ -67,19 +64,19 @@ def slots() -> dict[str, int]:
     return {"bfv": BFV_POLY_DEGREE}
 
 
-def encrypt_vector(keys: PublicKeys, scheme: str, vector: np.ndarray,
+def encrypt_vector(keys: PublicKeys, vector: np.ndarray,
                    macs: list | None = None) -> list[bytes]:
     """Pack a vector into ``ceil(values / (slots - 1))`` ciphertexts, the last slot of each
     holding its MAC (``macs``, one per ciphertext; zeros when None: what anyone with the public
     key can make, and what a genuine holder never sends)."""
     import tenseal as ts
 
-    n = slots()[scheme]
+    n = BFV_POLY_DEGREE
     vector = np.asarray(vector)
     count = math.ceil(len(vector) / ops.data_slots(n))
     # TenSEAL's Python wrappers first copy the list into a PlainTensor (~0.2-0.6 ms per
     # ciphertext, a sixth of a BFV encryption); its C++ constructors take the list directly.
-    ctx = keys.context(scheme).data
+    ctx = keys.bfv.data
     blobs = []
     for full in ops.chunks(vector, n, macs if macs is not None else [0] * count):
         blobs.append(ts._ts_cpp.BFVVector(ctx, full.astype(np.int64).tolist()).serialize())
@@ -91,16 +88,15 @@ def seal(keys: PublicKeys, signer: signing.Signer, kind: str, spec: dict, nonce:
     """Encrypt a holder's vectors with its MAC in every ciphertext (bound to the ciphertext's
     values by the round weights) and sign them for the round ``nonce``."""
     spec_hash = signing.spec_sha256(spec)
-    per_scheme = {"bfv": math.ceil(len(vectors["bfv"]) / ops.data_slots(slots()["bfv"]))}
-    schemes = ["bfv"] * per_scheme["bfv"]
+    count = math.ceil(len(vectors["bfv"]) / ops.data_slots(BFV_POLY_DEGREE))
     # the MAC of each ciphertext binds its data slots (mac.value_tags)
-    bfv_data = [full[:-ops.MAC_SLOTS] for full in
-                ops.chunks(np.asarray(vectors["bfv"]), slots()["bfv"], [0] * per_scheme["bfv"])]
+    data = [full[:-ops.MAC_SLOTS] for full in
+            ops.chunks(np.asarray(vectors["bfv"]), BFV_POLY_DEGREE, [0] * count)]
     macs = mac.holder_slots(signer.mac_key_or_refuse(), signer.weight_key_or_refuse(), nonce,
-                            kind, spec_hash, schemes, bfv_data)
-    blobs = encrypt_vector(keys, "bfv", vectors["bfv"], macs)
+                            kind, spec_hash, data)
+    blobs = encrypt_vector(keys, vectors["bfv"], macs)
     envelope = signer.sign(nonce, kind, spec_hash, keys.fingerprint, blobs)
-    return Encrypted(kind, keys.fingerprint, blobs, per_scheme, [signer.holder], envelope)
+    return Encrypted(kind, keys.fingerprint, blobs, [signer.holder], envelope)
 
 
 class HolderNode:
@@ -205,15 +201,13 @@ class Aggregator:
                     f"(fingerprint {part.fingerprint[:12]}, this space uses "
                     f"{self.keys.fingerprint[:12]}): re-encrypt with this space's he/public.ctx.",
                     reason="wrong-context")
-            if (part.kind, part.per_scheme, len(part.blobs)) != (
-                    first.kind, first.per_scheme, len(first.blobs)):
+            if (part.kind, len(part.blobs)) != (first.kind, len(first.blobs)):
                 raise WorkbenchUserError(f"ciphertexts from {who} do not match the operation's "
                                          "layout.", reason="malformed-message")
             cts = [_load(ts.bfv_vector_from, self.keys.bfv, blob, who) for blob in part.blobs]
             # in place: the running sum is this method's own (no new ciphertext per addition)
             total = cts if total is None else [a.add_(b) for a, b in zip(total, cts, strict=True)]
-        return Encrypted(first.kind, first.fingerprint, [ct.serialize() for ct in total],
-                         dict(first.per_scheme), names)
+        return Encrypted(first.kind, first.fingerprint, [ct.serialize() for ct in total], names)
 
 
 def _load(load, ctx, blob: bytes, who: str):
