@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
@@ -196,6 +197,7 @@ def _residues(data: bytes) -> np.ndarray:
 _DIGESTS: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
 _DIGEST_BYTES = [0]
 _DIGEST_BUDGET = 64 << 20  # the objects a digest is remembered for: at most 64 MiB of them
+_DIGEST_LOCK = threading.Lock()
 
 
 def _digest(data: bytes) -> str:
@@ -205,11 +207,18 @@ def _digest(data: bytes) -> str:
     the checker and the signature checks hash each contribution and sum once, not once each."""
     if type(data) is not bytes:
         return hashlib.sha256(data).hexdigest()
-    hit = _DIGESTS.get(id(data))
-    if hit is not None and hit[0] is data:
-        _DIGESTS.move_to_end(id(data))
-        return hit[1]
+    with _DIGEST_LOCK:
+        hit = _DIGESTS.get(id(data))
+        if hit is not None and hit[0] is data:
+            _DIGESTS.move_to_end(id(data))
+            return hit[1]
     value = hashlib.sha256(data).hexdigest()
+    with _DIGEST_LOCK:
+        _remember(data, value)
+    return value
+
+
+def _remember(data: bytes, value: str) -> None:
     old = _DIGESTS.pop(id(data), None)
     if old is not None:
         _DIGEST_BYTES[0] -= len(old[0])
@@ -218,7 +227,6 @@ def _digest(data: bytes) -> str:
     while _DIGEST_BYTES[0] > _DIGEST_BUDGET and _DIGESTS:
         _key, (gone, _value) = _DIGESTS.popitem(last=False)
         _DIGEST_BYTES[0] -= len(gone)
-    return value
 
 
 def _flooding(count: int) -> np.ndarray:

@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from nacl.public import PrivateKey
 
 from workbench.secure import threshold as th
 from workbench.secure import threshold_node as tn
 from workbench.secure import threshold_shamir as sh
+from workbench.secure.nodes import Contributions
 from workbench.secure.signing import NonceGuard
 
 
@@ -87,10 +89,17 @@ class LocalKeyParties:
                    "aggregates": [tn.digest(s) for s in sums],
                    "min_holders": int((header.get("thresholds") or {}).get("min_holders", 2))}
         checker = bytes(self.box.public_key)
-        return [tn.partial_for_round(self.parties[h], self.signers[h], checker, registry,
-                                     nonces=self.nonces[h], parties=self.names,
-                                     present=present, **request)
-                for h in (present or self.names)]
+
+        def answer(h: str) -> tuple[dict, bytes]:
+            return tn.partial_for_round(self.parties[h], self.signers[h], checker, registry,
+                                        nonces=self.nonces[h], parties=self.names,
+                                        present=present, **request)
+
+        # the parties answer at once, as nodes do (NumPy, hashing and zstd release the GIL);
+        # each runs every check of partial_for_round on its own
+        who = present or self.names
+        with ThreadPoolExecutor(max_workers=len(who), thread_name_prefix="key-party") as pool:
+            return list(pool.map(answer, who))
 
 
 class SimulatedAggregator:
@@ -101,7 +110,5 @@ class SimulatedAggregator:
         self.aggregator, self.parties, self.registry = aggregator, parties, registry
 
     def submit(self, header: dict, parts: list) -> dict:
-        from workbench.secure.nodes import Contributions
-
         partials = self.parties.partials(header, parts, self.registry)
         return self.aggregator.submit(header, Contributions(parts, partials))

@@ -22,6 +22,7 @@ import base64
 import hashlib
 import json
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def digest(data: bytes) -> str:
 
 
 _POOLED: OrderedDict[tuple, list[bytes]] = OrderedDict()
+_POOLED_LOCK = threading.Lock()
 _POOLED_KEEP = 2  # sums of the last two sets of contributions (a round's: ~11 MB for Cox d=5)
 
 
@@ -116,10 +118,11 @@ def pooled(per_part: list[list[bytes]]) -> list[bytes]:
     if not per_part or len({len(p) for p in per_part}) != 1:
         raise refuse("malformed-message", "the contributions do not share one layout.")
     key = tuple(tuple(digest(b) for b in part) for part in per_part)
-    hit = _POOLED.get(key)
-    if hit is not None:
-        _POOLED.move_to_end(key)
-        return list(hit)
+    with _POOLED_LOCK:
+        hit = _POOLED.get(key)
+        if hit is not None:
+            _POOLED.move_to_end(key)
+            return list(hit)
     out = []
     for index in range(len(per_part[0])):
         total = np.zeros((2, len(th.DATA_PRIMES), th.POLY_DEGREE), dtype=np.int64)
@@ -127,9 +130,10 @@ def pooled(per_part: list[list[bytes]]) -> list[bytes]:
             total += vector_residues(part[index])
         # residues < 2^31: int64 holds the sum of up to 2^32 of them before the one reduction
         out.append(canonical(total % th._PRIMES))  # noqa: SLF001
-    _POOLED[key] = out
-    while len(_POOLED) > _POOLED_KEEP:
-        _POOLED.popitem(last=False)
+    with _POOLED_LOCK:
+        _POOLED[key] = out
+        while len(_POOLED) > _POOLED_KEEP:
+            _POOLED.popitem(last=False)
     return list(out)
 
 
