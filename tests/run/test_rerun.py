@@ -16,7 +16,7 @@ from run_support import NOTEBOOKS, workbench
 from workbench.catalog.store import Catalog
 from workbench.provenance.reader import ProvenanceReader
 from workbench.run.rerun import view_version
-from workbench.services import socket_answers
+from workbench.services import socket_answers, space_services
 from workbench.views.engine import ViewEngine
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,25 @@ def test_rerun_reports_staleness_after_a_dataset_changes(public_space):
     assert report["counts"]["differs"] == 0
 
 
-def test_until_stops_at_a_record_and_unreproducible_output_is_reported(public_space):
+@pytest.fixture
+def running(public_space):
+    """``public_space`` with its services up, as ``workbench demo`` leaves them: each run and
+    re-run finds them answering and leaves them alone, so they start once per test, not once per
+    command (a re-run that starts and stops its own: the staleness test above)."""
+    with space_services(public_space["space"], public_space["policy"],
+                        echo=lambda _l: None) as up:
+        assert up == ["provenance collector", "data gateway", "key holder", "aggregator",
+                      "airlock"]
+        yield public_space
+
+
+def _shared(result) -> None:
+    """The command used the running services (it started none of its own)."""
+    assert "started (pid" not in result.stdout + result.stderr, result.stdout[-2000:]
+
+
+def test_until_stops_at_a_record_and_unreproducible_output_is_reported(running):
+    public_space = running
     notebook = public_space["base"] / "clock.ipynb"
     import nbformat
 
@@ -83,6 +101,7 @@ def test_until_stops_at_a_record_and_unreproducible_output_is_reported(public_sp
     nbformat.write(nb, notebook)
     run = workbench("run", notebook, "--study", STUDY, "--user", "alice", *_args(public_space))
     assert run.returncode == 0, run.stderr[-2000:]
+    _shared(run)
     with ProvenanceReader(public_space["space"]) as reader:
         submitted = [r.id for r in reader.records(study=STUDY, kinds=["cell-execution"])
                      if r.fields.get("status") == "submitted"]
@@ -106,10 +125,12 @@ def _airlock_requests(space) -> list[tuple[str, str]]:
         store.close()
 
 
-def test_a_rerun_checks_release_requests_without_submitting_them(public_space):
+def test_a_rerun_checks_release_requests_without_submitting_them(running):
     """A logged release request is checked again in the re-run (same rules, output digest
     compared) but nothing new reaches the airlock's queue, and the report says so."""
     import nbformat
+
+    public_space = running
 
     space, notebook = public_space["space"], public_space["base"] / "release.ipynb"
     nb = nbformat.v4.new_notebook()
@@ -122,6 +143,7 @@ def test_a_rerun_checks_release_requests_without_submitting_them(public_space):
     nbformat.write(nb, notebook)
     run = workbench("run", notebook, "--study", STUDY, "--user", "alice", *_args(public_space))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    _shared(run)
     requests = _airlock_requests(space)
     assert len(requests) == 1 and requests[0][1] == "submitted"
     request_id = requests[0][0]
@@ -142,6 +164,7 @@ def test_a_rerun_checks_release_requests_without_submitting_them(public_space):
     # a second re-run compares with the original again, not with the first re-run's check
     text = workbench("rerun", "--study", STUDY, *_args(public_space))
     assert text.returncode == 0, text.stdout[-2000:] + text.stderr[-2000:]
+    _shared(text)
     assert f"release request {request_id} 'lung_km' not re-submitted" in text.stdout
     assert _airlock_requests(space) == requests
     with ProvenanceReader(space) as reader:
