@@ -161,3 +161,19 @@ def test_the_numpy_scale_and_round_equals_seals_decryptor():
         th._zero_key_decryptor().decrypt(ct, plain)
         want = np.array(th._encoder().decode_int64(plain), dtype=np.int64)
         assert np.array_equal(th.decode(th.scale_and_round(x)), want)
+
+
+def test_known_residues_belong_to_the_very_canonical_bytes_only():
+    rng = np.random.default_rng(9)
+    polys = _random_residues(rng, 2)
+    data = th.canonical_bytes(polys)
+    assert data == sealio.ciphertext_bytes(th._ids()[0], polys.astype(np.uint64), ntt=False)
+    known = th._residues(data)
+    assert np.array_equal(known, polys) and not known.flags.writeable
+    copy = bytes(bytearray(data))  # equal bytes, another object: parsed and checked again
+    again = th._residues(copy)
+    assert again is not known and np.array_equal(again, polys)
+    bad = polys.copy()
+    bad[0, 0, 0] = th.DATA_PRIMES[0]
+    with pytest.raises(th.ThresholdError):
+        th.canonical_bytes(bad)

@@ -94,7 +94,7 @@ def vector_residues(blob: bytes) -> np.ndarray:
 
 
 def canonical(polys: np.ndarray) -> bytes:
-    return sealio.ciphertext_bytes(th._ids()[0], polys.astype(np.uint64), ntt=False)  # noqa: SLF001
+    return th.canonical_bytes(polys)
 
 
 def digest(data: bytes) -> str:
