@@ -5,6 +5,7 @@ again; the view versions rerun computes are the gateway's."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,11 +48,36 @@ def change_dataset(space, dataset_id: str) -> None:
         update={"version": hashlib.sha256(path.read_bytes()).hexdigest()}))
 
 
+@contextlib.contextmanager
+def _services(env: dict):
+    """The space's services up, as ``workbench demo`` leaves them: a run or re-run finds them
+    answering and leaves them alone, so they start once, not once per command (``workbench run``
+    starting and stopping its own: test_run_headless.py; a re-run doing so: the staleness test)."""
+    with space_services(env["space"], env["policy"], echo=lambda _l: None) as up:
+        assert up == ["provenance collector", "data gateway", "key holder", "aggregator",
+                      "airlock"]
+        yield env
+
+
+@pytest.fixture
+def running(public_space):
+    with _services(public_space) as env:
+        yield env
+
+
+def _shared(result) -> None:
+    """The command used the running services (it started none of its own)."""
+    assert "started (pid" not in result.stdout + result.stderr, result.stdout[-2000:]
+
+
 def test_rerun_reports_staleness_after_a_dataset_changes(public_space):
     space = public_space["space"]
-    run = workbench("run", NOTEBOOKS / "lung_validation.ipynb", "--study", STUDY, "--user",
-                    "alice", *_args(public_space))
+    with _services(public_space):
+        run = workbench("run", NOTEBOOKS / "lung_validation.ipynb", "--study", STUDY, "--user",
+                        "alice", *_args(public_space))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    _shared(run)
+    assert not socket_answers(space.collector_socket)
     code, report = _rerun(public_space)
     assert code == 0 and report["counts"]["match"] == len(report["cells"])
     assert not socket_answers(space.collector_socket)  # rerun stopped what it started
@@ -59,7 +85,8 @@ def test_rerun_reports_staleness_after_a_dataset_changes(public_space):
     assert other.returncode == 2 and "has no logged cells" in other.stderr
 
     change_dataset(space, "ncctg_inst_01.lung")
-    code, report = _rerun(public_space)
+    with _services(public_space):
+        code, report = _rerun(public_space)
     assert code == 3, report
     statuses = [c["status"] for c in report["cells"]]
     reading = [c for c in report["cells"] if "lung_survival" in c["views"]]
@@ -69,23 +96,6 @@ def test_rerun_reports_staleness_after_a_dataset_changes(public_space):
     # the imports cell describes the view (a recorded read of its version): stale, same output
     assert statuses[1] == "stale" and "outputs still match" in report["cells"][1]["detail"]
     assert report["counts"]["differs"] == 0
-
-
-@pytest.fixture
-def running(public_space):
-    """``public_space`` with its services up, as ``workbench demo`` leaves them: each run and
-    re-run finds them answering and leaves them alone, so they start once per test, not once per
-    command (a re-run that starts and stops its own: the staleness test above)."""
-    with space_services(public_space["space"], public_space["policy"],
-                        echo=lambda _l: None) as up:
-        assert up == ["provenance collector", "data gateway", "key holder", "aggregator",
-                      "airlock"]
-        yield public_space
-
-
-def _shared(result) -> None:
-    """The command used the running services (it started none of its own)."""
-    assert "started (pid" not in result.stdout + result.stderr, result.stdout[-2000:]
 
 
 def test_until_stops_at_a_record_and_unreproducible_output_is_reported(running):
