@@ -111,7 +111,7 @@ def test_the_byte_level_ciphertext_check_refuses_all_seal_refuses_and_more():
             pass
         with pytest.raises((th.ThresholdError, sealio.SealFormatError)):
             th.ciphertext_residues(bad)
-    # SEAL ignores a few members' bytes (e.g. the scale of a BFV ciphertext); this check does not
+    # SEAL ignores a few members' bytes (the reserved bytes of a header); this check does not
     assert seal_accepts < 10
 
 
