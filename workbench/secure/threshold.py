@@ -190,7 +190,7 @@ def ciphertext_residues(data: bytes) -> np.ndarray:
 
 
 _KNOWN: OrderedDict[int, tuple[bytes, np.ndarray]] = OrderedDict()
-_KNOWN_KEEP = 128  # canonical sums whose residues are known: a Cox round has 57
+_KNOWN_KEEP = 64  # canonical sums whose residues are known (a Cox round has 57): ~25 MB
 
 
 def canonical_bytes(polys: np.ndarray) -> bytes:
