@@ -72,21 +72,20 @@ def _shared(result) -> None:
 
 def test_rerun_reports_staleness_after_a_dataset_changes(public_space):
     space = public_space["space"]
-    with _services(public_space):
+    with _services(public_space):  # the run and the first re-run share one start
         run = workbench("run", NOTEBOOKS / "lung_validation.ipynb", "--study", STUDY, "--user",
                         "alice", *_args(public_space))
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    _shared(run)
-    assert not socket_answers(space.collector_socket)
-    code, report = _rerun(public_space)
-    assert code == 0 and report["counts"]["match"] == len(report["cells"])
-    assert not socket_answers(space.collector_socket)  # rerun stopped what it started
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        _shared(run)
+        code, report = _rerun(public_space)
+        assert code == 0 and report["counts"]["match"] == len(report["cells"])
     other = workbench("rerun", "--study", "cml-tki", *_args(public_space))
     assert other.returncode == 2 and "has no logged cells" in other.stderr
 
     change_dataset(space, "ncctg_inst_01.lung")
-    with _services(public_space):
-        code, report = _rerun(public_space)
+    assert not socket_answers(space.collector_socket)
+    code, report = _rerun(public_space)
+    assert not socket_answers(space.collector_socket)  # rerun stopped what it started
     assert code == 3, report
     statuses = [c["status"] for c in report["cells"]]
     reading = [c for c in report["cells"] if "lung_survival" in c["views"]]
