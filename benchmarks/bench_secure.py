@@ -226,7 +226,10 @@ def cox_rows(sizes: list[int], variants=None) -> list[dict]:
                          "max_abs_beta_diff_vs_lifelines_exact": float(
                              np.abs(fit.params_ - ref.params_).max()),
                          "ciphertexts_per_holder_per_round":
-                             fed.coordinator.log[0]["ciphertexts"], **COMMON, **how})
+                             fed.coordinator.log[0]["ciphertexts"],
+                         "bytes_per_holder_per_round": max(
+                             fed.coordinator.log[0]["bytes_per_holder"].values()),
+                         **COMMON, **how})
     return rows
 
 

@@ -152,10 +152,13 @@ class Aggregator:
         except (KeyError, TypeError, ValueError):
             raise WorkbenchUserError("a round needs kind, spec and nonce.",
                                      reason="malformed-message") from None
+        digest = _sha256
+        if self.keys.threshold:  # each contribution's digest, as the key parties hash it
+            from workbench.secure.threshold_node import digest
         for part in parts:
             who = ", ".join(part.contributors)
             holder = signing.check_shape(part.envelope, nonce, kind, spec_hash, part.fingerprint)
-            hashes = [hashlib.sha256(b).hexdigest() for b in part.blobs]
+            hashes = [digest(b) for b in part.blobs]
             if part.contributors != [holder] or part.envelope["blobs_sha256"] != hashes:
                 raise WorkbenchUserError(f"the contribution of {who} does not match its signed "
                                          "envelope (holder or ciphertexts differ).",
@@ -221,6 +224,10 @@ class Aggregator:
         return who
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _malformed(who: str) -> WorkbenchUserError:
     return WorkbenchUserError(f"a ciphertext from {who} is malformed or was made with other HE "
                               "parameters; re-encrypt with this space's he/public.ctx.",
@@ -269,33 +276,45 @@ def _bfv_vector_bytes(size: int, ciphertext: bytes) -> bytes:
 
 def _joint_sum(parts: list[Encrypted]) -> list[bytes]:
     """The sum, ciphertext by ciphertext, of the parts' BFVVectors under the joint key
-    (``threshold.py``'s parameters), as NumPy additions of their residues modulo each prime:
-    what SEAL's additions give, written as canonical SEAL bytes (compression off) in a
-    BFVVector, the very ciphertexts whose digests the key parties recompute
-    (``threshold_node.pooled``). Each input is checked as SEAL's ``load`` checks it, and more
-    strictly (``threshold.ciphertext_residues``); the sizes of the vectors added must agree, as
-    TenSEAL's addition requires. 0.35 s of TenSEAL load/add/serialize per Cox fit became ~0.1 s."""
+    (``threshold.py``'s parameters), as NumPy additions of their residues modulo each prime
+    (``threshold_node.pooled``: what SEAL's additions give, as canonical SEAL bytes, compression
+    off), each in a BFVVector: the very ciphertexts whose digests the key parties recompute.
+    Each input is checked as SEAL's ``load`` checks it, and more strictly
+    (``threshold.ciphertext_residues``), and must be a BFVVector exactly as TenSEAL writes it;
+    the sizes of the vectors added must agree, as TenSEAL's addition requires. In one process
+    (``Federation``) the simulated key parties' sum of the same bytes is reused
+    (``pooled`` remembers it by the contributions' digests). TenSEAL's load/add/serialize took
+    0.35 s per Cox d=5 fit at n=1e5."""
     from workbench.secure import threshold as th
+    from workbench.secure import threshold_node as tn
     from workbench.secure import threshold_seal
 
-    out = []
+    sizes = []
     for index in range(len(parts[0].blobs)):
-        total, size = None, None
+        size = None
         for part in parts:
             who = ", ".join(part.contributors)
             try:
-                this, ciphertext = _bfv_vector(part.blobs[index])
-                residues = th.ciphertext_residues(ciphertext)
-            except (ValueError, TypeError, th.ThresholdError, threshold_seal.SealFormatError):
+                this, _ciphertext = _bfv_vector(part.blobs[index])
+            except (ValueError, TypeError):
                 raise _malformed(who) from None
             if size is not None and this != size:
                 raise WorkbenchUserError(f"ciphertexts from {who} do not match the operation's "
                                          "layout.", reason="malformed-message")
             size = this
-            total = residues if total is None else total + residues
-        # residues < 2^31: int64 holds the sum of MAX_HOLDERS of them before the one reduction
-        out.append(_bfv_vector_bytes(size, th.canonical_bytes(total % th._PRIMES)))  # noqa: SLF001
-    return out
+        sizes.append(size)
+    try:
+        sums = tn.pooled([part.blobs for part in parts])  # every input validated there
+    except WorkbenchUserError:
+        for part in parts:  # name the holder whose ciphertext was refused
+            for blob in part.blobs:
+                try:
+                    th.ciphertext_residues(_bfv_vector(blob)[1])
+                except (ValueError, TypeError, th.ThresholdError,
+                        threshold_seal.SealFormatError):
+                    raise _malformed(", ".join(part.contributors)) from None
+        raise
+    return [_bfv_vector_bytes(size, total) for size, total in zip(sizes, sums, strict=True)]
 
 
 def _load(load, ctx, blob: bytes, who: str):
