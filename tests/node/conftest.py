@@ -146,10 +146,11 @@ def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
 
 
 def stop_node_space(made: NodeSpace) -> None:
+    from workbench.node.process import NodeGroup
+
     for service in reversed(made.services):
         service.stop()
-    for node in made.nodes.values():
-        node.stop()
+    NodeGroup(made.nodes).stop()
 
 
 @contextlib.contextmanager
