@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from workbench.errors import WorkbenchUserError
-from workbench.secure import nodes, ops
+from workbench.secure import nodes, ops, tensealproto
 from workbench.secure import threshold as th
 from workbench.secure import threshold_node as tn
 from workbench.secure.keys import PublicKeys, fingerprint_of
@@ -75,7 +75,7 @@ def test_every_input_is_checked(joint):
     keys, parts = joint["keys"], joint["parts"]
     aggregator = nodes.Aggregator(keys)
     good = parts[1].blobs[0]
-    size, ciphertext = nodes._bfv_vector(good)  # noqa: SLF001
+    size, ciphertext = tensealproto.one_ciphertext_vector(good)
     residues = th.ciphertext_residues(ciphertext)
     unreduced = residues.copy()
     unreduced[1, 0, 5] = th.DATA_PRIMES[0]
@@ -84,10 +84,10 @@ def test_every_input_is_checked(joint):
         "trailing byte": good + b"\0",
         "garbage": os.urandom(len(good)),
         "empty": b"",
-        "unreduced residue": nodes._bfv_vector_bytes(  # noqa: SLF001
+        "unreduced residue": tensealproto.vector_bytes(
             size, th.sealio.ciphertext_bytes(th._ids()[0], unreduced.astype(np.uint64),  # noqa: SLF001
                                              ntt=False)),
-        "NTT form": nodes._bfv_vector_bytes(  # noqa: SLF001
+        "NTT form": tensealproto.vector_bytes(
             size, th.sealio.ciphertext_bytes(th._ids()[0], residues.astype(np.uint64),  # noqa: SLF001
                                              ntt=True)),
         "two sizes": b"\x0a\x04\x80\x20\x80\x20" + good[4:],
@@ -96,10 +96,10 @@ def test_every_input_is_checked(joint):
         assert _reason(lambda b=blob: aggregator.combine(_with_blob(parts, 1, b))) \
             == "malformed-ciphertext", label
     # a vector of another size cannot be added to the others (TenSEAL refuses it too)
-    other = nodes._bfv_vector_bytes(size - 1, ciphertext)  # noqa: SLF001
+    other = tensealproto.vector_bytes(size - 1, ciphertext)
     assert _reason(lambda: aggregator.combine(_with_blob(parts, 1, other))) == "malformed-message"
     # a canonical, uncompressed ciphertext of the right form is accepted, and sums the same
-    canonical = nodes._bfv_vector_bytes(size, th.canonical_bytes(residues))  # noqa: SLF001
+    canonical = tensealproto.vector_bytes(size, th.canonical_bytes(residues))
     same = aggregator.combine(_with_blob(parts, 1, canonical))
     assert [tn.digest(s) for s in tn.pooled_from_sum(same.blobs)] == \
         [tn.digest(s) for s in tn.pooled_from_sum(aggregator.combine(parts).blobs)]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
-from workbench.secure import wire
+from workbench.secure import tensealproto, wire
 
 BFV_POLY_DEGREE = 4096
 BFV_PLAIN_MODULUS = 1073750017  # smallest prime >= 2^30 with p = 1 mod 2N: batching, exact counts
@@ -209,11 +208,11 @@ def _bfv_contexts() -> tuple[bytes, bytes]:
     keygen = sealapi.KeyGenerator(context)
     public_key = sealapi.PublicKey()
     keygen.create_public_key(public_key)
-    public_part = (_proto_field(1, _seal_bytes(public_key)) + _proto_field(2, 7)  # auto flags
-                   + _proto_field(3, -1.0))
-    public = _proto_field(1, _seal_bytes(parms)) + _proto_field(2, public_part)
+    field = tensealproto.field
+    public_part = field(1, _seal_bytes(public_key)) + field(2, 7) + field(3, -1.0)  # auto flags
+    public = field(1, _seal_bytes(parms)) + field(2, public_part)
     # encryption type 0 (public key) is proto3's default and so not written
-    return public, public + _proto_field(3, _proto_field(1, _seal_bytes(keygen.secret_key())))
+    return public, public + field(3, field(1, _seal_bytes(keygen.secret_key())))
 
 
 def _seal_bytes(seal_object) -> bytes:
@@ -225,25 +224,6 @@ def _seal_bytes(seal_object) -> bytes:
         return os.pread(fd, os.fstat(fd).st_size, 0)
     finally:
         os.close(fd)
-
-
-def _proto_field(number: int, value: bytes | int | float) -> bytes:
-    """One protobuf field: bytes (or a message) length-delimited, an int as a varint, a float as
-    a 64-bit double."""
-    if isinstance(value, bytes):
-        return _varint(number << 3 | 2) + _varint(len(value)) + value
-    if isinstance(value, float):
-        return _varint(number << 3 | 1) + struct.pack("<d", value)
-    return _varint(number << 3) + _varint(value)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def write_key_file(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchUserError
-from workbench.secure import mac, ops, signing
+from workbench.secure import mac, ops, signing, tensealproto
 from workbench.secure.keys import BFV_POLY_DEGREE, PublicKeys
 
 MAX_HOLDERS = 32  # more "holders" than this is a per-patient encryption pattern, not a federation
@@ -234,46 +234,6 @@ def _malformed(who: str) -> WorkbenchUserError:
                               reason="malformed-ciphertext")
 
 
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[at]
-        value, at, shift = value | (byte & 0x7F) << shift, at + 1, shift + 7
-        if byte < 0x80:
-            return value, at
-
-
-def _bfv_vector(blob: bytes) -> tuple[int, bytes]:
-    """(size, SEAL ciphertext bytes) of a serialized one-ciphertext TenSEAL BFVVector, exactly as
-    TenSEAL writes it (``BFVVectorProto {repeated uint32 sizes = 1; repeated bytes ciphertexts =
-    2;}``: the packed sizes with one value, then one ciphertext, nothing else), or ValueError."""
-    if blob[:1] != b"\x0a":
-        raise ValueError("no sizes field")
-    length, at = _varint(blob, 1)
-    size, end = _varint(blob, at)
-    if end != at + length or blob[end:end + 1] != b"\x12":
-        raise ValueError("not one size")
-    length, at = _varint(blob, end + 1)
-    if at + length != len(blob):
-        raise ValueError("not one ciphertext")
-    return size, blob[at:]
-
-
-def _bfv_vector_bytes(size: int, ciphertext: bytes) -> bytes:
-    def varint(value: int) -> bytes:
-        out = bytearray()
-        while True:
-            low, value = value & 0x7F, value >> 7
-            out.append(low | (0x80 if value else 0))
-            if not value:
-                return bytes(out)
-
-    packed = varint(size)
-    return b"\x0a" + varint(len(packed)) + packed + b"\x12" + varint(len(ciphertext)) + ciphertext
-
-
 def _joint_sum(parts: list[Encrypted]) -> list[bytes]:
     """The sum, ciphertext by ciphertext, of the parts' BFVVectors under the joint key
     (``threshold.py``'s parameters), as NumPy additions of their residues modulo each prime
@@ -295,7 +255,7 @@ def _joint_sum(parts: list[Encrypted]) -> list[bytes]:
         for part in parts:
             who = ", ".join(part.contributors)
             try:
-                this, _ciphertext = _bfv_vector(part.blobs[index])
+                this, _ciphertext = tensealproto.one_ciphertext_vector(part.blobs[index])
             except (ValueError, TypeError):
                 raise _malformed(who) from None
             if size is not None and this != size:
@@ -309,12 +269,12 @@ def _joint_sum(parts: list[Encrypted]) -> list[bytes]:
         for part in parts:  # name the holder whose ciphertext was refused
             for blob in part.blobs:
                 try:
-                    th.ciphertext_residues(_bfv_vector(blob)[1])
+                    th.ciphertext_residues(tensealproto.one_ciphertext_vector(blob)[1])
                 except (ValueError, TypeError, th.ThresholdError,
                         threshold_seal.SealFormatError):
                     raise _malformed(", ".join(part.contributors)) from None
         raise
-    return [_bfv_vector_bytes(size, total) for size, total in zip(sizes, sums, strict=True)]
+    return [tensealproto.vector_bytes(size, total) for size, total in zip(sizes, sums, strict=True)]
 
 
 def _load(load, ctx, blob: bytes, who: str):

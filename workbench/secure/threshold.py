@@ -30,9 +30,9 @@ from functools import cache
 import numpy as np
 
 from workbench.errors import WorkbenchUserError
+from workbench.secure import tensealproto, wire
 from workbench.secure import threshold_seal as sealio
-from workbench.secure import wire
-from workbench.secure.keys import BFV_PLAIN_MODULUS, _proto_field
+from workbench.secure.keys import BFV_PLAIN_MODULUS
 
 POLY_DEGREE = 4096
 # Three data primes just below 2^31 (p = 1 mod 2N, for SEAL's NTT) and SEAL's key-level
@@ -422,8 +422,9 @@ def joint_public_key(seed: bytes, public_shares: list[bytes], commitments: list[
 def tenseal_context(public_key: bytes) -> bytes:
     """A public TenSEAL BFV context (no secret key) around the joint key: holders encrypt with
     it as with today's ``public.ctx`` (the same message layout as ``keys._bfv_contexts``)."""
-    public_part = _proto_field(1, public_key) + _proto_field(2, 7) + _proto_field(3, -1.0)
-    return _proto_field(1, sealio.save(_seal()[1])) + _proto_field(2, public_part)
+    field = tensealproto.field
+    public_part = field(1, public_key) + field(2, 7) + field(3, -1.0)
+    return field(1, sealio.save(_seal()[1])) + field(2, public_part)
 
 
 def decrypt(ciphertext: bytes, partials: list[bytes]) -> np.ndarray:

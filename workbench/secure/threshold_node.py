@@ -31,7 +31,7 @@ from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from workbench.errors import WorkbenchUserError
-from workbench.secure import ops, signing, wire
+from workbench.secure import ops, signing, tensealproto, wire
 from workbench.secure import threshold as th
 from workbench.secure import threshold_seal as sealio
 
@@ -44,47 +44,13 @@ def refuse(reason: str, message: str) -> WorkbenchUserError:
     return WorkbenchUserError(f"Partial decryption refused ({reason}): {message}", reason=reason)
 
 
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[at]
-        value, at, shift = value | (byte & 0x7F) << shift, at + 1, shift + 7
-        if byte < 0x80:
-            return value, at
-
-
-def _seal_ciphertexts(blob: bytes) -> list[bytes]:
-    """The SEAL ciphertexts inside a serialized TenSEAL BFVVector (``tensors.proto``:
-    ``BFVVectorProto {repeated uint32 sizes = 1; repeated bytes ciphertexts = 2;}``), read
-    directly: loading the vector with TenSEAL and saving each ciphertext again with SEAL took
-    1.2 of the 1.9 ms per ciphertext. SEAL's ``load`` then validates each one."""
-    out, at = [], 0
-    while at < len(blob):
-        key, at = _varint(blob, at)
-        field, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            _value, at = _varint(blob, at)
-        elif wire_type == 2:
-            length, at = _varint(blob, at)
-            if at + length > len(blob):
-                raise ValueError("truncated field")
-            if field == 2:
-                out.append(blob[at:at + length])
-            at += length
-        else:
-            raise ValueError("unexpected wire type")
-    return out
-
-
 def vector_residues(blob: bytes) -> np.ndarray:
     """(c0, c1) residues, shape (2, primes, N), of a serialized one-ciphertext BFVVector at
     the joint key's parameters, validated as SEAL's ``load`` validates it (fresh level,
     coefficient form, every residue reduced, the context's parameters:
     ``threshold.ciphertext_residues``)."""
     try:
-        cts = _seal_ciphertexts(blob)
+        cts = tensealproto.vector_ciphertexts(blob)
         if len(cts) != 1:
             raise ValueError("not one ciphertext")
         return th.ciphertext_residues(cts[0])
