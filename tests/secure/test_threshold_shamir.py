@@ -111,3 +111,60 @@ def test_no_shamir_share_is_the_joint_secret(space):
     lambdas = {j: sh.lagrange(j, [1, 2, 3]) for j in (1, 2, 3)}
     recombined = sum(space["parties"][j].share * lambdas[j] % th._PRIMES for j in lambdas)
     assert np.array_equal(recombined % th._PRIMES, joint)  # t shares interpolate to it
+
+
+def test_blame_sets_name_any_one_wrong_party_and_nothing_when_all_fail_alike():
+    order = ["a", "b", "c", "d"]
+    sets = sh.blame_sets(order, T)
+    assert sets[0] == ["a", "b", "c"] and len(sets) == T + 1
+    assert all(len(s) == T and s == sorted(s) for s in sets)
+    assert sum("d" in s for s in sets) == T  # the spare computes t partials, like the others
+    for wrong in order:
+        outcomes = {frozenset(s): wrong not in s for s in sets}
+        assert sh.suspects(outcomes) == {wrong}
+    assert sh.suspects({frozenset(s): False for s in sets}) == set()  # not a partial
+    assert sh.blame_sets(order[:T], T) == [["a", "b", "c"]]  # no spare: nothing to name with
+    with pytest.raises(th.ThresholdError):
+        sh.blame_sets(["a", "a", "b"], 2)
+
+
+def _federation(rossi, t):
+    from tests.secure.conftest import split_round_robin
+    from workbench.secure.federation import Federation
+
+    return Federation(split_round_robin(rossi, 3), min_cell_count=5, decryption_threshold=t)
+
+
+def test_a_federation_names_the_key_party_with_a_wrong_share_and_releases_nothing(rossi):
+    import dataclasses
+
+    from workbench.errors import WorkbenchUserError
+
+    fed = _federation(rossi, 2)
+    assert int(fed.count()) == len(rossi)
+    keys = fed.coordinator.aggregator.parties.parties
+    wrong = sorted(keys)[1]
+    share = keys[wrong].share.copy()
+    share[:, 0] = (share[:, 0] + 1) % th._PRIMES[:, 0]
+    keys[wrong] = dataclasses.replace(keys[wrong], share=share)
+    for _ in range(3):  # whichever random set of t is released from
+        with pytest.raises(WorkbenchUserError) as refused:
+            fed.count()
+        said = str(refused.value)
+        assert refused.value.reason == "bad-partial", said
+        assert [h for h in sorted(keys) if h in said] == [wrong], said
+        assert str(len(rossi)) not in said
+
+
+def test_n_of_n_says_the_wrong_partial_is_not_named(rossi):
+    from workbench.errors import WorkbenchUserError
+
+    fed = _federation(rossi, None)
+    keys = fed.coordinator.aggregator.parties.parties
+    wrong = sorted(keys)[0]
+    keys[wrong] = th.Party.generate(os.urandom(32))[0]  # a share that is not in the key
+    with pytest.raises(WorkbenchUserError) as refused:
+        fed.count()
+    assert refused.value.reason == "mac-mismatch"
+    assert "not named (N-out-of-N)" in str(refused.value)
+    assert not [h for h in keys if h in str(refused.value)]

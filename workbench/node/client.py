@@ -307,15 +307,24 @@ class RemoteHolders:
         if not threshold:
             return parts
         parties, t = list(threshold["parties"]), threshold.get("t") or len(threshold["parties"])
-        present = None
-        if t < len(parties):  # t-out-of-N: t key parties, those that contributed first
+        present, asked = None, parties
+        if t < len(parties):
+            # t-out-of-N: the t key parties that contributed first, plus one spare that also
+            # contributed (so answers this round) when there is one: with it the checker can
+            # name a wrong partial's sender (threshold_shamir.blame_sets: t + 1 sets, each of
+            # these parties computes t partials). Not every reachable party: one spare names
+            # one wrong partial; more would cost partials and name nothing more.
+            from workbench.secure.threshold_shamir import blame_sets
+
             contributed = {p.contributors[0] for p in parts}
-            present = sorted(sorted(parties, key=lambda h: (h not in contributed, h))[:t])
-        return Contributions(parts, self.partials(present or parties, kind, spec, nonce, parts,
-                                                  present))
+            order = sorted(parties, key=lambda h: (h not in contributed, h))
+            spare = 1 if len(order) > t and order[t] in contributed else 0
+            present = blame_sets(order[:t + spare], t)
+            asked = sorted(set().union(*present))
+        return Contributions(parts, self.partials(asked, kind, spec, nonce, parts, present))
 
     def partials(self, parties: list[str], kind: str, spec: dict, nonce: str,
-                 parts: list[Encrypted], present: list[str] | None = None
+                 parts: list[Encrypted], present: list[list[str]] | None = None
                  ) -> list[tuple[dict, bytes]]:
         """Each key party's sealed partial decryption of the sum of ``parts``: the gateway
         sends the signed contributions and the sum it wants decrypted (as a digest; each node

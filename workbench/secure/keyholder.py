@@ -162,13 +162,25 @@ class KeyHolder:
             except WorkbenchUserError as exc:
                 self._record(header, thresholds, "refused", exc.reason, len(blobs))
                 raise
-        decrypted = self._decrypt(blobs, opened)
-        try:
-            _check_macs(decrypted, mac_keys, weight_key, header.get("nonce"), kind, spec,
+        decrypted = self._decrypt(blobs, opened.combine(0) if opened is not None else None)
+
+        def macs_match(values: list[np.ndarray]) -> None:
+            _check_macs(values, mac_keys, weight_key, header.get("nonce"), kind, spec,
                         slots()["bfv"])
+
+        try:
+            macs_match(decrypted)
+            failed = None
         except WorkbenchUserError as exc:
-            self._record(header, thresholds, "refused", exc.reason, len(blobs))
-            raise
+            failed = exc
+        named: list[str] = []
+        if opened is not None and (failed is not None or len(opened.sets) > 1):
+            # which key party's partial is wrong, if one can be named; with t-out-of-N every
+            # set of t opened is checked, so a wrong partial outside the released set is too
+            failed, named = _blame(opened, macs_match, failed)
+        if failed is not None:
+            self._record(header, thresholds, "refused", failed.reason, len(blobs), named=named)
+            raise failed
         flat = {"bfv": np.concatenate([np.zeros(0, dtype=np.int64)]
                                       + [d[:-ops.MAC_SLOTS] for d in decrypted])[:count["bfv"]]}
         values = ops.split(kind, spec, flat)
@@ -278,8 +290,9 @@ class KeyHolder:
         return signed
 
     def _combine(self, header: dict, kind: str, spec: dict, bfv_blobs: list[bytes],
-                 partials: list, boxes: list[bytes]) -> list[np.ndarray]:
-        """The pooled BFV slots from every key party's sealed, signed partial decryption."""
+                 partials: list, boxes: list[bytes]):
+        """Every key party's sealed, signed partial decryption, opened
+        (``threshold_node.Opened``: ``combine(0)`` gives the pooled BFV slots)."""
         from workbench.secure import threshold_node
 
         if self._box_key is None:
@@ -289,7 +302,7 @@ class KeyHolder:
                                                           "partial decryptions with.")
             self._box_key = threshold_node.load_box_key(where)
         sums = threshold_node.pooled_from_sum(bfv_blobs)
-        return threshold_node.open_and_combine(
+        return threshold_node.open_partials(
             self._box_key, self.registry, list(self.keys.threshold["parties"]),
             nonce=header.get("nonce"), kind=kind, spec=spec, sums=sums, partials=partials,
             boxes=boxes, t=self.keys.threshold.get("t"))
@@ -315,7 +328,7 @@ class KeyHolder:
         return out
 
     def _record(self, header, thresholds, decision: str, rule: str | None, n_blobs: int,
-                result: tuple[bytes, str] | None = None) -> None:
+                result: tuple[bytes, str] | None = None, named: list[str] = ()) -> None:
         if self.provenance is None:
             return
         context = header.get("context") or {}
@@ -333,7 +346,7 @@ class KeyHolder:
                        else "pass"},
                       {"name": "min-holders", "status": "fail" if rule == "min-holders"
                        else "pass"},
-                      *_threshold_checks(self.keys.threshold, header, rule),
+                      *_threshold_checks(self.keys.threshold, header, rule, named),
                       {"name": "release-policy", "status": passed,
                        "rule": f"{rule or 'all'}; thresholds {_compact(thresholds)}"}],
         }
@@ -349,9 +362,11 @@ class KeyHolder:
         self.provenance.append("he-decryption", fields)  # raises when the collector is down
 
 
-def _threshold_checks(threshold: dict | None, header: dict, rule: str | None) -> list[dict]:
+def _threshold_checks(threshold: dict | None, header: dict, rule: str | None,
+                      named: list[str] = ()) -> list[dict]:
     """With threshold decryption: one check for the partials, and one per partial received
-    (its sender and the digest of its sealed box), so provenance names every partial used."""
+    (its sender and the digest of its sealed box), so provenance names every partial used;
+    ``named``: the key parties whose partial was found wrong (``_blame``), their check fails."""
     if not threshold:
         return []
     from workbench.secure.threshold import FLOOD_BITS
@@ -365,9 +380,54 @@ def _threshold_checks(threshold: dict | None, header: dict, rule: str | None) ->
         holder, box = meta.get("holder"), meta.get("box_sha256")
         holder = holder if isinstance(holder, str) and signing.HOLDER_NAME.match(holder) else "?"
         box = box if isinstance(box, str) and signing._HEX64.match(box) else "?"  # noqa: SLF001
-        out.append({"name": f"partial-decryption {holder}", "status": "pass",
-                    "rule": f"sealed box sha256 {box}"})
+        wrong = holder in named
+        out.append({"name": f"partial-decryption {holder}", "status": "fail" if wrong else "pass",
+                    "rule": f"sealed box sha256 {box}"
+                            + ("; wrong partial: fails the MAC in every set of t it is in"
+                               if wrong else "")})
     return out
+
+
+def _blame(opened, macs_match, failed: WorkbenchUserError | None
+           ) -> tuple[WorkbenchUserError | None, list[str]]:
+    """The MAC check on every set of t key parties the round's partials were opened for
+    (``threshold_shamir.blame_sets``; ``failed``: the released set's outcome): the key parties
+    in every failing set and in no passing one are named (``threshold_shamir.suspects``). Fail
+    closed: if any set fails, the round releases nothing, even when the released set passes
+    (its sender sent a wrong partial; a passing set also misses a wrong partial with
+    probability 1/t per ciphertext, and which set is released must not be the senders'
+    choice). Returns the refusal (None: every set passes) and the names; never values."""
+    from workbench.secure.threshold_shamir import suspects
+
+    if opened.t is None:
+        return _with_note(failed, "the sender of a wrong partial, if any, is not named "
+                                  "(N-out-of-N)."), []
+    if len(opened.sets) < 2:
+        return _with_note(failed, "the sender of a wrong partial, if any, is not named (no "
+                                  "spare key party answered: one set of t)."), []
+    outcomes = {frozenset(opened.sets[0]): failed is None}
+    for index in range(1, len(opened.sets)):
+        try:
+            macs_match(opened.combine(index))
+            outcomes[frozenset(opened.sets[index])] = True
+        except WorkbenchUserError:
+            outcomes[frozenset(opened.sets[index])] = False
+    if all(outcomes.values()):
+        return None, []
+    named, tried = sorted(suspects(outcomes)), len(outcomes)
+    if not any(outcomes.values()):  # every set fails alike: not one partial (e.g. the sum)
+        return _with_note(failed, f"all {tried} sets of t key parties fail it, so no key "
+                                  "party's partial is named."), []
+    who = ", ".join(named) if named else "more than one key party (none can be named alone)"
+    return WorkbenchUserError(
+        f"Partial decryption refused (bad-partial): the partial decryption of {who} is wrong: "
+        f"of {tried} sets of t key parties, the MAC fails in every set that includes it and "
+        "passes in the others; nothing was released from this round.",
+        reason="bad-partial"), named
+
+
+def _with_note(exc: WorkbenchUserError, note: str) -> WorkbenchUserError:
+    return WorkbenchUserError(f"{exc} {note[0].upper()}{note[1:]}", reason=exc.reason)
 
 
 def _scheme(threshold: dict, parties: list) -> str:

@@ -75,10 +75,14 @@ class LocalKeyParties:
 
     def partials(self, header: dict, parts: list, registry) -> list[tuple[dict, bytes]]:
         """Each decrypting party's sealed, signed partial of the round's sum (with t < N, a set
-        of t parties drawn at random, so every set gets exercised over many rounds)."""
-        present = None
-        if self.t < len(self.names):
-            present = sorted(secrets.SystemRandom().sample(self.names, self.t))
+        of t parties drawn at random, so every set gets exercised over many rounds, and a
+        spare: ``threshold_shamir.blame_sets``)."""
+        present, who = None, self.names
+        if self.t < len(self.names):  # t + 1 parties in a random order: the first t
+            # release, the spare lets the checker name a wrong partial (blame_sets)
+            order = secrets.SystemRandom().sample(self.names, self.t + 1)
+            present = sh.blame_sets(order, self.t)
+            who = sorted(set().union(*present))
         per_part = [p.blobs[:p.per_scheme.get("bfv", 0)] for p in parts]
         sums = tn.pooled(per_part) if per_part and per_part[0] else []
         request = {"kind": header["kind"], "spec": header["spec"], "nonce": header["nonce"],
@@ -97,7 +101,6 @@ class LocalKeyParties:
 
         # the parties answer at once, as nodes do (NumPy, hashing and zstd release the GIL);
         # each runs every check of partial_for_round on its own
-        who = present or self.names
         with ThreadPoolExecutor(max_workers=len(who), thread_name_prefix="key-party") as pool:
             return list(pool.map(answer, who))
 

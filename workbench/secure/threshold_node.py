@@ -128,7 +128,7 @@ def partial_for_round(party, signer, checker_public: bytes, registry, *,
     already used for a partial (``signing.NonceGuard``). ``party``: a ``threshold.Party``
     (N-out-of-N) or a ``threshold_shamir.ShamirParty`` (t-out-of-N: then ``present`` names the
     t key parties, this one among them, whose partials will be combined, out of ``parties``)."""
-    ids = _present_ids(party, signer.holder, parties, present)
+    ids = _present_ids(party, signer.holder, parties, present)  # one list per set it is in
     if kind not in ops.KINDS or not isinstance(spec, dict):
         raise refuse("malformed-message", "the request names no known operation.")
     try:
@@ -168,7 +168,8 @@ def partial_for_round(party, signer, checker_public: bytes, registry, *,
         raise refuse("not-the-aggregate", "the ciphertext to decrypt is not the sum of this "
                                           "round's signed contributions.")
     nonces.accept(nonce)  # only now: a refused request does not use up the round
-    shares = party.partials(sums) if ids is None else [party.partial(s, ids) for s in sums]
+    shares = party.partials(sums) if ids is None \
+        else [party.partial(s, one) for one in ids for s in sums]
     inner = wire.encode({"holder": signer.holder, "nonce": nonce, "aggregates": digests,
                          "present": present if ids else None}, shares)
     box = SealedBox(PublicKey(checker_public)).encrypt(inner)
@@ -193,17 +194,34 @@ def check_key_set(policy, registered, parties, t: int, what: str) -> None:
                                          ", secure.key_parties).")
 
 
-def _present_ids(party, holder: str, parties, present) -> list[int] | None:
-    """The Shamir party numbers of the t partials to combine (None for N-out-of-N)."""
+def _present_ids(party, holder: str, parties, present) -> list[list[int]] | None:
+    """The Shamir party numbers of each set of t partials to combine that names this node
+    (None for N-out-of-N). ``present``: one set of t key parties, or a list of such sets
+    (``threshold_shamir.blame_sets``: the first is the one released from, the others let the
+    checker name a wrong partial's sender)."""
     t = getattr(party, "t", None)
     if t is None:
         return None
-    if not isinstance(parties, list) or not isinstance(present, list) \
-            or present != sorted(set(present)) or len(present) != t \
-            or not set(present) <= set(parties) or holder not in present:
+    sets = _sets(present, t, parties)
+    mine = [one for one in (sets or []) if holder in one]
+    if not mine:
         raise refuse("malformed-message", f"a t-out-of-N partial names the {t} key parties "
                                           "to combine, this node among them.")
-    return [parties.index(h) + 1 for h in present]
+    return [[parties.index(h) + 1 for h in one] for one in mine]
+
+
+def _sets(present, t: int, parties) -> list[list[str]] | None:
+    """``present`` as a list of distinct sets of t key parties (each sorted), or None."""
+    if not isinstance(parties, list) or not isinstance(present, list) or not present:
+        return None
+    sets = present if all(isinstance(p, list) for p in present) else [present]
+    if len(sets) > t + 1 or len({tuple(one) for one in sets}) != len(sets):
+        return None
+    for one in sets:
+        if not all(isinstance(h, str) for h in one) or one != sorted(set(one)) \
+                or len(one) != t or not set(one) <= set(parties):
+            return None
+    return sets
 
 
 def verify_keys(registry) -> dict:
@@ -213,26 +231,51 @@ def verify_keys(registry) -> dict:
     return signing.Registry.from_json(Path(registry.path).read_bytes()).keys
 
 
+class Opened:
+    """The opened partials of one round: ``sets`` of key parties (one with N-out-of-N; with
+    t-out-of-N the first is the set released from and any others are there to name a wrong
+    partial's sender), each combined on demand by ``combine``."""
+
+    def __init__(self, sums: list[bytes], sets: list[list[str]],
+                 shares: dict[tuple[int, str], list[bytes]], t: int | None):
+        self.sums, self.sets, self._shares, self.t = sums, sets, shares, t
+
+    def combine(self, index: int = 0) -> list[np.ndarray]:
+        """The slots of each pooled ciphertext from the partials of set ``index``."""
+        members = self.sets[index]
+        return [th.decrypt(s, [self._shares[(index, h)][i] for h in members])
+                for i, s in enumerate(self.sums)]
+
+
 def open_and_combine(box_key: PrivateKey, registry, parties: list[str], *, nonce: str,
                      kind: str, spec: dict, sums: list[bytes], partials: list[dict],
                      boxes: list[bytes], t: int | None = None) -> list[np.ndarray]:
     """The release checker's side: every key party's partials (with t-out-of-N, those of the t
     parties the partials name), signed by that party and opened with the checker's key,
     combined into the slots of each pooled BFV ciphertext."""
+    return open_partials(box_key, registry, parties, nonce=nonce, kind=kind, spec=spec,
+                         sums=sums, partials=partials, boxes=boxes, t=t).combine(0)
+
+
+def open_partials(box_key: PrivateKey, registry, parties: list[str], *, nonce: str,
+                  kind: str, spec: dict, sums: list[bytes], partials: list[dict],
+                  boxes: list[bytes], t: int | None = None) -> Opened:
+    """Verify and open every partial of the round (``open_and_combine`` without the combine):
+    with t-out-of-N, those of every party in the sets the partials name, each signed by it."""
     keys, spec_hash = verify_keys(registry), signing.spec_sha256(spec)
     aggregates = [digest(s) for s in sums]
     found: dict[str, list[bytes]] = {}
     if not isinstance(partials, list) or len(partials) != len(boxes):
         raise refuse("malformed-message", "the partial decryptions do not match their boxes.")
-    present = None
+    present, sets = None, [list(parties)]
     if t is not None and t < len(parties):
         present = partials[0].get("present") if partials and isinstance(partials[0], dict) \
             else None
-        if not isinstance(present, list) or len(present) != t \
-                or present != sorted(set(present)) or not set(present) <= set(parties):
+        sets = _sets(present, t, list(parties))
+        if sets is None:
             raise refuse("missing-partial", f"a t-out-of-N round needs the partials of t = {t} "
                                             "named key parties.")
-        parties = present
+        parties = sorted(set().union(*sets))
     for meta, box in zip(partials, boxes, strict=True):
         holder = meta.get("holder") if isinstance(meta, dict) else None
         if holder not in parties or holder in found:
@@ -247,9 +290,10 @@ def open_and_combine(box_key: PrivateKey, registry, parties: list[str], *, nonce
             raise refuse("bad-partial", f"the partial decryption of {holder} is not signed by "
                                         "it for this round's sum, or not sealed to this "
                                         "release checker.") from None
+        expected = len(sums) * sum(holder in one for one in sets)
         if (header.get("holder"), header.get("nonce"), header.get("aggregates"),
                 header.get("present")) != (holder, nonce, aggregates, present) \
-                or len(shares) != len(sums):
+                or len(shares) != expected:
             raise refuse("bad-partial", f"the partial decryption of {holder} is for another "
                                         "round or sum.")
         found[holder] = shares
@@ -257,7 +301,12 @@ def open_and_combine(box_key: PrivateKey, registry, parties: list[str], *, nonce
     if missing:
         raise refuse("missing-partial", f"no partial decryption from {', '.join(missing)}; "
                                         "every key party's is needed.")
-    return [th.decrypt(s, [found[h][i] for h in parties]) for i, s in enumerate(sums)]
+    by_set, seen = {}, dict.fromkeys(found, 0)
+    for index, one in enumerate(sets):  # a party's shares: set after set it is in, in order
+        for h in one:
+            by_set[(index, h)] = found[h][seen[h] * len(sums):(seen[h] + 1) * len(sums)]
+            seen[h] += 1
+    return Opened(sums, sets, by_set, t if present is not None else None)
 
 
 # -- the release checker's box key -------------------------------------------------------------

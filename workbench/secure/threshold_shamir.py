@@ -134,3 +134,20 @@ def suspects(outcomes: dict[frozenset[int], bool]) -> set[int]:
     cleared = set().union(*(s for s, ok in outcomes.items() if ok))
     return set.intersection(*map(set, failed)) - cleared
 
+
+
+def blame_sets(order: list[str], t: int) -> list[list[str]]:
+    """The sets of t key parties a round is decrypted with so that one wrong partial's sender
+    can be named (``suspects``): T0, the first t of ``order`` (the parties asked, in preference
+    order), then, when a spare party r (the next in ``order``) can be asked, T0 with each of its
+    members in turn replaced by r. A wrong partial from j in T0 fails T0 and every set with j,
+    and only the set without j passes; a wrong one from r fails every set but T0. Each party
+    computes at most t partials of the round (one per set it is in); without a spare, T0 alone
+    (nothing can be named)."""
+    if not 1 <= t <= len(order) or len(set(order)) != len(order):
+        raise th.ThresholdError("need t distinct key parties")
+    first = sorted(order[:t])
+    if len(order) == t:
+        return [first]
+    spare = order[t]
+    return [first] + [sorted([*(h for h in first if h != j), spare]) for j in first]
