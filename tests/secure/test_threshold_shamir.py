@@ -168,3 +168,31 @@ def test_n_of_n_says_the_wrong_partial_is_not_named(rossi):
     assert refused.value.reason == "mac-mismatch"
     assert "not named (N-out-of-N)" in str(refused.value)
     assert not [h for h in keys if h in str(refused.value)]
+
+
+def test_a_wrong_spare_is_named_even_when_the_released_set_passes(rossi, monkeypatch):
+    """Fail closed: the set released from (T0) is honest and passes its MAC, the spare's
+    partials are wrong; the round still releases nothing and names the spare."""
+    import dataclasses
+
+    from workbench.errors import WorkbenchUserError
+    from workbench.secure import threshold_local
+
+    fed = _federation(rossi, 2)
+    keys = fed.coordinator.aggregator.parties.parties
+    spare = sorted(keys)[0]
+    order = [*sorted(set(keys) - {spare}), spare]
+
+    class Fixed:
+        def sample(self, population, k):
+            return order[:k]
+
+    monkeypatch.setattr(threshold_local.secrets, "SystemRandom", Fixed)
+    assert int(fed.count()) == len(rossi)
+    share = keys[spare].share.copy()
+    share[:, 1] = (share[:, 1] + 1) % th._PRIMES[:, 0]
+    keys[spare] = dataclasses.replace(keys[spare], share=share)
+    with pytest.raises(WorkbenchUserError) as refused:
+        fed.count()
+    assert refused.value.reason == "bad-partial"
+    assert [h for h in sorted(keys) if h in str(refused.value)] == [spare]
