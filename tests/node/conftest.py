@@ -92,8 +92,9 @@ def run_as_kernel(space, code: str, study: str = STUDY) -> dict:
     return space_support.run_as_kernel(space, study, code, kernel_id="k-node")
 
 
-def he_operations(space) -> list[dict]:
-    """The fields of every he-operation record, read from the collector's store as root."""
+def he_operations(space, kind: str = "he-operation") -> list[dict]:
+    """The fields of every record of ``kind`` (he-operation, he-decryption), read from the
+    collector's store as root."""
     from workbench.provenance.store import open_store
 
     store = open_store(space, readonly=True)
@@ -101,7 +102,7 @@ def he_operations(space) -> list[dict]:
         bodies = [json.loads(body) for _seq, _prev, _hash, body in store.rows()]
     finally:
         store.close()
-    return [b["fields"] for b in bodies if b.get("kind") == "he-operation"]
+    return [b["fields"] for b in bodies if b.get("kind") == kind]
 
 
 def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,

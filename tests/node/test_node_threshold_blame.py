@@ -7,12 +7,11 @@ the he-decryption record, and releases nothing. No value is in the message."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
-from tests.node.conftest import run_as_kernel, running_node_space
+from tests.node.conftest import he_operations, run_as_kernel, running_node_space
 from tests.node.test_node_faults import restart
 from tests.node.test_node_quorum import HOLDERS, KM
 from tests.node.test_node_threshold_quorum import POLICY_TWO_OF_THREE
@@ -43,17 +42,6 @@ def _corrupt_share(space, holder: str) -> None:
         out.truncate()
 
 
-def _he_decryptions(space) -> list[dict]:
-    from workbench.provenance.store import open_store
-
-    store = open_store(space, readonly=True)
-    try:
-        bodies = [json.loads(body) for _seq, _prev, _hash, body in store.rows()]
-    finally:
-        store.close()
-    return [b["fields"] for b in bodies if b.get("kind") == "he-decryption"]
-
-
 def test_a_wrong_partial_is_named_and_the_round_releases_nothing(blamed_nodes):
     space = blamed_nodes.space
     honest = run_as_kernel(space, KM)
@@ -67,7 +55,7 @@ def test_a_wrong_partial_is_named_and_the_round_releases_nothing(blamed_nodes):
     assert named == [WRONG], said
     # names, never values: no pooled count or at-risk figure, no number but the sets' count
     assert set(re.findall(r"\d+", said.replace(WRONG, ""))) <= {"3"}, said
-    record = _he_decryptions(space)[-1]
+    record = he_operations(space, "he-decryption")[-1]
     assert (record["decision"], record["reason"]) == ("refused", "bad-partial")
     checks = {c["name"]: c for c in record["rules"]}
     assert checks["threshold-partials"]["status"] == "fail"
