@@ -20,6 +20,29 @@ from workbench.space.build import init_space
 _PROGRAMS = ("configurable-http-proxy", "jupyterhub", "voila", "bwrap", "workbench")
 _ACCOUNTS = ("wb-", "wbs-", "wbk-", "wbr-", "wbv-", "wbh-")
 
+# `make test` runs the suite in two workers (pytest-xdist, --dist loadgroup), each test in one of
+# two groups run one after another. These run servers and kernels as the demo studies' accounts
+# (cml-tki, lung-validation, t1d-registry): per-account limits (RLIMIT_NPROC counts every process
+# of the account), the study server's cgroup and the kernel limit are the account's or study's,
+# not the test's, so two of them must never run at the same time. Every other test uses accounts
+# of its own (study names per module) and runs in the other group.
+_DEMO_STUDY_ACCOUNTS = ("hub/", "review/", "run/", "policy/test_policy_hub.py",
+                        "node/test_demo_examples.py", "node/test_demo_build.py",
+                        "gateway/test_demo_space.py", "synth/test_space_integration.py",
+                        "test_wheel.py", "test_cli_errors.py")
+_TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test in its group (above); the demo-accounts group first, the longer of the two."""
+    def group(item) -> str:
+        path = Path(item.fspath).relative_to(_TESTS).as_posix()
+        return "demo-study-accounts" if path.startswith(_DEMO_STUDY_ACCOUNTS) else "own-accounts"
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    items.sort(key=lambda item: group(item) != "demo-study-accounts")
+
 
 def _ours(argv: list[str], account: str) -> bool:
     """A program or module of the list above (by name, not by a path that mentions it), or a
