@@ -44,7 +44,7 @@ demo: system-deps $(STAMP)
 
 test: system-deps $(STAMP)
 	$(VENV)/bin/ruff check workbench tests benchmarks
-	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: system-deps $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -20,28 +20,40 @@ from workbench.space.build import init_space
 _PROGRAMS = ("configurable-http-proxy", "jupyterhub", "voila", "bwrap", "workbench")
 _ACCOUNTS = ("wb-", "wbs-", "wbk-", "wbr-", "wbv-", "wbh-")
 
-# `make test` runs the suite in two workers (pytest-xdist, --dist loadgroup), each test in one of
-# two groups run one after another. These run servers and kernels as the demo studies' accounts
-# (cml-tki, lung-validation, t1d-registry): per-account limits (RLIMIT_NPROC counts every process
-# of the account), the study server's cgroup and the kernel limit are the account's or study's,
-# not the test's, so two of them must never run at the same time. Every other test uses accounts
-# of its own (study names per module) and runs in the other group.
-_DEMO_STUDY_ACCOUNTS = ("hub/", "review/", "run/", "policy/test_policy_hub.py",
-                        "node/test_demo_examples.py", "node/test_demo_build.py",
-                        "gateway/test_demo_space.py", "synth/test_space_integration.py",
-                        "test_wheel.py", "test_cli_errors.py")
+# `make test` runs the suite in two workers (pytest-xdist, --dist loadgroup): each group below
+# runs whole on one worker, its tests one after another in their order (module fixtures and tests
+# that build on the one before stay valid). Groups are what must never run at the same time:
+# - "hub": every live hub. Study servers run as the studies' accounts in a cgroup named after
+#   user and study, and the hub tests all use alice's cml-tki server.
+# - "demo-studies": `workbench run` kernels of the demo studies (cml-tki, lung-validation,
+#   t1d-registry) as their kernel accounts, whose process count is one RLIMIT_NPROC.
+# - "nodes": the holder nodes, one account per holder name (wbh-hospital-a, ...), shared by the
+#   node spaces of every module there.
+# - every other folder of tests/ a group of its own: its modules share study names (a support
+#   module's STUDY), other folders use other ones.
+_GROUPS = {
+    "hub": ("hub/", "review/", "policy/test_policy_hub.py"),
+    "demo-studies": ("run/", "node/test_demo_examples.py", "node/test_demo_build.py",
+                     "gateway/test_demo_space.py", "synth/test_space_integration.py",
+                     "test_wheel.py", "test_cli_errors.py"),
+    "nodes": ("node/",),
+}
 _TESTS = Path(__file__).parent
 
 
-def pytest_collection_modifyitems(config, items):
-    """Each test in its group (above); the demo-accounts group first, the longer of the two."""
-    def group(item) -> str:
-        path = Path(item.fspath).relative_to(_TESTS).as_posix()
-        return "demo-study-accounts" if path.startswith(_DEMO_STUDY_ACCOUNTS) else "own-accounts"
+def _group(item) -> str:
+    path = Path(item.fspath).relative_to(_TESTS).as_posix()
+    named = next((name for name, paths in _GROUPS.items() if path.startswith(paths)), None)
+    return named or "folder:" + path.split("/")[0].removesuffix(".py")
 
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    """Each test in its group; the named groups first (the longest), in the order above."""
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
-    items.sort(key=lambda item: group(item) != "demo-study-accounts")
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    order = list(_GROUPS)
+    items.sort(key=lambda item: order.index(_group(item)) if _group(item) in order else len(order))
 
 
 def _ours(argv: list[str], account: str) -> bool:
@@ -130,3 +142,13 @@ def built_space():
 def public_only_space(open_tmp):
     """A fresh space with only the public datasets: cheap enough to build per test."""
     return init_space(open_tmp / "space", patients=0, echo=lambda _line: None)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """Fail loudly if the groups did not reach pytest-xdist (it reads them from the node ids it
+    rewrites; pytest 9 no longer uses what it rewrites): ungrouped, two tests sharing an account
+    could run at the same time."""
+    if session.config.getoption("loadgroup", False) and not all(
+            "@" in item.nodeid for item in session.items):
+        raise pytest.UsageError("pytest-xdist did not group the tests (see tests/conftest.py)")
