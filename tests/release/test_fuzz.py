@@ -4,6 +4,7 @@ aiohttp cannot parse (a bad Content-Length) answered 400 in the same shape."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -241,3 +242,31 @@ def test_a_reviewer_token_for_another_study_is_refused(airlock, client):
     reply = client.get("/requests", headers={"X-Workbench-Reviewer-Token": token,
                                              "X-Workbench-Study": "other"})
     assert reply.status_code == 403 and reply.json()["error"]["reason"] == "access-denied"
+
+
+
+def test_a_trusted_caller_refused_before_its_body_is_used_keeps_its_connection(airlock):
+    """A trusted caller's request refused before its body is needed (no acting user) whose body
+    is still arriving: the airlock reads the body, answers, and keeps the connection for the
+    next request. Left unread, the body made aiohttp close the connection right after the
+    answer, and a client that had already sent its next request on it got a reset (the fuzzer
+    above once did)."""
+    body = b'{"payload": {"table": "' + b"x" * 100_000 + b'"}}'
+    head = (b"POST /requests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(10)
+        conn.connect(str(airlock_socket(airlock[0])))
+        conn.sendall(head + body[:1000])
+        time.sleep(0.5)  # the rest comes later, as over a slow link
+        with contextlib.suppress(OSError):  # a closed connection is what the test looks for
+            conn.sendall(body[1000:] + b"GET /health HTTP/1.1\r\nHost: x\r\n"
+                         b"Connection: close\r\n\r\n")
+        chunks = []
+        with contextlib.suppress(OSError):
+            while data := conn.recv(65536):
+                chunks.append(data)
+    replies = b"".join(chunks)
+    assert replies.startswith(b"HTTP/1.1 401"), replies[:300]
+    assert b'"unauthenticated"' in replies
+    assert replies.count(b"HTTP/1.1 ") == 2 and replies.endswith(b'{"ok": true}'), replies[-300:]

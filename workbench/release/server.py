@@ -136,6 +136,11 @@ def make_app(airlock: Airlock, trusted_uids: set[int], token_key: bytes) -> web.
                     raise WorkbenchUserError("this account may not call the airlock directly",
                                              reason="access-denied")
                 request["study_server"] = study
+            if request.body_exists and (request.content_length or 0) <= MAX_BODY:
+                # A caller who may speak has its body (within the limit) read before any
+                # refusal: left unread, aiohttp closes the connection after the answer
+                # (lingering_time=0), and the caller, still sending, can get a reset in its place.
+                await request.read()
             response = await handler(request)
         except WorkbenchUserError as exc:
             response = error_response(STATUS.get(exc.reason, 400), exc.reason, str(exc))
