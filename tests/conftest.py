@@ -49,7 +49,10 @@ def _group(item) -> str:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
-    """Each test in its group; the named groups first (the longest), in the order above."""
+    """Each test in its group; the named groups first (the longest), in the order above. Only
+    under xdist: a run without workers keeps pytest's own order."""
+    if config.getoption("dist", "no") == "no" and not config.getoption("loadgroup", False):
+        return
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_group(item)))
     order = list(_GROUPS)
