@@ -20,9 +20,10 @@ from workbench.space.build import init_space
 _PROGRAMS = ("configurable-http-proxy", "jupyterhub", "voila", "bwrap", "workbench")
 _ACCOUNTS = ("wb-", "wbs-", "wbk-", "wbr-", "wbv-", "wbh-")
 
-# `make test` runs the suite in two workers (pytest-xdist, --dist loadgroup): each group below
-# runs whole on one worker, its tests one after another in their order (module fixtures and tests
-# that build on the one before stay valid). Groups are what must never run at the same time:
+# With two workers (`make test PYTEST_WORKERS="-n 2 --dist loadgroup --no-loadscope-reorder"`,
+# README) each group below runs whole on one worker, its tests one after another in their order
+# (module fixtures and tests that build on the one before stay valid). Groups are what must
+# never run at the same time:
 # - "hub": every live hub. Study servers run as the studies' accounts in a cgroup named after
 #   user and study, and the hub tests all use alice's cml-tki server.
 # - "demo-studies": `workbench run` kernels of the demo studies (cml-tki, lung-validation,
@@ -51,12 +52,13 @@ def _group(item) -> str:
 def pytest_collection_modifyitems(config, items):
     """Each test in its group; the named groups first (the longest), in the order above. Only
     under xdist: a run without workers keeps pytest's own order."""
-    if config.getoption("dist", "no") == "no" and not config.getoption("loadgroup", False):
+    if not config.getoption("loadgroup", False):  # set in the xdist workers, which collect
         return
+    group = {item: _group(item) for item in items}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    order = list(_GROUPS)
-    items.sort(key=lambda item: order.index(_group(item)) if _group(item) in order else len(order))
+        item.add_marker(pytest.mark.xdist_group(group[item]))
+    order = list(_GROUPS)  # the folder groups after them, in pytest's order (a stable sort)
+    items.sort(key=lambda item: order.index(group[item]) if group[item] in order else len(order))
 
 
 def _ours(argv: list[str], account: str) -> bool:
