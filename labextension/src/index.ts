@@ -441,10 +441,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (!panel) {
           return;
         }
+        // the cell whose output was right-clicked; never another one (the active cell is often
+        // the new empty one below, and a request there would name no output)
         const hit = app.contextMenuHitTest(node => node.classList.contains('jp-Cell'));
         const index = panel.content.widgets.findIndex(cell => cell.node === hit);
-        const cell = index >= 0 ? panel.content.widgets[index] : panel.content.activeCell;
+        const cell = index >= 0 ? panel.content.widgets[index] : null;
         if (!cell || cell.model.type !== 'code') {
+          await showErrorMessage('Request release', 'Right-click the output you want released ' +
+            '(in a code cell\'s output area), then choose "Request release of this output".');
           return;
         }
         const count = (cell.model as any).executionCount as number | null;
@@ -452,6 +456,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
         let hasResult = false;
         for (let i = 0; i < (outputs?.length ?? 0); i++) {
           hasResult = hasResult || outputs.get(i).type === 'execute_result';
+        }
+        // a result is shown before the kernel's reply gives the cell its number: until then
+        // Out[n] cannot be named, so say so instead of writing a request for the wrong output
+        if (hasResult && !count) {
+          await showErrorMessage('Request release', 'This cell is still running: request the ' +
+            'release of its output once it has finished (its prompt shows a number).');
+          return;
         }
         const form = new RequestForm(count ? `output_${count}` : 'output',
           study?.views ?? []);
@@ -480,7 +491,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const source = (hasResult ? '' :
           '# OUTPUT: put the object shown above here (the figure, table or fit), then run\n') +
           `wb.release.request(${args.join(', ')})`;
-        panel.content.activeCellIndex = index >= 0 ? index : panel.content.activeCellIndex;
+        panel.content.activeCellIndex = index;
         NotebookActions.insertBelow(panel.content);
         const added = panel.content.activeCell;
         if (!added) {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from workbench import accounts
 from workbench.accounts import study_server_user
@@ -390,9 +392,22 @@ def _request_release(page, output, name: str, description: str) -> str:
     _shot(page, f"3-request-dialog-{name}")
     page.click(".jp-Dialog button.jp-mod-accept")
     # the request is made by a cell the user can read, run in the kernel that holds the output
-    reply = page.wait_for_selector(f".jp-OutputArea-output:has-text(\"'{name}'\")",
-                                   timeout=120_000)
+    try:
+        reply = page.wait_for_selector(f".jp-OutputArea-output:has-text(\"'{name}'\")",
+                                       timeout=120_000)
+    except PlaywrightTimeout:
+        _shot(page, f"failed-request-{name}")
+        raise AssertionError("no reply naming the request; the notebook reads:\n"
+                             + page.inner_text(".jp-Notebook")) from None
     return reply.inner_text()
+
+
+def _finished_output(page, cell: str):
+    """The table ``cell`` shows once its run has finished: the result appears before the
+    kernel's reply numbers the cell, and only a numbered cell's output can be named Out[n]."""
+    page.locator(f"{cell} .jp-InputPrompt").filter(
+        has_text=re.compile(r"\[\d+\]")).wait_for(timeout=120_000)
+    return page.wait_for_selector(f"{cell} .jp-OutputArea-output table", timeout=120_000)
 
 
 def _run_in_last_cell(page, code: str):
@@ -408,7 +423,7 @@ def test_request_release_on_an_output_then_withdraw_and_resubmit(page, lab_hub):
     page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
     _run_in_last_cell(page, 'import pandas as pd; '
                             'pd.DataFrame({"tki": ["imatinib", "nilotinib"], "n": [4, 3]})')
-    output = page.wait_for_selector(".jp-OutputArea-output table", timeout=120_000)
+    output = _finished_output(page, ".jp-Notebook .jp-Cell:first-child")
     # counts under 10: refused, naming the rule, the cells and the fix (the demo's cml-tki sees
     # aggregates only, so the counts are typed in: wb.view would give its synthetic twin)
     refused = _request_release(page, output, "patients_by_tki", "patients per TKI")
@@ -421,8 +436,7 @@ def test_request_release_on_an_output_then_withdraw_and_resubmit(page, lab_hub):
 
     _run_in_last_cell(page, 'import pandas as pd; '
                             'pd.DataFrame({"tki": ["imatinib", "nilotinib"], "n": [40, 35]})')
-    output = page.wait_for_selector(".jp-Notebook .jp-Cell:nth-last-child(2) "
-                                    ".jp-OutputArea-output table", timeout=120_000)
+    output = _finished_output(page, ".jp-Notebook .jp-Cell:nth-last-child(2)")
     _request_release(page, output, "pooled_counts", "pooled counts per TKI")
     card = _card(page, "submitted")
     request_id = card.get_attribute("data-request")
@@ -448,6 +462,33 @@ def test_request_release_on_an_output_then_withdraw_and_resubmit(page, lab_hub):
     assert [t["action"] for t in detail["transitions"]][-3:] == ["return", "resubmit", "withdraw"]
     assert not page.errors, page.errors
 
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_request_release_of_a_result_whose_cell_is_still_running_is_refused(page, lab_hub):
+    """The result shows before the kernel's reply numbers its cell (here a post-run hook holds
+    the reply back 8 s): a request made then cannot name Out[n], so the lab says to wait and
+    writes no request cell."""
+    _run_in_last_cell(page, "import time; hold = lambda _result: time.sleep(8); "
+                            "get_ipython().events.register('post_run_cell', hold)")
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
+    cells = page.locator(".jp-Notebook .jp-Cell").count()
+    _run_in_last_cell(page, 'pd.DataFrame({"tki": ["imatinib"], "n": [50]})')
+    output = page.wait_for_selector(".jp-Notebook .jp-Cell:nth-last-child(2) "
+                                    ".jp-OutputArea-output table", timeout=120_000)
+    output.click(button="right")
+    page.click(".lm-Menu-item:has-text('Request release of this output')")
+    dialog = page.wait_for_selector(".jp-Dialog", timeout=30_000)
+    text = dialog.inner_text()
+    _shot(page, "8-still-running")
+    assert "still running" in text and dialog.query_selector(".wb-RequestForm") is None, text
+    page.click(".jp-Dialog button:has-text('Close')")
+    page.wait_for_selector(".jp-Dialog", state="detached")
+    assert page.locator(".jp-Notebook .jp-Cell").count() == cells + 1  # no request cell
+    _run_in_last_cell(page, "get_ipython().events.unregister('post_run_cell', hold)")
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
+    assert not page.errors, page.errors
 
 # -- the README's example, as written -----------------------------------------------------------
 def readme_example() -> str:
