@@ -463,14 +463,14 @@ def test_request_release_on_an_output_then_withdraw_and_resubmit(page, lab_hub):
     assert not page.errors, page.errors
 
 
-
 @pytest.mark.slow
 @pytest.mark.browser
 def test_request_release_of_a_result_whose_cell_is_still_running_is_refused(page, lab_hub):
     """The result shows before the kernel's reply numbers its cell (here a post-run hook holds
-    the reply back 8 s): a request made then cannot name Out[n], so the lab says to wait and
-    writes no request cell."""
-    _run_in_last_cell(page, "import time; hold = lambda _result: time.sleep(8); "
+    the reply back until the kernel is interrupted): a request made then cannot name Out[n], so
+    the lab says to wait and writes no request cell."""
+    _run_in_last_cell(page, "import time; hold = lambda result: result.info.raw_cell"
+                            ".startswith('pd.') and time.sleep(300); "
                             "get_ipython().events.register('post_run_cell', hold)")
     page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
     cells = page.locator(".jp-Notebook .jp-Cell").count()
@@ -486,9 +486,12 @@ def test_request_release_of_a_result_whose_cell_is_still_running_is_refused(page
     page.click(".jp-Dialog button:has-text('Close')")
     page.wait_for_selector(".jp-Dialog", state="detached")
     assert page.locator(".jp-Notebook .jp-Cell").count() == cells + 1  # no request cell
+    page.click("[data-command='notebook:interrupt-kernel']")  # ends the hold
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
     _run_in_last_cell(page, "get_ipython().events.unregister('post_run_cell', hold)")
     page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)
     assert not page.errors, page.errors
+
 
 # -- the README's example, as written -----------------------------------------------------------
 def readme_example() -> str:
