@@ -5,6 +5,7 @@ running (the gateway reaching the data only through the nodes)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -74,3 +75,33 @@ def test_lung_example_matches_lifelines(demo):
 def test_descriptive_t1d_example_runs(demo):
     output = _run(demo, "t1d_glycaemic_control.ipynb", "t1d-registry")
     assert "HbA1c results are at or above 7 %" in output
+
+
+def test_the_demo_key_is_held_by_the_member_organisations_and_decrypts_public_trials(demo):
+    """The demo policy's key parties (secure.key_parties) hold the joint key and give every
+    partial decryption, the lung study's too, whose contributions all come from NCCTG sites;
+    the public trials' nodes contribute but hold no share and are never asked for a partial."""
+    from workbench.node.config import NodeConfig
+    from workbench.node.journal import Journal
+    from workbench.policy.loader import load_policy
+
+    space, policy = demo
+    members = sorted(load_policy(str(policy)).secure.key_parties)
+    assert members == ["hospital-a", "hospital-b", "insurer", "insurer-b", "pharma"]
+    record = json.loads((space.he / "threshold.json").read_text())
+    assert record["parties"] == members and record["t"] == len(members)
+
+    def partials(holder: str) -> list[dict]:
+        journal = Journal(NodeConfig.load(space.node_dir(holder)).journal)
+        return [e for e in journal.entries() if e.get("path") == "/v1/partial"]
+
+    for holder in members:  # each decrypted the lung rounds from sums of NCCTG contributions
+        lung = [e for e in partials(holder) if e.get("study") == "lung-validation"]
+        assert lung and all(e["decision"] == "served" for e in lung)
+        assert all(s.startswith("ncctg-inst-") for e in lung for s in e["signers"])
+    public = sorted(p.name for p in space.nodes.iterdir() if p.name not in members)
+    assert "ncctg-inst-01" in public and "gbsg" in public
+    for holder in public:
+        assert partials(holder) == []
+        shares = space.node_dir(holder) / "threshold"  # share.key, shamir.key, pending.key
+        assert not shares.exists() or not list(shares.iterdir())

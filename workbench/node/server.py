@@ -93,9 +93,10 @@ class NodeState:
     _policies: dict = field(default_factory=dict)  # (sha256, signature) -> verified, parsed
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _engines: collections.OrderedDict = field(default_factory=collections.OrderedDict)
+    _public: object = None  # secure.keys.KeysFile of he/public.ctx
 
     def load(self) -> None:
-        from workbench.secure.keys import PublicKeys
+        from workbench.secure.keys import KeysFile, PublicKeys
         from workbench.secure.signing import NonceGuard
 
         cfg = self.config
@@ -103,6 +104,7 @@ class NodeState:
         self.engine = self._engines[version] = build()
         self.keys = PublicKeys.from_bytes(cfg.public_context.read_bytes())
         self.keys.bfv  # noqa: B018 - parse the context before the first round
+        self._public = KeysFile(cfg.public_context, PublicKeys.from_bytes, self.keys)
         self.signer = cfg.signer()
         self.nonces, self.partial_nonces = NonceGuard(), NonceGuard()
         from workbench.node.keyshare import KeyShare
@@ -113,7 +115,7 @@ class NodeState:
 
         self.keyshare = KeyShare(cfg.root, cfg.holder, self.signer,
                                  lambda: verify_keys(self.registry))
-        self.use_joint()
+        self.refresh_keys()
         if (cfg.witness_dir / "witness.key").exists():
             from workbench.node.witness import Witness, load_key
 
@@ -128,15 +130,23 @@ class NodeState:
         """Where the space's public HE files are (a local copy at a holder's site)."""
         return self.config.public_context.parent
 
-    def use_joint(self) -> None:
-        """Encrypt under the joint key this node computed itself at key generation (every
-        ciphertext is BFV); rounds cached under the old key are dropped."""
+    def refresh_keys(self) -> None:
+        """The key this node encrypts under (every ciphertext is BFV): as a key party, the joint
+        key it computed itself at key generation; otherwise the space's public context
+        (``he/public.ctx``, re-read when it changes: a key generation among other key parties
+        replaces it while this node runs, and so does one that leaves this node out). Rounds
+        cached under another key are dropped."""
         from workbench.secure.keys import PublicKeys, fingerprint_of
 
-        joint = self.keyshare.joint
-        if joint is None:
+        public, joint = self._public.current(), self.keyshare.joint
+        made = public.threshold or {}
+        if joint is not None and (not made or self.config.holder in made.get("parties", ())):
+            keys = PublicKeys(joint, fingerprint_of(joint), self.keyshare.record)
+        else:
+            keys = public
+        if keys.fingerprint == getattr(self.keys, "fingerprint", None):
             return
-        self.keys = PublicKeys(joint, fingerprint_of(joint), self.keyshare.record)
+        self.keys = keys
         with self._lock:
             self._holders.clear()
 
@@ -229,6 +239,7 @@ class NodeState:
         operation's rounds so Newton steps reuse the beta-independent statistics."""
         from workbench.secure.nodes import HolderNode
 
+        self.refresh_keys()
         key = (request_id, study, view, tuple(columns or ()), version)
         with self._lock:
             if key in self._holders:
@@ -425,7 +436,7 @@ def make_app(state: NodeState) -> web.Application:
         loop = asyncio.get_running_loop()
         reply = await loop.run_in_executor(None, state.keyshare.step, step, body, check)
         if step == "finish":
-            state.use_joint()
+            state.refresh_keys()
         record(request, None, "served", None, keygen=str(body.get("keygen"))[:32], step=step)
         return web.json_response(reply)
 
