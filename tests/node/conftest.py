@@ -68,6 +68,7 @@ class NodeSpace:
     services: list = field(default_factory=list)
     netns: dict = field(default_factory=dict)  # holder -> namespace
     addresses: dict = field(default_factory=dict)
+    record: dict | None = None  # he/threshold.json of the joint key, when made
 
     def sign(self, text: str, serial: int) -> None:
         from workbench.policy.signed import sign_policy, signature_path
@@ -107,11 +108,14 @@ def he_operations(space, kind: str = "he-operation") -> list[dict]:
 
 def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
                      listen: dict | None = None, holders: tuple[str, ...] | None = None,
-                     policy: str = POLICY, space=None) -> NodeSpace:
+                     policy: str = POLICY, space=None, joint: bool = True) -> NodeSpace:
     """The sample space with the survival view (or ``space``, already built), its holders
-    enrolled as nodes and every service started."""
+    enrolled as nodes and every service started; with ``joint`` (as ``workbench demo``) the
+    space's BFV key is the nodes' joint key, made once they answer, among the key parties and
+    with the t of ``policy``."""
     from workbench.gateway.server import start_gateway
     from workbench.node.enroll import enroll_space, ensure_witnesses
+    from workbench.node.keygen import ensure_joint_key
     from workbench.node.process import start_nodes
     from workbench.policy.loader import parse_policy
     from workbench.policy.signed import create_admin_key, register_admin_key
@@ -135,10 +139,12 @@ def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
     enroll_space(space)
     try:
         made.services.append(start_collector(space))
-        made.services.append(start_keyholder(space, min_cell_floor=5))
-        made.services.append(start_aggregator(space))
         ensure_witnesses(space)  # the nodes witness the central log (the collector's key)
         made.nodes = start_nodes(space, listen=listen, netns=netns)
+        if joint:  # as start_holder_nodes: the nodes make the joint key before the key holder
+            made.record = ensure_joint_key(space, policy_path=made.policy)
+        made.services.append(start_keyholder(space, min_cell_floor=5))
+        made.services.append(start_aggregator(space))
         made.services.append(start_gateway(space, made.policy))
     except BaseException:
         stop_node_space(made)

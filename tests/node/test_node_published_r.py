@@ -1,7 +1,8 @@
 """Values published from R's ``survival`` package, reproduced through holder nodes: the NCCTG
-lung trial split by institution, every institution its own node (own account, own store, mTLS),
-the gateway holding no row. The bounds are half a unit in R's last printed digit (see
-tests/secure/test_secure_published_r.py for the sources)."""
+lung trial split by institution, every institution its own node (own account, own store, mTLS)
+and key party of the space's joint BFV key (issue 17: every round's sums decrypted from every
+node's partial), the gateway holding no row. The bounds are half a unit in R's last printed
+digit (see tests/secure/test_secure_published_r.py for the sources)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from tests.node.conftest import run_as_kernel, running_node_space
 from tests.secure.test_secure_published_r import LUNG_SEX_COX, LUNG_SEX_LOGRANK
+from workbench.secure.keys import load_public
 from workbench.space.build import init_space
 
 STUDY = "lung-nodes"
@@ -37,6 +39,8 @@ def lung_nodes():
 
 
 def test_logrank_and_cox_equal_r_through_the_institutions_nodes(lung_nodes):
+    parties = load_public(lung_nodes.space).threshold["parties"]
+    assert parties == lung_nodes.record["parties"] and len(parties) >= 10
     out = run_as_kernel(lung_nodes.space, """
         lr = wb.secure.logrank_test("lung_survival", "time", "status", group_col="sex")
         cox = wb.secure.cox_ph("lung_survival", "time", "status", covariates=["sex"])
@@ -50,6 +54,7 @@ def test_logrank_and_cox_equal_r_through_the_institutions_nodes(lung_nodes):
         assert abs(out[name] - published) <= bound, name
     assert len(out["holders"]) >= 10  # the institutions, each a node
     assert all(h.startswith("ncctg-inst-") for h in out["holders"])
+    assert set(out["holders"]) <= set(parties)
 
 
 def test_ownership_certificates_verify_against_the_nodes_stores(lung_nodes):

@@ -53,7 +53,6 @@ def joint_space():
     assert THRESHOLD_POLICY != POLICY
     with running_node_space("wb-node-th-", rows=900, holders=HOLDERS,
                             policy=THRESHOLD_POLICY) as made:
-        made.record = ensure_joint_key(made.space, policy_path=made.policy)  # as in the demo
         made.after_keygen = _whole_key_found(made.space)
         yield made
 

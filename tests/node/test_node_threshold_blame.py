@@ -15,7 +15,6 @@ from tests.node.conftest import he_operations, run_as_kernel, running_node_space
 from tests.node.test_node_faults import restart
 from tests.node.test_node_quorum import HOLDERS, KM
 from tests.node.test_node_threshold_quorum import POLICY_TWO_OF_THREE
-from workbench.node.keygen import ensure_joint_key
 from workbench.node.keyshare import _load_shamir, _shamir_bytes
 from workbench.secure import threshold as th
 
@@ -26,7 +25,6 @@ WRONG = "hospital-b"
 def blamed_nodes():
     with running_node_space("wb-node-th-b-", rows=900, holders=HOLDERS,
                             policy=POLICY_TWO_OF_THREE) as made:
-        made.record = ensure_joint_key(made.space, policy_path=made.policy)
         yield made
 
 

@@ -34,7 +34,6 @@ ALL_THREE = POLICY + "secure:\n  decryption_threshold: all\n"
 def policy_nodes():
     with running_node_space("wb-node-th-p-", rows=600, holders=HOLDERS,
                             policy=TWO_OF_THREE) as made:
-        made.record = ensure_joint_key(made.space, policy_path=made.policy)
         yield made
 
 

@@ -6,6 +6,7 @@ file holds the whole key (the Shamir shares interpolated by a test oracle)."""
 
 from __future__ import annotations
 
+import json
 import pwd
 
 import numpy as np
@@ -16,6 +17,7 @@ from tests.node.test_node_quorum import HOLDERS, KM, POLICY_WITH_QUORUM, QUORUM_
 from tests.node.test_node_threshold import _whole_key_found
 from workbench.node.keygen import ensure_joint_key
 from workbench.node.keyshare import _load_shamir
+from workbench.node.process import start_node
 from workbench.secure import threshold as th
 from workbench.secure import threshold_shamir as sh
 from workbench.secure.keys import load_public
@@ -28,7 +30,6 @@ POLICY_TWO_OF_THREE = POLICY_WITH_QUORUM + "secure:\n  decryption_threshold: 2\n
 def shamir_nodes():
     with running_node_space("wb-node-th-q-", rows=900, holders=HOLDERS,
                             policy=POLICY_TWO_OF_THREE) as made:
-        made.record = ensure_joint_key(made.space, policy_path=made.policy)
         yield made
 
 
@@ -73,3 +74,11 @@ def test_two_of_three_nodes_decrypt_for_a_quorum_study(shamir_nodes):
     assert partial.get("holders") == ["hospital-a", "insurer-b"], partial
     strict = run_as_kernel(space, KM)  # no quorum in its policy entry
     assert strict["said"].startswith("holder hospital-b: ")
+
+    # the node is back: the same curve with it would, next to the one without it, give away
+    # hospital-b's own small cells, so the key holder's query auditing refuses it
+    address = json.loads(space.node_registry.read_text())["nodes"]["hospital-b"]["address"]
+    shamir_nodes.nodes["hospital-b"], _ = start_node(space.node_dir("hospital-b"),
+                                                     listen=address)
+    again = run_as_kernel(space, KM, study=QUORUM_STUDY)
+    assert again["said"].startswith("Release refused by rule 'query-audit'"), again
