@@ -2,8 +2,9 @@
 
 ``node_space`` builds the sample space with the e2e survival view, registers an admin key and
 signs the study policy, makes the HE keys, enrols every holder as a node and starts the collector,
-key holder, aggregator, the nodes and the gateway. ``netns=True`` (the namespaced fixture) puts
-every node in its own network namespace behind a veth pair.
+the nodes, then (once the nodes have made the joint BFV key, as ``workbench demo`` does) the key
+holder, aggregator and gateway. ``netns=True`` (the namespaced fixture) puts every node in its
+own network namespace behind a veth pair.
 """
 
 from __future__ import annotations
@@ -108,11 +109,11 @@ def he_operations(space, kind: str = "he-operation") -> list[dict]:
 
 def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
                      listen: dict | None = None, holders: tuple[str, ...] | None = None,
-                     policy: str = POLICY, space=None, joint: bool = True) -> NodeSpace:
+                     policy: str = POLICY, space=None) -> NodeSpace:
     """The sample space with the survival view (or ``space``, already built), its holders
-    enrolled as nodes and every service started; with ``joint`` (as ``workbench demo``) the
-    space's BFV key is the nodes' joint key, made once they answer, among the key parties and
-    with the t of ``policy``."""
+    enrolled as nodes and every service started. As in ``workbench demo``, the space's BFV key
+    is the nodes' joint key, made once they answer, among the key parties and with the t of
+    ``policy``."""
     from workbench.gateway.server import start_gateway
     from workbench.node.enroll import enroll_space, ensure_witnesses
     from workbench.node.keygen import ensure_joint_key
@@ -141,8 +142,8 @@ def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
         made.services.append(start_collector(space))
         ensure_witnesses(space)  # the nodes witness the central log (the collector's key)
         made.nodes = start_nodes(space, listen=listen, netns=netns)
-        if joint:  # as start_holder_nodes: the nodes make the joint key before the key holder
-            made.record = ensure_joint_key(space, policy_path=made.policy)
+        # as start_holder_nodes: the nodes make the joint key before the key holder starts
+        made.record = ensure_joint_key(space, policy_path=made.policy)
         made.services.append(start_keyholder(space, min_cell_floor=5))
         made.services.append(start_aggregator(space))
         made.services.append(start_gateway(space, made.policy))
