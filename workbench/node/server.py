@@ -144,7 +144,7 @@ class NodeState:
             keys = PublicKeys(joint, fingerprint_of(joint), self.keyshare.record)
         else:
             keys = public
-        if keys.fingerprint == getattr(self.keys, "fingerprint", None):
+        if keys.fingerprint == self.keys.fingerprint:  # load() set self.keys from the file
             return
         self.keys = keys
         with self._lock:
