@@ -71,13 +71,25 @@ def _floor_once(keys, secret, count: int) -> float:
     for _ in range(len(HOLDERS) * count):
         ct = ts.bfv_vector(keys.bfv, vec)
     for _ in range(count):
-        ct.decrypt(secret.bfv.secret_key())
+        ct.decrypt(secret.secret_key())
     return time.perf_counter() - start
 
 
-# The single-key secure path, as these goals were set for it (the floor decrypts with the key
-# holder's BFV key); the threshold path is measured by bench_threshold and bench_nodes.
-SINGLE = False  # Federation(key_parties=False): no simulated key parties
+# The single-key secure path (``single_key.py``, kept in benchmarks/ only), as these goals were
+# set for it (the floor decrypts with its one key); the product's threshold path is the --cox
+# run's threshold rows, bench_threshold and bench_nodes.
+SINGLE, JOINT = True, False
+
+
+def federation(partitions, single: bool, **kwargs):
+    """A ``Federation`` on the single-key baseline, or the product's (simulated key parties)."""
+    if single:
+        from single_key import federation as single_key_federation
+
+        return single_key_federation(partitions, **kwargs)
+    from workbench.secure import Federation
+
+    return Federation(partitions, **kwargs)
 
 
 def _crypto_vs_floor(fed, kind: str, spec: dict, repeat: int = 9) -> tuple[float, dict]:
@@ -108,7 +120,7 @@ def _crypto_vs_floor(fed, kind: str, spec: dict, repeat: int = 9) -> tuple[float
         start = time.perf_counter()
         once()
         crypto.append(time.perf_counter() - start)
-        floor.append(_floor_once(coord.keys, coord.keyholder.keys, ciphertexts))
+        floor.append(_floor_once(coord.keys, coord.keyholder.secret, ciphertexts))
     return statistics.median(crypto), {"ciphertexts": ciphertexts, "bytes": nbytes,
                                        "floor": statistics.median(floor),
                                        "ratio": statistics.median(
@@ -119,7 +131,6 @@ def run(full: bool) -> list[dict]:
     from lifelines import KaplanMeierFitter
     from lifelines.statistics import logrank_test
 
-    from workbench.secure import Federation
 
     rows = []
     sizes = [10_000, 100_000, 1_000_000] if full else [2_000, 10_000]
@@ -129,7 +140,7 @@ def run(full: bool) -> list[dict]:
         df = cohort(n)
         variants = [(False, seq), (True, par)]
         for processes, how in variants:
-            fed = Federation(split(df), min_cell_count=10, key_parties=SINGLE,
+            fed = federation(split(df), SINGLE, min_cell_count=10,
                              holder_processes=processes)
             run = paired(lambda fed=fed: fed.kaplan_meier("days", "event"),
                          lambda df=df: KaplanMeierFitter().fit(df["days"], df["event"]),
@@ -143,7 +154,7 @@ def run(full: bool) -> list[dict]:
                          "lifelines_ms": run["baseline_ms"], "max_abs_dS": err, **common,
                          **how})
         if n == sizes[1]:  # the HE part does not depend on n: measured once
-            fed = Federation(split(df), min_cell_count=10, key_parties=SINGLE)
+            fed = federation(split(df), SINGLE, min_cell_count=10)
             spec = fed.coordinator.schema.time_grid("days", 1.0) | {"event_col": "event",
                                                                     "by": []}
             crypto, info = _crypto_vs_floor(fed, "survival", spec)
@@ -156,7 +167,7 @@ def run(full: bool) -> list[dict]:
             rows.append({"name": "KM bytes sent per holder per curve / 90 KB",
                          "ratio": per_holder / (90 * 1024), "goal": 1.0,
                          "bytes": per_holder, **common, **seq})
-            mean_fed = Federation(split(df), min_cell_count=10, key_parties=SINGLE)
+            mean_fed = federation(split(df), SINGLE, min_cell_count=10)
             spec_m = {"by": [], "column": "cost", "dominance_n": 2}
             agg, info_m = _crypto_vs_floor(mean_fed, "moments", spec_m)
             floor_m = info_m["floor"]
@@ -172,7 +183,7 @@ def run(full: bool) -> list[dict]:
     # log-rank at 1e5 (quick: 1e4)
     n = 100_000 if full else 10_000
     df = cohort(n, seed=1)
-    fed = Federation(split(df), min_cell_count=10, key_parties=SINGLE)
+    fed = federation(split(df), SINGLE, min_cell_count=10)
     a, b = df[df["arm"] == 0], df[df["arm"] == 1]
     run = paired(lambda: fed.logrank_test("days", "event", "arm"),
                  lambda: logrank_test(a["days"], b["days"], a["event"], b["event"]), 15)
@@ -186,8 +197,13 @@ def run(full: bool) -> list[dict]:
 
 
 COMMON = {"holders": 3, "bins": BINS,
-          "params": "BFV N=4096 [60] t=1073750017; counts as integers, real values in fixed "
-                    "point (3 centred digits of 25 bits, 2^-30)"}
+          "params": "single-key baseline (single_key.py): BFV N=4096 [60] t=1073750017; counts "
+                    "as integers, real values in fixed point (3 centred digits of 25 bits, "
+                    "2^-30)"}
+JOINT_PARAMS = {"holders": 3, "bins": BINS,
+                "params": "the product's joint key (simulated key parties): BFV N=4096, three "
+                          "31-bit primes + a 16-bit key prime, t=1073750017; reals in fixed "
+                          "point (3 centred digits of 25 bits, 2^-30)"}
 SEQ = {"holders_ran": "in sequence (one process)"}
 PAR = {"holders_ran": "in parallel (one process per holder)"}
 THRESHOLD = {"holders_ran": "in sequence (one process), simulated key parties: every "
@@ -198,10 +214,9 @@ THRESHOLD_PAR = {"holders_ran": "in parallel (one process per holder), simulated
 
 def cox_rows(sizes: list[int], variants=None) -> list[dict]:
     """Cox d=5 (Efron) against lifelines: the single key, in sequence and in parallel, and
-    (``variants``) the in-process threshold path (``key_parties=True``)."""
+    (``variants``) the product's threshold path (simulated key parties)."""
     from lifelines import CoxPHFitter
 
-    from workbench.secure import Federation
 
     rows = []
     covariates = [f"x{i}" for i in range(5)]
@@ -212,7 +227,7 @@ def cox_rows(sizes: list[int], variants=None) -> list[dict]:
         big = n >= 1_000_000  # one pair, no warm-up: lifelines takes ~20 s there
         ref = CoxPHFitter().fit(data, "days", "event", fit_options={"precision": 1e-12})
         for processes, how, parties in variants or ((False, SEQ, SINGLE), (True, PAR, SINGLE)):
-            fed = Federation(split(df), min_cell_count=10, key_parties=parties,
+            fed = federation(split(df), parties, min_cell_count=10,
                              holder_processes=processes)
             run = paired(lambda fed=fed: fed.cox_ph("days", "event", covariates),
                          lambda data=data: CoxPHFitter().fit(data, "days", "event"),
@@ -229,7 +244,7 @@ def cox_rows(sizes: list[int], variants=None) -> list[dict]:
                              fed.coordinator.log[0]["ciphertexts"],
                          "bytes_per_holder_per_round": max(
                              fed.coordinator.log[0]["bytes_per_holder"].values()),
-                         **COMMON, **how})
+                         **(COMMON if parties is SINGLE else JOINT_PARAMS), **how})
     return rows
 
 
@@ -238,8 +253,8 @@ if __name__ == "__main__":
 
     if "--cox" in sys.argv:  # Cox d=5 at n=1e5 only: single key and threshold (holders in
         # sequence, and in their own processes as on nodes)
-        rows = cox_rows([100_000], ((False, SEQ, SINGLE), (False, THRESHOLD, True),
-                                    (True, THRESHOLD_PAR, True)))
+        rows = cox_rows([100_000], ((False, SEQ, SINGLE), (False, THRESHOLD, JOINT),
+                                    (True, THRESHOLD_PAR, JOINT)))
     else:
         rows = run(full="--full" in sys.argv)
     for row in rows:

@@ -135,7 +135,7 @@ def build_node_space(root: Path, rows: int = 600, netns: dict | None = None,
     made.sign(policy, 1)
     for study in parse_policy(policy).studies:
         ensure_user(study_kernel_user(study))
-    if not (space.he / "secret.ctx").exists():
+    if not (space.he / "public.ctx").exists():
         create_keys(space)
     enroll_space(space)
     try:

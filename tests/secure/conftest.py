@@ -69,13 +69,14 @@ def he_space():
     root = Path(tempfile.mkdtemp(prefix="wb-secure-", dir="/tmp"))
     os.chmod(root, 0o755)
     space = Space(root)
-    create_keys(space)
     create_holder_keys(space, HOLDERS)
+    create_keys(space)  # the HE key among the registered holders
     services = []
     try:
         collector = start_collector(space)
         services.append(collector)
         keyholder = start_keyholder(space, min_cell_floor=5)
+        keyholder.client = lambda: PartialsClient(space)
         services.append(keyholder)
         keyholder.aggregator = start_aggregator(space)
         services.append(keyholder.aggregator)
@@ -135,13 +136,89 @@ def signed_round(space: Space, parts: dict[str, pd.DataFrame], kind: str, spec: 
     return header, pooled, contributions
 
 
+class PartialsClient:
+    """The key holder's client, with every key party of the space (its simulated shares in
+    he/key-shares) decrypting whatever aggregate a request carries, unchecked: as if every
+    party had been fooled. The tests of the checker's own checks (signatures, MACs, layout)
+    then reach them; requests that carry partials already go through as they are."""
+
+    def __init__(self, space: Space):
+        from workbench.secure.keyholder import KeyHolderClient
+
+        self.space, self.inner = space, KeyHolderClient(space.keyholder_socket)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint
+
+    def request(self, header: dict, blobs=()) -> dict:
+        if header.get("type") == "decrypt-release" and not header.get("partials"):
+            from workbench.secure.keys import load_public
+            from workbench.secure.threshold_local import LocalKeyParties
+
+            parties = LocalKeyParties.of_space(self.space, load_public(self.space))
+            header, blobs = fooled_partials(parties, header, list(blobs))
+        return self.inner.request(header, blobs)
+
+    handle = request
+
+    def raw(self, frame: bytes) -> dict:
+        return self.inner.raw(frame)
+
+
+def fooled_partials(parties, header: dict, blobs: list[bytes]):
+    """(header with the partials, blobs with their boxes): every one of ``parties``
+    (``LocalKeyParties``) decrypting ``blobs`` as sent, unchecked; unchanged when they are no
+    aggregate under the joint key's parameters."""
+    from workbench.errors import WorkbenchUserError
+    from workbench.secure import signing
+    from workbench.secure import threshold_node as tn
+
+    try:
+        sums = tn.pooled_from_sum(blobs)
+        spec_hash = signing.spec_sha256(header["spec"])
+    except (WorkbenchUserError, KeyError, TypeError, ValueError):
+        return header, blobs
+    made = [tn.seal_partials(parties.parties[h], parties.signers[h], parties.checker,
+                             nonce=header.get("nonce"), kind=header.get("kind"),
+                             spec_hash=spec_hash, sums=sums,
+                             signers=list(header.get("contributors") or []))
+            for h in parties.names]
+    return header | {"partials": [m for m, _ in made]}, list(blobs) + [b for _, b in made]
+
+
+def in_process_checker(holders):
+    """(release checker, public keys, key parties, signers) of fresh simulated key parties, as
+    a ``Federation`` makes them; ``checker.handle`` takes rounds without partials (the parties
+    decrypt them unchecked: ``fooled_partials``)."""
+    from workbench.secure import signing
+    from workbench.secure.keyholder import KeyHolder
+    from workbench.secure.keys import PublicKeys
+    from workbench.secure.threshold_local import LocalKeyParties
+
+    signers, registry = signing.ephemeral(list(holders))
+    parties = LocalKeyParties(signers)
+    checker = KeyHolder(parties.public_keys(), registry=registry, box_key=parties.box)
+    handle = checker.handle
+    checker.handle = lambda header, blobs: handle(*fooled_partials(parties, header, blobs))
+    return checker, PublicKeys.from_bytes(parties.public_keys().to_bytes()), parties, signers
+
+
 def aggregator_round(space: Space, parts: dict[str, pd.DataFrame], kind: str, spec: dict):
     """One honest round as the coordinator hands it to the aggregator: (round header, the
     holders' signed contributions)."""
+    from workbench.secure.keys import load_public
+    from workbench.secure.nodes import Contributions
+    from workbench.secure.signing import RegistryFile
+    from workbench.secure.threshold_local import LocalKeyParties
+
     header, _, contributions = signed_round(space, parts, kind, spec)
     round_ = {k: header[k] for k in ("kind", "op", "spec", "thresholds", "context",
                                      "fingerprint", "nonce")}
-    return round_, contributions
+    # the space's key parties, each checking the round as a node does, give their partials
+    parties = LocalKeyParties.of_space(space, load_public(space))
+    partials = parties.partials(round_, contributions, RegistryFile(space.holder_registry))
+    return round_, Contributions(contributions, partials)
 
 
 REPO = Path(__file__).resolve().parents[2]

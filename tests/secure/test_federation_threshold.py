@@ -1,8 +1,8 @@
 """The in-process ``Federation`` decrypts BFV as a space of holder nodes does (issue 17, item 7):
 every holder is a simulated key party of a joint key made without a dealer, each round's sum is
 decrypted from the parties' partials (``threshold_node.partial_for_round``, the nodes' own
-function), and only the in-process key holder opens and combines them. Results equal those under
-a single key; a missing or stale partial releases nothing."""
+function), and only the in-process key holder opens and combines them. Results equal the pooled
+plaintext fit's, N-out-of-N and t-out-of-N alike; a missing or stale partial releases nothing."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _results(fed: Federation, rossi) -> dict:
 
 
 @pytest.mark.parametrize("t", [None, 2])
-def test_simulated_key_parties_give_the_single_key_results(rossi, t):
+def test_simulated_key_parties_give_the_pooled_results(rossi, t):
     parts = split_round_robin(rossi, 3)
     fed = Federation(parts, min_cell_count=5, decryption_threshold=t)
     keys = fed.coordinator.keyholder.keys
@@ -37,13 +37,14 @@ def test_simulated_key_parties_give_the_single_key_results(rossi, t):
     assert not hasattr(keys, "ckks")  # the reals ride on the joint BFV key (fixed point)
     assert all(not h.has_secret_key for h in fed.holders)
     threshold = _results(fed, rossi)
-    single = _results(Federation(parts, min_cell_count=5, key_parties=False), rossi)
-    assert fed.coordinator.keys.fingerprint != \
-        Federation(parts, key_parties=False).coordinator.keys.fingerprint
-    assert threshold["n"] == single["n"] == len(rossi)
-    assert np.array_equal(threshold["km"], single["km"])  # KM: delta S = 0
-    assert abs(threshold["chi2"] - single["chi2"]) <= 1e-9
-    assert np.abs(threshold["beta"] - single["beta"]).max() <= 1e-6
+    # the other scheme, under another joint key: the same released values
+    other_fed = Federation(parts, min_cell_count=5, decryption_threshold=None if t else 2)
+    other = _results(other_fed, rossi)
+    assert fed.coordinator.keys.fingerprint != other_fed.coordinator.keys.fingerprint
+    assert threshold["n"] == other["n"] == len(rossi)
+    assert np.array_equal(threshold["km"], other["km"])  # KM: delta S = 0
+    assert abs(threshold["chi2"] - other["chi2"]) <= 1e-9
+    assert np.abs(threshold["beta"] - other["beta"]).max() <= 1e-6
     # and against the pooled plaintext (lifelines)
     a, b = rossi[rossi["fin"] == 0], rossi[rossi["fin"] == 1]
     assert abs(threshold["chi2"] - logrank_test(a["week"], b["week"], a["arrest"],
@@ -93,14 +94,18 @@ def test_fewer_partials_or_another_rounds_release_nothing(rossi, t):
     assert int(fed.count()) == len(rossi)
 
 
-def test_a_single_key_on_request_and_the_parties_withhold_their_shares(rossi):
-    fed = Federation(split_round_robin(rossi, 2), key_parties=False)
-    assert fed.coordinator.keyholder.keys.threshold is None
+def test_the_parties_withhold_their_shares(rossi):
     parties = LocalKeyParties({h.name: h.signer for h in
                                Federation(split_round_robin(rossi, 2)).holders}, t=None)
     assert "withheld" in repr(parties) and "share=" not in repr(parties.parties).replace(
         "share=<withheld>", "")
     with pytest.raises(ValueError):
         LocalKeyParties({"a": None, "b": None}, t=3)
-    with pytest.raises(TypeError):
-        Federation(split_round_robin(rossi, 2), key_parties=False, decryption_threshold=2)
+    with pytest.raises(TypeError):  # a running key holder has its space's key
+        Federation(split_round_robin(rossi, 2), keyholder=object(), decryption_threshold=2)
+    # one holder holds its own key alone (and nothing from one holder is ever released);
+    # more holders than the parameters' noise budget allows are refused, not single-keyed
+    assert Federation({"a": rossi}).coordinator.keys.threshold["parties"] == ["a"]
+    with pytest.raises(WorkbenchUserError) as err:
+        Federation({f"h{i}": rossi.iloc[i::33] for i in range(33)})
+    assert err.value.reason == "per-patient-encryption"

@@ -211,8 +211,8 @@ def test_the_aggregator_runs_as_its_own_uid_and_cannot_read_keys(he_space):
     sock = space.aggregator_socket.stat()
     assert sock.st_mode & 0o777 == 0o660 and sock.st_uid == uid
     assert sock.st_gid == accounts.ensure_user(accounts.GATEWAY)[1]
-    secret, holder_key = space.he / "secret.ctx", space.holder_keys / "hospital.key"
-    for path in (secret, holder_key):
+    share, holder_key = space.he / "key-shares" / "insurer.key", space.holder_keys / "hospital.key"
+    for path in (share, space.he / "checker-box.key", holder_key):
         out = run_as(accounts.AGGREGATOR, f"open({str(path)!r}, 'rb').read()")
         assert out.returncode != 0 and "PermissionError" in out.stderr, path
     public = run_as(accounts.AGGREGATOR, f"print(len(open({str(space.he / 'public.ctx')!r}, "
@@ -253,8 +253,8 @@ def test_no_aggregator_means_no_secure_result(open_tmp, rossi):
     from workbench.secure.signing import create_holder_keys
 
     space = Space(open_tmp)
-    create_keys(space)
     create_holder_keys(space, split_round_robin(rossi))
+    create_keys(space)
     with start_collector(space) as collector, start_keyholder(space):
         with pytest.raises(WorkbenchError) as err:
             run_secure_op("count", split_round_robin(rossi), {}, {}, collector.client(),
@@ -271,6 +271,9 @@ def test_the_supervisor_starts_the_aggregator_after_the_key_holder(open_tmp):
     labels = [s.label for s in SERVICES]
     assert labels.index("aggregator") == labels.index("key holder") + 1
     space = Space(open_tmp)
+    from workbench.secure.signing import create_holder_keys
+
+    create_holder_keys(space, ["hospital", "insurer"])
     create_keys(space)
     policy = open_tmp / "policy.yaml"
     policy.write_text("users: {}\nstudies: {}\n")

@@ -16,11 +16,18 @@ from workbench import accounts
 from workbench.errors import WorkbenchError, WorkbenchUserError
 from workbench.paths import Space
 from workbench.secure import Federation, attest, wire
-from workbench.secure.keys import PublicKeys, SecretKeys, load_public
+from workbench.secure.keys import PublicKeys, load_public
 from workbench.secure.nodes import Aggregator
 from workbench.secure.release import ReleaseRefused
 
-from .conftest import provenance_records, signed_round, split_round_robin
+from .conftest import (
+    HOLDERS,
+    in_process_checker,
+    provenance_records,
+    run_as,
+    signed_round,
+    split_round_robin,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,23 +46,38 @@ def _as_gateway(code: str) -> subprocess.CompletedProcess:
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
 
 
-def test_key_files_public_has_no_secret_and_secret_is_keyholder_only(he_space):
+def test_no_account_holds_the_whole_key_and_each_reads_only_its_part(he_space):
+    """A space without nodes: its HE key is a joint key of simulated key parties whose shares
+    only the gateway account (which plays the holders) reads; the release checker holds no
+    secret key, only the box key the partials are sealed to; no single-key file exists."""
+    from workbench.secure.threshold_node import BOX_KEY
+
     space, _, _ = he_space
-    public = space.he / "public.ctx"
-    secret = space.he / "secret.ctx"
+    public, box, shares = space.he / "public.ctx", space.he / BOX_KEY, space.he / "key-shares"
+    assert not (space.he / "secret.ctx").exists()
     assert oct(public.stat().st_mode & 0o777) == "0o644"
-    assert oct(secret.stat().st_mode & 0o777) == "0o600"
-    keyholder_uid = pwd.getpwnam(accounts.KEYHOLDER).pw_uid
-    assert secret.stat().st_uid == keyholder_uid
     keys = load_public(space)
     assert not keys.bfv.has_secret_key() and not keys.bfv.has_relin_keys()
+    assert keys.threshold["simulated"] == "space" and keys.threshold["t"] == 2
+    assert keys.threshold["parties"] == ["insurer", "pharma"]  # the member organisations
     assert len(public.read_bytes()) < 500_000
-    other = _as_nobody(f"open({str(secret)!r}, 'rb').read()")
-    assert other.returncode != 0 and "PermissionError" in other.stderr
+    gateway_uid = pwd.getpwnam(accounts.GATEWAY).pw_uid
+    assert shares.stat().st_mode & 0o777 == 0o700 and shares.stat().st_uid == gateway_uid
+    files = sorted(shares.iterdir())
+    assert [f.name for f in files] == ["insurer.key", "pharma.key"]
+    assert all(f.stat().st_mode & 0o777 == 0o600 and f.stat().st_uid == gateway_uid
+               for f in files)
+    assert box.stat().st_mode & 0o777 == 0o600
+    assert box.stat().st_uid == pwd.getpwnam(accounts.KEYHOLDER).pw_uid
+    for path in (files[0], box):
+        other = _as_nobody(f"open({str(path)!r}, 'rb').read()")
+        assert other.returncode != 0 and "PermissionError" in other.stderr
     readable = _as_nobody(f"print(len(open({str(public)!r}, 'rb').read()))")
     assert readable.returncode == 0, readable.stderr
-    gateway = _as_gateway(f"open({str(secret)!r}, 'rb').read()")  # the service next door
+    gateway = _as_gateway(f"open({str(box)!r}, 'rb').read()")  # the service next door
     assert gateway.returncode != 0 and "PermissionError" in gateway.stderr
+    checker = run_as(accounts.KEYHOLDER, f"open({str(files[0])!r}, 'rb').read()")
+    assert checker.returncode != 0 and "PermissionError" in checker.stderr
 
 
 def test_keyholder_process_runs_as_its_own_uid_behind_a_closed_socket(he_space):
@@ -140,7 +162,7 @@ def _request(space, parts, keys=None, **changes):
 def test_ciphertexts_from_another_context_get_a_clear_error(he_space, rossi):
     space, _, keyholder = he_space
     client = keyholder.client()
-    foreign = SecretKeys.generate().public
+    foreign = in_process_checker(HOLDERS)[1]  # another joint key
     parts = split_round_robin(rossi)
     header, pooled = _request(space, parts, keys=foreign)
     with pytest.raises(WorkbenchUserError) as err:
@@ -220,8 +242,8 @@ def test_no_collector_means_no_decryption(open_tmp, rossi):
     from workbench.secure.signing import create_holder_keys
 
     space = Space(open_tmp)
-    create_keys(space)
     create_holder_keys(space, split_round_robin(rossi))
+    create_keys(space)
     with start_keyholder(space) as keyholder:
         fed = Federation(split_round_robin(rossi), keyholder=keyholder.client(),
                          public_keys=load_public(space), context={"study": "recidivism"})

@@ -1,5 +1,6 @@
-"""The HE parameters and the holders' local reduction: enough noise budget for the largest
-federation, exact sums at the plain modulus' edge, and clear errors for bad survival columns."""
+"""The holders' local reduction: exact sums at the plain modulus' edge, and clear errors for bad
+survival columns (the joint key's noise budget at 32 parties and 32 summands:
+tests/secure/test_threshold.py)."""
 
 from __future__ import annotations
 
@@ -9,58 +10,27 @@ import pytest
 
 from workbench.errors import WorkbenchUserError
 from workbench.secure import ops
-from workbench.secure.keys import BFV_PLAIN_MODULUS, SecretKeys
 from workbench.secure.nodes import MAX_HOLDERS
 
 tenseal = pytest.importorskip("tenseal")
 
 
 @pytest.fixture(scope="module")
-def keys() -> SecretKeys:
-    return SecretKeys.generate()
+def parties():
+    """Three simulated key parties of a joint key (``threshold_local``)."""
+    from workbench.secure import signing
+    from workbench.secure.threshold_local import LocalKeyParties
+
+    return LocalKeyParties(signing.ephemeral(["a", "b", "c"])[0])
 
 
-def test_bfv_noise_budget_survives_the_largest_federation(keys):
-    """One 60-bit prime without a key-switching prime leaves 19 bits of noise budget; MAX_HOLDERS
-    additions cost a few bits (16 left when measured). Decryption stays exact with a margin, at
-    the plain modulus' largest values."""
-    from tenseal import sealapi
+def _threshold_decrypt(parties, vector) -> np.ndarray:
+    from workbench.secure import threshold as th
+    from workbench.secure import threshold_node as tn
 
-    rng = np.random.default_rng(7)
-    vectors = [rng.integers(0, BFV_PLAIN_MODULUS, 4096) for _ in range(MAX_HOLDERS)]
-    public = keys.public.bfv
-    total = None
-    for v in vectors:
-        ct = tenseal.bfv_vector(public, v.tolist())
-        total = ct if total is None else total + ct
-    decryptor = sealapi.Decryptor(keys.bfv.seal_context().data, keys.bfv.secret_key().data)
-    assert decryptor.invariant_noise_budget(total.ciphertext()[0]) >= 12
-    decrypted = np.asarray(total.decrypt(keys.bfv.secret_key())) % BFV_PLAIN_MODULUS
-    assert (decrypted == sum(vectors) % BFV_PLAIN_MODULUS).all()
-
-
-def test_bfv_contexts_are_one_prime_and_hold_only_what_each_role_needs(keys):
-    """``keys._bfv_contexts`` writes TenSEAL's context message by hand: the public context has
-    the public key only, the secret one adds the secret key, and both are one 60-bit prime."""
-    public, secret = keys.public.bfv, keys.bfv
-    assert public.is_public() and not public.has_secret_key()
-    assert secret.has_secret_key() and not secret.is_public()
-    for ctx in (public, secret):
-        assert not ctx.has_relin_keys() and not ctx.has_galois_keys()
-        parms = ctx.seal_context().data.key_context_data().parms()
-        assert [m.bit_count() for m in parms.coeff_modulus()] == [60]
-        assert parms.plain_modulus().value() == BFV_PLAIN_MODULUS
-        assert parms.poly_modulus_degree() == 4096
-    values = list(range(4096))
-    ct = tenseal.bfv_vector(public, values)
-    assert ct.decrypt(secret.secret_key()) == values
-    other = SecretKeys.generate()  # fresh keys each time: another space's cannot decrypt it
-    assert ct.decrypt(other.bfv.secret_key()) != values
-
-
-def test_bfv_ciphertext_stays_under_the_byte_budget(keys):
-    blob = tenseal.bfv_vector(keys.public.bfv, list(range(4096))).serialize()
-    assert len(blob) <= 90 * 1024
+    (ciphertext,) = tn.pooled_from_sum([vector.serialize()])
+    return th.decrypt(ciphertext, [parties.parties[h].partial(ciphertext)
+                                   for h in parties.names])
 
 
 SPEC = {"duration_col": "days", "resolution": 1.0, "n_bins": 10, "event_col": "event", "by": []}
@@ -118,7 +88,7 @@ def _extremes(rng, n: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("sign", [1, -1, 0])
-def test_fixed_point_reals_of_32_holders_at_the_extremes_sum_exactly(keys, sign):
+def test_fixed_point_reals_of_32_holders_at_the_extremes_sum_exactly(parties, sign):
     """32 holders, every value at the edge of the range and all of one sign (sign 0: mixed):
     every digit sum stays within (t - 1)/2, so after BFV encryption, addition and decryption the
     recomposed values are exactly the sums of the holders' rounded values: no wrap-around."""
@@ -130,11 +100,11 @@ def test_fixed_point_reals_of_32_holders_at_the_extremes_sum_exactly(keys, sign)
         holders.append(np.abs(v) * sign if sign else v)
     digits = [ops.encode_reals(v) for v in holders]
     assert max(int(np.abs(d).max()) for d in digits) == 2 ** (ops.DIGIT_BITS - 1)
-    total = None
+    total, public = None, parties.public_keys().bfv
     for d in digits:
-        ct = tenseal.bfv_vector(keys.public.bfv, d.tolist())
+        ct = tenseal.bfv_vector(public, d.tolist())
         total = ct if total is None else total + ct
-    decoded = ops.decode_reals(np.asarray(total.decrypt(keys.bfv.secret_key())))
+    decoded = ops.decode_reals(_threshold_decrypt(parties, total)[:len(digits[0])])
     # the exact sums of the rounded values, in Python integers, rounded once to float
     scaled = [[int(x) for x in np.rint(np.ldexp(v, ops.FRAC_BITS))] for v in holders]
     exact = np.array([sum(col) / 2 ** ops.FRAC_BITS for col in zip(*scaled, strict=True)])

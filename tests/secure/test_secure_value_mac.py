@@ -16,12 +16,11 @@ import pytest
 
 from workbench.errors import WorkbenchUserError
 from workbench.secure import mac, ops, signing
-from workbench.secure.keyholder import KeyHolder
-from workbench.secure.keys import BFV_PLAIN_MODULUS, PublicKeys, SecretKeys, load_public
+from workbench.secure.keys import BFV_PLAIN_MODULUS, load_public
 from workbench.secure.nodes import Aggregator, HolderNode, encrypt_vector
 from workbench.secure.release import ReleaseRefused
 
-from .conftest import HOLDERS, assert_holder_secret_file, provenance_records
+from .conftest import HOLDERS, assert_holder_secret_file, in_process_checker, provenance_records
 
 pytestmark = pytest.mark.slow
 THRESHOLDS = {"min_cell_count": 10}
@@ -139,11 +138,8 @@ def test_an_offset_added_to_the_counts_is_refused_by_the_key_holder(he_space, na
 def test_without_the_value_binding_the_same_offset_is_released(name, monkeypatch):
     """The attack is real: with the weights zeroed (the MACs of before), the offset passes and
     the key holder releases the shifted counts, which the aggregator would correct."""
-    secret = SecretKeys.generate()
-    keyholder = KeyHolder(secret)
-    keys = PublicKeys.from_bytes(secret.public.to_bytes())
     attack = ATTACKS[name]()
-    signers = signing.signers_for(keyholder, list(attack.parts))
+    keyholder, keys, _parties, signers = in_process_checker(attack.parts)
     header, blobs = _round(keys, signers, attack)
     honest = _honest_outcome(lambda: keyholder.handle(header, blobs), attack)
     header, blobs = _round(keys, signers, attack)

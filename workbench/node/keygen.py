@@ -7,14 +7,15 @@ key share; once all have committed, every node reveals it; the coordinator check
 against its commitment and sums them, and every node does the same itself and answers the digest
 of the joint context it computed, which must be the coordinator's. Then ``keys.install_threshold``
 puts the joint context into ``he/public.ctx`` (holders and the aggregator encrypt and add with
-it) and leaves ``he/secret.ctx`` with no secret key at all, and ``he/threshold.json`` (0644) keeps
+it, the release checker reads its record) in place of the space's simulated key from
+``workbench init`` (whose shares it deletes), and ``he/threshold.json`` (0644) keeps
 the public record: seed, parties, commitments, the joint context's digest. The release checker's
 X25519 key (``he/checker-box.key``, 0600 the key holder account) is made first, for the nodes to
 seal their partial decryptions to. The key parties and t are the signed policy's
 (``secure.key_parties``, default every registered holder; ``secure.decryption_threshold``,
 default all), and each node checks them against the policy it verifies itself. Idempotent: a
 space whose record names the same parties and t is left alone; a changed set or t gets a new
-joint key; a space of one node keeps the single key.
+joint key; a space of one node keeps the simulated key of ``workbench init``.
 """
 
 from __future__ import annotations
@@ -59,12 +60,13 @@ def ensure_joint_key(space: Space, nodes: NodeSet | None = None,
     record = current_record(space)
     public = load_public(space)
     if record and record.get("parties") == parties and public.threshold \
+            and not record.get("simulated") \
             and public.threshold.get("keygen") == record.get("keygen") \
             and record.get("t", len(parties)) == want:
         return record
     if not 2 <= len(parties) <= th.MAX_PARTIES:
         # one node alone could decrypt by itself, and nothing is released from fewer than two
-        # holders anyway; more than 32 is beyond the parameters' noise budget: single key
+        # holders anyway; more than 32 is beyond the parameters' noise budget
         return None
     absent = sorted(set(parties) - set(key_parties(space)))
     if absent:

@@ -55,17 +55,15 @@ class Coordinator:
                               aggregator, schema, max_seconds, privacy)
             self.holders, self.processes, self.partitions = [], remote, {}
             return
-        if not partitions:
-            # the same refusal as a selection of too few people: an empty view is no oracle
-            from workbench.secure.release import ReleaseRefused, too_few
-
-            raise ReleaseRefused("min-cell-count", too_few())
         check_federation(partitions)
         self._init_common(keys, keyholder, thresholds, context, aggregator,
                           schema or Schema.local(partitions), max_seconds, privacy)
         self.partitions = partitions
         if signers is None:
             signers = signing.signers_for(aggregator or keyholder, list(partitions))
+        space = getattr(aggregator or keyholder, "space", None)
+        if space is not None:  # a running key holder or aggregator of a space without nodes
+            self.aggregator = _space_key_parties(space, keys, self.aggregator)
         self.holders = [HolderNode(name, frame, keys, signers[name])
                         for name, frame in partitions.items()]
         self.processes = None
@@ -141,7 +139,7 @@ class Coordinator:
             {name for r in self.log for name in r["bytes_per_holder"]})
         return {"holders": holders, "rounds": len(self.log),
                 "scheme": "-".join(sections),
-                "parameters": {s: parameters(getattr(self.keys, "threshold", None))[s]
+                "parameters": {s: parameters()[s]
                                for s in sections},
                 "error_bound": "; ".join(ERROR_BOUND[s] for s in sections),
                 "holders_ran": ("in parallel (one holder node each, over mTLS)"
@@ -260,6 +258,18 @@ class Coordinator:
         raise WorkbenchUserError(f"the model did not converge in {MAX_NEWTON} Newton steps "
                                  "(separation or a perfectly predictive covariate?).",
                                  reason="no-convergence")
+
+
+def _space_key_parties(space, keys, aggregator):
+    """In a space without nodes the account that plays the holders plays its key parties too
+    (``threshold_local.make_space_key``): each round then carries every party's partial."""
+    from workbench.secure.signing import RegistryFile
+    from workbench.secure.threshold_local import SPACE_KEY, LocalKeyParties, SimulatedAggregator
+
+    if (keys.threshold or {}).get("simulated") != SPACE_KEY:
+        return aggregator  # the holder nodes' key: only they give partials
+    return SimulatedAggregator(aggregator, LocalKeyParties.of_space(space, keys),
+                               RegistryFile(space.holder_registry))
 
 
 def _dominance(thresholds: dict) -> tuple[int, float]:

@@ -4,12 +4,12 @@ Same holders, aggregator, key holder and release policy as the service path; by 
 holder is an in-process ``KeyHolder`` with fresh keys, or pass ``keyholder=KeyHolderClient(path)``
 and ``public_keys`` to use a running ``workbench keyholder``.
 
-With the in-process key holder, BFV (counts, KM, log-rank and every integer part) is decrypted
-as in a space of holder nodes (issue 17): every holder is a simulated key party of a joint key
-made without a dealer, each round's sum is decrypted from the parties' partials (the nodes' own
-checks and flooding, ``threshold_local.py``), which only the key holder opens and combines
-before its release rules. ``key_parties=False`` keeps a single BFV key (one holder, or a
-comparison); ``decryption_threshold=t``: any t of the holders decrypt (Shamir re-sharing).
+Every ciphertext is decrypted as in a space of holder nodes (issue 17): with the in-process key
+holder, every holder is a simulated key party of a joint key made without a dealer, each round's
+sum is decrypted from the parties' partials (the nodes' own checks and flooding,
+``threshold_local.py``), which only the key holder opens and combines before its release rules;
+``decryption_threshold=t``: any t of the holders decrypt (Shamir re-sharing). With a running key
+holder of a space, the space's own key parties give the partials (``Coordinator``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 
 from workbench.secure import results
 from workbench.secure.coordinator import Coordinator
-from workbench.secure.threshold import MAX_PARTIES
+from workbench.secure.nodes import check_federation
 
 
 class Federation:
@@ -26,35 +26,28 @@ class Federation:
                  dominance: tuple[int, float] = (2, 0.9), *, min_holders: int = 2,
                  keyholder=None, public_keys=None, provenance=None, context: dict | None = None,
                  holder_processes: bool = False, view=None, privacy: dict | None = None,
-                 key_parties: bool = True, decryption_threshold: int | None = None):
+                 decryption_threshold: int | None = None):
         """``view``: a catalog ``View`` whose column roles and public grids the operations
         must respect, as through the gateway; without one, roles are not enforced and levels
         and the time grid come from the data (local analysis of rows the caller holds).
         ``privacy``: differential-privacy settings (``epsilon_budget``, ``epsilon_per_release``)
-        as a study's policy sets them. ``key_parties``, ``decryption_threshold``: the module's
-        docstring (with the in-process key holder only: a running one has its space's keys)."""
+        as a study's policy sets them. ``decryption_threshold``: the module's docstring (with
+        the in-process key holder only: a running one has its space's key)."""
         signers = aggregator = None
-        if decryption_threshold is not None and (keyholder is not None or not key_parties):
-            # a running key holder has its space's key; a single key has no parties
+        if decryption_threshold is not None and keyholder is not None:
             raise TypeError("decryption_threshold needs the in-process key holder's simulated "
-                            "key parties")
+                            "key parties (a running key holder has its space's key)")
         if keyholder is None:
+            from workbench.secure import signing
             from workbench.secure.keyholder import KeyHolder
-            from workbench.secure.keys import SecretKeys
+            from workbench.secure.threshold_local import LocalKeyParties
 
-            if key_parties and 2 <= len(partitions) <= MAX_PARTIES:
-                from workbench.secure import signing
-                from workbench.secure.threshold_local import LocalKeyParties
-
-                signers, registry = signing.ephemeral(list(partitions))
-                parties = LocalKeyParties(signers, decryption_threshold)
-                secret = parties.secret_keys()  # the joint key: no secret key in the checker
-                keyholder = KeyHolder(secret, provenance, registry=registry,
-                                      box_key=parties.box)
-            else:
-                secret = SecretKeys.generate()
-                keyholder = KeyHolder(secret, provenance)
-            public_keys = secret.public  # the holders get only the public half
+            check_federation(partitions)  # before any key is made for them
+            signers, registry = signing.ephemeral(list(partitions))
+            parties = LocalKeyParties(signers, decryption_threshold)
+            public_keys = parties.public_keys()  # the joint key: no secret key anywhere
+            keyholder = KeyHolder(public_keys, provenance, registry=registry,
+                                  box_key=parties.box)
         elif public_keys is None:
             raise TypeError("pass public_keys together with a remote keyholder")
         from workbench.secure.keys import PublicKeys

@@ -1,27 +1,26 @@
-"""The key holder: the only holder of the HE secret key (security boundary).
+"""The key holder, now the release checker: it holds no HE secret key (security boundary).
 
 ``KeyHolder.handle(header, blobs)`` is the whole interface, used in-process by ``Federation`` and
 behind the ``workbench keyholder`` socket server (which only the aggregator account may reach).
 For every request it: checks the ciphertexts were made under this space's public context; checks
 that every claimed contributor signed THIS round with its registered key and that the round's
-nonce was never accepted before (``signing.py``); decrypts the POOLED aggregate; checks that the
-MAC slot of every ciphertext is the sum of the signers' MACs, bound to the decrypted counts for BFV
-(``mac.py``: a contribution replaced, dropped, repeated or scaled by the aggregator, or an offset it
-added to the counts, is refused); checks that the holders counted inside
-it are no more than those that signed (a contribution nobody signed is refused) and at least two
-(so a single holder's ciphertext is never released); applies the release policy (``release.py``);
-records an ``he-decryption`` provenance record for every decision (refusing when the collector
-cannot be reached: fail closed); and returns only the released values. Intermediate decrypted
-vectors (per-bin risk sets, per-cell sums) never leave this object.
+nonce was never accepted before (``signing.py``); opens the key parties' partial decryptions of
+the POOLED aggregate and combines them; checks that the MAC slot of every ciphertext is the sum of
+the signers' MACs, bound to the decrypted values (``mac.py``: a contribution replaced, dropped,
+repeated or scaled by the aggregator, or an offset it added, is refused); checks that the holders
+counted inside it are no more than those that signed (a contribution nobody signed is refused)
+and at least two (so a single holder's ciphertext is never released); applies the release policy
+(``release.py``); records an ``he-decryption`` provenance record for every decision (refusing
+when the collector cannot be reached: fail closed); and returns only the released values.
+Intermediate decrypted vectors (per-bin risk sets, per-cell sums) never leave this object.
 
-With threshold decryption (issue 17, ``threshold_node.py``) this process is the release checker
-and no longer holds the BFV secret key: the space's BFV key is the holder nodes' joint key, and
-the BFV part of every aggregate comes with each key party's partial decryption, signed by that
-node and sealed to this checker's X25519 key (``he/checker-box.key``). It opens and combines
-them here, so the plaintext appears only in this process; a missing, unsigned or foreign
-partial is refused, and a wrong one fails the MAC check, so the round releases nothing. Every
-ciphertext is BFV (real values travel as fixed-point digits, ``ops.encode_reals``), so with a
-joint key nothing at all is decrypted with a key held here.
+The space's BFV key is a joint key (issue 17, ``threshold_node.py``): every aggregate comes with
+each key party's partial decryption, signed by that party and sealed to this checker's X25519
+key (``he/checker-box.key``). They are opened and combined here, so the plaintext appears only in
+this process; a missing, unsigned or foreign partial is refused, and a wrong one fails the MAC
+check, so the round releases nothing. Every ciphertext is BFV (real values travel as fixed-point
+digits, ``ops.encode_reals``). A single-key decryption exists only in ``benchmarks/``, as the
+baseline the threshold path is measured against.
 """
 
 from __future__ import annotations
@@ -30,18 +29,18 @@ import logging
 import os
 import socket
 import socketserver
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from workbench.errors import WorkbenchError, WorkbenchUserError, log_fault
 from workbench.secure import attest, audit, mac, ops, release, signing, wire
-from workbench.secure.keys import SecretKeys, parameters
+from workbench.secure.keys import PublicKeys, parameters
 
 log = logging.getLogger(__name__)
 SIGNATURE_RULES = ("unsigned-contribution", "bad-signature", "replayed-round")
-THRESHOLD_RULES = ("missing-partial", "bad-partial", "unknown-party", "no-box-key")
+THRESHOLD_RULES = ("missing-partial", "bad-partial", "unknown-party", "no-box-key",
+                   "no-joint-key")
 MAC_RULES = ("mac-mismatch",)
 
 
@@ -50,15 +49,16 @@ class KeyHolder:
     ``RegistryFile`` for the space's he/holders.json and he/holder-macs); without one, only
     holders ``trust``-ed in-process count."""
 
-    def __init__(self, keys: SecretKeys, provenance=None, *, min_cell_floor: int = 1,
+    def __init__(self, keys: PublicKeys, provenance=None, *, min_cell_floor: int = 1,
                  require_provenance: bool = False, registry=None, release_key=None,
                  state_dir: Path | None = None, keys_file: Path | None = None,
                  box_key=None):
         """``release_key``: the Ed25519 key that signs every released result
         (``attest.py``); an in-process key holder makes a fresh one. ``state_dir``: where its
         ledgers live (the studies' privacy budgets); an in-process one uses a temporary
-        directory of its own. ``keys_file``: ``he/secret.ctx``, re-read when collective key
-        generation rewrites it (then BFV is threshold-decrypted). ``box_key``: the X25519 key
+        directory of its own. ``keys``: the space's public context with its key generation
+        record; ``keys_file``: ``he/public.ctx``, re-read when a key generation rewrites it.
+        ``box_key``: the X25519 key
         partial decryptions are sealed to (by default ``checker-box.key`` beside
         ``keys_file``)."""
         if require_provenance and provenance is None:
@@ -76,10 +76,9 @@ class KeyHolder:
         self.keys, self.provenance, self.min_cell_floor = keys, provenance, min_cell_floor
         self.registry = registry if registry is not None else signing.Registry()
         self.nonces = signing.NonceGuard()
-        self._lock = threading.Lock()  # SEAL objects are not shared safely across threads
-        from workbench.secure.keys import KeysFile, SecretKeys
+        from workbench.secure.keys import KeysFile
 
-        self._file = KeysFile(keys_file, SecretKeys.from_bytes, keys) if keys_file else None
+        self._file = KeysFile(keys_file, PublicKeys.from_bytes, keys) if keys_file else None
         self._box_key = box_key
 
     @property
@@ -155,14 +154,11 @@ class KeyHolder:
             raise wire.WireError(f"{len(blobs)} ciphertexts for an operation whose layout needs "
                                  f"{needed['bfv']}")
         count = ops.sizes(kind, spec)
-        opened = None
-        if self.keys.threshold:  # from the key parties' partials, opened only here
-            try:
-                opened = self._combine(header, kind, spec, blobs, partials, boxes)
-            except WorkbenchUserError as exc:
-                self._record(header, thresholds, "refused", exc.reason, len(blobs))
-                raise
-        decrypted = self._decrypt(blobs, opened.combine(0) if opened is not None else None)
+        try:
+            decrypted, opened = self._open(header, kind, spec, blobs, partials, boxes)
+        except WorkbenchUserError as exc:
+            self._record(header, thresholds, "refused", exc.reason, len(blobs))
+            raise
 
         def macs_match(values: list[np.ndarray]) -> None:
             _check_macs(values, mac_keys, weight_key, header.get("nonce"), kind, spec,
@@ -289,12 +285,16 @@ class KeyHolder:
         self.nonces.accept(nonce)
         return signed
 
-    def _combine(self, header: dict, kind: str, spec: dict, bfv_blobs: list[bytes],
-                 partials: list, boxes: list[bytes]):
-        """Every key party's sealed, signed partial decryption, opened
-        (``threshold_node.Opened``: ``combine(0)`` gives the pooled BFV slots)."""
+    def _open(self, header: dict, kind: str, spec: dict, bfv_blobs: list[bytes],
+              partials: list, boxes: list[bytes]):
+        """The pooled slot vectors, one per ciphertext (its last slot the MAC), combined from
+        every key party's sealed, signed partial decryption, and the opened partials
+        (``threshold_node.Opened``, for naming a wrong one)."""
         from workbench.secure import threshold_node
 
+        if not self.keys.threshold:
+            raise threshold_node.refuse("no-joint-key", "the space's HE key has no key "
+                                                        "generation record: rebuild its keys.")
         if self._box_key is None:
             where = self._file.path.parent if self._file else None
             if where is None:
@@ -302,30 +302,11 @@ class KeyHolder:
                                                           "partial decryptions with.")
             self._box_key = threshold_node.load_box_key(where)
         sums = threshold_node.pooled_from_sum(bfv_blobs)
-        return threshold_node.open_partials(
+        opened = threshold_node.open_partials(
             self._box_key, self.registry, list(self.keys.threshold["parties"]),
             nonce=header.get("nonce"), kind=kind, spec=spec, sums=sums, partials=partials,
             boxes=boxes, t=self.keys.threshold.get("t"))
-
-    def _decrypt(self, blobs: list[bytes],
-                 opened: list[np.ndarray] | None = None) -> list[np.ndarray]:
-        """One decrypted slot vector per ciphertext (its last slot the MAC); ``opened``: all of
-        them, already combined from partial decryptions (with a joint key)."""
-        import tenseal as ts
-
-        if opened is not None:
-            return list(opened)
-        out = []
-        with self._lock:
-            for blob in blobs:
-                try:  # a stated dtype: no inference over the list
-                    out.append(np.array(ts.bfv_vector_from(self.keys.bfv, blob).decrypt(),
-                                        dtype=np.int64))
-                except (ValueError, RuntimeError, TypeError):
-                    raise WorkbenchUserError(
-                        "a ciphertext is malformed or was made with other HE parameters; encrypt "
-                        "with this space's he/public.ctx.", reason="malformed-ciphertext") from None
-        return out
+        return list(opened.combine(0)), opened
 
     def _record(self, header, thresholds, decision: str, rule: str | None, n_blobs: int,
                 result: tuple[bytes, str] | None = None, named: list[str] = ()) -> None:

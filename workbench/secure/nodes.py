@@ -125,7 +125,13 @@ class HolderNode:
 
 
 def check_federation(partitions: dict[str, pd.DataFrame]) -> None:
-    """Refuse holder splits that amount to one ciphertext per patient."""
+    """Refuse no holder at all, and holder splits that amount to one ciphertext per patient
+    (also more holders than the joint key's parameters take: ``threshold.MAX_PARTIES``)."""
+    if not partitions:
+        # the same refusal as a selection of too few people: an empty view is no oracle
+        from workbench.secure.release import ReleaseRefused, too_few
+
+        raise ReleaseRefused("min-cell-count", too_few())
     if len(partitions) > MAX_HOLDERS or (
             len(partitions) > 3 and all(len(f) <= 1 for f in partitions.values())):
         raise WorkbenchUserError(

@@ -61,10 +61,10 @@ def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) ->
 
     from workbench.provenance.client import ProvenanceClient
     from workbench.secure.keyholder import KeyHolder
-    from workbench.secure.keys import SECRET_FILE, load_secret
+    from workbench.secure.keys import PUBLIC_FILE, load_public
 
-    if not (space.he / SECRET_FILE).exists():
-        raise WorkbenchUserError(f"{space.he / SECRET_FILE} is missing: build the space with "
+    if not (space.he / PUBLIC_FILE).exists():
+        raise WorkbenchUserError(f"{space.he / PUBLIC_FILE} is missing: build the space with "
                                  "'workbench init' first.", reason="no-he-keys")
     server, ids = _bind(space.keyholder_socket, accounts.KEYHOLDER, accounts.AGGREGATOR)
     state = space.keyholder_state  # its ledgers: nobody else reads or writes them
@@ -73,13 +73,13 @@ def run_keyholder(space: Space, min_cell_floor: int = DEFAULT_MIN_CELL_FLOOR) ->
         os.chown(state, *ids)
     os.chmod(state, 0o700)
     drop_privileges(ids)
-    keys = load_secret(space)  # only now: as wb-keyholder
+    keys = load_public(space)  # the joint key's public context and record: no secret key
     keys.bfv  # noqa: B018 - parse once at start, fail early on a broken file
     server.service = KeyHolder(keys, ProvenanceClient(space.collector_socket),
                                min_cell_floor=min_cell_floor, require_provenance=True,
                                registry=RegistryFile(space.holder_registry),
                                release_key=attest.load_signing_key(space),
-                               state_dir=state, keys_file=space.he / SECRET_FILE)
+                               state_dir=state, keys_file=space.he / PUBLIC_FILE)
     _serve(server, "key holder", space.keyholder_socket)
 
 

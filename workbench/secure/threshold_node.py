@@ -168,6 +168,19 @@ def partial_for_round(party, signer, checker_public: bytes, registry, *,
         raise refuse("not-the-aggregate", "the ciphertext to decrypt is not the sum of this "
                                           "round's signed contributions.")
     nonces.accept(nonce)  # only now: a refused request does not use up the round
+    return seal_partials(party, signer, checker_public, nonce=nonce, kind=kind,
+                         spec_hash=spec_hash, sums=sums, signers=signers, ids=ids,
+                         present=present)
+
+
+def seal_partials(party, signer, checker_public: bytes, *, nonce: str, kind: str,
+                  spec_hash: str, sums: list[bytes], signers: list[str],
+                  ids: list[list[int]] | None = None,
+                  present: list | None = None) -> tuple[dict, bytes]:
+    """The partial decryptions of ``sums`` (canonical aggregates) with fresh flooding, sealed
+    to the release checker and signed: what ``partial_for_round`` answers once every check
+    passed (the tests call it directly to play key parties that decrypt whatever they get)."""
+    digests = [digest(s) for s in sums]
     shares = party.partials(sums) if ids is None \
         else [party.partial(s, one) for one in ids for s in sums]
     inner = wire.encode({"holder": signer.holder, "nonce": nonce, "aggregates": digests,
