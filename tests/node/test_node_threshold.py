@@ -35,7 +35,7 @@ from workbench.node.keygen import ensure_joint_key
 from workbench.secure import threshold as th
 from workbench.secure import threshold_node as tn
 from workbench.secure import threshold_seal as sealio
-from workbench.secure.keys import SECRET_FILE, SecretKeys, load_public
+from workbench.secure.keys import load_public
 from workbench.secure.nodes import Contributions
 from workbench.secure.signing import new_nonce
 from workbench.views import ViewEngine
@@ -140,9 +140,10 @@ def test_keygen_gives_every_node_its_own_share_and_the_space_a_joint_key(joint_s
     public = load_public(space)
     assert public.threshold["keygen"] == record["keygen"]
     assert not public.bfv.has_secret_key()
-    secret = SecretKeys.from_bytes((space.he / SECRET_FILE).read_bytes())
-    assert secret.threshold and not secret.bfv.has_secret_key()  # no secret key left at all
-    assert secret.bfv_bytes == public.bfv_bytes  # the reals ride on the joint key (fixed point)
+    assert not public.threshold.get("simulated")  # the nodes' own key, not init's
+    # no secret key anywhere: no single-key file, and the simulated key of `workbench init`
+    # (its shares played by the gateway account) is gone with its shares
+    assert not (space.he / "secret.ctx").exists() and not (space.he / "key-shares").exists()
     for holder in HOLDERS:
         share = space.node_dir(holder) / "threshold" / "share.key"
         stat = share.stat()

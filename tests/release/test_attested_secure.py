@@ -9,8 +9,7 @@ from lifelines.datasets import load_lung
 
 from workbench.release.airlock import Context
 from workbench.release.serialize import to_payload
-from workbench.secure import Federation, KeyHolder
-from workbench.secure.keys import SecretKeys
+from workbench.secure import Federation
 
 ALICE = Context("alice", "cml-tki", kernel_id="k-1", msg_id="m-1")
 RITA = Context("rita")
@@ -20,9 +19,7 @@ RITA = Context("rita")
 def federation():
     lung = load_lung().dropna(subset=["inst"]).reset_index(drop=True)
     parts = {name: lung.iloc[i::3] for i, name in enumerate(("hospital", "insurer", "pharma"))}
-    secret = SecretKeys.generate()
-    fed = Federation(parts, min_cell_count=10, keyholder=KeyHolder(secret),
-                     public_keys=secret.public, context={"study": "cml-tki",
+    fed = Federation(parts, min_cell_count=10, context={"study": "cml-tki",
                                                          "request_id": "sr-test"})
     yield fed
     fed.close()
@@ -86,12 +83,13 @@ def test_a_cox_fit_with_the_kernels_own_coefficients_is_refused(signed_airlock, 
 def test_a_result_signed_for_another_view_is_refused(signed_airlock, federation):
     from workbench.errors import WorkbenchUserError
 
-    fed = Federation(federation.coordinator.partitions, min_cell_count=10,
-                     keyholder=federation.coordinator.keyholder,
-                     public_keys=federation.coordinator.keys,
-                     context={"study": "cml-tki", "view": "lung_survival",
-                              "request_id": "sr-view"})
-    km = fed.kaplan_meier("time", "status")
+    coordinator = federation.coordinator  # the same key holder, asked for another view
+    saved = coordinator.context
+    coordinator.context = saved | {"view": "lung_survival", "request_id": "sr-view"}
+    try:
+        km = federation.kaplan_meier("time", "status")
+    finally:
+        coordinator.context = saved
     with pytest.raises(WorkbenchUserError) as err:
         _check(signed_airlock, km, "km_other_view")  # the request names cml_cohort
     assert "another view" in str(err.value)
@@ -99,11 +97,10 @@ def test_a_result_signed_for_another_view_is_refused(signed_airlock, federation)
 
 def test_a_private_curve_passes_on_its_epsilon_not_on_count_thresholds(airlock, space,
                                                                         federation):
-    keyholder = federation.coordinator.keyholder
-    fed = Federation(federation.coordinator.partitions, min_cell_count=10, keyholder=keyholder,
-                     public_keys=federation.coordinator.keys,
+    fed = Federation(federation.coordinator.partitions, min_cell_count=10,
                      context={"study": "cml-tki", "request_id": "sr-dp"},
                      privacy={"epsilon_budget": 5.0, "epsilon_per_release": 1.0})
+    keyholder = fed.coordinator.keyholder  # its own key parties and release key
     space.he.mkdir(parents=True, exist_ok=True)
     (space.he / "release.pub").write_bytes(bytes(keyholder.release_key.verify_key))
     km = fed.kaplan_meier("time", "status")

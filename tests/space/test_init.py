@@ -31,9 +31,17 @@ def test_space_layout_and_manifest(built_space):
     assert {"hospital-a", "hospital-b", "insurer", "insurer-b", "pharma", "gbsg", "actg",
             "ncctg-inst-01", "ncctg-inst-unknown"} <= set(manifest["holders"])
     for path in (built_space.signing_key, built_space.linkage_key, built_space.signing_pub,
-                 built_space.he / "public.ctx", built_space.he / "secret.ctx",
+                 built_space.he / "public.ctx", built_space.he / "checker-box.key",
                  built_space.catalog / "linkage.json"):
         assert path.is_file(), path
+    # the HE key: a joint key of the five member organisations (simulated key parties, each
+    # share its own file); no single-key file
+    record = json.loads((built_space.he / "threshold.json").read_text())
+    members = ["hospital-a", "hospital-b", "insurer", "insurer-b", "pharma"]
+    assert record["parties"] == members and record["t"] == 5
+    assert sorted(p.name for p in (built_space.he / "key-shares").iterdir()) == sorted(
+        f"{m}.key" for m in members)
+    assert not (built_space.he / "secret.ctx").exists()
     assert not _leftovers(built_space.root.parent)
     assert any("chunk 3/3" in line for line in BUILD_LOG)  # progress is printed
 

@@ -57,7 +57,7 @@ def test_modes_and_owners(built_space):
     lambda s: _data_file(s), lambda s: s.linkage_key, lambda s: s.signing_key,
     lambda s: s.catalog / "datasets" / "hospital_a.person.json",
     lambda s: s.catalog / "linkage.json", lambda s: study_rekey_key_path(s),
-    lambda s: s.he / "secret.ctx",
+    lambda s: s.he / "key-shares" / "hospital-a.key", lambda s: s.he / "checker-box.key",
 ])
 def test_another_uid_cannot_read(built_space, target):
     path = target(built_space)
