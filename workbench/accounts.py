@@ -19,7 +19,7 @@ from workbench.errors import WorkbenchError
 
 GATEWAY = "wb-gateway"  # owns the holders' stores and the catalog
 COLLECTOR = "wb-collector"  # owns the provenance store and its tree-head signing key
-KEYHOLDER = "wb-keyholder"  # the only reader of the HE secret key
+KEYHOLDER = "wb-keyholder"  # the release checker: opens the key parties' partials, no HE key
 AGGREGATOR = "wb-aggregator"  # adds HE ciphertexts under the public context; no key to decrypt
 AIRLOCK = "wb-airlock"  # release requests, reviews and the study outboxes
 HUB = "wb-hub"  # reserved for a non-root hub (production)

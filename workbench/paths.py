@@ -90,7 +90,7 @@ class Space:
         return self.root / "provenance"
 
     @property
-    def he(self) -> Path:  # public.ctx readable by services; secret.ctx only by the key holder
+    def he(self) -> Path:  # public.ctx readable by services; key shares and box key guarded
         return self.root / "he"
 
     @property

@@ -13,8 +13,9 @@ from workbench.paths import ENV_VAR
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
               help="the hub policy file, e.g. workbench/hub_config/policy.yaml")
 @click.option("--port", default=8000, show_default=True, help="public port on 127.0.0.1")
-@click.option("--patients", default=10_000, show_default=True,
-              help="synthetic patients when the space is built")
+@click.option("--patients", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="synthetic patients when the space is built (at least 1: the demo's member "
+                   "organisations, whose nodes hold the HE key, exist only with them)")
 def demo(data_dir: str, policy_path: str, port: int, patients: int) -> None:
     """Run the whole workbench on this machine: services, demo users, proxy and hub."""
     from workbench.hub.demo import run_demo

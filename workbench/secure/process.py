@@ -3,8 +3,9 @@
 The key holder, as root, binds ``Space.keyholder_socket`` (owner wb-keyholder, group
 wb-aggregator, mode 0660: only the aggregator and root may ask for a decryption; study kernels
 cannot even see the socket from inside their sandbox), drops to the ``wb-keyholder`` account, and
-only then reads ``he/secret.ctx`` (0600 wb-keyholder), so the secret key is never in a root
-process. It trusts the holders' public keys in ``he/holders.json``. Every decryption is recorded in
+only then reads ``he/checker-box.key`` (0600 wb-keyholder), which opens the key parties' sealed
+partial decryptions; it holds no HE secret key (the space's key is a joint key, ``keys.py``). It
+trusts the holders' public keys in ``he/holders.json``. Every decryption is recorded in
 provenance through the collector socket; if the collector is down, decryptions are refused.
 
 The aggregator binds ``Space.aggregator_socket`` (owner wb-aggregator, group wb-gateway, 0660: the

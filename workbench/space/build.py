@@ -219,7 +219,7 @@ def _build(space: Space, patients: int, seed: int, echo: Echo, chunk_size: int,
 
 
 def _create_he_keys(space: Space) -> None:
-    """HE contexts (he/public.ctx, he/secret.ctx) from the secure-computation component."""
+    """The holders' signing keys and the HE key (he/public.ctx, the key parties' shares)."""
     from workbench.secure.keys import create_keys  # tenseal is heavy: import only when building
 
     create_keys(space)
