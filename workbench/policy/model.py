@@ -174,7 +174,8 @@ class Secure(_Model):
     key_parties: tuple[HolderId, ...] | None = Field(
         default=None, min_length=2, max_length=MAX_KEY_PARTIES,
         description="the holder nodes that hold shares of the key; by default every holder "
-                    "registered in the space (he/holders.json)")
+                    "registered in the space (he/holders.json). A space without nodes has "
+                    "simulated key parties instead: its member organisations")
 
     @field_validator("decryption_threshold", mode="wrap")
     @classmethod
