@@ -75,9 +75,10 @@ def _floor_once(keys, secret, count: int) -> float:
     return time.perf_counter() - start
 
 
-# The single-key secure path (``single_key.py``, kept in benchmarks/ only), as these goals were
-# set for it (the floor decrypts with its one key); the product's threshold path is the --cox
-# run's threshold rows, bench_threshold and bench_nodes.
+# KM, log-rank and Cox run the product's path (simulated key parties: every ciphertext
+# threshold-decrypted). The floor and byte rows, and one Cox row, run the single-key path
+# (``single_key.py``, kept in benchmarks/ only) for which those goals were set (the floor
+# decrypts with its one key); bench_threshold compares the two decryptions directly.
 SINGLE, JOINT = True, False
 
 
@@ -140,7 +141,7 @@ def run(full: bool) -> list[dict]:
         df = cohort(n)
         variants = [(False, seq), (True, par)]
         for processes, how in variants:
-            fed = federation(split(df), SINGLE, min_cell_count=10,
+            fed = federation(split(df), JOINT, min_cell_count=10,
                              holder_processes=processes)
             run = paired(lambda fed=fed: fed.kaplan_meier("days", "event"),
                          lambda df=df: KaplanMeierFitter().fit(df["days"], df["event"]),
@@ -151,8 +152,8 @@ def run(full: bool) -> list[dict]:
                                .reindex(mine.index) - mine).max())
             rows.append({"name": f"KM end-to-end / lifelines KaplanMeierFitter, n={n:.0e}",
                          "ratio": run["ratio"], "goal": km_goals.get(n), "he_ms": run["ms"],
-                         "lifelines_ms": run["baseline_ms"], "max_abs_dS": err, **common,
-                         **how})
+                         "lifelines_ms": run["baseline_ms"], "max_abs_dS": err,
+                         **JOINT_PARAMS, **how})
         if n == sizes[1]:  # the HE part does not depend on n: measured once
             fed = federation(split(df), SINGLE, min_cell_count=10)
             spec = fed.coordinator.schema.time_grid("days", 1.0) | {"event_col": "event",
@@ -183,7 +184,7 @@ def run(full: bool) -> list[dict]:
     # log-rank at 1e5 (quick: 1e4)
     n = 100_000 if full else 10_000
     df = cohort(n, seed=1)
-    fed = federation(split(df), SINGLE, min_cell_count=10)
+    fed = federation(split(df), JOINT, min_cell_count=10)
     a, b = df[df["arm"] == 0], df[df["arm"] == 1]
     run = paired(lambda: fed.logrank_test("days", "event", "arm"),
                  lambda: logrank_test(a["days"], b["days"], a["event"], b["event"]), 15)
@@ -191,8 +192,8 @@ def run(full: bool) -> list[dict]:
                  "goal": 0.8 if n == 100_000 else None, "he_ms": run["ms"],
                  "lifelines_ms": run["baseline_ms"],
                  "chi2_abs_error": float(abs(run["out"].test_statistic
-                                             - run["baseline_out"].test_statistic)), **common,
-                 **seq})
+                                             - run["baseline_out"].test_statistic)),
+                 **JOINT_PARAMS, **seq})
     return rows + cox_rows([100_000, 1_000_000] if full else [10_000])
 
 
@@ -226,7 +227,9 @@ def cox_rows(sizes: list[int], variants=None) -> list[dict]:
         data = df[covariates + ["days", "event"]]
         big = n >= 1_000_000  # one pair, no warm-up: lifelines takes ~20 s there
         ref = CoxPHFitter().fit(data, "days", "event", fit_options={"precision": 1e-12})
-        for processes, how, parties in variants or ((False, SEQ, SINGLE), (True, PAR, SINGLE)):
+        for processes, how, parties in variants or ((False, THRESHOLD, JOINT),
+                                                    (True, THRESHOLD_PAR, JOINT),
+                                                    (False, SEQ, SINGLE)):
             fed = federation(split(df), parties, min_cell_count=10,
                              holder_processes=processes)
             run = paired(lambda fed=fed: fed.cox_ph("days", "event", covariates),
