@@ -52,10 +52,11 @@ def ensure_joint_key(space: Space, nodes: NodeSet | None = None,
     (``policy_path``, by default the space's ``policy/policy.yaml``): made now if missing or if
     the policy's key parties or threshold changed. Returns the public record, or None for fewer
     than 2 (or more than 32) key parties, which keep the space's simulated key
-    (``threshold_local``). t comes from the policy's ``secure.decryption_threshold`` (default 'all': every key party is needed, N-out-of-N);
-    below N, any t nodes decrypt (Shamir re-sharing after the key generation,
-    ``threshold_shamir.py``). Every node checks the key parties and t it is asked for against
-    the same signed policy, so the coordinator cannot choose them."""
+    (``threshold_local``). t comes from the policy's ``secure.decryption_threshold`` (default
+    'all': every key party is needed, N-out-of-N); below N, any t nodes decrypt (Shamir
+    re-sharing after the key generation, ``threshold_shamir.py``). Every node checks the key
+    parties and t it is asked for against the same signed policy, so the coordinator cannot
+    choose them."""
     doc, parties, want = _policy_key_set(space, policy_path)
     record = current_record(space)
     public = load_public(space)
