@@ -199,13 +199,19 @@ class NodeBench:
         remote = self.nodes.remote(STUDY, self.view.id, None, self.made.policy,
                                    coordinator.context["request_id"])
         parties = list(self.public.threshold["parties"])
-        submit = coordinator.aggregator.submit
+        # the nodes give a partial only of a spec whose signed thresholds meet their floors,
+        # as the node path's spec carries them
+        coordinator.thresholds = remote.tighten(coordinator.thresholds)
+        round_, submit = coordinator.round, coordinator.aggregator.submit
+
+        def signed_thresholds(kind, op, spec):
+            return round_(kind, op, {**spec, "thresholds": coordinator.thresholds})
 
         def with_partials(header, parts):
             return submit(header, Contributions(parts, remote.partials(
                 parties, header["kind"], header["spec"], header["nonce"], parts)))
 
-        coordinator.aggregator.submit = with_partials
+        coordinator.round, coordinator.aggregator.submit = signed_thresholds, with_partials
         return coordinator.run("kaplan_meier", PARAMS), coordinator.log
 
     def traffic(self) -> dict[str, int]:
