@@ -153,3 +153,27 @@ def test_chunked_upload_does_not_append_through_a_link(layout):
     _run(manager.save(chunk, "ok.bin"))
     _run(manager.save({**chunk, "chunk": -1}, "ok.bin"))
     assert (workspace / "ok.bin").read_text() == "partpart"
+
+
+def test_a_listing_that_races_a_rename_still_lists_the_directory(layout):
+    """JupyterLab renames a notebook on its first save while its file browser lists the
+    directory; the stock listing awaits between an entry's stat and its model, so the rename
+    can land in between: the directory must still be listed (with the new name), not answered
+    with a 404 that JupyterLab shows as "Directory not found" (a flaky browser test's cause)."""
+    manager, workspace, _ = layout
+    (workspace / "Untitled.ipynb").write_text("{}")
+    get, renamed = manager.get, []
+
+    async def get_racing_a_rename(path, content=True, type=None, format=None, **kwargs):  # noqa: A002
+        if path.endswith("Untitled.ipynb") and not renamed:  # the rename lands in the gap
+            os.rename(workspace / "Untitled.ipynb", workspace / "egress-check.ipynb")
+            renamed.append(path)
+        return await get(path, content=content, type=type, format=format, **kwargs)
+
+    manager.get = get_racing_a_rename
+    listing = _run(manager.get(""))
+    names = sorted(entry["name"] for entry in listing["content"])
+    assert renamed and names == ["egress-check.ipynb", "inside.txt", "sub"]
+    with pytest.raises(HTTPError) as caught:  # a directory that is gone is still a 404
+        _run(manager.get("no-such-dir"))
+    assert caught.value.status_code == 404

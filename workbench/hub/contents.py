@@ -31,6 +31,8 @@ from jupyter_server.services.contents.largefilemanager import AsyncLargeFileMana
 from tornado.web import HTTPError
 from traitlets import default
 
+LISTING_ATTEMPTS = 3  # a directory listing that raced a rename or delete (``_dir_model``)
+
 
 def ensure_inside(root_dir: str, os_path: str, shown: str, log) -> str:
     """``os_path`` if its real path is ``root_dir`` or below it, else a 403."""
@@ -66,6 +68,24 @@ class WorkspaceContentsManager(AsyncLargeFileManager):
 
     def _get_os_path(self, path):
         return ensure_inside(self.root_dir, super()._get_os_path(path), path, self.log)
+
+    async def _dir_model(self, path, content=True):
+        """The stock listing, listed again when an entry vanished under it. The stock listing
+        awaits between its stat of an entry and its model of that entry, so a rename or delete
+        served in between (JupyterLab renames a notebook on its first save while the file
+        browser refreshes) turned the whole directory into a 404, which JupyterLab shows as a
+        "Directory not found" dialog over the page. The directory itself still exists, so
+        its listing is tried again; a missing directory is still a 404."""
+        for attempt in range(LISTING_ATTEMPTS):
+            try:
+                return await super()._dir_model(path, content)
+            except HTTPError as exc:
+                if exc.status_code != 404 or not content or attempt == LISTING_ATTEMPTS - 1 \
+                        or not os.path.isdir(self._get_os_path(path)):
+                    raise
+                self.log.info("an entry of %r vanished while it was listed: listing again",
+                              path)
+        raise AssertionError("unreachable")
 
     def _open_parent(self, os_path: str) -> int:
         """A descriptor of ``os_path``'s directory, reached from the root without following
