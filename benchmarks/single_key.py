@@ -14,13 +14,13 @@ and only here, as the baseline the threshold path is measured against:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from workbench.errors import WorkbenchUserError
 from workbench.secure import tensealproto
+from workbench.secure import threshold_seal as sealio
 from workbench.secure.keyholder import KeyHolder
 from workbench.secure.keys import BFV_PLAIN_MODULUS, BFV_POLY_DEGREE, PublicKeys, fingerprint_of
 
@@ -55,20 +55,10 @@ def single_key() -> SingleKey:
     public_key = sealapi.PublicKey()
     keygen.create_public_key(public_key)
     field = tensealproto.field
-    public_part = field(1, _seal_bytes(public_key)) + field(2, 7) + field(3, -1.0)  # auto flags
-    public = field(1, _seal_bytes(parms)) + field(2, public_part)
-    secret = public + field(3, field(1, _seal_bytes(keygen.secret_key())))
+    public_part = field(1, sealio.save(public_key)) + field(2, 7) + field(3, -1.0)  # auto flags
+    public = field(1, sealio.save(parms)) + field(2, public_part)
+    secret = public + field(3, field(1, sealio.save(keygen.secret_key())))
     return SingleKey(PublicKeys(public, fingerprint_of(public)), secret)
-
-
-def _seal_bytes(seal_object) -> bytes:
-    """SEAL's own serialization (``tenseal.sealapi`` saves only to a path: a memfd)."""
-    fd = os.memfd_create("bench-he-key", os.MFD_CLOEXEC)
-    try:
-        seal_object.save(f"/proc/self/fd/{fd}")
-        return os.pread(fd, os.fstat(fd).st_size, 0)
-    finally:
-        os.close(fd)
 
 
 class SingleKeyHolder(KeyHolder):
