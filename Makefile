@@ -11,7 +11,7 @@ DEMO_POLICY ?= workbench/hub_config/policy.yaml
 # The slowest tests are listed at the end of every run, so where the time goes is on record.
 PYTEST_ARGS ?= --durations=40
 # Two xdist workers, tests grouped by the accounts they share (tests/conftest.py): 14-16 minutes
-# on 2 cores (22-25 on a slower machine, where one process took 25-29; three workers are no
+# on 2 cores (20-25 on a slower machine, where one process took 25-29; three workers are no
 # faster there: the suite is CPU-bound).
 # PYTEST_WORKERS= runs everything in one process.
 PYTEST_WORKERS ?= -n 2 --dist loadgroup --no-loadscope-reorder
