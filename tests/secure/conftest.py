@@ -197,7 +197,7 @@ def in_process_checker(holders):
     from workbench.secure.threshold_local import LocalKeyParties
 
     signers, registry = signing.ephemeral(list(holders))
-    parties = LocalKeyParties(signers)
+    parties = LocalKeyParties.generate(signers)
     checker = KeyHolder(parties.public_keys(), registry=registry, box_key=parties.box)
     handle = checker.handle
     checker.handle = lambda header, blobs: handle(*fooled_partials(parties, header, blobs))

@@ -95,12 +95,12 @@ def test_fewer_partials_or_another_rounds_release_nothing(rossi, t):
 
 
 def test_the_parties_withhold_their_shares(rossi):
-    parties = LocalKeyParties({h.name: h.signer for h in
+    parties = LocalKeyParties.generate({h.name: h.signer for h in
                                Federation(split_round_robin(rossi, 2)).holders}, t=None)
     assert "withheld" in repr(parties) and "share=" not in repr(parties.parties).replace(
         "share=<withheld>", "")
     with pytest.raises(ValueError):
-        LocalKeyParties({"a": None, "b": None}, t=3)
+        LocalKeyParties.generate({"a": None, "b": None}, t=3)
     with pytest.raises(TypeError):  # a running key holder has its space's key
         Federation(split_round_robin(rossi, 2), keyholder=object(), decryption_threshold=2)
     # one holder holds its own key alone (and nothing from one holder is ever released);

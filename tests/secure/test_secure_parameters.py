@@ -21,7 +21,7 @@ def parties():
     from workbench.secure import signing
     from workbench.secure.threshold_local import LocalKeyParties
 
-    return LocalKeyParties(signing.ephemeral(["a", "b", "c"])[0])
+    return LocalKeyParties.generate(signing.ephemeral(["a", "b", "c"])[0])
 
 
 def _threshold_decrypt(parties, vector) -> np.ndarray:

@@ -44,7 +44,7 @@ class Federation:
 
             check_federation(partitions)  # before any key is made for them
             signers, registry = signing.ephemeral(list(partitions))
-            parties = LocalKeyParties(signers, decryption_threshold)
+            parties = LocalKeyParties.generate(signers, decryption_threshold)
             public_keys = parties.public_keys()  # the joint key: no secret key anywhere
             keyholder = KeyHolder(public_keys, provenance, registry=registry,
                                   box_key=parties.box)

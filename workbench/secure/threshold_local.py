@@ -46,10 +46,20 @@ from workbench.secure.signing import NonceGuard
 
 
 class LocalKeyParties:
-    """The holders' shares of one joint BFV key, made in-process; ``t``: any t of them decrypt
-    (default all)."""
+    """The holders' shares of one joint BFV key, played in one process: a fresh key
+    (``generate``) or a space's on-disk one (``of_space``). ``t``: any t of them decrypt."""
 
-    def __init__(self, signers: dict, t: int | None = None):
+    def __init__(self, names: list[str], t: int, signers: dict, parties: dict, joint: bytes,
+                 record: dict, checker: bytes, box: PrivateKey | None = None):
+        self.names, self.t, self.signers, self.parties = names, t, signers, parties
+        self.joint, self.record = joint, record
+        self.checker, self.box = checker, box  # partials are sealed to the release checker
+        self.nonces = {h: NonceGuard() for h in names}
+
+    @classmethod
+    def generate(cls, signers: dict, t: int | None = None) -> LocalKeyParties:
+        """A fresh joint key among ``signers``' holders (default: all of them decrypt), with a
+        fresh release-checker box key (``box``)."""
         names = sorted(signers)
         n = len(names)
         t = n if t is None else int(t)
@@ -57,20 +67,17 @@ class LocalKeyParties:
             raise ValueError(f"simulated key parties: 2 <= t <= N <= {th.MAX_PARTIES}, or one "
                              f"party alone (N = {n} holders, t = {t})")
         joint, made = _joint_key(n)
-        self.names, self.t, self.signers = names, t, signers
-        self.parties: dict[str, object] = dict(zip(names, made, strict=True))
+        parties: dict[str, object] = dict(zip(names, made, strict=True))
         if t < n:  # every party deals Shamir pieces of its additive share, then drops it
             ids = list(range(1, n + 1))
-            dealt = [sh.deal(self.parties[h], i, ids, t) for i, h in zip(ids, names, strict=True)]
-            self.parties = {h: sh.ShamirParty.receive(j, [pieces[j] for pieces in dealt])
-                            for j, h in zip(ids, names, strict=True)}
-        self.joint = joint
-        self.box = PrivateKey.generate()  # the release checker's: partials are sealed to it
-        self.checker = bytes(self.box.public_key)
-        self.nonces = {h: NonceGuard() for h in names}
-        self.record = {"keygen": uuid.uuid4().hex, "parties": names, "t": t,
-                       "joint_sha256": hashlib.sha256(joint).hexdigest(),
-                       "parameters": th.FINGERPRINT, "simulated": True}
+            dealt = [sh.deal(parties[h], i, ids, t) for i, h in zip(ids, names, strict=True)]
+            parties = {h: sh.ShamirParty.receive(j, [pieces[j] for pieces in dealt])
+                       for j, h in zip(ids, names, strict=True)}
+        box = PrivateKey.generate()
+        record = {"keygen": uuid.uuid4().hex, "parties": names, "t": t,
+                  "joint_sha256": hashlib.sha256(joint).hexdigest(),
+                  "parameters": th.FINGERPRINT, "simulated": True}
+        return cls(names, t, signers, parties, joint, record, bytes(box.public_key), box)
 
     @classmethod
     def of_space(cls, space: Space, keys) -> LocalKeyParties:
@@ -85,13 +92,10 @@ class LocalKeyParties:
             raise WorkbenchUserError("the space's HE key is held by its holder nodes, not by this "
                                      "account: run the operation through the nodes.",
                                      reason="threshold-policy")
-        self = cls.__new__(cls)
-        self.names, self.t, self.record = names, len(names), record
-        self.signers = load_signers(space, names)
-        self.parties = {}
+        parties = {}
         for h in names:
             try:
-                self.parties[h] = th.Party.from_share_bytes(
+                parties[h] = th.Party.from_share_bytes(
                     (space.he / SHARES / f"{h}.key").read_bytes())
             except FileNotFoundError:
                 raise WorkbenchUserError(f"key party {h} has no share in {space.he / SHARES}: "
@@ -101,10 +105,8 @@ class LocalKeyParties:
                 raise WorkbenchUserError(f"{space.he / SHARES} is readable only by the "
                                          f"{accounts.GATEWAY} account, which plays the holders.",
                                          reason="access-denied") from None
-        self.joint, self.box = keys.bfv_bytes, None
-        self.checker = (space.he / BOX_PUB).read_bytes()
-        self.nonces = {h: NonceGuard() for h in names}
-        return self
+        return cls(names, len(names), load_signers(space, names), parties, keys.bfv_bytes,
+                   record, (space.he / BOX_PUB).read_bytes())
 
     def __repr__(self) -> str:
         return f"LocalKeyParties({len(self.names)} parties, t={self.t}, shares=<withheld>)"
