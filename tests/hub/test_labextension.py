@@ -34,6 +34,7 @@ from workbench.paths import Space
 from workbench.release.airlock import airlock_socket
 from workbench.release.http import UnixHTTP
 from workbench.release.serialize import to_payload
+from workbench.review.snapshot import provenance_view
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "hub"
@@ -434,6 +435,11 @@ def test_request_release_on_an_output_then_withdraw_and_resubmit(page, lab_hub):
     assert "minimum-threshold" in draft.inner_text() and draft.locator("button").count() == 0
     _shot(page, "4-refused-in-my-requests")
 
+    # a widget: JupyterLab's widget manager then sends the kernel comm messages, which the
+    # audit proxy records without code; they must not hide the next request's producing cell
+    _run_in_last_cell(page, "wb.catalog()")
+    page.wait_for_selector(".jp-Notebook .jp-Cell:nth-last-child(2) "
+                           ".jp-OutputArea-output:has-text('Views')", timeout=120_000)
     _run_in_last_cell(page, 'import pandas as pd; '
                             'pd.DataFrame({"tki": ["imatinib", "nilotinib"], "n": [40, 35]})')
     output = _finished_output(page, ".jp-Notebook .jp-Cell:nth-last-child(2)")
@@ -460,6 +466,11 @@ def test_request_release_on_an_output_then_withdraw_and_resubmit(page, lab_hub):
     detail = UnixHTTP(airlock_socket(lab_hub.space)).json(
         "GET", f"/requests/{request_id}", None, {"X-Workbench-Actor": "rita"})
     assert [t["action"] for t in detail["transitions"]][-3:] == ["return", "resubmit", "withdraw"]
+    # what the reviewers are shown: the cell that made the request, and alice as the person
+    producing = provenance_view(lab_hub.space, "cml-tki", [{"id": request_id}])["producing"]
+    assert producing[request_id]["status"] == "resolved", producing[request_id]["note"]
+    assert producing[request_id]["requester"] == "alice"
+    assert "pooled_counts" in producing[request_id]["cells"][-1]["code"]
     assert not page.errors, page.errors
 
 

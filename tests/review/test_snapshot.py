@@ -38,6 +38,12 @@ class Log:
         self.add("cell-execution", writer, kernel_id=kernel_id, msg_id=msg_id, code=code,
                  status="submitted", user="alice")
 
+    def comm(self, kernel_id: str, msg_id: str) -> None:
+        """A widget's comm message as the audit proxy records it: its type, a digest, no code
+        and no completion (``proxy.py``)."""
+        self.add("cell-execution", kernel_id=kernel_id, msg_id=msg_id, status="submitted",
+                 user="alice", source="browser", reason="comm-msg", code_sha256="0" * 64)
+
     def done(self, kernel_id: str, msg_id: str) -> None:
         self.add("cell-execution", kernel_id=kernel_id, msg_id=msg_id, status="ok")
 
@@ -79,6 +85,25 @@ def test_nothing_running_is_said_plainly(kernel_uid):
     assert found["status"] == "not-found" and found["cells"] == []
     assert "not known" in found["note"]
     assert log.resolve(request_id="rq-unknown")["status"] == "not-found"
+
+
+def test_a_widgets_comm_messages_are_not_cells_running_for_ever(kernel_uid):
+    """JupyterLab's widget manager talks to a widget (``wb.catalog()``) by comm messages. Each
+    has a submitted record and never a completion: counted as cells, they made every later
+    request ambiguous and its requester unknown (found in the browser)."""
+    log = Log()
+    log.kernel("k-1", kernel_uid)
+    log.cell("k-1", "m-catalog", "wb.catalog()")
+    log.done("k-1", "m-catalog")
+    for i in range(5):
+        log.comm("k-1", f"m-comm-{i}")
+    log.cell("k-1", "m-km", "wb.release.request(km)")
+    log.request()
+    log.done("k-1", "m-km")
+    found = log.resolve({"kernel_id": "k-1", "msg_id": "m-km"})
+    assert found["status"] == "resolved" and found["requester"] == "alice"
+    assert [c["msg_id"] for c in found["cells"]] == ["m-catalog", "m-km"]
+    assert found["claim_matches"]
 
 
 def test_two_kernels_running_at_once_is_ambiguous(kernel_uid):

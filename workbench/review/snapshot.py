@@ -94,7 +94,7 @@ def provenance_view(space: Space, study: str, requests: list[dict]) -> dict:
 
 @dataclass
 class Execution:
-    """One execute_request in a study kernel, as the audit proxy recorded it."""
+    """One execute_request (a cell) in a study kernel, as the audit proxy recorded it."""
 
     kernel_id: str
     msg_id: str
@@ -122,6 +122,11 @@ def study_executions(records, study: str) -> list[Execution]:
     for r in records:
         if (r.kind != "cell-execution" or r.writer.get("user") not in trusted
                 or r.fields.get("kernel_id") not in kernels):
+            continue
+        if r.fields.get("reason"):
+            # a comm or input message (a widget's state, typed input), not a cell: its record
+            # names its type, holds no code, and the proxy records no completion for it, so it
+            # would look like a cell running for ever and make every later request ambiguous
             continue
         key = (r.fields["kernel_id"], r.fields.get("msg_id", ""))
         if r.fields.get("status") == "submitted":
