@@ -217,9 +217,11 @@ def catalog():
     import ipywidgets as widgets
 
     listing = _request("GET", "/views").json()["views"]
-    search = widgets.Text(placeholder="search views and columns", description="Search")
-    choice = widgets.Select(options=[], rows=8, description="Views")
-    detail = widgets.HTML()
+    wide = widgets.Layout(width="30em")  # the default 300 px cuts most view titles short
+    search = widgets.Text(placeholder="search views and columns", description="Search",
+                          layout=wide)
+    choice = widgets.Select(options=[], rows=8, description="Views", layout=wide)
+    detail = widgets.HTML(layout=widgets.Layout(margin="0 0 0 1em"))
 
     def matches(item: dict, text: str) -> bool:
         haystack = " ".join([item["id"], item["title"], item.get("description", "")] +
@@ -228,7 +230,10 @@ def catalog():
 
     def refresh(*_):
         found = [v for v in listing if matches(v, search.value)]
+        shown = choice.value
         choice.options = [(f"{v['title']} ({v['id']})", v["id"]) for v in found]
+        if found:  # keep the view shown if it still matches, else show the first match
+            choice.value = shown if shown in {v["id"] for v in found} else found[0]["id"]
 
     def show(*_):
         item = next((v for v in listing if v["id"] == choice.value), None)
@@ -237,6 +242,7 @@ def catalog():
     search.observe(refresh, names="value")
     choice.observe(show, names="value")
     refresh()
+    show()
     return widgets.VBox([search, widgets.HBox([choice, detail])])
 
 

@@ -284,13 +284,19 @@ def test_catalog_widget_searches_and_shows_sensitivity(gateway):
         box = wb.catalog()
         search, (choice, detail) = box.children[0], box.children[1].children
         everything = [value for _, value in choice.options]
+        first = (choice.value, detail.value)  # a view is shown before anything is clicked
         search.value = "month"
         found = [value for _, value in choice.options]
+        narrowed = choice.value
         search.value = ""
+        kept = choice.value  # the view shown stays shown when the search widens again
         choice.value = "visits"
-        print(json.dumps({"all": everything, "found": found, "html": detail.value}))
+        print(json.dumps({"all": everything, "found": found, "html": detail.value,
+                          "first": first, "narrowed": narrowed, "kept": kept}))
     """)
     assert sorted(out["all"]) == ["elderly", "visits", "visits_monthly"]
     assert out["found"] == ["visits_monthly"]
+    assert out["first"][0] == out["all"][0] and out["first"][0] in out["first"][1]
+    assert out["narrowed"] == out["kept"] == "visits_monthly"
     assert "sensitive (wb.secure only)" in out["html"] and "cost" in out["html"]
     assert "version" in out["html"]

@@ -136,7 +136,7 @@ def test_other_errors_keep_their_traceback(kernel):
 
 def test_a_cox_model_says_what_runs_and_how_many_rounds_it_took(lung_kernel):
     result = lung_kernel('fit = wb.secure.cox_ph("lung_survival", "time", "status", '
-                         'covariates=["age"])\nprint("coef", len(fit.params_))')
+                         'covariates=["age"])\nprint("coef", len(fit.params_))\nfit')
     shown = _text(result)
     assert result["status"] == "ok", shown
     lines = [line for line in shown.splitlines() if line.startswith("wb.secure.cox_ph")]
@@ -144,6 +144,11 @@ def test_a_cox_model_says_what_runs_and_how_many_rounds_it_took(lung_kernel):
                        "holders ..."
     assert lines[1].startswith("wb.secure.cox_ph: released after ") and "Newton steps" in lines[1]
     assert shown.index(lines[0]) < shown.index(lines[1]) < shown.index("coef 1")
+    # shown as a notebook shows it: the fit and its coefficient table, not only a repr
+    html = next(o["data"]["text/html"] for o in result["outputs"]
+                if "text/html" in o.get("data", {}))
+    assert "CoxPHResult: n=228, events=165" in html and "Newton steps" in html
+    assert "<table" in html and "exp(coef)" in html and ">age<" in html
 
 
 def test_a_kaplan_meier_plot_has_its_time_unit_and_an_at_risk_table(lung_kernel):
@@ -155,7 +160,7 @@ def test_a_kaplan_meier_plot_has_its_time_unit_and_an_at_risk_table(lung_kernel)
         "texts = [t.get_text() for t in ax.texts]\n"
         "print('table:', texts[0], '|', ' '.join(texts[1:]))\n"
         "print('first counts:', [km[g].at_risk([0])[0] for g in km])\n"
-        "print('n:', [km[g].n for g in km])")
+        "print('n:', [km[g].n for g in km])\nkm")
     shown = _text(result)
     assert result["status"] == "ok", shown
     # the catalog's description of the duration column: its words and its unit
@@ -164,3 +169,7 @@ def test_a_kaplan_meier_plot_has_its_time_unit_and_an_at_risk_table(lung_kernel)
     assert "table: Number at risk |" in shown
     first = shown.split("first counts:")[1].splitlines()[0]
     assert first.strip() == shown.split("n:")[1].splitlines()[0].strip()  # all at risk at 0
+    # the curves show as a table of what was released, not as a dict of reprs
+    html = next(o["data"]["text/html"] for o in result["outputs"]
+                if "text/html" in o.get("data", {}))
+    assert ">sex=1<" in html and ">sex=2<" in html and "median survival" in html

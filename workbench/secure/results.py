@@ -99,9 +99,29 @@ class KaplanMeierResult:
         return (f"<workbench.secure.KaplanMeierResult: {self.group_label}, n={self.n}, "
                 f"{len(self.timeline)} released times>")
 
+    def _repr_html_(self) -> str:
+        return _curves_html([self])
+
+
+def _curves_html(curves: list[KaplanMeierResult]) -> str:
+    """What a notebook shows for released curves: one line per curve, not only reprs."""
+    table = pd.DataFrame({
+        "n": [c.n for c in curves],
+        "events": [int(c.event_table["observed"].sum()) for c in curves],
+        "released times": [len(c.timeline) for c in curves],
+        "median survival": [f"{c.median_survival_time_:g}" if np.isfinite(
+            c.median_survival_time_) else "not reached" for c in curves]},
+        index=pd.Index([c.group_label for c in curves], name="curve"))
+    return ("<p>Kaplan-Meier curves pooled under HE (.plot() draws them; "
+            ".survival_function_ and .event_table hold the numbers)</p>"
+            + table.to_html(float_format=lambda v: f"{v:g}"))
+
 
 class KaplanMeierGroups(dict):
     """``kaplan_meier(..., by=col)``: one ``KaplanMeierResult`` per level of ``col``."""
+
+    def _repr_html_(self) -> str:
+        return _curves_html(list(self.values()))
 
     def plot(self, ax=None, at_risk_counts: bool = True, **kwargs):
         """One curve per level, one at-risk row per level under the axis."""
@@ -218,6 +238,10 @@ class LogRankResult:
         return (f"<workbench.secure.LogRankResult: test_statistic={self.test_statistic:.4g}, "
                 f"p_value={self.p_value:.4g}, df={self.degrees_of_freedom}>")
 
+    def _repr_html_(self) -> str:
+        return (f"<p>log-rank test, {self.degrees_of_freedom} degree(s) of freedom</p>"
+                + self.summary.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+
 
 class RegressionResult:
     """Cox PH or logistic regression fitted by Newton steps on HE-aggregated statistics."""
@@ -254,6 +278,26 @@ class RegressionResult:
     def __repr__(self) -> str:
         return (f"<workbench.secure.{self.kind}: n={self.n}, "
                 f"{len(self.params_)} coefficients, log-likelihood={self.log_likelihood_:.4f}>")
+
+    def _header(self) -> str:
+        what = "events" if self.kind == "CoxPHResult" else "positive outcomes"
+        holders = getattr(self, "holders", None)
+        pooled = f"pooled across {len(holders)} holders under HE" if holders else "pooled under HE"
+        return (f"{self.kind}: n={self.n}, {what}={self.events}, "
+                f"log-likelihood={self.log_likelihood_:.4f}, {self.iterations} Newton steps, "
+                f"{pooled}")
+
+    def print_summary(self, decimals: int = 4) -> None:
+        """The fit and its coefficient table as text (lifelines' name)."""
+        print(self._header())
+        print(self.summary.to_string(float_format=lambda v: f"{v:.{decimals}g}"))
+
+    def _repr_html_(self) -> str:
+        """In a notebook the fit shows as its coefficient table, not only its repr."""
+        from html import escape
+
+        return (f"<p>{escape(self._header())}</p>"
+                + self.summary.to_html(float_format=lambda v: f"{v:.4g}"))
 
 
 class Histogram:
