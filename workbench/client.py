@@ -217,7 +217,7 @@ def catalog():
     import ipywidgets as widgets
 
     listing = _request("GET", "/views").json()["views"]
-    wide = widgets.Layout(width="30em")  # the default 300 px cuts most view titles short
+    wide = widgets.Layout(width="34em")  # the default 300 px cuts most view titles short
     search = widgets.Text(placeholder="search views and columns", description="Search",
                           layout=wide)
     choice = widgets.Select(options=[], rows=8, description="Views", layout=wide)
