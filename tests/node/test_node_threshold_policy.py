@@ -23,7 +23,10 @@ from workbench.node.cli import node_group
 from workbench.node.client import NodeError, NodeSet
 from workbench.node.coordinator import policy_document
 from workbench.node.keygen import current_record, ensure_joint_key
+from workbench.policy import load_policy
 from workbench.policy.signed import signature_path
+from workbench.review.dashboards import _he_key_html
+from workbench.review.snapshot import he_key_status
 from workbench.secure.keys import load_public
 
 TWO_OF_THREE = POLICY + "secure:\n  decryption_threshold: 2\n"
@@ -102,6 +105,8 @@ def test_a_changed_t_is_honoured_only_when_signed(policy_nodes):
         nodes.close()
     assert current_record(space)["t"] == 2
     assert run_as_kernel(space, KM) == {"holders": list(HOLDERS)}  # the 2-of-3 key works
+    key = he_key_status(space, load_policy(policy_nodes.policy))  # the admin overview's view
+    assert (key["status"], key["t"], key["parties"]) == ("in force", 2, list(HOLDERS))
 
     # signed (serial 2): the nodes stop using their 2-of-3 shares at once, and a new key
     # generation makes the policy's 3-of-3 key
@@ -110,6 +115,13 @@ def test_a_changed_t_is_honoured_only_when_signed(policy_nodes):
     assert "refused (threshold-policy): this node's key share is t = 2 of 3 key parties, but " \
         "the signed policy sets t = 3 of hospital-a, hospital-b, insurer-b" in stopped["said"]
     assert "\n" not in stopped["said"]
+    # the admin overview says why and what to do
+    key = he_key_status(space, load_policy(policy_nodes.policy))
+    assert key["status"] == "re-key needed" and key["t"] == 2
+    assert "the signed policy sets t = 3 of hospital-a, hospital-b, insurer-b" in key["note"]
+    assert "'workbench node keygen'" in key["note"]
+    page = _he_key_html(key)
+    assert "re-key needed" in page and "2 of 3" in page and "#cf222e" in page
     # the admin re-keys with 'workbench node keygen' (the supervisor's next start would too)
     out = CliRunner().invoke(node_group, ["keygen", "--data-dir", str(space.root),
                                           "--policy", str(policy_nodes.policy)])
@@ -120,4 +132,5 @@ def test_a_changed_t_is_honoured_only_when_signed(policy_nodes):
     assert record["t"] == 3 and record["keygen"] != policy_nodes.record["keygen"]
     assert load_public(space).threshold["t"] == 3
     assert run_as_kernel(space, KM) == {"holders": list(HOLDERS)}
+    assert he_key_status(space, load_policy(policy_nodes.policy))["status"] == "in force"
 

@@ -124,6 +124,7 @@ def test_admin_overview(review_env):
     text = _widget_text(nb)
     assert "policy valid" in text and "cml-tki" in text and "lonely" in text
     assert "released: 1" in text
+    assert "<h3>HE key</h3><p>not readable: no readable key record" in text  # no key made here
     denied = _widget_text(_run(env, "admin_overview",
                                admin_snapshot(env.space, env.policy_file, "rita")))
     assert "Access denied" in denied and "lonely" not in denied

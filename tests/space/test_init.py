@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -17,8 +18,12 @@ from workbench.catalog.store import Catalog
 from workbench.cli import cli
 from workbench.errors import WorkbenchUserError
 from workbench.paths import Space
+from workbench.policy import load_policy
+from workbench.review.snapshot import he_key_status
 from workbench.space import build, public
 from workbench.space.tables import file_sha256
+
+DEMO_POLICY = Path(__file__).resolve().parents[2] / "workbench" / "hub_config" / "policy.yaml"
 
 
 def _leftovers(parent):
@@ -42,6 +47,10 @@ def test_space_layout_and_manifest(built_space):
     assert sorted(p.name for p in (built_space.he / "key-shares").iterdir()) == sorted(
         f"{m}.key" for m in members)
     assert not (built_space.he / "secret.ctx").exists()
+    # what the admin overview says of it: simulated, the five members, all five decrypt
+    key = he_key_status(built_space, load_policy(DEMO_POLICY))
+    assert (key["status"], key["parties"], key["t"], key["scheme"]) == (
+        "simulated", members, 5, "N-out-of-N")
     assert not _leftovers(built_space.root.parent)
     assert any("chunk 3/3" in line for line in BUILD_LOG)  # progress is printed
 

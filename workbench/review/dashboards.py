@@ -275,5 +275,20 @@ def admin_overview(ctx: ReviewContext) -> w.Widget:
     return w.VBox([head, w.HTML(
         "<h3>Studies</h3><table class='wb-table'><tr><th>study</th><th>title</th><th>members</th>"
         "<th>reviewers</th><th>views</th><th>expires</th><th>min cell</th><th>airlock</th></tr>"
-        + studies + "</table><h3>Usage per data holder</h3>" + usage_html
+        + studies + "</table>" + _he_key_html(snap.get("he_key", {}))
+        + "<h3>Usage per data holder</h3>" + usage_html
         + "<h3>Policy history</h3>" + history_html)])
+
+
+def _he_key_html(key: dict) -> str:
+    """Who holds the space's HE key and whether it is the one the signed policy sets."""
+    if not key.get("available"):
+        return f"<h3>HE key</h3><p>not readable: {esc(key.get('reason'))}</p>"
+    colour = {"in force": "#1a7f37", "simulated": "#9a6700"}.get(key["status"], "#cf222e")
+    return ("<h3>HE key</h3><table class='wb-table' id='he-key'><tr><th>scheme</th>"
+            "<th>decrypt together</th><th>key parties (one share each)</th><th>key</th>"
+            f"<th>status</th></tr><tr><td>{esc(key['scheme'])}</td>"
+            f"<td>{esc(key['t'])} of {len(key['parties'])}</td>"
+            f"<td>{esc(', '.join(key['parties']))}</td><td><code>{esc(key['keygen'][:12])}"
+            f"</code></td><td>{render.badge(key['status'], colour)} {esc(key['note'])}</td>"
+            "</tr></table>")

@@ -195,16 +195,24 @@ def seal_partials(party, signer, checker_public: bytes, *, nonce: str, kind: str
              "present": present}, box)
 
 
-def check_key_set(policy, registered, parties, t: int, what: str) -> None:
-    """Refuse (``threshold-policy``) key parties or a t other than the signed policy's
-    (``secure.key_parties`` / ``secure.decryption_threshold``): the coordinator does not choose
-    who can decrypt together. ``registered``: the space's registered holders."""
+def key_set_mismatch(policy, registered, parties, t: int, what: str) -> str | None:
+    """How key parties and t differ from the signed policy's (``secure.key_parties`` /
+    ``secure.decryption_threshold``), or None when they are the policy's. ``registered``: the
+    space's registered holders."""
     want_parties, want_t = policy.secure.key_set(sorted(registered))
-    if list(parties or []) != want_parties or t != want_t:
-        raise refuse("threshold-policy", f"{what} is t = {t} of {len(parties or [])} key "
-                                         f"parties, but the signed policy sets t = {want_t} of "
-                                         f"{', '.join(want_parties)} (secure.decryption_threshold"
-                                         ", secure.key_parties).")
+    if list(parties or []) == want_parties and t == want_t:
+        return None
+    return (f"{what} is t = {t} of {len(parties or [])} key parties, but the signed policy sets "
+            f"t = {want_t} of {', '.join(want_parties)} (secure.decryption_threshold, "
+            "secure.key_parties).")
+
+
+def check_key_set(policy, registered, parties, t: int, what: str) -> None:
+    """Refuse (``threshold-policy``) key parties or a t other than the signed policy's: the
+    coordinator does not choose who can decrypt together."""
+    mismatch = key_set_mismatch(policy, registered, parties, t, what)
+    if mismatch is not None:
+        raise refuse("threshold-policy", mismatch)
 
 
 def _present_ids(party, holder: str, parties, present) -> list[list[int]] | None:
