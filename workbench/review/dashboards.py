@@ -259,7 +259,8 @@ def admin_overview(ctx: ReviewContext) -> w.Widget:
                           f"<tr><td>{esc(u['holder'])}</td><td>{esc(u['study'])}</td>"
                           f"<td>{esc(u['kind'])}</td><td>{u['requests']}</td><td>{u['rows']}</td>"
                           "</tr>" for u in sorted(usage["rows"], key=lambda u: u["holder"]))
-                      + "</table>")
+                      + "</table>") if usage["rows"] else \
+            "<p>no study has used a holder's data yet</p>"
     else:
         usage_html = f"<p>usage ledger not readable: {esc(usage.get('reason'))}</p>"
     history = snap.get("policy_history", {})
