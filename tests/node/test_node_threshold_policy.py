@@ -22,11 +22,11 @@ from workbench.errors import WorkbenchUserError
 from workbench.node.cli import node_group
 from workbench.node.client import NodeError, NodeSet
 from workbench.node.coordinator import policy_document
-from workbench.node.keygen import current_record, ensure_joint_key
+from workbench.node.keygen import current_record, ensure_joint_key, key_status
 from workbench.policy import load_policy
+from workbench.policy.cli import apply_policy
 from workbench.policy.signed import signature_path
 from workbench.review.dashboards import _he_key_html
-from workbench.review.snapshot import he_key_status
 from workbench.secure.keys import load_public
 
 TWO_OF_THREE = POLICY + "secure:\n  decryption_threshold: 2\n"
@@ -105,7 +105,7 @@ def test_a_changed_t_is_honoured_only_when_signed(policy_nodes):
         nodes.close()
     assert current_record(space)["t"] == 2
     assert run_as_kernel(space, KM) == {"holders": list(HOLDERS)}  # the 2-of-3 key works
-    key = he_key_status(space, load_policy(policy_nodes.policy))  # the admin overview's view
+    key = key_status(space, load_policy(policy_nodes.policy))  # the admin overview's view
     assert (key["status"], key["t"], key["parties"]) == ("in force", 2, list(HOLDERS))
 
     # signed (serial 2): the nodes stop using their 2-of-3 shares at once, and a new key
@@ -116,7 +116,7 @@ def test_a_changed_t_is_honoured_only_when_signed(policy_nodes):
         "the signed policy sets t = 3 of hospital-a, hospital-b, insurer-b" in stopped["said"]
     assert "\n" not in stopped["said"]
     # the admin overview says why and what to do
-    key = he_key_status(space, load_policy(policy_nodes.policy))
+    key = key_status(space, load_policy(policy_nodes.policy))
     assert key["status"] == "re-key needed" and key["t"] == 2
     assert "the signed policy sets t = 3 of hospital-a, hospital-b, insurer-b" in key["note"]
     assert "'workbench node keygen'" in key["note"]
@@ -132,5 +132,14 @@ def test_a_changed_t_is_honoured_only_when_signed(policy_nodes):
     assert record["t"] == 3 and record["keygen"] != policy_nodes.record["keygen"]
     assert load_public(space).threshold["t"] == 3
     assert run_as_kernel(space, KM) == {"holders": list(HOLDERS)}
-    assert he_key_status(space, load_policy(policy_nodes.policy))["status"] == "in force"
+    assert key_status(space, load_policy(policy_nodes.policy))["status"] == "in force"
+
+    # an admin who changes secure: with 'workbench policy apply' is told what it takes
+    lines: list[str] = []
+    apply_policy(space, TWO_OF_THREE.encode(), "two-of-three.yaml", policy_nodes.admin_key,
+                 echo=lines.append)
+    told = [line for line in lines if line.startswith("HE key: ")]
+    assert told == [f"HE key: {key_status(space, load_policy(space.policy))['note']}"], lines
+    assert "the space's key is t = 3 of 3 key parties, but the signed policy sets t = 2" in \
+        told[0] and "'workbench node keygen'" in told[0]
 

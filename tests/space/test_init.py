@@ -17,9 +17,9 @@ from workbench import synth
 from workbench.catalog.store import Catalog
 from workbench.cli import cli
 from workbench.errors import WorkbenchUserError
+from workbench.node.keygen import key_status
 from workbench.paths import Space
 from workbench.policy import load_policy
-from workbench.review.snapshot import he_key_status
 from workbench.space import build, public
 from workbench.space.tables import file_sha256
 
@@ -48,7 +48,7 @@ def test_space_layout_and_manifest(built_space):
         f"{m}.key" for m in members)
     assert not (built_space.he / "secret.ctx").exists()
     # what the admin overview says of it: simulated, the five members, all five decrypt
-    key = he_key_status(built_space, load_policy(DEMO_POLICY))
+    key = key_status(built_space, load_policy(DEMO_POLICY))
     assert (key["status"], key["parties"], key["t"], key["scheme"]) == (
         "simulated", members, 5, "N-out-of-N")
     assert not _leftovers(built_space.root.parent)

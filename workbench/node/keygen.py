@@ -46,6 +46,39 @@ def current_record(space: Space) -> dict | None:
         return None
 
 
+def key_status(space: Space, policy) -> dict:
+    """The space's HE key as its public record states it (who holds shares, how many decrypt
+    together) and whether it is the key the signed ``policy`` sets: after an admin changes
+    ``secure:``, the nodes refuse every round (``threshold-policy``) until a key generation has
+    made the new key. For the admin overview and ``workbench policy apply``."""
+    from workbench.secure.signing import Registry
+    from workbench.secure.threshold_local import SPACE_KEY
+    from workbench.secure.threshold_node import key_set_mismatch
+
+    record = current_record(space)
+    if record is None:
+        return {"available": False, "reason": f"no readable key record at {space.he / RECORD}"}
+    parties, t = list(record.get("parties") or []), record.get("t")
+    key = {"available": True, "parties": parties, "t": t, "keygen": record.get("keygen", ""),
+           "scheme": record.get("scheme") or ("N-out-of-N" if t == len(parties)
+                                              else f"{t}-out-of-{len(parties)}")}
+    if record.get("simulated") == SPACE_KEY:
+        return key | {"status": "simulated", "note": (
+            "a space without holder nodes: one account (wb-gateway) keeps every share and plays "
+            "the key parties; holder nodes keep their own shares (docs/nodes.md)")}
+    registered = sorted(Registry.from_json(space.holder_registry.read_bytes()).keys) \
+        if space.holder_registry.exists() else []
+    try:
+        mismatch = key_set_mismatch(policy, registered, parties, t, "the space's key")
+    except WorkbenchUserError as exc:  # the policy names a holder that is not registered
+        mismatch = str(exc)
+    if mismatch is None:
+        return key | {"status": "in force", "note": "the key the signed policy sets"}
+    return key | {"status": "re-key needed", "note": (
+        f"{mismatch} Until 'workbench node keygen' (or the nodes' supervisor's next start) makes "
+        "that key, the nodes refuse every decryption (threshold-policy).")}
+
+
 def ensure_joint_key(space: Space, nodes: NodeSet | None = None,
                      policy_path=None) -> dict | None:
     """The space's joint BFV key among the key parties of the signed policy in force

@@ -205,6 +205,11 @@ def apply_policy(space: Space, new_bytes: bytes, source: str, key, *, echo=click
     path = signed.activate(space, version)
     echo(f"serial {record['serial']} in force at {path}, signed with {key_id}; provenance "
          f"record {record_id[:16]}")
+    from workbench.node.keygen import key_status
+
+    he_key = key_status(space, new)
+    if he_key.get("status") == "re-key needed":  # a changed secure: takes a new key first
+        echo(f"HE key: {he_key['note']}")
     return {**fields, "record": record_id}
 
 

@@ -266,7 +266,9 @@ def admin_snapshot(space: Space, policy_file: str | Path, viewer: str) -> dict:
     except Exception as exc:
         snap["policy_history"] = {"available": False,
                                   "reason": f"{type(exc).__name__}: {exc}"[:300]}
-    snap["he_key"] = he_key_status(space, policy)
+    from workbench.node.keygen import key_status
+
+    snap["he_key"] = key_status(space, policy)
     queue = {}
     try:
         for item in airlock_client(space, viewer).json("GET", "/requests"):
@@ -276,41 +278,6 @@ def admin_snapshot(space: Space, policy_file: str | Path, viewer: str) -> dict:
     except Exception as exc:
         snap["queue"] = {"available": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
     return snap
-
-
-def he_key_status(space: Space, policy) -> dict:
-    """The space's HE key as its public record states it (``he/threshold.json``: who holds
-    shares, how many decrypt together) and whether it is the key the signed policy sets: after
-    an admin changes ``secure:``, the nodes refuse every round (``threshold-policy``) until a
-    key generation has made the new key."""
-    from workbench.secure.signing import Registry
-    from workbench.secure.threshold_local import SPACE_KEY
-    from workbench.secure.threshold_node import RECORD, key_set_mismatch
-
-    try:
-        record = json.loads((space.he / RECORD).read_text())
-    except (OSError, ValueError) as exc:
-        return {"available": False, "reason": f"no readable key record at {space.he / RECORD} "
-                                              f"({type(exc).__name__})"}
-    parties, t = list(record.get("parties") or []), record.get("t")
-    key = {"available": True, "parties": parties, "t": t, "keygen": record.get("keygen", ""),
-           "scheme": record.get("scheme") or ("N-out-of-N" if t == len(parties)
-                                              else f"{t}-out-of-{len(parties)}")}
-    if record.get("simulated") == SPACE_KEY:
-        return key | {"status": "simulated", "note": (
-            "a space without holder nodes: one account (wb-gateway) keeps every share and plays "
-            "the key parties; holder nodes keep their own shares (docs/nodes.md)")}
-    registered = sorted(Registry.from_json(space.holder_registry.read_bytes()).keys) \
-        if space.holder_registry.exists() else []
-    try:
-        mismatch = key_set_mismatch(policy, registered, parties, t, "the space's key")
-    except WorkbenchUserError as exc:  # the policy names a holder that is not registered
-        mismatch = str(exc)
-    if mismatch is None:
-        return key | {"status": "in force", "note": "the key the signed policy sets"}
-    return key | {"status": "re-key needed", "note": (
-        f"{mismatch} Until 'workbench node keygen' (or the nodes' supervisor's next start) makes "
-        "that key, the nodes refuse every decryption (threshold-policy).")}
 
 
 def encode(snapshot: dict) -> str:

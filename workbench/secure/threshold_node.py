@@ -212,7 +212,8 @@ def check_key_set(policy, registered, parties, t: int, what: str) -> None:
     coordinator does not choose who can decrypt together."""
     mismatch = key_set_mismatch(policy, registered, parties, t, what)
     if mismatch is not None:
-        raise refuse("threshold-policy", mismatch)
+        raise refuse("threshold-policy", f"{mismatch} The space's admin makes that key with "
+                                         "'workbench node keygen'.")
 
 
 def _present_ids(party, holder: str, parties, present) -> list[list[int]] | None:
