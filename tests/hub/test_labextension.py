@@ -31,10 +31,11 @@ from workbench import accounts
 from workbench.accounts import study_server_user
 from workbench.labextension import BUILD_RECORD, LABEXTENSIONS, NAME, PREBUILT, source_digest
 from workbench.paths import Space
+from workbench.policy import load_policy
 from workbench.release.airlock import airlock_socket
 from workbench.release.http import UnixHTTP
 from workbench.release.serialize import to_payload
-from workbench.review.snapshot import provenance_view
+from workbench.review.snapshot import provenance_view, study_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "hub"
@@ -554,6 +555,13 @@ def test_the_readme_researcher_example_is_submitted_as_written(demo_space):
                     for o in executed.cells[0].outputs)
     assert "release request rq-" in shown and "'km_by_tki': submitted" in shown, shown
     assert "failed" not in shown
+    # the reviewers' figure of it labels time as the researcher's does: the catalog's words
+    # for the signed result's duration column, not "time"
+    snapshot = study_snapshot(space, load_policy(policy), "cml-tki", "rita")
+    (request,) = [r for r in snapshot["requests"] if r["name"] == "km_by_tki"]
+    assert request["evidence"]["verified"]
+    assert request["time_label"] == "Days from TKI start to progression, death or end of " \
+                                    "follow-up"
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ def table_html(df: pd.DataFrame, max_rows: int = 200) -> str:
     return df.head(max_rows).to_html(index=False, escape=True, border=0, classes="wb-table")
 
 
-def km_png(curves) -> bytes:
+def km_png(curves, time_label: str = "time") -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,7 +41,7 @@ def km_png(curves) -> bytes:
             # a group label is researcher text: shown as written, never parsed as mathtext
             ax.step(tab["time"], tab["survival"], where="post",
                     label=str(curve.group).replace("$", r"\$"))
-    ax.set_xlabel("time")
+    ax.set_xlabel(time_label)
     ax.set_ylabel("survival")
     ax.set_ylim(0, 1.05)
     if curves:
@@ -76,19 +76,20 @@ def output_html(detail: dict) -> str:
                 + "<h5>the numbers the figure draws (checked, not released)</h5>"
                 + (_numbers_html(output, draw=False) if _has_numbers(output)
                    else "<p>none were sent: the figure is refused</p>"))
-    return _numbers_html(output)
+    # the snapshot's label: the catalog's words for a signed result's duration column
+    return _numbers_html(output, time_label=detail.get("time_label") or "time")
 
 
 def _has_numbers(output) -> bool:
     return output.table is not None or bool(output.curves) or output.model is not None
 
 
-def _numbers_html(output, draw: bool = True) -> str:
+def _numbers_html(output, draw: bool = True, time_label: str = "time") -> str:
     from workbench.release.outputs import released_table
 
     if output.curves:
         tables = "".join(f"<h5>{esc(c.group)}</h5>{table_html(c.table)}" for c in output.curves)
-        return (_img(km_png(output.curves), "png") if draw else "") + tables
+        return (_img(km_png(output.curves, time_label), "png") if draw else "") + tables
     if output.model is not None:
         fit = output.model
         facts = (f"<p>{esc(fit.family)} model: {fit.n_obs} observations, {fit.n_params} "

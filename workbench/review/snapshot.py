@@ -208,6 +208,8 @@ def study_snapshot(space: Space, policy, study: str, viewer: str) -> dict:
     except Exception as exc:
         requests = []
         snap["airlock"] = {"available": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
+    for request in requests:
+        request["time_label"] = _time_label(space, request)
     snap.update({
         "title": entry.title, "reviewers": list(entry.reviewers),
         "thresholds": entry.thresholds.model_dump(),
@@ -216,6 +218,29 @@ def study_snapshot(space: Space, policy, study: str, viewer: str) -> dict:
         "provenance": provenance_view(space, study, requests),
     })
     return snap
+
+
+def _time_label(space: Space, request: dict) -> str:
+    """The time axis of a survival output's figure as the researcher's plot labels it (the
+    catalog's description of the duration column), when its numbers carry the release
+    checker's verified signature, whose spec names the column; else plain "time"."""
+    from workbench.catalog.store import Catalog
+    from workbench.secure.results import _time_column, format_time_label
+
+    if not (request.get("evidence") or {}).get("verified"):
+        return "time"
+    payload = request.get("payload") or {}
+    view, column = _time_column(payload.get("attestation")
+                                or (payload.get("data") or {}).get("attestation"))
+    if column is None:
+        return "time"
+    try:
+        info = next((c for c in Catalog.load(space).views[view].columns if c.name == column),
+                    None)
+    except (OSError, KeyError, ValueError):  # no catalog entry here: the column's name alone
+        info = None
+    return format_time_label(column, getattr(info, "description", None),
+                             getattr(info, "granularity", None))
 
 
 def admin_snapshot(space: Space, policy_file: str | Path, viewer: str) -> dict:

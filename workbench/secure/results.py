@@ -174,6 +174,11 @@ def time_axis_label(view: str | None, column: str | None) -> str:
             description, step = info.get("description"), info.get("granularity")
         except (WorkbenchError, KeyError, TypeError):  # no gateway here: the name alone
             pass
+    return format_time_label(column, description, step)
+
+
+def format_time_label(column: str, description: str | None, step: float | None) -> str:
+    """The axis label from a duration column's name, catalog description and public step."""
     if description and any(unit in description.lower() for unit in _UNITS):
         return description[0].upper() + description[1:]
     unit = next((u for u in _UNITS if u in column.lower()), None)
