@@ -21,6 +21,16 @@ class WorkbenchUserError(WorkbenchError):
         self.reason = reason
 
 
+def did_you_mean(name: object, choices) -> str:
+    """" (did you mean 'x'?)" for a name that is close to one the user may use, else "". Only
+    for names the user may already see (a study's own views, a view's columns): never for what
+    would reveal something they may not."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def log_fault(logger: logging.Logger, what: str, exc: BaseException) -> None:
     """Log an unexpected fault by its type and stack frames only. Its message may quote what the
     failing code was handling (a decrypted sum, a row, a kernel's output), which must not reach

@@ -300,3 +300,15 @@ def test_catalog_widget_searches_and_shows_sensitivity(gateway):
     assert out["narrowed"] == out["kept"] == "visits_monthly"
     assert "sensitive (wb.secure only)" in out["html"] and "cost" in out["html"]
     assert "version" in out["html"]
+
+
+def test_a_mistyped_view_or_column_is_answered_with_the_likely_one(gateway):
+    """A typo gets the name the user probably meant, from what the study may already see (its
+    own views, the view's columns), with the refusal's usual reason."""
+    out = refused(gateway, STUDY, 'wb.view("visit")')
+    assert out["reason"] == "access-denied" and "(did you mean 'visits'?)" in out["message"]
+    out = refused(gateway, STUDY, 'wb.view("visits", columns=["diagnoses"])')
+    assert out["reason"] == "unknown-column" and "(did you mean 'diagnosis'?)" in out["message"]
+    out = refused(gateway, STUDY, 'wb.secure.mean("visits", "costs")')
+    assert out["reason"] == "unknown-column" and "(did you mean 'cost'?)" in out["message"]
+    assert "wb.describe('visits')" in out["message"] and "\n" not in out["message"]

@@ -56,6 +56,12 @@ def test_rules(actor, action, resource, allowed):
     assert decide(demo_policy(), actor, action, "s1", resource, now=NOW).allowed is allowed
 
 
+def test_a_mistyped_view_is_named_from_the_studys_own_grants_only():
+    policy = demo_policy(views=("t1d_cohort", "v1"))
+    reason = decide(policy, "alice", "read-view", "s1", "t1d_cohrt", now=NOW).reason
+    assert "is not granted the view 't1d_cohrt' (did you mean 't1d_cohort'?)" in reason
+
+
 def test_unknown_study_denied():
     assert not decide(demo_policy(), "alice", "read-view", "s2", "v1", now=NOW)
     assert not decide(demo_policy(), "alice", "read-view", None, "v1", now=NOW)

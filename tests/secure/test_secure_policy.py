@@ -161,6 +161,9 @@ def test_bad_columns_get_clear_messages_without_values():
         fed.mean("nope")
     assert err.value.reason == "no-such-column"
     with pytest.raises(WorkbenchUserError) as err:
+        fed.kaplan_meier("dayz", "event")
+    assert "column 'dayz' is not in the data (did you mean 'days'?)" in str(err.value)
+    with pytest.raises(WorkbenchUserError) as err:
         fed.cox_ph("days", "event", [])
     assert "at least one covariate" in str(err.value)
     with pytest.raises(WorkbenchUserError) as err:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from workbench.accounts import study_kernel_user
-from workbench.errors import WorkbenchUserError
+from workbench.errors import WorkbenchUserError, did_you_mean
 from workbench.policy.model import Policy
 
 ACTIONS = (
@@ -69,7 +69,9 @@ def decide(policy: Policy, actor: str, action: str, study: str | None,
             return Decision(False, f"'{actor}' is not a member of study '{study}'. "
                                    f"{_how_to_ask(policy, study)}")
         if resource is None or resource not in entry.views:
-            return Decision(False, f"study '{study}' is not granted the view '{resource}'. "
+            # the study's own grants only: whether another view exists is not said
+            return Decision(False, f"study '{study}' is not granted the view '{resource}'"
+                                   f"{did_you_mean(resource, entry.views)}. "
                                    f"{_how_to_ask(policy, study)}")
         if action == "read-view" and entry.visibility_of(resource) == "aggregates":
             # "usable but not visible": code is written on the twin, numbers come from wb.secure

@@ -22,7 +22,7 @@ import math
 import pandas as pd
 
 from workbench.catalog.models import MAX_LEVELS, Column, View
-from workbench.errors import WorkbenchUserError
+from workbench.errors import WorkbenchUserError, did_you_mean
 from workbench.secure import ops
 
 # BFV slots of one round, all segments together (a real value takes ops.REAL_DIGITS): 512
@@ -48,11 +48,15 @@ class Schema:
             raise _refuse(f"{use} must be a column name.", "bad-request")
         if self.view is None:
             if not any(name in f.columns for f in self.partitions.values()):
-                raise _refuse(f"column {name!r} is not in the data.", "no-such-column")
+                known = sorted({c for f in self.partitions.values() for c in f.columns})
+                raise _refuse(f"column {name!r} is not in the data{did_you_mean(name, known)}.",
+                              "no-such-column")
             return None
         column = self.view.column(name)
         if column is None:
-            raise _refuse(f"view '{self.view.id}' has no column {name!r}.", "no-such-column")
+            raise _refuse(f"view '{self.view.id}' has no column {name!r}"
+                          f"{did_you_mean(name, [c.name for c in self.view.columns])}. See "
+                          f"wb.describe('{self.view.id}').", "no-such-column")
         return column
 
     def _need(self, name: str, use: str, roles: tuple[str, ...]) -> Column | None:

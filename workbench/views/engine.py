@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from workbench.catalog.models import View
 from workbench.catalog.store import Catalog
-from workbench.errors import WorkbenchUserError
+from workbench.errors import WorkbenchUserError, did_you_mean
 from workbench.paths import Space
 from workbench.space.linkage import study_rekey_key
 from workbench.views import protect
@@ -198,7 +198,8 @@ class ViewEngine:
         for name in columns:
             if name not in known:
                 raise WorkbenchUserError(
-                    f"view '{view.id}' has no column '{name}'. See wb.describe('{view.id}').",
+                    f"view '{view.id}' has no column '{name}'{did_you_mean(name, known)}. See "
+                    f"wb.describe('{view.id}').",
                     reason="unknown-column")
             if name != "holder" and name not in allowed:
                 raise WorkbenchUserError(
