@@ -46,12 +46,19 @@ def current_record(space: Space) -> dict | None:
         return None
 
 
+def _registered(space: Space) -> list[str]:
+    """The space's registered holders (``he/holders.json``; none without one)."""
+    from workbench.secure.signing import Registry
+
+    return sorted(Registry.from_json(space.holder_registry.read_bytes()).keys) \
+        if space.holder_registry.exists() else []
+
+
 def key_status(space: Space, policy) -> dict:
     """The space's HE key as its public record states it (who holds shares, how many decrypt
     together) and whether it is the key the signed ``policy`` sets: after an admin changes
     ``secure:``, the nodes refuse every round (``threshold-policy``) until a key generation has
     made the new key. For the admin overview and ``workbench policy apply``."""
-    from workbench.secure.signing import Registry
     from workbench.secure.threshold_local import SPACE_KEY
     from workbench.secure.threshold_node import key_set_mismatch
 
@@ -66,10 +73,8 @@ def key_status(space: Space, policy) -> dict:
         return key | {"status": "simulated", "note": (
             "a space without holder nodes: one account (wb-gateway) keeps every share and plays "
             "the key parties; holder nodes keep their own shares (docs/nodes.md)")}
-    registered = sorted(Registry.from_json(space.holder_registry.read_bytes()).keys) \
-        if space.holder_registry.exists() else []
     try:
-        mismatch = key_set_mismatch(policy, registered, parties, t, "the space's key")
+        mismatch = key_set_mismatch(policy, _registered(space), parties, t, "the space's key")
     except WorkbenchUserError as exc:  # the policy names a holder that is not registered
         mismatch = str(exc)
     if mismatch is None:
@@ -133,7 +138,6 @@ def _policy_key_set(space: Space, policy_path) -> tuple[dict, list[str], int]:
     nodes will verify it: an unsigned or altered policy makes no key."""
     from workbench.policy.loader import parse_policy
     from workbench.policy.signed import load_admin_keys, read_signed, verify_policy
-    from workbench.secure.signing import Registry
 
     path = policy_path or space.policy
     try:
@@ -144,9 +148,7 @@ def _policy_key_set(space: Space, policy_path) -> tuple[dict, list[str], int]:
                                  "apply').", reason="threshold-policy") from None
     verify_policy(text, signature, load_admin_keys(space))
     policy = parse_policy(text.decode(), str(path))
-    registered = Registry.from_json(space.holder_registry.read_bytes()).keys \
-        if space.holder_registry.exists() else {}
-    parties, t = policy.secure.key_set(sorted(registered))
+    parties, t = policy.secure.key_set(_registered(space))
     return {"text": text.decode(), "signature": signature}, parties, t
 
 

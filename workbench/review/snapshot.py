@@ -208,8 +208,11 @@ def study_snapshot(space: Space, policy, study: str, viewer: str) -> dict:
     except Exception as exc:
         requests = []
         snap["airlock"] = {"available": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
+    # the catalog is read once, and only when a request carries a verified result
+    views = _catalog_views(space) if any((r.get("evidence") or {}).get("verified")
+                                         for r in requests) else {}
     for request in requests:
-        request["time_label"] = _time_label(space, request)
+        request["time_label"] = _time_label(views, request)
     snap.update({
         "title": entry.title, "reviewers": list(entry.reviewers),
         "thresholds": entry.thresholds.model_dump(),
@@ -220,25 +223,29 @@ def study_snapshot(space: Space, policy, study: str, viewer: str) -> dict:
     return snap
 
 
-def _time_label(space: Space, request: dict) -> str:
+def _catalog_views(space: Space) -> dict:
+    from workbench.catalog.store import Catalog
+
+    try:
+        return Catalog.load(space).views
+    except (OSError, ValueError):  # no catalog here: labels fall back to the column's name
+        return {}
+
+
+def _time_label(views: dict, request: dict) -> str:
     """The time axis of a survival output's figure as the researcher's plot labels it (the
     catalog's description of the duration column), when its numbers carry the release
     checker's verified signature, whose spec names the column; else plain "time"."""
-    from workbench.catalog.store import Catalog
-    from workbench.secure.results import _time_column, format_time_label
+    from workbench.secure.results import format_time_label, time_column
 
     if not (request.get("evidence") or {}).get("verified"):
         return "time"
     payload = request.get("payload") or {}
-    view, column = _time_column(payload.get("attestation")
+    view, column = time_column(payload.get("attestation")
                                 or (payload.get("data") or {}).get("attestation"))
     if column is None:
         return "time"
-    try:
-        info = next((c for c in Catalog.load(space).views[view].columns if c.name == column),
-                    None)
-    except (OSError, KeyError, ValueError):  # no catalog entry here: the column's name alone
-        info = None
+    info = views[view].column(column) if view in views else None
     return format_time_label(column, getattr(info, "description", None),
                              getattr(info, "granularity", None))
 

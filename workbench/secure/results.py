@@ -137,7 +137,7 @@ class KaplanMeierGroups(dict):
         return ax
 
 
-def _time_column(attestation) -> tuple[str | None, str | None]:
+def time_column(attestation) -> tuple[str | None, str | None]:
     """(view, duration column) of a signed survival result, from the public spec it carries."""
     body = (attestation or {}).get("body") if isinstance(attestation, dict) else None
     if not isinstance(body, dict):
@@ -191,7 +191,7 @@ def label_time_axis(ax, result) -> None:
     attestation = getattr(result, "attestation", None)
     cached = getattr(result, "_time_label", None)
     if cached is None:
-        cached = time_axis_label(*_time_column(attestation))
+        cached = time_axis_label(*time_column(attestation))
         try:
             result._time_label = cached  # one gateway description per result
         except AttributeError:
